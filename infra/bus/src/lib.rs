@@ -1,0 +1,465 @@
+//! Wharf's use of NATS JetStream: topology, publishing, consuming.
+//!
+//! This crate turns the names and wire types of `wharf-contract` into JetStream operations: it
+//! creates the streams, consumers and key-value buckets (idempotently, at every start), publishes
+//! tasks and events with `Nats-Msg-Id` for de-duplication and the trace context in a header, and
+//! reads a task's event history. It never spells a subject itself (the contract does) and knows
+//! nothing of HTTP, SQL or MCP.
+
+use std::time::Duration;
+
+pub mod local;
+
+use async_nats::jetstream::{
+    self, consumer, context::PublishAckFuture, kv, message::PublishMessage, stream,
+};
+use async_nats::{HeaderMap, HeaderValue};
+use bytes::Bytes;
+use futures::{Stream, StreamExt, TryStreamExt};
+use uuid::Uuid;
+use wharf_contract::{
+    CANCEL_BUCKET, EVENT_SCHEMA, EVENTS_STREAM, EVENTS_SUBJECTS, RECORDER_CONSUMER, SCHEMA_HEADER,
+    TASK_SCHEMA, TASKS_STREAM, TASKS_SUBJECTS, TOOLS_BUCKET, TRACEPARENT_HEADER, Task, TaskEvent,
+    ToolServer, event_subject, queue_consumer, task_subject,
+};
+
+pub use async_nats::jetstream::AckKind;
+pub use async_nats::jetstream::Message;
+pub use async_nats::jetstream::consumer::PullConsumer;
+
+/// Failures talking to NATS. The message says which operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot connect to nats at {url}: {source}")]
+    Connect {
+        url: String,
+        source: async_nats::ConnectError,
+    },
+    #[error("{op}: {message}")]
+    Nats { op: &'static str, message: String },
+    #[error("malformed message on {subject}: {source}")]
+    Decode {
+        subject: String,
+        source: wharf_contract::event::DecodeError,
+    },
+}
+
+fn nats(op: &'static str) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> Error {
+    move |e| Error::Nats {
+        op,
+        message: e.to_string(),
+    }
+}
+
+macro_rules! nats_err {
+    ($op:literal) => {
+        |e| nats($op)(Box::new(e))
+    };
+}
+
+/// How the streams and buckets are laid out; every field has a working default.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    /// Replicas of every stream and bucket (1 for a single server, 3 for a cluster).
+    pub replicas: usize,
+    /// How long task events are kept.
+    pub events_max_age: Duration,
+    /// Window in which a re-published message with the same `Nats-Msg-Id` is dropped.
+    pub duplicate_window: Duration,
+    /// How long a delivered task stays leased without a heartbeat before it is redelivered.
+    pub ack_wait: Duration,
+    /// How long cancellation requests are remembered.
+    pub cancel_ttl: Duration,
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Topology {
+            replicas: 1,
+            events_max_age: Duration::from_secs(7 * 24 * 3600),
+            duplicate_window: Duration::from_secs(120),
+            ack_wait: Duration::from_secs(30),
+            cancel_ttl: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// A connection to NATS with a JetStream context.
+#[derive(Clone, Debug)]
+pub struct Bus {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    topology: Topology,
+}
+
+/// Header values for a message.
+fn headers(schema: &'static str, traceparent: Option<&str>) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(SCHEMA_HEADER, HeaderValue::from(schema));
+    if let Some(tp) = traceparent {
+        h.insert(TRACEPARENT_HEADER, HeaderValue::from(tp));
+    }
+    h
+}
+
+/// The trace context carried by a message, if any.
+pub fn traceparent_of(message: &async_nats::Message) -> Option<String> {
+    message
+        .headers
+        .as_ref()?
+        .get(TRACEPARENT_HEADER)
+        .map(|v| v.as_str().to_owned())
+}
+
+impl Bus {
+    /// Connects to `url`, naming the connection `name` (shown in the server's monitoring).
+    pub async fn connect(url: &str, name: &str, topology: Topology) -> Result<Bus, Error> {
+        let client = async_nats::ConnectOptions::new()
+            .name(name)
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(|source| Error::Connect {
+                url: url.to_owned(),
+                source,
+            })?;
+        let js = jetstream::ContextBuilder::new()
+            .timeout(Duration::from_secs(10))
+            .max_ack_inflight(16_384)
+            .backpressure_on_inflight(true)
+            .build(client.clone());
+        Ok(Bus {
+            client,
+            js,
+            topology,
+        })
+    }
+
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// True when the connection to the server is up.
+    pub fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Creates or updates the streams and buckets. Safe to run from every process at every start.
+    pub async fn ensure_topology(&self) -> Result<(), Error> {
+        let t = &self.topology;
+        self.js
+            .create_or_update_stream(stream::Config {
+                name: TASKS_STREAM.into(),
+                description: Some("Wharf tasks waiting for a worker, one subject per queue".into()),
+                subjects: vec![TASKS_SUBJECTS.into()],
+                retention: stream::RetentionPolicy::WorkQueue,
+                storage: stream::StorageType::File,
+                num_replicas: t.replicas,
+                duplicate_window: t.duplicate_window,
+                ..Default::default()
+            })
+            .await
+            .map_err(nats_err!("create the tasks stream"))?;
+        self.js
+            .create_or_update_stream(stream::Config {
+                name: EVENTS_STREAM.into(),
+                description: Some("Wharf task events, one subject per task".into()),
+                subjects: vec![EVENTS_SUBJECTS.into()],
+                retention: stream::RetentionPolicy::Limits,
+                storage: stream::StorageType::File,
+                num_replicas: t.replicas,
+                max_age: t.events_max_age,
+                duplicate_window: t.duplicate_window.min(t.events_max_age),
+                allow_direct: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(nats_err!("create the events stream"))?;
+        for (bucket, description, max_age) in [
+            (
+                TOOLS_BUCKET,
+                "MCP tools advertised by workers",
+                Duration::ZERO,
+            ),
+            (
+                CANCEL_BUCKET,
+                "cancellation requests by task id",
+                t.cancel_ttl,
+            ),
+        ] {
+            self.js
+                .create_or_update_key_value(kv::Config {
+                    bucket: bucket.into(),
+                    description: description.into(),
+                    history: 1,
+                    max_age,
+                    storage: stream::StorageType::File,
+                    num_replicas: t.replicas,
+                    ..Default::default()
+                })
+                .await
+                .map_err(nats_err!("create a key-value bucket"))?;
+        }
+        Ok(())
+    }
+
+    /// Publishes a task and its `submitted` event, and waits until JetStream stored both. The
+    /// two publishes are pipelined: one round trip. Returns the task's sequence in the stream.
+    pub async fn submit(
+        &self,
+        task: &Task,
+        submitted: &TaskEvent,
+        traceparent: Option<&str>,
+    ) -> Result<u64, Error> {
+        let body = serde_json::to_vec(task).expect("a task serialises");
+        let task_ack = self
+            .js
+            .send_publish(
+                task_subject(&task.queue),
+                PublishMessage::build()
+                    .payload(Bytes::from(body))
+                    .headers(headers(TASK_SCHEMA, traceparent))
+                    .message_id(task.id.to_string()),
+            )
+            .await
+            .map_err(nats_err!("publish the task"))?;
+        let event_ack = self
+            .publish_event(submitted, &format!("{}:submitted", task.id), traceparent)
+            .await?;
+        let task_ack = task_ack.await.map_err(nats_err!("store the task"))?;
+        event_ack
+            .await
+            .map_err(nats_err!("store the submitted event"))?;
+        Ok(task_ack.sequence)
+    }
+
+    /// Publishes an event without waiting for JetStream to store it; await the returned future
+    /// for that. `msg_id` must be unique per event: a re-publish with the same id is dropped.
+    pub async fn publish_event(
+        &self,
+        event: &TaskEvent,
+        msg_id: &str,
+        traceparent: Option<&str>,
+    ) -> Result<PublishAckFuture, Error> {
+        let body = serde_json::to_vec(event).expect("an event serialises");
+        self.js
+            .send_publish(
+                event_subject(event.task_id),
+                PublishMessage::build()
+                    .payload(Bytes::from(body))
+                    .headers(headers(EVENT_SCHEMA, traceparent))
+                    .message_id(msg_id),
+            )
+            .await
+            .map_err(nats_err!("publish an event"))
+    }
+
+    /// The durable pull consumer every worker of `queue` shares.
+    pub async fn queue_consumer(&self, queue: &str) -> Result<PullConsumer, Error> {
+        let stream = self
+            .js
+            .get_stream_no_info(TASKS_STREAM)
+            .await
+            .map_err(nats_err!("open the tasks stream"))?;
+        stream
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some(queue_consumer(queue)),
+                description: Some(format!("workers of queue {queue}")),
+                filter_subject: task_subject(queue),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: self.topology.ack_wait,
+                max_deliver: -1,
+                max_ack_pending: 100_000,
+                ..Default::default()
+            })
+            .await
+            .map_err(nats_err!("create a queue consumer"))
+    }
+
+    /// The durable pull consumer the recorder projects events from.
+    pub async fn recorder_consumer(&self) -> Result<PullConsumer, Error> {
+        let stream = self
+            .js
+            .get_stream_no_info(EVENTS_STREAM)
+            .await
+            .map_err(nats_err!("open the events stream"))?;
+        stream
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some(RECORDER_CONSUMER.into()),
+                description: Some("projects task events into the database".into()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                // A recorder that died leaves its prefetched events unacknowledged; another
+                // recorder gets them after this long. Writing a batch takes far less.
+                ack_wait: Duration::from_secs(10),
+                max_deliver: -1,
+                max_ack_pending: 50_000,
+                ..Default::default()
+            })
+            .await
+            .map_err(nats_err!("create the recorder consumer"))
+    }
+
+    /// A task's events from the first, then live ones as they are stored, in stream order, each
+    /// with its stream sequence. The stream never ends by itself; stop after the terminal event.
+    pub async fn follow(
+        &self,
+        id: Uuid,
+    ) -> Result<impl Stream<Item = Result<(u64, TaskEvent), Error>> + use<>, Error> {
+        let (_, messages) = self.ordered(id).await?;
+        Ok(messages)
+    }
+
+    /// A task's events stored so far (empty for a task nobody submitted).
+    pub async fn history(&self, id: Uuid) -> Result<Vec<(u64, TaskEvent)>, Error> {
+        let (pending, messages) = self.ordered(id).await?;
+        if pending == 0 {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::with_capacity(pending as usize);
+        let mut messages = std::pin::pin!(messages);
+        while out.len() < pending as usize {
+            let next = tokio::time::timeout(Duration::from_secs(5), messages.next())
+                .await
+                .map_err(|_| Error::Nats {
+                    op: "read a task's history",
+                    message: "timed out".into(),
+                })?;
+            match next {
+                Some(item) => out.push(item?),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn ordered(
+        &self,
+        id: Uuid,
+    ) -> Result<
+        (
+            u64,
+            impl Stream<Item = Result<(u64, TaskEvent), Error>> + use<>,
+        ),
+        Error,
+    > {
+        let stream = self
+            .js
+            .get_stream_no_info(EVENTS_STREAM)
+            .await
+            .map_err(nats_err!("open the events stream"))?;
+        let mut consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: event_subject(id),
+                deliver_policy: consumer::DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .map_err(nats_err!("create an ordered consumer"))?;
+        let pending = consumer
+            .info()
+            .await
+            .map_err(nats_err!("read consumer info"))?
+            .num_pending;
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(nats_err!("read a task's events"))?
+            .map_err(nats_err!("read a task's events"))
+            .and_then(|m| async move { decode_event(&m) });
+        Ok((pending, messages))
+    }
+
+    /// Records a request to cancel task `id`; workers watching the bucket act on it.
+    pub async fn request_cancel(&self, id: Uuid) -> Result<(), Error> {
+        let store = self.bucket(CANCEL_BUCKET).await?;
+        store
+            .put(id.to_string(), Bytes::from_static(b"1"))
+            .await
+            .map_err(nats_err!("record a cancellation"))?;
+        Ok(())
+    }
+
+    /// Every cancellation request still remembered, then new ones as they come.
+    pub async fn watch_cancels(&self) -> Result<impl Stream<Item = Uuid> + use<>, Error> {
+        let store = self.bucket(CANCEL_BUCKET).await?;
+        let watch = store
+            .watch_with_history(">")
+            .await
+            .map_err(nats_err!("watch cancellations"))?;
+        Ok(watch.filter_map(|entry| async move {
+            let entry = entry.ok()?;
+            (entry.operation == kv::Operation::Put)
+                .then(|| entry.key.parse().ok())
+                .flatten()
+        }))
+    }
+
+    /// Advertises one MCP server's tools in the catalog.
+    pub async fn advertise_tools(&self, server: &ToolServer) -> Result<(), Error> {
+        let store = self.bucket(TOOLS_BUCKET).await?;
+        let body = serde_json::to_vec(server).expect("a tool server serialises");
+        store
+            .put(&server.server, Bytes::from(body))
+            .await
+            .map_err(nats_err!("advertise tools"))?;
+        Ok(())
+    }
+
+    /// Every advertised MCP server, then updates as workers advertise again.
+    pub async fn watch_tools(&self) -> Result<impl Stream<Item = ToolServer> + use<>, Error> {
+        let store = self.bucket(TOOLS_BUCKET).await?;
+        let watch = store
+            .watch_with_history(">")
+            .await
+            .map_err(nats_err!("watch the tool catalog"))?;
+        Ok(watch.filter_map(|entry| async move {
+            let entry = entry.ok()?;
+            if entry.operation != kv::Operation::Put {
+                return None;
+            }
+            match serde_json::from_slice::<ToolServer>(&entry.value) {
+                Ok(server) => Some(server),
+                Err(e) => {
+                    tracing::warn!(key = %entry.key, error = %e, "ignoring a malformed tool catalog entry");
+                    None
+                }
+            }
+        }))
+    }
+
+    async fn bucket(&self, name: &str) -> Result<kv::Store, Error> {
+        self.js
+            .get_key_value(name)
+            .await
+            .map_err(nats_err!("open a key-value bucket"))
+    }
+
+    /// Messages waiting in a queue (not yet delivered to any worker).
+    pub async fn queue_depth(&self, queue: &str) -> Result<u64, Error> {
+        let mut consumer = self.queue_consumer(queue).await?;
+        Ok(consumer
+            .info()
+            .await
+            .map_err(nats_err!("read consumer info"))?
+            .num_pending)
+    }
+}
+
+/// Decodes an event message into its stream sequence and event.
+pub fn decode_event(m: &Message) -> Result<(u64, TaskEvent), Error> {
+    let seq = m.info().map(|i| i.stream_sequence).unwrap_or_default();
+    let event = TaskEvent::decode(&m.payload).map_err(|source| Error::Decode {
+        subject: m.subject.to_string(),
+        source,
+    })?;
+    Ok((seq, event))
+}

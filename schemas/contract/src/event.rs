@@ -1,0 +1,159 @@
+//! Events on the EVENTS stream: everything that happens to a task, in order, per task subject.
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::task::{Progress, Task, TaskError, TaskStatus};
+
+/// Version written into every [`TaskEvent`] this build publishes.
+pub const EVENT_VERSION: u32 = 1;
+
+/// One thing that happened to a task (`task-event.v1`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TaskEvent {
+    /// Wire version of this message.
+    pub v: u32,
+    pub task_id: Uuid,
+    pub at: DateTime<Utc>,
+    /// The attempt this event belongs to (0 before the first start).
+    pub attempt: u32,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    /// The gateway accepted the task; carries the whole task as submitted.
+    Submitted { task: Task },
+    /// A worker started an attempt.
+    Started {
+        worker: String,
+        tool: String,
+        queue: String,
+    },
+    /// The tool reported progress.
+    Progress(Progress),
+    /// Somebody asked for the task to be cancelled.
+    CancelRequested {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// An attempt failed in a way worth retrying; the task waits `retry_in_ms` and runs again.
+    AttemptFailed { error: TaskError, retry_in_ms: u64 },
+    /// Terminal: the tool returned a result.
+    Succeeded { result: Value },
+    /// Terminal: the task failed for good.
+    Failed { error: TaskError },
+    /// Terminal: the task was cancelled before or while it ran.
+    Cancelled {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+}
+
+impl TaskEvent {
+    pub fn new(task_id: Uuid, attempt: u32, kind: EventKind) -> TaskEvent {
+        TaskEvent {
+            v: EVENT_VERSION,
+            task_id,
+            at: Utc::now(),
+            attempt,
+            kind,
+        }
+    }
+
+    /// The terminal status this event sets, if it is terminal.
+    pub fn terminal_status(&self) -> Option<TaskStatus> {
+        match self.kind {
+            EventKind::Succeeded { .. } => Some(TaskStatus::Succeeded),
+            EventKind::Failed { .. } => Some(TaskStatus::Failed),
+            EventKind::Cancelled { .. } => Some(TaskStatus::Cancelled),
+            _ => None,
+        }
+    }
+
+    /// A short stable name of the kind, used in message ids and metrics.
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            EventKind::Submitted { .. } => "submitted",
+            EventKind::Started { .. } => "started",
+            EventKind::Progress(_) => "progress",
+            EventKind::CancelRequested { .. } => "cancel_requested",
+            EventKind::AttemptFailed { .. } => "attempt_failed",
+            EventKind::Succeeded { .. } => "succeeded",
+            EventKind::Failed { .. } => "failed",
+            EventKind::Cancelled { .. } => "cancelled",
+        }
+    }
+
+    /// Decodes an event body, refusing versions this build does not know.
+    pub fn decode(body: &[u8]) -> Result<TaskEvent, DecodeError> {
+        decode_versioned(body, EVENT_VERSION)
+    }
+}
+
+impl Task {
+    /// Decodes a task body, refusing versions this build does not know.
+    pub fn decode(body: &[u8]) -> Result<Task, DecodeError> {
+        decode_versioned(body, crate::task::TASK_VERSION)
+    }
+}
+
+/// Why a message body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unsupported message version {0}")]
+    Version(u64),
+    #[error("malformed message: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+fn decode_versioned<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    known: u32,
+) -> Result<T, DecodeError> {
+    #[derive(Deserialize)]
+    struct Version {
+        v: u64,
+    }
+    let Version { v } = serde_json::from_slice(body)?;
+    if v == 0 || v > u64::from(known) {
+        return Err(DecodeError::Version(v));
+    }
+    Ok(serde_json::from_slice(body)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A v1 event as an older build wrote it must keep decoding.
+    #[test]
+    fn v1_progress_event_decodes() {
+        let body = br#"{"v":1,"task_id":"01937a9e-7c4e-7b2a-9a0e-4d5f6a7b8c9d","at":"2026-11-25T10:00:00Z","attempt":1,"type":"progress","progress":3.0,"total":10.0}"#;
+        let ev = TaskEvent::decode(body).unwrap();
+        assert_eq!(ev.kind_name(), "progress");
+        assert_eq!(
+            ev.kind,
+            EventKind::Progress(Progress {
+                progress: 3.0,
+                total: Some(10.0),
+                message: None
+            })
+        );
+    }
+
+    #[test]
+    fn unknown_versions_are_refused() {
+        let body = br#"{"v":2,"task_id":"01937a9e-7c4e-7b2a-9a0e-4d5f6a7b8c9d"}"#;
+        assert!(matches!(
+            TaskEvent::decode(body),
+            Err(DecodeError::Version(2))
+        ));
+    }
+}

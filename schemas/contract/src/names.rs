@@ -1,0 +1,82 @@
+//! Every NATS name Wharf uses: streams, subjects, consumers, key-value buckets and headers.
+
+use uuid::Uuid;
+
+/// The work-queue stream holding submitted tasks until a worker acknowledges them.
+pub const TASKS_STREAM: &str = "WHARF_TASKS";
+/// Subjects of [`TASKS_STREAM`]: `wharf.tasks.<queue>`.
+pub const TASKS_SUBJECTS: &str = "wharf.tasks.>";
+/// The limits-retention stream holding every task's event history.
+pub const EVENTS_STREAM: &str = "WHARF_EVENTS";
+/// Subjects of [`EVENTS_STREAM`]: `wharf.events.<task id>`, one subject per task so a task's
+/// history can be read (and followed live) by subject.
+pub const EVENTS_SUBJECTS: &str = "wharf.events.>";
+/// The durable consumer the recorder projects events from.
+pub const RECORDER_CONSUMER: &str = "wharf-recorder";
+/// Key-value bucket where workers advertise the MCP tools they serve, one key per server.
+pub const TOOLS_BUCKET: &str = "wharf_tools";
+/// Key-value bucket of cancellation requests, one key per task id.
+pub const CANCEL_BUCKET: &str = "wharf_cancel";
+
+/// Header carrying the W3C trace context of the task.
+pub const TRACEPARENT_HEADER: &str = "traceparent";
+/// Header naming the wire type and version of a message body, e.g. `task.v1`.
+pub const SCHEMA_HEADER: &str = "Wharf-Schema";
+/// Schema header value of a [`crate::Task`] message.
+pub const TASK_SCHEMA: &str = "task.v1";
+/// Schema header value of a [`crate::TaskEvent`] message.
+pub const EVENT_SCHEMA: &str = "task-event.v1";
+
+/// The queue a task goes to when the submitter names none.
+pub const DEFAULT_QUEUE: &str = "default";
+
+/// Subject a task of `queue` is published on.
+pub fn task_subject(queue: &str) -> String {
+    format!("wharf.tasks.{queue}")
+}
+
+/// Name of the durable pull consumer serving `queue`; every worker of the queue shares it.
+pub fn queue_consumer(queue: &str) -> String {
+    format!("wharf-queue-{queue}")
+}
+
+/// Subject the events of task `id` are published on.
+pub fn event_subject(id: Uuid) -> String {
+    format!("wharf.events.{id}")
+}
+
+/// The task id an event subject names, if it is one.
+pub fn task_id_of_event_subject(subject: &str) -> Option<Uuid> {
+    subject.strip_prefix("wharf.events.")?.parse().ok()
+}
+
+/// Checks a queue or MCP server name: it becomes a subject token, a consumer name or a KV key,
+/// so it is limited to ASCII letters, digits, `-` and `_`, 1 to 64 characters.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_would_break_a_subject_are_refused() {
+        assert!(valid_name("default"));
+        assert!(valid_name("gpu-heavy_2"));
+        for bad in ["", "a.b", "a b", "a*", "a>", "ü", &"x".repeat(65)] {
+            assert!(!valid_name(bad), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn event_subjects_round_trip() {
+        let id = Uuid::now_v7();
+        assert_eq!(task_id_of_event_subject(&event_subject(id)), Some(id));
+        assert_eq!(task_id_of_event_subject("wharf.tasks.default"), None);
+    }
+}

@@ -1,0 +1,8 @@
+//! SeaORM entities: the tables the recorder writes and the gateway reads.
+//!
+//! The same entities serve Postgres (production) and SQLite (`wharf dev`). Only the store and the
+//! migrations use them; workers never do. The JSON columns hold contract types serialised with
+//! serde; the conversions live in `wharf-store`.
+
+pub mod task;
+pub mod task_event;

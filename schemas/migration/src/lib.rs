@@ -1,0 +1,16 @@
+//! SeaORM migrations for the Wharf database, written once for Postgres and SQLite.
+//!
+//! Migrations only add: a released migration is never edited. The store runs them at start-up.
+
+use sea_orm_migration::prelude::*;
+
+mod m0001_tasks;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m0001_tasks::Migration)]
+    }
+}

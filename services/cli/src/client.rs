@@ -1,0 +1,309 @@
+//! Client commands against a running gateway: `submit`, `task`, `tasks`, `cancel`, `tools`.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Map, Value};
+use wharf_contract::{Problem, SubmitTask, TaskList, TaskView, ToolList, WsServerMessage};
+
+#[derive(Subcommand)]
+pub enum ClientCommand {
+    /// Submit a task and print its id (or, with --watch, follow it to the end).
+    Submit {
+        /// Tool to run, `<server>.<tool>`, e.g. `demo.sleep`.
+        tool: String,
+        /// An argument `name=value`; the value is read as JSON when it parses, else as a string.
+        #[arg(long = "arg", value_name = "NAME=VALUE")]
+        args: Vec<String>,
+        /// All arguments as one JSON object (merged under any --arg).
+        #[arg(long = "args-json", value_name = "JSON")]
+        args_json: Option<String>,
+        #[arg(long)]
+        queue: Option<String>,
+        /// Timeout of one attempt, in seconds.
+        #[arg(long)]
+        timeout: Option<u64>,
+        #[arg(long)]
+        max_attempts: Option<u32>,
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        #[arg(long)]
+        session: Option<String>,
+        /// Follow progress live and print the result.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Show one task.
+    Task { id: String },
+    /// List tasks, newest first.
+    Tasks {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        queue: Option<String>,
+        #[arg(long)]
+        session: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Cancel a queued or running task.
+    Cancel { id: String },
+    /// List the tools workers serve.
+    Tools,
+}
+
+/// Parses `name=value` arguments into an object.
+fn parse_args(pairs: &[String], json: Option<&str>) -> anyhow::Result<Map<String, Value>> {
+    let mut out = match json {
+        Some(j) => match serde_json::from_str::<Value>(j).context("--args-json is not JSON")? {
+            Value::Object(o) => o,
+            _ => bail!("--args-json must be a JSON object"),
+        },
+        None => Map::new(),
+    };
+    for pair in pairs {
+        let (name, value) = pair
+            .split_once('=')
+            .with_context(|| format!("--arg {pair:?} is not NAME=VALUE"))?;
+        let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()));
+        out.insert(name.to_owned(), value);
+    }
+    Ok(out)
+}
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> anyhow::Result<T> {
+        let response = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the gateway at {}", self.base))?;
+        let status = response.status();
+        let body = response.bytes().await?;
+        if !status.is_success() {
+            if let Ok(p) = serde_json::from_slice::<Problem>(&body) {
+                let mut msg = format!("{} ({}): {}", p.title, p.status, p.detail);
+                for e in &p.errors {
+                    msg.push_str(&format!("\n  {}: {}", e.pointer, e.detail));
+                }
+                bail!(msg);
+            }
+            bail!("{status}: {}", String::from_utf8_lossy(&body));
+        }
+        Ok(serde_json::from_slice(&body)?)
+    }
+}
+
+impl ClientCommand {
+    pub async fn run(self, base: String) -> anyhow::Result<()> {
+        let api = Api {
+            base: base.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::new(),
+        };
+        let url = |path: &str| format!("{}{path}", api.base);
+        match self {
+            ClientCommand::Submit {
+                tool,
+                args,
+                args_json,
+                queue,
+                timeout,
+                max_attempts,
+                idempotency_key,
+                session,
+                watch,
+            } => {
+                let body = SubmitTask {
+                    tool,
+                    arguments: parse_args(&args, args_json.as_deref())?,
+                    queue,
+                    timeout_secs: timeout,
+                    max_attempts,
+                    idempotency_key,
+                    session_id: session,
+                    metadata: None,
+                };
+                let view: TaskView = api
+                    .send(api.http.post(url("/api/v1/tasks")).json(&body))
+                    .await?;
+                if watch {
+                    return watch_task(&api, &view).await;
+                }
+                println!("{}", view.id);
+            }
+            ClientCommand::Task { id } => {
+                let view: TaskView = api
+                    .send(api.http.get(url(&format!("/api/v1/tasks/{id}"))))
+                    .await?;
+                println!("{}", serde_json::to_string_pretty(&view)?);
+            }
+            ClientCommand::Tasks {
+                status,
+                queue,
+                session,
+                limit,
+                cursor,
+            } => {
+                let mut query = vec![("limit", limit.to_string())];
+                for (k, v) in [
+                    ("status", status),
+                    ("queue", queue),
+                    ("session_id", session),
+                    ("cursor", cursor),
+                ] {
+                    if let Some(v) = v {
+                        query.push((k, v));
+                    }
+                }
+                let list: TaskList = api
+                    .send(api.http.get(url("/api/v1/tasks")).query(&query))
+                    .await?;
+                println!(
+                    "{:<36}  {:<9}  {:<20}  {:<10}  {:>8}  CREATED",
+                    "ID", "STATUS", "TOOL", "QUEUE", "ATTEMPTS"
+                );
+                for t in &list.tasks {
+                    println!(
+                        "{:<36}  {:<9}  {:<20}  {:<10}  {:>8}  {}",
+                        t.id,
+                        t.status.as_str(),
+                        t.tool,
+                        t.queue,
+                        t.attempts,
+                        t.created_at.map(|c| c.to_rfc3339()).unwrap_or_default()
+                    );
+                }
+                if let Some(next) = list.next_cursor {
+                    println!("more: wharf tasks --cursor {next}");
+                }
+            }
+            ClientCommand::Cancel { id } => {
+                let view: TaskView = api
+                    .send(api.http.post(url(&format!("/api/v1/tasks/{id}/cancel"))))
+                    .await?;
+                println!(
+                    "cancellation requested for {} ({})",
+                    view.id,
+                    view.status.as_str()
+                );
+            }
+            ClientCommand::Tools => {
+                let list: ToolList = api.send(api.http.get(url("/api/v1/tools"))).await?;
+                for t in &list.tools {
+                    println!("{:<28}  {}", t.name, t.description.as_deref().unwrap_or(""));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Follows a task's SSE stream with a progress bar, then prints its result.
+async fn watch_task(api: &Api, view: &TaskView) -> anyhow::Result<()> {
+    eprintln!("task {} accepted", view.id);
+    let response = api
+        .http
+        .get(format!("{}/api/v1/tasks/{}/events", api.base, view.id))
+        .send()
+        .await?
+        .error_for_status()?;
+    let bar = ProgressBar::new(1);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} {msg}")
+            .expect("a valid template"),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar.set_message("queued");
+    let mut bytes = response.bytes_stream();
+    let mut buffer = String::new();
+    while let Some(chunk) = bytes.next().await {
+        buffer.push_str(&String::from_utf8_lossy(&chunk?));
+        while let Some(end) = buffer.find("\n\n") {
+            let frame: String = buffer.drain(..end + 2).collect();
+            let data: String = frame
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(str::trim_start)
+                .collect();
+            if data.is_empty() {
+                continue;
+            }
+            let Ok(message) = serde_json::from_str::<WsServerMessage>(&data) else {
+                continue;
+            };
+            match message {
+                WsServerMessage::Started {
+                    worker, attempt, ..
+                } => {
+                    bar.set_message(format!("running on {worker} (attempt {attempt})"));
+                }
+                WsServerMessage::Progress {
+                    progress,
+                    total,
+                    message,
+                    ..
+                } => {
+                    if let Some(total) = total {
+                        bar.set_length(total.max(1.0) as u64);
+                    }
+                    bar.set_position(progress as u64);
+                    if let Some(m) = message {
+                        bar.set_message(m);
+                    }
+                }
+                WsServerMessage::Retrying {
+                    error, retry_in_ms, ..
+                } => {
+                    bar.set_message(format!("retrying in {retry_in_ms} ms: {}", error.message));
+                }
+                WsServerMessage::Complete { result, .. } => {
+                    bar.finish_and_clear();
+                    println!("{}", render_result(&result));
+                    return Ok(());
+                }
+                WsServerMessage::Error { error, .. } => {
+                    bar.finish_and_clear();
+                    bail!("task failed: {} ({})", error.message, error.code);
+                }
+                WsServerMessage::Cancelled { .. } => {
+                    bar.finish_and_clear();
+                    bail!("task cancelled");
+                }
+                _ => {}
+            }
+        }
+    }
+    bar.finish_and_clear();
+    bail!("the event stream ended before the task did")
+}
+
+/// The text content of an MCP tool result, or the result as JSON.
+fn render_result(result: &Value) -> String {
+    let texts: Vec<&str> = result
+        .get("content")
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|c| c.get("text").and_then(Value::as_str))
+                .collect()
+        })
+        .unwrap_or_default();
+    if texts.is_empty() {
+        serde_json::to_string_pretty(result).unwrap_or_default()
+    } else {
+        texts.join("\n")
+    }
+}

@@ -1,0 +1,162 @@
+//! The one configuration struct, loaded from defaults, an optional TOML file and `WHARF_`
+//! environment variables (later sources win). Nested keys use `__` in the environment, e.g.
+//! `WHARF_WORKER__CONCURRENCY=64`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use wharf_worker::McpServerConfig;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address of the HTTP and WebSocket API.
+    pub http_addr: SocketAddr,
+    /// Where `wharf dev` keeps its state (NATS store, SQLite database).
+    pub data_dir: PathBuf,
+    /// NATS server URL. `wharf dev` starts its own nats-server when this is unset.
+    pub nats_url: Option<String>,
+    /// Database URL, `postgres://…` or `sqlite://…`. `wharf dev` uses SQLite in the data
+    /// directory when this is unset.
+    pub database_url: Option<Secret>,
+    /// `pretty` or `json`.
+    pub log_format: String,
+    pub nats: NatsConfig,
+    pub gateway: GatewaySection,
+    pub worker: WorkerSection,
+}
+
+/// A value that must never be printed (it may hold a password).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsConfig {
+    /// Replicas of every stream (1 for one server, 3 for a cluster).
+    pub replicas: usize,
+    /// How long task events are kept, in seconds.
+    pub events_max_age_secs: u64,
+    /// Lease of a running task without a heartbeat, in seconds; workers heartbeat at a third.
+    pub ack_wait_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySection {
+    pub max_body_bytes: usize,
+    pub default_max_attempts: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSection {
+    /// Worker processes `wharf dev` runs in-process (each with its own MCP connections).
+    pub count: usize,
+    pub queues: Vec<String>,
+    /// Tasks one worker runs at once.
+    pub concurrency: usize,
+    pub shutdown_grace_secs: u64,
+    /// MCP servers. When empty, the bundled demo server is used, named `demo`.
+    pub servers: Vec<McpServerConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from(".wharf"),
+            nats_url: None,
+            database_url: None,
+            log_format: "pretty".into(),
+            nats: NatsConfig {
+                replicas: 1,
+                events_max_age_secs: 7 * 24 * 3600,
+                ack_wait_secs: 30,
+            },
+            gateway: GatewaySection {
+                max_body_bytes: 1024 * 1024,
+                default_max_attempts: 3,
+            },
+            worker: WorkerSection {
+                count: 1,
+                queues: vec![wharf_contract::DEFAULT_QUEUE.into()],
+                concurrency: 256,
+                shutdown_grace_secs: 30,
+                servers: Vec::new(),
+            },
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then the TOML file (when given), then `WHARF_*` variables.
+    pub fn load(file: Option<&PathBuf>) -> Result<Config, Box<figment::Error>> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            fig = fig.merge(Toml::file_exact(file));
+        }
+        const KEYS: [&str; 8] = [
+            "http_addr",
+            "data_dir",
+            "nats_url",
+            "database_url",
+            "log_format",
+            "nats",
+            "gateway",
+            "worker",
+        ];
+        // Other WHARF_ variables (WHARF_API for the client commands, ...) are not config keys.
+        let env = Env::prefixed("WHARF_").filter(|key| {
+            let k = key.as_str().to_ascii_lowercase();
+            KEYS.iter()
+                .any(|t| k == *t || k.starts_with(&format!("{t}__")))
+        });
+        fig.merge(env.split("__")).extract().map_err(Box::new)
+    }
+
+    pub fn topology(&self) -> wharf_bus::Topology {
+        wharf_bus::Topology {
+            replicas: self.nats.replicas,
+            events_max_age: Duration::from_secs(self.nats.events_max_age_secs),
+            ack_wait: Duration::from_secs(self.nats.ack_wait_secs.max(3)),
+            ..wharf_bus::Topology::default()
+        }
+    }
+
+    pub fn gateway(&self) -> wharf_gateway::GatewayConfig {
+        wharf_gateway::GatewayConfig {
+            listen: self.http_addr,
+            max_body_bytes: self.gateway.max_body_bytes,
+            default_max_attempts: self.gateway.default_max_attempts,
+        }
+    }
+
+    /// Worker settings; `demo` is the command line that starts the bundled demo server, used
+    /// when no server is configured.
+    pub fn worker(&self, id: String, demo: McpServerConfig) -> wharf_worker::WorkerConfig {
+        let servers = if self.worker.servers.is_empty() {
+            vec![demo]
+        } else {
+            self.worker.servers.clone()
+        };
+        wharf_worker::WorkerConfig {
+            id,
+            queues: self.worker.queues.clone(),
+            concurrency: self.worker.concurrency,
+            servers,
+            shutdown_grace: Duration::from_secs(self.worker.shutdown_grace_secs),
+        }
+    }
+}

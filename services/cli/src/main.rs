@@ -1,0 +1,304 @@
+//! `wharf`: runs Wharf (`dev`, or one part: `gateway`, `worker`, `recorder`) and talks to a
+//! running gateway (`submit`, `task`, `tasks`, `cancel`, `tools`).
+//!
+//! This binary only wires: configuration, processes and signals. The behaviour lives in the
+//! service and worker crates.
+
+mod client;
+mod config;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use wharf_bus::Bus;
+use wharf_bus::local::LocalNats;
+use wharf_store::Store;
+use wharf_telemetry::LogFormat;
+use wharf_worker::{McpServerConfig, McpTransport};
+
+use crate::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "wharf",
+    version,
+    about = "A queue-backed worker platform for MCP tools"
+)]
+struct Cli {
+    /// Gateway the client commands talk to.
+    #[arg(
+        long,
+        global = true,
+        env = "WHARF_API",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    api: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "WHARF_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address of the HTTP and WebSocket API (overrides WHARF_HTTP_ADDR and the file).
+    #[arg(long)]
+    http: Option<std::net::SocketAddr>,
+    /// State directory (overrides WHARF_DATA_DIR and the file).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Gateway, recorder and workers in one process, with a nats-server, SQLite and the demo MCP
+    /// server wherever nothing else is configured.
+    Dev(ServeArgs),
+    /// The HTTP/WebSocket gateway alone.
+    Gateway(ServeArgs),
+    /// A worker alone.
+    Worker {
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// Worker id shown in task events (default: host and process id).
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// The recorder alone.
+    Recorder(ServeArgs),
+    /// Serve the bundled demo MCP server on stdin/stdout.
+    #[command(hide = true)]
+    McpDemo,
+    #[command(flatten)]
+    Client(client::ClientCommand),
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("wharf: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::McpDemo => runtime
+            .block_on(wharf_demo_mcp::serve_stdio())
+            .map_err(|e| anyhow::anyhow!("demo mcp server: {e}")),
+        Command::Client(c) => runtime.block_on(c.run(cli.api)),
+        Command::Dev(args) => runtime.block_on(dev(args)),
+        Command::Gateway(args) => runtime.block_on(gateway(args)),
+        Command::Worker { serve, id } => runtime.block_on(worker(serve, id)),
+        Command::Recorder(args) => runtime.block_on(recorder(args)),
+    }
+}
+
+fn load(args: &ServeArgs, default_format: LogFormat) -> anyhow::Result<Config> {
+    let mut config = Config::load(args.config.as_ref())?;
+    if let Some(http) = args.http {
+        config.http_addr = http;
+    }
+    if let Some(dir) = &args.data_dir {
+        config.data_dir.clone_from(dir);
+    }
+    let format = match config.log_format.as_str() {
+        "json" => LogFormat::Json,
+        "pretty" => LogFormat::Pretty,
+        _ => default_format,
+    };
+    wharf_telemetry::init_logging(format, "info,rmcp=warn,async_nats=warn,sqlx=warn");
+    Ok(config)
+}
+
+/// Fires on SIGINT or SIGTERM.
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("can listen for SIGTERM");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+        t.cancel();
+    });
+    token
+}
+
+async fn connect_bus(config: &Config, name: &str) -> anyhow::Result<Bus> {
+    let url = config
+        .nats_url
+        .as_deref()
+        .context("WHARF_NATS_URL (or nats_url in the config file) is required")?;
+    Ok(Bus::connect(url, name, config.topology()).await?)
+}
+
+async fn connect_store(config: &Config) -> anyhow::Result<Store> {
+    let url = config
+        .database_url
+        .as_ref()
+        .context("WHARF_DATABASE_URL (or database_url in the config file) is required")?;
+    Ok(Store::connect(&url.0).await?)
+}
+
+/// The bundled demo server, started as a child process of this very binary.
+fn demo_server() -> anyhow::Result<McpServerConfig> {
+    let exe = std::env::current_exe().context("cannot locate the wharf binary")?;
+    Ok(McpServerConfig {
+        name: "demo".into(),
+        transport: McpTransport::Stdio {
+            command: exe.to_string_lossy().into_owned(),
+            args: vec!["mcp-demo".into()],
+            env: Default::default(),
+            cwd: None,
+        },
+    })
+}
+
+fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{host}-{}", std::process::id())
+}
+
+async fn dev(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = load(&args, LogFormat::Pretty)?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+    let data_dir = config.data_dir.canonicalize()?;
+    let shutdown = shutdown_on_signal();
+
+    let mut local_nats = None;
+    let nats_note = match &config.nats_url {
+        Some(url) => url.clone(),
+        None => {
+            let store = data_dir.join("nats");
+            let nats = LocalNats::start(&store).await?;
+            config.nats_url = Some(nats.url().to_owned());
+            let note = format!(
+                "{} (started here, store in {})",
+                nats.url(),
+                store.display()
+            );
+            local_nats = Some(nats);
+            note
+        }
+    };
+    let db_note = match &config.database_url {
+        Some(_) => "from WHARF_DATABASE_URL".to_owned(),
+        None => {
+            let path = data_dir.join("wharf.db");
+            config.database_url = Some(config::Secret(format!(
+                "sqlite://{}?mode=rwc",
+                path.display()
+            )));
+            format!("SQLite at {}", path.display())
+        }
+    };
+
+    let bus = connect_bus(&config, "wharf-dev").await?;
+    bus.ensure_topology().await?;
+    let store = connect_store(&config).await?;
+
+    let mut parts = tokio::task::JoinSet::new();
+    let recorder = wharf_recorder::Recorder::new(bus.clone(), store.clone());
+    parts.spawn(recorder_task(recorder, shutdown.clone()));
+    let demo = demo_server()?;
+    for n in 0..config.worker.count.max(1) {
+        let id = format!("{}-{n}", default_worker_id());
+        let worker = wharf_worker::Worker::new(config.worker(id, demo.clone()), bus.clone())?;
+        let stop = shutdown.clone();
+        parts.spawn(async move {
+            worker
+                .run_until_stopped(stop)
+                .await
+                .map_err(anyhow::Error::from)
+        });
+    }
+    let gateway = wharf_gateway::Gateway::build(config.gateway(), bus.clone(), store).await?;
+    let addr = gateway.local_addr();
+    let stop = shutdown.clone();
+    parts.spawn(async move {
+        gateway
+            .run_until_stopped(stop)
+            .await
+            .map_err(anyhow::Error::from)
+    });
+
+    println!("Wharf dev is running (Ctrl-C stops it)");
+    println!("  API        http://{addr}/api/v1  (tools: http://{addr}/api/v1/tools)");
+    println!("  WebSocket  ws://{addr}/ws/v1/tasks");
+    println!("  NATS       {nats_note}");
+    println!("  Database   {db_note}");
+    println!("  Data       {}", data_dir.display());
+    println!("  Try        wharf --api http://{addr} submit demo.sleep --arg seconds=5 --watch");
+
+    let result = wait_all(parts, &shutdown).await;
+    if let Some(nats) = local_nats {
+        nats.stop().await;
+    }
+    result
+}
+
+async fn recorder_task(
+    recorder: wharf_recorder::Recorder,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    recorder.run_until_stopped(stop).await?;
+    Ok(())
+}
+
+/// Waits for every part; the first failure stops the others.
+async fn wait_all(
+    mut parts: tokio::task::JoinSet<anyhow::Result<()>>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let mut first_error = None;
+    while let Some(done) = parts.join_next().await {
+        let outcome = done.map_err(anyhow::Error::from).and_then(|r| r);
+        if let Err(e) = outcome {
+            tracing::error!(error = %e, "a part of wharf failed; stopping");
+            shutdown.cancel();
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+async fn gateway(args: ServeArgs) -> anyhow::Result<()> {
+    let config = load(&args, LogFormat::Json)?;
+    let bus = connect_bus(&config, "wharf-gateway").await?;
+    let store = connect_store(&config).await?;
+    let gateway = wharf_gateway::Gateway::build(config.gateway(), bus, store).await?;
+    tracing::info!(addr = %gateway.local_addr(), "gateway listening");
+    gateway.run_until_stopped(shutdown_on_signal()).await?;
+    Ok(())
+}
+
+async fn worker(args: ServeArgs, id: Option<String>) -> anyhow::Result<()> {
+    let config = load(&args, LogFormat::Json)?;
+    let bus = connect_bus(&config, "wharf-worker").await?;
+    let id = id.unwrap_or_else(default_worker_id);
+    let worker = wharf_worker::Worker::new(config.worker(id, demo_server()?), bus)?;
+    worker.run_until_stopped(shutdown_on_signal()).await?;
+    Ok(())
+}
+
+async fn recorder(args: ServeArgs) -> anyhow::Result<()> {
+    let config = load(&args, LogFormat::Json)?;
+    let bus = connect_bus(&config, "wharf-recorder").await?;
+    let store = connect_store(&config).await?;
+    wharf_recorder::Recorder::new(bus, store)
+        .run_until_stopped(shutdown_on_signal())
+        .await?;
+    Ok(())
+}

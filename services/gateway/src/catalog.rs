@@ -1,0 +1,115 @@
+//! The tool catalog as the gateway knows it: every advertised tool with a compiled validator for
+//! its `inputSchema`, kept current by watching the tools bucket.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use futures::StreamExt;
+use serde_json::{Map, Value};
+use wharf_bus::Bus;
+use wharf_contract::{FieldError, ToolInfo, ToolServer};
+
+struct Entry {
+    info: ToolInfo,
+    validator: Option<jsonschema::Validator>,
+}
+
+/// Tools by qualified name.
+#[derive(Clone, Default)]
+pub struct Catalog {
+    tools: Arc<RwLock<BTreeMap<String, Arc<Entry>>>>,
+}
+
+/// Why arguments were refused.
+pub enum Refusal {
+    UnknownTool { suggestions: Vec<String> },
+    InvalidArguments(Vec<FieldError>),
+}
+
+impl Catalog {
+    /// Follows the tools bucket in the background for as long as the process lives.
+    pub async fn watch(bus: &Bus) -> Result<Catalog, wharf_bus::Error> {
+        let catalog = Catalog::default();
+        let mut updates = Box::pin(bus.watch_tools().await?);
+        let c = catalog.clone();
+        tokio::spawn(async move {
+            while let Some(server) = updates.next().await {
+                c.replace_server(server);
+            }
+        });
+        Ok(catalog)
+    }
+
+    fn replace_server(&self, server: ToolServer) {
+        let mut tools = self.tools.write().unwrap();
+        tools.retain(|_, e| e.info.server != server.server);
+        for info in server.tools {
+            let validator = match jsonschema::validator_for(&info.input_schema) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    tracing::warn!(tool = %info.name, error = %e, "tool has an unusable inputSchema; its arguments are not checked");
+                    None
+                }
+            };
+            tools.insert(info.name.clone(), Arc::new(Entry { info, validator }));
+        }
+    }
+
+    pub fn list(&self) -> Vec<ToolInfo> {
+        self.tools
+            .read()
+            .unwrap()
+            .values()
+            .map(|e| e.info.clone())
+            .collect()
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tools.read().unwrap().contains_key(name)
+    }
+
+    /// Checks that `tool` exists and that `arguments` satisfy its schema. Field pointers are
+    /// relative to the request body (`/arguments/...`).
+    pub fn check(&self, tool: &str, arguments: &Map<String, Value>) -> Result<(), Refusal> {
+        let entry = self.tools.read().unwrap().get(tool).cloned();
+        let Some(entry) = entry else {
+            return Err(Refusal::UnknownTool {
+                suggestions: self.close_names(tool),
+            });
+        };
+        let Some(validator) = &entry.validator else {
+            return Ok(());
+        };
+        let instance = Value::Object(arguments.clone());
+        let errors: Vec<FieldError> = validator
+            .iter_errors(&instance)
+            .take(20)
+            .map(|e| FieldError {
+                pointer: format!("/arguments{}", e.instance_path().as_str()),
+                detail: e.to_string(),
+            })
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Refusal::InvalidArguments(errors))
+        }
+    }
+
+    /// Up to five known names close to `name`: same tool on another server, or a small edit away.
+    fn close_names(&self, name: &str) -> Vec<String> {
+        let tools = self.tools.read().unwrap();
+        let tail = name.rsplit('.').next().unwrap_or(name);
+        let mut scored: Vec<(f64, &String)> = tools
+            .keys()
+            .filter_map(|known| {
+                let known_tail = known.split_once('.').map_or(known.as_str(), |(_, t)| t);
+                let score = strsim::jaro_winkler(name, known)
+                    .max(strsim::jaro_winkler(tail, known_tail) - 0.05);
+                (score > 0.75).then_some((score, known))
+            })
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+        scored.into_iter().take(5).map(|(_, n)| n.clone()).collect()
+    }
+}

@@ -1,0 +1,162 @@
+//! The Wharf gateway: HTTP `/api/v1` and WebSocket `/ws/v1` in front of the queue.
+//!
+//! It is thin: it validates, publishes to JetStream and answers; it reads task state from the
+//! database (falling back to the event stream for tasks the recorder has not reached yet). It
+//! never calls an MCP server: all tool work goes through the queue. Every error leaves as RFC 9457
+//! problem+json with a stable code (`problem.rs`).
+
+mod catalog;
+mod problem;
+mod tasks;
+mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use wharf_bus::Bus;
+use wharf_contract::{ErrorCode, ToolList};
+use wharf_store::Store;
+
+pub use catalog::Catalog;
+pub use problem::ApiError;
+
+/// Gateway settings.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Where to listen; port 0 picks a free one (see [`Gateway::local_addr`]).
+    pub listen: SocketAddr,
+    /// Largest accepted request body and WebSocket message, in bytes.
+    pub max_body_bytes: usize,
+    /// `max_attempts` of a task that names none.
+    pub default_max_attempts: u32,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 1024 * 1024,
+            default_max_attempts: 3,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Bus(#[from] wharf_bus::Error),
+    #[error("http server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub bus: Bus,
+    pub store: Store,
+    pub catalog: Catalog,
+    pub config: Arc<GatewayConfig>,
+}
+
+/// A gateway bound to its port, ready to serve.
+pub struct Gateway {
+    listener: TcpListener,
+    router: Router,
+}
+
+impl Gateway {
+    /// Binds the port, makes sure the streams exist and starts following the tool catalog.
+    pub async fn build(config: GatewayConfig, bus: Bus, store: Store) -> Result<Gateway, Error> {
+        bus.ensure_topology().await?;
+        let catalog = Catalog::watch(&bus).await?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| Error::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let state = AppState {
+            bus,
+            store,
+            catalog,
+            config: Arc::new(config),
+        };
+        Ok(Gateway {
+            listener,
+            router: router(state),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` fires, then finishes the requests in flight.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), Error> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+            .map_err(Error::Serve)
+    }
+}
+
+/// Every route of the gateway.
+pub fn router(state: AppState) -> Router {
+    let limit = state.config.max_body_bytes;
+    Router::new()
+        .route("/api/v1/tasks", post(tasks::create).get(tasks::list))
+        .route("/api/v1/tasks/{id}", get(tasks::get))
+        .route("/api/v1/tasks/{id}/cancel", post(tasks::cancel))
+        .route("/api/v1/tasks/{id}/events", get(tasks::events))
+        .route("/api/v1/tools", get(tools))
+        .route("/ws/v1/tasks", get(ws::upgrade))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// `GET /api/v1/tools`
+async fn tools(State(state): State<AppState>) -> Json<ToolList> {
+    Json(ToolList {
+        tools: state.catalog.list(),
+    })
+}
+
+/// `GET /healthz`: the process is up.
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// `GET /readyz`: NATS and the database both answer.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let nats = state.bus.is_connected();
+    let database = state.store.ping().await;
+    let body = Json(serde_json::json!({ "nats": nats, "database": database }));
+    if nats && database {
+        (StatusCode::OK, body).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+    }
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    let mut e = ApiError::new(ErrorCode::TaskNotFound, format!("no route {}", uri.path()));
+    e.0.title = "not found".into();
+    e
+}

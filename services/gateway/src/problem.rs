@@ -1,0 +1,70 @@
+//! The HTTP edge of every error: one type, answered as RFC 9457 `application/problem+json`.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use wharf_contract::{ErrorCode, Problem};
+
+/// An error answered to an HTTP client.
+#[derive(Debug)]
+pub struct ApiError(pub Box<Problem>);
+
+impl ApiError {
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> ApiError {
+        ApiError(Box::new(Problem::new(code, detail)))
+    }
+
+    /// A 422 naming the failing field by JSON pointer.
+    pub fn field(code: ErrorCode, pointer: &str, detail: impl Into<String>) -> ApiError {
+        let detail = detail.into();
+        ApiError(Box::new(
+            Problem::new(code, format!("{pointer}: {detail}")).field(pointer, detail),
+        ))
+    }
+
+    pub fn unavailable(e: impl std::fmt::Display) -> ApiError {
+        tracing::warn!(error = %e, "dependency unavailable");
+        ApiError::new(ErrorCode::Unavailable, e.to_string())
+    }
+
+    pub fn internal(e: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %e, "internal error");
+        ApiError::new(
+            ErrorCode::Internal,
+            "an unexpected error happened; it was logged",
+        )
+    }
+}
+
+impl From<wharf_store::Error> for ApiError {
+    fn from(e: wharf_store::Error) -> ApiError {
+        match e {
+            wharf_store::Error::Db(e) => ApiError::unavailable(e),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<wharf_bus::Error> for ApiError {
+    fn from(e: wharf_bus::Error) -> ApiError {
+        ApiError::unavailable(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&self.0).expect("a problem serialises");
+        let mut response = (status, body).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

@@ -1,0 +1,393 @@
+//! `/api/v1/tasks`: submit, read, list, cancel, and follow a task's events over SSE.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::{Stream, StreamExt};
+use serde::Deserialize;
+use uuid::Uuid;
+use wharf_contract::task::{TASK_VERSION, TaskState};
+use wharf_contract::{
+    DEFAULT_QUEUE, ErrorCode, EventKind, SubmitTask, Task, TaskEvent, TaskList, TaskStatus,
+    TaskView, WsServerMessage, valid_name,
+};
+use wharf_telemetry::TraceContext;
+
+use crate::AppState;
+use crate::catalog::Refusal;
+use crate::problem::ApiError;
+
+/// Longest accepted idempotency key, session id.
+const MAX_KEY_LEN: usize = 255;
+
+/// Parses a JSON body, naming the failing field in the error.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if !inner.is_data() {
+            // Not JSON at all, or cut short: there is no field to name.
+            return ApiError::new(ErrorCode::MalformedBody, inner.to_string());
+        }
+        let pointer = if path == "." {
+            String::new()
+        } else {
+            format!("/{}", path.replace('.', "/"))
+        };
+        ApiError::field(ErrorCode::InvalidField, &pointer, inner.to_string())
+    })
+}
+
+/// Checks a submission against the limits and the catalog, then publishes it. Nothing is
+/// published unless every check passed; the answer comes after JetStream stored the task.
+pub async fn submit(
+    state: &AppState,
+    req: SubmitTask,
+    trace: TraceContext,
+) -> Result<TaskView, ApiError> {
+    let queue = req.queue.unwrap_or_else(|| DEFAULT_QUEUE.to_owned());
+    if !valid_name(&queue) {
+        return Err(ApiError::field(
+            ErrorCode::InvalidField,
+            "/queue",
+            "must be 1-64 letters, digits, '-' or '_'",
+        ));
+    }
+    if let Some(t) = req.timeout_secs
+        && !(1..=86_400).contains(&t)
+    {
+        return Err(ApiError::field(
+            ErrorCode::InvalidField,
+            "/timeout_secs",
+            "must be between 1 and 86400",
+        ));
+    }
+    let max_attempts = req
+        .max_attempts
+        .unwrap_or(state.config.default_max_attempts);
+    if !(1..=100).contains(&max_attempts) {
+        return Err(ApiError::field(
+            ErrorCode::InvalidField,
+            "/max_attempts",
+            "must be between 1 and 100",
+        ));
+    }
+    for (pointer, value) in [
+        ("/idempotency_key", &req.idempotency_key),
+        ("/session_id", &req.session_id),
+    ] {
+        if let Some(v) = value
+            && (v.is_empty() || v.chars().count() > MAX_KEY_LEN)
+        {
+            return Err(ApiError::field(
+                ErrorCode::InvalidField,
+                pointer,
+                format!("must be 1 to {MAX_KEY_LEN} characters"),
+            ));
+        }
+    }
+    match state.catalog.check(&req.tool, &req.arguments) {
+        Ok(()) => {}
+        Err(Refusal::UnknownTool { suggestions }) => {
+            let hint = if suggestions.is_empty() {
+                "see GET /api/v1/tools".to_owned()
+            } else {
+                format!("did you mean {}?", suggestions.join(", "))
+            };
+            let mut e = ApiError::field(
+                ErrorCode::UnknownTool,
+                "/tool",
+                format!("no tool named {:?}; {hint}", req.tool),
+            );
+            e.0.suggestions = suggestions;
+            return Err(e);
+        }
+        Err(Refusal::InvalidArguments(errors)) => {
+            let first = &errors[0];
+            let mut e = ApiError::new(
+                ErrorCode::InvalidArguments,
+                format!("{}: {}", first.pointer, first.detail),
+            );
+            e.0.errors = errors;
+            return Err(e);
+        }
+    }
+
+    let task = Task {
+        v: TASK_VERSION,
+        id: Uuid::now_v7(),
+        tool: req.tool,
+        arguments: req.arguments,
+        queue,
+        timeout_secs: req.timeout_secs,
+        max_attempts,
+        idempotency_key: req.idempotency_key,
+        session_id: req.session_id,
+        metadata: req.metadata.unwrap_or_default(),
+        submitted_at: chrono::Utc::now(),
+    };
+    let id = task.id;
+    let event = TaskEvent::new(id, 0, EventKind::Submitted { task });
+    let EventKind::Submitted { task } = &event.kind else {
+        unreachable!()
+    };
+    state
+        .bus
+        .submit(task, &event, Some(&trace.header()))
+        .await?;
+    tracing::info!(task_id = %id, tool = %task.tool, queue = %task.queue, trace_id = %trace.trace_id_hex(), "task accepted");
+    Ok(TaskState::of_event(0, &event).view)
+}
+
+/// The trace context of an incoming request: the caller's `traceparent`, or a new trace.
+fn trace_of(headers: &HeaderMap) -> TraceContext {
+    headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceContext::parse)
+        .map_or_else(TraceContext::new_root, |t| t.child())
+}
+
+/// `POST /api/v1/tasks`
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                ErrorCode::BodyTooLarge,
+                format!(
+                    "the body is larger than {} bytes",
+                    state.config.max_body_bytes
+                ),
+            )
+        } else {
+            ApiError::new(ErrorCode::MalformedBody, e.body_text())
+        }
+    })?;
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or_default();
+        let essence = ct.split(';').next().unwrap_or_default().trim();
+        if !essence.eq_ignore_ascii_case("application/json") {
+            return Err(ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                format!("send the body as application/json, not {essence:?}"),
+            ));
+        }
+    }
+    let req: SubmitTask = parse_json(&body)?;
+    let view = submit(&state, req, trace_of(&headers)).await?;
+    let location = format!("/api/v1/tasks/{}", view.id);
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(view),
+    )
+        .into_response())
+}
+
+fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::new(ErrorCode::TaskNotFound, format!("{raw:?} is not a task id")))
+}
+
+/// The task as recorded, or, when the recorder has not caught up yet, folded from its events in
+/// the stream: a task is readable as soon as its submission was answered.
+pub async fn find(state: &AppState, id: Uuid) -> Result<Option<TaskView>, ApiError> {
+    if let Some(view) = state.store.task(id).await? {
+        return Ok(Some(view));
+    }
+    let history = state.bus.history(id).await?;
+    if history.is_empty() {
+        return Ok(None);
+    }
+    let mut s = TaskState::empty(id);
+    for (seq, e) in &history {
+        s.apply(*seq, e);
+    }
+    Ok(Some(s.view))
+}
+
+fn not_found(id: Uuid) -> ApiError {
+    ApiError::new(ErrorCode::TaskNotFound, format!("no task {id}"))
+}
+
+/// `GET /api/v1/tasks/{id}`
+pub async fn get(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<TaskView>, ApiError> {
+    let id = parse_id(&raw)?;
+    find(&state, id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| not_found(id))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    status: Option<String>,
+    queue: Option<String>,
+    session_id: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+fn query_error(param: &str, detail: impl Into<String>) -> ApiError {
+    let detail = detail.into();
+    let mut e = ApiError::new(ErrorCode::InvalidQuery, format!("{param}: {detail}"));
+    e.0.errors.push(wharf_contract::FieldError {
+        pointer: format!("/query/{param}"),
+        detail,
+    });
+    e
+}
+
+/// `GET /api/v1/tasks`
+pub async fn list(
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<TaskList>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::InvalidQuery, e.body_text()))?;
+    let status = q
+        .status
+        .map(|s| s.parse::<TaskStatus>())
+        .transpose()
+        .map_err(|e| query_error("status", e))?;
+    let limit = match q.limit {
+        None => 50,
+        Some(l) => l
+            .parse::<u64>()
+            .ok()
+            .filter(|l| (1..=500).contains(l))
+            .ok_or_else(|| query_error("limit", "must be a number from 1 to 500"))?,
+    };
+    let before = q
+        .cursor
+        .map(|c| c.parse::<Uuid>())
+        .transpose()
+        .map_err(|_| query_error("cursor", "not a cursor from a previous page"))?;
+    let filter = wharf_store::TaskFilter {
+        status,
+        queue: q.queue,
+        session_id: q.session_id,
+        before,
+        limit,
+    };
+    let tasks = state.store.tasks(&filter).await?;
+    let next_cursor = (tasks.len() as u64 == limit)
+        .then(|| tasks.last().map(|t| t.id.to_string()))
+        .flatten();
+    Ok(Json(TaskList { tasks, next_cursor }))
+}
+
+/// Asks for a task to be cancelled. Workers act on the request: a queued task never starts, a
+/// running one has its MCP call cancelled; either way the task ends `cancelled`.
+pub async fn request_cancel(state: &AppState, id: Uuid) -> Result<TaskView, ApiError> {
+    let Some(mut view) = find(state, id).await? else {
+        return Err(not_found(id));
+    };
+    if view.status.is_terminal() {
+        return Err(ApiError::new(
+            ErrorCode::TaskFinished,
+            format!("task {id} already ended {}", view.status.as_str()),
+        ));
+    }
+    state.bus.request_cancel(id).await?;
+    let event = TaskEvent::new(
+        id,
+        view.attempts,
+        EventKind::CancelRequested { reason: None },
+    );
+    state
+        .bus
+        .publish_event(&event, &format!("{id}:cancel_requested"), None)
+        .await?
+        .await
+        .map_err(ApiError::unavailable)?;
+    view.cancel_requested_at.get_or_insert(event.at);
+    Ok(view)
+}
+
+/// `POST /api/v1/tasks/{id}/cancel`
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&raw)?;
+    let view = request_cancel(&state, id).await?;
+    Ok((StatusCode::ACCEPTED, Json(view)).into_response())
+}
+
+/// A task's events as client messages: history first, then live, ending after the terminal one.
+pub async fn follow(
+    state: &AppState,
+    id: Uuid,
+) -> Result<impl Stream<Item = WsServerMessage> + use<>, ApiError> {
+    let events = state.bus.follow(id).await?;
+    let messages = Box::pin(events.filter_map(|e| async move {
+        match e {
+            Ok((seq, event)) => Some(WsServerMessage::from_event(seq, event)),
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping an unreadable event");
+                None
+            }
+        }
+    }));
+    // End right after the terminal message, without waiting for another event.
+    Ok(futures::stream::unfold(
+        (messages, false),
+        |(mut messages, ended)| async move {
+            if ended {
+                return None;
+            }
+            let m = messages.next().await?;
+            let ended = m.is_terminal();
+            Some((m, (messages, ended)))
+        },
+    ))
+}
+
+/// `GET /api/v1/tasks/{id}/events`: Server-Sent Events, `event:` the message type, `id:` the
+/// event's sequence, `data:` the message as JSON.
+pub async fn events(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let id = parse_id(&raw)?;
+    if find(&state, id).await?.is_none() {
+        return Err(not_found(id));
+    }
+    let stream = follow(&state, id).await?.map(|m| {
+        let seq = match &m {
+            WsServerMessage::Accepted { seq, .. } => *seq,
+            WsServerMessage::Started { seq, .. }
+            | WsServerMessage::Progress { seq, .. }
+            | WsServerMessage::CancelRequested { seq, .. }
+            | WsServerMessage::Retrying { seq, .. }
+            | WsServerMessage::Complete { seq, .. }
+            | WsServerMessage::Error { seq, .. }
+            | WsServerMessage::Cancelled { seq, .. } => Some(*seq),
+            WsServerMessage::ClientError { .. } => None,
+        };
+        let mut event = Event::default()
+            .event(m.type_name())
+            .data(serde_json::to_string(&m).expect("a message serialises"));
+        if let Some(seq) = seq {
+            event = event.id(seq.to_string());
+        }
+        Ok(event)
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}

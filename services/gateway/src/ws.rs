@@ -1,0 +1,172 @@
+//! `/ws/v1/tasks`: submit, subscribe and cancel over one WebSocket.
+//!
+//! Each subscription follows the task's event subject from its first event, so a late subscriber
+//! gets the whole history and then the live events, in order, each once. A bad client message is
+//! answered with an `error` message; the socket stays open.
+
+use std::collections::HashMap;
+
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use futures::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+use wharf_contract::{ErrorCode, WsClientMessage, WsServerMessage};
+use wharf_telemetry::TraceContext;
+
+use crate::AppState;
+use crate::problem::ApiError;
+use crate::tasks;
+
+/// `GET /ws/v1/tasks`
+pub async fn upgrade(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let _ = headers;
+    let max = state.config.max_body_bytes;
+    ws.max_message_size(max)
+        .on_upgrade(move |socket| session(state, socket))
+}
+
+struct Session {
+    state: AppState,
+    out: mpsc::Sender<WsServerMessage>,
+    subscriptions: HashMap<Uuid, JoinHandle<()>>,
+}
+
+async fn session(state: AppState, socket: WebSocket) {
+    let (mut sink, mut incoming) = socket.split();
+    let (out, mut outbox) = mpsc::channel::<WsServerMessage>(256);
+    let writer = tokio::spawn(async move {
+        while let Some(m) = outbox.recv().await {
+            let text = serde_json::to_string(&m).expect("a message serialises");
+            if sink.send(Message::Text(text.into())).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let mut s = Session {
+        state,
+        out,
+        subscriptions: HashMap::new(),
+    };
+    while let Some(Ok(message)) = incoming.next().await {
+        match message {
+            Message::Text(text) => s.handle(text.as_bytes()).await,
+            Message::Binary(_) => {
+                s.refuse(
+                    None,
+                    None,
+                    ApiError::new(ErrorCode::MalformedBody, "send JSON text messages"),
+                )
+                .await;
+            }
+            Message::Close(_) => break,
+            Message::Ping(_) | Message::Pong(_) => {}
+        }
+        s.subscriptions.retain(|_, h| !h.is_finished());
+    }
+    for (_, h) in s.subscriptions.drain() {
+        h.abort();
+    }
+    drop(s);
+    let _ = writer.await;
+}
+
+impl Session {
+    async fn handle(&mut self, text: &[u8]) {
+        let message: WsClientMessage = match tasks::parse_json(text) {
+            Ok(m) => m,
+            Err(e) => return self.refuse(None, None, e).await,
+        };
+        match message {
+            WsClientMessage::Submit { reference, task } => {
+                match tasks::submit(&self.state, task, TraceContext::new_root()).await {
+                    Ok(view) => {
+                        let id = view.id;
+                        let accepted = WsServerMessage::Accepted {
+                            task_id: id,
+                            reference,
+                            seq: None,
+                            task: Some(Box::new(view)),
+                        };
+                        let _ = self.out.send(accepted).await;
+                        self.subscribe(id, true);
+                    }
+                    Err(e) => self.refuse(reference, None, e).await,
+                }
+            }
+            WsClientMessage::Subscribe { task_id } => {
+                match tasks::find(&self.state, task_id).await {
+                    Ok(Some(_)) => self.subscribe(task_id, false),
+                    Ok(None) => {
+                        let e =
+                            ApiError::new(ErrorCode::TaskNotFound, format!("no task {task_id}"));
+                        self.refuse(None, Some(task_id), e).await;
+                    }
+                    Err(e) => self.refuse(None, Some(task_id), e).await,
+                }
+            }
+            WsClientMessage::Cancel { task_id } => {
+                match tasks::request_cancel(&self.state, task_id).await {
+                    // The outcome arrives as the task's events: make sure the client sees them.
+                    Ok(_) => self.subscribe(task_id, false),
+                    Err(e) => self.refuse(None, Some(task_id), e).await,
+                }
+            }
+        }
+    }
+
+    /// Forwards a task's events to the socket, once per task per socket.
+    fn subscribe(&mut self, id: Uuid, after_submit: bool) {
+        if self
+            .subscriptions
+            .get(&id)
+            .is_some_and(|h| !h.is_finished())
+        {
+            return;
+        }
+        let state = self.state.clone();
+        let out = self.out.clone();
+        let handle = tokio::spawn(async move {
+            let events = match tasks::follow(&state, id).await {
+                Ok(events) => events,
+                Err(e) => {
+                    let _ = out.send(client_error(None, Some(id), e)).await;
+                    return;
+                }
+            };
+            let mut events = std::pin::pin!(events);
+            while let Some(m) = events.next().await {
+                // The submitter already got `task:accepted` with the task itself.
+                if after_submit && matches!(m, WsServerMessage::Accepted { .. }) {
+                    continue;
+                }
+                if out.send(m).await.is_err() {
+                    return;
+                }
+            }
+        });
+        self.subscriptions.insert(id, handle);
+    }
+
+    async fn refuse(&self, reference: Option<String>, task_id: Option<Uuid>, e: ApiError) {
+        let _ = self.out.send(client_error(reference, task_id, e)).await;
+    }
+}
+
+fn client_error(reference: Option<String>, task_id: Option<Uuid>, e: ApiError) -> WsServerMessage {
+    WsServerMessage::ClientError {
+        code: e.0.code.as_str().to_owned(),
+        message: e.0.detail.clone(),
+        reference,
+        task_id,
+        problem: Some(e.0),
+    }
+}

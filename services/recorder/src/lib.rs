@@ -1,0 +1,124 @@
+//! The recorder: projects the EVENTS stream into the database.
+//!
+//! It reads every task event through one durable pull consumer, applies what is ready in one
+//! transaction (`wharf_store::Store::record`, idempotent and order-tolerant), and acknowledges the
+//! messages only after the commit. A crash between the two re-applies a batch, which changes
+//! nothing; two recorders can share the consumer. It never publishes and never calls MCP.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+use wharf_bus::{AckKind, Bus, decode_event};
+use wharf_store::Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Bus(#[from] wharf_bus::Error),
+    #[error(transparent)]
+    Store(#[from] wharf_store::Error),
+}
+
+/// Most events applied in one transaction.
+const MAX_BATCH: usize = 2000;
+/// During shutdown, stop once no event arrived for this long.
+const DRAIN_IDLE: Duration = Duration::from_millis(200);
+
+pub struct Recorder {
+    bus: Bus,
+    store: Store,
+}
+
+impl Recorder {
+    pub fn new(bus: Bus, store: Store) -> Recorder {
+        Recorder { bus, store }
+    }
+
+    /// Projects events until `shutdown` fires. Database errors are retried with backoff (the
+    /// batch stays unacknowledged meanwhile), so a database restart loses nothing.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), Error> {
+        self.bus.ensure_topology().await?;
+        let consumer = self.bus.recorder_consumer().await?;
+        tracing::info!("recorder running");
+        'connect: loop {
+            let messages = match consumer.messages().await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read events; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue 'connect,
+                        () = shutdown.cancelled() => return Ok(()),
+                    }
+                }
+            };
+            let mut batches = messages.ready_chunks(MAX_BATCH);
+            loop {
+                // Once shutdown is asked for, keep applying what has already arrived (the client
+                // prefetches) so it is not left waiting for its ack deadline, then stop.
+                let batch = if shutdown.is_cancelled() {
+                    match tokio::time::timeout(DRAIN_IDLE, batches.next()).await {
+                        Ok(b) => b,
+                        Err(_) => return Ok(()),
+                    }
+                } else {
+                    tokio::select! {
+                        b = batches.next() => b,
+                        () = shutdown.cancelled() => continue,
+                    }
+                };
+                let Some(batch) = batch else {
+                    continue 'connect;
+                };
+                let mut events = Vec::with_capacity(batch.len());
+                let mut acks = Vec::with_capacity(batch.len());
+                for message in batch {
+                    match message {
+                        Ok(m) => match decode_event(&m) {
+                            Ok(e) => {
+                                events.push(e);
+                                acks.push(m);
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "dropping an unreadable event");
+                                let _ = m.ack_with(AckKind::Term).await;
+                            }
+                        },
+                        Err(e) => tracing::warn!(error = %e, "error while reading events"),
+                    }
+                }
+                if !self.write(&events, &shutdown).await {
+                    // Shutdown before the batch was stored: leave it unacknowledged.
+                    return Ok(());
+                }
+                for m in acks {
+                    if let Err(e) = m.ack().await {
+                        tracing::warn!(error = %e, "could not acknowledge an event; it will be applied again");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes a batch, retrying until it succeeds (true) or shutdown is asked for (false).
+    async fn write(
+        &self,
+        events: &[(u64, wharf_contract::TaskEvent)],
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.store.record(events).await {
+                Ok(()) => return true,
+                Err(e) => {
+                    tracing::warn!(error = %e, events = events.len(), "cannot record events; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = shutdown.cancelled() => return false,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! End-to-end tests against real nats-server, Postgres and MCP server processes.
+
+mod bad_input;
+mod queue;
+mod tasks;

@@ -1,0 +1,172 @@
+//! Several workers on one queue, listing, and a recorder restarted mid-stream.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+use wharf_contract::{EventKind, TaskStatus};
+use wharf_testkit::{Options, Wharf, eventually};
+
+async fn submit_echoes(w: &Wharf, n: usize, tag: &str) -> Vec<Uuid> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        ids.push(
+            w.submit_ok(json!({
+                "tool": "demo.echo",
+                "arguments": {"message": format!("{tag}-{i}")},
+                "session_id": tag,
+            }))
+            .await,
+        );
+    }
+    ids
+}
+
+async fn wait_all_succeeded(w: &Wharf, n: u64) {
+    eventually(
+        &format!("{n} tasks succeeded"),
+        Duration::from_secs(60),
+        || async {
+            let counts = w.store.count_by_status().await.unwrap();
+            (counts.get("succeeded").copied() == Some(n)).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn two_workers_share_a_queue_and_run_each_task_once() {
+    let w = Wharf::start_with(Options {
+        workers: 2,
+        concurrency: 4,
+        ..Options::default()
+    })
+    .await;
+    w.wait_for_tool("demo.echo").await;
+    let ids = submit_echoes(&w, 200, "share").await;
+    wait_all_succeeded(&w, 200).await;
+
+    let mut workers_seen = HashSet::new();
+    for id in &ids {
+        let events = w.store.events(*id).await.unwrap();
+        let started: Vec<&EventKind> = events
+            .iter()
+            .map(|(_, e)| &e.kind)
+            .filter(|k| matches!(k, EventKind::Started { .. }))
+            .collect();
+        assert_eq!(
+            started.len(),
+            1,
+            "task {id} started {} times",
+            started.len()
+        );
+        if let EventKind::Started { worker, .. } = started[0] {
+            workers_seen.insert(worker.clone());
+        }
+        let terminal = events
+            .iter()
+            .filter(|(_, e)| e.terminal_status().is_some())
+            .count();
+        assert_eq!(terminal, 1, "task {id} has {terminal} terminal events");
+        let view = w.store.task(*id).await.unwrap().unwrap();
+        assert_eq!(view.attempts, 1);
+    }
+    assert_eq!(
+        workers_seen.len(),
+        2,
+        "both workers took tasks: {workers_seen:?}"
+    );
+    w.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_recorder_restarted_mid_stream_loses_and_doubles_nothing() {
+    let mut w = Wharf::start().await;
+    let first = submit_echoes(&w, 60, "before").await;
+    // Stop the recorder while events are still arriving, keep submitting, start a new one.
+    w.recorder.take().unwrap().stop().await;
+    let second = submit_echoes(&w, 60, "during").await;
+    w.start_recorder();
+    wait_all_succeeded(&w, 120).await;
+
+    let mut per_task: HashMap<Uuid, Vec<String>> = HashMap::new();
+    for id in first.iter().chain(&second) {
+        let kinds = w
+            .store
+            .events(*id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, e)| e.kind_name().to_owned())
+            .collect();
+        per_task.insert(*id, kinds);
+    }
+    for (id, kinds) in &per_task {
+        assert_eq!(kinds, &["submitted", "started", "succeeded"], "task {id}");
+    }
+    let counts = w.store.count_by_status().await.unwrap();
+    assert_eq!(counts.values().sum::<u64>(), 120, "{counts:?}");
+    w.shutdown().await;
+}
+
+#[tokio::test]
+async fn listing_filters_and_paginates_newest_first() {
+    let w = Wharf::start().await;
+    let a = submit_echoes(&w, 5, "list-a").await;
+    let b = submit_echoes(&w, 3, "list-b").await;
+    let fail = w
+        .submit_ok(json!({"tool": "demo.fail", "arguments": {}, "session_id": "list-b"}))
+        .await;
+    wait_all_succeeded(&w, 8).await;
+    w.wait_recorded(fail, TaskStatus::Failed).await;
+
+    let get = |q: String| {
+        let w = &w;
+        async move {
+            let r = w
+                .http
+                .get(w.url(&format!("/api/v1/tasks?{q}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{q}");
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let ids = |page: &Value| -> Vec<Uuid> {
+        page["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap().parse().unwrap())
+            .collect()
+    };
+
+    // Pages of 2 walk every task once, newest first.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let q = match &cursor {
+            Some(c) => format!("limit=2&cursor={c}"),
+            None => "limit=2".to_owned(),
+        };
+        let page = get(q).await;
+        seen.extend(ids(&page));
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    let mut expected: Vec<Uuid> = a.iter().chain(&b).copied().chain([fail]).collect();
+    expected.reverse();
+    assert_eq!(seen, expected);
+
+    let session_b = get("session_id=list-b".into()).await;
+    assert_eq!(ids(&session_b).len(), 4);
+    let failed = get("status=failed".into()).await;
+    assert_eq!(ids(&failed), vec![fail]);
+    let other_queue = get("queue=other".into()).await;
+    assert!(ids(&other_queue).is_empty());
+    w.shutdown().await;
+}

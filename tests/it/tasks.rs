@@ -1,0 +1,209 @@
+//! A task's life over HTTP: submit, progress, result, failure, cancellation.
+
+use std::time::Duration;
+
+use serde_json::json;
+use wharf_contract::TaskStatus;
+use wharf_testkit::{Options, Wharf, eventually};
+
+#[tokio::test]
+async fn echo_round_trip_is_recorded_in_postgres() {
+    let w = Wharf::start().await;
+    let (status, answer) = w
+        .submit(
+            json!({"tool": "demo.echo", "arguments": {"message": "hello"}, "metadata": {"k": "v"}}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    assert_eq!(answer["status"], "queued");
+    let id: uuid::Uuid = answer["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(id.get_version_num(), 7, "task ids are UUIDv7");
+
+    // Read your writes: the task is there at once, whatever the recorder has done.
+    let first = w.get_task(id).await;
+    assert_eq!(first.tool, "demo.echo");
+
+    let done = w.wait_recorded(id, TaskStatus::Succeeded).await;
+    assert_eq!(done.result.as_ref().unwrap()["content"][0]["text"], "hello");
+    assert_eq!(done.attempts, 1);
+    assert_eq!(done.metadata["k"], "v");
+    assert!(done.created_at.is_some() && done.started_at.is_some() && done.finished_at.is_some());
+    let kinds: Vec<String> = w
+        .store
+        .events(id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|(_, e)| e.kind_name().to_owned())
+        .collect();
+    assert_eq!(kinds, ["submitted", "started", "succeeded"]);
+    w.shutdown().await;
+}
+
+#[tokio::test]
+async fn location_header_points_at_the_task() {
+    let w = Wharf::start().await;
+    let r = w
+        .http
+        .post(w.url("/api/v1/tasks"))
+        .json(&json!({"tool": "demo.echo", "arguments": {"message": "x"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        location,
+        format!("/api/v1/tasks/{}", body["id"].as_str().unwrap())
+    );
+    let again = w.http.get(w.url(&location)).send().await.unwrap();
+    assert_eq!(again.status(), 200);
+    w.shutdown().await;
+}
+
+#[tokio::test]
+async fn sleep_reports_progress_then_succeeds() {
+    let w = Wharf::start().await;
+    let id = w
+        .submit_ok(json!({"tool": "demo.sleep", "arguments": {"seconds": 0.6, "steps": 3}}))
+        .await;
+    let done = w.wait_recorded(id, TaskStatus::Succeeded).await;
+    let progress = done.progress.unwrap();
+    assert_eq!((progress.progress, progress.total), (3.0, Some(3.0)));
+    let progress_events = w
+        .store
+        .events(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(_, e)| e.kind_name() == "progress")
+        .count();
+    assert_eq!(progress_events, 3);
+    w.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_tool_error_fails_the_task_without_retry() {
+    let w = Wharf::start().await;
+    let id = w
+        .submit_ok(
+            json!({"tool": "demo.fail", "arguments": {"message": "boom"}, "max_attempts": 3}),
+        )
+        .await;
+    let done = w.wait_recorded(id, TaskStatus::Failed).await;
+    let error = done.error.unwrap();
+    assert_eq!(error.code, "tool_error");
+    assert_eq!(error.message, "boom");
+    assert_eq!(done.attempts, 1, "an MCP tool error is final");
+    w.shutdown().await;
+}
+
+#[tokio::test]
+async fn cancelling_a_running_task_cancels_the_mcp_call() {
+    let w = Wharf::start().await;
+    let id = w
+        .submit_ok(json!({"tool": "demo.sleep", "arguments": {"seconds": 60, "steps": 600}}))
+        .await;
+    // Wait until the tool has reported progress: the call is in flight.
+    eventually("progress", Duration::from_secs(20), || async {
+        w.store.task(id).await.unwrap()?.progress.map(|_| ())
+    })
+    .await;
+    let r = w
+        .http
+        .post(w.url(&format!("/api/v1/tasks/{id}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let done = w.wait_recorded(id, TaskStatus::Cancelled).await;
+    assert!(done.cancel_requested_at.is_some());
+    // The MCP server itself saw the cancellation.
+    eventually(
+        "the demo server logging the cancellation",
+        Duration::from_secs(10),
+        || async {
+            w.demo_log_for(id)
+                .iter()
+                .any(|l| l["event"] == "cancelled")
+                .then_some(())
+        },
+    )
+    .await;
+    // A finished task cannot be cancelled again.
+    let again = w
+        .http
+        .post(w.url(&format!("/api/v1/tasks/{id}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409);
+    w.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_cancelled_queued_task_never_starts() {
+    let w = Wharf::start_with(Options {
+        concurrency: 1,
+        ..Options::default()
+    })
+    .await;
+    w.wait_for_tool("demo.sleep").await;
+    let blocker = w
+        .submit_ok(json!({"tool": "demo.sleep", "arguments": {"seconds": 60}}))
+        .await;
+    w.wait_recorded(blocker, TaskStatus::Running).await;
+    let queued = w
+        .submit_ok(json!({"tool": "demo.sleep", "arguments": {"seconds": 1}}))
+        .await;
+    let r = w
+        .http
+        .post(w.url(&format!("/api/v1/tasks/{queued}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    // Free the only slot; the queued task is taken next and must end without starting.
+    w.http
+        .post(w.url(&format!("/api/v1/tasks/{blocker}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    w.wait_recorded(blocker, TaskStatus::Cancelled).await;
+    let done = w.wait_recorded(queued, TaskStatus::Cancelled).await;
+    assert_eq!(done.started_at, None);
+    let kinds: Vec<String> = w
+        .store
+        .events(queued)
+        .await
+        .unwrap()
+        .iter()
+        .map(|(_, e)| e.kind_name().to_owned())
+        .collect();
+    assert!(!kinds.contains(&"started".to_owned()), "events: {kinds:?}");
+    assert!(w.demo_log_for(queued).is_empty(), "the tool never ran");
+    w.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_task_ids_are_404() {
+    let w = Wharf::start().await;
+    for path in [
+        format!("/api/v1/tasks/{}", uuid::Uuid::now_v7()),
+        "/api/v1/tasks/not-a-uuid".to_owned(),
+        format!("/api/v1/tasks/{}/events", uuid::Uuid::now_v7()),
+    ] {
+        let r = w.http.get(w.url(&path)).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+    }
+    let r = w
+        .http
+        .post(w.url(&format!("/api/v1/tasks/{}/cancel", uuid::Uuid::now_v7())))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    w.shutdown().await;
+}

@@ -1,0 +1,381 @@
+//! The Wharf test kit: real parts, started per test, stopped when the test ends.
+//!
+//! [`Wharf::start`] gives a test its own nats-server (free port, own store directory), its own
+//! Postgres database (cloned from a migrated template in the cluster named by
+//! `WHARF_TEST_DATABASE_URL`, which `./test.sh` starts), and a gateway, recorder and workers
+//! in-process, each stoppable on its own. MCP servers are real processes: the bundled demo server
+//! is the `wharf` binary itself (`wharf mcp-demo`). Nothing is shared between tests, so they run
+//! in parallel.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+use wharf_bus::local::LocalNats;
+use wharf_bus::{Bus, Topology};
+use wharf_contract::{TaskStatus, TaskView};
+use wharf_store::Store;
+use wharf_worker::{McpServerConfig, McpTransport, WorkerConfig};
+
+pub use anyhow;
+
+/// Polls `check` every 25 ms until it returns `Some`, failing the test after `deadline`.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < end,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The `wharf` binary of this build (the demo MCP server and the separate-process modes).
+pub fn wharf_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("WHARF_BIN") {
+        return PathBuf::from(bin);
+    }
+    // target/<profile>/deps/it-<hash> -> target/<profile>/wharf
+    let exe = std::env::current_exe().expect("the test binary has a path");
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("wharf"))
+        .expect("the test binary lives in target/<profile>/deps");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it first with `cargo build -p wharf` (./test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+/// The demo MCP server as a stdio child process. `log` receives its JSON-lines log.
+pub fn demo_server(name: &str, log: Option<&std::path::Path>) -> McpServerConfig {
+    let mut env = std::collections::BTreeMap::new();
+    if let Some(log) = log {
+        env.insert("WHARF_DEMO_LOG".into(), log.display().to_string());
+    }
+    McpServerConfig {
+        name: name.into(),
+        transport: McpTransport::Stdio {
+            command: wharf_bin().display().to_string(),
+            args: vec!["mcp-demo".into()],
+            env,
+            cwd: None,
+        },
+    }
+}
+
+/// A fresh Postgres database for one test, cloned from a migrated template.
+pub async fn fresh_database() -> String {
+    let admin = std::env::var("WHARF_TEST_DATABASE_URL").expect(
+        "WHARF_TEST_DATABASE_URL must name a Postgres server (./test.sh starts one and sets it)",
+    );
+    let db = Database::connect(&admin)
+        .await
+        .expect("connect to the test postgres");
+    // One test process creates the template; the others wait on the lock, then clone it.
+    db.execute_unprepared("SELECT pg_advisory_lock(727274)")
+        .await
+        .unwrap();
+    let exists = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT 1 FROM pg_database WHERE datname = 'wharf_template'",
+        ))
+        .await
+        .unwrap()
+        .is_some();
+    if !exists {
+        db.execute_unprepared("CREATE DATABASE wharf_template")
+            .await
+            .unwrap();
+        let store = Store::connect(&with_db(&admin, "wharf_template"))
+            .await
+            .expect("migrate the template database");
+        store.connection().clone().close().await.unwrap();
+    }
+    let name = format!("wharf_test_{}", Uuid::now_v7().simple());
+    db.execute_unprepared(&format!("CREATE DATABASE {name} TEMPLATE wharf_template"))
+        .await
+        .unwrap();
+    db.execute_unprepared("SELECT pg_advisory_unlock(727274)")
+        .await
+        .unwrap();
+    db.close().await.unwrap();
+    with_db(&admin, &name)
+}
+
+fn with_db(url: &str, db: &str) -> String {
+    let (base, _) = url.rsplit_once('/').expect("a database url ends in /<db>");
+    format!("{base}/{db}")
+}
+
+/// How a test platform is put together.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Workers started in-process.
+    pub workers: usize,
+    pub concurrency: usize,
+    /// MCP servers; the demo server (logging to [`Wharf::demo_log`]) when empty.
+    pub servers: Vec<McpServerConfig>,
+    pub topology: Topology,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            workers: 1,
+            concurrency: 64,
+            servers: Vec::new(),
+            topology: Topology {
+                ack_wait: Duration::from_secs(10),
+                ..Topology::default()
+            },
+        }
+    }
+}
+
+/// A part of the platform running in the test process.
+pub struct Part {
+    stop: CancellationToken,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl Part {
+    fn spawn<F>(name: &'static str, f: impl FnOnce(CancellationToken) -> F) -> Part
+    where
+        F: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let stop = CancellationToken::new();
+        let fut = f(stop.clone());
+        let handle = tokio::spawn(async move {
+            if let Err(e) = fut.await {
+                panic!("{name} failed: {e:#}");
+            }
+        });
+        Part { stop, handle }
+    }
+
+    /// Stops the part and waits until it has.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.handle).await;
+    }
+}
+
+/// One test's platform.
+pub struct Wharf {
+    pub dir: TempDir,
+    pub nats: LocalNats,
+    pub bus: Bus,
+    pub store: Store,
+    pub database_url: String,
+    /// `http://127.0.0.1:<port>`
+    pub api: String,
+    pub http: reqwest::Client,
+    pub options: Options,
+    pub gateway: Option<Part>,
+    pub recorder: Option<Part>,
+    pub workers: Vec<Part>,
+}
+
+impl Wharf {
+    /// Starts everything with the default options and waits until the demo tools are listed.
+    pub async fn start() -> Wharf {
+        let w = Wharf::start_with(Options::default()).await;
+        w.wait_for_tool("demo.echo").await;
+        w
+    }
+
+    pub async fn start_with(options: Options) -> Wharf {
+        wharf_telemetry::init_logging(
+            wharf_telemetry::LogFormat::Pretty,
+            "warn,wharf_worker=info,wharf_recorder=info",
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let nats = LocalNats::start(&dir.path().join("nats")).await.unwrap();
+        let bus = Bus::connect(nats.url(), "wharf-test", options.topology.clone())
+            .await
+            .unwrap();
+        bus.ensure_topology().await.unwrap();
+        let database_url = fresh_database().await;
+        let store = Store::connect(&database_url).await.unwrap();
+        let mut w = Wharf {
+            dir,
+            nats,
+            bus,
+            store,
+            database_url,
+            api: String::new(),
+            http: reqwest::Client::new(),
+            options,
+            gateway: None,
+            recorder: None,
+            workers: Vec::new(),
+        };
+        w.start_recorder();
+        for _ in 0..w.options.workers {
+            w.add_worker();
+        }
+        w.start_gateway().await;
+        w
+    }
+
+    /// Where the demo server writes what it saw.
+    pub fn demo_log(&self) -> PathBuf {
+        self.dir.path().join("demo.log")
+    }
+
+    pub fn start_recorder(&mut self) {
+        let recorder = wharf_recorder::Recorder::new(self.bus.clone(), self.store.clone());
+        self.recorder = Some(Part::spawn("recorder", |stop| async move {
+            recorder.run_until_stopped(stop).await?;
+            Ok(())
+        }));
+    }
+
+    pub fn add_worker(&mut self) {
+        let servers = if self.options.servers.is_empty() {
+            vec![demo_server("demo", Some(&self.demo_log()))]
+        } else {
+            self.options.servers.clone()
+        };
+        let config = WorkerConfig {
+            id: format!("test-worker-{}", self.workers.len()),
+            queues: vec!["default".into()],
+            concurrency: self.options.concurrency,
+            servers,
+            shutdown_grace: Duration::from_secs(5),
+        };
+        let worker = wharf_worker::Worker::new(config, self.bus.clone()).unwrap();
+        self.workers.push(Part::spawn("worker", |stop| async move {
+            worker.run_until_stopped(stop).await?;
+            Ok(())
+        }));
+    }
+
+    async fn start_gateway(&mut self) {
+        let config = wharf_gateway::GatewayConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..Default::default()
+        };
+        let gateway = wharf_gateway::Gateway::build(config, self.bus.clone(), self.store.clone())
+            .await
+            .unwrap();
+        self.api = format!("http://{}", gateway.local_addr());
+        self.gateway = Some(Part::spawn("gateway", |stop| async move {
+            gateway.run_until_stopped(stop).await?;
+            Ok(())
+        }));
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.api)
+    }
+
+    /// Waits until the gateway lists `tool`.
+    pub async fn wait_for_tool(&self, tool: &str) {
+        eventually(
+            &format!("tool {tool} in the catalog"),
+            Duration::from_secs(30),
+            || async {
+                let tools: Value = self
+                    .http
+                    .get(self.url("/api/v1/tools"))
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                tools["tools"]
+                    .as_array()?
+                    .iter()
+                    .any(|t| t["name"] == tool)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// `POST /api/v1/tasks` with a JSON body: status and JSON answer.
+    pub async fn submit(&self, body: Value) -> (reqwest::StatusCode, Value) {
+        let r = self
+            .http
+            .post(self.url("/api/v1/tasks"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Submits and returns the new task's id, asserting the 202.
+    pub async fn submit_ok(&self, body: Value) -> Uuid {
+        let (status, answer) = self.submit(body).await;
+        assert_eq!(status, 202, "submit answered {answer}");
+        answer["id"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// `GET /api/v1/tasks/{id}`
+    pub async fn get_task(&self, id: Uuid) -> TaskView {
+        let r = self
+            .http
+            .get(self.url(&format!("/api/v1/tasks/{id}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "GET task {id}");
+        r.json().await.unwrap()
+    }
+
+    /// Waits until the task's row in the database has `status`, and returns it.
+    pub async fn wait_recorded(&self, id: Uuid, status: TaskStatus) -> TaskView {
+        eventually(
+            &format!("task {id} recorded as {}", status.as_str()),
+            Duration::from_secs(30),
+            || async {
+                let view = self.store.task(id).await.unwrap()?;
+                (view.status == status).then_some(view)
+            },
+        )
+        .await
+    }
+
+    /// Lines of the demo server's log that mention `task`.
+    pub fn demo_log_for(&self, task: Uuid) -> Vec<Value> {
+        let text = std::fs::read_to_string(self.demo_log()).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|l| l["task_id"] == task.to_string())
+            .collect()
+    }
+
+    /// Stops every in-process part, then the nats-server.
+    pub async fn shutdown(mut self) {
+        if let Some(g) = self.gateway.take() {
+            g.stop().await;
+        }
+        for w in self.workers.drain(..) {
+            w.stop().await;
+        }
+        if let Some(r) = self.recorder.take() {
+            r.stop().await;
+        }
+    }
+}

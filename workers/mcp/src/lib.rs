@@ -1,0 +1,284 @@
+//! The Wharf worker: takes tasks from JetStream queues and runs each by calling a tool on an MCP
+//! server, publishing what happens as task events.
+//!
+//! A worker is stateless: it talks to NATS and to MCP servers, never to the database, and needs
+//! nothing but a NATS URL and its MCP server list. Any number of workers share a queue through one
+//! durable pull consumer. A worker holds a task leased with in-progress acks while it runs and
+//! acknowledges it only after the task's terminal event is stored, so a worker that dies loses
+//! nothing: JetStream redelivers the task once the lease runs out.
+
+pub mod mcp;
+mod run;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+use wharf_bus::Bus;
+use wharf_contract::tool::TOOL_SERVER_VERSION;
+use wharf_contract::{ToolInfo, ToolServer, valid_name};
+
+pub use mcp::{McpServer, McpServerConfig, McpTransport};
+
+/// What a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Shown in events (`task:started`) and logs.
+    pub id: String,
+    /// Queues to take tasks from.
+    pub queues: Vec<String>,
+    /// Tasks run at once by this process, across its queues.
+    pub concurrency: usize,
+    /// MCP servers whose tools this worker serves.
+    pub servers: Vec<McpServerConfig>,
+    /// How long in-flight tasks may take to finish after shutdown is asked for.
+    pub shutdown_grace: Duration,
+}
+
+impl WorkerConfig {
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.queues.is_empty() {
+            return Err(Error::Config("a worker needs at least one queue".into()));
+        }
+        if let Some(q) = self.queues.iter().find(|q| !valid_name(q)) {
+            return Err(Error::Config(format!(
+                "queue name {q:?} must be 1-64 letters, digits, '-' or '_'"
+            )));
+        }
+        if let Some(s) = self.servers.iter().find(|s| !valid_name(&s.name)) {
+            return Err(Error::Config(format!(
+                "mcp server name {:?} must be 1-64 letters, digits, '-' or '_'",
+                s.name
+            )));
+        }
+        if self.concurrency == 0 {
+            return Err(Error::Config("concurrency must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid worker configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Bus(#[from] wharf_bus::Error),
+}
+
+/// Tasks cancelled (remembered from the cancel bucket) and tasks running here.
+#[derive(Default)]
+struct Cancels {
+    requested: Mutex<HashSet<Uuid>>,
+    running: Mutex<HashMap<Uuid, CancellationToken>>,
+}
+
+impl Cancels {
+    fn request(&self, id: Uuid) {
+        self.requested.lock().unwrap().insert(id);
+        if let Some(token) = self.running.lock().unwrap().get(&id) {
+            token.cancel();
+        }
+    }
+
+    /// Registers a running task; the token fires when it is (or already was) cancelled.
+    fn register(&self, id: Uuid) -> CancellationToken {
+        let token = CancellationToken::new();
+        self.running.lock().unwrap().insert(id, token.clone());
+        if self.requested.lock().unwrap().contains(&id) {
+            token.cancel();
+        }
+        token
+    }
+
+    fn unregister(&self, id: Uuid) {
+        self.running.lock().unwrap().remove(&id);
+    }
+}
+
+/// What every task handler shares.
+struct Shared {
+    bus: Bus,
+    id: String,
+    servers: HashMap<String, Arc<McpServer>>,
+    cancels: Cancels,
+    heartbeat: Duration,
+}
+
+/// A worker process's task loop.
+pub struct Worker {
+    config: WorkerConfig,
+    bus: Bus,
+}
+
+impl Worker {
+    pub fn new(config: WorkerConfig, bus: Bus) -> Result<Worker, Error> {
+        config.validate()?;
+        Ok(Worker { config, bus })
+    }
+
+    /// Runs until `shutdown` fires, then stops taking tasks and gives in-flight ones the grace
+    /// period to finish. Tasks still running after it are left unacknowledged: JetStream
+    /// redelivers them to another worker when their lease ends.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let Worker { config, bus } = self;
+        bus.ensure_topology().await?;
+        let consumers = {
+            let mut out = Vec::new();
+            for q in &config.queues {
+                out.push((q.clone(), bus.queue_consumer(q).await?));
+            }
+            out
+        };
+        // MCP connections live until the process stops, not just until shutdown is asked for:
+        // in-flight tasks still need them during the grace period.
+        let servers_stop = CancellationToken::new();
+        let (tools_tx, tools_rx) = mpsc::unbounded_channel();
+        let servers: HashMap<_, _> = config
+            .servers
+            .iter()
+            .map(|s| {
+                let server = McpServer::start(s.clone(), tools_tx.clone(), servers_stop.clone());
+                (s.name.clone(), server)
+            })
+            .collect();
+        drop(tools_tx);
+        tokio::spawn(advertise(bus.clone(), config.queues.clone(), tools_rx));
+
+        let shared = Arc::new(Shared {
+            bus: bus.clone(),
+            id: config.id.clone(),
+            servers,
+            cancels: Cancels::default(),
+            heartbeat: bus.topology().ack_wait / 3,
+        });
+        let cancel_watch = {
+            let shared = shared.clone();
+            let mut cancels = Box::pin(bus.watch_cancels().await?);
+            tokio::spawn(async move {
+                while let Some(id) = cancels.next().await {
+                    shared.cancels.request(id);
+                }
+            })
+        };
+
+        let slots = Arc::new(Semaphore::new(config.concurrency));
+        let mut loops = Vec::new();
+        for (queue, consumer) in consumers {
+            loops.push(tokio::spawn(consume(
+                queue,
+                consumer,
+                shared.clone(),
+                slots.clone(),
+                shutdown.clone(),
+            )));
+        }
+        tracing::info!(worker = %config.id, queues = ?config.queues, concurrency = config.concurrency, "worker running");
+        shutdown.cancelled().await;
+        for l in loops {
+            let _ = l.await;
+        }
+        let all = u32::try_from(config.concurrency).unwrap_or(u32::MAX);
+        let drained = tokio::time::timeout(config.shutdown_grace, slots.acquire_many(all)).await;
+        if drained.is_err() {
+            tracing::warn!(
+                "shutdown grace period over with tasks still running; they will be redelivered"
+            );
+        }
+        cancel_watch.abort();
+        servers_stop.cancel();
+        Ok(())
+    }
+}
+
+/// Publishes each server's tools to the catalog whenever its connection (re)starts.
+async fn advertise(
+    bus: Bus,
+    queues: Vec<String>,
+    mut updates: mpsc::UnboundedReceiver<mcp::ToolsUpdate>,
+) {
+    while let Some((server, tools)) = updates.recv().await {
+        let entry = ToolServer {
+            v: TOOL_SERVER_VERSION,
+            server: server.clone(),
+            queues: queues.clone(),
+            tools: tools
+                .into_iter()
+                .map(|t| ToolInfo {
+                    name: format!("{server}.{}", t.name),
+                    server: server.clone(),
+                    description: t.description.map(|d| d.to_string()),
+                    input_schema: serde_json::Value::Object((*t.input_schema).clone()),
+                })
+                .collect(),
+            updated_at: chrono::Utc::now(),
+        };
+        if let Err(e) = bus.advertise_tools(&entry).await {
+            tracing::warn!(server = %server, error = %e, "could not advertise tools");
+        }
+    }
+}
+
+/// Pulls tasks of one queue, never more than there are free slots, and runs each in its own task.
+async fn consume(
+    queue: String,
+    consumer: wharf_bus::PullConsumer,
+    shared: Arc<Shared>,
+    slots: Arc<Semaphore>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            () = shutdown.cancelled() => return,
+        };
+        let mut permits = vec![first];
+        while permits.len() < 256 {
+            match slots.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        let batch = consumer
+            .batch()
+            .max_messages(permits.len())
+            .expires(Duration::from_secs(5))
+            .messages()
+            .await;
+        let mut batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(queue = %queue, error = %e, "cannot pull tasks; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    () = shutdown.cancelled() => return,
+                }
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                m = batch.next() => m,
+                () = shutdown.cancelled() => return,
+            };
+            match next {
+                Some(Ok(message)) => {
+                    let permit = permits.pop().expect("a batch never exceeds its permits");
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        run::run_task(&shared, message).await;
+                        drop(permit);
+                    });
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(queue = %queue, error = %e, "error while pulling tasks");
+                    break;
+                }
+                None => break,
+            }
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! Live connections to MCP servers: one per configured server, shared by every task of the
+//! worker, supervised (a stdio child that dies is started again with backoff), with many calls in
+//! flight at once and MCP progress notifications routed back to the task that asked.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, CancelledNotificationParam, ClientRequest,
+    ProgressNotificationParam, ProgressToken, Request, RequestMetaObject, ServerResult, Tool,
+};
+use rmcp::service::{NotificationContext, PeerRequestOptions, RunningService};
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::{ClientHandler, Peer, RoleClient, ServiceExt};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+/// How to reach one MCP server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpServerConfig {
+    /// Name tools are addressed by (`<name>.<tool>`): letters, digits, `-`, `_`.
+    pub name: String,
+    #[serde(flatten)]
+    pub transport: McpTransport,
+}
+
+/// The transport of an MCP server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "transport", rename_all = "snake_case")]
+pub enum McpTransport {
+    /// A child process speaking MCP on its stdin and stdout.
+    Stdio {
+        command: String,
+        #[serde(default)]
+        args: Vec<String>,
+        #[serde(default)]
+        env: BTreeMap<String, String>,
+        #[serde(default)]
+        cwd: Option<String>,
+    },
+    /// A server speaking MCP streamable HTTP at `url`.
+    Http { url: String },
+}
+
+/// Why a call did not produce a tool result.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The server is not reachable now (not started, crashed, connection lost): retry later.
+    #[error("mcp server {server} is unavailable: {message}")]
+    Unavailable { server: String, message: String },
+    /// The server answered with a JSON-RPC error (e.g. invalid params): retrying won't help.
+    #[error("mcp server {server} refused the call: {message}")]
+    Refused { server: String, message: String },
+    /// The caller cancelled the call; the server was told.
+    #[error("cancelled")]
+    Cancelled,
+    /// The attempt ran past its timeout; the server was told to cancel.
+    #[error("timed out after {0:?}")]
+    TimedOut(Duration),
+}
+
+type ProgressRoutes =
+    Arc<Mutex<HashMap<ProgressToken, mpsc::UnboundedSender<ProgressNotificationParam>>>>;
+
+/// The client side of every connection: routes progress notifications by token.
+#[derive(Clone, Default)]
+struct WharfClient {
+    routes: ProgressRoutes,
+}
+
+impl ClientHandler for WharfClient {
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        let route = self
+            .routes
+            .lock()
+            .unwrap()
+            .get(&params.progress_token)
+            .cloned();
+        if let Some(route) = route {
+            let _ = route.send(params);
+        }
+    }
+}
+
+/// A supervised connection to one MCP server.
+pub struct McpServer {
+    name: String,
+    client: WharfClient,
+    peer: watch::Receiver<Option<Peer<RoleClient>>>,
+}
+
+impl std::fmt::Debug for McpServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("McpServer")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+/// Tools a server listed after (re)connecting.
+pub type ToolsUpdate = (String, Vec<Tool>);
+
+impl McpServer {
+    /// Starts supervising `config`: connects now and again whenever the connection ends,
+    /// sending the server's tool list on `tools` after every successful connect.
+    pub fn start(
+        config: McpServerConfig,
+        tools: mpsc::UnboundedSender<ToolsUpdate>,
+        shutdown: CancellationToken,
+    ) -> Arc<McpServer> {
+        let (tx, rx) = watch::channel(None);
+        let client = WharfClient::default();
+        let server = Arc::new(McpServer {
+            name: config.name.clone(),
+            client: client.clone(),
+            peer: rx,
+        });
+        tokio::spawn(supervise(config, client, tx, tools, shutdown));
+        server
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Waits up to `wait` for a live connection.
+    async fn peer(&self, wait: Duration) -> Result<Peer<RoleClient>, CallError> {
+        let mut rx = self.peer.clone();
+        let found = tokio::time::timeout(wait, rx.wait_for(Option::is_some)).await;
+        match found {
+            Ok(Ok(peer)) => Ok(peer.clone().expect("waited for some")),
+            _ => Err(CallError::Unavailable {
+                server: self.name.clone(),
+                message: format!("no connection within {wait:?}"),
+            }),
+        }
+    }
+
+    /// Calls `tool` with `arguments`, forwarding progress to `progress`, until it answers, `cancel`
+    /// fires or `timeout` passes. In the last two cases the server receives
+    /// `notifications/cancelled` for the request.
+    pub async fn call(
+        &self,
+        tool: &str,
+        arguments: Map<String, Value>,
+        meta: Map<String, Value>,
+        progress: mpsc::UnboundedSender<ProgressNotificationParam>,
+        cancel: &CancellationToken,
+        timeout: Option<Duration>,
+    ) -> Result<CallToolResult, CallError> {
+        let peer = tokio::select! {
+            peer = self.peer(Duration::from_secs(30)) => peer?,
+            () = cancel.cancelled() => return Err(CallError::Cancelled),
+        };
+        let mut params = CallToolRequestParams::new(tool.to_owned());
+        params.arguments = Some(arguments);
+        let options = PeerRequestOptions::no_options().with_meta(RequestMetaObject::from(meta));
+        let request = ClientRequest::CallToolRequest(Request::new(params));
+        let handle = peer
+            .send_cancellable_request(request, options)
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        let token = handle.progress_token.clone();
+        let id = handle.id.clone();
+        self.client
+            .routes
+            .lock()
+            .unwrap()
+            .insert(token.clone(), progress);
+        let _route = RouteGuard {
+            routes: &self.client.routes,
+            token,
+        };
+        let deadline = async {
+            match timeout {
+                Some(t) => tokio::time::sleep(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        let stop = tokio::select! {
+            answer = handle.rx => {
+                return match answer {
+                    Ok(Ok(ServerResult::CallToolResult(result))) => Ok(result),
+                    Ok(Ok(other)) => Err(CallError::Refused {
+                        server: self.name.clone(),
+                        message: format!("unexpected answer to tools/call: {other:?}"),
+                    }),
+                    Ok(Err(rmcp::ServiceError::McpError(e))) => Err(CallError::Refused {
+                        server: self.name.clone(),
+                        message: e.message.to_string(),
+                    }),
+                    Ok(Err(e)) => Err(self.unavailable(e)),
+                    Err(_) => Err(CallError::Unavailable {
+                        server: self.name.clone(),
+                        message: "connection closed during the call".into(),
+                    }),
+                };
+            }
+            () = cancel.cancelled() => CallError::Cancelled,
+            () = deadline => CallError::TimedOut(timeout.unwrap_or_default()),
+        };
+        let reason = match stop {
+            CallError::TimedOut(_) => "timed out",
+            _ => "cancelled by the user",
+        };
+        let note = CancelledNotificationParam::new(Some(id), Some(reason.into()));
+        if let Err(e) = peer.notify_cancelled(note).await {
+            tracing::warn!(server = %self.name, error = %e, "could not tell the mcp server to cancel");
+        }
+        Err(stop)
+    }
+
+    fn unavailable(&self, e: impl std::fmt::Display) -> CallError {
+        CallError::Unavailable {
+            server: self.name.clone(),
+            message: e.to_string(),
+        }
+    }
+}
+
+struct RouteGuard<'a> {
+    routes: &'a ProgressRoutes,
+    token: ProgressToken,
+}
+
+impl Drop for RouteGuard<'_> {
+    fn drop(&mut self) {
+        self.routes.lock().unwrap().remove(&self.token);
+    }
+}
+
+async fn connect(
+    config: &McpServerConfig,
+    client: WharfClient,
+) -> Result<RunningService<RoleClient, WharfClient>, String> {
+    match &config.transport {
+        McpTransport::Stdio {
+            command,
+            args,
+            env,
+            cwd,
+        } => {
+            let mut cmd = tokio::process::Command::new(command);
+            cmd.args(args).envs(env).kill_on_drop(true);
+            if let Some(cwd) = cwd {
+                cmd.current_dir(cwd);
+            }
+            let (transport, _) = TokioChildProcess::builder(cmd)
+                .stderr(std::process::Stdio::inherit())
+                .spawn()
+                .map_err(|e| format!("cannot start {command}: {e}"))?;
+            client.serve(transport).await.map_err(|e| e.to_string())
+        }
+        McpTransport::Http { url } => {
+            let transport = StreamableHttpClientTransport::from_uri(url.as_str());
+            client.serve(transport).await.map_err(|e| e.to_string())
+        }
+    }
+}
+
+async fn list_tools(peer: &Peer<RoleClient>) -> Result<Vec<Tool>, String> {
+    peer.list_all_tools().await.map_err(|e| e.to_string())
+}
+
+/// Keeps one server connected: connect, list tools, wait for the connection to end, back off,
+/// start again. Backoff doubles from 100 ms to 30 s and resets after a connection that lived 30 s.
+async fn supervise(
+    config: McpServerConfig,
+    client: WharfClient,
+    peer_tx: watch::Sender<Option<Peer<RoleClient>>>,
+    tools_tx: mpsc::UnboundedSender<ToolsUpdate>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(100);
+    while !shutdown.is_cancelled() {
+        let started = tokio::time::Instant::now();
+        let connected = tokio::select! {
+            c = connect(&config, client.clone()) => c,
+            () = shutdown.cancelled() => break,
+        };
+        match connected {
+            Ok(service) => {
+                let peer = service.peer().clone();
+                match list_tools(&peer).await {
+                    Ok(tools) => {
+                        tracing::info!(server = %config.name, tools = tools.len(), "mcp server connected");
+                        let _ = tools_tx.send((config.name.clone(), tools));
+                        peer_tx.send_replace(Some(peer));
+                        tokio::select! {
+                            _ = service.waiting() => {
+                                tracing::warn!(server = %config.name, "mcp server connection ended");
+                            }
+                            () = shutdown.cancelled() => {
+                                peer_tx.send_replace(None);
+                                break;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(server = %config.name, error = %e, "mcp server did not list its tools");
+                        let _ = service.cancel().await;
+                    }
+                }
+                peer_tx.send_replace(None);
+            }
+            Err(e) => {
+                tracing::warn!(server = %config.name, error = %e, "cannot connect to mcp server")
+            }
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            backoff = Duration::from_millis(100);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = shutdown.cancelled() => break,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}

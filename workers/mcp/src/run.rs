@@ -1,0 +1,301 @@
+//! One task, from the message a worker pulled to the acknowledgement after its terminal event.
+
+use std::time::Duration;
+
+use rmcp::model::{CallToolResult, ContentBlock};
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+use wharf_bus::{AckKind, Message, traceparent_of};
+use wharf_contract::{EventKind, Progress, Task, TaskError, TaskEvent, task::split_tool};
+use wharf_telemetry::TraceContext;
+
+use crate::Shared;
+use crate::mcp::CallError;
+
+/// `_meta` key carrying the Wharf task id to the MCP server.
+const TASK_ID_META: &str = "dev.wharf/task_id";
+
+/// How an attempt ended.
+enum Outcome {
+    /// The task ends with this event.
+    Terminal(EventKind),
+    /// The attempt failed but the task has attempts left: retry after the delay.
+    Retry(TaskError, Duration),
+}
+
+pub(crate) async fn run_task(shared: &Shared, message: Message) {
+    let attempt = message
+        .info()
+        .map(|i| u32::try_from(i.delivered).unwrap_or(u32::MAX))
+        .unwrap_or(1);
+    let trace = traceparent_of(&message.message)
+        .and_then(|h| TraceContext::parse(&h))
+        .unwrap_or_else(TraceContext::new_root)
+        .child();
+    let task = match Task::decode(&message.payload) {
+        Ok(t) => t,
+        Err(e) => {
+            // A message nobody can read would be redelivered forever: stop it.
+            tracing::error!(subject = %message.subject, error = %e, "dropping an unreadable task message");
+            let _ = message.ack_with(AckKind::Term).await;
+            return;
+        }
+    };
+    let span = tracing::info_span!("task", task_id = %task.id, tool = %task.tool, attempt, trace_id = %trace.trace_id_hex());
+    let _enter = span.enter();
+    let tp = trace.header();
+    let publisher = Publisher {
+        shared,
+        task: &task,
+        attempt,
+        traceparent: &tp,
+    };
+
+    let outcome = if attempt > task.max_attempts.max(1) {
+        Outcome::Terminal(EventKind::Failed {
+            error: TaskError {
+                code: "attempts_exhausted".into(),
+                message: format!(
+                    "the task was started {} times without finishing",
+                    attempt - 1
+                ),
+                details: None,
+            },
+        })
+    } else {
+        let cancel = shared.cancels.register(task.id);
+        let outcome = if cancel.is_cancelled() {
+            Outcome::Terminal(EventKind::Cancelled {
+                reason: Some("cancelled before it started".into()),
+            })
+        } else {
+            execute(&publisher, &message, &cancel).await
+        };
+        shared.cancels.unregister(task.id);
+        outcome
+    };
+
+    match outcome {
+        Outcome::Terminal(kind) => {
+            let event = TaskEvent::new(task.id, attempt, kind);
+            let stored = match publisher.publish(&event, "terminal").await {
+                Ok(ack) => ack.await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match stored {
+                Ok(_) => {
+                    if let Err(e) = message.double_ack().await {
+                        tracing::warn!(error = %e, "terminal event stored but the task ack failed; it may run again");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not store the terminal event; handing the task back");
+                    let _ = message
+                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                        .await;
+                }
+            }
+        }
+        Outcome::Retry(error, delay) => {
+            let event = TaskEvent::new(
+                task.id,
+                attempt,
+                EventKind::AttemptFailed {
+                    error,
+                    retry_in_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                },
+            );
+            if let Ok(ack) = publisher.publish(&event, "failed").await {
+                let _ = ack.await;
+            }
+            let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
+        }
+    }
+}
+
+struct Publisher<'a> {
+    shared: &'a Shared,
+    task: &'a Task,
+    attempt: u32,
+    traceparent: &'a str,
+}
+
+impl Publisher<'_> {
+    async fn publish(
+        &self,
+        event: &TaskEvent,
+        tag: &str,
+    ) -> Result<async_nats::jetstream::context::PublishAckFuture, wharf_bus::Error> {
+        // The terminal event's id is the same for every attempt: JetStream keeps only the first.
+        let msg_id = if tag == "terminal" {
+            format!("{}:terminal", self.task.id)
+        } else {
+            format!("{}:{}:{tag}", self.task.id, self.attempt)
+        };
+        self.shared
+            .bus
+            .publish_event(event, &msg_id, Some(self.traceparent))
+            .await
+    }
+}
+
+async fn execute(
+    p: &Publisher<'_>,
+    message: &Message,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Outcome {
+    let task = p.task;
+    let Some((server_name, tool)) = split_tool(&task.tool) else {
+        return Outcome::Terminal(failed(
+            "unknown_tool",
+            format!("{:?} is not <server>.<tool>", task.tool),
+        ));
+    };
+    let Some(server) = p.shared.servers.get(server_name) else {
+        return Outcome::Terminal(failed(
+            "unknown_tool",
+            format!("this worker has no mcp server named {server_name:?}"),
+        ));
+    };
+
+    let started = TaskEvent::new(
+        task.id,
+        p.attempt,
+        EventKind::Started {
+            worker: p.shared.id.clone(),
+            tool: task.tool.clone(),
+            queue: task.queue.clone(),
+        },
+    );
+    // Not awaited here: events from one connection are stored in the order they were sent, and
+    // the terminal event's ack comes after this one.
+    if let Err(e) = p.publish(&started, "started").await {
+        tracing::warn!(error = %e, "could not publish the started event");
+    }
+
+    let mut meta = Map::new();
+    meta.insert(TASK_ID_META.into(), Value::String(task.id.to_string()));
+    meta.insert(
+        "traceparent".into(),
+        Value::String(p.traceparent.to_owned()),
+    );
+    let (progress_tx, mut progress_rx) = mpsc::unbounded_channel();
+    let timeout = task.timeout_secs.map(Duration::from_secs);
+    let call = server.call(
+        tool,
+        task.arguments.clone(),
+        meta,
+        progress_tx,
+        cancel,
+        timeout,
+    );
+    let mut call = std::pin::pin!(call);
+    let mut heartbeat = tokio::time::interval(p.shared.heartbeat);
+    heartbeat.tick().await;
+    let mut progress_count = 0u64;
+    let publish_progress = |note: rmcp::model::ProgressNotificationParam, n: u64| {
+        let event = TaskEvent::new(
+            task.id,
+            p.attempt,
+            EventKind::Progress(Progress {
+                progress: note.progress,
+                total: note.total,
+                message: note.message,
+            }),
+        );
+        async move {
+            if let Err(e) = p.publish(&event, &format!("p{n}")).await {
+                tracing::warn!(error = %e, "could not publish progress");
+            }
+        }
+    };
+    let result = loop {
+        tokio::select! {
+            result = &mut call => {
+                // Progress sent just before the answer may still be queued: keep it.
+                while let Ok(note) = progress_rx.try_recv() {
+                    progress_count += 1;
+                    publish_progress(note, progress_count).await;
+                }
+                break result;
+            }
+            Some(note) = progress_rx.recv() => {
+                progress_count += 1;
+                publish_progress(note, progress_count).await;
+            }
+            _ = heartbeat.tick() => {
+                if let Err(e) = message.ack_with(AckKind::Progress).await {
+                    tracing::warn!(error = %e, "heartbeat failed");
+                }
+            }
+        }
+    };
+    classify(result, task, p.attempt)
+}
+
+fn failed(code: &str, message: String) -> EventKind {
+    EventKind::Failed {
+        error: TaskError {
+            code: code.into(),
+            message,
+            details: None,
+        },
+    }
+}
+
+/// Turns a call's result into the task's next step: a final event, or a retry when the failure is
+/// worth retrying and attempts are left.
+fn classify(result: Result<CallToolResult, CallError>, task: &Task, attempt: u32) -> Outcome {
+    let retry_or_fail = |code: &str, message: String| {
+        let error = TaskError {
+            code: code.into(),
+            message,
+            details: None,
+        };
+        if attempt < task.max_attempts {
+            // Exponential backoff, 1 s doubling, capped at 60 s.
+            let delay = Duration::from_secs(1 << (attempt - 1).min(6)).min(Duration::from_secs(60));
+            Outcome::Retry(error, delay)
+        } else {
+            Outcome::Terminal(EventKind::Failed { error })
+        }
+    };
+    match result {
+        Ok(result) if result.is_error != Some(true) => Outcome::Terminal(EventKind::Succeeded {
+            result: serde_json::to_value(&result).unwrap_or(Value::Null),
+        }),
+        Ok(result) => {
+            let text = text_of(&result);
+            Outcome::Terminal(EventKind::Failed {
+                error: TaskError {
+                    code: "tool_error".into(),
+                    message: if text.is_empty() {
+                        "the tool reported an error".into()
+                    } else {
+                        text
+                    },
+                    details: serde_json::to_value(&result).ok(),
+                },
+            })
+        }
+        Err(CallError::Cancelled) => Outcome::Terminal(EventKind::Cancelled {
+            reason: Some("cancelled while running".into()),
+        }),
+        Err(CallError::Refused { message, .. }) => Outcome::Terminal(failed("mcp_error", message)),
+        Err(e @ CallError::TimedOut(_)) => retry_or_fail("timeout", e.to_string()),
+        Err(e @ CallError::Unavailable { .. }) => retry_or_fail("mcp_unavailable", e.to_string()),
+    }
+}
+
+/// The text content of a tool result, joined by newlines.
+fn text_of(result: &CallToolResult) -> String {
+    result
+        .content
+        .iter()
+        .filter_map(|c| match c {
+            ContentBlock::Text(t) => Some(t.text.as_str()),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
