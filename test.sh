@@ -25,6 +25,12 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 
+# --- third-party MCP servers for the tests (npm) ---------------------------------------------
+if [ ! -d tests/node/node_modules/@modelcontextprotocol/server-everything ]; then
+  say "installing test MCP servers with npm"
+  npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
+fi
+
 # --- Postgres: one cluster for the run, a database per test (made by the test kit) -----------
 pg_bin="$(dirname "$(command -v pg_ctl || echo /usr/lib/postgresql/15/bin/pg_ctl)")"
 [ -x "$pg_bin/pg_ctl" ] || pg_bin=/usr/lib/postgresql/15/bin

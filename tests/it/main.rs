@@ -1,5 +1,8 @@
 //! End-to-end tests against real nats-server, Postgres and MCP server processes.
 
 mod bad_input;
+mod mcp;
 mod queue;
+mod sse;
 mod tasks;
+mod ws;

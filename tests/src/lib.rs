@@ -379,3 +379,143 @@ impl Wharf {
         }
     }
 }
+
+/// Where the third-party MCP servers of `tests/node` are installed (`npm ci` in `./test.sh`).
+pub fn node_server(package_path: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("node/node_modules")
+        .join(package_path);
+    assert!(
+        path.exists(),
+        "{} is missing: run `npm ci --prefix tests/node` (./test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// `@modelcontextprotocol/server-everything` over stdio, named `everything`.
+pub fn everything_stdio() -> McpServerConfig {
+    McpServerConfig {
+        name: "everything".into(),
+        transport: McpTransport::Stdio {
+            command: "node".into(),
+            args: vec![
+                node_server("@modelcontextprotocol/server-everything/dist/index.js")
+                    .display()
+                    .to_string(),
+                "stdio".into(),
+            ],
+            env: Default::default(),
+            cwd: None,
+        },
+    }
+}
+
+/// `@modelcontextprotocol/server-everything` serving streamable HTTP on a free port; killed when
+/// dropped.
+pub struct EverythingHttp {
+    _child: tokio::process::Child,
+    pub url: String,
+}
+
+impl EverythingHttp {
+    pub async fn start() -> EverythingHttp {
+        let port = wharf_bus::local::free_port().unwrap();
+        let child = tokio::process::Command::new("node")
+            .arg(node_server(
+                "@modelcontextprotocol/server-everything/dist/index.js",
+            ))
+            .arg("streamableHttp")
+            .env("PORT", port.to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start node");
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        eventually(
+            "server-everything to listen",
+            Duration::from_secs(20),
+            || async { tokio::net::TcpStream::connect(addr).await.ok().map(|_| ()) },
+        )
+        .await;
+        EverythingHttp {
+            _child: child,
+            url: format!("http://127.0.0.1:{port}/mcp"),
+        }
+    }
+
+    pub fn config(&self) -> McpServerConfig {
+        McpServerConfig {
+            name: "everything".into(),
+            transport: McpTransport::Http {
+                url: self.url.clone(),
+            },
+        }
+    }
+}
+
+/// A WebSocket client of `/ws/v1/tasks` that sends and receives JSON.
+pub struct WsClient {
+    socket: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+impl WsClient {
+    pub async fn connect(w: &Wharf) -> WsClient {
+        let url = format!("{}/ws/v1/tasks", w.api.replacen("http://", "ws://", 1));
+        let (socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        WsClient { socket }
+    }
+
+    pub async fn send(&mut self, message: Value) {
+        use futures::SinkExt;
+        self.socket
+            .send(tokio_tungstenite::tungstenite::Message::Text(
+                message.to_string().into(),
+            ))
+            .await
+            .unwrap();
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        use futures::SinkExt;
+        self.socket
+            .send(tokio_tungstenite::tungstenite::Message::Text(text.into()))
+            .await
+            .unwrap();
+    }
+
+    /// The next JSON message, failing the test after 30 s.
+    pub async fn next(&mut self) -> Value {
+        use futures::StreamExt;
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(30), self.socket.next())
+                .await
+                .expect("a websocket message within 30 s")
+                .expect("the socket is open")
+                .unwrap();
+            if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+                return serde_json::from_str(&t).unwrap();
+            }
+        }
+    }
+
+    /// Messages until (and including) the first whose `type` is terminal for `task_id`.
+    pub async fn until_terminal(&mut self, task_id: Uuid) -> Vec<Value> {
+        let mut out = Vec::new();
+        loop {
+            let m = self.next().await;
+            let done = m["task_id"] == task_id.to_string()
+                && matches!(
+                    m["type"].as_str(),
+                    Some("task:complete" | "task:error" | "task:cancelled")
+                );
+            out.push(m);
+            if done {
+                return out;
+            }
+        }
+    }
+}

@@ -195,6 +195,7 @@ fn log_line(line: serde_json::Value) {
 
 /// Serves the demo tools on this process's stdin and stdout until the client goes away.
 pub async fn serve_stdio() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    log_line(json!({"event": "serving", "pid": std::process::id()}));
     let service = Demo::default()
         .serve(rmcp::transport::stdio_pipes())
         .await?;
