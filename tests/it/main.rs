@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod mcp;
+mod processes;
 mod queue;
 mod sse;
 mod tasks;

@@ -207,3 +207,97 @@ async fn unknown_task_ids_are_404() {
     assert_eq!(r.status(), 404);
     w.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_task_past_its_timeout_fails_and_the_call_is_cancelled() {
+    let w = Wharf::start().await;
+    let id = w
+        .submit_ok(json!({
+            "tool": "demo.sleep",
+            "arguments": {"seconds": 30},
+            "timeout_secs": 1,
+            "max_attempts": 1
+        }))
+        .await;
+    let done = w.wait_recorded(id, TaskStatus::Failed).await;
+    assert_eq!(done.error.unwrap().code, "timeout");
+    eventually(
+        "the demo server logging the cancellation",
+        Duration::from_secs(10),
+        || async {
+            w.demo_log_for(id)
+                .iter()
+                .any(|l| l["event"] == "cancelled")
+                .then_some(())
+        },
+    )
+    .await;
+    w.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_trace_context_travels_from_the_request_to_every_event() {
+    let w = Wharf::start().await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let r = w
+        .http
+        .post(w.url("/api/v1/tasks"))
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .json(&json!({"tool": "demo.echo", "arguments": {"message": "traced"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let id: uuid::Uuid = r.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let done = w.wait_recorded(id, TaskStatus::Succeeded).await;
+    assert_eq!(done.status, TaskStatus::Succeeded);
+    // Every stored event of the task (gateway's and worker's) carries the caller's trace id.
+    let stream = w
+        .bus
+        .jetstream()
+        .get_stream(wharf_contract::EVENTS_STREAM)
+        .await
+        .unwrap();
+    let events = w.store.events(id).await.unwrap();
+    assert_eq!(events.len(), 3);
+    let mut span_ids = std::collections::HashSet::new();
+    for (seq, _) in events {
+        let message = stream.get_raw_message(seq).await.unwrap();
+        let tp = message
+            .headers
+            .get("traceparent")
+            .unwrap()
+            .as_str()
+            .to_owned();
+        let parts: Vec<&str> = tp.split('-').collect();
+        assert_eq!(parts[1], trace_id, "event {seq}: {tp}");
+        span_ids.insert(parts[2].to_owned());
+    }
+    assert!(
+        !span_ids.contains("00f067aa0ba902b7"),
+        "each hop is a child span"
+    );
+    w.shutdown().await;
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let w = Wharf::start().await;
+    let health = w.http.get(w.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let ready = w.http.get(w.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body, json!({"nats": true, "database": true}));
+    let missing = w.http.get(w.url("/api/v1/nothing")).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    assert_eq!(
+        missing.json::<serde_json::Value>().await.unwrap()["code"],
+        "not_found"
+    );
+    w.shutdown().await;
+}

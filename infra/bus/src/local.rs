@@ -99,8 +99,21 @@ impl LocalNats {
         self.child.id()
     }
 
-    /// Stops the server and waits for it to exit.
+    /// Stops the server (SIGTERM, so JetStream closes its store cleanly) and waits for it to
+    /// exit; kills it if it takes longer than ten seconds.
     pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+                .await
+                .is_ok()
+            {
+                return;
+            }
+        }
         let _ = self.child.kill().await;
     }
 }

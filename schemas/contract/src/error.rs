@@ -21,6 +21,8 @@ pub enum ErrorCode {
     InvalidQuery,
     /// No task has this id.
     TaskNotFound,
+    /// No resource at this path.
+    NotFound,
     /// The task has already ended; it cannot be cancelled.
     TaskFinished,
     /// The body's media type is not `application/json`.
@@ -35,7 +37,7 @@ impl ErrorCode {
     pub fn status(self) -> u16 {
         match self {
             ErrorCode::MalformedBody | ErrorCode::InvalidQuery => 400,
-            ErrorCode::TaskNotFound => 404,
+            ErrorCode::TaskNotFound | ErrorCode::NotFound => 404,
             ErrorCode::TaskFinished => 409,
             ErrorCode::BodyTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
@@ -54,6 +56,7 @@ impl ErrorCode {
             ErrorCode::BodyTooLarge => "request body too large",
             ErrorCode::InvalidQuery => "invalid query parameter",
             ErrorCode::TaskNotFound => "task not found",
+            ErrorCode::NotFound => "not found",
             ErrorCode::TaskFinished => "task already finished",
             ErrorCode::UnsupportedMediaType => "unsupported media type",
             ErrorCode::Unavailable => "service unavailable",
@@ -70,6 +73,7 @@ impl ErrorCode {
             ErrorCode::BodyTooLarge => "body_too_large",
             ErrorCode::InvalidQuery => "invalid_query",
             ErrorCode::TaskNotFound => "task_not_found",
+            ErrorCode::NotFound => "not_found",
             ErrorCode::TaskFinished => "task_finished",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::Unavailable => "unavailable",

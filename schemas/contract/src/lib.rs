@@ -76,6 +76,7 @@ mod tests {
             BodyTooLarge,
             InvalidQuery,
             TaskNotFound,
+            NotFound,
             TaskFinished,
             UnsupportedMediaType,
             Unavailable,

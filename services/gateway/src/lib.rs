@@ -156,7 +156,5 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
-    let mut e = ApiError::new(ErrorCode::TaskNotFound, format!("no route {}", uri.path()));
-    e.0.title = "not found".into();
-    e
+    ApiError::new(ErrorCode::NotFound, format!("nothing at {}", uri.path()))
 }

@@ -31,7 +31,7 @@ pub struct WorkerConfig {
     pub id: String,
     /// Queues to take tasks from.
     pub queues: Vec<String>,
-    /// Tasks run at once by this process, across its queues.
+    /// Tasks run at once by this process, per queue.
     pub concurrency: usize,
     /// MCP servers whose tools this worker serves.
     pub servers: Vec<McpServerConfig>,
@@ -166,14 +166,17 @@ impl Worker {
             })
         };
 
-        let slots = Arc::new(Semaphore::new(config.concurrency));
+        // Each queue has its own slots, so a backlog in one never holds up another.
         let mut loops = Vec::new();
+        let mut all_slots = Vec::new();
         for (queue, consumer) in consumers {
+            let slots = Arc::new(Semaphore::new(config.concurrency));
+            all_slots.push(slots.clone());
             loops.push(tokio::spawn(consume(
                 queue,
                 consumer,
                 shared.clone(),
-                slots.clone(),
+                slots,
                 shutdown.clone(),
             )));
         }
@@ -183,7 +186,8 @@ impl Worker {
             let _ = l.await;
         }
         let all = u32::try_from(config.concurrency).unwrap_or(u32::MAX);
-        let drained = tokio::time::timeout(config.shutdown_grace, slots.acquire_many(all)).await;
+        let drain = futures::future::join_all(all_slots.iter().map(|s| s.acquire_many(all)));
+        let drained = tokio::time::timeout(config.shutdown_grace, drain).await;
         if drained.is_err() {
             tracing::warn!(
                 "shutdown grace period over with tasks still running; they will be redelivered"

@@ -1,0 +1,271 @@
+//! The `wharf` binary as users run it: `wharf dev` driven by the CLI, and the gateway, worker and
+//! recorder as separate processes sharing NATS and Postgres.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use uuid::Uuid;
+use wharf_bus::local::{LocalNats, free_port};
+use wharf_contract::TaskStatus;
+use wharf_store::Store;
+use wharf_testkit::{eventually, fresh_database, wharf_bin};
+
+fn wharf(args: &[&str]) -> Command {
+    let mut cmd = Command::new(wharf_bin());
+    cmd.args(args)
+        .env_remove("WHARF_NATS_URL")
+        .env_remove("WHARF_DATABASE_URL")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Runs a client command to its end: (exit code, stdout, stderr).
+async fn cli(api: &str, args: &[&str]) -> (i32, String, String) {
+    let mut all = vec!["--api", api];
+    all.extend_from_slice(args);
+    let out = tokio::time::timeout(Duration::from_secs(60), wharf(&all).output())
+        .await
+        .expect("the cli command finishes")
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn task_json(api: &str, id: &str) -> Value {
+    let (code, out, err) = cli(api, &["task", id]).await;
+    assert_eq!(code, 0, "wharf task: {err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+async fn wait_status(api: &str, id: &str, status: &str) {
+    eventually(
+        &format!("task {id} {status}"),
+        Duration::from_secs(30),
+        || async { (task_json(api, id).await["status"] == status).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn wharf_dev_runs_everything_and_the_cli_drives_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port().unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let mut dev = wharf(&[
+        "dev",
+        "--http",
+        &addr,
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ])
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    // The banner says where things live.
+    let mut lines = BufReader::new(dev.stdout.take().unwrap()).lines();
+    let mut banner = String::new();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            banner.push_str(&line);
+            banner.push('\n');
+            if line.trim_start().starts_with("Try") {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("wharf dev prints its banner");
+    assert!(
+        banner.contains(&format!("http://{addr}/api/v1")),
+        "{banner}"
+    );
+    assert!(
+        banner.contains(&format!("ws://{addr}/ws/v1/tasks")),
+        "{banner}"
+    );
+    assert!(banner.contains("SQLite"), "{banner}");
+    assert!(dir.path().join("wharf.db").is_file());
+    let api = format!("http://{addr}");
+
+    eventually("demo tools listed", Duration::from_secs(30), || async {
+        let (code, out, _) = cli(&api, &["tools"]).await;
+        (code == 0 && out.contains("demo.sleep") && out.contains("demo.hash")).then_some(())
+    })
+    .await;
+
+    // --watch follows progress and prints the result.
+    let (code, out, err) = cli(
+        &api,
+        &[
+            "submit",
+            "demo.sleep",
+            "--arg",
+            "seconds=0.5",
+            "--arg",
+            "steps=5",
+            "--watch",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "slept 0.5 seconds");
+
+    // Without --watch the id comes back at once.
+    let (code, out, _) = cli(&api, &["submit", "demo.echo", "--arg", "message=hi"]).await;
+    assert_eq!(code, 0);
+    let id = out.trim().to_owned();
+    id.parse::<Uuid>().expect("submit prints the task id");
+    wait_status(&api, &id, "succeeded").await;
+    assert_eq!(
+        task_json(&api, &id).await["result"]["content"][0]["text"],
+        "hi"
+    );
+    let (_, list, _) = cli(&api, &["tasks", "--status", "succeeded"]).await;
+    assert!(list.contains(&id), "{list}");
+
+    let (_, out, _) = cli(&api, &["submit", "demo.sleep", "--arg", "seconds=60"]).await;
+    let long = out.trim().to_owned();
+    wait_status(&api, &long, "running").await;
+    let (code, _, err) = cli(&api, &["cancel", &long]).await;
+    assert_eq!(code, 0, "{err}");
+    wait_status(&api, &long, "cancelled").await;
+
+    let (code, _, err) = cli(&api, &["submit", "demo.fail", "--watch"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("task failed"), "{err}");
+    let (code, _, err) = cli(&api, &["submit", "demo.slep"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("did you mean demo.sleep"), "{err}");
+
+    // SIGTERM stops it cleanly, nats-server included.
+    let pid = dev.id().unwrap().to_string();
+    Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), dev.wait())
+        .await
+        .expect("wharf dev exits after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let nats_port: u16 = banner
+        .split("nats://127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|p| p.parse().ok())
+        .expect("the banner names the nats-server it started");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", nats_port)).is_err(),
+        "the nats-server wharf dev started is gone"
+    );
+    let log = std::fs::read_to_string(dir.path().join("nats/nats-server.log")).unwrap();
+    assert!(
+        log.contains("Server Exiting"),
+        "nats-server shut down cleanly"
+    );
+}
+
+async fn spawn_part(part: &str, nats: &str, db: &str, extra: &[&str]) -> Child {
+    let mut args = vec![part];
+    args.extend_from_slice(extra);
+    wharf(&args)
+        .env("WHARF_NATS_URL", nats)
+        .env("WHARF_DATABASE_URL", db)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn gateway_worker_and_recorder_as_separate_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = LocalNats::start(&dir.path().join("nats")).await.unwrap();
+    let db = fresh_database().await;
+    let port = free_port().unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let _gateway = spawn_part("gateway", nats.url(), &db, &["--http", &addr]).await;
+    let _worker = spawn_part("worker", nats.url(), &db, &[]).await;
+    let mut recorder = spawn_part("recorder", nats.url(), &db, &[]).await;
+    let http = reqwest::Client::new();
+    let api = format!("http://{addr}");
+    eventually(
+        "the gateway lists demo.echo",
+        Duration::from_secs(30),
+        || async {
+            let tools: Value = http
+                .get(format!("{api}/api/v1/tools"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            tools["tools"]
+                .as_array()?
+                .iter()
+                .any(|t| t["name"] == "demo.echo")
+                .then_some(())
+        },
+    )
+    .await;
+    let submit = |n: usize| {
+        let http = http.clone();
+        let api = api.clone();
+        async move {
+            let mut ids = Vec::new();
+            for i in 0..n {
+                let r = http
+                    .post(format!("{api}/api/v1/tasks"))
+                    .json(&json!({"tool": "demo.echo", "arguments": {"message": format!("m{i}")}}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 202);
+                let v: Value = r.json().await.unwrap();
+                ids.push(v["id"].as_str().unwrap().parse::<Uuid>().unwrap());
+            }
+            ids
+        }
+    };
+    let store = Store::connect(&db).await.unwrap();
+    let mut ids = submit(20).await;
+    for id in &ids {
+        eventually("recorded", Duration::from_secs(30), || async {
+            let t = store.task(*id).await.unwrap()?;
+            (t.status == TaskStatus::Succeeded).then_some(())
+        })
+        .await;
+    }
+
+    // Kill the recorder outright; work goes on; a new recorder catches up without doubling.
+    recorder.kill().await.unwrap();
+    ids.extend(submit(20).await);
+    let _recorder = spawn_part("recorder", nats.url(), &db, &[]).await;
+    for id in &ids {
+        eventually(
+            "recorded after the restart",
+            Duration::from_secs(60),
+            || async {
+                let t = store.task(*id).await.unwrap()?;
+                (t.status == TaskStatus::Succeeded).then_some(())
+            },
+        )
+        .await;
+        let kinds: Vec<String> = store
+            .events(*id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|(_, e)| e.kind_name().to_owned())
+            .collect();
+        assert_eq!(kinds, ["submitted", "started", "succeeded"], "task {id}");
+    }
+}
