@@ -83,3 +83,24 @@ async fn sse_replays_history_follows_live_and_closes_after_the_end() {
     assert_eq!(again.iter().filter_map(|f| f.1).collect::<Vec<_>>(), stored);
     w.shutdown().await;
 }
+
+#[tokio::test]
+async fn stopping_the_gateway_ends_open_event_streams() {
+    let mut w = Wharf::start().await;
+    let id = w
+        .submit_ok(json!({"tool": "demo.sleep", "arguments": {"seconds": 60}}))
+        .await;
+    let response = w
+        .http
+        .get(w.url(&format!("/api/v1/tasks/{id}/events")))
+        .send()
+        .await
+        .unwrap();
+    let reader = tokio::spawn(read_sse(response));
+    w.wait_recorded(id, TaskStatus::Running).await;
+    // Part::stop fails the test if the gateway takes more than 30 s.
+    w.gateway.take().unwrap().stop().await;
+    let frames = reader.await.unwrap();
+    assert_eq!(frames.first().map(|f| f.0.as_str()), Some("task:accepted"));
+    w.shutdown().await;
+}

@@ -173,7 +173,12 @@ impl Part {
     /// Stops the part and waits until it has.
     pub async fn stop(self) {
         self.stop.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(30), self.handle).await;
+        match tokio::time::timeout(Duration::from_secs(30), self.handle).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Ok(Err(e)) => panic!("part did not finish: {e}"),
+            Err(_) => panic!("part did not stop within 30 s"),
+        }
     }
 }
 

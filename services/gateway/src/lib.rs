@@ -68,12 +68,15 @@ pub struct AppState {
     pub store: Store,
     pub catalog: Catalog,
     pub config: Arc<GatewayConfig>,
+    /// Fires when the gateway stops: long-lived streams (SSE, WebSocket) end with it.
+    pub stopping: CancellationToken,
 }
 
 /// A gateway bound to its port, ready to serve.
 pub struct Gateway {
     listener: TcpListener,
     router: Router,
+    stopping: CancellationToken,
 }
 
 impl Gateway {
@@ -87,15 +90,18 @@ impl Gateway {
                 addr: config.listen,
                 source,
             })?;
+        let stopping = CancellationToken::new();
         let state = AppState {
             bus,
             store,
             catalog,
             config: Arc::new(config),
+            stopping: stopping.clone(),
         };
         Ok(Gateway {
             listener,
             router: router(state),
+            stopping,
         })
     }
 
@@ -107,8 +113,12 @@ impl Gateway {
 
     /// Serves until `shutdown` fires, then finishes the requests in flight.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let stopping = self.stopping;
         axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .with_graceful_shutdown(async move {
+                shutdown.cancelled().await;
+                stopping.cancel();
+            })
             .await
             .map_err(Error::Serve)
     }

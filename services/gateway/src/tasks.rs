@@ -369,7 +369,8 @@ pub async fn events(
     if find(&state, id).await?.is_none() {
         return Err(not_found(id));
     }
-    let stream = follow(&state, id).await?.map(|m| {
+    let stopping = state.stopping.clone().cancelled_owned();
+    let stream = follow(&state, id).await?.take_until(stopping).map(|m| {
         let seq = match &m {
             WsServerMessage::Accepted { seq, .. } => *seq,
             WsServerMessage::Started { seq, .. }

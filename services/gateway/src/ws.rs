@@ -56,7 +56,13 @@ async fn session(state: AppState, socket: WebSocket) {
         out,
         subscriptions: HashMap::new(),
     };
-    while let Some(Ok(message)) = incoming.next().await {
+    let stopping = s.state.stopping.clone();
+    loop {
+        let message = tokio::select! {
+            m = incoming.next() => m,
+            () = stopping.cancelled() => break,
+        };
+        let Some(Ok(message)) = message else { break };
         match message {
             Message::Text(text) => s.handle(text.as_bytes()).await,
             Message::Binary(_) => {

@@ -5,6 +5,7 @@ use std::time::Duration;
 use rmcp::model::{CallToolResult, ContentBlock};
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 use wharf_bus::{AckKind, Message, traceparent_of};
 use wharf_contract::{EventKind, Progress, Task, TaskError, TaskEvent, task::split_tool};
 use wharf_telemetry::TraceContext;
@@ -42,11 +43,23 @@ pub(crate) async fn run_task(shared: &Shared, message: Message) {
         }
     };
     let span = tracing::info_span!("task", task_id = %task.id, tool = %task.tool, attempt, trace_id = %trace.trace_id_hex());
-    let _enter = span.enter();
+    finish(shared, &message, &task, attempt, &trace)
+        .instrument(span)
+        .await;
+}
+
+/// Runs the attempt and acknowledges the message according to its outcome.
+async fn finish(
+    shared: &Shared,
+    message: &Message,
+    task: &Task,
+    attempt: u32,
+    trace: &TraceContext,
+) {
     let tp = trace.header();
     let publisher = Publisher {
         shared,
-        task: &task,
+        task,
         attempt,
         traceparent: &tp,
     };
@@ -69,7 +82,7 @@ pub(crate) async fn run_task(shared: &Shared, message: Message) {
                 reason: Some("cancelled before it started".into()),
             })
         } else {
-            execute(&publisher, &message, &cancel).await
+            execute(&publisher, message, &cancel).await
         };
         shared.cancels.unregister(task.id);
         outcome
