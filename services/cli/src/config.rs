@@ -160,3 +160,57 @@ impl Config {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example in docs/configuration.md must load, so the page cannot rot.
+    #[test]
+    fn the_documented_example_loads() {
+        let doc = include_str!("../../../docs/configuration.md");
+        let toml = doc
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("docs/configuration.md has a toml example");
+        let dir = std::env::temp_dir().join(format!("wharf-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("wharf.toml");
+        std::fs::write(&file, toml).unwrap();
+        let config = Config::load(Some(&file)).unwrap();
+        assert_eq!(config.worker.servers.len(), 3);
+        assert_eq!(config.worker.servers[2].name, "remote");
+        assert!(matches!(
+            &config.worker.servers[1].transport,
+            wharf_worker::McpTransport::Stdio { command, .. } if command == "npx"
+        ));
+        assert_eq!(config.nats.ack_wait_secs, 30);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let dir = std::env::temp_dir().join(format!("wharf-config-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for bad in [
+            "htp_addr = \"127.0.0.1:1\"\n",
+            "[[worker.servers]]\nname = \"x\"\ntransport = \"stdio\"\ncommand = \"x\"\narg = []\n",
+            "[[worker.servers]]\nname = \"x\"\ntransport = \"carrier-pigeon\"\n",
+        ] {
+            let file = dir.join("bad.toml");
+            std::fs::write(&file, bad).unwrap();
+            assert!(Config::load(Some(&file)).is_err(), "{bad}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_database_url_never_prints() {
+        let config = Config {
+            database_url: Some(Secret("postgres://u:hunter2@db/w".into())),
+            ..Config::default()
+        };
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+}

@@ -18,22 +18,37 @@ use serde_json::{Map, Value};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-/// How to reach one MCP server.
+/// How to reach one MCP server. In configuration files it is one table with a `transport`
+/// key, e.g. `{ name = "demo", transport = "stdio", command = "wharf", args = ["mcp-demo"] }`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "ServerTable", into = "ServerTable")]
 pub struct McpServerConfig {
     /// Name tools are addressed by (`<name>.<tool>`): letters, digits, `-`, `_`.
     pub name: String,
-    #[serde(flatten)]
     pub transport: McpTransport,
 }
 
 /// The transport of an MCP server.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "transport", rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq)]
 pub enum McpTransport {
     /// A child process speaking MCP on its stdin and stdout.
     Stdio {
+        command: String,
+        args: Vec<String>,
+        env: BTreeMap<String, String>,
+        cwd: Option<String>,
+    },
+    /// A server speaking MCP streamable HTTP at `url`.
+    Http { url: String },
+}
+
+/// The configuration-file shape of [`McpServerConfig`]: flat, tagged by `transport`, and strict
+/// about unknown keys (serde cannot combine `flatten` with `deny_unknown_fields`).
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "transport", rename_all = "snake_case", deny_unknown_fields)]
+enum ServerTable {
+    Stdio {
+        name: String,
         command: String,
         #[serde(default)]
         args: Vec<String>,
@@ -42,8 +57,56 @@ pub enum McpTransport {
         #[serde(default)]
         cwd: Option<String>,
     },
-    /// A server speaking MCP streamable HTTP at `url`.
-    Http { url: String },
+    Http {
+        name: String,
+        url: String,
+    },
+}
+
+impl From<ServerTable> for McpServerConfig {
+    fn from(t: ServerTable) -> Self {
+        match t {
+            ServerTable::Stdio {
+                name,
+                command,
+                args,
+                env,
+                cwd,
+            } => McpServerConfig {
+                name,
+                transport: McpTransport::Stdio {
+                    command,
+                    args,
+                    env,
+                    cwd,
+                },
+            },
+            ServerTable::Http { name, url } => McpServerConfig {
+                name,
+                transport: McpTransport::Http { url },
+            },
+        }
+    }
+}
+
+impl From<McpServerConfig> for ServerTable {
+    fn from(c: McpServerConfig) -> Self {
+        match c.transport {
+            McpTransport::Stdio {
+                command,
+                args,
+                env,
+                cwd,
+            } => ServerTable::Stdio {
+                name: c.name,
+                command,
+                args,
+                env,
+                cwd,
+            },
+            McpTransport::Http { url } => ServerTable::Http { name: c.name, url },
+        }
+    }
 }
 
 /// Why a call did not produce a tool result.
