@@ -53,7 +53,15 @@ async fn bad_submissions_are_refused_and_nothing_is_written() {
             b"[1,2]".to_vec(),
             422,
             "invalid_field",
-            None,
+            Some(""),
+        ),
+        (
+            "a wrong type deep in metadata keeps its place",
+            json_ct,
+            br#"{"tool":"demo.echo","arguments":{"message":"x"},"metadata":[1]}"#.to_vec(),
+            422,
+            "invalid_field",
+            Some("/metadata"),
         ),
         (
             "unknown field",
@@ -77,7 +85,7 @@ async fn bad_submissions_are_refused_and_nothing_is_written() {
             br#"{"arguments":{}}"#.to_vec(),
             422,
             "invalid_field",
-            Some(""),
+            Some("/tool"),
         ),
         (
             "unknown tool",
@@ -205,6 +213,7 @@ async fn bad_list_queries_are_refused() {
         ("status=finished", "/query/status"),
         ("limit=0", "/query/limit"),
         ("limit=lots", "/query/limit"),
+        ("colour=red", "/query/colour"),
         ("cursor=nope", "/query/cursor"),
     ] {
         let r = w

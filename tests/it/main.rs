@@ -3,7 +3,9 @@
 mod bad_input;
 mod mcp;
 mod processes;
+mod projection;
 mod queue;
+mod recovery;
 mod sse;
 mod tasks;
 mod ws;

@@ -162,11 +162,69 @@ async fn listing_filters_and_paginates_newest_first() {
     expected.reverse();
     assert_eq!(seen, expected);
 
+    // Nine tasks in pages of three: the third page is full and is the last.
+    let mut pages = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let q = match &cursor {
+            Some(c) => format!("limit=3&cursor={c}"),
+            None => "limit=3".to_owned(),
+        };
+        let page = get(q).await;
+        pages.push(ids(&page).len());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, [3, 3, 3]);
+
     let session_b = get("session_id=list-b".into()).await;
     assert_eq!(ids(&session_b).len(), 4);
     let failed = get("status=failed".into()).await;
     assert_eq!(ids(&failed), vec![fail]);
     let other_queue = get("queue=other".into()).await;
     assert!(ids(&other_queue).is_empty());
+    w.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_backlog_in_one_queue_does_not_hold_up_another() {
+    let w = Wharf::start_with(Options {
+        concurrency: 1,
+        queues: vec!["default".into(), "slow".into()],
+        ..Options::default()
+    })
+    .await;
+    w.wait_for_tool("demo.sleep").await;
+    let mut slow = Vec::new();
+    for _ in 0..3 {
+        slow.push(
+            w.submit_ok(
+                json!({"tool": "demo.sleep", "arguments": {"seconds": 60}, "queue": "slow"}),
+            )
+            .await,
+        );
+    }
+    w.wait_recorded(slow[0], TaskStatus::Running).await;
+    let quick = w
+        .submit_ok(json!({"tool": "demo.echo", "arguments": {"message": "not stuck"}}))
+        .await;
+    let done = w.wait_recorded(quick, TaskStatus::Succeeded).await;
+    assert_eq!(done.queue, "default");
+    // The slow queue is still busy with its first task, the others wait their turn.
+    for id in &slow[1..] {
+        assert_eq!(
+            w.store.task(*id).await.unwrap().unwrap().status,
+            TaskStatus::Queued
+        );
+    }
+    for id in &slow {
+        w.http
+            .post(w.url(&format!("/api/v1/tasks/{id}/cancel")))
+            .send()
+            .await
+            .unwrap();
+    }
     w.shutdown().await;
 }

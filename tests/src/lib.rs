@@ -129,10 +129,15 @@ fn with_db(url: &str, db: &str) -> String {
 pub struct Options {
     /// Workers started in-process.
     pub workers: usize,
+    /// Per queue.
     pub concurrency: usize,
+    /// Queues the workers take tasks from.
+    pub queues: Vec<String>,
     /// MCP servers; the demo server (logging to [`Wharf::demo_log`]) when empty.
     pub servers: Vec<McpServerConfig>,
     pub topology: Topology,
+    /// How long a stopping worker lets its tasks finish before handing them back.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for Options {
@@ -140,11 +145,13 @@ impl Default for Options {
         Options {
             workers: 1,
             concurrency: 64,
+            queues: vec!["default".into()],
             servers: Vec::new(),
             topology: Topology {
                 ack_wait: Duration::from_secs(10),
                 ..Topology::default()
             },
+            shutdown_grace: Duration::from_secs(5),
         }
     }
 }
@@ -168,6 +175,12 @@ impl Part {
             }
         });
         Part { stop, handle }
+    }
+
+    /// Kills the part outright, as a crash would: nothing is drained or acknowledged.
+    pub async fn abort(self) {
+        self.handle.abort();
+        let _ = self.handle.await;
     }
 
     /// Stops the part and waits until it has.
@@ -261,10 +274,10 @@ impl Wharf {
         };
         let config = WorkerConfig {
             id: format!("test-worker-{}", self.workers.len()),
-            queues: vec!["default".into()],
+            queues: self.options.queues.clone(),
             concurrency: self.options.concurrency,
             servers,
-            shutdown_grace: Duration::from_secs(5),
+            shutdown_grace: self.options.shutdown_grace,
         };
         let worker = wharf_worker::Worker::new(config, self.bus.clone()).unwrap();
         self.workers.push(Part::spawn("worker", |stop| async move {
@@ -273,7 +286,7 @@ impl Wharf {
         }));
     }
 
-    async fn start_gateway(&mut self) {
+    pub async fn start_gateway(&mut self) {
         let config = wharf_gateway::GatewayConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             ..Default::default()

@@ -18,9 +18,9 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
 use uuid::Uuid;
 use wharf_contract::{
-    CANCEL_BUCKET, EVENT_SCHEMA, EVENTS_STREAM, EVENTS_SUBJECTS, RECORDER_CONSUMER, SCHEMA_HEADER,
-    TASK_SCHEMA, TASKS_STREAM, TASKS_SUBJECTS, TOOLS_BUCKET, TRACEPARENT_HEADER, Task, TaskEvent,
-    ToolServer, event_subject, queue_consumer, task_subject,
+    ATTEMPTS_USED_HEADER, CANCEL_BUCKET, EVENT_SCHEMA, EVENTS_STREAM, EVENTS_SUBJECTS,
+    RECORDER_CONSUMER, SCHEMA_HEADER, TASK_SCHEMA, TASKS_STREAM, TASKS_SUBJECTS, TOOLS_BUCKET,
+    TRACEPARENT_HEADER, Task, TaskEvent, ToolServer, event_subject, queue_consumer, task_subject,
 };
 
 pub use async_nats::jetstream::AckKind;
@@ -100,6 +100,16 @@ fn headers(schema: &'static str, traceparent: Option<&str>) -> HeaderMap {
         h.insert(TRACEPARENT_HEADER, HeaderValue::from(tp));
     }
     h
+}
+
+/// Attempts a task used before this message was (re)published; 0 for a first publish.
+pub fn attempts_used(message: &async_nats::Message) -> u32 {
+    message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(ATTEMPTS_USED_HEADER))
+        .and_then(|v| v.as_str().parse().ok())
+        .unwrap_or(0)
 }
 
 /// The trace context carried by a message, if any.
@@ -236,10 +246,66 @@ impl Bus {
             .publish_event(submitted, &format!("{}:submitted", task.id), traceparent)
             .await?;
         let task_ack = task_ack.await.map_err(nats_err!("store the task"))?;
-        event_ack
+        // The task is stored now; insist on its submitted event (the same message id makes a
+        // repeat harmless) so that the 503 below stays the rare case it should be.
+        let mut stored = event_ack
             .await
-            .map_err(nats_err!("store the submitted event"))?;
+            .map_err(nats_err!("store the submitted event"));
+        for _ in 0..3 {
+            if stored.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            stored = match self
+                .publish_event(submitted, &format!("{}:submitted", task.id), traceparent)
+                .await
+            {
+                Ok(ack) => ack.await.map_err(nats_err!("store the submitted event")),
+                Err(e) => Err(e),
+            };
+        }
+        stored?;
         Ok(task_ack.sequence)
+    }
+
+    /// Puts a delivered task back on its queue as a new message that records the attempts it
+    /// used, then acknowledges the delivered one, so that handing a task back does not use up an
+    /// attempt. Falls back to a plain NAK (which counts as a delivery) if the publish fails.
+    pub async fn hand_back(&self, message: &Message, attempts_used: u32) -> Result<(), Error> {
+        let mut h = message.headers.clone().unwrap_or_default();
+        h.insert(
+            ATTEMPTS_USED_HEADER,
+            HeaderValue::from(attempts_used.to_string().as_str()),
+        );
+        let seq = message
+            .info()
+            .map(|i| i.stream_sequence)
+            .unwrap_or_default();
+        let published = self
+            .js
+            .send_publish(
+                message.subject.clone(),
+                PublishMessage::build()
+                    .payload(message.payload.clone())
+                    .headers(h)
+                    .message_id(format!("handback:{seq}")),
+            )
+            .await;
+        let stored = match published {
+            Ok(ack) => ack.await.is_ok(),
+            Err(_) => false,
+        };
+        if stored {
+            message
+                .double_ack()
+                .await
+                .map_err(|e| nats("acknowledge a handed-back task")(e))
+        } else {
+            message
+                .ack_with(AckKind::Nak(None))
+                .await
+                .map_err(|e| nats("hand a task back")(e))
+        }
     }
 
     /// Publishes an event without waiting for JetStream to store it; await the returned future
@@ -388,19 +454,31 @@ impl Bus {
         Ok(())
     }
 
-    /// Every cancellation request still remembered, then new ones as they come.
-    pub async fn watch_cancels(&self) -> Result<impl Stream<Item = Uuid> + use<>, Error> {
+    /// The cancellation requests remembered now, and a stream of the ones made from now on. The
+    /// stream is subscribed before the snapshot is read, so nothing falls between the two.
+    pub async fn watch_cancels(
+        &self,
+    ) -> Result<(Vec<Uuid>, impl Stream<Item = Uuid> + use<>), Error> {
         let store = self.bucket(CANCEL_BUCKET).await?;
         let watch = store
-            .watch_with_history(">")
+            .watch(">")
             .await
             .map_err(nats_err!("watch cancellations"))?;
-        Ok(watch.filter_map(|entry| async move {
+        let keys: Vec<String> = store
+            .keys()
+            .await
+            .map_err(nats_err!("list cancellations"))?
+            .try_collect()
+            .await
+            .map_err(nats_err!("list cancellations"))?;
+        let now = keys.iter().filter_map(|k| k.parse().ok()).collect();
+        let live = watch.filter_map(|entry| async move {
             let entry = entry.ok()?;
             (entry.operation == kv::Operation::Put)
                 .then(|| entry.key.parse().ok())
                 .flatten()
-        }))
+        });
+        Ok((now, live))
     }
 
     /// Advertises one MCP server's tools in the catalog.
@@ -414,26 +492,41 @@ impl Bus {
         Ok(())
     }
 
-    /// Every advertised MCP server, then updates as workers advertise again.
-    pub async fn watch_tools(&self) -> Result<impl Stream<Item = ToolServer> + use<>, Error> {
+    /// Every advertised MCP server now, and a stream of later advertisements (subscribed before
+    /// the snapshot is read, so nothing falls between the two).
+    pub async fn watch_tools(
+        &self,
+    ) -> Result<(Vec<ToolServer>, impl Stream<Item = ToolServer> + use<>), Error> {
         let store = self.bucket(TOOLS_BUCKET).await?;
         let watch = store
-            .watch_with_history(">")
+            .watch(">")
             .await
             .map_err(nats_err!("watch the tool catalog"))?;
-        Ok(watch.filter_map(|entry| async move {
+        let keys: Vec<String> = store
+            .keys()
+            .await
+            .map_err(nats_err!("list the tool catalog"))?
+            .try_collect()
+            .await
+            .map_err(nats_err!("list the tool catalog"))?;
+        let mut now = Vec::with_capacity(keys.len());
+        for key in keys {
+            let value = store
+                .get(&key)
+                .await
+                .map_err(nats_err!("read the tool catalog"))?;
+            if let Some(server) = value.and_then(|v| decode_tool_server(&key, &v)) {
+                now.push(server);
+            }
+        }
+        let live = watch.filter_map(|entry| async move {
             let entry = entry.ok()?;
             if entry.operation != kv::Operation::Put {
                 return None;
             }
-            match serde_json::from_slice::<ToolServer>(&entry.value) {
-                Ok(server) => Some(server),
-                Err(e) => {
-                    tracing::warn!(key = %entry.key, error = %e, "ignoring a malformed tool catalog entry");
-                    None
-                }
-            }
-        }))
+            decode_tool_server(&entry.key, &entry.value)
+        });
+        Ok((now, live))
     }
 
     async fn bucket(&self, name: &str) -> Result<kv::Store, Error> {
@@ -451,6 +544,16 @@ impl Bus {
             .await
             .map_err(nats_err!("read consumer info"))?
             .num_pending)
+    }
+}
+
+fn decode_tool_server(key: &str, value: &[u8]) -> Option<ToolServer> {
+    match serde_json::from_slice::<ToolServer>(value) {
+        Ok(server) => Some(server),
+        Err(e) => {
+            tracing::warn!(key, error = %e, "ignoring a malformed tool catalog entry");
+            None
+        }
     }
 }
 

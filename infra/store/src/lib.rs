@@ -92,7 +92,7 @@ impl Store {
                 kind: sea_orm::Set(e.kind_name().to_owned()),
                 attempt: sea_orm::Set(e.attempt as i32),
                 at: sea_orm::Set(e.at),
-                body: sea_orm::Set(serde_json::to_value(e).expect("an event serialises")),
+                body: sea_orm::Set(json(e)),
             });
             task_event::Entity::insert_many(rows)
                 .on_conflict_do_nothing_on([task_event::Column::Seq])
@@ -205,7 +205,33 @@ const COLUMNS: [task::Column; 23] = [
 ];
 
 fn json<T: serde::Serialize>(v: &T) -> Value {
-    serde_json::to_value(v).expect("contract types serialise")
+    let mut value = serde_json::to_value(v).expect("contract types serialise");
+    strip_nul(&mut value);
+    value
+}
+
+/// Postgres stores neither NUL characters in text nor `\u0000` in jsonb. Tasks may carry them
+/// (the task itself, on NATS, is untouched); the database copy gets U+FFFD instead.
+fn strip_nul(value: &mut Value) {
+    match value {
+        Value::String(s) if s.contains('\0') => *s = s.replace('\0', "\u{FFFD}"),
+        Value::Array(items) => items.iter_mut().for_each(strip_nul),
+        Value::Object(map) => {
+            let keys_with_nul: Vec<String> =
+                map.keys().filter(|k| k.contains('\0')).cloned().collect();
+            for k in keys_with_nul {
+                if let Some(v) = map.remove(&k) {
+                    map.insert(k.replace('\0', "\u{FFFD}"), v);
+                }
+            }
+            map.values_mut().for_each(strip_nul);
+        }
+        _ => {}
+    }
+}
+
+fn text(s: &str) -> String {
+    s.replace('\0', "\u{FFFD}")
 }
 
 fn row_values(s: &TaskState) -> Vec<sea_orm::sea_query::SimpleExpr> {
@@ -214,18 +240,18 @@ fn row_values(s: &TaskState) -> Vec<sea_orm::sea_query::SimpleExpr> {
         v.id.into(),
         v.status.as_str().into(),
         v.status.rank().into(),
-        v.tool.clone().into(),
-        v.queue.clone().into(),
-        Value::Object(v.arguments.clone()).into(),
-        Value::Object(v.metadata.clone()).into(),
+        text(&v.tool).into(),
+        text(&v.queue).into(),
+        json(&v.arguments).into(),
+        json(&v.metadata).into(),
         (v.attempts as i32).into(),
         (v.max_attempts as i32).into(),
         v.timeout_secs.map(|t| t as i64).into(),
-        v.idempotency_key.clone().into(),
-        v.session_id.clone().into(),
+        v.idempotency_key.as_deref().map(text).into(),
+        v.session_id.as_deref().map(text).into(),
         v.progress.as_ref().map(json).into(),
         (s.progress_seq as i64).into(),
-        v.result.clone().into(),
+        v.result.as_ref().map(json).into(),
         v.error.as_ref().map(json).into(),
         (s.terminal_seq as i64).into(),
         v.created_at.into(),

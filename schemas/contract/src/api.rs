@@ -23,7 +23,7 @@ pub struct SubmitTask {
     /// Maximum run time of one attempt, in seconds (1 to 86,400).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<u64>,
-    /// How many times the task may be started (1 to 100); 1 when absent.
+    /// How many times the task may be started (1 to 100); the gateway's default (3) when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
     /// A key of the caller's choosing (1 to 255 characters) that identifies this submission.

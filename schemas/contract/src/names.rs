@@ -20,8 +20,16 @@ pub const CANCEL_BUCKET: &str = "wharf_cancel";
 
 /// Header carrying the W3C trace context of the task.
 pub const TRACEPARENT_HEADER: &str = "traceparent";
+/// Key under which workers pass the task id to MCP servers in a request's `_meta`.
+pub const TASK_ID_META: &str = "dev.wharf/task_id";
+/// Key under which workers pass the W3C trace context to MCP servers in a request's `_meta`.
+pub const TRACEPARENT_META: &str = "traceparent";
+
 /// Header naming the wire type and version of a message body, e.g. `task.v1`.
 pub const SCHEMA_HEADER: &str = "Wharf-Schema";
+/// Header of a task message put back on its queue by a worker that stopped before running it
+/// to the end: how many attempts the task had used before (the delivery count restarts at 1).
+pub const ATTEMPTS_USED_HEADER: &str = "Wharf-Attempts-Used";
 /// Schema header value of a [`crate::Task`] message.
 pub const TASK_SCHEMA: &str = "task.v1";
 /// Schema header value of a [`crate::TaskEvent`] message.

@@ -11,9 +11,9 @@ use crate::event::{EventKind, TaskEvent};
 /// Version written into every [`Task`] this build publishes.
 pub const TASK_VERSION: u32 = 1;
 
-/// A task as it travels on the TASKS stream to a worker (`task.v1`).
+/// A task as it travels on the TASKS stream to a worker (`task.v1`). Fields added within v1 are
+/// optional, so an older worker ignores them; a change an older worker must not ignore bumps `v`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct Task {
     /// Wire version of this message.
     pub v: u32,

@@ -23,8 +23,8 @@ pub struct Config {
     /// Database URL, `postgres://…` or `sqlite://…`. `wharf dev` uses SQLite in the data
     /// directory when this is unset.
     pub database_url: Option<Secret>,
-    /// `pretty` or `json`.
-    pub log_format: String,
+    /// `pretty` or `json`; `wharf dev` defaults to pretty, the other commands to json.
+    pub log_format: Option<LogFormatName>,
     pub nats: NatsConfig,
     pub gateway: GatewaySection,
     pub worker: WorkerSection,
@@ -39,6 +39,13 @@ impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("\"<redacted>\"")
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormatName {
+    Pretty,
+    Json,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -79,7 +86,7 @@ impl Default for Config {
             data_dir: PathBuf::from(".wharf"),
             nats_url: None,
             database_url: None,
-            log_format: "pretty".into(),
+            log_format: None,
             nats: NatsConfig {
                 replicas: 1,
                 events_max_age_secs: 7 * 24 * 3600,

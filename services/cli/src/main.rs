@@ -107,10 +107,10 @@ fn load(args: &ServeArgs, default_format: LogFormat) -> anyhow::Result<Config> {
     if let Some(dir) = &args.data_dir {
         config.data_dir.clone_from(dir);
     }
-    let format = match config.log_format.as_str() {
-        "json" => LogFormat::Json,
-        "pretty" => LogFormat::Pretty,
-        _ => default_format,
+    let format = match config.log_format {
+        Some(config::LogFormatName::Json) => LogFormat::Json,
+        Some(config::LogFormatName::Pretty) => LogFormat::Pretty,
+        None => default_format,
     };
     wharf_telemetry::init_logging(format, "info,rmcp=warn,async_nats=warn,sqlx=warn");
     Ok(config)

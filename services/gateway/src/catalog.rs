@@ -27,15 +27,21 @@ pub enum Refusal {
 }
 
 impl Catalog {
-    /// Follows the tools bucket in the background for as long as the process lives.
+    /// Loads the catalog, then follows the tools bucket in the background for as long as the
+    /// process lives.
     pub async fn watch(bus: &Bus) -> Result<Catalog, wharf_bus::Error> {
         let catalog = Catalog::default();
-        let mut updates = Box::pin(bus.watch_tools().await?);
+        let (now, updates) = bus.watch_tools().await?;
+        for server in now {
+            catalog.replace_server(server);
+        }
+        let mut updates = Box::pin(updates);
         let c = catalog.clone();
         tokio::spawn(async move {
             while let Some(server) = updates.next().await {
                 c.replace_server(server);
             }
+            tracing::error!("the tool catalog watch ended; the catalog no longer updates");
         });
         Ok(catalog)
     }

@@ -29,21 +29,51 @@ const MAX_KEY_LEN: usize = 255;
 
 /// Parses a JSON body, naming the failing field in the error.
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    // serde would read an array as a struct's fields in order; every body here is an object.
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                Ok(_) => ApiError::field(ErrorCode::InvalidField, "", "must be a JSON object"),
+                Err(e) => ApiError::new(ErrorCode::MalformedBody, e.to_string()),
+            },
+        );
+    }
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
+        let mut pointer = pointer_of(e.path());
         let inner = e.into_inner();
         if !inner.is_data() {
             // Not JSON at all, or cut short: there is no field to name.
             return ApiError::new(ErrorCode::MalformedBody, inner.to_string());
         }
-        let pointer = if path == "." {
-            String::new()
-        } else {
-            format!("/{}", path.replace('.', "/"))
-        };
-        ApiError::field(ErrorCode::InvalidField, &pointer, inner.to_string())
+        // serde reports a missing field at its parent; name the field itself.
+        let message = inner.to_string();
+        if let Some(field) = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+        {
+            pointer.push('/');
+            pointer.push_str(&escape_pointer(field));
+        }
+        ApiError::field(ErrorCode::InvalidField, &pointer, message)
     })
+}
+
+/// An RFC 6901 JSON pointer for a deserialisation path.
+fn pointer_of(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    path.iter()
+        .filter_map(|segment| match segment {
+            Segment::Seq { index } => Some(format!("/{index}")),
+            Segment::Map { key } => Some(format!("/{}", escape_pointer(key))),
+            Segment::Enum { .. } | Segment::Unknown => None,
+        })
+        .collect()
+}
+
+fn escape_pointer(token: &str) -> String {
+    token.replace('~', "~0").replace('/', "~1")
 }
 
 /// Checks a submission against the limits and the catalog, then publishes it. Nothing is
@@ -150,7 +180,7 @@ pub async fn submit(
 /// The trace context of an incoming request: the caller's `traceparent`, or a new trace.
 fn trace_of(headers: &HeaderMap) -> TraceContext {
     headers
-        .get("traceparent")
+        .get(wharf_contract::TRACEPARENT_HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(TraceContext::parse)
         .map_or_else(TraceContext::new_root, |t| t.child())
@@ -218,6 +248,20 @@ pub async fn find(state: &AppState, id: Uuid) -> Result<Option<TaskView>, ApiErr
     Ok(Some(s.view))
 }
 
+/// The task folded from its events in the stream, which the database trails; the database row
+/// when the events have aged out of the stream.
+async fn find_latest(state: &AppState, id: Uuid) -> Result<Option<TaskView>, ApiError> {
+    let history = state.bus.history(id).await?;
+    if history.is_empty() {
+        return Ok(state.store.task(id).await?);
+    }
+    let mut s = TaskState::empty(id);
+    for (seq, e) in &history {
+        s.apply(*seq, e);
+    }
+    Ok(Some(s.view))
+}
+
 fn not_found(id: Uuid) -> ApiError {
     ApiError::new(ErrorCode::TaskNotFound, format!("no task {id}"))
 }
@@ -259,7 +303,18 @@ pub async fn list(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<TaskList>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::InvalidQuery, e.body_text()))?;
+    let Query(q) = query.map_err(|e| {
+        let text = e.body_text();
+        // serde names an unknown parameter as "unknown field `x`"; point at it.
+        match text
+            .split("unknown field `")
+            .nth(1)
+            .and_then(|r| r.split('`').next())
+        {
+            Some(param) => query_error(param, text.clone()),
+            None => ApiError::new(ErrorCode::InvalidQuery, text),
+        }
+    })?;
     let status = q
         .status
         .map(|s| s.parse::<TaskStatus>())
@@ -278,24 +333,29 @@ pub async fn list(
         .map(|c| c.parse::<Uuid>())
         .transpose()
         .map_err(|_| query_error("cursor", "not a cursor from a previous page"))?;
+    // One more than asked tells whether another page exists.
     let filter = wharf_store::TaskFilter {
         status,
         queue: q.queue,
         session_id: q.session_id,
         before,
-        limit,
+        limit: limit + 1,
     };
-    let tasks = state.store.tasks(&filter).await?;
-    let next_cursor = (tasks.len() as u64 == limit)
-        .then(|| tasks.last().map(|t| t.id.to_string()))
-        .flatten();
+    let mut tasks = state.store.tasks(&filter).await?;
+    let next_cursor = if tasks.len() as u64 > limit {
+        tasks.truncate(limit as usize);
+        tasks.last().map(|t| t.id.to_string())
+    } else {
+        None
+    };
     Ok(Json(TaskList { tasks, next_cursor }))
 }
 
 /// Asks for a task to be cancelled. Workers act on the request: a queued task never starts, a
 /// running one has its MCP call cancelled; either way the task ends `cancelled`.
 pub async fn request_cancel(state: &AppState, id: Uuid) -> Result<TaskView, ApiError> {
-    let Some(mut view) = find(state, id).await? else {
+    // The stream is ahead of the database: a task that just ended is refused, not "cancelled".
+    let Some(mut view) = find_latest(state, id).await? else {
         return Err(not_found(id));
     };
     if view.status.is_terminal() {

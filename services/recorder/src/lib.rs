@@ -5,11 +5,13 @@
 //! messages only after the commit. A crash between the two re-applies a batch, which changes
 //! nothing; two recorders can share the consumer. It never publishes and never calls MCP.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use wharf_bus::{AckKind, Bus, decode_event};
+use wharf_contract::event::DecodeError;
 use wharf_store::Store;
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +81,19 @@ impl Recorder {
                                 events.push(e);
                                 acks.push(m);
                             }
+                            Err(wharf_bus::Error::Decode {
+                                source: DecodeError::Version(v),
+                                ..
+                            }) => {
+                                // Written by a newer build: leave it for a newer recorder.
+                                tracing::warn!(
+                                    version = v,
+                                    "an event of a newer wire version; not recording it"
+                                );
+                                let _ = m
+                                    .ack_with(AckKind::Nak(Some(Duration::from_secs(30))))
+                                    .await;
+                            }
                             Err(e) => {
                                 tracing::error!(error = %e, "dropping an unreadable event");
                                 let _ = m.ack_with(AckKind::Term).await;
@@ -87,12 +102,17 @@ impl Recorder {
                         Err(e) => tracing::warn!(error = %e, "error while reading events"),
                     }
                 }
-                if !self.write(&events, &shutdown).await {
+                let Some(refused) = self.write(&events, &shutdown).await else {
                     // Shutdown before the batch was stored: leave it unacknowledged.
                     return Ok(());
-                }
-                for m in acks {
-                    if let Err(e) = m.ack().await {
+                };
+                for (m, (seq, _)) in acks.into_iter().zip(&events) {
+                    let ack = if refused.contains(seq) {
+                        m.ack_with(AckKind::Term).await
+                    } else {
+                        m.ack().await
+                    };
+                    if let Err(e) = ack {
                         tracing::warn!(error = %e, "could not acknowledge an event; it will be applied again");
                     }
                 }
@@ -100,25 +120,46 @@ impl Recorder {
         }
     }
 
-    /// Writes a batch, retrying until it succeeds (true) or shutdown is asked for (false).
+    /// Writes a batch, retrying while the database is unreachable. Returns the sequences of
+    /// events that cannot be stored even alone while the database answers (they would stop the
+    /// projection forever), or `None` when shutdown came first.
     async fn write(
         &self,
         events: &[(u64, wharf_contract::TaskEvent)],
         shutdown: &CancellationToken,
-    ) -> bool {
+    ) -> Option<HashSet<u64>> {
         let mut backoff = Duration::from_millis(100);
-        loop {
-            match self.store.record(events).await {
-                Ok(()) => return true,
-                Err(e) => {
-                    tracing::warn!(error = %e, events = events.len(), "cannot record events; retrying");
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = shutdown.cancelled() => return false,
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                }
+        for failures in 1.. {
+            let e = match self.store.record(events).await {
+                Ok(()) => return Some(HashSet::new()),
+                Err(e) => e,
+            };
+            tracing::warn!(error = %e, events = events.len(), "cannot record events; retrying");
+            if failures >= 3 && self.store.ping().await {
+                return Some(self.isolate(events).await);
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = shutdown.cancelled() => return None,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
+        unreachable!("the loop only ends by returning")
+    }
+
+    /// Records events one at a time to find the ones the database refuses.
+    async fn isolate(&self, events: &[(u64, wharf_contract::TaskEvent)]) -> HashSet<u64> {
+        let mut refused = HashSet::new();
+        for one in events.chunks(1) {
+            if let Err(e) = self.store.record(one).await
+                && self.store.ping().await
+            {
+                let (seq, event) = &one[0];
+                tracing::error!(seq, task_id = %event.task_id, kind = event.kind_name(), error = %e,
+                    "the database refuses this event; it is left out of the projection");
+                refused.insert(*seq);
             }
         }
+        refused
     }
 }

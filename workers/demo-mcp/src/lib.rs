@@ -7,7 +7,7 @@
 //!
 //! When `WHARF_DEMO_LOG` names a file, the server appends one JSON line per notable happening
 //! (a call started, a call cancelled), tagged with the Wharf task id the caller put in `_meta`,
-//! so tests can check what the server itself saw. It depends on no other Wharf crate.
+//! so tests can check what the server itself saw. Of Wharf it uses only the contract's names.
 
 use std::io::Write;
 use std::time::Duration;
@@ -25,8 +25,7 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-/// The `_meta` key under which Wharf workers pass the task id to MCP servers.
-pub const TASK_ID_META: &str = "dev.wharf/task_id";
+use wharf_contract::TASK_ID_META;
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -71,15 +71,33 @@ pub enum Error {
 }
 
 /// Tasks cancelled (remembered from the cancel bucket) and tasks running here.
-#[derive(Default)]
 struct Cancels {
     requested: Mutex<HashSet<Uuid>>,
     running: Mutex<HashMap<Uuid, CancellationToken>>,
+    /// How long the cancel bucket remembers a request.
+    horizon: Duration,
 }
+
+/// Past this many remembered cancellations, the ones older than [`Cancels::horizon`] are
+/// forgotten (task ids carry their submission time).
+const CANCELS_PRUNE_AT: usize = 100_000;
 
 impl Cancels {
     fn request(&self, id: Uuid) {
-        self.requested.lock().unwrap().insert(id);
+        let mut requested = self.requested.lock().unwrap();
+        requested.insert(id);
+        if requested.len() > CANCELS_PRUNE_AT {
+            let horizon = std::time::SystemTime::now() - self.horizon;
+            requested.retain(|id| {
+                id.get_timestamp()
+                    .map(|t| {
+                        let (s, n) = t.to_unix();
+                        std::time::UNIX_EPOCH + Duration::new(s, n) > horizon
+                    })
+                    .unwrap_or(true)
+            });
+        }
+        drop(requested);
         if let Some(token) = self.running.lock().unwrap().get(&id) {
             token.cancel();
         }
@@ -95,8 +113,12 @@ impl Cancels {
         token
     }
 
-    fn unregister(&self, id: Uuid) {
+    /// The task stopped running here; when it also ended (`done`), its request is forgotten.
+    fn unregister(&self, id: Uuid, done: bool) {
         self.running.lock().unwrap().remove(&id);
+        if done {
+            self.requested.lock().unwrap().remove(&id);
+        }
     }
 }
 
@@ -107,6 +129,8 @@ struct Shared {
     servers: HashMap<String, Arc<McpServer>>,
     cancels: Cancels,
     heartbeat: Duration,
+    /// Fires when the shutdown grace period is over: running tasks are handed back.
+    abandon: CancellationToken,
 }
 
 /// A worker process's task loop.
@@ -122,8 +146,8 @@ impl Worker {
     }
 
     /// Runs until `shutdown` fires, then stops taking tasks and gives in-flight ones the grace
-    /// period to finish. Tasks still running after it are left unacknowledged: JetStream
-    /// redelivers them to another worker when their lease ends.
+    /// period to finish. Tasks still running after it are handed back (NAK) at once, for
+    /// another worker to run.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), Error> {
         let Worker { config, bus } = self;
         bus.ensure_topology().await?;
@@ -153,14 +177,24 @@ impl Worker {
             bus: bus.clone(),
             id: config.id.clone(),
             servers,
-            cancels: Cancels::default(),
+            cancels: Cancels {
+                requested: Mutex::default(),
+                running: Mutex::default(),
+                horizon: bus.topology().cancel_ttl,
+            },
             heartbeat: bus.topology().ack_wait / 3,
+            abandon: CancellationToken::new(),
         });
+        // Know every cancellation made so far before taking the first task.
         let cancel_watch = {
+            let (now, live) = bus.watch_cancels().await?;
+            for id in now {
+                shared.cancels.request(id);
+            }
             let shared = shared.clone();
-            let mut cancels = Box::pin(bus.watch_cancels().await?);
+            let mut live = Box::pin(live);
             tokio::spawn(async move {
-                while let Some(id) = cancels.next().await {
+                while let Some(id) = live.next().await {
                     shared.cancels.request(id);
                 }
             })
@@ -186,12 +220,14 @@ impl Worker {
             let _ = l.await;
         }
         let all = u32::try_from(config.concurrency).unwrap_or(u32::MAX);
-        let drain = futures::future::join_all(all_slots.iter().map(|s| s.acquire_many(all)));
-        let drained = tokio::time::timeout(config.shutdown_grace, drain).await;
-        if drained.is_err() {
-            tracing::warn!(
-                "shutdown grace period over with tasks still running; they will be redelivered"
-            );
+        let drain = || futures::future::join_all(all_slots.iter().map(|s| s.acquire_many(all)));
+        if tokio::time::timeout(config.shutdown_grace, drain())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown grace period over: handing the running tasks back");
+            shared.abandon.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), drain()).await;
         }
         cancel_watch.abort();
         servers_stop.cancel();
@@ -266,7 +302,18 @@ async fn consume(
         loop {
             let next = tokio::select! {
                 m = batch.next() => m,
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => {
+                    // Messages already on their way to this worker go straight back.
+                    while let Ok(Some(Ok(m))) =
+                        tokio::time::timeout(Duration::from_millis(100), batch.next()).await
+                    {
+                        let used = run::attempt_of(&m) - 1;
+                        if let Err(e) = shared.bus.hand_back(&m, used).await {
+                            tracing::warn!(error = %e, "could not hand a task back");
+                        }
+                    }
+                    return;
+                }
             };
             match next {
                 Some(Ok(message)) => {

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, CancelledNotificationParam, ClientRequest,
@@ -126,8 +126,18 @@ pub enum CallError {
     TimedOut(Duration),
 }
 
-type ProgressRoutes =
-    Arc<Mutex<HashMap<ProgressToken, mpsc::UnboundedSender<ProgressNotificationParam>>>>;
+/// Where progress notifications go, by token. A notification can arrive before its call has
+/// registered (rmcp hands each notification to its own task): those wait in `early` until the
+/// call registers, and are dropped after [`EARLY_TTL`].
+#[derive(Default)]
+struct Routes {
+    live: HashMap<ProgressToken, mpsc::UnboundedSender<ProgressNotificationParam>>,
+    early: HashMap<ProgressToken, (Instant, Vec<ProgressNotificationParam>)>,
+}
+
+const EARLY_TTL: Duration = Duration::from_secs(10);
+
+type ProgressRoutes = Arc<Mutex<Routes>>;
 
 /// The client side of every connection: routes progress notifications by token.
 #[derive(Clone, Default)]
@@ -141,15 +151,34 @@ impl ClientHandler for WharfClient {
         params: ProgressNotificationParam,
         _context: NotificationContext<RoleClient>,
     ) {
-        let route = self
-            .routes
-            .lock()
-            .unwrap()
-            .get(&params.progress_token)
-            .cloned();
-        if let Some(route) = route {
+        let mut routes = self.routes.lock().unwrap();
+        if let Some(route) = routes.live.get(&params.progress_token) {
             let _ = route.send(params);
+            return;
         }
+        let now = Instant::now();
+        routes
+            .early
+            .retain(|_, (at, _)| now.duration_since(*at) < EARLY_TTL);
+        routes
+            .early
+            .entry(params.progress_token.clone())
+            .or_insert_with(|| (now, Vec::new()))
+            .1
+            .push(params);
+    }
+}
+
+impl WharfClient {
+    /// Routes `token`'s notifications to `to`, including any that came early.
+    fn register(&self, token: ProgressToken, to: mpsc::UnboundedSender<ProgressNotificationParam>) {
+        let mut routes = self.routes.lock().unwrap();
+        if let Some((_, early)) = routes.early.remove(&token) {
+            for note in early {
+                let _ = to.send(note);
+            }
+        }
+        routes.live.insert(token, to);
     }
 }
 
@@ -233,11 +262,7 @@ impl McpServer {
             .map_err(|e| self.unavailable(e))?;
         let token = handle.progress_token.clone();
         let id = handle.id.clone();
-        self.client
-            .routes
-            .lock()
-            .unwrap()
-            .insert(token.clone(), progress);
+        self.client.register(token.clone(), progress);
         let _route = RouteGuard {
             routes: &self.client.routes,
             token,
@@ -296,7 +321,9 @@ struct RouteGuard<'a> {
 
 impl Drop for RouteGuard<'_> {
     fn drop(&mut self) {
-        self.routes.lock().unwrap().remove(&self.token);
+        let mut routes = self.routes.lock().unwrap();
+        routes.live.remove(&self.token);
+        routes.early.remove(&self.token);
     }
 }
 

@@ -6,15 +6,16 @@ use rmcp::model::{CallToolResult, ContentBlock};
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tracing::Instrument;
-use wharf_bus::{AckKind, Message, traceparent_of};
-use wharf_contract::{EventKind, Progress, Task, TaskError, TaskEvent, task::split_tool};
+use wharf_bus::{AckKind, Message, attempts_used, traceparent_of};
+use wharf_contract::event::DecodeError;
+use wharf_contract::{
+    EventKind, Progress, TASK_ID_META, TRACEPARENT_META, Task, TaskError, TaskEvent,
+    task::split_tool,
+};
 use wharf_telemetry::TraceContext;
 
 use crate::Shared;
 use crate::mcp::CallError;
-
-/// `_meta` key carrying the Wharf task id to the MCP server.
-const TASK_ID_META: &str = "dev.wharf/task_id";
 
 /// How an attempt ended.
 enum Outcome {
@@ -22,30 +23,79 @@ enum Outcome {
     Terminal(EventKind),
     /// The attempt failed but the task has attempts left: retry after the delay.
     Retry(TaskError, Duration),
+    /// The worker is going away: give the task back at once for another worker.
+    HandBack,
 }
 
-pub(crate) async fn run_task(shared: &Shared, message: Message) {
-    let attempt = message
+/// The attempt a delivery is: the attempts used before the message was last put back on the
+/// queue, plus its delivery count.
+pub(crate) fn attempt_of(message: &Message) -> u32 {
+    let delivered = message
         .info()
         .map(|i| u32::try_from(i.delivered).unwrap_or(u32::MAX))
         .unwrap_or(1);
+    attempts_used(&message.message).saturating_add(delivered)
+}
+
+pub(crate) async fn run_task(shared: &Shared, message: Message) {
+    let attempt = attempt_of(&message);
     let trace = traceparent_of(&message.message)
         .and_then(|h| TraceContext::parse(&h))
         .unwrap_or_else(TraceContext::new_root)
         .child();
     let task = match Task::decode(&message.payload) {
         Ok(t) => t,
-        Err(e) => {
-            // A message nobody can read would be redelivered forever: stop it.
-            tracing::error!(subject = %message.subject, error = %e, "dropping an unreadable task message");
-            let _ = message.ack_with(AckKind::Term).await;
-            return;
-        }
+        Err(e) => return unreadable(shared, &message, attempt, e).await,
     };
     let span = tracing::info_span!("task", task_id = %task.id, tool = %task.tool, attempt, trace_id = %trace.trace_id_hex());
     finish(shared, &message, &task, attempt, &trace)
         .instrument(span)
         .await;
+}
+
+/// A task message this worker cannot read. A newer wire version goes back to the queue for a
+/// newer worker; anything else ends the task `failed` (when its id can be read) so it does not
+/// stay queued forever, and is then dropped.
+async fn unreadable(shared: &Shared, message: &Message, attempt: u32, e: DecodeError) {
+    if let DecodeError::Version(v) = e {
+        tracing::warn!(
+            version = v,
+            "a task of a newer wire version: leaving it to a newer worker"
+        );
+        let _ = message
+            .ack_with(AckKind::Nak(Some(Duration::from_secs(30))))
+            .await;
+        return;
+    }
+    tracing::error!(subject = %message.subject, error = %e, "dropping an unreadable task message");
+    let id = serde_json::from_slice::<Value>(&message.payload)
+        .ok()
+        .and_then(|v| v.get("id")?.as_str()?.parse::<uuid::Uuid>().ok());
+    if let Some(id) = id {
+        let event = TaskEvent::new(
+            id,
+            attempt,
+            failed(
+                "bad_message",
+                format!("the task message cannot be read: {e}"),
+            ),
+        );
+        let stored = match shared
+            .bus
+            .publish_event(&event, &format!("{id}:terminal"), None)
+            .await
+        {
+            Ok(ack) => ack.await.is_ok(),
+            Err(_) => false,
+        };
+        if !stored {
+            let _ = message
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
+            return;
+        }
+    }
+    let _ = message.ack_with(AckKind::Term).await;
 }
 
 /// Runs the attempt and acknowledges the message according to its outcome.
@@ -57,10 +107,15 @@ async fn finish(
     trace: &TraceContext,
 ) {
     let tp = trace.header();
+    let delivery = message
+        .info()
+        .map(|i| format!("{}.{}", i.stream_sequence, i.delivered))
+        .unwrap_or_default();
     let publisher = Publisher {
         shared,
         task,
         attempt,
+        delivery,
         traceparent: &tp,
     };
 
@@ -84,7 +139,8 @@ async fn finish(
         } else {
             execute(&publisher, message, &cancel).await
         };
-        shared.cancels.unregister(task.id);
+        let done = matches!(outcome, Outcome::Terminal(_));
+        shared.cancels.unregister(task.id, done);
         outcome
     };
 
@@ -109,6 +165,12 @@ async fn finish(
                 }
             }
         }
+        Outcome::HandBack => {
+            tracing::info!("handing the task back: this worker is stopping");
+            if let Err(e) = shared.bus.hand_back(message, attempt - 1).await {
+                tracing::warn!(error = %e, "could not hand the task back; it returns when its lease ends");
+            }
+        }
         Outcome::Retry(error, delay) => {
             let event = TaskEvent::new(
                 task.id,
@@ -130,6 +192,9 @@ struct Publisher<'a> {
     shared: &'a Shared,
     task: &'a Task,
     attempt: u32,
+    /// Names this delivery (`<stream seq>.<delivery count>`): event ids are unique per run, so a
+    /// task run again (handed back, redelivered) still gets all its events stored.
+    delivery: String,
     traceparent: &'a str,
 }
 
@@ -143,7 +208,7 @@ impl Publisher<'_> {
         let msg_id = if tag == "terminal" {
             format!("{}:terminal", self.task.id)
         } else {
-            format!("{}:{}:{tag}", self.task.id, self.attempt)
+            format!("{}:{}:{tag}", self.task.id, self.delivery)
         };
         self.shared
             .bus
@@ -189,7 +254,7 @@ async fn execute(
     let mut meta = Map::new();
     meta.insert(TASK_ID_META.into(), Value::String(task.id.to_string()));
     meta.insert(
-        "traceparent".into(),
+        TRACEPARENT_META.into(),
         Value::String(p.traceparent.to_owned()),
     );
     let (progress_tx, mut progress_rx) = mpsc::unbounded_channel();
@@ -205,7 +270,10 @@ async fn execute(
     let mut call = std::pin::pin!(call);
     let mut heartbeat = tokio::time::interval(p.shared.heartbeat);
     heartbeat.tick().await;
+    // MCP progress must increase; notifications can reach us out of order, so a stale one
+    // (not above the last forwarded) is dropped.
     let mut progress_count = 0u64;
+    let mut last_progress = f64::NEG_INFINITY;
     let publish_progress = |note: rmcp::model::ProgressNotificationParam, n: u64| {
         let event = TaskEvent::new(
             task.id,
@@ -227,15 +295,22 @@ async fn execute(
             result = &mut call => {
                 // Progress sent just before the answer may still be queued: keep it.
                 while let Ok(note) = progress_rx.try_recv() {
-                    progress_count += 1;
-                    publish_progress(note, progress_count).await;
+                    if note.progress > last_progress {
+                        last_progress = note.progress;
+                        progress_count += 1;
+                        publish_progress(note, progress_count).await;
+                    }
                 }
                 break result;
             }
             Some(note) = progress_rx.recv() => {
-                progress_count += 1;
-                publish_progress(note, progress_count).await;
+                if note.progress > last_progress {
+                    last_progress = note.progress;
+                    progress_count += 1;
+                    publish_progress(note, progress_count).await;
+                }
             }
+            () = p.shared.abandon.cancelled() => return Outcome::HandBack,
             _ = heartbeat.tick() => {
                 if let Err(e) = message.ack_with(AckKind::Progress).await {
                     tracing::warn!(error = %e, "heartbeat failed");
