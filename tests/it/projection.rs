@@ -7,7 +7,7 @@ use serde_json::json;
 use wharf_contract::TaskStatus;
 use wharf_contract::task::TaskState;
 use wharf_store::Store;
-use wharf_testkit::{Wharf, fresh_database};
+use wharf_testkit::{Wharf, eventually, fresh_database};
 
 #[tokio::test]
 async fn any_order_and_batching_of_events_gives_the_same_rows() {
@@ -33,6 +33,20 @@ async fn any_order_and_batching_of_events_gives_the_same_rows() {
     w.wait_recorded(sleep, TaskStatus::Succeeded).await;
     w.wait_recorded(fail, TaskStatus::Failed).await;
     w.wait_recorded(cancelled, TaskStatus::Cancelled).await;
+    // The cancel request's own event can land after the terminal one.
+    eventually(
+        "the cancel request recorded",
+        std::time::Duration::from_secs(20),
+        || async {
+            w.store
+                .task(cancelled)
+                .await
+                .unwrap()?
+                .cancel_requested_at
+                .map(|_| ())
+        },
+    )
+    .await;
 
     let mut events = Vec::new();
     for id in [sleep, fail, cancelled] {

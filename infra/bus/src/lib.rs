@@ -272,29 +272,35 @@ impl Bus {
     /// used, then acknowledges the delivered one, so that handing a task back does not use up an
     /// attempt. Falls back to a plain NAK (which counts as a delivery) if the publish fails.
     pub async fn hand_back(&self, message: &Message, attempts_used: u32) -> Result<(), Error> {
+        let seq = message
+            .info()
+            .map_err(|e| nats("read a task's delivery")(e))?
+            .stream_sequence;
         let mut h = message.headers.clone().unwrap_or_default();
         h.insert(
             ATTEMPTS_USED_HEADER,
             HeaderValue::from(attempts_used.to_string().as_str()),
         );
-        let seq = message
-            .info()
-            .map(|i| i.stream_sequence)
-            .unwrap_or_default();
-        let published = self
-            .js
-            .send_publish(
-                message.subject.clone(),
-                PublishMessage::build()
-                    .payload(message.payload.clone())
-                    .headers(h)
-                    .message_id(format!("handback:{seq}")),
-            )
-            .await;
-        let stored = match published {
-            Ok(ack) => ack.await.is_ok(),
-            Err(_) => false,
-        };
+        // The id names the original: a retry after a lost ack is deduplicated, never doubled.
+        let mut stored = false;
+        for _ in 0..3 {
+            let published = self
+                .js
+                .send_publish(
+                    message.subject.clone(),
+                    PublishMessage::build()
+                        .payload(message.payload.clone())
+                        .headers(h.clone())
+                        .message_id(format!("handback:{seq}")),
+                )
+                .await;
+            if let Ok(ack) = published
+                && ack.await.is_ok()
+            {
+                stored = true;
+                break;
+            }
+        }
         if stored {
             message
                 .double_ack()
@@ -392,7 +398,7 @@ impl Bus {
         }
         let mut out = Vec::with_capacity(pending as usize);
         let mut messages = std::pin::pin!(messages);
-        while out.len() < pending as usize {
+        for _ in 0..pending {
             let next = tokio::time::timeout(Duration::from_secs(5), messages.next())
                 .await
                 .map_err(|_| Error::Nats {
@@ -400,7 +406,12 @@ impl Bus {
                     message: "timed out".into(),
                 })?;
             match next {
-                Some(item) => out.push(item?),
+                Some(Ok(item)) => out.push(item),
+                // One unreadable event (say, of a newer version) must not hide the others.
+                Some(Err(e @ Error::Decode { .. })) => {
+                    tracing::warn!(error = %e, "skipping an unreadable event");
+                }
+                Some(Err(e)) => return Err(e),
                 None => break,
             }
         }

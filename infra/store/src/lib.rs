@@ -29,6 +29,32 @@ pub enum Error {
     Corrupt(String),
 }
 
+impl Error {
+    /// True when the database refused this data itself (a value it cannot store, a constraint),
+    /// so writing it again will fail again; false for a database that is down, full, read-only,
+    /// busy or timing out, where waiting helps.
+    pub fn is_refusal(&self) -> bool {
+        let Error::Db(
+            sea_orm::DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e))
+            | sea_orm::DbErr::Query(sea_orm::RuntimeErr::SqlxError(e)),
+        ) = self
+        else {
+            return false;
+        };
+        let sea_orm::sqlx::Error::Database(db) = e.as_ref() else {
+            return false;
+        };
+        let Some(code) = db.code() else { return false };
+        if code.len() == 5 {
+            // A Postgres SQLSTATE: class 22 data exception, 23 integrity constraint violation.
+            return code.starts_with("22") || code.starts_with("23");
+        }
+        // A SQLite (extended) result code: TOOBIG 18, CONSTRAINT 19, MISMATCH 20.
+        code.parse::<i64>()
+            .is_ok_and(|n| matches!(n & 0xff, 18..=20))
+    }
+}
+
 /// The database.
 #[derive(Clone, Debug)]
 pub struct Store {

@@ -252,14 +252,20 @@ pub async fn find(state: &AppState, id: Uuid) -> Result<Option<TaskView>, ApiErr
 /// when the events have aged out of the stream.
 async fn find_latest(state: &AppState, id: Uuid) -> Result<Option<TaskView>, ApiError> {
     let history = state.bus.history(id).await?;
-    if history.is_empty() {
-        return Ok(state.store.task(id).await?);
-    }
     let mut s = TaskState::empty(id);
     for (seq, e) in &history {
         s.apply(*seq, e);
     }
-    Ok(Some(s.view))
+    // A history whose start has aged out of the stream is partial: the row knows the rest.
+    if s.view.created_at.is_none()
+        && let Some(mut row) = state.store.task(id).await?
+    {
+        if s.terminal_seq != 0 {
+            row.status = s.view.status;
+        }
+        return Ok(Some(row));
+    }
+    Ok((!history.is_empty()).then_some(s.view))
 }
 
 fn not_found(id: Uuid) -> ApiError {

@@ -120,9 +120,9 @@ impl Recorder {
         }
     }
 
-    /// Writes a batch, retrying while the database is unreachable. Returns the sequences of
-    /// events that cannot be stored even alone while the database answers (they would stop the
-    /// projection forever), or `None` when shutdown came first.
+    /// Writes a batch, retrying while the database cannot take it. Returns the sequences of
+    /// events the database refuses as data even alone (they would stop the projection forever),
+    /// or `None` when shutdown came first.
     async fn write(
         &self,
         events: &[(u64, wharf_contract::TaskEvent)],
@@ -135,8 +135,11 @@ impl Recorder {
                 Err(e) => e,
             };
             tracing::warn!(error = %e, events = events.len(), "cannot record events; retrying");
-            if failures >= 3 && self.store.ping().await {
-                return Some(self.isolate(events).await);
+            if failures >= 3
+                && e.is_refusal()
+                && let Some(refused) = self.isolate(events).await
+            {
+                return Some(refused);
             }
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {}
@@ -147,19 +150,22 @@ impl Recorder {
         unreachable!("the loop only ends by returning")
     }
 
-    /// Records events one at a time to find the ones the database refuses.
-    async fn isolate(&self, events: &[(u64, wharf_contract::TaskEvent)]) -> HashSet<u64> {
+    /// Records events one at a time to find the ones the database refuses; `None` when one
+    /// failed for another reason (then the whole batch is retried, nothing is dropped).
+    async fn isolate(&self, events: &[(u64, wharf_contract::TaskEvent)]) -> Option<HashSet<u64>> {
         let mut refused = HashSet::new();
         for one in events.chunks(1) {
-            if let Err(e) = self.store.record(one).await
-                && self.store.ping().await
-            {
-                let (seq, event) = &one[0];
-                tracing::error!(seq, task_id = %event.task_id, kind = event.kind_name(), error = %e,
-                    "the database refuses this event; it is left out of the projection");
-                refused.insert(*seq);
+            match self.store.record(one).await {
+                Ok(()) => {}
+                Err(e) if e.is_refusal() => {
+                    let (seq, event) = &one[0];
+                    tracing::error!(seq, task_id = %event.task_id, kind = event.kind_name(), error = %e,
+                        "the database refuses this event; it is left out of the projection");
+                    refused.insert(*seq);
+                }
+                Err(_) => return None,
             }
         }
-        refused
+        Some(refused)
     }
 }

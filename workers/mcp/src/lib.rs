@@ -11,6 +11,7 @@ pub mod mcp;
 mod run;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -76,17 +77,19 @@ struct Cancels {
     running: Mutex<HashMap<Uuid, CancellationToken>>,
     /// How long the cancel bucket remembers a request.
     horizon: Duration,
+    prune_at: AtomicUsize,
 }
 
-/// Past this many remembered cancellations, the ones older than [`Cancels::horizon`] are
-/// forgotten (task ids carry their submission time).
+/// Past this many remembered cancellations (and twice as many as were left by the last
+/// pruning), the ones older than [`Cancels::horizon`] are forgotten (task ids carry their
+/// submission time).
 const CANCELS_PRUNE_AT: usize = 100_000;
 
 impl Cancels {
     fn request(&self, id: Uuid) {
         let mut requested = self.requested.lock().unwrap();
         requested.insert(id);
-        if requested.len() > CANCELS_PRUNE_AT {
+        if requested.len() > self.prune_at.load(Ordering::Relaxed) {
             let horizon = std::time::SystemTime::now() - self.horizon;
             requested.retain(|id| {
                 id.get_timestamp()
@@ -96,6 +99,8 @@ impl Cancels {
                     })
                     .unwrap_or(true)
             });
+            self.prune_at
+                .store(CANCELS_PRUNE_AT.max(requested.len() * 2), Ordering::Relaxed);
         }
         drop(requested);
         if let Some(token) = self.running.lock().unwrap().get(&id) {
@@ -113,12 +118,14 @@ impl Cancels {
         token
     }
 
-    /// The task stopped running here; when it also ended (`done`), its request is forgotten.
-    fn unregister(&self, id: Uuid, done: bool) {
+    /// The task stopped running here.
+    fn unregister(&self, id: Uuid) {
         self.running.lock().unwrap().remove(&id);
-        if done {
-            self.requested.lock().unwrap().remove(&id);
-        }
+    }
+
+    /// The task's terminal event is stored: its cancellation request can be forgotten.
+    fn forget(&self, id: Uuid) {
+        self.requested.lock().unwrap().remove(&id);
     }
 }
 
@@ -181,6 +188,7 @@ impl Worker {
                 requested: Mutex::default(),
                 running: Mutex::default(),
                 horizon: bus.topology().cancel_ttl,
+                prune_at: CANCELS_PRUNE_AT.into(),
             },
             heartbeat: bus.topology().ack_wait / 3,
             abandon: CancellationToken::new(),
@@ -263,6 +271,9 @@ async fn advertise(
     }
 }
 
+/// How long one pull request waits for tasks.
+const PULL_EXPIRES: Duration = Duration::from_secs(2);
+
 /// Pulls tasks of one queue, never more than there are free slots, and runs each in its own task.
 async fn consume(
     queue: String,
@@ -286,7 +297,7 @@ async fn consume(
         let batch = consumer
             .batch()
             .max_messages(permits.len())
-            .expires(Duration::from_secs(5))
+            .expires(PULL_EXPIRES)
             .messages()
             .await;
         let mut batch = match batch {
@@ -303,9 +314,11 @@ async fn consume(
             let next = tokio::select! {
                 m = batch.next() => m,
                 () = shutdown.cancelled() => {
-                    // Messages already on their way to this worker go straight back.
+                    // Messages already on their way to this worker, until the pull request
+                    // expires, go straight back.
                     while let Ok(Some(Ok(m))) =
-                        tokio::time::timeout(Duration::from_millis(100), batch.next()).await
+                        tokio::time::timeout(PULL_EXPIRES + Duration::from_secs(1), batch.next())
+                            .await
                     {
                         let used = run::attempt_of(&m) - 1;
                         if let Err(e) = shared.bus.hand_back(&m, used).await {

@@ -126,9 +126,10 @@ pub enum CallError {
     TimedOut(Duration),
 }
 
-/// Where progress notifications go, by token. A notification can arrive before its call has
-/// registered (rmcp hands each notification to its own task): those wait in `early` until the
-/// call registers, and are dropped after [`EARLY_TTL`].
+/// Where progress notifications go, by token, for one connection (rmcp numbers tokens per
+/// connection, so a new connection gets new routes). A notification can arrive before its call
+/// has registered (rmcp hands each notification to its own task): those wait in `early` until
+/// the call registers, at most [`EARLY_TTL`] and [`EARLY_MAX`] tokens.
 #[derive(Default)]
 struct Routes {
     live: HashMap<ProgressToken, mpsc::UnboundedSender<ProgressNotificationParam>>,
@@ -136,6 +137,7 @@ struct Routes {
 }
 
 const EARLY_TTL: Duration = Duration::from_secs(10);
+const EARLY_MAX: usize = 1024;
 
 type ProgressRoutes = Arc<Mutex<Routes>>;
 
@@ -157,15 +159,19 @@ impl ClientHandler for WharfClient {
             return;
         }
         let now = Instant::now();
-        routes
-            .early
-            .retain(|_, (at, _)| now.duration_since(*at) < EARLY_TTL);
-        routes
-            .early
-            .entry(params.progress_token.clone())
-            .or_insert_with(|| (now, Vec::new()))
-            .1
-            .push(params);
+        if routes.early.len() >= EARLY_MAX {
+            routes
+                .early
+                .retain(|_, (at, _)| now.duration_since(*at) < EARLY_TTL);
+        }
+        if routes.early.len() < EARLY_MAX {
+            routes
+                .early
+                .entry(params.progress_token.clone())
+                .or_insert_with(|| (now, Vec::new()))
+                .1
+                .push(params);
+        }
     }
 }
 
@@ -173,7 +179,9 @@ impl WharfClient {
     /// Routes `token`'s notifications to `to`, including any that came early.
     fn register(&self, token: ProgressToken, to: mpsc::UnboundedSender<ProgressNotificationParam>) {
         let mut routes = self.routes.lock().unwrap();
-        if let Some((_, early)) = routes.early.remove(&token) {
+        if let Some((at, early)) = routes.early.remove(&token)
+            && at.elapsed() < EARLY_TTL
+        {
             for note in early {
                 let _ = to.send(note);
             }
@@ -182,11 +190,17 @@ impl WharfClient {
     }
 }
 
+/// A live connection: the peer to call and the routes of its progress notifications.
+#[derive(Clone)]
+struct Live {
+    peer: Peer<RoleClient>,
+    client: WharfClient,
+}
+
 /// A supervised connection to one MCP server.
 pub struct McpServer {
     name: String,
-    client: WharfClient,
-    peer: watch::Receiver<Option<Peer<RoleClient>>>,
+    live: watch::Receiver<Option<Live>>,
 }
 
 impl std::fmt::Debug for McpServer {
@@ -209,13 +223,11 @@ impl McpServer {
         shutdown: CancellationToken,
     ) -> Arc<McpServer> {
         let (tx, rx) = watch::channel(None);
-        let client = WharfClient::default();
         let server = Arc::new(McpServer {
             name: config.name.clone(),
-            client: client.clone(),
-            peer: rx,
+            live: rx,
         });
-        tokio::spawn(supervise(config, client, tx, tools, shutdown));
+        tokio::spawn(supervise(config, tx, tools, shutdown));
         server
     }
 
@@ -224,8 +236,8 @@ impl McpServer {
     }
 
     /// Waits up to `wait` for a live connection.
-    async fn peer(&self, wait: Duration) -> Result<Peer<RoleClient>, CallError> {
-        let mut rx = self.peer.clone();
+    async fn live(&self, wait: Duration) -> Result<Live, CallError> {
+        let mut rx = self.live.clone();
         let found = tokio::time::timeout(wait, rx.wait_for(Option::is_some)).await;
         match found {
             Ok(Ok(peer)) => Ok(peer.clone().expect("waited for some")),
@@ -248,8 +260,8 @@ impl McpServer {
         cancel: &CancellationToken,
         timeout: Option<Duration>,
     ) -> Result<CallToolResult, CallError> {
-        let peer = tokio::select! {
-            peer = self.peer(Duration::from_secs(30)) => peer?,
+        let Live { peer, client } = tokio::select! {
+            live = self.live(Duration::from_secs(30)) => live?,
             () = cancel.cancelled() => return Err(CallError::Cancelled),
         };
         let mut params = CallToolRequestParams::new(tool.to_owned());
@@ -262,9 +274,9 @@ impl McpServer {
             .map_err(|e| self.unavailable(e))?;
         let token = handle.progress_token.clone();
         let id = handle.id.clone();
-        self.client.register(token.clone(), progress);
+        client.register(token.clone(), progress);
         let _route = RouteGuard {
-            routes: &self.client.routes,
+            routes: &client.routes,
             token,
         };
         let deadline = async {
@@ -364,8 +376,7 @@ async fn list_tools(peer: &Peer<RoleClient>) -> Result<Vec<Tool>, String> {
 /// start again. Backoff doubles from 100 ms to 30 s and resets after a connection that lived 30 s.
 async fn supervise(
     config: McpServerConfig,
-    client: WharfClient,
-    peer_tx: watch::Sender<Option<Peer<RoleClient>>>,
+    live_tx: watch::Sender<Option<Live>>,
     tools_tx: mpsc::UnboundedSender<ToolsUpdate>,
     shutdown: CancellationToken,
 ) {
@@ -373,7 +384,7 @@ async fn supervise(
     while !shutdown.is_cancelled() {
         let started = tokio::time::Instant::now();
         let connected = tokio::select! {
-            c = connect(&config, client.clone()) => c,
+            c = connect(&config, WharfClient::default()) => c,
             () = shutdown.cancelled() => break,
         };
         match connected {
@@ -383,13 +394,14 @@ async fn supervise(
                     Ok(tools) => {
                         tracing::info!(server = %config.name, tools = tools.len(), "mcp server connected");
                         let _ = tools_tx.send((config.name.clone(), tools));
-                        peer_tx.send_replace(Some(peer));
+                        let client = service.service().clone();
+                        live_tx.send_replace(Some(Live { peer, client }));
                         tokio::select! {
                             _ = service.waiting() => {
                                 tracing::warn!(server = %config.name, "mcp server connection ended");
                             }
                             () = shutdown.cancelled() => {
-                                peer_tx.send_replace(None);
+                                live_tx.send_replace(None);
                                 break;
                             }
                         }
@@ -399,7 +411,7 @@ async fn supervise(
                         let _ = service.cancel().await;
                     }
                 }
-                peer_tx.send_replace(None);
+                live_tx.send_replace(None);
             }
             Err(e) => {
                 tracing::warn!(server = %config.name, error = %e, "cannot connect to mcp server")

@@ -58,13 +58,17 @@ pub(crate) async fn run_task(shared: &Shared, message: Message) {
 /// stay queued forever, and is then dropped.
 async fn unreadable(shared: &Shared, message: &Message, attempt: u32, e: DecodeError) {
     if let DecodeError::Version(v) = e {
+        // Hold it a little (keeping the lease) so old workers do not spin on it, then put it
+        // back without using an attempt.
         tracing::warn!(
             version = v,
             "a task of a newer wire version: leaving it to a newer worker"
         );
-        let _ = message
-            .ack_with(AckKind::Nak(Some(Duration::from_secs(30))))
-            .await;
+        let _ = message.ack_with(AckKind::Progress).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        if let Err(e) = shared.bus.hand_back(message, attempt - 1).await {
+            tracing::warn!(error = %e, "could not hand the task back");
+        }
         return;
     }
     tracing::error!(subject = %message.subject, error = %e, "dropping an unreadable task message");
@@ -110,7 +114,7 @@ async fn finish(
     let delivery = message
         .info()
         .map(|i| format!("{}.{}", i.stream_sequence, i.delivered))
-        .unwrap_or_default();
+        .unwrap_or_else(|_| uuid::Uuid::now_v7().simple().to_string());
     let publisher = Publisher {
         shared,
         task,
@@ -139,20 +143,30 @@ async fn finish(
         } else {
             execute(&publisher, message, &cancel).await
         };
-        let done = matches!(outcome, Outcome::Terminal(_));
-        shared.cancels.unregister(task.id, done);
+        shared.cancels.unregister(task.id);
         outcome
     };
 
     match outcome {
         Outcome::Terminal(kind) => {
             let event = TaskEvent::new(task.id, attempt, kind);
-            let stored = match publisher.publish(&event, "terminal").await {
-                Ok(ack) => ack.await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
+            // The same message id makes every try after the first harmless.
+            let mut stored = Err(String::new());
+            for tries in 0..5 {
+                if tries > 0 {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                stored = match publisher.publish(&event, "terminal").await {
+                    Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                if stored.is_ok() {
+                    break;
+                }
+            }
             match stored {
-                Ok(_) => {
+                Ok(()) => {
+                    shared.cancels.forget(task.id);
                     if let Err(e) = message.double_ack().await {
                         tracing::warn!(error = %e, "terminal event stored but the task ack failed; it may run again");
                     }
