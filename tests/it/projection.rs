@@ -25,11 +25,7 @@ async fn any_order_and_batching_of_events_gives_the_same_rows() {
         )
         .await;
     w.wait_recorded(cancelled, TaskStatus::Running).await;
-    w.http
-        .post(w.url(&format!("/api/v1/tasks/{cancelled}/cancel")))
-        .send()
-        .await
-        .unwrap();
+    w.cancel(cancelled).await;
     w.wait_recorded(sleep, TaskStatus::Succeeded).await;
     w.wait_recorded(fail, TaskStatus::Failed).await;
     w.wait_recorded(cancelled, TaskStatus::Cancelled).await;

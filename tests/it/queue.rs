@@ -92,15 +92,7 @@ async fn the_recorder_restarted_mid_stream_loses_and_doubles_nothing() {
 
     let mut per_task: HashMap<Uuid, Vec<String>> = HashMap::new();
     for id in first.iter().chain(&second) {
-        let kinds = w
-            .store
-            .events(*id)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(_, e)| e.kind_name().to_owned())
-            .collect();
-        per_task.insert(*id, kinds);
+        per_task.insert(*id, w.event_kinds(*id).await);
     }
     for (id, kinds) in &per_task {
         assert_eq!(kinds, &["submitted", "started", "succeeded"], "task {id}");
@@ -220,11 +212,7 @@ async fn a_backlog_in_one_queue_does_not_hold_up_another() {
         );
     }
     for id in &slow {
-        w.http
-            .post(w.url(&format!("/api/v1/tasks/{id}/cancel")))
-            .send()
-            .await
-            .unwrap();
+        w.cancel(*id).await;
     }
     w.shutdown().await;
 }

@@ -50,14 +50,7 @@ async fn a_crashed_recorder_is_replaced_without_losing_or_doubling_events() {
     for id in &ids {
         w.wait_recorded(*id, TaskStatus::Succeeded).await;
         let kinds = eventually("every event recorded", Duration::from_secs(60), || async {
-            let kinds: Vec<String> = w
-                .store
-                .events(*id)
-                .await
-                .unwrap()
-                .iter()
-                .map(|(_, e)| e.kind_name().to_owned())
-                .collect();
+            let kinds = w.event_kinds(*id).await;
             (kinds.len() >= 3).then_some(kinds)
         })
         .await;
@@ -86,13 +79,7 @@ async fn a_task_cancelled_while_no_worker_runs_never_starts() {
     let id = w
         .submit_ok(json!({"tool": "demo.sleep", "arguments": {"seconds": 5}}))
         .await;
-    let r = w
-        .http
-        .post(w.url(&format!("/api/v1/tasks/{id}/cancel")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
+    assert_eq!(w.cancel(id).await, 202);
     // A new worker learns of the cancellation before it takes its first task.
     w.add_worker();
     let done = w.wait_recorded(id, TaskStatus::Cancelled).await;

@@ -28,14 +28,7 @@ async fn echo_round_trip_is_recorded_in_postgres() {
     assert_eq!(done.attempts, 1);
     assert_eq!(done.metadata["k"], "v");
     assert!(done.created_at.is_some() && done.started_at.is_some() && done.finished_at.is_some());
-    let kinds: Vec<String> = w
-        .store
-        .events(id)
-        .await
-        .unwrap()
-        .iter()
-        .map(|(_, e)| e.kind_name().to_owned())
-        .collect();
+    let kinds = w.event_kinds(id).await;
     assert_eq!(kinds, ["submitted", "started", "succeeded"]);
     w.shutdown().await;
 }
@@ -110,13 +103,7 @@ async fn cancelling_a_running_task_cancels_the_mcp_call() {
         w.store.task(id).await.unwrap()?.progress.map(|_| ())
     })
     .await;
-    let r = w
-        .http
-        .post(w.url(&format!("/api/v1/tasks/{id}/cancel")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
+    assert_eq!(w.cancel(id).await, 202);
     let done = w.wait_recorded(id, TaskStatus::Cancelled).await;
     assert!(done.cancel_requested_at.is_some());
     // The MCP server itself saw the cancellation.
@@ -132,13 +119,7 @@ async fn cancelling_a_running_task_cancels_the_mcp_call() {
     )
     .await;
     // A finished task cannot be cancelled again.
-    let again = w
-        .http
-        .post(w.url(&format!("/api/v1/tasks/{id}/cancel")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(again.status(), 409);
+    assert_eq!(w.cancel(id).await, 409);
     w.shutdown().await;
 }
 
@@ -157,30 +138,13 @@ async fn a_cancelled_queued_task_never_starts() {
     let queued = w
         .submit_ok(json!({"tool": "demo.sleep", "arguments": {"seconds": 1}}))
         .await;
-    let r = w
-        .http
-        .post(w.url(&format!("/api/v1/tasks/{queued}/cancel")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
+    assert_eq!(w.cancel(queued).await, 202);
     // Free the only slot; the queued task is taken next and must end without starting.
-    w.http
-        .post(w.url(&format!("/api/v1/tasks/{blocker}/cancel")))
-        .send()
-        .await
-        .unwrap();
+    w.cancel(blocker).await;
     w.wait_recorded(blocker, TaskStatus::Cancelled).await;
     let done = w.wait_recorded(queued, TaskStatus::Cancelled).await;
     assert_eq!(done.started_at, None);
-    let kinds: Vec<String> = w
-        .store
-        .events(queued)
-        .await
-        .unwrap()
-        .iter()
-        .map(|(_, e)| e.kind_name().to_owned())
-        .collect();
+    let kinds = w.event_kinds(queued).await;
     assert!(!kinds.contains(&"started".to_owned()), "events: {kinds:?}");
     assert!(w.demo_log_for(queued).is_empty(), "the tool never ran");
     w.shutdown().await;

@@ -362,6 +362,27 @@ impl Wharf {
         r.json().await.unwrap()
     }
 
+    /// `POST /api/v1/tasks/{id}/cancel`: the answer's status.
+    pub async fn cancel(&self, id: Uuid) -> reqwest::StatusCode {
+        self.http
+            .post(self.url(&format!("/api/v1/tasks/{id}/cancel")))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+
+    /// The kinds of the task's recorded events, in order.
+    pub async fn event_kinds(&self, id: Uuid) -> Vec<String> {
+        self.store
+            .events(id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|(_, e)| e.kind_name().to_owned())
+            .collect()
+    }
+
     /// Waits until the task's row in the database has `status`, and returns it.
     pub async fn wait_recorded(&self, id: Uuid, status: TaskStatus) -> TaskView {
         eventually(
