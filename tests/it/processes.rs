@@ -53,22 +53,18 @@ async fn wait_status(api: &str, id: &str, status: &str) {
     .await;
 }
 
-#[tokio::test]
-async fn wharf_dev_runs_everything_and_the_cli_drives_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port().unwrap();
-    let addr = format!("127.0.0.1:{port}");
+/// Starts `wharf dev` and returns it with its banner, once printed.
+async fn start_dev(addr: &str, data_dir: &std::path::Path) -> (Child, String) {
     let mut dev = wharf(&[
         "dev",
         "--http",
-        &addr,
+        addr,
         "--data-dir",
-        dir.path().to_str().unwrap(),
+        data_dir.to_str().unwrap(),
     ])
     .stdout(Stdio::piped())
     .spawn()
     .unwrap();
-    // The banner says where things live.
     let mut lines = BufReader::new(dev.stdout.take().unwrap()).lines();
     let mut banner = String::new();
     tokio::time::timeout(Duration::from_secs(60), async {
@@ -82,6 +78,71 @@ async fn wharf_dev_runs_everything_and_the_cli_drives_it() {
     })
     .await
     .expect("wharf dev prints its banner");
+    (dev, banner)
+}
+
+/// The port of the nats-server a `wharf dev` banner names.
+fn nats_port(banner: &str) -> u16 {
+    banner
+        .split("nats://127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|p| p.parse().ok())
+        .expect("the banner names the nats-server it started")
+}
+
+#[tokio::test]
+async fn wharf_dev_killed_and_started_again_keeps_its_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port().unwrap());
+    let api = format!("http://{addr}");
+    let (mut first, banner) = start_dev(&addr, dir.path()).await;
+    let old_nats = nats_port(&banner);
+    eventually("demo tools listed", Duration::from_secs(30), || async {
+        let (code, out, _) = cli(&api, &["tools"]).await;
+        (code == 0 && out.contains("demo.echo")).then_some(())
+    })
+    .await;
+    let (_, out, _) = cli(&api, &["submit", "demo.echo", "--arg", "message=kept"]).await;
+    let id = out.trim().to_owned();
+    wait_status(&api, &id, "succeeded").await;
+
+    // Killed outright: its nats-server child is left running on the store.
+    first.kill().await.unwrap();
+    assert!(std::net::TcpStream::connect(("127.0.0.1", old_nats)).is_ok());
+
+    let (mut second, banner) = start_dev(&addr, dir.path()).await;
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", old_nats)).is_err(),
+        "the stale nats-server was stopped before a new one used the store"
+    );
+    assert_ne!(nats_port(&banner), old_nats);
+    let task = task_json(&api, &id).await;
+    assert_eq!(task["status"], "succeeded");
+    assert_eq!(task["result"]["content"][0]["text"], "kept");
+    let (code, out, err) = cli(
+        &api,
+        &["submit", "demo.echo", "--arg", "message=again", "--watch"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "again");
+
+    let pid = second.id().unwrap().to_string();
+    Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(second.wait().await.unwrap().success());
+}
+
+#[tokio::test]
+async fn wharf_dev_runs_everything_and_the_cli_drives_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port().unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let (mut dev, banner) = start_dev(&addr, dir.path()).await;
     assert!(
         banner.contains(&format!("http://{addr}/api/v1")),
         "{banner}"
@@ -156,12 +217,7 @@ async fn wharf_dev_runs_everything_and_the_cli_drives_it() {
         .expect("wharf dev exits after SIGTERM")
         .unwrap();
     assert!(status.success(), "{status}");
-    let nats_port: u16 = banner
-        .split("nats://127.0.0.1:")
-        .nth(1)
-        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|p| p.parse().ok())
-        .expect("the banner names the nats-server it started");
+    let nats_port = nats_port(&banner);
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", nats_port)).is_err(),
         "the nats-server wharf dev started is gone"

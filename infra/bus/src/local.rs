@@ -38,12 +38,16 @@ impl LocalNats {
         Self::start_on(&bin, store_dir, port).await
     }
 
-    /// Starts the server on `port` (e.g. again after a restart, on the same store).
+    /// Starts the server on `port` (e.g. again after a restart, on the same store). A server
+    /// still running on this store (its owner was killed) is stopped first: two servers must
+    /// never write one store.
     pub async fn start_on(
         bin: &Path,
         store_dir: &Path,
         port: u16,
     ) -> Result<LocalNats, LocalError> {
+        let pid_file = store_dir.join("nats-server.pid");
+        stop_stale(&pid_file).await;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -56,6 +60,8 @@ impl LocalNats {
             .arg("--jetstream")
             .arg("--store_dir")
             .arg(store_dir)
+            .arg("--pid")
+            .arg(&pid_file)
             .args(["--addr", "127.0.0.1", "--port", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(log)
@@ -116,6 +122,32 @@ impl LocalNats {
         }
         let _ = self.child.kill().await;
     }
+}
+
+/// Stops the nats-server named by `pid_file`, if one still runs.
+async fn stop_stale(pid_file: &Path) {
+    let Some(pid) = std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+    else {
+        return;
+    };
+    let is_nats = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains("nats-server"))
+        .unwrap_or(false);
+    if !is_nats {
+        return;
+    }
+    let pid = nix::unistd::Pid::from_raw(pid);
+    eprintln!("wharf: stopping a nats-server left running on this store (pid {pid})");
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    for _ in 0..100 {
+        if nix::sys::signal::kill(pid, None).is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
 }
 
 /// A port nothing listens on right now.

@@ -116,16 +116,18 @@ fn load(args: &ServeArgs, default_format: LogFormat) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-/// Fires on SIGINT or SIGTERM.
+/// Fires on SIGINT, SIGTERM or SIGHUP (a closed terminal).
 fn shutdown_on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("can listen for SIGTERM");
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("can listen for SIGTERM");
+        let mut hangup = signal(SignalKind::hangup()).expect("can listen for SIGHUP");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
+            _ = hangup.recv() => {}
         }
         tracing::info!("shutting down");
         t.cancel();
