@@ -60,14 +60,7 @@ async fn sse_replays_history_follows_live_and_closes_after_the_end() {
     assert_eq!(names.iter().filter(|n| **n == "task:progress").count(), 5);
 
     w.wait_recorded(id, TaskStatus::Succeeded).await;
-    let stored: Vec<u64> = w
-        .store
-        .events(id)
-        .await
-        .unwrap()
-        .iter()
-        .map(|(s, _)| *s)
-        .collect();
+    let stored = w.event_seqs(id).await;
     let ids: Vec<u64> = frames.iter().filter_map(|f| f.1).collect();
     assert_eq!(ids, stored);
 

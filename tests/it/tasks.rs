@@ -107,17 +107,7 @@ async fn cancelling_a_running_task_cancels_the_mcp_call() {
     let done = w.wait_recorded(id, TaskStatus::Cancelled).await;
     assert!(done.cancel_requested_at.is_some());
     // The MCP server itself saw the cancellation.
-    eventually(
-        "the demo server logging the cancellation",
-        Duration::from_secs(10),
-        || async {
-            w.demo_log_for(id)
-                .iter()
-                .any(|l| l["event"] == "cancelled")
-                .then_some(())
-        },
-    )
-    .await;
+    w.wait_demo_cancelled(id).await;
     // A finished task cannot be cancelled again.
     assert_eq!(w.cancel(id).await, 409);
     w.shutdown().await;
@@ -185,17 +175,7 @@ async fn a_task_past_its_timeout_fails_and_the_call_is_cancelled() {
         .await;
     let done = w.wait_recorded(id, TaskStatus::Failed).await;
     assert_eq!(done.error.unwrap().code, "timeout");
-    eventually(
-        "the demo server logging the cancellation",
-        Duration::from_secs(10),
-        || async {
-            w.demo_log_for(id)
-                .iter()
-                .any(|l| l["event"] == "cancelled")
-                .then_some(())
-        },
-    )
-    .await;
+    w.wait_demo_cancelled(id).await;
     w.shutdown().await;
 }
 

@@ -45,14 +45,7 @@ async fn submit_over_websocket_streams_progress_and_the_result() {
     let recorded = w.wait_recorded(id, TaskStatus::Succeeded).await;
     assert_eq!(recorded.progress.unwrap().progress, 4.0);
     // What the socket showed is exactly what was recorded, minus the submission.
-    let stored: Vec<u64> = w
-        .store
-        .events(id)
-        .await
-        .unwrap()
-        .iter()
-        .map(|(s, _)| *s)
-        .collect();
+    let stored = w.event_seqs(id).await;
     assert_eq!(seqs(&rest), stored[1..]);
     w.shutdown().await;
 }
@@ -86,14 +79,7 @@ async fn late_subscribers_get_the_history_then_live_events_once_each() {
         .await;
     let seen_after = after.until_terminal(id).await;
 
-    let stored: Vec<u64> = w
-        .store
-        .events(id)
-        .await
-        .unwrap()
-        .iter()
-        .map(|(s, _)| *s)
-        .collect();
+    let stored = w.event_seqs(id).await;
     assert_eq!(
         stored.len(),
         1 + 1 + 15 + 1,

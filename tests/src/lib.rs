@@ -383,6 +383,32 @@ impl Wharf {
             .collect()
     }
 
+    /// The stream sequences of the task's recorded events, in order.
+    pub async fn event_seqs(&self, id: Uuid) -> Vec<u64> {
+        self.store
+            .events(id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|(seq, _)| *seq)
+            .collect()
+    }
+
+    /// Waits until the demo MCP server logged that it saw `task`'s call cancelled.
+    pub async fn wait_demo_cancelled(&self, task: Uuid) {
+        eventually(
+            "the demo server logging the cancellation",
+            Duration::from_secs(10),
+            || async {
+                self.demo_log_for(task)
+                    .iter()
+                    .any(|l| l["event"] == "cancelled")
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
     /// Waits until the task's row in the database has `status`, and returns it.
     pub async fn wait_recorded(&self, id: Uuid, status: TaskStatus) -> TaskView {
         eventually(
