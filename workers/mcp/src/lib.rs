@@ -330,7 +330,16 @@ async fn consume(
             };
             match next {
                 Some(Ok(message)) => {
-                    let permit = permits.pop().expect("a batch never exceeds its permits");
+                    // A batch brings at most as many tasks as it asked for; should it ever
+                    // bring more, the extra one waits for a slot like any other.
+                    let permit = match permits.pop() {
+                        Some(p) => p,
+                        None => slots
+                            .clone()
+                            .acquire_owned()
+                            .await
+                            .expect("the semaphore is never closed"),
+                    };
                     let shared = shared.clone();
                     tokio::spawn(async move {
                         run::run_task(&shared, message).await;
