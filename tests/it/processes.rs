@@ -252,26 +252,7 @@ async fn gateway_worker_and_recorder_as_separate_processes() {
     let mut recorder = spawn_part("recorder", nats.url(), &db, &[]).await;
     let http = reqwest::Client::new();
     let api = format!("http://{addr}");
-    eventually(
-        "the gateway lists demo.echo",
-        Duration::from_secs(30),
-        || async {
-            let tools: Value = http
-                .get(format!("{api}/api/v1/tools"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            tools["tools"]
-                .as_array()?
-                .iter()
-                .any(|t| t["name"] == "demo.echo")
-                .then_some(())
-        },
-    )
-    .await;
+    wharf_testkit::wait_for_tool_at(&http, &api, "demo.echo").await;
     let submit = |n: usize| {
         let http = http.clone();
         let api = api.clone();

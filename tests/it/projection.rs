@@ -56,11 +56,7 @@ async fn any_order_and_batching_of_events_gives_the_same_rows() {
         *t = t.map(|t| t.trunc_subsecs(6));
     };
     let expected = |id| {
-        let mut s = TaskState::empty(id);
-        for (seq, e) in events.iter().filter(|(_, e)| e.task_id == id) {
-            s.apply(*seq, e);
-        }
-        let mut v = s.view;
+        let mut v = TaskState::fold(id, events.iter().filter(|(_, e)| e.task_id == id)).view;
         for t in [
             &mut v.created_at,
             &mut v.started_at,

@@ -34,18 +34,22 @@ async fn read_sse(response: reqwest::Response) -> Vec<(String, Option<u64>, Valu
         .collect()
 }
 
+/// `GET /api/v1/tasks/{id}/events`
+async fn open_events(w: &Wharf, id: uuid::Uuid) -> reqwest::Response {
+    w.http
+        .get(w.url(&format!("/api/v1/tasks/{id}/events")))
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn sse_replays_history_follows_live_and_closes_after_the_end() {
     let w = Wharf::start().await;
     let id = w
         .submit_ok(json!({"tool": "demo.sleep", "arguments": {"seconds": 0.5, "steps": 5}}))
         .await;
-    let response = w
-        .http
-        .get(w.url(&format!("/api/v1/tasks/{id}/events")))
-        .send()
-        .await
-        .unwrap();
+    let response = open_events(&w, id).await;
     assert_eq!(response.status(), 200);
     assert!(
         response.headers()["content-type"]
@@ -65,14 +69,7 @@ async fn sse_replays_history_follows_live_and_closes_after_the_end() {
     assert_eq!(ids, stored);
 
     // A finished task's stream is its whole history, then the end.
-    let again = read_sse(
-        w.http
-            .get(w.url(&format!("/api/v1/tasks/{id}/events")))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let again = read_sse(open_events(&w, id).await).await;
     assert_eq!(again.iter().filter_map(|f| f.1).collect::<Vec<_>>(), stored);
     w.shutdown().await;
 }
@@ -83,12 +80,7 @@ async fn stopping_the_gateway_ends_open_event_streams() {
     let id = w
         .submit_ok(json!({"tool": "demo.sleep", "arguments": {"seconds": 60}}))
         .await;
-    let response = w
-        .http
-        .get(w.url(&format!("/api/v1/tasks/{id}/events")))
-        .send()
-        .await
-        .unwrap();
+    let response = open_events(&w, id).await;
     // Read in the background, counting frames as they come.
     let (seen_tx, mut seen) = tokio::sync::watch::channel(0usize);
     let reader = tokio::spawn(async move {

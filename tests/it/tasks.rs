@@ -208,7 +208,7 @@ async fn the_trace_context_travels_from_the_request_to_every_event() {
         .unwrap();
     let events = w.store.events(id).await.unwrap();
     assert_eq!(events.len(), 3);
-    let mut span_ids = std::collections::HashSet::new();
+    let mut spans = Vec::new();
     for (seq, _) in events {
         let message = stream.get_raw_message(seq).await.unwrap();
         let tp = message
@@ -219,12 +219,13 @@ async fn the_trace_context_travels_from_the_request_to_every_event() {
             .to_owned();
         let parts: Vec<&str> = tp.split('-').collect();
         assert_eq!(parts[1], trace_id, "event {seq}: {tp}");
-        span_ids.insert(parts[2].to_owned());
+        spans.push(parts[2].to_owned());
     }
-    assert!(
-        !span_ids.contains("00f067aa0ba902b7"),
-        "each hop is a child span"
-    );
+    // submitted (the gateway's span), started and succeeded (the worker's span).
+    let caller = "00f067aa0ba902b7";
+    assert_ne!(spans[0], caller, "the gateway opens a span of its own");
+    assert_ne!(spans[1], spans[0], "the worker opens a span of its own");
+    assert_eq!(spans[1], spans[2], "one span for the worker's attempt");
     w.shutdown().await;
 }
 

@@ -42,6 +42,30 @@ where
     }
 }
 
+/// Waits until the gateway at `api` (`http://host:port`) lists `tool`.
+pub async fn wait_for_tool_at(http: &reqwest::Client, api: &str, tool: &str) {
+    eventually(
+        &format!("tool {tool} in the catalog"),
+        Duration::from_secs(30),
+        || async {
+            let tools: Value = http
+                .get(format!("{api}/api/v1/tools"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            tools["tools"]
+                .as_array()?
+                .iter()
+                .any(|t| t["name"] == tool)
+                .then_some(())
+        },
+    )
+    .await;
+}
+
 /// The `wharf` binary of this build (the demo MCP server and the separate-process modes).
 pub fn wharf_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("WHARF_BIN") {
@@ -307,27 +331,7 @@ impl Wharf {
 
     /// Waits until the gateway lists `tool`.
     pub async fn wait_for_tool(&self, tool: &str) {
-        eventually(
-            &format!("tool {tool} in the catalog"),
-            Duration::from_secs(30),
-            || async {
-                let tools: Value = self
-                    .http
-                    .get(self.url("/api/v1/tools"))
-                    .send()
-                    .await
-                    .ok()?
-                    .json()
-                    .await
-                    .ok()?;
-                tools["tools"]
-                    .as_array()?
-                    .iter()
-                    .any(|t| t["name"] == tool)
-                    .then_some(())
-            },
-        )
-        .await;
+        wait_for_tool_at(&self.http, &self.api, tool).await;
     }
 
     /// `POST /api/v1/tasks` with a JSON body: status and JSON answer.

@@ -44,17 +44,12 @@ pub enum Error {
     },
 }
 
-fn nats(op: &'static str) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> Error {
+/// Turns a client error into [`Error::Nats`] naming the operation: `.map_err(nats("..."))`.
+fn nats<E: std::fmt::Display>(op: &'static str) -> impl Fn(E) -> Error + Copy {
     move |e| Error::Nats {
         op,
         message: e.to_string(),
     }
-}
-
-macro_rules! nats_err {
-    ($op:literal) => {
-        |e| nats($op)(Box::new(e))
-    };
 }
 
 /// How the streams and buckets are laid out; every field has a working default.
@@ -146,10 +141,6 @@ impl Bus {
         })
     }
 
-    pub fn client(&self) -> &async_nats::Client {
-        &self.client
-    }
-
     pub fn jetstream(&self) -> &jetstream::Context {
         &self.js
     }
@@ -178,7 +169,7 @@ impl Bus {
                 ..Default::default()
             })
             .await
-            .map_err(nats_err!("create the tasks stream"))?;
+            .map_err(nats("create the tasks stream"))?;
         self.js
             .create_or_update_stream(stream::Config {
                 name: EVENTS_STREAM.into(),
@@ -193,7 +184,7 @@ impl Bus {
                 ..Default::default()
             })
             .await
-            .map_err(nats_err!("create the events stream"))?;
+            .map_err(nats("create the events stream"))?;
         for (bucket, description, max_age) in [
             (
                 TOOLS_BUCKET,
@@ -217,7 +208,7 @@ impl Bus {
                     ..Default::default()
                 })
                 .await
-                .map_err(nats_err!("create a key-value bucket"))?;
+                .map_err(nats("create a key-value bucket"))?;
         }
         Ok(())
     }
@@ -241,16 +232,14 @@ impl Bus {
                     .message_id(task.id.to_string()),
             )
             .await
-            .map_err(nats_err!("publish the task"))?;
+            .map_err(nats("publish the task"))?;
         let event_ack = self
             .publish_event(submitted, &format!("{}:submitted", task.id), traceparent)
             .await?;
-        let task_ack = task_ack.await.map_err(nats_err!("store the task"))?;
+        let task_ack = task_ack.await.map_err(nats("store the task"))?;
         // The task is stored now; insist on its submitted event (the same message id makes a
         // repeat harmless) so that the 503 below stays the rare case it should be.
-        let mut stored = event_ack
-            .await
-            .map_err(nats_err!("store the submitted event"));
+        let mut stored = event_ack.await.map_err(nats("store the submitted event"));
         for _ in 0..3 {
             if stored.is_ok() {
                 break;
@@ -260,7 +249,7 @@ impl Bus {
                 .publish_event(submitted, &format!("{}:submitted", task.id), traceparent)
                 .await
             {
-                Ok(ack) => ack.await.map_err(nats_err!("store the submitted event")),
+                Ok(ack) => ack.await.map_err(nats("store the submitted event")),
                 Err(e) => Err(e),
             };
         }
@@ -274,7 +263,7 @@ impl Bus {
     pub async fn hand_back(&self, message: &Message, attempts_used: u32) -> Result<(), Error> {
         let seq = message
             .info()
-            .map_err(|e| nats("read a task's delivery")(e))?
+            .map_err(nats("read a task's delivery"))?
             .stream_sequence;
         let mut h = message.headers.clone().unwrap_or_default();
         h.insert(
@@ -305,12 +294,12 @@ impl Bus {
             message
                 .double_ack()
                 .await
-                .map_err(|e| nats("acknowledge a handed-back task")(e))
+                .map_err(nats("acknowledge a handed-back task"))
         } else {
             message
                 .ack_with(AckKind::Nak(None))
                 .await
-                .map_err(|e| nats("hand a task back")(e))
+                .map_err(nats("hand a task back"))
         }
     }
 
@@ -332,7 +321,7 @@ impl Bus {
                     .message_id(msg_id),
             )
             .await
-            .map_err(nats_err!("publish an event"))
+            .map_err(nats("publish an event"))
     }
 
     /// The durable pull consumer every worker of `queue` shares.
@@ -341,7 +330,7 @@ impl Bus {
             .js
             .get_stream_no_info(TASKS_STREAM)
             .await
-            .map_err(nats_err!("open the tasks stream"))?;
+            .map_err(nats("open the tasks stream"))?;
         stream
             .create_consumer(consumer::pull::Config {
                 durable_name: Some(queue_consumer(queue)),
@@ -354,7 +343,7 @@ impl Bus {
                 ..Default::default()
             })
             .await
-            .map_err(nats_err!("create a queue consumer"))
+            .map_err(nats("create a queue consumer"))
     }
 
     /// The durable pull consumer the recorder projects events from.
@@ -363,7 +352,7 @@ impl Bus {
             .js
             .get_stream_no_info(EVENTS_STREAM)
             .await
-            .map_err(nats_err!("open the events stream"))?;
+            .map_err(nats("open the events stream"))?;
         stream
             .create_consumer(consumer::pull::Config {
                 durable_name: Some(RECORDER_CONSUMER.into()),
@@ -377,22 +366,12 @@ impl Bus {
                 ..Default::default()
             })
             .await
-            .map_err(nats_err!("create the recorder consumer"))
-    }
-
-    /// A task's events from the first, then live ones as they are stored, in stream order, each
-    /// with its stream sequence. The stream never ends by itself; stop after the terminal event.
-    pub async fn follow(
-        &self,
-        id: Uuid,
-    ) -> Result<impl Stream<Item = Result<(u64, TaskEvent), Error>> + use<>, Error> {
-        let (_, messages) = self.ordered(id).await?;
-        Ok(messages)
+            .map_err(nats("create the recorder consumer"))
     }
 
     /// A task's events stored so far (empty for a task nobody submitted).
     pub async fn history(&self, id: Uuid) -> Result<Vec<(u64, TaskEvent)>, Error> {
-        let (pending, messages) = self.ordered(id).await?;
+        let (pending, messages) = self.follow(id).await?;
         if pending == 0 {
             return Ok(Vec::new());
         }
@@ -418,7 +397,10 @@ impl Bus {
         Ok(out)
     }
 
-    async fn ordered(
+    /// A task's events from the first, then live ones as they are stored, in stream order, each
+    /// with its stream sequence, and how many were stored when following began (0: none yet, or
+    /// no such task). The stream never ends by itself; stop after the terminal event.
+    pub async fn follow(
         &self,
         id: Uuid,
     ) -> Result<
@@ -432,25 +414,22 @@ impl Bus {
             .js
             .get_stream_no_info(EVENTS_STREAM)
             .await
-            .map_err(nats_err!("open the events stream"))?;
-        let mut consumer = stream
+            .map_err(nats("open the events stream"))?;
+        let consumer = stream
             .create_consumer(consumer::pull::OrderedConfig {
                 filter_subject: event_subject(id),
                 deliver_policy: consumer::DeliverPolicy::All,
                 ..Default::default()
             })
             .await
-            .map_err(nats_err!("create an ordered consumer"))?;
-        let pending = consumer
-            .info()
-            .await
-            .map_err(nats_err!("read consumer info"))?
-            .num_pending;
+            .map_err(nats("create an ordered consumer"))?;
+        // The create answer already counts what is stored: no second round trip.
+        let pending = consumer.cached_info().num_pending;
         let messages = consumer
             .messages()
             .await
-            .map_err(nats_err!("read a task's events"))?
-            .map_err(nats_err!("read a task's events"))
+            .map_err(nats("read a task's events"))?
+            .map_err(nats("read a task's events"))
             .and_then(|m| async move { decode_event(&m) });
         Ok((pending, messages))
     }
@@ -461,7 +440,7 @@ impl Bus {
         store
             .put(id.to_string(), Bytes::from_static(b"1"))
             .await
-            .map_err(nats_err!("record a cancellation"))?;
+            .map_err(nats("record a cancellation"))?;
         Ok(())
     }
 
@@ -470,18 +449,7 @@ impl Bus {
     pub async fn watch_cancels(
         &self,
     ) -> Result<(Vec<Uuid>, impl Stream<Item = Uuid> + use<>), Error> {
-        let store = self.bucket(CANCEL_BUCKET).await?;
-        let watch = store
-            .watch(">")
-            .await
-            .map_err(nats_err!("watch cancellations"))?;
-        let keys: Vec<String> = store
-            .keys()
-            .await
-            .map_err(nats_err!("list cancellations"))?
-            .try_collect()
-            .await
-            .map_err(nats_err!("list cancellations"))?;
+        let (_, watch, keys) = self.watch_and_list(CANCEL_BUCKET).await?;
         let now = keys.iter().filter_map(|k| k.parse().ok()).collect();
         let live = watch.filter_map(|entry| async move {
             let entry = entry.ok()?;
@@ -499,7 +467,7 @@ impl Bus {
         store
             .put(&server.server, Bytes::from(body))
             .await
-            .map_err(nats_err!("advertise tools"))?;
+            .map_err(nats("advertise tools"))?;
         Ok(())
     }
 
@@ -508,24 +476,13 @@ impl Bus {
     pub async fn watch_tools(
         &self,
     ) -> Result<(Vec<ToolServer>, impl Stream<Item = ToolServer> + use<>), Error> {
-        let store = self.bucket(TOOLS_BUCKET).await?;
-        let watch = store
-            .watch(">")
-            .await
-            .map_err(nats_err!("watch the tool catalog"))?;
-        let keys: Vec<String> = store
-            .keys()
-            .await
-            .map_err(nats_err!("list the tool catalog"))?
-            .try_collect()
-            .await
-            .map_err(nats_err!("list the tool catalog"))?;
+        let (store, watch, keys) = self.watch_and_list(TOOLS_BUCKET).await?;
         let mut now = Vec::with_capacity(keys.len());
         for key in keys {
             let value = store
                 .get(&key)
                 .await
-                .map_err(nats_err!("read the tool catalog"))?;
+                .map_err(nats("read the tool catalog"))?;
             if let Some(server) = value.and_then(|v| decode_tool_server(&key, &v)) {
                 now.push(server);
             }
@@ -540,21 +497,29 @@ impl Bus {
         Ok((now, live))
     }
 
+    /// Subscribes to a bucket's changes, then lists its keys: nothing written between the two
+    /// is missed (it is in the listing, the watch, or both).
+    async fn watch_and_list(
+        &self,
+        bucket: &str,
+    ) -> Result<(kv::Store, kv::Watch, Vec<String>), Error> {
+        let store = self.bucket(bucket).await?;
+        let watch = store.watch(">").await.map_err(nats("watch a bucket"))?;
+        let keys = store
+            .keys()
+            .await
+            .map_err(nats("list a bucket"))?
+            .try_collect()
+            .await
+            .map_err(nats("list a bucket"))?;
+        Ok((store, watch, keys))
+    }
+
     async fn bucket(&self, name: &str) -> Result<kv::Store, Error> {
         self.js
             .get_key_value(name)
             .await
-            .map_err(nats_err!("open a key-value bucket"))
-    }
-
-    /// Messages waiting in a queue (not yet delivered to any worker).
-    pub async fn queue_depth(&self, queue: &str) -> Result<u64, Error> {
-        let mut consumer = self.queue_consumer(queue).await?;
-        Ok(consumer
-            .info()
-            .await
-            .map_err(nats_err!("read consumer info"))?
-            .num_pending)
+            .map_err(nats("open a key-value bucket"))
     }
 }
 

@@ -25,7 +25,6 @@ pub enum LocalError {
 pub struct LocalNats {
     child: tokio::process::Child,
     url: String,
-    port: u16,
 }
 
 impl LocalNats {
@@ -72,7 +71,6 @@ impl LocalNats {
         let mut server = LocalNats {
             child,
             url: format!("nats://127.0.0.1:{port}"),
-            port,
         };
         let deadline = Instant::now() + Duration::from_secs(15);
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -95,14 +93,6 @@ impl LocalNats {
 
     pub fn url(&self) -> &str {
         &self.url
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.child.id()
     }
 
     /// Stops the server (SIGTERM, so JetStream closes its store cleanly) and waits for it to

@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict, Query};
 use sea_orm::{
     ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend,
@@ -429,10 +428,4 @@ fn view_of(m: task::Model) -> Result<TaskView, Error> {
         cancel_requested_at: m.cancel_requested_at,
         updated_at: m.updated_at,
     })
-}
-
-/// The time a task id was minted (UUIDv7 carries milliseconds since the epoch).
-pub fn id_time(id: Uuid) -> Option<DateTime<Utc>> {
-    let (secs, nanos) = id.get_timestamp()?.to_unix();
-    DateTime::from_timestamp(secs as i64, nanos)
 }

@@ -53,11 +53,6 @@ pub fn event_subject(id: Uuid) -> String {
     format!("wharf.events.{id}")
 }
 
-/// The task id an event subject names, if it is one.
-pub fn task_id_of_event_subject(subject: &str) -> Option<Uuid> {
-    subject.strip_prefix("wharf.events.")?.parse().ok()
-}
-
 /// Checks a queue or MCP server name: it becomes a subject token, a consumer name or a KV key,
 /// so it is limited to ASCII letters, digits, `-` and `_`, 1 to 64 characters.
 pub fn valid_name(name: &str) -> bool {
@@ -79,12 +74,5 @@ mod tests {
         for bad in ["", "a.b", "a b", "a*", "a>", "ü", &"x".repeat(65)] {
             assert!(!valid_name(bad), "{bad:?} must be refused");
         }
-    }
-
-    #[test]
-    fn event_subjects_round_trip() {
-        let id = Uuid::now_v7();
-        assert_eq!(task_id_of_event_subject(&event_subject(id)), Some(id));
-        assert_eq!(task_id_of_event_subject("wharf.tasks.default"), None);
     }
 }

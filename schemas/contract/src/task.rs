@@ -40,13 +40,6 @@ pub struct Task {
     pub submitted_at: DateTime<Utc>,
 }
 
-impl Task {
-    /// The MCP server and tool names of [`Task::tool`].
-    pub fn server_and_tool(&self) -> Option<(&str, &str)> {
-        split_tool(&self.tool)
-    }
-}
-
 /// Splits `<server>.<tool>` at its first dot (server names have none).
 pub fn split_tool(qualified: &str) -> Option<(&str, &str)> {
     let (server, tool) = qualified.split_once('.')?;
@@ -215,6 +208,15 @@ impl TaskState {
             terminal_seq: 0,
             last_seq: 0,
         }
+    }
+
+    /// The state `events` (each with its stream sequence) describe together.
+    pub fn fold<'a>(id: Uuid, events: impl IntoIterator<Item = &'a (u64, TaskEvent)>) -> TaskState {
+        let mut s = TaskState::empty(id);
+        for (seq, e) in events {
+            s.apply(*seq, e);
+        }
+        s
     }
 
     /// The state one event (stored at stream sequence `seq`) describes on its own.

@@ -70,10 +70,6 @@ impl Catalog {
             .collect()
     }
 
-    pub fn contains(&self, name: &str) -> bool {
-        self.tools.read().unwrap().contains_key(name)
-    }
-
     /// Checks that `tool` exists and that `arguments` satisfy its schema. Field pointers are
     /// relative to the request body (`/arguments/...`).
     pub fn check(&self, tool: &str, arguments: &Map<String, Value>) -> Result<(), Refusal> {

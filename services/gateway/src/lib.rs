@@ -125,7 +125,7 @@ impl Gateway {
 }
 
 /// Every route of the gateway.
-pub fn router(state: AppState) -> Router {
+fn router(state: AppState) -> Router {
     let limit = state.config.max_body_bytes;
     Router::new()
         .route("/api/v1/tasks", post(tasks::create).get(tasks::list))

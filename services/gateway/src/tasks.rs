@@ -238,24 +238,14 @@ pub async fn find(state: &AppState, id: Uuid) -> Result<Option<TaskView>, ApiErr
         return Ok(Some(view));
     }
     let history = state.bus.history(id).await?;
-    if history.is_empty() {
-        return Ok(None);
-    }
-    let mut s = TaskState::empty(id);
-    for (seq, e) in &history {
-        s.apply(*seq, e);
-    }
-    Ok(Some(s.view))
+    Ok((!history.is_empty()).then(|| TaskState::fold(id, &history).view))
 }
 
 /// The task folded from its events in the stream, which the database trails; the database row
 /// when the events have aged out of the stream.
 async fn find_latest(state: &AppState, id: Uuid) -> Result<Option<TaskView>, ApiError> {
     let history = state.bus.history(id).await?;
-    let mut s = TaskState::empty(id);
-    for (seq, e) in &history {
-        s.apply(*seq, e);
-    }
+    let s = TaskState::fold(id, &history);
     // A history whose start has aged out of the stream is partial: the row knows the rest.
     if s.view.created_at.is_none()
         && let Some(mut row) = state.store.task(id).await?
@@ -268,7 +258,7 @@ async fn find_latest(state: &AppState, id: Uuid) -> Result<Option<TaskView>, Api
     Ok((!history.is_empty()).then_some(s.view))
 }
 
-fn not_found(id: Uuid) -> ApiError {
+pub fn not_found(id: Uuid) -> ApiError {
     ApiError::new(ErrorCode::TaskNotFound, format!("no task {id}"))
 }
 
@@ -396,12 +386,16 @@ pub async fn cancel(
     Ok((StatusCode::ACCEPTED, Json(view)).into_response())
 }
 
-/// A task's events as client messages: history first, then live, ending after the terminal one.
+/// A task's events as client messages: history first, then live, ending after the terminal one;
+/// `None` when there is no such task (neither events in the stream nor a row).
 pub async fn follow(
     state: &AppState,
     id: Uuid,
-) -> Result<impl Stream<Item = WsServerMessage> + use<>, ApiError> {
-    let events = state.bus.follow(id).await?;
+) -> Result<Option<impl Stream<Item = WsServerMessage> + use<>>, ApiError> {
+    let (stored, events) = state.bus.follow(id).await?;
+    if stored == 0 && state.store.task(id).await?.is_none() {
+        return Ok(None);
+    }
     let messages = Box::pin(events.filter_map(|e| async move {
         match e {
             Ok((seq, event)) => Some(WsServerMessage::from_event(seq, event)),
@@ -412,7 +406,7 @@ pub async fn follow(
         }
     }));
     // End right after the terminal message, without waiting for another event.
-    Ok(futures::stream::unfold(
+    Ok(Some(futures::stream::unfold(
         (messages, false),
         |(mut messages, ended)| async move {
             if ended {
@@ -422,7 +416,7 @@ pub async fn follow(
             let ended = m.is_terminal();
             Some((m, (messages, ended)))
         },
-    ))
+    )))
 }
 
 /// `GET /api/v1/tasks/{id}/events`: Server-Sent Events, `event:` the message type, `id:` the
@@ -432,11 +426,11 @@ pub async fn events(
     Path(raw): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let id = parse_id(&raw)?;
-    if find(&state, id).await?.is_none() {
+    let Some(messages) = follow(&state, id).await? else {
         return Err(not_found(id));
-    }
+    };
     let stopping = state.stopping.clone().cancelled_owned();
-    let stream = follow(&state, id).await?.take_until(stopping).map(|m| {
+    let stream = messages.take_until(stopping).map(|m| {
         let seq = match &m {
             WsServerMessage::Accepted { seq, .. } => *seq,
             WsServerMessage::Started { seq, .. }

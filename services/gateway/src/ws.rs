@@ -8,7 +8,6 @@ use std::collections::HashMap;
 
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
@@ -22,12 +21,7 @@ use crate::problem::ApiError;
 use crate::tasks;
 
 /// `GET /ws/v1/tasks`
-pub async fn upgrade(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    ws: WebSocketUpgrade,
-) -> Response {
-    let _ = headers;
+pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
     let max = state.config.max_body_bytes;
     ws.max_message_size(max)
         .on_upgrade(move |socket| session(state, socket))
@@ -108,17 +102,7 @@ impl Session {
                     Err(e) => self.refuse(reference, None, e).await,
                 }
             }
-            WsClientMessage::Subscribe { task_id } => {
-                match tasks::find(&self.state, task_id).await {
-                    Ok(Some(_)) => self.subscribe(task_id, false),
-                    Ok(None) => {
-                        let e =
-                            ApiError::new(ErrorCode::TaskNotFound, format!("no task {task_id}"));
-                        self.refuse(None, Some(task_id), e).await;
-                    }
-                    Err(e) => self.refuse(None, Some(task_id), e).await,
-                }
-            }
+            WsClientMessage::Subscribe { task_id } => self.subscribe(task_id, false),
             WsClientMessage::Cancel { task_id } => {
                 match tasks::request_cancel(&self.state, task_id).await {
                     // The outcome arrives as the task's events: make sure the client sees them.
@@ -142,7 +126,12 @@ impl Session {
         let out = self.out.clone();
         let handle = tokio::spawn(async move {
             let events = match tasks::follow(&state, id).await {
-                Ok(events) => events,
+                Ok(Some(events)) => events,
+                Ok(None) => {
+                    let e = tasks::not_found(id);
+                    let _ = out.send(client_error(None, Some(id), e)).await;
+                    return;
+                }
                 Err(e) => {
                     let _ = out.send(client_error(None, Some(id), e)).await;
                     return;

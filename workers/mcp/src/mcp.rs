@@ -231,10 +231,6 @@ impl McpServer {
         server
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// Waits up to `wait` for a live connection.
     async fn live(&self, wait: Duration) -> Result<Live, CallError> {
         let mut rx = self.live.clone();
