@@ -153,8 +153,8 @@ impl Worker {
     }
 
     /// Runs until `shutdown` fires, then stops taking tasks and gives in-flight ones the grace
-    /// period to finish. Tasks still running after it are handed back (NAK) at once, for
-    /// another worker to run.
+    /// period to finish. Tasks still running after it are handed back at once (republished
+    /// without using an attempt, see `Bus::hand_back`) for another worker to run.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), Error> {
         let Worker { config, bus } = self;
         bus.ensure_topology().await?;
