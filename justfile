@@ -20,7 +20,10 @@ fmt:
 schemas:
     WHARF_BLESS=1 cargo test -p wharf-contract committed_json_schemas
 
-# The benchmark harness is issue 3 and not built yet: this fails rather than pretend.
-bench:
-    @echo "just bench: the benchmark harness (issue 3) is not built yet" >&2
-    @exit 1
+# Measure Wharf (raw hops, end to end, scaling, memory) and regenerate docs/benchmarks.md.
+bench *args:
+    ./bench.sh {{args}}
+
+# Re-render docs/benchmarks.md from docs/benchmarks.jsonl without measuring.
+bench-render:
+    cargo run --quiet -p wharf -- bench --render-only --out docs/benchmarks.jsonl --page docs/benchmarks.md

@@ -95,6 +95,11 @@ impl LocalNats {
         &self.url
     }
 
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Stops the server (SIGTERM, so JetStream closes its store cleanly) and waits for it to
     /// exit; kills it if it takes longer than ten seconds.
     pub async fn stop(mut self) {

@@ -72,8 +72,61 @@ enum Command {
     /// Serve the bundled demo MCP server on stdin/stdout.
     #[command(hide = true)]
     McpDemo,
+    /// Measure Wharf on this machine: the two raw hops, end-to-end throughput and latency,
+    /// scaling with workers and payload, memory (see docs/benchmarks.md).
+    #[command(args_override_self = true)]
+    Bench(BenchArgs),
     #[command(flatten)]
     Client(client::ClientCommand),
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// A Postgres server whose user may create databases; each scenario gets its own.
+    #[arg(
+        long,
+        env = "WHARF_BENCH_DATABASE_URL",
+        required_unless_present = "render_only"
+    )]
+    database_url: Option<String>,
+    /// Results file (JSON Lines), appended to.
+    #[arg(long, default_value = "docs/benchmarks.jsonl")]
+    out: PathBuf,
+    /// Run only these scenarios (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Multiplies task counts and durations (0.1 for a quick look).
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// Afterwards, render the results file into this page.
+    #[arg(long)]
+    page: Option<PathBuf>,
+    /// Only render `--out` into `--page`; measure nothing.
+    #[arg(long, requires = "page")]
+    render_only: bool,
+}
+
+fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    if !args.render_only {
+        let opts = wharf_bench::Options {
+            database_url: args.database_url.clone().unwrap_or_default(),
+            wharf_bin: std::env::current_exe().context("cannot locate the wharf binary")?,
+            out: args.out.clone(),
+            only: args.only,
+            scale: args.scale,
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(wharf_bench::run(&opts))?;
+    }
+    if let Some(page) = &args.page {
+        let results = std::fs::read_to_string(&args.out)
+            .with_context(|| format!("cannot read {}", args.out.display()))?;
+        std::fs::write(page, wharf_bench::report::render(&results))?;
+        eprintln!("wharf bench: wrote {}", page.display());
+    }
+    Ok(())
 }
 
 fn main() {
@@ -96,6 +149,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Gateway(args) => runtime.block_on(gateway(args)),
         Command::Worker { serve, id } => runtime.block_on(worker(serve, id)),
         Command::Recorder(args) => runtime.block_on(recorder(args)),
+        Command::Bench(args) => {
+            drop(runtime);
+            bench(args)
+        }
     }
 }
 

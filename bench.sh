@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs the benchmark harness (`wharf bench`) on this machine: installs nats-server when missing,
+# starts a throwaway Postgres cluster with durable settings, builds the release binary, measures,
+# and renders docs/benchmarks.md from the results. Stops what it started by PID.
+# Usage: ./bench.sh [wharf bench arguments], e.g. ./bench.sh --scale 0.1 --only raw_mcp
+set -euo pipefail
+cd "$(dirname "$0")"
+WHARF_SCRIPT=bench.sh
+. scripts/common.sh
+
+ensure_nats_server
+# Durable: fsync and synchronous commit stay on (the defaults). Room for many connections.
+start_postgres -c shared_buffers=256MB
+cargo build --release -p wharf
+"${CARGO_TARGET_DIR:-target}/release/wharf" bench --database-url "$PG_URL" \
+  --out docs/benchmarks.jsonl --page docs/benchmarks.md "$@"

