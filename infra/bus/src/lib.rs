@@ -19,8 +19,9 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use uuid::Uuid;
 use wharf_contract::{
     ATTEMPTS_USED_HEADER, CANCEL_BUCKET, EVENT_SCHEMA, EVENTS_STREAM, EVENTS_SUBJECTS,
-    RECORDER_CONSUMER, SCHEMA_HEADER, TASK_SCHEMA, TASKS_STREAM, TASKS_SUBJECTS, TOOLS_BUCKET,
-    TRACEPARENT_HEADER, Task, TaskEvent, ToolServer, event_subject, queue_consumer, task_subject,
+    LIVE_EVENTS_SUBJECTS, RECORDER_CONSUMER, SCHEMA_HEADER, TASK_SCHEMA, TASKS_STREAM,
+    TASKS_SUBJECTS, TOOLS_BUCKET, TRACEPARENT_HEADER, Task, TaskEvent, ToolServer, event_subject,
+    live_event_subject, queue_consumer, task_subject,
 };
 
 pub use async_nats::jetstream::AckKind;
@@ -181,6 +182,11 @@ impl Bus {
                 max_age: t.events_max_age,
                 duplicate_window: t.duplicate_window.min(t.events_max_age),
                 allow_direct: true,
+                republish: Some(stream::Republish {
+                    source: EVENTS_SUBJECTS.into(),
+                    destination: LIVE_EVENTS_SUBJECTS.into(),
+                    headers_only: false,
+                }),
                 ..Default::default()
             })
             .await
@@ -369,37 +375,61 @@ impl Bus {
             .map_err(nats("create the recorder consumer"))
     }
 
-    /// A task's events stored so far (empty for a task nobody submitted).
+    /// A task's events stored so far (empty for a task nobody submitted). Events that cannot be
+    /// decoded are skipped with a warning: one of a newer version must not hide the others.
     pub async fn history(&self, id: Uuid) -> Result<Vec<(u64, TaskEvent)>, Error> {
-        let (pending, messages) = self.follow(id).await?;
-        if pending == 0 {
-            return Ok(Vec::new());
-        }
-        let mut out = Vec::with_capacity(pending as usize);
-        let mut messages = std::pin::pin!(messages);
-        for _ in 0..pending {
-            let next = tokio::time::timeout(Duration::from_secs(5), messages.next())
-                .await
-                .map_err(|_| Error::Nats {
-                    op: "read a task's history",
-                    message: "timed out".into(),
-                })?;
-            match next {
-                Some(Ok(item)) => out.push(item),
-                // One unreadable event (say, of a newer version) must not hide the others.
-                Some(Err(e @ Error::Decode { .. })) => {
+        let stored = self.events_after(id, 0).await?;
+        Ok(stored
+            .into_iter()
+            .filter_map(|(seq, e)| match e {
+                Ok(event) => Some((seq, event)),
+                Err(e) => {
                     tracing::warn!(error = %e, "skipping an unreadable event");
+                    None
                 }
-                Some(Err(e)) => return Err(e),
-                None => break,
+            })
+            .collect())
+    }
+
+    /// The stored events of task `id` with a stream sequence above `after`, in order, read with
+    /// direct gets by subject (no consumer is created).
+    async fn events_after(
+        &self,
+        id: Uuid,
+        after: u64,
+    ) -> Result<Vec<(u64, Result<TaskEvent, Error>)>, Error> {
+        let stream = self
+            .js
+            .get_stream_no_info(EVENTS_STREAM)
+            .await
+            .map_err(nats("open the events stream"))?;
+        let subject = event_subject(id);
+        let mut out = Vec::new();
+        let mut next = after + 1;
+        loop {
+            match stream
+                .direct_get_next_for_subject(subject.as_str(), Some(next))
+                .await
+            {
+                Ok(m) => {
+                    next = m.sequence + 1;
+                    out.push((m.sequence, decode_payload(&subject, &m.payload)));
+                }
+                Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => return Ok(out),
+                Err(e) => return Err(nats("read a task's events")(e)),
             }
         }
-        Ok(out)
     }
 
     /// A task's events from the first, then live ones as they are stored, in stream order, each
     /// with its stream sequence, and how many were stored when following began (0: none yet, or
     /// no such task). The stream never ends by itself; stop after the terminal event.
+    ///
+    /// Following costs one plain subscription to the task's republish subject, taken before
+    /// the history is read so nothing falls between the two; events seen twice are dropped by
+    /// sequence. Each republished event names the sequence of the task's previous event: when
+    /// that is not the last one delivered (a message was lost, say to a slow subscriber), the
+    /// missing events are read back from the stream. So is everything after a long quiet spell.
     pub async fn follow(
         &self,
         id: Uuid,
@@ -410,28 +440,59 @@ impl Bus {
         ),
         Error,
     > {
-        let stream = self
-            .js
-            .get_stream_no_info(EVENTS_STREAM)
+        /// After this long without a live event, check the stream for missed ones.
+        const QUIET: Duration = Duration::from_secs(30);
+        let live = self
+            .client
+            .subscribe(live_event_subject(id))
             .await
-            .map_err(nats("open the events stream"))?;
-        let consumer = stream
-            .create_consumer(consumer::pull::OrderedConfig {
-                filter_subject: event_subject(id),
-                deliver_policy: consumer::DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await
-            .map_err(nats("create an ordered consumer"))?;
-        // The create answer already counts what is stored: no second round trip.
-        let pending = consumer.cached_info().num_pending;
-        let messages = consumer
-            .messages()
-            .await
-            .map_err(nats("read a task's events"))?
-            .map_err(nats("read a task's events"))
-            .and_then(|m| async move { decode_event(&m) });
-        Ok((pending, messages))
+            .map_err(nats("subscribe to a task's events"))?;
+        let history = self.events_after(id, 0).await?;
+        let stored = history.len() as u64;
+        let state = Follow {
+            bus: self.clone(),
+            id,
+            ready: history.into(),
+            live,
+            last: 0,
+        };
+        let events = futures::stream::unfold(state, |mut s| async move {
+            loop {
+                if let Some((seq, event)) = s.ready.pop_front() {
+                    s.last = seq;
+                    return Some((event.map(|e| (seq, e)), s));
+                }
+                let missed_after = match tokio::time::timeout(QUIET, s.live.next()).await {
+                    Ok(Some(m)) => {
+                        let header = |name: &str| -> Option<u64> {
+                            m.headers.as_ref()?.get(name)?.as_str().parse().ok()
+                        };
+                        let Some(seq) = header("Nats-Sequence") else {
+                            continue;
+                        };
+                        if seq <= s.last {
+                            continue;
+                        }
+                        if header("Nats-Last-Sequence").is_some_and(|prev| prev == s.last) {
+                            s.last = seq;
+                            let subject = event_subject(s.id);
+                            return Some((
+                                decode_payload(&subject, &m.payload).map(|e| (seq, e)),
+                                s,
+                            ));
+                        }
+                        s.last
+                    }
+                    Ok(None) => return None,
+                    Err(_quiet) => s.last,
+                };
+                match s.bus.events_after(s.id, missed_after).await {
+                    Ok(missed) => s.ready.extend(missed),
+                    Err(e) => return Some((Err(e), s)),
+                }
+            }
+        });
+        Ok((stored, events))
     }
 
     /// Records a request to cancel task `id`; workers watching the bucket act on it.
@@ -536,9 +597,23 @@ fn decode_tool_server(key: &str, value: &[u8]) -> Option<ToolServer> {
 /// Decodes an event message into its stream sequence and event.
 pub fn decode_event(m: &Message) -> Result<(u64, TaskEvent), Error> {
     let seq = m.info().map(|i| i.stream_sequence).unwrap_or_default();
-    let event = TaskEvent::decode(&m.payload).map_err(|source| Error::Decode {
-        subject: m.subject.to_string(),
+    Ok((seq, decode_payload(&m.subject, &m.payload)?))
+}
+
+fn decode_payload(subject: &str, payload: &[u8]) -> Result<TaskEvent, Error> {
+    TaskEvent::decode(payload).map_err(|source| Error::Decode {
+        subject: subject.to_owned(),
         source,
-    })?;
-    Ok((seq, event))
+    })
+}
+
+/// The state of one [`Bus::follow`].
+struct Follow {
+    bus: Bus,
+    id: Uuid,
+    /// Events read from the stream, not yet handed out.
+    ready: std::collections::VecDeque<(u64, Result<TaskEvent, Error>)>,
+    live: async_nats::Subscriber,
+    /// Sequence of the last event handed out.
+    last: u64,
 }

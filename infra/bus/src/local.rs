@@ -160,7 +160,7 @@ fn cache_dir() -> PathBuf {
     }
 }
 
-/// `Some(version)` when `bin --version` names a server at least [`MIN_VERSION`].
+/// True when `bin --version` names a server at least [`MIN_VERSION`].
 async fn usable(bin: &Path) -> bool {
     let out = tokio::process::Command::new(bin)
         .arg("--version")
@@ -168,14 +168,14 @@ async fn usable(bin: &Path) -> bool {
         .output()
         .await;
     let Ok(out) = out else { return false };
-    let text = String::from_utf8_lossy(&out.stdout);
-    let version = text.split('v').nth(1).unwrap_or_default();
-    let mut parts = version
-        .trim()
-        .split('.')
-        .map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    (major, minor) >= MIN_VERSION
+    version_of(&String::from_utf8_lossy(&out.stdout)).is_some_and(|v| v >= MIN_VERSION)
+}
+
+/// (major, minor) from `nats-server --version` output, e.g. `nats-server: v2.15.1`.
+fn version_of(text: &str) -> Option<(u32, u32)> {
+    let version = text.split_whitespace().find_map(|w| w.strip_prefix('v'))?;
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().ok());
+    Some((parts.next()??, parts.next()??))
 }
 
 /// The nats-server binary to use, installing it into the cache when there is none.
@@ -223,4 +223,17 @@ pub async fn find_or_install() -> Result<PathBuf, LocalError> {
         )));
     }
     Ok(bin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_read_from_the_version_line() {
+        assert_eq!(version_of("nats-server: v2.15.1\n"), Some((2, 15)));
+        assert_eq!(version_of("nats-server: v2.9.25"), Some((2, 9)));
+        assert_eq!(version_of("nats-server: version unknown"), None);
+        assert!(version_of("nats-server: v2.9.25").unwrap() < MIN_VERSION);
+    }
 }

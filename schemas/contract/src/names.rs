@@ -11,6 +11,10 @@ pub const EVENTS_STREAM: &str = "WHARF_EVENTS";
 /// Subjects of [`EVENTS_STREAM`]: `wharf.events.<task id>`, one subject per task so a task's
 /// history can be read (and followed live) by subject.
 pub const EVENTS_SUBJECTS: &str = "wharf.events.>";
+/// Where the events stream republishes each event once it is stored (`wharf.live.events.<task
+/// id>`), with its stream sequence in the `Nats-Sequence` header. Followers subscribe here: a
+/// plain subscription per task, no JetStream consumer.
+pub const LIVE_EVENTS_SUBJECTS: &str = "wharf.live.events.>";
 /// The durable consumer the recorder projects events from.
 pub const RECORDER_CONSUMER: &str = "wharf-recorder";
 /// Key-value bucket where workers advertise the MCP tools they serve, one key per server.
@@ -51,6 +55,11 @@ pub fn queue_consumer(queue: &str) -> String {
 /// Subject the events of task `id` are published on.
 pub fn event_subject(id: Uuid) -> String {
     format!("wharf.events.{id}")
+}
+
+/// Subject the stored events of task `id` are republished on (see [`LIVE_EVENTS_SUBJECTS`]).
+pub fn live_event_subject(id: Uuid) -> String {
+    format!("wharf.live.events.{id}")
 }
 
 /// Checks a queue or MCP server name: it becomes a subject token, a consumer name or a KV key,

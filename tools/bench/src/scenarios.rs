@@ -250,7 +250,7 @@ struct WsLoad {
 }
 
 async fn ws_connection(url: &str, expected: usize, task: Value) -> anyhow::Result<WsLoad> {
-    let (socket, _) = tokio_tungstenite::connect_async(url).await?;
+    let (socket, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
     let (mut sink, mut stream) = socket.split();
     let (to_send, mut rx) = mpsc::unbounded_channel::<(usize, Instant)>();
     let scheduled: Arc<Mutex<HashMap<usize, Instant>>> = Arc::default();
@@ -394,7 +394,8 @@ pub async fn memory(opts: &Options) -> anyhow::Result<Value> {
         // Idle subscribers: each WebSocket follows one sleeping task and has had its history.
         let mut sockets = Vec::with_capacity(subscribers);
         for id in ids.iter().take(subscribers) {
-            let (mut socket, _) = tokio_tungstenite::connect_async(&platform.ws).await?;
+            let (mut socket, _) =
+                tokio_tungstenite::connect_async_with_config(&platform.ws, None, true).await?;
             let subscribe = json!({ "type": "task:subscribe", "task_id": id });
             socket.send(Message::text(subscribe.to_string())).await?;
             sockets.push(socket);
