@@ -109,6 +109,12 @@ impl Store {
                 .or_insert_with(|| TaskState::empty(event.task_id))
                 .apply(*seq, event);
         }
+        let mut states: Vec<TaskState> = states.into_values().collect();
+        // A stable order keeps concurrent recorders from deadlocking on each other's rows.
+        states.sort_by_key(|s| s.view.id);
+        if self.db.get_database_backend() == DbBackend::Postgres {
+            return self.record_postgres(events, &states).await;
+        }
         let txn = self.db.begin().await?;
         for chunk in events.chunks(1000) {
             let rows = chunk.iter().map(|(seq, e)| task_event::ActiveModel {
@@ -124,9 +130,6 @@ impl Store {
                 .exec(&txn)
                 .await?;
         }
-        let mut states: Vec<TaskState> = states.into_values().collect();
-        // A stable order keeps concurrent recorders from deadlocking on each other's rows.
-        states.sort_by_key(|s| s.view.id);
         for chunk in states.chunks(400) {
             let mut insert = Query::insert();
             insert.into_table(task::Entity).columns(COLUMNS);
@@ -137,6 +140,85 @@ impl Store {
             txn.execute(&insert).await?;
         }
         txn.commit().await?;
+        Ok(())
+    }
+
+    /// [`Store::record`] on Postgres: each table gets one statement whose rows arrive as arrays
+    /// (`unnest`), so the statement text never changes and is parsed and planned once per
+    /// connection. Multi-row VALUES lists with thousands of parameters made Postgres spend most
+    /// of its time parsing, planning and allocating.
+    async fn record_postgres(
+        &self,
+        events: &[(u64, TaskEvent)],
+        states: &[TaskState],
+    ) -> Result<(), Error> {
+        use sea_orm::sqlx::types::Json;
+        let n = events.len();
+        let (mut seq, mut task_id, mut kind, mut attempt, mut at, mut body) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for (s, e) in events {
+            seq.push(*s as i64);
+            task_id.push(e.task_id);
+            kind.push(e.kind_name());
+            attempt.push(e.attempt as i32);
+            at.push(e.at);
+            body.push(Json(json(e)));
+        }
+        let pool = self.db.get_postgres_connection_pool();
+        let mut tx = pool.begin().await.map_err(sqlx_error)?;
+        sea_orm::sqlx::query(
+            "INSERT INTO task_events (seq, task_id, kind, attempt, at, body) \
+             SELECT * FROM unnest($1::int8[], $2::uuid[], $3::text[], $4::int4[], \
+             $5::timestamptz[], $6::jsonb[]) ON CONFLICT (seq) DO NOTHING",
+        )
+        .bind(seq)
+        .bind(task_id)
+        .bind(kind)
+        .bind(attempt)
+        .bind(at)
+        .bind(body)
+        .execute(&mut *tx)
+        .await
+        .map_err(sqlx_error)?;
+
+        let mut c = TaskColumns::default();
+        for s in states {
+            c.push(s);
+        }
+        sea_orm::sqlx::query(upsert_tasks_sql())
+            .bind(c.id)
+            .bind(c.status)
+            .bind(c.status_rank)
+            .bind(c.tool)
+            .bind(c.queue)
+            .bind(c.arguments)
+            .bind(c.metadata)
+            .bind(c.attempts)
+            .bind(c.max_attempts)
+            .bind(c.timeout_secs)
+            .bind(c.idempotency_key)
+            .bind(c.session_id)
+            .bind(c.progress)
+            .bind(c.progress_seq)
+            .bind(c.result)
+            .bind(c.error)
+            .bind(c.terminal_seq)
+            .bind(c.created_at)
+            .bind(c.started_at)
+            .bind(c.finished_at)
+            .bind(c.cancel_requested_at)
+            .bind(c.updated_at)
+            .bind(c.last_seq)
+            .execute(&mut *tx)
+            .await
+            .map_err(sqlx_error)?;
+        tx.commit().await.map_err(sqlx_error)?;
         Ok(())
     }
 
@@ -228,6 +310,133 @@ const COLUMNS: [task::Column; 23] = [
     task::Column::UpdatedAt,
     task::Column::LastSeq,
 ];
+
+/// A driver error as the [`sea_orm::DbErr`] the rest of the store reports, so
+/// [`Error::is_refusal`] reads it the same way.
+fn sqlx_error(e: sea_orm::sqlx::Error) -> Error {
+    Error::Db(sea_orm::DbErr::Exec(sea_orm::RuntimeErr::SqlxError(
+        std::sync::Arc::new(e),
+    )))
+}
+
+/// The task rows of a batch as one array per column, in [`COLUMNS`] order.
+#[derive(Default)]
+struct TaskColumns {
+    id: Vec<Uuid>,
+    status: Vec<&'static str>,
+    status_rank: Vec<i16>,
+    tool: Vec<String>,
+    queue: Vec<String>,
+    arguments: Vec<sea_orm::sqlx::types::Json<Value>>,
+    metadata: Vec<sea_orm::sqlx::types::Json<Value>>,
+    attempts: Vec<i32>,
+    max_attempts: Vec<i32>,
+    timeout_secs: Vec<Option<i64>>,
+    idempotency_key: Vec<Option<String>>,
+    session_id: Vec<Option<String>>,
+    progress: Vec<Option<sea_orm::sqlx::types::Json<Value>>>,
+    progress_seq: Vec<i64>,
+    result: Vec<Option<sea_orm::sqlx::types::Json<Value>>>,
+    error: Vec<Option<sea_orm::sqlx::types::Json<Value>>>,
+    terminal_seq: Vec<i64>,
+    created_at: Vec<Option<chrono::DateTime<chrono::Utc>>>,
+    started_at: Vec<Option<chrono::DateTime<chrono::Utc>>>,
+    finished_at: Vec<Option<chrono::DateTime<chrono::Utc>>>,
+    cancel_requested_at: Vec<Option<chrono::DateTime<chrono::Utc>>>,
+    updated_at: Vec<Option<chrono::DateTime<chrono::Utc>>>,
+    last_seq: Vec<i64>,
+}
+
+impl TaskColumns {
+    /// The same values as [`row_values`], column by column.
+    fn push(&mut self, s: &TaskState) {
+        use sea_orm::sqlx::types::Json;
+        let v = &s.view;
+        self.id.push(v.id);
+        self.status.push(v.status.as_str());
+        self.status_rank.push(v.status.rank());
+        self.tool.push(text(&v.tool));
+        self.queue.push(text(&v.queue));
+        self.arguments.push(Json(json(&v.arguments)));
+        self.metadata.push(Json(json(&v.metadata)));
+        self.attempts.push(v.attempts as i32);
+        self.max_attempts.push(v.max_attempts as i32);
+        self.timeout_secs.push(v.timeout_secs.map(|t| t as i64));
+        self.idempotency_key
+            .push(v.idempotency_key.as_deref().map(text));
+        self.session_id.push(v.session_id.as_deref().map(text));
+        self.progress
+            .push(v.progress.as_ref().map(|p| Json(json(p))));
+        self.progress_seq.push(s.progress_seq as i64);
+        self.result.push(v.result.as_ref().map(|r| Json(json(r))));
+        self.error.push(v.error.as_ref().map(|e| Json(json(e))));
+        self.terminal_seq.push(s.terminal_seq as i64);
+        self.created_at.push(v.created_at);
+        self.started_at.push(v.started_at);
+        self.finished_at.push(v.finished_at);
+        self.cancel_requested_at.push(v.cancel_requested_at);
+        self.updated_at.push(v.updated_at);
+        self.last_seq.push(s.last_seq as i64);
+    }
+}
+
+/// The Postgres task upsert over arrays: `INSERT ... SELECT * FROM unnest(...)` followed by the
+/// very ON CONFLICT clause the portable path uses (rendered from [`merge_on_conflict`] once), so
+/// both paths merge identically.
+fn upsert_tasks_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        let mut one = Query::insert();
+        one.into_table(task::Entity)
+            .columns(COLUMNS)
+            .values_panic(row_values(&TaskState::empty(Uuid::nil())))
+            .on_conflict(merge_on_conflict());
+        let rendered = one.to_string(sea_orm::sea_query::PostgresQueryBuilder);
+        let on_conflict = rendered
+            .find(" ON CONFLICT ")
+            .map(|i| &rendered[i..])
+            .expect("the upsert has an ON CONFLICT clause");
+        let types = [
+            "uuid",
+            "text",
+            "int2",
+            "text",
+            "text",
+            "jsonb",
+            "jsonb",
+            "int4",
+            "int4",
+            "int8",
+            "text",
+            "text",
+            "jsonb",
+            "int8",
+            "jsonb",
+            "jsonb",
+            "int8",
+            "timestamptz",
+            "timestamptz",
+            "timestamptz",
+            "timestamptz",
+            "timestamptz",
+            "int8",
+        ];
+        let names: Vec<String> = COLUMNS
+            .iter()
+            .map(|c| format!("\"{}\"", sea_orm::IdenStatic::as_str(c)))
+            .collect();
+        let arrays: Vec<String> = types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| format!("${}::{t}[]", i + 1))
+            .collect();
+        format!(
+            "INSERT INTO \"tasks\" ({}) SELECT * FROM unnest({}){on_conflict}",
+            names.join(", "),
+            arrays.join(", ")
+        )
+    })
+}
 
 fn json<T: serde::Serialize>(v: &T) -> Value {
     let mut value = serde_json::to_value(v).expect("contract types serialise");

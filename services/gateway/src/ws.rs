@@ -23,7 +23,12 @@ use crate::tasks;
 /// `GET /ws/v1/tasks`
 pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
     let max = state.config.max_body_bytes;
+    // Small buffers: a subscriber mostly waits, and tungstenite's 128 KiB defaults made an idle
+    // socket cost about 160 KB. Larger messages still arrive whole; the buffer only sets how
+    // much is read at once. Every message is flushed as it is sent, so no write buffering.
     ws.max_message_size(max)
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| session(state, socket))
 }
 

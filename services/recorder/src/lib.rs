@@ -44,7 +44,13 @@ impl Recorder {
         let consumer = self.bus.recorder_consumer().await?;
         tracing::info!("recorder running");
         'connect: loop {
-            let messages = match consumer.messages().await {
+            // Pull in batches as large as a transaction: fewer, larger commits.
+            let messages = match consumer
+                .stream()
+                .max_messages_per_batch(MAX_BATCH)
+                .messages()
+                .await
+            {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read events; retrying");

@@ -96,7 +96,14 @@ async fn run_throughput(
             submit_http(&platform.api, n, HTTP_CONCURRENCY, body).await?;
         let within = Duration::from_secs(120).max(Duration::from_millis(n as u64 * 4));
         let (end, succeeded) = platform.wait_terminal(n as u64, within).await?;
+        let seen = chrono::Utc::now();
         let wall = end.duration_since(start).as_secs_f64();
+        // How far the history trailed the work: from the last task finishing to its row
+        // showing it (recorder lag plus up to one 20 ms poll).
+        let history_lag_ms = platform
+            .last_finished()
+            .await?
+            .map(|f| (seen - f).num_microseconds().unwrap_or(0) as f64 / 1000.0);
         let busy = CpuTimes::now().busy_since(&cpu, wall);
         anyhow::ensure!(
             succeeded == n as u64,
@@ -115,6 +122,7 @@ async fn run_throughput(
             "submit_per_sec": n as f64 / submitting.as_secs_f64(),
             "submit_p50_ms": submit["p50_ms"],
             "submit_p99_ms": submit["p99_ms"],
+            "history_lag_ms": history_lag_ms,
             "cpu": busy,
         }))
     }
@@ -341,17 +349,25 @@ pub async fn ws_latency(opts: &Options, rate: f64) -> anyhow::Result<Value> {
         }
         let wall = start.elapsed().as_secs_f64();
         let busy = CpuTimes::now().busy_since(&cpu, wall);
+        // Let the history catch up, then see where the time went (warm-up tasks included).
+        platform
+            .wait_terminal(total as u64 + 2000, Duration::from_secs(60))
+            .await?;
+        let phases = platform.phases().await?;
         anyhow::Ok(merge(
-            json!({
-                "offered_per_sec": rate,
-                "seconds": duration.as_secs_f64(),
-                "tasks": total,
-                "completed": samples.len(),
-                "errors": errors,
-                "ws_connections": WS_CONNECTIONS,
-                "cpu": busy,
-            }),
-            samples.summary(),
+            merge(
+                json!({
+                    "offered_per_sec": rate,
+                    "seconds": duration.as_secs_f64(),
+                    "tasks": total,
+                    "completed": samples.len(),
+                    "errors": errors,
+                    "ws_connections": WS_CONNECTIONS,
+                    "cpu": busy,
+                }),
+                samples.summary(),
+            ),
+            phases,
         ))
     }
     .await;
