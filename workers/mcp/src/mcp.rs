@@ -132,7 +132,7 @@ pub enum CallError {
 /// the call registers, at most [`EARLY_TTL`] and [`EARLY_MAX`] tokens.
 #[derive(Default)]
 struct Routes {
-    live: HashMap<ProgressToken, mpsc::UnboundedSender<ProgressNotificationParam>>,
+    live: HashMap<ProgressToken, ProgressSender>,
     early: HashMap<ProgressToken, (Instant, Vec<ProgressNotificationParam>)>,
 }
 
@@ -140,6 +140,11 @@ const EARLY_TTL: Duration = Duration::from_secs(10);
 const EARLY_MAX: usize = 1024;
 
 type ProgressRoutes = Arc<Mutex<Routes>>;
+
+/// Where one call's progress notifications go. Boxed: an unbounded channel allocates room for 32
+/// items when it is made, and every call has one; 32 pointers cost far less than 32
+/// notifications.
+pub type ProgressSender = mpsc::UnboundedSender<Box<ProgressNotificationParam>>;
 
 /// The client side of every connection: routes progress notifications by token.
 #[derive(Clone, Default)]
@@ -155,7 +160,7 @@ impl ClientHandler for WharfClient {
     ) {
         let mut routes = self.routes.lock().unwrap();
         if let Some(route) = routes.live.get(&params.progress_token) {
-            let _ = route.send(params);
+            let _ = route.send(Box::new(params));
             return;
         }
         let now = Instant::now();
@@ -177,13 +182,13 @@ impl ClientHandler for WharfClient {
 
 impl WharfClient {
     /// Routes `token`'s notifications to `to`, including any that came early.
-    fn register(&self, token: ProgressToken, to: mpsc::UnboundedSender<ProgressNotificationParam>) {
+    fn register(&self, token: ProgressToken, to: ProgressSender) {
         let mut routes = self.routes.lock().unwrap();
         if let Some((at, early)) = routes.early.remove(&token)
             && at.elapsed() < EARLY_TTL
         {
             for note in early {
-                let _ = to.send(note);
+                let _ = to.send(Box::new(note));
             }
         }
         routes.live.insert(token, to);
@@ -252,20 +257,21 @@ impl McpServer {
         tool: &str,
         arguments: Map<String, Value>,
         meta: Map<String, Value>,
-        progress: mpsc::UnboundedSender<ProgressNotificationParam>,
+        progress: ProgressSender,
         cancel: &CancellationToken,
         timeout: Option<Duration>,
     ) -> Result<CallToolResult, CallError> {
         let Live { peer, client } = tokio::select! {
-            live = self.live(Duration::from_secs(30)) => live?,
+            live = Box::pin(self.live(Duration::from_secs(30))) => live?,
             () = cancel.cancelled() => return Err(CallError::Cancelled),
         };
         let mut params = CallToolRequestParams::new(tool.to_owned());
         params.arguments = Some(arguments);
         let options = PeerRequestOptions::no_options().with_meta(RequestMetaObject::from(meta));
         let request = ClientRequest::CallToolRequest(Request::new(params));
-        let handle = peer
-            .send_cancellable_request(request, options)
+        // Boxed, like every await the call makes once: the call's future lives as long as the
+        // call, and should not carry room for these (see `Publisher::publish` in run.rs).
+        let handle = Box::pin(peer.send_cancellable_request(request, options))
             .await
             .map_err(|e| self.unavailable(e))?;
         let token = handle.progress_token.clone();
@@ -308,7 +314,7 @@ impl McpServer {
             _ => "cancelled by the user",
         };
         let note = CancelledNotificationParam::new(Some(id), Some(reason.into()));
-        if let Err(e) = peer.notify_cancelled(note).await {
+        if let Err(e) = Box::pin(peer.notify_cancelled(note)).await {
             tracing::warn!(server = %self.name, error = %e, "could not tell the mcp server to cancel");
         }
         Err(stop)
