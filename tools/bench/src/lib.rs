@@ -119,12 +119,17 @@ pub async fn run(opts: &Options) -> anyhow::Result<()> {
     let mut raw_js = None;
     let mut raw_mcp = None;
     if opts.wants("raw_jetstream") || opts.wants("e2e_throughput") {
-        let r = raw::jetstream_round_trip(opts).await?;
+        let r = raw::jetstream_round_trip(opts, 4096).await?;
         raw_js = Some(results.record("raw_jetstream", r)?);
+        let r = raw::jetstream_round_trip(opts, 1).await?;
+        results.record("raw_jetstream", r)?;
     }
     if opts.wants("raw_mcp") || opts.wants("e2e_throughput") {
-        let r = raw::mcp_hop(opts).await?;
+        let r = raw::mcp_hop(opts, 256).await?;
         raw_mcp = Some(results.record("raw_mcp", r)?);
+        // One call at a time: the hop's latency floor, for reading the end-to-end latency.
+        let r = raw::mcp_hop(opts, 1).await?;
+        results.record("raw_mcp", r)?;
     }
     let mut composed = None;
     if let (Some(a), Some(b)) = (&raw_js, &raw_mcp) {

@@ -220,35 +220,6 @@ impl Platform {
         }
     }
 
-    /// Where the time of recorded tasks went, from the timestamps the gateway (`created_at`)
-    /// and the worker (`started_at`, `finished_at`) put in the events: p50 and p99 of queue
-    /// wait and of execution, in ms.
-    pub async fn phases(&self) -> anyhow::Result<serde_json::Value> {
-        let sql = "SELECT \
-            percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM started_at - created_at)), \
-            percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM started_at - created_at)), \
-            percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - started_at)), \
-            percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - started_at)) \
-            FROM tasks WHERE status = 'succeeded'";
-        let row = self
-            .db
-            .query_one_raw(Statement::from_string(self.db.get_database_backend(), sql))
-            .await?
-            .context("percentiles return a row")?;
-        let ms = |i: usize| -> Option<f64> {
-            row.try_get_by_index::<Option<f64>>(i)
-                .ok()
-                .flatten()
-                .map(|s| (s * 1e6).round() / 1e3)
-        };
-        Ok(serde_json::json!({
-            "queue_wait_p50_ms": ms(0),
-            "queue_wait_p99_ms": ms(1),
-            "execution_p50_ms": ms(2),
-            "execution_p99_ms": ms(3),
-        }))
-    }
-
     /// When the last recorded task finished, by the worker's clock (the same machine's).
     pub async fn last_finished(&self) -> anyhow::Result<Option<chrono::DateTime<chrono::Utc>>> {
         let row = self

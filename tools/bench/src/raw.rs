@@ -18,14 +18,20 @@ use crate::machine::CpuTimes;
 use crate::stats::{Samples, merge};
 
 /// Acknowledgements a producer keeps outstanding.
-const PUBLISH_WINDOW: usize = 4096;
 
 /// (a) A producer publishes N task messages (with acks) to a file-storage work-queue stream; a
 /// worker pulls each, publishes a result to a second stream, waits for that ack, then acks the
 /// task; the producer waits for every result. Two connections, as a gateway and a worker would
 /// have. Latency is publish to result received.
-pub async fn jetstream_round_trip(opts: &Options) -> anyhow::Result<Value> {
-    let n = opts.count(100_000, 2_000);
+///
+/// With `window` 1 the producer sends the next task only after the previous result came back:
+/// the hop's latency floor rather than its throughput.
+pub async fn jetstream_round_trip(opts: &Options, window: usize) -> anyhow::Result<Value> {
+    let n = if window > 1 {
+        opts.count(100_000, 2_000)
+    } else {
+        opts.count(10_000, 1_000)
+    };
     let dir = tempfile::tempdir()?;
     let nats = wharf_bus::local::LocalNats::start(dir.path()).await?;
     let producer = async_nats::connect(nats.url()).await?;
@@ -80,6 +86,30 @@ pub async fn jetstream_round_trip(opts: &Options) -> anyhow::Result<Value> {
 
     let mut results = producer.subscribe("bench.results").await?;
     producer.flush().await?;
+    if window == 1 {
+        let cpu = CpuTimes::now();
+        let start = Instant::now();
+        let mut latencies = Samples::with_capacity(n);
+        for i in 0..n {
+            let at = Instant::now();
+            let mut body = vec![b'x'; 200];
+            body[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            pjs.publish("bench.tasks", Bytes::from(body)).await?.await?;
+            tokio::time::timeout(Duration::from_secs(10), results.next())
+                .await
+                .context("raw JetStream round trip: a result did not come back")?
+                .context("results subscription ended")?;
+            latencies.push(at.elapsed());
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        let busy = CpuTimes::now().busy_since(&cpu, elapsed);
+        worker_task.abort();
+        nats.stop().await;
+        return Ok(merge(
+            json!({ "tasks": n, "window": 1, "seconds": elapsed, "per_sec": n as f64 / elapsed, "cpu": busy }),
+            latencies.summary(),
+        ));
+    }
     // Publish times, as nanoseconds after `start` (+1, so 0 means not yet sent).
     let sent: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
     let start = Instant::now();
@@ -88,7 +118,7 @@ pub async fn jetstream_round_trip(opts: &Options) -> anyhow::Result<Value> {
         let sent = sent.clone();
         tokio::spawn(async move {
             // Acks are awaited in order by a second task; the bounded channel is the window.
-            let (acks, mut pending) = tokio::sync::mpsc::channel(PUBLISH_WINDOW);
+            let (acks, mut pending) = tokio::sync::mpsc::channel(window);
             let waiter = tokio::spawn(async move {
                 while let Some(ack) = pending.recv().await {
                     let ack: async_nats::jetstream::context::PublishAckFuture = ack;
@@ -133,6 +163,7 @@ pub async fn jetstream_round_trip(opts: &Options) -> anyhow::Result<Value> {
     Ok(merge(
         json!({
             "tasks": n,
+            "window": window,
             "seconds": elapsed,
             "per_sec": n as f64 / elapsed,
             "cpu": busy,
@@ -143,9 +174,12 @@ pub async fn jetstream_round_trip(opts: &Options) -> anyhow::Result<Value> {
 
 /// (b) An rmcp client calling the demo server's `echo` over stdio, `in_flight` calls at once on
 /// one connection, no queue at all.
-pub async fn mcp_hop(opts: &Options) -> anyhow::Result<Value> {
-    let n = opts.count(200_000, 5_000);
-    let in_flight = 256;
+pub async fn mcp_hop(opts: &Options, in_flight: usize) -> anyhow::Result<Value> {
+    let n = if in_flight > 1 {
+        opts.count(200_000, 5_000)
+    } else {
+        opts.count(10_000, 1_000)
+    };
     let mut cmd = tokio::process::Command::new(&opts.wharf_bin);
     cmd.arg("mcp-demo").kill_on_drop(true);
     let (transport, _) = TokioChildProcess::builder(cmd)

@@ -193,17 +193,20 @@ pub fn render(results: &str) -> String {
     );
     for (label, scenario, count) in [
         (
-            "JetStream round trip (task in, result out, file storage)",
+            "JetStream round trip (task in, result out, file storage), {window} outstanding",
             "raw_jetstream",
             "tasks",
         ),
         (
-            "MCP `tools/call` over stdio, 256 in flight",
+            "MCP `tools/call` over stdio, {in_flight} in flight",
             "raw_mcp",
             "calls",
         ),
     ] {
         for r in latest(&lines, scenario) {
+            let label = label
+                .replace("{in_flight}", &r["in_flight"].to_string())
+                .replace("{window}", &r["window"].to_string());
             let _ = writeln!(
                 w,
                 "| {label} | {} | {} | {} | {} | {} | {} |",

@@ -154,8 +154,8 @@ pub async fn scale_payload(opts: &Options, bytes: usize, n: usize) -> anyhow::Re
 }
 
 /// Runs `request(i)` at `rate` per second for `duration`, open loop: each request starts at its
-/// scheduled time whether or not earlier ones finished, and its latency counts from that time,
-/// so a stall shows up in the figures instead of slowing the load.
+/// scheduled time whether or not earlier ones finished, and its latency counts from then, so a
+/// stall shows up in the figures instead of slowing the load.
 async fn open_loop<F, Fut>(rate: f64, duration: Duration, request: F) -> (Samples, usize, f64)
 where
     F: Fn(usize) -> Fut,
@@ -165,8 +165,11 @@ where
     let (tx, mut rx) = mpsc::unbounded_channel();
     let start = tokio::time::Instant::now();
     for i in 0..total {
-        let at = start + Duration::from_secs_f64(i as f64 / rate);
-        tokio::time::sleep_until(at).await;
+        tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / rate)).await;
+        // Timed from when the scheduler woke, not from the scheduled time: tokio's timer rounds
+        // every sleep up to the next millisecond, which would add up to 1 ms of harness to
+        // every figure. The scheduler waits on nothing but the clock, so load stays open.
+        let at = tokio::time::Instant::now();
         let fut = request(i);
         let tx = tx.clone();
         tokio::spawn(async move {
@@ -250,11 +253,68 @@ pub async fn api_latency(opts: &Options, rate: f64) -> anyhow::Result<Vec<Value>
     outcome
 }
 
+/// One task of a latency run, as the client saw it.
+struct Trip {
+    task_id: uuid::Uuid,
+    sent: Instant,
+    received: Instant,
+}
+
+/// Splits each task's latency at the timestamps Wharf recorded (same machine, same clock): the
+/// gateway's `created_at`, the worker's `started_at` and `finished_at`. Phases: `ingest` (client
+/// send to the gateway accepting), `queue` (accepted to a worker starting it), `execution` (the
+/// MCP call), `delivery` (the worker finishing to the client reading `task:complete`).
+async fn phases(platform: &Platform, trips: &[Trip]) -> anyhow::Result<Value> {
+    use sea_orm::{ConnectionTrait, Statement};
+    let rows = platform
+        .db
+        .query_all_raw(Statement::from_string(
+            platform.db.get_database_backend(),
+            "SELECT id, created_at, started_at, finished_at FROM tasks WHERE status = 'succeeded'",
+        ))
+        .await?;
+    type Stamp = Option<chrono::DateTime<chrono::Utc>>;
+    let mut stamps: HashMap<uuid::Uuid, (Stamp, Stamp, Stamp)> = HashMap::new();
+    for row in rows {
+        stamps.insert(
+            row.try_get_by_index(0)?,
+            (
+                row.try_get_by_index(1)?,
+                row.try_get_by_index(2)?,
+                row.try_get_by_index(3)?,
+            ),
+        );
+    }
+    // Instants to wall-clock time: one reading of both clocks.
+    let (now_i, now_w) = (Instant::now(), chrono::Utc::now());
+    let wall = |i: Instant| now_w - chrono::Duration::from_std(now_i - i).unwrap_or_default();
+    let gap = |a: chrono::DateTime<chrono::Utc>, b: chrono::DateTime<chrono::Utc>| {
+        (b - a).to_std().unwrap_or_default()
+    };
+    let mut out = [(); 4].map(|_| Samples::with_capacity(trips.len()));
+    for t in trips {
+        let Some((Some(created), Some(started), Some(finished))) = stamps.get(&t.task_id) else {
+            continue;
+        };
+        out[0].push(gap(wall(t.sent), *created));
+        out[1].push(gap(*created, *started));
+        out[2].push(gap(*started, *finished));
+        out[3].push(gap(*finished, wall(t.received)));
+    }
+    let mut v = serde_json::Map::new();
+    for (name, samples) in ["ingest", "queue", "execution", "delivery"].iter().zip(out) {
+        let s = samples.summary();
+        v.insert(format!("{name}_p50_ms"), s["p50_ms"].clone());
+        v.insert(format!("{name}_p99_ms"), s["p99_ms"].clone());
+    }
+    Ok(Value::Object(v))
+}
+
 /// One WebSocket connection of a latency run: submits what it is handed, and times each task
 /// from its scheduled submit time to `task:complete`.
 struct WsLoad {
     to_send: mpsc::UnboundedSender<(usize, Instant)>,
-    done: tokio::task::JoinHandle<anyhow::Result<(Samples, usize)>>,
+    done: tokio::task::JoinHandle<anyhow::Result<(Samples, usize, Vec<Trip>)>>,
 }
 
 async fn ws_connection(url: &str, expected: usize, task: Value) -> anyhow::Result<WsLoad> {
@@ -274,6 +334,7 @@ async fn ws_connection(url: &str, expected: usize, task: Value) -> anyhow::Resul
     });
     let done = tokio::spawn(async move {
         let mut by_task: HashMap<String, Instant> = HashMap::new();
+        let mut trips = Vec::with_capacity(expected);
         let mut samples = Samples::with_capacity(expected);
         let mut errors = 0;
         while samples.len() + errors < expected {
@@ -295,6 +356,11 @@ async fn ws_connection(url: &str, expected: usize, task: Value) -> anyhow::Resul
                 "task:complete" => {
                     if let Some(at) = by_task.remove(&task_id) {
                         samples.push(at.elapsed());
+                        trips.push(Trip {
+                            task_id: task_id.parse()?,
+                            sent: at,
+                            received: Instant::now(),
+                        });
                     }
                 }
                 "task:error" | "task:cancelled" | "error" => {
@@ -306,7 +372,7 @@ async fn ws_connection(url: &str, expected: usize, task: Value) -> anyhow::Resul
                 _ => {}
             }
         }
-        Ok((samples, errors))
+        Ok((samples, errors, trips))
     });
     Ok(WsLoad { to_send, done })
 }
@@ -334,17 +400,20 @@ pub async fn ws_latency(opts: &Options, rate: f64) -> anyhow::Result<Value> {
         let start = Instant::now();
         let tick = tokio::time::Instant::from_std(start);
         for i in 0..total {
-            let at = tick + Duration::from_secs_f64(i as f64 / rate);
-            tokio::time::sleep_until(at).await;
-            let _ = loads[i % WS_CONNECTIONS].to_send.send((i, at.into_std()));
+            tokio::time::sleep_until(tick + Duration::from_secs_f64(i as f64 / rate)).await;
+            // From when the scheduler woke (see `open_loop`).
+            let at = Instant::now();
+            let _ = loads[i % WS_CONNECTIONS].to_send.send((i, at));
         }
         let mut samples = Samples::with_capacity(total);
         let mut errors = 0;
+        let mut trips = Vec::with_capacity(total);
         for load in loads {
-            let (s, e) = tokio::time::timeout(Duration::from_secs(60), load.done)
+            let (s, e, t) = tokio::time::timeout(Duration::from_secs(60), load.done)
                 .await
                 .context("tasks were still unfinished a minute after the load stopped")???;
             samples.extend(s);
+            trips.extend(t);
             errors += e;
         }
         let wall = start.elapsed().as_secs_f64();
@@ -353,7 +422,7 @@ pub async fn ws_latency(opts: &Options, rate: f64) -> anyhow::Result<Value> {
         platform
             .wait_terminal(total as u64 + 2000, Duration::from_secs(60))
             .await?;
-        let phases = platform.phases().await?;
+        let phases = phases(&platform, &trips).await?;
         anyhow::Ok(merge(
             merge(
                 json!({

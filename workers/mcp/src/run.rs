@@ -308,8 +308,12 @@ async fn execute(
         timeout,
     );
     let mut call = std::pin::pin!(call);
-    let mut heartbeat = tokio::time::interval(p.shared.heartbeat);
-    heartbeat.tick().await;
+    // The first heartbeat is one period from now. (`interval` ticks at once, but awaiting that
+    // first tick still waits for the timer wheel, up to a millisecond added to every task.)
+    let mut heartbeat = tokio::time::interval_at(
+        tokio::time::Instant::now() + p.shared.heartbeat,
+        p.shared.heartbeat,
+    );
     // MCP progress must increase; notifications can reach us out of order, so a stale one
     // (not above the last forwarded) is dropped.
     let mut progress_count = 0u64;
