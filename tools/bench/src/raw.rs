@@ -17,8 +17,6 @@ use crate::Options;
 use crate::machine::CpuTimes;
 use crate::stats::{Samples, merge};
 
-/// Acknowledgements a producer keeps outstanding.
-
 /// (a) A producer publishes N task messages (with acks) to a file-storage work-queue stream; a
 /// worker pulls each, publishes a result to a second stream, waits for that ack, then acks the
 /// task; the producer waits for every result. Two connections, as a gateway and a worker would
