@@ -235,12 +235,12 @@ pub fn render(results: &str) -> String {
         let _ = writeln!(w, "## {title}\n");
         let _ = writeln!(
             w,
-            "| workers | payload B | tasks | tasks/s | ratio | submit/s | submit p50 ms | submit p99 ms | cores busy |\n|---|---|---|---|---|---|---|---|---|"
+            "| workers | payload B | tasks | tasks/s | ratio | submit/s | submit p50 ms | submit p99 ms | history lag ms | cores busy |\n|---|---|---|---|---|---|---|---|---|---|"
         );
         for r in rows {
             let _ = writeln!(
                 w,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r["workers"],
                 int(&r["payload_bytes"]),
                 int(&r["tasks"]),
@@ -252,16 +252,41 @@ pub fn render(results: &str) -> String {
                 int(&r["submit_per_sec"]),
                 num(&r["submit_p50_ms"], 2),
                 num(&r["submit_p99_ms"], 2),
+                num(&r["history_lag_ms"], 0),
                 cpu(r)
             );
         }
         let _ = writeln!(w);
     };
+    let first = throughput.first().copied();
     runs(
         w,
         "End to end: throughput (HTTP submit to history in Postgres)",
         throughput,
     );
+    if let Some(t) = first
+        && let (Some(map), Some(secs), Some(tasks)) = (
+            t["cpu"].as_object(),
+            t["seconds"].as_f64(),
+            t["tasks"].as_f64(),
+        )
+    {
+        let _ = writeln!(
+            w,
+            "CPU time per task in that run, by process (cores busy × seconds ÷ tasks; time the \
+             kernel spends outside any process, such as loopback networking, is not in it):\n"
+        );
+        let _ = writeln!(w, "| process | µs per task |\n|---|---|");
+        let mut rows: Vec<(&String, f64)> = map
+            .iter()
+            .filter_map(|(k, v)| Some((k, v.as_f64()? * secs / tasks * 1e6)))
+            .collect();
+        rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+        for (k, us) in rows {
+            let _ = writeln!(w, "| {k} | {us:.0} |");
+        }
+        let _ = writeln!(w);
+    }
 
     if !latency.is_empty() {
         let _ = writeln!(
@@ -285,6 +310,35 @@ pub fn render(results: &str) -> String {
                 num(&l["p99_ms"], 2),
                 num(&l["max_ms"], 2),
                 cpu(l)
+            );
+        }
+        let _ = writeln!(
+            w,
+            "\nWhere the time goes, p50 / p99 in ms, split at the timestamps Wharf records: \
+             *ingest* (client send to the gateway accepting), *queue* (accepted to a worker \
+             starting), *execution* (the MCP call), *delivery* (the worker finishing to the \
+             client reading `task:complete`).\n"
+        );
+        let _ = writeln!(
+            w,
+            "| offered tasks/s | ingest | queue | execution | delivery |\n|---|---|---|---|---|"
+        );
+        for l in &latency {
+            let phase = |name: &str| {
+                format!(
+                    "{} / {}",
+                    num(&l[format!("{name}_p50_ms")], 2),
+                    num(&l[format!("{name}_p99_ms")], 2)
+                )
+            };
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} | {} | {} |",
+                int(&l["offered_per_sec"]),
+                phase("ingest"),
+                phase("queue"),
+                phase("execution"),
+                phase("delivery"),
             );
         }
         let _ = writeln!(w);
@@ -313,11 +367,30 @@ pub fn render(results: &str) -> String {
         let _ = writeln!(w);
     }
 
-    runs(
-        w,
-        "Scaling: worker processes",
-        latest(&lines, "scale_workers"),
-    );
+    let scaling = latest(&lines, "scale_workers");
+    let busiest = scaling
+        .iter()
+        .filter_map(|r| r["cpu"]["total"].as_f64())
+        .fold(0.0, f64::max);
+    let cores = latest(&lines, "machine")
+        .first()
+        .and_then(|m| m["cores"].as_f64())
+        .unwrap_or(0.0);
+    let has_scaling = !scaling.is_empty();
+    runs(w, "Scaling: worker processes", scaling);
+    if has_scaling && cores > 0.0 {
+        let bound = if busiest >= 0.8 * cores {
+            "the CPU: the processes kept the cores busy (kernel time not counted), so more \
+             worker processes only share the same cores"
+        } else {
+            "not the CPU: the cores were not saturated, so the limit is a wait somewhere in the \
+             pipeline"
+        };
+        let _ = writeln!(
+            w,
+            "Bound: {bound}. At most {busiest:.2} of {cores:.0} cores busy.\n"
+        );
+    }
     runs(w, "Scaling: payload size", latest(&lines, "scale_payload"));
 
     if let Some(m) = mem {
@@ -360,8 +433,10 @@ const HOW: &str = "\
 ## How these figures are made
 
 `just bench` starts a throwaway Postgres cluster (durable settings: fsync on), builds the release
-binary and runs `wharf bench --database-url … --out docs/benchmarks.jsonl`, then renders this page
-with `wharf bench render`. `wharf bench --scale 0.1` is a quick look; `--only <scenario>` runs one.
+binary and runs `wharf bench --database-url … --out docs/benchmarks.jsonl --page
+docs/benchmarks.md`; `just bench-render` renders the page again from the results alone.
+`just bench --scale 0.1` is a quick look; `--only <scenario>` runs one. What the figures mean and
+what limits them: [performance.md](performance.md).
 
 - **Raw JetStream round trip**: a producer publishes task messages (200 B, acks awaited, up to
   4,096 outstanding) to a file-storage work-queue stream; a worker on its own connection pulls
