@@ -1,6 +1,7 @@
 //! End-to-end tests against real nats-server, Postgres and MCP server processes.
 
 mod bad_input;
+mod batch;
 mod follow;
 mod mcp;
 mod processes;

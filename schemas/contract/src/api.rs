@@ -37,6 +37,19 @@ pub struct SubmitTask {
 }
 
 /// `GET /api/v1/tasks` answer: newest first.
+/// `POST /api/v1/tasks/batch`: up to 1,000 tasks, accepted all or none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitBatch {
+    pub tasks: Vec<SubmitTask>,
+}
+
+/// The answer to a batch: the tasks in the order they were submitted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TaskBatch {
+    pub tasks: Vec<TaskView>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TaskList {
     pub tasks: Vec<TaskView>,

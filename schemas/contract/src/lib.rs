@@ -32,6 +32,8 @@ pub fn json_schemas() -> Vec<(&'static str, serde_json::Value)> {
         ("task-event.v1.json", schema::<TaskEvent>()),
         ("task-view.json", schema::<TaskView>()),
         ("submit-task.json", schema::<SubmitTask>()),
+        ("submit-batch.json", schema::<SubmitBatch>()),
+        ("task-batch.json", schema::<TaskBatch>()),
         ("tool-server.v1.json", schema::<ToolServer>()),
         ("ws-client-message.json", schema::<WsClientMessage>()),
         ("ws-server-message.json", schema::<WsServerMessage>()),

@@ -21,6 +21,21 @@ impl ApiError {
         ))
     }
 
+    /// The same error for a part of a larger body: every pointer gets `prefix` in front, e.g.
+    /// `/tool` of the fourth task of a batch becomes `/tasks/3/tool`.
+    pub fn within(mut self, prefix: &str) -> ApiError {
+        let p = &mut self.0;
+        for e in &mut p.errors {
+            e.pointer.insert_str(0, prefix);
+        }
+        p.detail = if p.detail.starts_with('/') {
+            format!("{prefix}{}", p.detail)
+        } else {
+            format!("{prefix}: {}", p.detail)
+        };
+        self
+    }
+
     pub fn unavailable(e: impl std::fmt::Display) -> ApiError {
         tracing::warn!(error = %e, "dependency unavailable");
         ApiError::new(ErrorCode::Unavailable, e.to_string())

@@ -15,8 +15,8 @@ use serde::Deserialize;
 use uuid::Uuid;
 use wharf_contract::task::{TASK_VERSION, TaskState};
 use wharf_contract::{
-    DEFAULT_QUEUE, ErrorCode, EventKind, SubmitTask, Task, TaskEvent, TaskList, TaskStatus,
-    TaskView, WsServerMessage, valid_name,
+    DEFAULT_QUEUE, ErrorCode, EventKind, SubmitBatch, SubmitTask, Task, TaskBatch, TaskEvent,
+    TaskList, TaskStatus, TaskView, WsServerMessage, valid_name,
 };
 use wharf_telemetry::TraceContext;
 
@@ -83,6 +83,16 @@ pub async fn submit(
     req: SubmitTask,
     trace: TraceContext,
 ) -> Result<TaskView, ApiError> {
+    let event = prepare(state, req)?;
+    Ok(publish(state, &event, &trace).await?)
+}
+
+/// Most tasks one batch may hold.
+pub const MAX_BATCH: usize = 1000;
+
+/// Checks a submission and builds its `submitted` event (which holds the task). Publishes
+/// nothing; errors name fields from the task's root (`/tool`, `/arguments/...`).
+fn prepare(state: &AppState, req: SubmitTask) -> Result<TaskEvent, ApiError> {
     let queue = req.queue.unwrap_or_else(|| DEFAULT_QUEUE.to_owned());
     if !valid_name(&queue) {
         return Err(ApiError::field(
@@ -164,17 +174,21 @@ pub async fn submit(
         metadata: req.metadata.unwrap_or_default(),
         submitted_at: chrono::Utc::now(),
     };
-    let id = task.id;
-    let event = TaskEvent::new(id, 0, EventKind::Submitted { task });
+    Ok(TaskEvent::new(task.id, 0, EventKind::Submitted { task }))
+}
+
+/// Publishes a prepared task and its `submitted` event; returns once JetStream stored both.
+async fn publish(
+    state: &AppState,
+    event: &TaskEvent,
+    trace: &TraceContext,
+) -> Result<TaskView, wharf_bus::Error> {
     let EventKind::Submitted { task } = &event.kind else {
-        unreachable!()
+        unreachable!("prepare makes submitted events")
     };
-    state
-        .bus
-        .submit(task, &event, Some(&trace.header()))
-        .await?;
-    tracing::info!(task_id = %id, tool = %task.tool, queue = %task.queue, trace_id = %trace.trace_id_hex(), "task accepted");
-    Ok(TaskState::of_event(0, &event).view)
+    state.bus.submit(task, event, Some(&trace.header())).await?;
+    tracing::info!(task_id = %task.id, tool = %task.tool, queue = %task.queue, trace_id = %trace.trace_id_hex(), "task accepted");
+    Ok(TaskState::of_event(0, event).view)
 }
 
 /// The trace context of an incoming request: the caller's `traceparent`, or a new trace.
@@ -192,6 +206,78 @@ pub async fn create(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let body = json_body(&state, &headers, body)?;
+    let req: SubmitTask = parse_json(&body)?;
+    let view = submit(&state, req, trace_of(&headers)).await?;
+    let location = format!("/api/v1/tasks/{}", view.id);
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(view),
+    )
+        .into_response())
+}
+
+/// `POST /api/v1/tasks/batch`: every task is checked before any is published, so one bad task
+/// refuses the whole batch (the problem names it, e.g. `/tasks/3/tool`) and nothing is
+/// written. Then all are published at once; 202 means every one of them is stored. Should NATS
+/// fail part-way, the answer is 503 and its `errors` name the tasks that were not stored (the
+/// others were, and run).
+pub async fn create_batch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = json_body(&state, &headers, body)?;
+    let req: SubmitBatch = parse_json(&body)?;
+    if req.tasks.is_empty() || req.tasks.len() > MAX_BATCH {
+        return Err(ApiError::field(
+            ErrorCode::InvalidField,
+            "/tasks",
+            format!("must hold 1 to {MAX_BATCH} tasks"),
+        ));
+    }
+    let mut events = Vec::with_capacity(req.tasks.len());
+    for (i, task) in req.tasks.into_iter().enumerate() {
+        events.push(prepare(&state, task).map_err(|e| e.within(&format!("/tasks/{i}")))?);
+    }
+    let trace = trace_of(&headers);
+    let published = futures::future::join_all(events.iter().map(|e| {
+        let trace = trace.child();
+        let state = &state;
+        async move { publish(state, e, &trace).await }
+    }))
+    .await;
+    let mut tasks = Vec::with_capacity(published.len());
+    let mut failed = Vec::new();
+    for (i, p) in published.into_iter().enumerate() {
+        match p {
+            Ok(view) => tasks.push(view),
+            Err(e) => failed.push(wharf_contract::FieldError {
+                pointer: format!("/tasks/{i}"),
+                detail: format!("not stored: {e}"),
+            }),
+        }
+    }
+    if !failed.is_empty() {
+        let mut e = ApiError::unavailable(format!(
+            "{} of {} tasks were not stored (named in errors); the other {} were and will run",
+            failed.len(),
+            failed.len() + tasks.len(),
+            tasks.len()
+        ));
+        e.0.errors = failed;
+        return Err(e);
+    }
+    Ok((StatusCode::ACCEPTED, Json(TaskBatch { tasks })).into_response())
+}
+
+/// The body of a JSON request: within the size limit and, when a media type is given, JSON.
+fn json_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Bytes, ApiError> {
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
@@ -215,15 +301,7 @@ pub async fn create(
             ));
         }
     }
-    let req: SubmitTask = parse_json(&body)?;
-    let view = submit(&state, req, trace_of(&headers)).await?;
-    let location = format!("/api/v1/tasks/{}", view.id);
-    Ok((
-        StatusCode::ACCEPTED,
-        [(header::LOCATION, location)],
-        Json(view),
-    )
-        .into_response())
+    Ok(body)
 }
 
 fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
