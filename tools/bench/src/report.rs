@@ -235,14 +235,15 @@ pub fn render(results: &str) -> String {
         let _ = writeln!(w, "## {title}\n");
         let _ = writeln!(
             w,
-            "| workers | payload B | tasks | tasks/s | ratio | submit/s | submit p50 ms | submit p99 ms | history lag ms | cores busy |\n|---|---|---|---|---|---|---|---|---|---|"
+            "| workers | payload B | tasks per request | tasks | tasks/s | ratio | submit/s | request p50 ms | request p99 ms | history lag ms | cores busy |\n|---|---|---|---|---|---|---|---|---|---|---|"
         );
         for r in rows {
             let _ = writeln!(
                 w,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r["workers"],
                 int(&r["payload_bytes"]),
+                r["batch"].as_u64().unwrap_or(1),
                 int(&r["tasks"]),
                 int(&r["per_sec"]),
                 composed

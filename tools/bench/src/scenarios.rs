@@ -35,25 +35,40 @@ fn http_client() -> reqwest::Client {
         .expect("an HTTP client builds")
 }
 
-/// Submits `n` copies of `body` over `concurrency` keep-alive connections. Returns when the
-/// first submission went out, how long submitting took, the ids, and the submit latencies.
+/// Submits `n` copies of `task` over `concurrency` keep-alive connections, one per request
+/// (`batch` 1, `POST /api/v1/tasks`) or `batch` per request (`POST /api/v1/tasks/batch`; `n` is
+/// rounded down to a multiple). Returns when the first request went out, how long submitting
+/// took, the ids, and the request latencies.
 async fn submit_http(
     api: &str,
     n: usize,
     concurrency: usize,
-    body: Bytes,
+    task: &Value,
+    batch: usize,
 ) -> anyhow::Result<(Instant, Duration, Vec<String>, Samples)> {
     let http = http_client();
-    let url = format!("{api}/api/v1/tasks");
+    let (url, body) = if batch > 1 {
+        let tasks = vec![task.clone(); batch];
+        (
+            format!("{api}/api/v1/tasks/batch"),
+            Bytes::from(serde_json::to_vec(&json!({ "tasks": tasks }))?),
+        )
+    } else {
+        (
+            format!("{api}/api/v1/tasks"),
+            Bytes::from(serde_json::to_vec(task)?),
+        )
+    };
+    let requests = n / batch.max(1);
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let mut clients = Vec::new();
-    for _ in 0..concurrency.min(n) {
+    for _ in 0..concurrency.min(requests) {
         let (http, url, next, body) = (http.clone(), url.clone(), next.clone(), body.clone());
         clients.push(tokio::spawn(async move {
             let mut samples = Samples::default();
             let mut ids = Vec::new();
-            while next.fetch_add(1, Ordering::Relaxed) < n {
+            while next.fetch_add(1, Ordering::Relaxed) < requests {
                 let at = Instant::now();
                 let response = http
                     .post(&url)
@@ -66,12 +81,19 @@ async fn submit_http(
                 samples.push(at.elapsed());
                 anyhow::ensure!(status.as_u16() == 202, "submit answered {status}: {text}");
                 let v: Value = serde_json::from_str(&text)?;
-                ids.push(v["id"].as_str().unwrap_or_default().to_owned());
+                match v["tasks"].as_array() {
+                    Some(tasks) => ids.extend(
+                        tasks
+                            .iter()
+                            .map(|t| t["id"].as_str().unwrap_or_default().to_owned()),
+                    ),
+                    None => ids.push(v["id"].as_str().unwrap_or_default().to_owned()),
+                }
             }
             anyhow::Ok((samples, ids))
         }));
     }
-    let mut all = Samples::with_capacity(n);
+    let mut all = Samples::with_capacity(requests);
     let mut ids = Vec::with_capacity(n);
     for c in clients {
         let (s, i) = c.await??;
@@ -87,13 +109,22 @@ async fn run_throughput(
     shape: &Shape,
     n: usize,
     payload_bytes: usize,
+    batch: usize,
 ) -> anyhow::Result<Value> {
     let platform = Platform::start(opts, shape).await?;
+    let n = n / batch * batch;
+    // Batches need fewer connections to keep the gateway busy.
+    let connections = if batch > 1 { 8 } else { HTTP_CONCURRENCY };
     let outcome = async {
-        let body = Bytes::from(serde_json::to_vec(&echo_task(payload_bytes))?);
         let cpu = CpuTimes::now();
-        let (start, submitting, _, submit_latency) =
-            submit_http(&platform.api, n, HTTP_CONCURRENCY, body).await?;
+        let (start, submitting, _, submit_latency) = submit_http(
+            &platform.api,
+            n,
+            connections,
+            &echo_task(payload_bytes),
+            batch,
+        )
+        .await?;
         let within = Duration::from_secs(120).max(Duration::from_millis(n as u64 * 4));
         let (end, succeeded) = platform.wait_terminal(n as u64, within).await?;
         let seen = chrono::Utc::now();
@@ -116,7 +147,8 @@ async fn run_throughput(
             "tasks": n,
             "payload_bytes": payload_bytes,
             "workers": shape.workers,
-            "http_connections": HTTP_CONCURRENCY,
+            "batch": batch,
+            "http_connections": connections,
             "seconds": wall,
             "per_sec": n as f64 / wall,
             "submit_per_sec": n as f64 / submitting.as_secs_f64(),
@@ -134,7 +166,10 @@ async fn run_throughput(
 /// Scenario 2: N tasks over HTTP through one worker process, to their history in Postgres.
 pub async fn throughput(opts: &Options) -> anyhow::Result<Vec<Value>> {
     let n = opts.count(50_000, 2_000);
-    Ok(vec![run_throughput(opts, &Shape::default(), n, 100).await?])
+    Ok(vec![
+        run_throughput(opts, &Shape::default(), n, 100, 1).await?,
+        run_throughput(opts, &Shape::default(), n, 100, 100).await?,
+    ])
 }
 
 /// Scenario 4a: throughput with `workers` worker processes.
@@ -144,13 +179,13 @@ pub async fn scale_workers(opts: &Options, workers: usize) -> anyhow::Result<Val
         workers,
         ..Shape::default()
     };
-    run_throughput(opts, &shape, n, 100).await
+    run_throughput(opts, &shape, n, 100, 1).await
 }
 
 /// Scenario 4b: throughput with a given payload size (the echoed message).
 pub async fn scale_payload(opts: &Options, bytes: usize, n: usize) -> anyhow::Result<Value> {
     let n = opts.count(n, 100);
-    run_throughput(opts, &Shape::default(), n, bytes).await
+    run_throughput(opts, &Shape::default(), n, bytes, 1).await
 }
 
 /// Runs `request(i)` at `rate` per second for `duration`, open loop: each request starts at its
@@ -196,7 +231,7 @@ pub async fn api_latency(opts: &Options, rate: f64) -> anyhow::Result<Vec<Value>
     let platform = Platform::start(opts, &Shape::default()).await?;
     let outcome = async {
         let body = Bytes::from(serde_json::to_vec(&echo_task(100))?);
-        let (_, _, ids, _) = submit_http(&platform.api, 1000, 16, body.clone()).await?;
+        let (_, _, ids, _) = submit_http(&platform.api, 1000, 16, &echo_task(100), 1).await?;
         platform.wait_terminal(1000, Duration::from_secs(60)).await?;
         let duration = opts.duration(Duration::from_secs(15), Duration::from_secs(3));
         let http = http_client();
@@ -383,8 +418,7 @@ pub async fn ws_latency(opts: &Options, rate: f64) -> anyhow::Result<Value> {
     let platform = Platform::start(opts, &Shape::default()).await?;
     let outcome = async {
         // Warm up connections and caches before measuring.
-        let body = Bytes::from(serde_json::to_vec(&echo_task(100))?);
-        submit_http(&platform.api, 2000, 16, body).await?;
+        submit_http(&platform.api, 2000, 16, &echo_task(100), 1).await?;
         platform
             .wait_terminal(2000, Duration::from_secs(60))
             .await?;
@@ -455,17 +489,14 @@ pub async fn memory(opts: &Options) -> anyhow::Result<Value> {
     };
     let platform = Platform::start(opts, &shape).await?;
     let outcome = async {
-        let echo = Bytes::from(serde_json::to_vec(&echo_task(100))?);
-        submit_http(&platform.api, 2000, 16, echo).await?;
+        submit_http(&platform.api, 2000, 16, &echo_task(100), 1).await?;
         platform
             .wait_terminal(2000, Duration::from_secs(60))
             .await?;
         let (_, worker_idle, servers_idle, _) = platform.rss();
 
-        let sleep = Bytes::from(serde_json::to_vec(
-            &json!({ "tool": "demo.sleep", "arguments": { "seconds": 900, "steps": 1 } }),
-        )?);
-        let (_, _, ids, _) = submit_http(&platform.api, long, 64, sleep).await?;
+        let sleep = json!({ "tool": "demo.sleep", "arguments": { "seconds": 900, "steps": 1 } });
+        let (_, _, ids, _) = submit_http(&platform.api, long, 64, &sleep, 1).await?;
         let deadline = Instant::now() + Duration::from_secs(300);
         while platform.count("running").await? < long as u64 {
             anyhow::ensure!(
