@@ -99,3 +99,41 @@ async fn republished_events_carry_their_sequence_and_the_tasks_previous_one() {
     }
     assert_eq!(headers, vec![(first, 0), (second, first)]);
 }
+
+/// An event whose live copy never reached the follower (here: republished elsewhere while it was
+/// stored) is read back from the stream as soon as the next live event shows the gap.
+#[tokio::test]
+async fn a_follower_reads_back_an_event_it_missed_live() {
+    let (_dir, _nats, bus) = bus().await;
+    let a = Uuid::now_v7();
+    let first = publish(&bus, &started(a)).await;
+    let (_, events) = bus.follow(a).await.unwrap();
+    let mut events = std::pin::pin!(events);
+    let next = async |events: &mut std::pin::Pin<&mut _>| {
+        let item: Option<Result<(u64, TaskEvent), wharf_bus::Error>> =
+            tokio::time::timeout(Duration::from_secs(5), futures::StreamExt::next(events))
+                .await
+                .expect("an event within 5 s (well before the 30 s quiet re-read)");
+        item.unwrap().unwrap().0
+    };
+    assert_eq!(next(&mut events).await, first);
+
+    // Store the second event while the stream republishes somewhere else.
+    let js = bus.jetstream();
+    let mut stream = js.get_stream(wharf_contract::EVENTS_STREAM).await.unwrap();
+    let mut config = stream.info().await.unwrap().config.clone();
+    let normal = config.republish.clone();
+    config.republish = Some(async_nats::jetstream::stream::Republish {
+        source: wharf_contract::EVENTS_SUBJECTS.into(),
+        destination: "elsewhere.>".into(),
+        headers_only: false,
+    });
+    js.update_stream(&config).await.unwrap();
+    let missed = publish(&bus, &started(a)).await;
+    config.republish = normal;
+    js.update_stream(&config).await.unwrap();
+    let third = publish(&bus, &started(a)).await;
+
+    assert_eq!(next(&mut events).await, missed);
+    assert_eq!(next(&mut events).await, third);
+}
