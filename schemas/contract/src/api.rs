@@ -36,8 +36,7 @@ pub struct SubmitTask {
     pub metadata: Option<Map<String, Value>>,
 }
 
-/// `GET /api/v1/tasks` answer: newest first.
-/// `POST /api/v1/tasks/batch`: up to 1,000 tasks, accepted all or none.
+/// `POST /api/v1/tasks/batch`: up to 1,000 tasks, each checked before any is published.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitBatch {
@@ -50,6 +49,7 @@ pub struct TaskBatch {
     pub tasks: Vec<TaskView>,
 }
 
+/// `GET /api/v1/tasks` answer: newest first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TaskList {
     pub tasks: Vec<TaskView>,

@@ -221,8 +221,8 @@ pub async fn create(
 /// `POST /api/v1/tasks/batch`: every task is checked before any is published, so one bad task
 /// refuses the whole batch (the problem names it, e.g. `/tasks/3/tool`) and nothing is
 /// written. Then all are published at once; 202 means every one of them is stored. Should NATS
-/// fail part-way, the answer is 503 and its `errors` name the tasks that were not stored (the
-/// others were, and run).
+/// fail part-way, the answer is 503: its `errors` name the tasks that may not have been stored,
+/// with their ids, and its detail lists the ids of those that were (they run).
 pub async fn create_batch(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -249,24 +249,36 @@ pub async fn create_batch(
     }))
     .await;
     let mut tasks = Vec::with_capacity(published.len());
-    let mut failed = Vec::new();
-    for (i, p) in published.into_iter().enumerate() {
+    let mut unsure = Vec::new();
+    for (i, (p, event)) in published.into_iter().zip(&events).enumerate() {
         match p {
             Ok(view) => tasks.push(view),
-            Err(e) => failed.push(wharf_contract::FieldError {
+            // An error does not prove the task was not stored (its ack may be what was lost):
+            // name the id so the client can look before submitting it again.
+            Err(e) => unsure.push(wharf_contract::FieldError {
                 pointer: format!("/tasks/{i}"),
-                detail: format!("not stored: {e}"),
+                detail: format!(
+                    "task {} may not have been stored ({e}); check GET /api/v1/tasks/{} \
+                     before submitting it again",
+                    event.task_id, event.task_id
+                ),
             }),
         }
     }
-    if !failed.is_empty() {
+    if !unsure.is_empty() {
+        let stored: Vec<String> = tasks.iter().map(|t| t.id.to_string()).collect();
         let mut e = ApiError::unavailable(format!(
-            "{} of {} tasks were not stored (named in errors); the other {} were and will run",
-            failed.len(),
-            failed.len() + tasks.len(),
-            tasks.len()
+            "{} of {} tasks may not have been stored (named in errors); these were and will \
+             run: {}",
+            unsure.len(),
+            unsure.len() + tasks.len(),
+            if stored.is_empty() {
+                "none".to_owned()
+            } else {
+                stored.join(", ")
+            }
         ));
-        e.0.errors = failed;
+        e.0.errors = unsure;
         return Err(e);
     }
     Ok((StatusCode::ACCEPTED, Json(TaskBatch { tasks })).into_response())

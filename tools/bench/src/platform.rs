@@ -48,10 +48,6 @@ pub struct Platform {
 
 impl Platform {
     pub async fn start(opts: &Options, shape: &Shape) -> anyhow::Result<Platform> {
-        let dir = tempfile::tempdir()?;
-        let nats = LocalNats::start(&dir.path().join("nats")).await?;
-        let nats_url = nats.url().to_owned();
-
         let admin = Database::connect(&opts.database_url)
             .await
             .context("connect to Postgres (--database-url)")?;
@@ -63,6 +59,27 @@ impl Platform {
         admin
             .execute_unprepared(&format!("CREATE DATABASE {db_name}"))
             .await?;
+        match Self::start_on(opts, shape, admin.clone(), db_name.clone()).await {
+            Ok(p) => Ok(p),
+            Err(e) => {
+                // The processes die with their handles; the database must be dropped here.
+                let _ = admin
+                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
+                    .await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn start_on(
+        opts: &Options,
+        shape: &Shape,
+        admin: DatabaseConnection,
+        db_name: String,
+    ) -> anyhow::Result<Platform> {
+        let dir = tempfile::tempdir()?;
+        let nats = LocalNats::start(&dir.path().join("nats")).await?;
+        let nats_url = nats.url().to_owned();
         let mut url = reqwest::Url::parse(&opts.database_url)?;
         url.set_path(&format!("/{db_name}"));
         let db_url = url.to_string();

@@ -32,11 +32,11 @@ fn num(v: &Value, digits: usize) -> String {
 fn int(v: &Value) -> String {
     match v.as_f64() {
         Some(x) => {
-            let s = format!("{:.0}", x.round());
+            let digits = format!("{:.0}", x.abs().round());
             // Thousands separators.
-            let mut out = String::new();
-            for (i, c) in s.chars().enumerate() {
-                if i > 0 && (s.len() - i) % 3 == 0 && c != '-' {
+            let mut out = String::from(if x.round() < 0.0 { "-" } else { "" });
+            for (i, c) in digits.chars().enumerate() {
+                if i > 0 && (digits.len() - i) % 3 == 0 {
                     out.push(',');
                 }
                 out.push(c);
@@ -99,7 +99,11 @@ pub fn render(results: &str) -> String {
     );
 
     if let Some(m) = latest(&lines, "machine").first() {
-        let _ = writeln!(w, "## The machine\n");
+        let _ = writeln!(
+            w,
+            "## The machine\n\nAs recorded by the newest run; each section below names the run \
+             its figures come from.\n"
+        );
         let _ = writeln!(w, "| | |\n|---|---|");
         for (label, key) in [
             ("cores", "cores"),
@@ -125,6 +129,12 @@ pub fn render(results: &str) -> String {
     let composed = latest(&lines, "composed_limit")
         .first()
         .and_then(|c| c["per_sec"].as_f64());
+    let composed_of = |run: &Value| {
+        lines
+            .iter()
+            .find(|l| l["scenario"] == "composed_limit" && &l["run"] == run)
+            .and_then(|l| l["per_sec"].as_f64())
+    };
     let latency = latest(&lines, "e2e_latency");
     let at500 = latency.iter().find(|l| l["offered_per_sec"] == 500.0);
     let api = latest(&lines, "api_latency");
@@ -186,7 +196,14 @@ pub fn render(results: &str) -> String {
     );
     let _ = writeln!(w);
 
-    let _ = writeln!(w, "## The two hops, raw\n");
+    let _ = writeln!(
+        w,
+        "## The two hops, raw\n\nRun {}.\n",
+        latest(&lines, "raw_jetstream")
+            .first()
+            .and_then(|r| r["run"].as_str())
+            .unwrap_or("–")
+    );
     let _ = writeln!(
         w,
         "| hop | count | per second | p50 ms | p99 ms | max ms | cores busy |\n|---|---|---|---|---|---|---|"
@@ -233,6 +250,7 @@ pub fn render(results: &str) -> String {
             return;
         }
         let _ = writeln!(w, "## {title}\n");
+        let _ = writeln!(w, "Run {}.\n", rows[0]["run"].as_str().unwrap_or("–"));
         let _ = writeln!(
             w,
             "| workers | payload B | tasks per request | tasks | tasks/s | ratio | submit/s | request p50 ms | request p99 ms | history lag ms | cores busy |\n|---|---|---|---|---|---|---|---|---|---|---|"
@@ -246,7 +264,8 @@ pub fn render(results: &str) -> String {
                 r["batch"].as_u64().unwrap_or(1),
                 int(&r["tasks"]),
                 int(&r["per_sec"]),
-                composed
+                // The composed limit of the row's own run, if that run measured one.
+                composed_of(&r["run"])
                     .and_then(|c| Some(r["per_sec"].as_f64()? / c))
                     .map(|x| format!("{x:.2}"))
                     .unwrap_or_else(|| "–".into()),
@@ -292,16 +311,17 @@ pub fn render(results: &str) -> String {
     if !latency.is_empty() {
         let _ = writeln!(
             w,
-            "## End to end: latency (WebSocket submit to `task:complete`)\n"
+            "## End to end: latency (WebSocket submit to `task:complete`)\n\nRun {}.\n",
+            latency[0]["run"].as_str().unwrap_or("–")
         );
         let _ = writeln!(
             w,
-            "| offered tasks/s | seconds | tasks | completed | errors | p50 ms | p99 ms | max ms | cores busy |\n|---|---|---|---|---|---|---|---|---|"
+            "| offered tasks/s | seconds | tasks | completed | errors | p50 ms | p99 ms | max ms | schedule lag p99 ms | cores busy |\n|---|---|---|---|---|---|---|---|---|---|"
         );
         for l in &latency {
             let _ = writeln!(
                 w,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 int(&l["offered_per_sec"]),
                 num(&l["seconds"], 0),
                 int(&l["tasks"]),
@@ -310,15 +330,18 @@ pub fn render(results: &str) -> String {
                 num(&l["p50_ms"], 2),
                 num(&l["p99_ms"], 2),
                 num(&l["max_ms"], 2),
+                num(&l["schedule_lag_p99_ms"], 2),
                 cpu(l)
             );
         }
         let _ = writeln!(
             w,
             "\nWhere the time goes, p50 / p99 in ms, split at the timestamps Wharf records: \
-             *ingest* (client send to the gateway accepting), *queue* (accepted to a worker \
-             starting), *execution* (the MCP call), *delivery* (the worker finishing to the \
-             client reading `task:complete`).\n"
+             *ingest* (client send to the gateway stamping the checked task), *queue* (storing \
+             it in JetStream and a worker taking it up), *execution* (the worker starting to its \
+             MCP call answering), *delivery* (the worker finishing to the client reading \
+             `task:complete`). One machine, one clock; a phase that comes out negative counts \
+             as 0.\n"
         );
         let _ = writeln!(
             w,
@@ -346,15 +369,19 @@ pub fn render(results: &str) -> String {
     }
 
     if !api.is_empty() {
-        let _ = writeln!(w, "## The gateway's own API latency\n");
         let _ = writeln!(
             w,
-            "| request | offered/s | achieved/s | requests | errors | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|---|---|---|"
+            "## The gateway's own API latency\n\nRun {}.\n",
+            api[0]["run"].as_str().unwrap_or("–")
+        );
+        let _ = writeln!(
+            w,
+            "| request | offered/s | achieved/s | requests | errors | p50 ms | p99 ms | max ms | schedule lag p99 ms |\n|---|---|---|---|---|---|---|---|---|"
         );
         for a in &api {
             let _ = writeln!(
                 w,
-                "| `{}` | {} | {} | {} | {} | {} | {} | {} |",
+                "| `{}` | {} | {} | {} | {} | {} | {} | {} | {} |",
                 a["request"].as_str().unwrap_or_default(),
                 int(&a["offered_per_sec"]),
                 int(&a["achieved_per_sec"]),
@@ -363,6 +390,7 @@ pub fn render(results: &str) -> String {
                 num(&a["p50_ms"], 2),
                 num(&a["p99_ms"], 2),
                 num(&a["max_ms"], 2),
+                num(&a["schedule_lag_p99_ms"], 2),
             );
         }
         let _ = writeln!(w);
@@ -395,7 +423,11 @@ pub fn render(results: &str) -> String {
     runs(w, "Scaling: payload size", latest(&lines, "scale_payload"));
 
     if let Some(m) = mem {
-        let _ = writeln!(w, "## Memory\n");
+        let _ = writeln!(
+            w,
+            "## Memory\n\nRun {}.\n",
+            m["run"].as_str().unwrap_or("–")
+        );
         let _ = writeln!(w, "| | |\n|---|---|");
         for (label, key) in [
             ("long tasks in flight (`demo.sleep`)", "long_tasks"),
@@ -451,13 +483,16 @@ what limits them: [performance.md](performance.md).
 - **End to end** runs start real processes: `wharf gateway`, `wharf recorder` and `wharf worker`
   (each worker with its own demo MCP server over stdio), a fresh nats-server (file storage) and a
   fresh Postgres database. Tasks are `demo.echo` calls. Throughput: 64 keep-alive HTTP
-  connections submit; the clock stops when the history in Postgres holds every task as
-  `succeeded` (polled every 20 ms). Latency: 16 WebSocket connections submit at a fixed rate
-  (open loop) and each task is timed from its scheduled submit time to `task:complete` on the
-  same socket. The load generator runs on the same two cores as everything else; its share is
-  the `bench` entry under *cores busy*.
-- **Cores busy**: CPU seconds per process group (from `/proc`) divided by wall time; 2.00 means
-  both cores were saturated.
+  connections submit one task per request (8 connections for batches of 100); the clock stops
+  when the history in Postgres holds every task as `succeeded` (polled every 20 ms). Latency: 16
+  WebSocket connections submit at a fixed rate (open loop) and each task is timed from the moment
+  the scheduler woke to send it (tokio rounds timers up to the next millisecond, which is not
+  Wharf's time) to `task:complete` on the same socket; how late the scheduler woke is reported as
+  *schedule lag*, so a stalled load generator shows. The load generator runs on the same cores
+  as everything else; its share is the `bench` entry under *cores busy*.
+- **Cores busy**: CPU seconds per process group (from `/proc`) divided by wall time; a total
+  equal to the number of cores means they were saturated. Processes that exit between the two
+  readings are not counted.
 - **Memory**: worker and MCP server resident memory (VmRSS) after a warm-up, then with every long
   task running; gateway resident memory before and after that many WebSocket clients each
   subscribe to one running task and receive its history.

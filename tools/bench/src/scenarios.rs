@@ -191,7 +191,7 @@ pub async fn scale_payload(opts: &Options, bytes: usize, n: usize) -> anyhow::Re
 /// Runs `request(i)` at `rate` per second for `duration`, open loop: each request starts at its
 /// scheduled time whether or not earlier ones finished, and its latency counts from then, so a
 /// stall shows up in the figures instead of slowing the load.
-async fn open_loop<F, Fut>(rate: f64, duration: Duration, request: F) -> (Samples, usize, f64)
+async fn open_loop<F, Fut>(rate: f64, duration: Duration, request: F) -> OpenLoop
 where
     F: Fn(usize) -> Fut,
     Fut: Future<Output = bool> + Send + 'static,
@@ -199,31 +199,52 @@ where
     let total = (rate * duration.as_secs_f64()) as usize;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let start = tokio::time::Instant::now();
+    let mut lag = Samples::with_capacity(total);
     for i in 0..total {
-        tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / rate)).await;
+        let due = start + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(due).await;
         // Timed from when the scheduler woke, not from the scheduled time: tokio's timer rounds
         // every sleep up to the next millisecond, which would add up to 1 ms of harness to
-        // every figure. The scheduler waits on nothing but the clock, so load stays open.
+        // every figure. How late the scheduler woke is reported beside (`schedule_lag`), so a
+        // stall of the load generator cannot hide.
         let at = tokio::time::Instant::now();
+        lag.push(at - due);
         let fut = request(i);
         let tx = tx.clone();
         tokio::spawn(async move {
             let ok = fut.await;
-            let _ = tx.send((at.elapsed(), ok));
+            let _ = tx.send((at.elapsed(), ok, tokio::time::Instant::now()));
         });
     }
     drop(tx);
-    let sent_for = start.elapsed().as_secs_f64();
     let mut samples = Samples::with_capacity(total);
     let mut errors = 0;
-    while let Some((took, ok)) = rx.recv().await {
+    let mut last = start;
+    while let Some((took, ok, done)) = rx.recv().await {
+        last = last.max(done);
         if ok {
             samples.push(took);
         } else {
             errors += 1;
         }
     }
-    (samples, errors, total as f64 / sent_for)
+    let achieved = samples.len() as f64 / (last - start).as_secs_f64().max(1e-9);
+    OpenLoop {
+        samples,
+        errors,
+        achieved,
+        lag,
+    }
+}
+
+/// What an open-loop run measured.
+struct OpenLoop {
+    samples: Samples,
+    errors: usize,
+    /// Successful requests per second, to the last completion.
+    achieved: f64,
+    /// How late the scheduler woke for each request.
+    lag: Samples,
 }
 
 /// The gateway's own latency at `rate` requests per second: reading a task, and submitting one.
@@ -266,19 +287,18 @@ pub async fn api_latency(opts: &Options, rate: f64) -> anyhow::Result<Vec<Value>
             .await
         };
         let mut out = Vec::new();
-        for (request, (samples, errors, achieved)) in [
-            ("GET /api/v1/tasks/{id}", get),
-            ("POST /api/v1/tasks", post),
-        ] {
+        for (request, run) in [("GET /api/v1/tasks/{id}", get), ("POST /api/v1/tasks", post)] {
+            let lag = run.lag.summary();
             out.push(merge(
                 json!({
                     "request": request,
                     "offered_per_sec": rate,
-                    "achieved_per_sec": achieved,
-                    "requests": samples.len() + errors,
-                    "errors": errors,
+                    "achieved_per_sec": run.achieved,
+                    "requests": run.samples.len() + run.errors,
+                    "errors": run.errors,
+                    "schedule_lag_p99_ms": lag["p99_ms"],
                 }),
-                samples.summary(),
+                run.samples.summary(),
             ));
         }
         anyhow::Ok(out)
@@ -433,17 +453,21 @@ pub async fn ws_latency(opts: &Options, rate: f64) -> anyhow::Result<Value> {
         let cpu = CpuTimes::now();
         let start = Instant::now();
         let tick = tokio::time::Instant::from_std(start);
+        let mut lag = Samples::with_capacity(total);
         for i in 0..total {
-            tokio::time::sleep_until(tick + Duration::from_secs_f64(i as f64 / rate)).await;
-            // From when the scheduler woke (see `open_loop`).
+            let due = tick + Duration::from_secs_f64(i as f64 / rate);
+            tokio::time::sleep_until(due).await;
+            // From when the scheduler woke; the lag is reported (see `open_loop`).
             let at = Instant::now();
+            lag.push(at - due.into_std());
             let _ = loads[i % WS_CONNECTIONS].to_send.send((i, at));
         }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         let mut samples = Samples::with_capacity(total);
         let mut errors = 0;
         let mut trips = Vec::with_capacity(total);
         for load in loads {
-            let (s, e, t) = tokio::time::timeout(Duration::from_secs(60), load.done)
+            let (s, e, t) = tokio::time::timeout_at(deadline, load.done)
                 .await
                 .context("tasks were still unfinished a minute after the load stopped")???;
             samples.extend(s);
@@ -466,6 +490,7 @@ pub async fn ws_latency(opts: &Options, rate: f64) -> anyhow::Result<Value> {
                     "completed": samples.len(),
                     "errors": errors,
                     "ws_connections": WS_CONNECTIONS,
+                    "schedule_lag_p99_ms": lag.summary()["p99_ms"],
                     "cpu": busy,
                 }),
                 samples.summary(),
