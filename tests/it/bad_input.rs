@@ -4,11 +4,6 @@ use serde_json::{Value, json};
 use wharf_contract::{EVENTS_STREAM, TASKS_STREAM};
 use wharf_testkit::Wharf;
 
-async fn stream_messages(w: &Wharf, name: &str) -> u64 {
-    let mut stream = w.bus.jetstream().get_stream(name).await.unwrap();
-    stream.info().await.unwrap().state.messages
-}
-
 /// Sends a raw body; returns status, content type and the problem document.
 async fn post_raw(w: &Wharf, content_type: &str, body: Vec<u8>) -> (u16, String, Value) {
     let r = w
@@ -193,8 +188,8 @@ async fn bad_submissions_are_refused_and_nothing_is_written() {
     assert_eq!(suggestions.first(), Some(&"demo.sleep"));
 
     // Nothing was enqueued, nothing was written.
-    assert_eq!(stream_messages(&w, TASKS_STREAM).await, 0);
-    assert_eq!(stream_messages(&w, EVENTS_STREAM).await, 0);
+    assert_eq!(w.stream_messages(TASKS_STREAM).await, 0);
+    assert_eq!(w.stream_messages(EVENTS_STREAM).await, 0);
     assert!(w.store.count_by_status().await.unwrap().is_empty());
 
     // A good submission still works afterwards.

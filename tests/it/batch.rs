@@ -4,11 +4,6 @@ use serde_json::{Value, json};
 use wharf_contract::{EVENTS_STREAM, TASKS_STREAM, TaskStatus};
 use wharf_testkit::Wharf;
 
-async fn stream_messages(w: &Wharf, name: &str) -> u64 {
-    let mut stream = w.bus.jetstream().get_stream(name).await.unwrap();
-    stream.info().await.unwrap().state.messages
-}
-
 async fn post_batch(w: &Wharf, body: Value) -> (u16, Value) {
     let r = w
         .http
@@ -94,6 +89,6 @@ async fn one_bad_task_refuses_the_batch_and_nothing_is_written() {
             "{problem}"
         );
     }
-    assert_eq!(stream_messages(&w, TASKS_STREAM).await, 0);
-    assert_eq!(stream_messages(&w, EVENTS_STREAM).await, 0);
+    assert_eq!(w.stream_messages(TASKS_STREAM).await, 0);
+    assert_eq!(w.stream_messages(EVENTS_STREAM).await, 0);
 }

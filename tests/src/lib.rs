@@ -387,6 +387,12 @@ impl Wharf {
             .collect()
     }
 
+    /// Messages stored in stream `name` now.
+    pub async fn stream_messages(&self, name: &str) -> u64 {
+        let mut stream = self.bus.jetstream().get_stream(name).await.unwrap();
+        stream.info().await.unwrap().state.messages
+    }
+
     /// The stream sequences of the task's recorded events, in order.
     pub async fn event_seqs(&self, id: Uuid) -> Vec<u64> {
         self.store
