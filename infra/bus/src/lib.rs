@@ -219,16 +219,43 @@ impl Bus {
         Ok(())
     }
 
-    /// Publishes a task and its `submitted` event, and waits until JetStream stored both. The
-    /// two publishes are pipelined: one round trip. Returns the task's sequence in the stream.
+    /// Publishes a task's `submitted` event, then the task, and waits until JetStream stored
+    /// both. Returns the task's sequence in the stream.
     pub async fn submit(
         &self,
         task: &Task,
         submitted: &TaskEvent,
         traceparent: Option<&str>,
     ) -> Result<u64, Error> {
+        // The submitted event is stored first. Once the task is on its queue a worker may start
+        // it at once, and the task's history must read `submitted` before `started`: two
+        // streams give no order between them, only waiting for this ack does.
+        let submitted_id = format!("{}:submitted", task.id);
+        let mut stored = Err(Error::Nats {
+            op: "store the submitted event",
+            message: String::new(),
+        });
+        for tries in 0..3 {
+            if tries > 0 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            stored = match self
+                .publish_event(submitted, &submitted_id, traceparent)
+                .await
+            {
+                Ok(ack) => ack
+                    .await
+                    .map(|_| ())
+                    .map_err(nats("store the submitted event")),
+                Err(e) => Err(e),
+            };
+            if stored.is_ok() {
+                break;
+            }
+        }
+        stored?;
         let body = serde_json::to_vec(task).expect("a task serialises");
-        let task_ack = self
+        let sent = self
             .js
             .send_publish(
                 task_subject(&task.queue),
@@ -237,30 +264,33 @@ impl Bus {
                     .headers(headers(TASK_SCHEMA, traceparent))
                     .message_id(task.id.to_string()),
             )
+            .await;
+        let e = match sent {
+            // Sent: whether it was stored is only known from the ack. Without one the task
+            // may well be queued, so its history is left as it is.
+            Ok(ack) => return Ok(ack.await.map_err(nats("store the task"))?.sequence),
+            Err(e) => nats("publish the task")(e),
+        };
+        // Never sent, so not queued; the history already says submitted: end it there, so it
+        // does not read as queued forever.
+        let failed = TaskEvent::new(
+            task.id,
+            0,
+            wharf_contract::EventKind::Failed {
+                error: wharf_contract::TaskError {
+                    code: "not_enqueued".into(),
+                    message: format!("the task could not be queued: {e}"),
+                    details: None,
+                },
+            },
+        );
+        if let Ok(ack) = self
+            .publish_event(&failed, &format!("{}:terminal", task.id), traceparent)
             .await
-            .map_err(nats("publish the task"))?;
-        let event_ack = self
-            .publish_event(submitted, &format!("{}:submitted", task.id), traceparent)
-            .await?;
-        let task_ack = task_ack.await.map_err(nats("store the task"))?;
-        // The task is stored now; insist on its submitted event (the same message id makes a
-        // repeat harmless) so that the 503 below stays the rare case it should be.
-        let mut stored = event_ack.await.map_err(nats("store the submitted event"));
-        for _ in 0..3 {
-            if stored.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            stored = match self
-                .publish_event(submitted, &format!("{}:submitted", task.id), traceparent)
-                .await
-            {
-                Ok(ack) => ack.await.map_err(nats("store the submitted event")),
-                Err(e) => Err(e),
-            };
+        {
+            let _ = ack.await;
         }
-        stored?;
-        Ok(task_ack.sequence)
+        Err(e)
     }
 
     /// Puts a delivered task back on its queue as a new message that records the attempts it

@@ -116,7 +116,8 @@ pub struct Progress {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TaskError {
     /// Stable machine-readable kind: `tool_error`, `mcp_unavailable`, `mcp_error`, `timeout`,
-    /// `bad_message`, `unknown_tool`.
+    /// `bad_message`, `unknown_tool`, `attempts_exhausted`, `not_enqueued` (the task could not be
+    /// put on its queue after its submission was recorded).
     pub code: String,
     pub message: String,
     /// The tool's own result when the tool itself reported the error (MCP `isError`).
