@@ -6,6 +6,7 @@
 //! reads a task's event history. It never spells a subject itself (the contract does) and knows
 //! nothing of HTTP, SQL or MCP.
 
+use std::future::IntoFuture;
 use std::time::Duration;
 
 pub mod local;
@@ -220,40 +221,26 @@ impl Bus {
     }
 
     /// Publishes a task's `submitted` event, then the task, and waits until JetStream stored
-    /// both. Returns the task's sequence in the stream.
+    /// both (the two acks are awaited together: one round trip). Returns the task's sequence in
+    /// the stream.
+    ///
+    /// The event is sent first, on the same connection. The server reads a connection's
+    /// messages in order and queues each to its stream as it reads it, so the `submitted` event
+    /// is queued to the events stream before the task even reaches its queue; a worker's
+    /// `started` event, which needs the task, is queued after it. Two streams give no other
+    /// order: sending the task first let a fast worker's `started` be stored before
+    /// `submitted`. (This holds on one server; in a cluster the streams may have different
+    /// leaders.)
     pub async fn submit(
         &self,
         task: &Task,
         submitted: &TaskEvent,
         traceparent: Option<&str>,
     ) -> Result<u64, Error> {
-        // The submitted event is stored first. Once the task is on its queue a worker may start
-        // it at once, and the task's history must read `submitted` before `started`: two
-        // streams give no order between them, only waiting for this ack does.
         let submitted_id = format!("{}:submitted", task.id);
-        let mut stored = Err(Error::Nats {
-            op: "store the submitted event",
-            message: String::new(),
-        });
-        for tries in 0..3 {
-            if tries > 0 {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            stored = match self
-                .publish_event(submitted, &submitted_id, traceparent)
-                .await
-            {
-                Ok(ack) => ack
-                    .await
-                    .map(|_| ())
-                    .map_err(nats("store the submitted event")),
-                Err(e) => Err(e),
-            };
-            if stored.is_ok() {
-                break;
-            }
-        }
-        stored?;
+        let event_ack = self
+            .publish_event(submitted, &submitted_id, traceparent)
+            .await?;
         let body = serde_json::to_vec(task).expect("a task serialises");
         let sent = self
             .js
@@ -265,14 +252,46 @@ impl Bus {
                     .message_id(task.id.to_string()),
             )
             .await;
-        let e = match sent {
-            // Sent: whether it was stored is only known from the ack. Without one the task
-            // may well be queued, so its history is left as it is.
-            Ok(ack) => return Ok(ack.await.map_err(nats("store the task"))?.sequence),
-            Err(e) => nats("publish the task")(e),
+        let task_ack = match sent {
+            Ok(ack) => ack,
+            Err(e) => {
+                let e = nats("publish the task")(e);
+                self.not_enqueued(task, &e, traceparent).await;
+                return Err(e);
+            }
         };
-        // Never sent, so not queued; the history already says submitted: end it there, so it
-        // does not read as queued forever.
+        // Sent: whether it was stored is only known from the ack. Without one the task may
+        // well be queued, so its history is left as it is and the caller hears 503.
+        let (task_ack, event_ack) = futures::join!(task_ack.into_future(), event_ack.into_future());
+        let task_ack = task_ack.map_err(nats("store the task"))?;
+        // The task is stored now; insist on its submitted event (the same message id makes a
+        // repeat harmless) so that a 503 for a stored task stays the rare case it should be.
+        let mut stored = event_ack
+            .map(|_| ())
+            .map_err(nats("store the submitted event"));
+        for _ in 0..3 {
+            if stored.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            stored = match self
+                .publish_event(submitted, &submitted_id, traceparent)
+                .await
+            {
+                Ok(ack) => ack
+                    .await
+                    .map(|_| ())
+                    .map_err(nats("store the submitted event")),
+                Err(e) => Err(e),
+            };
+        }
+        stored?;
+        Ok(task_ack.sequence)
+    }
+
+    /// Ends the history of a task that was never sent to its queue (its `submitted` event may
+    /// be stored), so it does not read as queued forever.
+    async fn not_enqueued(&self, task: &Task, e: &Error, traceparent: Option<&str>) {
         let failed = TaskEvent::new(
             task.id,
             0,
@@ -290,7 +309,6 @@ impl Bus {
         {
             let _ = ack.await;
         }
-        Err(e)
     }
 
     /// Puts a delivered task back on its queue as a new message that records the attempts it
@@ -419,6 +437,28 @@ impl Bus {
                 }
             })
             .collect())
+    }
+
+    /// True when the newest stored event of task `id` ends it (one direct get).
+    pub async fn has_ended(&self, id: Uuid) -> Result<bool, Error> {
+        let stream = self
+            .js
+            .get_stream_no_info(EVENTS_STREAM)
+            .await
+            .map_err(nats("open the events stream"))?;
+        let subject = event_subject(id);
+        match stream.direct_get_last_for_subject(subject.as_str()).await {
+            Ok(m) => Ok(decode_payload(&subject, &m.payload).is_ok_and(|e| {
+                matches!(
+                    e.kind,
+                    wharf_contract::EventKind::Succeeded { .. }
+                        | wharf_contract::EventKind::Failed { .. }
+                        | wharf_contract::EventKind::Cancelled { .. }
+                )
+            })),
+            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => Ok(false),
+            Err(e) => Err(nats("read a task's last event")(e)),
+        }
     }
 
     /// The stored events of task `id` with a stream sequence above `after`, in order, read with

@@ -325,7 +325,13 @@ fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
 /// the stream: a task is readable as soon as its submission was answered.
 pub async fn find(state: &AppState, id: Uuid) -> Result<Option<TaskView>, ApiError> {
     if let Some(view) = state.store.task(id).await? {
-        return Ok(Some(view));
+        // A finished row is final. An unfinished one may trail the stream (the recorder is
+        // behind, or restarting after a crash and waiting for its unacknowledged events): one
+        // direct get tells whether the task has in fact ended, and then the stream answers.
+        if view.status.is_terminal() || !state.bus.has_ended(id).await? {
+            return Ok(Some(view));
+        }
+        return find_latest(state, id).await;
     }
     let history = state.bus.history(id).await?;
     Ok((!history.is_empty()).then(|| TaskState::fold(id, &history).view))
