@@ -83,7 +83,13 @@ async fn republished_events_carry_their_sequence_and_the_tasks_previous_one() {
     let client = async_nats::connect(nats.url()).await.unwrap();
     let a = Uuid::now_v7();
     let mut live = client.subscribe(live_event_subject(a)).await.unwrap();
-    client.flush().await.unwrap();
+    // A round trip on the same connection: once it is answered the server has processed the
+    // subscription (`flush` only writes it out). Events published from the other connection
+    // after that reach it.
+    async_nats::jetstream::new(client.clone())
+        .query_account()
+        .await
+        .unwrap();
     let first = publish(&bus, &started(a)).await;
     publish(&bus, &started(Uuid::now_v7())).await;
     let second = publish(&bus, &started(a)).await;

@@ -496,7 +496,8 @@ impl Bus {
     /// no such task). The stream never ends by itself; stop after the terminal event.
     ///
     /// Following costs one plain subscription to the task's republish subject, taken before
-    /// the history is read so nothing falls between the two; events seen twice are dropped by
+    /// the history is read on the same connection (so the server has the subscription before
+    /// it answers the read) and nothing falls between the two; events seen twice are dropped by
     /// sequence. Each republished event names the sequence of the task's previous event: when
     /// that is not the last one delivered (a message was lost, say to a slow subscriber), the
     /// missing events are read back from the stream. So is everything after a long quiet spell.
