@@ -402,11 +402,7 @@ impl Bus {
 
     /// The durable pull consumer the recorder projects events from.
     pub async fn recorder_consumer(&self) -> Result<PullConsumer, Error> {
-        let stream = self
-            .js
-            .get_stream_no_info(EVENTS_STREAM)
-            .await
-            .map_err(nats("open the events stream"))?;
+        let stream = self.events_stream().await?;
         stream
             .create_consumer(consumer::pull::Config {
                 durable_name: Some(RECORDER_CONSUMER.into()),
@@ -439,23 +435,23 @@ impl Bus {
             .collect())
     }
 
-    /// True when the newest stored event of task `id` ends it (one direct get).
-    pub async fn has_ended(&self, id: Uuid) -> Result<bool, Error> {
-        let stream = self
-            .js
+    /// The events stream, without asking the server for its info.
+    async fn events_stream(&self) -> Result<jetstream::stream::Stream<()>, Error> {
+        self.js
             .get_stream_no_info(EVENTS_STREAM)
             .await
-            .map_err(nats("open the events stream"))?;
+            .map_err(nats("open the events stream"))
+    }
+
+    /// True when the newest stored event of task `id` ends it (one direct get).
+    pub async fn has_ended(&self, id: Uuid) -> Result<bool, Error> {
+        let stream = self.events_stream().await?;
         let subject = event_subject(id);
         match stream.direct_get_last_for_subject(subject.as_str()).await {
-            Ok(m) => Ok(decode_payload(&subject, &m.payload).is_ok_and(|e| {
-                matches!(
-                    e.kind,
-                    wharf_contract::EventKind::Succeeded { .. }
-                        | wharf_contract::EventKind::Failed { .. }
-                        | wharf_contract::EventKind::Cancelled { .. }
-                )
-            })),
+            Ok(m) => {
+                Ok(decode_payload(&subject, &m.payload)
+                    .is_ok_and(|e| e.terminal_status().is_some()))
+            }
             Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => Ok(false),
             Err(e) => Err(nats("read a task's last event")(e)),
         }
@@ -468,11 +464,7 @@ impl Bus {
         id: Uuid,
         after: u64,
     ) -> Result<Vec<(u64, Result<TaskEvent, Error>)>, Error> {
-        let stream = self
-            .js
-            .get_stream_no_info(EVENTS_STREAM)
-            .await
-            .map_err(nats("open the events stream"))?;
+        let stream = self.events_stream().await?;
         let subject = event_subject(id);
         let mut out = Vec::new();
         let mut next = after + 1;

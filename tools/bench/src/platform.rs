@@ -10,9 +10,28 @@ use anyhow::Context;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 use tokio::process::{Child, Command};
 use wharf_bus::local::{LocalNats, free_port};
+use wharf_store::Store;
 
 use crate::Options;
 use crate::machine::{children, rss_kib};
+
+/// Waits until the gateway answers `/readyz`.
+async fn wait_ready(gateway: &mut Child, api: &str, log: &std::path::Path) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = http.get(format!("{api}/readyz")).send().await
+            && r.status().is_success()
+        {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = gateway.try_wait() {
+            anyhow::bail!("the gateway exited ({status}); see {}", log.display());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the gateway did not get ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
 
 /// How a platform is shaped.
 #[derive(Debug, Clone)]
@@ -37,7 +56,7 @@ pub struct Platform {
     admin: DatabaseConnection,
     db_name: String,
     /// The platform's own database, for reading the history the recorder wrote.
-    pub db: DatabaseConnection,
+    pub store: Store,
     pub nats_url: String,
     pub api: String,
     pub ws: String,
@@ -106,54 +125,36 @@ impl Platform {
         let mut cmd = Command::new(&opts.wharf_bin);
         cmd.arg("gateway");
         env(&mut cmd, "gateway")?;
-        let gateway = cmd.spawn().context("start wharf gateway")?;
-        let db = Database::connect(&db_url).await?;
+        let mut gateway = cmd.spawn().context("start wharf gateway")?;
+        wait_ready(&mut gateway, &api, &dir.path().join("gateway.log")).await?;
+        let store = Store::connect(&db_url).await?;
+
+        let mut cmd = Command::new(&opts.wharf_bin);
+        cmd.arg("recorder");
+        env(&mut cmd, "recorder")?;
+        let recorder = cmd.spawn().context("start wharf recorder")?;
+        let mut workers = Vec::with_capacity(shape.workers);
+        for i in 0..shape.workers {
+            let mut cmd = Command::new(&opts.wharf_bin);
+            cmd.args(["worker", "--id", &format!("bench-worker-{i}")]);
+            env(&mut cmd, &format!("worker-{i}"))?;
+            workers.push(cmd.spawn().context("start wharf worker")?);
+        }
         let mut platform = Platform {
             dir,
             nats: Some(nats),
             admin,
             db_name,
-            db,
+            store,
             nats_url,
             api,
             ws,
             gateway,
-            recorder: Command::new("true").spawn()?,
-            workers: Vec::new(),
+            recorder,
+            workers,
         };
-        platform.wait_ready().await?;
-
-        let mut cmd = Command::new(&opts.wharf_bin);
-        cmd.arg("recorder");
-        env(&mut cmd, "recorder")?;
-        platform.recorder = cmd.spawn().context("start wharf recorder")?;
-        for i in 0..shape.workers {
-            let mut cmd = Command::new(&opts.wharf_bin);
-            cmd.args(["worker", "--id", &format!("bench-worker-{i}")]);
-            env(&mut cmd, &format!("worker-{i}"))?;
-            platform
-                .workers
-                .push(cmd.spawn().context("start wharf worker")?);
-        }
         platform.wait_workers(shape.workers).await?;
         Ok(platform)
-    }
-
-    async fn wait_ready(&mut self) -> anyhow::Result<()> {
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = http.get(format!("{}/readyz", self.api)).send().await
-                && r.status().is_success()
-            {
-                return Ok(());
-            }
-            if let Ok(Some(status)) = self.gateway.try_wait() {
-                anyhow::bail!("the gateway exited ({status}); see {}", self.log("gateway"));
-            }
-            anyhow::ensure!(Instant::now() < deadline, "the gateway did not get ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
     }
 
     /// Waits until every worker has pull requests waiting on the default queue, so a measured
@@ -205,32 +206,30 @@ impl Platform {
 
     /// Tasks whose recorded status is `status`.
     pub async fn count(&self, status: &str) -> anyhow::Result<u64> {
-        let row = self
-            .db
-            .query_one_raw(Statement::from_sql_and_values(
-                self.db.get_database_backend(),
-                "SELECT count(*) FROM tasks WHERE status = $1",
-                [status.into()],
-            ))
+        Ok(self
+            .store
+            .count_by_status()
             .await?
-            .context("count(*) returns a row")?;
-        Ok(u64::try_from(row.try_get_by_index::<i64>(0)?)?)
+            .get(status)
+            .copied()
+            .unwrap_or(0))
     }
 
     /// Waits until `n` tasks are recorded in a terminal state; returns when that was seen and
-    /// how many succeeded. Polls every 20 ms (an indexed count).
+    /// how many succeeded. Polls every 20 ms (one grouped count).
     pub async fn wait_terminal(&self, n: u64, within: Duration) -> anyhow::Result<(Instant, u64)> {
         let deadline = Instant::now() + within;
         loop {
-            let ok = self.count("succeeded").await?;
-            let failed = self.count("failed").await? + self.count("cancelled").await?;
-            if ok + failed >= n {
+            let counts = self.store.count_by_status().await?;
+            let of = |s: &str| counts.get(s).copied().unwrap_or(0);
+            let ok = of("succeeded");
+            let ended = ok + of("failed") + of("cancelled");
+            if ended >= n {
                 return Ok((Instant::now(), ok));
             }
             anyhow::ensure!(
                 Instant::now() < deadline,
-                "only {} of {n} tasks reached a terminal state in {within:?} (worker log: {})",
-                ok + failed,
+                "only {ended} of {n} tasks reached a terminal state in {within:?} (worker log: {})",
                 self.log("worker-0")
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -240,9 +239,10 @@ impl Platform {
     /// When the last recorded task finished, by the worker's clock (the same machine's).
     pub async fn last_finished(&self) -> anyhow::Result<Option<chrono::DateTime<chrono::Utc>>> {
         let row = self
-            .db
+            .store
+            .connection()
             .query_one_raw(Statement::from_string(
-                self.db.get_database_backend(),
+                self.store.connection().get_database_backend(),
                 "SELECT max(finished_at) FROM tasks",
             ))
             .await?
@@ -303,7 +303,7 @@ impl Platform {
         if let Some(nats) = self.nats.take() {
             nats.stop().await;
         }
-        let _ = self.db.close_by_ref().await;
+        let _ = self.store.connection().close_by_ref().await;
         let _ = self
             .admin
             .execute_unprepared(&format!(

@@ -321,10 +321,10 @@ struct Trip {
 /// MCP call), `delivery` (the worker finishing to the client reading `task:complete`).
 async fn phases(platform: &Platform, trips: &[Trip]) -> anyhow::Result<Value> {
     use sea_orm::{ConnectionTrait, Statement};
-    let rows = platform
-        .db
+    let db = platform.store.connection();
+    let rows = db
         .query_all_raw(Statement::from_string(
-            platform.db.get_database_backend(),
+            db.get_database_backend(),
             "SELECT id, created_at, started_at, finished_at FROM tasks WHERE status = 'succeeded'",
         ))
         .await?;
