@@ -378,6 +378,26 @@ impl Bus {
             .map_err(nats("publish an event"))
     }
 
+    /// Publishes an event and asks for no acknowledgement: JetStream stores it all the same, and
+    /// one round trip fewer per event is a message fewer for nats-server and this connection.
+    /// Only for events whose loss would not matter (`started`, progress): the server handles a
+    /// connection's messages in order, so the ack of a later event published here (the
+    /// terminal one) arrives after this one was stored or refused.
+    pub async fn emit_event(
+        &self,
+        event: &TaskEvent,
+        msg_id: &str,
+        traceparent: Option<&str>,
+    ) -> Result<(), Error> {
+        let body = serde_json::to_vec(event).expect("an event serialises");
+        let mut h = headers(EVENT_SCHEMA, traceparent);
+        h.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
+        self.client
+            .publish_with_headers(event_subject(event.task_id), h, Bytes::from(body))
+            .await
+            .map_err(nats("publish an event"))
+    }
+
     /// The durable pull consumer every worker of `queue` shares.
     pub async fn queue_consumer(&self, queue: &str) -> Result<PullConsumer, Error> {
         let stream = self
@@ -503,8 +523,6 @@ impl Bus {
         ),
         Error,
     > {
-        /// After this long without a live event, check the stream for missed ones.
-        const QUIET: Duration = Duration::from_secs(30);
         let live = self
             .client
             .subscribe(live_event_subject(id))
@@ -512,6 +530,33 @@ impl Bus {
             .map_err(nats("subscribe to a task's events"))?;
         let history = self.events_after(id, 0).await?;
         let stored = history.len() as u64;
+        Ok((stored, self.follow_from(id, live, history)))
+    }
+
+    /// Follows task `id` from its first event without reading any history: for a task not
+    /// submitted yet, whose submitter subscribes first and then publishes on this same `Bus`
+    /// (one connection: the server has the subscription before the first event). Saves the
+    /// reads `follow` makes; should an event still be missed, the gap repair reads it back.
+    pub async fn follow_new(
+        &self,
+        id: Uuid,
+    ) -> Result<impl Stream<Item = Result<(u64, TaskEvent), Error>> + use<>, Error> {
+        let live = self
+            .client
+            .subscribe(live_event_subject(id))
+            .await
+            .map_err(nats("subscribe to a task's events"))?;
+        Ok(self.follow_from(id, live, Vec::new()))
+    }
+
+    fn follow_from(
+        &self,
+        id: Uuid,
+        live: async_nats::Subscriber,
+        history: Vec<(u64, Result<TaskEvent, Error>)>,
+    ) -> impl Stream<Item = Result<(u64, TaskEvent), Error>> + use<> {
+        /// After this long without a live event, check the stream for missed ones.
+        const QUIET: Duration = Duration::from_secs(30);
         let state = Follow {
             bus: self.clone(),
             id,
@@ -519,7 +564,7 @@ impl Bus {
             live,
             last: 0,
         };
-        let events = futures::stream::unfold(state, |mut s| async move {
+        futures::stream::unfold(state, |mut s| async move {
             loop {
                 if let Some((seq, event)) = s.ready.pop_front() {
                     s.last = seq;
@@ -554,8 +599,7 @@ impl Bus {
                     Err(e) => return Some((Err(e), s)),
                 }
             }
-        });
-        Ok((stored, events))
+        })
     }
 
     /// Records a request to cancel task `id`; workers watching the bucket act on it.

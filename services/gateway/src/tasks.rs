@@ -492,6 +492,26 @@ pub async fn follow(
     if stored == 0 && state.store.task(id).await?.is_none() {
         return Ok(None);
     }
+    Ok(Some(client_messages(events)))
+}
+
+/// Submits a task and follows it, for a WebSocket submitter. The subscription is taken before
+/// anything is published, so the events all arrive live and no history is read.
+pub async fn submit_and_follow(
+    state: &AppState,
+    req: SubmitTask,
+    trace: TraceContext,
+) -> Result<(TaskView, impl Stream<Item = WsServerMessage> + use<>), ApiError> {
+    let event = prepare(state, req)?;
+    let events = state.bus.follow_new(event.task_id).await?;
+    let view = publish(state, &event, &trace).await?;
+    Ok((view, client_messages(events)))
+}
+
+/// A task's events as client messages, ending with the terminal one.
+fn client_messages(
+    events: impl Stream<Item = Result<(u64, TaskEvent), wharf_bus::Error>> + Send + 'static,
+) -> impl Stream<Item = WsServerMessage> {
     let messages = Box::pin(events.filter_map(|e| async move {
         match e {
             Ok((seq, event)) => Some(WsServerMessage::from_event(seq, event)),
@@ -502,17 +522,14 @@ pub async fn follow(
         }
     }));
     // End right after the terminal message, without waiting for another event.
-    Ok(Some(futures::stream::unfold(
-        (messages, false),
-        |(mut messages, ended)| async move {
-            if ended {
-                return None;
-            }
-            let m = messages.next().await?;
-            let ended = m.is_terminal();
-            Some((m, (messages, ended)))
-        },
-    )))
+    futures::stream::unfold((messages, false), |(mut messages, ended)| async move {
+        if ended {
+            return None;
+        }
+        let m = messages.next().await?;
+        let ended = m.is_terminal();
+        Some((m, (messages, ended)))
+    })
 }
 
 /// `GET /api/v1/tasks/{id}/events`: Server-Sent Events, `event:` the message type, `id:` the

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
+use futures::stream::BoxStream;
 use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -92,8 +93,8 @@ impl Session {
         };
         match message {
             WsClientMessage::Submit { reference, task } => {
-                match tasks::submit(&self.state, task, TraceContext::new_root()).await {
-                    Ok(view) => {
+                match tasks::submit_and_follow(&self.state, task, TraceContext::new_root()).await {
+                    Ok((view, events)) => {
                         let id = view.id;
                         let accepted = WsServerMessage::Accepted {
                             task_id: id,
@@ -102,16 +103,22 @@ impl Session {
                             task: Some(Box::new(view)),
                         };
                         let _ = self.out.send(accepted).await;
-                        self.subscribe(id, true);
+                        // The submitter already has `task:accepted`, with the task itself.
+                        let events = events
+                            .filter(|m| {
+                                std::future::ready(!matches!(m, WsServerMessage::Accepted { .. }))
+                            })
+                            .boxed();
+                        self.forward(id, events);
                     }
                     Err(e) => self.refuse(reference, None, e).await,
                 }
             }
-            WsClientMessage::Subscribe { task_id } => self.subscribe(task_id, false),
+            WsClientMessage::Subscribe { task_id } => self.subscribe(task_id),
             WsClientMessage::Cancel { task_id } => {
                 match tasks::request_cancel(&self.state, task_id).await {
                     // The outcome arrives as the task's events: make sure the client sees them.
-                    Ok(_) => self.subscribe(task_id, false),
+                    Ok(_) => self.subscribe(task_id),
                     Err(e) => self.refuse(None, Some(task_id), e).await,
                 }
             }
@@ -119,12 +126,8 @@ impl Session {
     }
 
     /// Forwards a task's events to the socket, once per task per socket.
-    fn subscribe(&mut self, id: Uuid, after_submit: bool) {
-        if self
-            .subscriptions
-            .get(&id)
-            .is_some_and(|h| !h.is_finished())
-        {
+    fn subscribe(&mut self, id: Uuid) {
+        if self.following(id) {
             return;
         }
         let state = self.state.clone();
@@ -142,22 +145,38 @@ impl Session {
                     return;
                 }
             };
-            let mut events = std::pin::pin!(events);
-            while let Some(m) = events.next().await {
-                // The submitter already got `task:accepted` with the task itself.
-                if after_submit && matches!(m, WsServerMessage::Accepted { .. }) {
-                    continue;
-                }
-                if out.send(m).await.is_err() {
-                    return;
-                }
-            }
+            forward_all(events, &out).await;
         });
         self.subscriptions.insert(id, handle);
     }
 
+    /// Forwards the events of a task this socket just submitted.
+    fn forward(&mut self, id: Uuid, events: BoxStream<'static, WsServerMessage>) {
+        let out = self.out.clone();
+        let handle = tokio::spawn(async move { forward_all(events, &out).await });
+        self.subscriptions.insert(id, handle);
+    }
+
+    fn following(&self, id: Uuid) -> bool {
+        self.subscriptions
+            .get(&id)
+            .is_some_and(|h| !h.is_finished())
+    }
+
     async fn refuse(&self, reference: Option<String>, task_id: Option<Uuid>, e: ApiError) {
         let _ = self.out.send(client_error(reference, task_id, e)).await;
+    }
+}
+
+async fn forward_all(
+    events: impl futures::Stream<Item = WsServerMessage>,
+    out: &mpsc::Sender<WsServerMessage>,
+) {
+    let mut events = std::pin::pin!(events);
+    while let Some(m) = events.next().await {
+        if out.send(m).await.is_err() {
+            return;
+        }
     }
 }
 

@@ -3,6 +3,8 @@
 //! It measures, in one run on one machine:
 //! - the two hops every task must make, raw: a JetStream round trip (task in, result out) and an
 //!   MCP `tools/call` over stdio, and the *composed limit* of the two;
+//! - the durable history alone: the recorder's Postgres writes for finished tasks, with nothing
+//!   else running, and the composed limit of all three;
 //! - Wharf end to end, started as real processes (`wharf gateway`, `wharf recorder`,
 //!   `wharf worker` with the demo MCP server) on a nats-server and a Postgres database of their
 //!   own: throughput, latency at a fixed offered load, the gateway's own API latency, scaling
@@ -41,9 +43,10 @@ pub struct Options {
 }
 
 /// Every scenario, in the order a full run takes them.
-pub const SCENARIOS: [&str; 8] = [
+pub const SCENARIOS: [&str; 9] = [
     "raw_jetstream",
     "raw_mcp",
+    "raw_history",
     "e2e_throughput",
     "e2e_latency",
     "api_latency",
@@ -131,13 +134,23 @@ pub async fn run(opts: &Options) -> anyhow::Result<()> {
         let r = raw::mcp_hop(opts, 1).await?;
         results.record("raw_mcp", r)?;
     }
+    let mut raw_history = None;
+    if opts.wants("raw_history") || opts.wants("e2e_throughput") {
+        let r = raw::history_floor(opts).await?;
+        raw_history = Some(results.record("raw_history", r)?);
+    }
     let mut composed = None;
     if let (Some(a), Some(b)) = (&raw_js, &raw_mcp) {
         let a = a["per_sec"].as_f64().unwrap_or(0.0);
         let b = b["per_sec"].as_f64().unwrap_or(0.0);
         let limit = 1.0 / (1.0 / a + 1.0 / b);
         composed = Some(limit);
-        results.record("composed_limit", json!({ "per_sec": limit }))?;
+        let mut line = json!({ "per_sec": limit });
+        // The same with the third thing every task needs, its history in Postgres.
+        if let Some(c) = raw_history.as_ref().and_then(|c| c["per_sec"].as_f64()) {
+            line["with_history_per_sec"] = json!(1.0 / (1.0 / a + 1.0 / b + 1.0 / c));
+        }
+        results.record("composed_limit", line)?;
     }
     if opts.wants("e2e_throughput") {
         for r in scenarios::throughput(opts).await? {

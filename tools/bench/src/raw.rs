@@ -1,4 +1,5 @@
-//! The two hops every task makes, measured raw: no HTTP, no database, no Wharf code.
+//! The two hops every task makes, measured raw: no HTTP, no database, no Wharf code; and the
+//! cost of the durable history alone, Postgres with nothing else running.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -235,4 +236,130 @@ pub async fn mcp_hop(opts: &Options, in_flight: usize) -> anyhow::Result<Value> 
         }),
         latencies.summary(),
     ))
+}
+
+/// (c) The history alone: the recorder's own writes (`wharf_store::Store::record`, the same
+/// statements and batch size) of N finished tasks' `submitted`, `started` and `succeeded` events
+/// into a fresh Postgres database, several batches at once, with no NATS, HTTP or MCP running.
+/// Each batch holds all three events of its tasks, so each task row is written once: the
+/// cheapest the history can be. What it costs per task bounds what the whole platform can reach.
+pub async fn history_floor(opts: &Options) -> anyhow::Result<Value> {
+    use sea_orm::ConnectionTrait;
+    use wharf_contract::{EventKind, Task, TaskEvent};
+
+    /// Events per transaction, as the recorder pulls them.
+    const BATCH_EVENTS: usize = 2_000;
+    /// Transactions at once, as from that many recorders: one alone waits on each commit's
+    /// flush to disk and leaves the cores idle; this measures what the machine can store.
+    const WRITERS: usize = 4;
+    let n = opts.count(100_000, 5_000);
+    let admin = sea_orm::Database::connect(&opts.database_url)
+        .await
+        .context("connect to Postgres (--database-url)")?;
+    let db_name = format!(
+        "wharf_bench_{}_{}",
+        std::process::id(),
+        uuid::Uuid::now_v7().simple()
+    );
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {db_name}"))
+        .await?;
+    let mut url = reqwest::Url::parse(&opts.database_url)?;
+    url.set_path(&format!("/{db_name}"));
+    let measured = async {
+        let store = wharf_store::Store::connect(url.as_str()).await?;
+        // The events of one task, shaped like a `demo.echo` task of the throughput scenario.
+        let message = "x".repeat(100);
+        let task_events = |seq: u64| -> [(u64, TaskEvent); 3] {
+            let id = uuid::Uuid::now_v7();
+            let task = Task {
+                v: wharf_contract::task::TASK_VERSION,
+                id,
+                tool: "demo.echo".into(),
+                arguments: json!({ "message": message })
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+                queue: "default".into(),
+                timeout_secs: None,
+                max_attempts: 3,
+                idempotency_key: None,
+                session_id: None,
+                metadata: Default::default(),
+                submitted_at: chrono::Utc::now(),
+            };
+            let started = EventKind::Started {
+                worker: "bench-worker".into(),
+                tool: task.tool.clone(),
+                queue: task.queue.clone(),
+            };
+            let result =
+                json!({ "content": [{ "type": "text", "text": message }], "isError": false });
+            [
+                (seq, TaskEvent::new(id, 0, EventKind::Submitted { task })),
+                (seq + 1, TaskEvent::new(id, 1, started)),
+                (
+                    seq + 2,
+                    TaskEvent::new(id, 1, EventKind::Succeeded { result }),
+                ),
+            ]
+        };
+        let tasks_per_batch = BATCH_EVENTS / 3;
+        let mut batches = Vec::new();
+        let mut seq = 1;
+        for first in (0..n).step_by(tasks_per_batch) {
+            let mut batch = Vec::with_capacity(BATCH_EVENTS);
+            for _ in first..(first + tasks_per_batch).min(n) {
+                batch.extend(task_events(seq));
+                seq += 3;
+            }
+            batches.push(batch);
+        }
+        let cpu = CpuTimes::now();
+        let start = Instant::now();
+        let mut latencies = Samples::with_capacity(batches.len());
+        let mut writes = futures::stream::iter(&batches)
+            .map(|batch| {
+                let store = &store;
+                async move {
+                    let at = Instant::now();
+                    store.record(batch).await.map(|()| at.elapsed())
+                }
+            })
+            .buffer_unordered(WRITERS);
+        while let Some(took) = writes.next().await {
+            latencies.push(took?);
+        }
+        drop(writes);
+        let elapsed = start.elapsed().as_secs_f64();
+        let busy = CpuTimes::now().busy_since(&cpu, elapsed);
+        let succeeded = store
+            .count_by_status()
+            .await?
+            .get("succeeded")
+            .copied()
+            .unwrap_or(0);
+        anyhow::ensure!(
+            succeeded == n as u64,
+            "the history holds {succeeded} succeeded tasks of {n}"
+        );
+        store.connection().close_by_ref().await?;
+        anyhow::Ok(merge(
+            json!({
+                "tasks": n,
+                "events_per_batch": BATCH_EVENTS,
+                "writers": WRITERS,
+                "seconds": elapsed,
+                "per_sec": n as f64 / elapsed,
+                "cpu": busy,
+            }),
+            // Per batch (one transaction), not per task.
+            latencies.summary(),
+        ))
+    }
+    .await;
+    let _ = admin
+        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
+        .await;
+    measured
 }

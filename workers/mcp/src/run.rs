@@ -239,6 +239,22 @@ impl Publisher<'_> {
         Box::pin(self.publish_inline(event, tag))
     }
 
+    /// Publishes an informative event (`started`, progress) without asking for an ack; see
+    /// `Bus::emit_event`. Boxed like `publish`.
+    fn emit<'s>(
+        &'s self,
+        event: &'s TaskEvent,
+        tag: &'s str,
+    ) -> futures::future::BoxFuture<'s, Result<(), wharf_bus::Error>> {
+        Box::pin(async move {
+            let msg_id = format!("{}:{}:{tag}", self.task.id, self.delivery);
+            self.shared
+                .bus
+                .emit_event(event, &msg_id, Some(self.traceparent))
+                .await
+        })
+    }
+
     async fn publish_inline(
         &self,
         event: &TaskEvent,
@@ -285,9 +301,9 @@ async fn execute(
             queue: task.queue.clone(),
         },
     );
-    // Not awaited here: events from one connection are stored in the order they were sent, and
+    // Not acknowledged: events from one connection are stored in the order they were sent, and
     // the terminal event's ack comes after this one.
-    if let Err(e) = p.publish(&started, "started").await {
+    if let Err(e) = p.emit(&started, "started").await {
         tracing::warn!(error = %e, "could not publish the started event");
     }
 
@@ -330,7 +346,7 @@ async fn execute(
             }),
         );
         async move {
-            if let Err(e) = p.publish(&event, &format!("p{n}")).await {
+            if let Err(e) = p.emit(&event, &format!("p{n}")).await {
                 tracing::warn!(error = %e, "could not publish progress");
             }
         }
