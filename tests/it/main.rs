@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod batch;
+mod faults;
 mod follow;
 mod mcp;
 mod processes;

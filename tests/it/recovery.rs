@@ -137,3 +137,41 @@ async fn nul_characters_are_recorded_and_do_not_stall_the_recorder() {
     w.wait_recorded(next, TaskStatus::Succeeded).await;
     w.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_task_longer_than_its_lease_is_never_redelivered_while_its_worker_lives() {
+    // Leases of 3 s: without heartbeats the 8 s task would go to the other worker twice.
+    let w = Wharf::start_with(Options {
+        workers: 2,
+        topology: wharf_bus::Topology {
+            ack_wait: Duration::from_secs(3),
+            ..wharf_bus::Topology::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    w.wait_for_tool("demo.sleep").await;
+    let id = w
+        .submit_ok(json!({"tool": "demo.sleep", "arguments": {"seconds": 8, "steps": 2}, "max_attempts": 1}))
+        .await;
+    let done = w.wait_recorded(id, TaskStatus::Succeeded).await;
+    assert_eq!(done.attempts, 1);
+    let started = w
+        .store
+        .events(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(_, e)| matches!(e.kind, EventKind::Started { .. }))
+        .count();
+    assert_eq!(started, 1, "one run, on one worker");
+    assert_eq!(
+        w.demo_log_for(id)
+            .iter()
+            .filter(|l| l["event"] == "started")
+            .count(),
+        1,
+        "the tool was called once"
+    );
+    w.shutdown().await;
+}

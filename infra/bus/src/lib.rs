@@ -75,7 +75,7 @@ impl Default for Topology {
             replicas: 1,
             events_max_age: Duration::from_secs(7 * 24 * 3600),
             duplicate_window: Duration::from_secs(120),
-            ack_wait: Duration::from_secs(30),
+            ack_wait: Duration::from_secs(6),
             cancel_ttl: Duration::from_secs(7 * 24 * 3600),
         }
     }

@@ -119,6 +119,13 @@ impl LocalNats {
     }
 }
 
+impl LocalNats {
+    /// Kills the server outright (SIGKILL), as a crash would, and waits until it is gone.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
 /// Stops the nats-server named by `pid_file`, if one still runs.
 async fn stop_stale(pid_file: &Path) {
     let Some(pid) = std::fs::read_to_string(pid_file)

@@ -55,7 +55,8 @@ pub struct NatsConfig {
     pub replicas: usize,
     /// How long task events are kept, in seconds.
     pub events_max_age_secs: u64,
-    /// Lease of a running task without a heartbeat, in seconds; workers heartbeat at a third.
+    /// Lease of a running task without a heartbeat, in seconds (at least 3); workers heartbeat
+    /// at a third of it. A dead worker's tasks go to another worker after this.
     pub ack_wait_secs: u64,
 }
 
@@ -90,7 +91,7 @@ impl Default for Config {
             nats: NatsConfig {
                 replicas: 1,
                 events_max_age_secs: 7 * 24 * 3600,
-                ack_wait_secs: 30,
+                ack_wait_secs: 6,
             },
             gateway: GatewaySection {
                 max_body_bytes: 1024 * 1024,
@@ -192,7 +193,7 @@ mod tests {
             &config.worker.servers[1].transport,
             wharf_worker::McpTransport::Stdio { command, .. } if command == "npx"
         ));
-        assert_eq!(config.nats.ack_wait_secs, 30);
+        assert_eq!(config.nats.ack_wait_secs, 6);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -68,14 +68,14 @@ pub(crate) async fn run_task(shared: &Shared, mut message: Message) {
 /// stay queued forever, and is then dropped.
 async fn unreadable(shared: &Shared, message: &Message, attempt: u32, e: DecodeError) {
     if let DecodeError::Version(v) = e {
-        // Hold it a little (keeping the lease) so old workers do not spin on it, then put it
-        // back without using an attempt.
+        // Hold it a little (well inside the lease) so old workers do not spin on it, then put
+        // it back without using an attempt.
         tracing::warn!(
             version = v,
             "a task of a newer wire version: leaving it to a newer worker"
         );
         let _ = message.ack_with(AckKind::Progress).await;
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        tokio::time::sleep(shared.heartbeat).await;
         if let Err(e) = shared.bus.hand_back(message, attempt - 1).await {
             tracing::warn!(error = %e, "could not hand the task back");
         }
