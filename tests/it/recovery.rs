@@ -175,3 +175,52 @@ async fn a_task_longer_than_its_lease_is_never_redelivered_while_its_worker_live
     );
     w.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_redelivered_task_that_already_ended_is_acknowledged_not_run_again() {
+    let mut w = Wharf::start().await;
+    w.wait_for_tool("demo.sleep").await;
+    // No worker: the task waits in its queue.
+    w.workers.pop().unwrap().stop().await;
+    let id = w
+        .submit_ok(json!({"tool": "demo.sleep", "arguments": {"seconds": 0.1, "steps": 1}}))
+        .await;
+    // As if a worker had run it, stored its terminal event, and died before acknowledging:
+    // the terminal event is in the stream, and the message comes back a second time.
+    let event = wharf_contract::TaskEvent::new(
+        id,
+        1,
+        EventKind::Succeeded {
+            result: json!({"content": [], "isError": false}),
+        },
+    );
+    w.bus
+        .publish_event(&event, &format!("{id}:terminal"), None)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let consumer = w.bus.queue_consumer("default").await.unwrap();
+    let mut first = consumer
+        .fetch()
+        .max_messages(1)
+        .expires(Duration::from_secs(5))
+        .messages()
+        .await
+        .unwrap();
+    use futures::StreamExt;
+    let m = first.next().await.unwrap().unwrap();
+    m.ack_with(wharf_bus::AckKind::Nak(None)).await.unwrap();
+
+    w.add_worker();
+    eventually(
+        "the task message acknowledged",
+        Duration::from_secs(30),
+        || async { (w.stream_messages("WHARF_TASKS").await == 0).then_some(()) },
+    )
+    .await;
+    let done = w.wait_recorded(id, TaskStatus::Succeeded).await;
+    assert_eq!(done.started_at, None, "no attempt started");
+    assert!(w.demo_log_for(id).is_empty(), "the tool was not called");
+    w.shutdown().await;
+}

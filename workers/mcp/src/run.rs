@@ -112,6 +112,11 @@ async fn unreadable(shared: &Shared, message: &Message, attempt: u32, e: DecodeE
     let _ = message.ack_with(AckKind::Term).await;
 }
 
+/// True when this message was delivered before (to this or another worker) or handed back.
+fn redelivered(message: &Message) -> bool {
+    message.info().is_ok_and(|i| i.delivered > 1) || attempts_used(&message.message) > 0
+}
+
 /// Runs the attempt and acknowledges the message according to its outcome.
 async fn finish(
     shared: &Shared,
@@ -144,6 +149,18 @@ async fn finish(
                 details: None,
             },
         })
+    } else if redelivered(message)
+        && Box::pin(shared.bus.has_ended(task.id))
+            .await
+            .unwrap_or(false)
+    {
+        // The terminal event was stored but the task's ack was lost (its worker died between
+        // the two, say): the task is over, and running it again would only repeat side effects.
+        tracing::info!("the task already ended; acknowledging the redelivery");
+        if let Err(e) = Box::pin(message.double_ack()).await {
+            tracing::warn!(error = %e, "could not acknowledge an ended task");
+        }
+        return;
     } else {
         let cancel = shared.cancels.register(task.id);
         let outcome = if cancel.is_cancelled() {
@@ -402,9 +419,7 @@ fn classify(result: Result<CallToolResult, CallError>, task: &Task, attempt: u32
             details: None,
         };
         if attempt < task.max_attempts {
-            // Exponential backoff, 1 s doubling, capped at 60 s.
-            let delay = Duration::from_secs(1 << (attempt - 1).min(6)).min(Duration::from_secs(60));
-            Outcome::Retry(error, delay)
+            Outcome::Retry(error, retry_delay(attempt))
         } else {
             Outcome::Terminal(EventKind::Failed { error })
         }
@@ -436,6 +451,14 @@ fn classify(result: Result<CallToolResult, CallError>, task: &Task, attempt: u32
     }
 }
 
+/// How long to wait before the attempt after `attempt`: exponential backoff, 1 s doubling,
+/// capped at 60 s, with "equal jitter" (half of it fixed, half random) so tasks that failed
+/// together, say when a server died, do not all come back in the same instant.
+fn retry_delay(attempt: u32) -> Duration {
+    let base = Duration::from_secs(1 << (attempt.max(1) - 1).min(6)).min(Duration::from_secs(60));
+    base / 2 + base.mul_f64(rand::random::<f64>() / 2.0)
+}
+
 /// The text content of a tool result, joined by newlines.
 fn text_of(result: &CallToolResult) -> String {
     result
@@ -447,4 +470,23 @@ fn text_of(result: &CallToolResult) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_double_with_jitter_up_to_a_minute() {
+        for (attempt, base) in [(1, 1), (2, 2), (3, 4), (6, 32), (7, 60), (20, 60)] {
+            let base = Duration::from_secs(base);
+            let delays: Vec<Duration> = (0..200).map(|_| retry_delay(attempt)).collect();
+            assert!(
+                delays.iter().all(|d| *d >= base / 2 && *d <= base),
+                "attempt {attempt}: {delays:?}"
+            );
+            // Jittered: not all the same.
+            assert!(delays.iter().any(|d| *d != delays[0]), "attempt {attempt}");
+        }
+    }
 }
