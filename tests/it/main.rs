@@ -4,6 +4,7 @@ mod bad_input;
 mod batch;
 mod faults;
 mod follow;
+mod idempotency;
 mod mcp;
 mod processes;
 mod projection;

@@ -325,6 +325,24 @@ impl Wharf {
         }));
     }
 
+    /// Starts another gateway on the same NATS and database (as a second instance behind a
+    /// load balancer would be); returns its `http://127.0.0.1:<port>` and the running part.
+    pub async fn another_gateway(&self) -> (String, Part) {
+        let config = wharf_gateway::GatewayConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..Default::default()
+        };
+        let gateway = wharf_gateway::Gateway::build(config, self.bus.clone(), self.store.clone())
+            .await
+            .unwrap();
+        let api = format!("http://{}", gateway.local_addr());
+        let part = Part::spawn("gateway", |stop| async move {
+            gateway.run_until_stopped(stop).await?;
+            Ok(())
+        });
+        (api, part)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.api)
     }

@@ -20,9 +20,9 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use uuid::Uuid;
 use wharf_contract::{
     ATTEMPTS_USED_HEADER, CANCEL_BUCKET, EVENT_SCHEMA, EVENTS_STREAM, EVENTS_SUBJECTS,
-    LIVE_EVENTS_SUBJECTS, RECORDER_CONSUMER, SCHEMA_HEADER, TASK_SCHEMA, TASKS_STREAM,
-    TASKS_SUBJECTS, TOOLS_BUCKET, TRACEPARENT_HEADER, Task, TaskEvent, ToolServer, event_subject,
-    live_event_subject, queue_consumer, task_subject,
+    IDEMPOTENCY_BUCKET, LIVE_EVENTS_SUBJECTS, RECORDER_CONSUMER, SCHEMA_HEADER, TASK_SCHEMA,
+    TASKS_STREAM, TASKS_SUBJECTS, TOOLS_BUCKET, TRACEPARENT_HEADER, Task, TaskEvent, ToolServer,
+    event_subject, live_event_subject, queue_consumer, task_subject,
 };
 
 pub use async_nats::jetstream::AckKind;
@@ -67,6 +67,8 @@ pub struct Topology {
     pub ack_wait: Duration,
     /// How long cancellation requests are remembered.
     pub cancel_ttl: Duration,
+    /// How long an idempotency key keeps naming the task it created.
+    pub idempotency_window: Duration,
 }
 
 impl Default for Topology {
@@ -77,6 +79,7 @@ impl Default for Topology {
             duplicate_window: Duration::from_secs(120),
             ack_wait: Duration::from_secs(6),
             cancel_ttl: Duration::from_secs(7 * 24 * 3600),
+            idempotency_window: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -87,6 +90,38 @@ pub struct Bus {
     client: async_nats::Client,
     js: jetstream::Context,
     topology: Topology,
+    /// The idempotency bucket, opened once (opening asks the server for the stream's info).
+    idempotency: std::sync::Arc<tokio::sync::OnceCell<kv::Store>>,
+}
+
+/// What claiming an idempotency key found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The key now names the new task.
+    New { revision: u64 },
+    /// The key already names a task (stored, or still being submitted by another request).
+    Held {
+        task_id: Uuid,
+        claimed_at: chrono::DateTime<chrono::Utc>,
+        revision: u64,
+    },
+}
+
+/// An idempotency key's entry.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KeyHolder {
+    task_id: Uuid,
+    claimed_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The bucket key for an idempotency key: a UUIDv5 of it, since bucket keys allow only a few
+/// characters and a client's key may hold any.
+fn idempotency_bucket_key(key: &str) -> String {
+    /// Namespace of Wharf's idempotency keys (a random UUID, fixed forever).
+    const NAMESPACE: Uuid = Uuid::from_u128(0x6a0f_4a1e_2c57_4d3b_9f1e_8b0d_5c2a_7e41);
+    Uuid::new_v5(&NAMESPACE, key.as_bytes())
+        .simple()
+        .to_string()
 }
 
 /// Header values for a message.
@@ -140,6 +175,7 @@ impl Bus {
             client,
             js,
             topology,
+            idempotency: Default::default(),
         })
     }
 
@@ -202,6 +238,11 @@ impl Bus {
                 CANCEL_BUCKET,
                 "cancellation requests by task id",
                 t.cancel_ttl,
+            ),
+            (
+                IDEMPOTENCY_BUCKET,
+                "the task each idempotency key created",
+                t.idempotency_window,
             ),
         ] {
             self.js
@@ -602,6 +643,71 @@ impl Bus {
         })
     }
 
+    /// Claims idempotency key `key` for task `task_id`, atomically across every gateway: the
+    /// key's entry is created only if none exists (or the last one expired with the window).
+    pub async fn claim_idempotency_key(&self, key: &str, task_id: Uuid) -> Result<Claim, Error> {
+        let store = self.idempotency_bucket().await?;
+        let k = idempotency_bucket_key(key);
+        let value = Bytes::from(
+            serde_json::to_vec(&KeyHolder {
+                task_id,
+                claimed_at: chrono::Utc::now(),
+            })
+            .expect("a key holder serialises"),
+        );
+        // Twice at most: an entry that expires between the create and the read is claimed again.
+        for _ in 0..2 {
+            match store.create(&k, value.clone()).await {
+                Ok(revision) => return Ok(Claim::New { revision }),
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+                Err(e) => return Err(nats("claim an idempotency key")(e)),
+            }
+            let entry = store
+                .entry(&k)
+                .await
+                .map_err(nats("read an idempotency key"))?;
+            if let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put)
+                && let Ok(holder) = serde_json::from_slice::<KeyHolder>(&entry.value)
+            {
+                return Ok(Claim::Held {
+                    task_id: holder.task_id,
+                    claimed_at: holder.claimed_at,
+                    revision: entry.revision,
+                });
+            }
+        }
+        Err(Error::Nats {
+            op: "claim an idempotency key",
+            message: "the key's entry kept changing".into(),
+        })
+    }
+
+    /// Moves idempotency key `key` to task `task_id` if it is still at `revision` (held by a
+    /// claim whose task was never stored). False when another request moved it first.
+    pub async fn take_over_idempotency_key(
+        &self,
+        key: &str,
+        task_id: Uuid,
+        revision: u64,
+    ) -> Result<bool, Error> {
+        let store = self.idempotency_bucket().await?;
+        let value = Bytes::from(
+            serde_json::to_vec(&KeyHolder {
+                task_id,
+                claimed_at: chrono::Utc::now(),
+            })
+            .expect("a key holder serialises"),
+        );
+        match store
+            .update(idempotency_bucket_key(key), value, revision)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
+            Err(e) => Err(nats("take over an idempotency key")(e)),
+        }
+    }
+
     /// Records a request to cancel task `id`; workers watching the bucket act on it.
     pub async fn request_cancel(&self, id: Uuid) -> Result<(), Error> {
         let store = self.bucket(CANCEL_BUCKET).await?;
@@ -681,6 +787,12 @@ impl Bus {
             .await
             .map_err(nats("list a bucket"))?;
         Ok((store, watch, keys))
+    }
+
+    async fn idempotency_bucket(&self) -> Result<&kv::Store, Error> {
+        self.idempotency
+            .get_or_try_init(|| self.bucket(IDEMPOTENCY_BUCKET))
+            .await
     }
 
     async fn bucket(&self, name: &str) -> Result<kv::Store, Error> {

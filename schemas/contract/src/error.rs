@@ -25,6 +25,10 @@ pub enum ErrorCode {
     NotFound,
     /// The task has already ended; it cannot be cancelled.
     TaskFinished,
+    /// The idempotency key belongs to a task with a different tool, arguments or queue.
+    IdempotencyKeyReused,
+    /// A request with this idempotency key is still being handled; retry shortly.
+    IdempotencyKeyInUse,
     /// The body's media type is not `application/json`.
     UnsupportedMediaType,
     /// NATS or the database cannot be reached right now; nothing was done. Retry later.
@@ -38,7 +42,9 @@ impl ErrorCode {
         match self {
             ErrorCode::MalformedBody | ErrorCode::InvalidQuery => 400,
             ErrorCode::TaskNotFound | ErrorCode::NotFound => 404,
-            ErrorCode::TaskFinished => 409,
+            ErrorCode::TaskFinished
+            | ErrorCode::IdempotencyKeyReused
+            | ErrorCode::IdempotencyKeyInUse => 409,
             ErrorCode::BodyTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::InvalidField | ErrorCode::UnknownTool | ErrorCode::InvalidArguments => 422,
@@ -58,6 +64,8 @@ impl ErrorCode {
             ErrorCode::TaskNotFound => "task not found",
             ErrorCode::NotFound => "not found",
             ErrorCode::TaskFinished => "task already finished",
+            ErrorCode::IdempotencyKeyReused => "idempotency key used for a different task",
+            ErrorCode::IdempotencyKeyInUse => "a request with this idempotency key is in progress",
             ErrorCode::UnsupportedMediaType => "unsupported media type",
             ErrorCode::Unavailable => "service unavailable",
             ErrorCode::Internal => "internal error",
@@ -75,6 +83,8 @@ impl ErrorCode {
             ErrorCode::TaskNotFound => "task_not_found",
             ErrorCode::NotFound => "not_found",
             ErrorCode::TaskFinished => "task_finished",
+            ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
+            ErrorCode::IdempotencyKeyInUse => "idempotency_key_in_use",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",

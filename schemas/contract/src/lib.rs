@@ -80,6 +80,8 @@ mod tests {
             TaskNotFound,
             NotFound,
             TaskFinished,
+            IdempotencyKeyReused,
+            IdempotencyKeyInUse,
             UnsupportedMediaType,
             Unavailable,
             Internal,

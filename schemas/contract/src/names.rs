@@ -21,6 +21,11 @@ pub const RECORDER_CONSUMER: &str = "wharf-recorder";
 pub const TOOLS_BUCKET: &str = "wharf_tools";
 /// Key-value bucket of cancellation requests, one key per task id.
 pub const CANCEL_BUCKET: &str = "wharf_cancel";
+/// Key-value bucket of idempotency keys: one key per submitted key (a UUIDv5 of it), holding the
+/// task it created; entries expire after the idempotency window.
+pub const IDEMPOTENCY_BUCKET: &str = "wharf_idempotency";
+/// HTTP header that may carry a submission's idempotency key (the body field is the other way).
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 
 /// Header carrying the W3C trace context of the task.
 pub const TRACEPARENT_HEADER: &str = "traceparent";

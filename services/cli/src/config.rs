@@ -58,6 +58,8 @@ pub struct NatsConfig {
     /// Lease of a running task without a heartbeat, in seconds (at least 3); workers heartbeat
     /// at a third of it. A dead worker's tasks go to another worker after this.
     pub ack_wait_secs: u64,
+    /// How long an idempotency key keeps naming the task it created, in seconds.
+    pub idempotency_window_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -92,6 +94,7 @@ impl Default for Config {
                 replicas: 1,
                 events_max_age_secs: 7 * 24 * 3600,
                 ack_wait_secs: 6,
+                idempotency_window_secs: 24 * 3600,
             },
             gateway: GatewaySection {
                 max_body_bytes: 1024 * 1024,
@@ -139,6 +142,7 @@ impl Config {
             replicas: self.nats.replicas,
             events_max_age: Duration::from_secs(self.nats.events_max_age_secs),
             ack_wait: Duration::from_secs(self.nats.ack_wait_secs.max(3)),
+            idempotency_window: Duration::from_secs(self.nats.idempotency_window_secs.max(1)),
             ..wharf_bus::Topology::default()
         }
     }

@@ -10,13 +10,15 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use uuid::Uuid;
+use wharf_bus::Claim;
 use wharf_contract::task::{TASK_VERSION, TaskState};
 use wharf_contract::{
-    DEFAULT_QUEUE, ErrorCode, EventKind, SubmitBatch, SubmitTask, Task, TaskBatch, TaskEvent,
-    TaskList, TaskStatus, TaskView, WsServerMessage, valid_name,
+    DEFAULT_QUEUE, ErrorCode, EventKind, IDEMPOTENCY_KEY_HEADER, SubmitBatch, SubmitTask, Task,
+    TaskBatch, TaskEvent, TaskList, TaskStatus, TaskView, WsServerMessage, valid_name,
 };
 use wharf_telemetry::TraceContext;
 
@@ -78,13 +80,100 @@ fn escape_pointer(token: &str) -> String {
 
 /// Checks a submission against the limits and the catalog, then publishes it. Nothing is
 /// published unless every check passed; the answer comes after JetStream stored the task.
+///
+/// A submission whose idempotency key already names a task gets that task instead, with 200
+/// rather than 202 ([`admit`]).
 pub async fn submit(
     state: &AppState,
     req: SubmitTask,
     trace: TraceContext,
-) -> Result<TaskView, ApiError> {
+) -> Result<(StatusCode, TaskView), ApiError> {
     let event = prepare(state, req)?;
-    Ok(publish(state, &event, &trace).await?)
+    match admit(state, &event).await? {
+        Admission::Existing(view) => Ok((StatusCode::OK, *view)),
+        Admission::New => Ok((StatusCode::ACCEPTED, publish(state, &event, &trace).await?)),
+    }
+}
+
+/// What a submission's idempotency key says.
+pub enum Admission {
+    /// Publish the task: it has no key, or the key is now its own.
+    New,
+    /// The key already names this task: answer with it, publish nothing.
+    Existing(Box<TaskView>),
+}
+
+/// How long a claimed key whose task cannot be found yet counts as a request still in flight;
+/// after that the claim is taken to be a failed request's and a new submission may take it over.
+const CLAIM_IN_FLIGHT: Duration = Duration::from_secs(10);
+/// How long a submission waits for the task of a key claimed by a request still in flight.
+const WAIT_FOR_CLAIMED: Duration = Duration::from_secs(5);
+
+/// Claims the submission's idempotency key, if it has one, across every gateway. A key that
+/// names a task with the same tool, arguments and queue gives that task back; one that names
+/// a different task is refused (409 `idempotency_key_reused`); one claimed by a request still
+/// in flight is waited for, then refused (409 `idempotency_key_in_use`) if it takes too long.
+pub async fn admit(state: &AppState, event: &TaskEvent) -> Result<Admission, ApiError> {
+    let EventKind::Submitted { task } = &event.kind else {
+        unreachable!("prepare makes submitted events")
+    };
+    let Some(key) = &task.idempotency_key else {
+        return Ok(Admission::New);
+    };
+    let (holder, claimed_at, revision) = match state.bus.claim_idempotency_key(key, task.id).await?
+    {
+        Claim::New { .. } => return Ok(Admission::New),
+        Claim::Held {
+            task_id,
+            claimed_at,
+            revision,
+        } => (task_id, claimed_at, revision),
+    };
+    let in_use = || {
+        ApiError::field(
+            ErrorCode::IdempotencyKeyInUse,
+            "/idempotency_key",
+            format!("task {holder} is being submitted with this key; retry in a few seconds"),
+        )
+    };
+    let waited = tokio::time::Instant::now();
+    loop {
+        if let Some(view) = find(state, holder).await? {
+            if view.tool == task.tool
+                && view.arguments == task.arguments
+                && view.queue == task.queue
+            {
+                return Ok(Admission::Existing(Box::new(view)));
+            }
+            return Err(ApiError::field(
+                ErrorCode::IdempotencyKeyReused,
+                "/idempotency_key",
+                format!(
+                    "task {holder} was submitted with this key and a different tool, arguments \
+                     or queue"
+                ),
+            ));
+        }
+        let age = (chrono::Utc::now() - claimed_at)
+            .to_std()
+            .unwrap_or_default();
+        if age > CLAIM_IN_FLIGHT {
+            // Its request never stored the task (it failed, or its gateway died): take it over.
+            return if state
+                .bus
+                .take_over_idempotency_key(key, task.id, revision)
+                .await?
+            {
+                Ok(Admission::New)
+            } else {
+                Err(in_use())
+            };
+        }
+        if waited.elapsed() > WAIT_FOR_CLAIMED {
+            return Err(in_use());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Most tasks one batch may hold.
@@ -207,15 +296,27 @@ pub async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = json_body(&state, &headers, body)?;
-    let req: SubmitTask = parse_json(&body)?;
-    let view = submit(&state, req, trace_of(&headers)).await?;
+    let mut req: SubmitTask = parse_json(&body)?;
+    if let Some(value) = headers.get(IDEMPOTENCY_KEY_HEADER) {
+        let key = value.to_str().map_err(|_| {
+            ApiError::field(
+                ErrorCode::InvalidField,
+                "/idempotency_key",
+                "the Idempotency-Key header must be visible ASCII",
+            )
+        })?;
+        if req.idempotency_key.as_deref().is_some_and(|k| k != key) {
+            return Err(ApiError::field(
+                ErrorCode::InvalidField,
+                "/idempotency_key",
+                "differs from the Idempotency-Key header; send one or the other",
+            ));
+        }
+        req.idempotency_key = Some(key.to_owned());
+    }
+    let (status, view) = submit(&state, req, trace_of(&headers)).await?;
     let location = format!("/api/v1/tasks/{}", view.id);
-    Ok((
-        StatusCode::ACCEPTED,
-        [(header::LOCATION, location)],
-        Json(view),
-    )
-        .into_response())
+    Ok((status, [(header::LOCATION, location)], Json(view)).into_response())
 }
 
 /// `POST /api/v1/tasks/batch`: every task is checked before any is published, so one bad task
@@ -238,14 +339,38 @@ pub async fn create_batch(
         ));
     }
     let mut events = Vec::with_capacity(req.tasks.len());
+    let mut keys = std::collections::HashMap::new();
     for (i, task) in req.tasks.into_iter().enumerate() {
+        if let Some(key) = &task.idempotency_key
+            && let Some(first) = keys.insert(key.clone(), i)
+        {
+            return Err(ApiError::field(
+                ErrorCode::InvalidField,
+                &format!("/tasks/{i}/idempotency_key"),
+                format!("repeats the key of /tasks/{first}"),
+            ));
+        }
         events.push(prepare(&state, task).map_err(|e| e.within(&format!("/tasks/{i}")))?);
     }
+    // Keys already used give their tasks back in place; only the others are published.
+    let admitted = futures::future::join_all(events.iter().map(|e| admit(&state, e))).await;
+    let mut existing = Vec::with_capacity(events.len());
+    for (i, a) in admitted.into_iter().enumerate() {
+        existing.push(match a.map_err(|e| e.within(&format!("/tasks/{i}")))? {
+            Admission::Existing(view) => Some(*view),
+            Admission::New => None,
+        });
+    }
     let trace = trace_of(&headers);
-    let published = futures::future::join_all(events.iter().map(|e| {
+    let published = futures::future::join_all(events.iter().zip(existing).map(|(e, existing)| {
         let trace = trace.child();
         let state = &state;
-        async move { publish(state, e, &trace).await }
+        async move {
+            match existing {
+                Some(view) => Ok(view),
+                None => publish(state, e, &trace).await,
+            }
+        }
     }))
     .await;
     let mut tasks = Vec::with_capacity(published.len());
@@ -496,16 +621,23 @@ pub async fn follow(
 }
 
 /// Submits a task and follows it, for a WebSocket submitter. The subscription is taken before
-/// anything is published, so the events all arrive live and no history is read.
+/// anything is published, so the events all arrive live and no history is read. A key that
+/// names a task already follows that task, history first.
 pub async fn submit_and_follow(
     state: &AppState,
     req: SubmitTask,
     trace: TraceContext,
-) -> Result<(TaskView, impl Stream<Item = WsServerMessage> + use<>), ApiError> {
+) -> Result<(TaskView, BoxStream<'static, WsServerMessage>), ApiError> {
     let event = prepare(state, req)?;
+    if let Admission::Existing(view) = admit(state, &event).await? {
+        let events = follow(state, view.id)
+            .await?
+            .ok_or_else(|| not_found(view.id))?;
+        return Ok((*view, events.boxed()));
+    }
     let events = state.bus.follow_new(event.task_id).await?;
     let view = publish(state, &event, &trace).await?;
-    Ok((view, client_messages(events)))
+    Ok((view, client_messages(events).boxed()))
 }
 
 /// A task's events as client messages, ending with the terminal one.
