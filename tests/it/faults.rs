@@ -72,6 +72,112 @@ fn children_running(parent: u32, needle: &str) -> Vec<u32> {
         .collect()
 }
 
+/// A Postgres server of the test's own, which it may stop and start again: the suite's shared
+/// server must stay up for the other tests.
+struct OwnPostgres {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl OwnPostgres {
+    fn start() -> OwnPostgres {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port().unwrap();
+        let pg = OwnPostgres { dir, port };
+        if nix::unistd::Uid::effective().is_root() {
+            // Postgres refuses to run as root: its files belong to the postgres user.
+            let ok = std::process::Command::new("chown")
+                .args(["postgres"])
+                .arg(pg.dir.path())
+                .status()
+                .unwrap();
+            assert!(ok.success(), "chown the cluster directory");
+        }
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                &pg.data(),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--no-sync",
+            ],
+        );
+        pg.start_again();
+        pg
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    /// Runs a Postgres program, as the postgres user when this is root.
+    fn run(&self, program: &str, args: &[&str]) {
+        let bin = ["/usr/lib/postgresql/15/bin", "/usr/bin"]
+            .iter()
+            .map(|d| Path::new(d).join(program))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| program.into());
+        let mut cmd = if nix::unistd::Uid::effective().is_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(bin);
+            c
+        } else {
+            std::process::Command::new(bin)
+        };
+        let out = cmd.args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{program} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn start_again(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("postgres.log").display().to_string();
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-l",
+                &log,
+                "-w",
+                "-o",
+                &options,
+                "start",
+            ],
+        );
+    }
+
+    /// Stops the server at once (`immediate`: no checkpoint, as after a crash).
+    fn stop(&self) {
+        self.run(
+            "pg_ctl",
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+        );
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        if Path::new(&self.data()).join("postmaster.pid").exists() {
+            self.stop();
+        }
+    }
+}
+
 /// One test's platform, every part a process of its own.
 struct Rig {
     dir: tempfile::TempDir,
@@ -92,9 +198,13 @@ struct Rig {
 
 impl Rig {
     async fn start(workers: usize) -> Rig {
+        Rig::start_on(workers, fresh_database().await).await
+    }
+
+    /// The platform on database `db`.
+    async fn start_on(workers: usize, db: String) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let nats = LocalNats::start(&dir.path().join("nats")).await.unwrap();
-        let db = fresh_database().await;
         let addr = format!("127.0.0.1:{}", free_port().unwrap());
         let gateway = part(
             dir.path(),
@@ -523,4 +633,33 @@ async fn gateway_crashing_mid_run_loses_no_accepted_task() {
     f.print("gateway crashed (SIGKILL) and restarted", faults);
     println!("submissions refused or cut off while it was down: {refused}");
     f.assert_exactly_once(refused);
+}
+
+#[tokio::test]
+async fn postgres_stopped_mid_run_delays_the_history_and_loses_nothing() {
+    let pg = OwnPostgres::start();
+    let rig = Rig::start_on(2, pg.url()).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let submitter = rig.submit_until(4, sleep_task(0.05), stop.clone());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Down for three seconds: submissions go on (they need only NATS); the recorder waits.
+    pg.stop();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    pg.start_again();
+    let restarted = Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.cancel();
+    let (ids, refused) = submitter.await.unwrap();
+    assert_eq!(refused, 0, "submissions never needed the database");
+    assert!(ids.len() >= 100, "tasks were accepted around the outage");
+    rig.wait_all_ended(ids.len(), Duration::from_secs(120))
+        .await;
+    let caught_up = restarted.elapsed();
+    let f = rig.check(&ids, &[]).await;
+    f.print("Postgres stopped (immediate) and started again", 1);
+    println!(
+        "history complete {:.1} s after Postgres came back",
+        caught_up.as_secs_f64()
+    );
+    f.assert_exactly_once(0);
 }
