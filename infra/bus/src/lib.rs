@@ -19,10 +19,11 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
 use uuid::Uuid;
 use wharf_contract::{
-    ATTEMPTS_USED_HEADER, CANCEL_BUCKET, EVENT_SCHEMA, EVENTS_STREAM, EVENTS_SUBJECTS,
-    IDEMPOTENCY_BUCKET, LIVE_EVENTS_SUBJECTS, RECORDER_CONSUMER, SCHEMA_HEADER, TASK_SCHEMA,
-    TASKS_STREAM, TASKS_SUBJECTS, TOOLS_BUCKET, TRACEPARENT_HEADER, Task, TaskEvent, ToolServer,
-    event_subject, live_event_subject, queue_consumer, task_subject,
+    ATTEMPTS_USED_HEADER, CANCEL_BUCKET, DLQ_STREAM, DLQ_SUBJECTS, DeadLetter, EVENT_SCHEMA,
+    EVENTS_STREAM, EVENTS_SUBJECTS, IDEMPOTENCY_BUCKET, LIVE_EVENTS_SUBJECTS, RECORDER_CONSUMER,
+    SCHEMA_HEADER, TASK_SCHEMA, TASKS_STREAM, TASKS_SUBJECTS, TOOLS_BUCKET, TRACEPARENT_HEADER,
+    Task, TaskEvent, ToolServer, dlq_subject, event_subject, live_event_subject, queue_consumer,
+    task_subject,
 };
 
 pub use async_nats::jetstream::AckKind;
@@ -228,6 +229,22 @@ impl Bus {
             })
             .await
             .map_err(nats("create the events stream"))?;
+        self.js
+            .create_or_update_stream(stream::Config {
+                name: DLQ_STREAM.into(),
+                description: Some("dead-lettered tasks, one message per task".into()),
+                subjects: vec![DLQ_SUBJECTS.into()],
+                retention: stream::RetentionPolicy::Limits,
+                storage: stream::StorageType::File,
+                num_replicas: t.replicas,
+                max_messages_per_subject: 1,
+                max_age: t.events_max_age,
+                duplicate_window: t.duplicate_window.min(t.events_max_age),
+                allow_direct: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(nats("create the dead-letter stream"))?;
         for (bucket, description, max_age) in [
             (
                 TOOLS_BUCKET,
@@ -341,6 +358,7 @@ impl Bus {
                     code: "not_enqueued".into(),
                     message: format!("the task could not be queued: {e}"),
                     details: None,
+                    dead_letter: false,
                 },
             },
         );
@@ -708,6 +726,79 @@ impl Bus {
         }
     }
 
+    /// Stores a dead letter and waits until JetStream has it. Its message id makes a repeat
+    /// harmless.
+    pub async fn publish_dead_letter(&self, letter: &DeadLetter) -> Result<(), Error> {
+        let body = serde_json::to_vec(letter).expect("a dead letter serialises");
+        self.js
+            .send_publish(
+                dlq_subject(letter.task_id),
+                PublishMessage::build()
+                    .payload(Bytes::from(body))
+                    .message_id(format!("{}:dead", letter.task_id)),
+            )
+            .await
+            .map_err(nats("publish a dead letter"))?
+            .await
+            .map_err(nats("store a dead letter"))?;
+        Ok(())
+    }
+
+    /// Up to `limit` dead letters stored after stream sequence `after`, oldest first, each with
+    /// its `seq` set; unreadable entries are skipped.
+    pub async fn dead_letters(&self, after: u64, limit: usize) -> Result<Vec<DeadLetter>, Error> {
+        let stream = self.dlq_stream().await?;
+        let mut out = Vec::new();
+        let mut next = after + 1;
+        while out.len() < limit {
+            match stream
+                .direct_get_next_for_subject(DLQ_SUBJECTS, Some(next))
+                .await
+            {
+                Ok(m) => {
+                    next = m.sequence + 1;
+                    if let Some(letter) = read_dead_letter(m.sequence, &m.payload) {
+                        out.push(letter);
+                    }
+                }
+                Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => break,
+                Err(e) => return Err(nats("read dead letters")(e)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The dead letter of task `id`, if it has one.
+    pub async fn dead_letter(&self, id: Uuid) -> Result<Option<DeadLetter>, Error> {
+        let stream = self.dlq_stream().await?;
+        match stream
+            .direct_get_last_for_subject(dlq_subject(id).as_str())
+            .await
+        {
+            Ok(m) => Ok(read_dead_letter(m.sequence, &m.payload)),
+            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => Ok(None),
+            Err(e) => Err(nats("read a dead letter")(e)),
+        }
+    }
+
+    /// Removes the dead letter of task `id` (after a replay).
+    pub async fn remove_dead_letter(&self, id: Uuid) -> Result<(), Error> {
+        self.dlq_stream()
+            .await?
+            .purge()
+            .filter(dlq_subject(id))
+            .await
+            .map_err(nats("remove a dead letter"))?;
+        Ok(())
+    }
+
+    async fn dlq_stream(&self) -> Result<jetstream::stream::Stream<()>, Error> {
+        self.js
+            .get_stream_no_info(DLQ_STREAM)
+            .await
+            .map_err(nats("open the dead-letter stream"))
+    }
+
     /// Records a request to cancel task `id`; workers watching the bucket act on it.
     pub async fn request_cancel(&self, id: Uuid) -> Result<(), Error> {
         let store = self.bucket(CANCEL_BUCKET).await?;
@@ -817,6 +908,19 @@ fn decode_tool_server(key: &str, value: &[u8]) -> Option<ToolServer> {
 pub fn decode_event(m: &Message) -> Result<(u64, TaskEvent), Error> {
     let seq = m.info().map(|i| i.stream_sequence).unwrap_or_default();
     Ok((seq, decode_payload(&m.subject, &m.payload)?))
+}
+
+fn read_dead_letter(seq: u64, payload: &[u8]) -> Option<DeadLetter> {
+    match serde_json::from_slice::<DeadLetter>(payload) {
+        Ok(mut letter) => {
+            letter.seq = Some(seq);
+            Some(letter)
+        }
+        Err(e) => {
+            tracing::warn!(seq, error = %e, "skipping an unreadable dead letter");
+            None
+        }
+    }
 }
 
 fn decode_payload(subject: &str, payload: &[u8]) -> Result<TaskEvent, Error> {

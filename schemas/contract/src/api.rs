@@ -1,5 +1,6 @@
 //! Bodies of the HTTP API (`/api/v1`) and the WebSocket protocol (`/ws/v1/tasks`).
 
+use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -240,4 +241,42 @@ impl WsServerMessage {
                 | WsServerMessage::Cancelled { .. }
         )
     }
+}
+
+/// A dead-lettered task, as kept in the DLQ stream and shown by `GET /api/v1/dlq`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DeadLetter {
+    /// Wire version of this message.
+    pub v: u32,
+    pub task_id: Uuid,
+    /// The queue the task was taken from.
+    pub queue: String,
+    /// The task as submitted; absent when its message could not be read (see `payload`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<crate::Task>,
+    /// The unreadable message's body, as text, when `task` is absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+    /// The error that ended the task.
+    pub error: crate::TaskError,
+    /// Attempts the task used.
+    pub attempts: u32,
+    /// The worker that dead-lettered it.
+    pub worker: String,
+    pub dead_at: DateTime<Utc>,
+    /// Position in the DLQ stream (set when read back; `cursor` for the next page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+}
+
+/// Wire version of [`DeadLetter`].
+pub const DEAD_LETTER_VERSION: u32 = 1;
+
+/// `GET /api/v1/dlq` answer: oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DeadLetterList {
+    pub dead_letters: Vec<DeadLetter>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }

@@ -29,6 +29,8 @@ pub enum ErrorCode {
     IdempotencyKeyReused,
     /// A request with this idempotency key is still being handled; retry shortly.
     IdempotencyKeyInUse,
+    /// The dead letter holds no readable task to submit again.
+    NotReplayable,
     /// The body's media type is not `application/json`.
     UnsupportedMediaType,
     /// NATS or the database cannot be reached right now; nothing was done. Retry later.
@@ -44,7 +46,8 @@ impl ErrorCode {
             ErrorCode::TaskNotFound | ErrorCode::NotFound => 404,
             ErrorCode::TaskFinished
             | ErrorCode::IdempotencyKeyReused
-            | ErrorCode::IdempotencyKeyInUse => 409,
+            | ErrorCode::IdempotencyKeyInUse
+            | ErrorCode::NotReplayable => 409,
             ErrorCode::BodyTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::InvalidField | ErrorCode::UnknownTool | ErrorCode::InvalidArguments => 422,
@@ -66,6 +69,7 @@ impl ErrorCode {
             ErrorCode::TaskFinished => "task already finished",
             ErrorCode::IdempotencyKeyReused => "idempotency key used for a different task",
             ErrorCode::IdempotencyKeyInUse => "a request with this idempotency key is in progress",
+            ErrorCode::NotReplayable => "the dead letter cannot be replayed",
             ErrorCode::UnsupportedMediaType => "unsupported media type",
             ErrorCode::Unavailable => "service unavailable",
             ErrorCode::Internal => "internal error",
@@ -85,6 +89,7 @@ impl ErrorCode {
             ErrorCode::TaskFinished => "task_finished",
             ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
             ErrorCode::IdempotencyKeyInUse => "idempotency_key_in_use",
+            ErrorCode::NotReplayable => "not_replayable",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",

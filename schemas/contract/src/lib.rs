@@ -38,6 +38,8 @@ pub fn json_schemas() -> Vec<(&'static str, serde_json::Value)> {
         ("ws-client-message.json", schema::<WsClientMessage>()),
         ("ws-server-message.json", schema::<WsServerMessage>()),
         ("problem.json", schema::<Problem>()),
+        ("dead-letter.v1.json", schema::<DeadLetter>()),
+        ("dead-letter-list.json", schema::<DeadLetterList>()),
     ]
 }
 
@@ -82,6 +84,7 @@ mod tests {
             TaskFinished,
             IdempotencyKeyReused,
             IdempotencyKeyInUse,
+            NotReplayable,
             UnsupportedMediaType,
             Unavailable,
             Internal,

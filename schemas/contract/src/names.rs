@@ -57,6 +57,17 @@ pub fn queue_consumer(queue: &str) -> String {
     format!("wharf-queue-{queue}")
 }
 
+/// The stream of dead letters: tasks that failed after using every attempt, or whose message
+/// could not be read, kept for inspection and replay. One message per task.
+pub const DLQ_STREAM: &str = "WHARF_DLQ";
+/// Subjects of [`DLQ_STREAM`]: `wharf.dlq.<task id>`.
+pub const DLQ_SUBJECTS: &str = "wharf.dlq.>";
+
+/// Subject the dead letter of task `id` is kept on.
+pub fn dlq_subject(id: Uuid) -> String {
+    format!("wharf.dlq.{id}")
+}
+
 /// Subject the events of task `id` are published on.
 pub fn event_subject(id: Uuid) -> String {
     format!("wharf.events.{id}")

@@ -123,6 +123,10 @@ pub struct TaskError {
     /// The tool's own result when the tool itself reported the error (MCP `isError`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<Value>,
+    /// On a task's final error: the task was dead-lettered (it failed after using every attempt,
+    /// or its message could not be read) and is kept in `GET /api/v1/dlq` for replay.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dead_letter: bool,
 }
 
 /// A task as the API shows it: its spec plus everything its events said so far.
@@ -413,6 +417,7 @@ mod tests {
                             code: "timeout".into(),
                             message: "late duplicate".into(),
                             details: None,
+                            dead_letter: false,
                         },
                     },
                 ),

@@ -1,4 +1,5 @@
-//! Client commands against a running gateway: `submit`, `task`, `tasks`, `cancel`, `tools`.
+//! Client commands against a running gateway: `submit`, `task`, `tasks`, `cancel`, `tools`,
+//! `dlq`.
 
 use std::time::Duration;
 
@@ -7,7 +8,9 @@ use clap::Subcommand;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Map, Value};
-use wharf_contract::{Problem, SubmitTask, TaskList, TaskView, ToolList, WsServerMessage};
+use wharf_contract::{
+    DeadLetter, DeadLetterList, Problem, SubmitTask, TaskList, TaskView, ToolList, WsServerMessage,
+};
 
 #[derive(Subcommand)]
 pub enum ClientCommand {
@@ -55,6 +58,24 @@ pub enum ClientCommand {
     Cancel { id: String },
     /// List the tools workers serve.
     Tools,
+    /// Dead letters: tasks that failed after every attempt, kept for replay.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+#[derive(Subcommand)]
+pub enum DlqCommand {
+    /// List dead letters, oldest first.
+    List {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Show one dead letter (by the dead task's id) as JSON.
+    Show { id: String },
+    /// Submit the dead task again as a new task and print the new task's id.
+    Replay { id: String },
 }
 
 /// Parses `name=value` arguments into an object.
@@ -198,6 +219,45 @@ impl ClientCommand {
                     view.id,
                     view.status.as_str()
                 );
+            }
+            ClientCommand::Dlq(DlqCommand::List { limit, cursor }) => {
+                let mut query = vec![("limit", limit.to_string())];
+                if let Some(c) = cursor {
+                    query.push(("cursor", c));
+                }
+                let list: DeadLetterList = api
+                    .send(api.http.get(url("/api/v1/dlq")).query(&query))
+                    .await?;
+                println!(
+                    "{:<36}  {:<20}  {:<10}  {:>8}  {:<18}  DEAD AT",
+                    "TASK", "TOOL", "QUEUE", "ATTEMPTS", "ERROR"
+                );
+                for d in &list.dead_letters {
+                    println!(
+                        "{:<36}  {:<20}  {:<10}  {:>8}  {:<18}  {}",
+                        d.task_id,
+                        d.task.as_ref().map_or("(unreadable)", |t| t.tool.as_str()),
+                        d.queue,
+                        d.attempts,
+                        d.error.code,
+                        d.dead_at.to_rfc3339()
+                    );
+                }
+                if let Some(next) = list.next_cursor {
+                    println!("more: wharf dlq list --cursor {next}");
+                }
+            }
+            ClientCommand::Dlq(DlqCommand::Show { id }) => {
+                let letter: DeadLetter = api
+                    .send(api.http.get(url(&format!("/api/v1/dlq/{id}"))))
+                    .await?;
+                println!("{}", serde_json::to_string_pretty(&letter)?);
+            }
+            ClientCommand::Dlq(DlqCommand::Replay { id }) => {
+                let view: TaskView = api
+                    .send(api.http.post(url(&format!("/api/v1/dlq/{id}/replay"))))
+                    .await?;
+                println!("{}", view.id);
             }
             ClientCommand::Tools => {
                 let list: ToolList = api.send(api.http.get(url("/api/v1/tools"))).await?;

@@ -6,6 +6,7 @@
 //! problem+json with a stable code (`problem.rs`).
 
 mod catalog;
+mod dlq;
 mod problem;
 mod tasks;
 mod ws;
@@ -141,6 +142,9 @@ fn router(state: AppState) -> Router {
         .route("/api/v1/tasks/{id}", get(tasks::get))
         .route("/api/v1/tasks/{id}/cancel", post(tasks::cancel))
         .route("/api/v1/tasks/{id}/events", get(tasks::events))
+        .route("/api/v1/dlq", get(dlq::list))
+        .route("/api/v1/dlq/{id}", get(dlq::get))
+        .route("/api/v1/dlq/{id}/replay", post(dlq::replay))
         .route("/api/v1/tools", get(tools))
         .route("/ws/v1/tasks", get(ws::upgrade))
         .route("/healthz", get(healthz))

@@ -281,7 +281,7 @@ async fn publish(
 }
 
 /// The trace context of an incoming request: the caller's `traceparent`, or a new trace.
-fn trace_of(headers: &HeaderMap) -> TraceContext {
+pub(crate) fn trace_of(headers: &HeaderMap) -> TraceContext {
     headers
         .get(wharf_contract::TRACEPARENT_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -441,7 +441,7 @@ fn json_body(
     Ok(body)
 }
 
-fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+pub(crate) fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
     raw.parse()
         .map_err(|_| ApiError::new(ErrorCode::TaskNotFound, format!("{raw:?} is not a task id")))
 }
@@ -505,7 +505,7 @@ pub struct ListQuery {
     cursor: Option<String>,
 }
 
-fn query_error(param: &str, detail: impl Into<String>) -> ApiError {
+pub(crate) fn query_error(param: &str, detail: impl Into<String>) -> ApiError {
     let detail = detail.into();
     let mut e = ApiError::new(ErrorCode::InvalidQuery, format!("{param}: {detail}"));
     e.0.errors.push(wharf_contract::FieldError {

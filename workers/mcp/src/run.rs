@@ -10,8 +10,8 @@ use tracing::Instrument;
 use wharf_bus::{AckKind, Message, attempts_used, traceparent_of};
 use wharf_contract::event::DecodeError;
 use wharf_contract::{
-    EventKind, Progress, TASK_ID_META, TRACEPARENT_META, Task, TaskError, TaskEvent,
-    task::split_tool,
+    DEAD_LETTER_VERSION, DeadLetter, EventKind, Progress, TASK_ID_META, TRACEPARENT_META, Task,
+    TaskError, TaskEvent, task::split_tool,
 };
 use wharf_telemetry::TraceContext;
 
@@ -86,22 +86,34 @@ async fn unreadable(shared: &Shared, message: &Message, attempt: u32, e: DecodeE
         .ok()
         .and_then(|v| v.get("id")?.as_str()?.parse::<uuid::Uuid>().ok());
     if let Some(id) = id {
-        let event = TaskEvent::new(
-            id,
-            attempt,
-            failed(
-                "bad_message",
-                format!("the task message cannot be read: {e}"),
-            ),
-        );
-        let stored = match shared
-            .bus
-            .publish_event(&event, &format!("{id}:terminal"), None)
-            .await
-        {
-            Ok(ack) => ack.await.is_ok(),
-            Err(_) => false,
+        let error = TaskError {
+            code: "bad_message".into(),
+            message: format!("the task message cannot be read: {e}"),
+            details: None,
+            dead_letter: true,
         };
+        let letter = DeadLetter {
+            v: DEAD_LETTER_VERSION,
+            task_id: id,
+            queue: queue_of(message),
+            task: None,
+            payload: Some(String::from_utf8_lossy(&message.payload).into_owned()),
+            error: error.clone(),
+            attempts: attempt,
+            worker: shared.id.clone(),
+            dead_at: chrono::Utc::now(),
+            seq: None,
+        };
+        let event = TaskEvent::new(id, attempt, EventKind::Failed { error });
+        let stored = store_dead_letter(shared, &letter).await.is_ok()
+            && match shared
+                .bus
+                .publish_event(&event, &format!("{id}:terminal"), None)
+                .await
+            {
+                Ok(ack) => ack.await.is_ok(),
+                Err(_) => false,
+            };
         if !stored {
             let _ = message
                 .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
@@ -110,6 +122,30 @@ async fn unreadable(shared: &Shared, message: &Message, attempt: u32, e: DecodeE
         }
     }
     let _ = message.ack_with(AckKind::Term).await;
+}
+
+/// The queue a task message was taken from (its subject is `wharf.tasks.<queue>`).
+fn queue_of(message: &Message) -> String {
+    message
+        .subject
+        .rsplit_once('.')
+        .map_or_else(|| message.subject.to_string(), |(_, q)| q.to_owned())
+}
+
+/// Stores a dead letter, trying a few times (its message id makes repeats harmless).
+async fn store_dead_letter(shared: &Shared, letter: &DeadLetter) -> Result<(), wharf_bus::Error> {
+    let mut stored = Box::pin(shared.bus.publish_dead_letter(letter)).await;
+    for _ in 0..4 {
+        if stored.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        stored = Box::pin(shared.bus.publish_dead_letter(letter)).await;
+    }
+    if let Err(e) = &stored {
+        tracing::warn!(error = %e, "could not store the dead letter");
+    }
+    stored
 }
 
 /// True when this message was delivered before (to this or another worker) or handed back.
@@ -147,6 +183,7 @@ async fn finish(
                     attempt - 1
                 ),
                 details: None,
+                dead_letter: true,
             },
         })
     } else if redelivered(message)
@@ -176,6 +213,30 @@ async fn finish(
 
     match outcome {
         Outcome::Terminal(kind) => {
+            // A dead letter is stored before the terminal event: should the worker die in
+            // between, the redelivery fails the task again and stores the same letter.
+            if let EventKind::Failed { error } = &kind
+                && error.dead_letter
+            {
+                let letter = DeadLetter {
+                    v: DEAD_LETTER_VERSION,
+                    task_id: task.id,
+                    queue: task.queue.clone(),
+                    task: Some(task.clone()),
+                    payload: None,
+                    error: error.clone(),
+                    attempts: attempt,
+                    worker: shared.id.clone(),
+                    dead_at: chrono::Utc::now(),
+                    seq: None,
+                };
+                if store_dead_letter(shared, &letter).await.is_err() {
+                    let _ = Box::pin(message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))))
+                        .await;
+                    return;
+                }
+                tracing::warn!(code = %error.code, "the task failed for good; kept as a dead letter");
+            }
             let event = TaskEvent::new(task.id, attempt, kind);
             // The same message id makes every try after the first harmless.
             let mut stored = Err(String::new());
@@ -405,6 +466,7 @@ fn failed(code: &str, message: String) -> EventKind {
             code: code.into(),
             message,
             details: None,
+            dead_letter: false,
         },
     }
 }
@@ -417,11 +479,18 @@ fn classify(result: Result<CallToolResult, CallError>, task: &Task, attempt: u32
             code: code.into(),
             message,
             details: None,
+            dead_letter: false,
         };
         if attempt < task.max_attempts {
             Outcome::Retry(error, retry_delay(attempt))
         } else {
-            Outcome::Terminal(EventKind::Failed { error })
+            // Every attempt failed in a way worth retrying: keep the task for a replay.
+            Outcome::Terminal(EventKind::Failed {
+                error: TaskError {
+                    dead_letter: true,
+                    ..error
+                },
+            })
         }
     };
     match result {
@@ -439,6 +508,7 @@ fn classify(result: Result<CallToolResult, CallError>, task: &Task, attempt: u32
                         text
                     },
                     details: serde_json::to_value(&result).ok(),
+                    dead_letter: false,
                 },
             })
         }

@@ -1,0 +1,123 @@
+//! `/api/v1/dlq`: dead letters, the tasks that failed after using every attempt or whose message
+//! could not be read. List them, inspect one, replay one as a new task.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::Value;
+use wharf_contract::{DeadLetter, DeadLetterList, ErrorCode, SubmitTask};
+
+use crate::AppState;
+use crate::problem::ApiError;
+use crate::tasks::{self, parse_id};
+
+/// Most dead letters one page may hold.
+const MAX_PAGE: usize = 1000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DlqQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// `GET /api/v1/dlq`: oldest first, `limit` (1–1000, default 100) per page.
+pub async fn list(
+    State(state): State<AppState>,
+    query: Result<Query<DlqQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<DeadLetterList>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::InvalidQuery, e.body_text()))?;
+    let limit = match q.limit.as_deref() {
+        None => 100,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=MAX_PAGE).contains(l))
+            .ok_or_else(|| tasks::query_error("limit", "must be a whole number from 1 to 1000"))?,
+    };
+    let after = match q.cursor.as_deref() {
+        None => 0,
+        Some(c) => c
+            .parse::<u64>()
+            .map_err(|_| tasks::query_error("cursor", "must be a cursor from a previous page"))?,
+    };
+    let mut dead_letters = state.bus.dead_letters(after, limit + 1).await?;
+    let next_cursor = if dead_letters.len() > limit {
+        dead_letters.truncate(limit);
+        dead_letters
+            .last()
+            .and_then(|d| d.seq)
+            .map(|s| s.to_string())
+    } else {
+        None
+    };
+    Ok(Json(DeadLetterList {
+        dead_letters,
+        next_cursor,
+    }))
+}
+
+fn no_dead_letter(id: uuid::Uuid) -> ApiError {
+    ApiError::new(
+        ErrorCode::NotFound,
+        format!("task {id} has no dead letter (it did not fail for good, or was replayed)"),
+    )
+}
+
+/// `GET /api/v1/dlq/{task_id}`
+pub async fn get(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<DeadLetter>, ApiError> {
+    let id = parse_id(&raw)?;
+    state
+        .bus
+        .dead_letter(id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| no_dead_letter(id))
+}
+
+/// `POST /api/v1/dlq/{task_id}/replay`: submits the dead task again as a new task (same tool,
+/// arguments, queue and limits; `metadata.replay_of` names the dead one), then removes the dead
+/// letter. The replay carries the idempotency key `replay:<task id>`, so two replays racing, or
+/// one retried after the letter failed to be removed, give the same new task.
+pub async fn replay(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&raw)?;
+    let Some(letter) = state.bus.dead_letter(id).await? else {
+        // Replayed already? The replay key still names the new task.
+        return Err(no_dead_letter(id));
+    };
+    let Some(task) = letter.task else {
+        return Err(ApiError::new(
+            ErrorCode::NotReplayable,
+            format!("task {id}'s message could not be read; there is no task to replay"),
+        ));
+    };
+    let mut metadata = task.metadata;
+    metadata.insert("replay_of".into(), Value::String(id.to_string()));
+    let req = SubmitTask {
+        tool: task.tool,
+        arguments: task.arguments,
+        queue: Some(task.queue),
+        timeout_secs: task.timeout_secs,
+        max_attempts: Some(task.max_attempts),
+        idempotency_key: Some(format!("replay:{id}")),
+        session_id: task.session_id,
+        metadata: Some(metadata),
+    };
+    let (status, view) = tasks::submit(&state, req, tasks::trace_of(&headers)).await?;
+    if let Err(e) = state.bus.remove_dead_letter(id).await {
+        // The replay is stored; a later replay of the same letter returns it again.
+        tracing::warn!(task_id = %id, error = %e, "replayed, but the dead letter stays listed");
+    }
+    tracing::info!(task_id = %id, replay = %view.id, "dead letter replayed");
+    let location = format!("/api/v1/tasks/{}", view.id);
+    Ok((status, [(header::LOCATION, location)], Json(view)).into_response())
+}

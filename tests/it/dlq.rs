@@ -1,0 +1,141 @@
+//! Dead letters: a task that fails after using every attempt, or whose message cannot be read,
+//! is kept in the DLQ, listed, inspected and replayed.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+use wharf_contract::TaskStatus;
+use wharf_testkit::{Wharf, eventually};
+
+async fn get(w: &Wharf, path: &str) -> (u16, Value) {
+    let r = w.http.get(w.url(path)).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+async fn post(w: &Wharf, path: &str) -> (u16, Value) {
+    let r = w.http.post(w.url(path)).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// Waits until task `id` is listed in the DLQ; returns its entry.
+async fn listed(w: &Wharf, id: Uuid) -> Value {
+    eventually("the task in the DLQ", Duration::from_secs(30), || async {
+        let (status, list) = get(w, "/api/v1/dlq").await;
+        assert_eq!(status, 200, "{list}");
+        list["dead_letters"]
+            .as_array()?
+            .iter()
+            .find(|d| d["task_id"] == id.to_string())
+            .cloned()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_task_that_used_every_attempt_is_dead_lettered_and_can_be_replayed() {
+    let w = Wharf::start().await;
+    w.wait_for_tool("demo.sleep").await;
+    // Each attempt times out (a retryable failure); the second is the last.
+    let id = w
+        .submit_ok(json!({
+            "tool": "demo.sleep",
+            "arguments": {"seconds": 30, "steps": 1},
+            "timeout_secs": 1,
+            "max_attempts": 2,
+            "metadata": {"order": 7},
+        }))
+        .await;
+    let view = w.wait_recorded(id, TaskStatus::Failed).await;
+    let error = view.error.unwrap();
+    assert_eq!(error.code, "timeout");
+    assert!(
+        error.dead_letter,
+        "the final error says the task was dead-lettered"
+    );
+    assert_eq!(
+        w.event_kinds(id).await,
+        [
+            "submitted",
+            "started",
+            "attempt_failed",
+            "started",
+            "failed"
+        ]
+    );
+
+    let entry = listed(&w, id).await;
+    assert_eq!(entry["queue"], "default");
+    assert_eq!(entry["attempts"], 2);
+    assert_eq!(entry["error"]["code"], "timeout");
+    assert_eq!(entry["task"]["tool"], "demo.sleep");
+    let (status, one) = get(&w, &format!("/api/v1/dlq/{id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(one, entry);
+
+    // Replay: a new task with the same spec, pointing back at the dead one.
+    let (status, replay) = post(&w, &format!("/api/v1/dlq/{id}/replay")).await;
+    assert_eq!(status, 202, "{replay}");
+    let new: Uuid = replay["id"].as_str().unwrap().parse().unwrap();
+    assert_ne!(new, id);
+    assert_eq!(replay["tool"], "demo.sleep");
+    assert_eq!(replay["timeout_secs"], 1);
+    assert_eq!(replay["max_attempts"], 2);
+    assert_eq!(replay["metadata"]["order"], 7);
+    assert_eq!(replay["metadata"]["replay_of"], id.to_string());
+    // The letter is gone; replaying again finds nothing to replay.
+    let (status, problem) = get(&w, &format!("/api/v1/dlq/{id}")).await;
+    assert_eq!(status, 404, "{problem}");
+    let (status, _) = post(&w, &format!("/api/v1/dlq/{id}/replay")).await;
+    assert_eq!(status, 404);
+    // The replay runs (and, timing out the same way, ends in the DLQ in its turn).
+    listed(&w, new).await;
+    let (_, list) = get(&w, "/api/v1/dlq").await;
+    assert_eq!(list["dead_letters"].as_array().unwrap().len(), 1);
+    w.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_tool_error_fails_at_once_without_a_dead_letter() {
+    let w = Wharf::start().await;
+    w.wait_for_tool("demo.fail").await;
+    let id = w
+        .submit_ok(json!({"tool": "demo.fail", "arguments": {}, "max_attempts": 3}))
+        .await;
+    let view = w.wait_recorded(id, TaskStatus::Failed).await;
+    let error = view.error.unwrap();
+    assert_eq!(error.code, "tool_error");
+    assert!(!error.dead_letter);
+    assert_eq!(view.attempts, 1, "a tool error is final");
+    let (status, list) = get(&w, "/api/v1/dlq").await;
+    assert_eq!(status, 200);
+    assert_eq!(list["dead_letters"], json!([]));
+    let (status, problem) = get(&w, "/api/v1/dlq?limit=0").await;
+    assert_eq!(status, 400);
+    assert_eq!(problem["code"], "invalid_query");
+    w.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unreadable_task_message_is_dead_lettered_with_its_body() {
+    let w = Wharf::start().await;
+    let id = Uuid::now_v7();
+    let body = json!({"v": 1, "id": id, "tool": 5}).to_string();
+    w.bus
+        .jetstream()
+        .publish("wharf.tasks.default", body.clone().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let entry = listed(&w, id).await;
+    assert_eq!(entry["error"]["code"], "bad_message");
+    assert_eq!(entry["payload"], body);
+    assert!(entry.get("task").is_none());
+    let view = w.wait_recorded(id, TaskStatus::Failed).await;
+    assert!(view.error.unwrap().dead_letter);
+    let (status, problem) = post(&w, &format!("/api/v1/dlq/{id}/replay")).await;
+    assert_eq!(status, 409, "{problem}");
+    assert_eq!(problem["code"], "not_replayable");
+    w.shutdown().await;
+}
