@@ -663,3 +663,22 @@ async fn postgres_stopped_mid_run_delays_the_history_and_loses_nothing() {
     );
     f.assert_exactly_once(0);
 }
+
+#[tokio::test]
+async fn delayed_tasks_survive_a_nats_server_crash_and_start_on_time() {
+    let mut rig = Rig::start(1).await;
+    let body = json!({"tool": "demo.echo", "arguments": {"message": "later"}, "delay_secs": 3});
+    let ids = rig.submit(50, &body).await;
+    assert_eq!(ids.len(), 50, "every submission accepted");
+    // The schedules are all pending when the server dies.
+    rig.crash_nats(Duration::from_secs(1)).await;
+    rig.wait_all_ended(ids.len(), Duration::from_secs(60)).await;
+    let f = rig.check(&ids, &[]).await;
+    f.print("nats-server crashed with delayed tasks pending", 1);
+    f.assert_exactly_once(0);
+    for id in &ids {
+        let t = rig.store.task(*id).await.unwrap().unwrap();
+        let (started, due) = (t.started_at.unwrap(), t.run_at.unwrap());
+        assert!(started >= due, "task {id} started {started}, due {due}");
+    }
+}

@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod batch;
+mod delayed;
 mod dlq;
 mod faults;
 mod follow;

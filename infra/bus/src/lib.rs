@@ -21,9 +21,9 @@ use uuid::Uuid;
 use wharf_contract::{
     ATTEMPTS_USED_HEADER, CANCEL_BUCKET, DLQ_STREAM, DLQ_SUBJECTS, DeadLetter, EVENT_SCHEMA,
     EVENTS_STREAM, EVENTS_SUBJECTS, IDEMPOTENCY_BUCKET, LIVE_EVENTS_SUBJECTS, RECORDER_CONSUMER,
-    SCHEMA_HEADER, TASK_SCHEMA, TASKS_STREAM, TASKS_SUBJECTS, TOOLS_BUCKET, TRACEPARENT_HEADER,
-    Task, TaskEvent, ToolServer, dlq_subject, event_subject, live_event_subject, queue_consumer,
-    task_subject,
+    SCHEDULES_SUBJECTS, SCHEMA_HEADER, TASK_SCHEMA, TASKS_STREAM, TASKS_SUBJECTS, TOOLS_BUCKET,
+    TRACEPARENT_HEADER, Task, TaskEvent, ToolServer, dlq_subject, event_subject,
+    live_event_subject, queue_consumer, schedule_subject, task_subject,
 };
 
 pub use async_nats::jetstream::AckKind;
@@ -200,11 +200,12 @@ impl Bus {
             .create_or_update_stream(stream::Config {
                 name: TASKS_STREAM.into(),
                 description: Some("Wharf tasks waiting for a worker, one subject per queue".into()),
-                subjects: vec![TASKS_SUBJECTS.into()],
+                subjects: vec![TASKS_SUBJECTS.into(), SCHEDULES_SUBJECTS.into()],
                 retention: stream::RetentionPolicy::WorkQueue,
                 storage: stream::StorageType::File,
                 num_replicas: t.replicas,
                 duplicate_window: t.duplicate_window,
+                allow_message_schedules: true,
                 ..Default::default()
             })
             .await
@@ -300,13 +301,34 @@ impl Bus {
             .publish_event(submitted, &submitted_id, traceparent)
             .await?;
         let body = serde_json::to_vec(task).expect("a task serialises");
+        // A delayed task is stored as a message schedule outside every queue; when it is due,
+        // the server publishes it on its queue's subject.
+        let (subject, headers) = match task.run_at {
+            Some(at) => {
+                let mut h = headers(TASK_SCHEMA, traceparent);
+                h.insert(
+                    async_nats::header::NATS_SCHEDULE,
+                    format!(
+                        "@at {}",
+                        at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                    )
+                    .as_str(),
+                );
+                h.insert(
+                    async_nats::header::NATS_SCHEDULE_TARGET,
+                    task_subject(&task.queue).as_str(),
+                );
+                (schedule_subject(task.id), h)
+            }
+            None => (task_subject(&task.queue), headers(TASK_SCHEMA, traceparent)),
+        };
         let sent = self
             .js
             .send_publish(
-                task_subject(&task.queue),
+                subject,
                 PublishMessage::build()
                     .payload(Bytes::from(body))
-                    .headers(headers(TASK_SCHEMA, traceparent))
+                    .headers(headers)
                     .message_id(task.id.to_string()),
             )
             .await;
@@ -724,6 +746,21 @@ impl Bus {
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
             Err(e) => Err(nats("take over an idempotency key")(e)),
         }
+    }
+
+    /// Removes the schedule of delayed task `id`; false when there was none (it already fired,
+    /// or the task was not delayed).
+    pub async fn unschedule(&self, id: Uuid) -> Result<bool, Error> {
+        let purged = self
+            .js
+            .get_stream_no_info(TASKS_STREAM)
+            .await
+            .map_err(nats("open the tasks stream"))?
+            .purge()
+            .filter(schedule_subject(id))
+            .await
+            .map_err(nats("remove a task's schedule"))?;
+        Ok(purged.purged > 0)
     }
 
     /// Stores a dead letter and waits until JetStream has it. Its message id makes a repeat

@@ -215,6 +215,7 @@ impl Store {
             .bind(c.cancel_requested_at)
             .bind(c.updated_at)
             .bind(c.last_seq)
+            .bind(c.run_at)
             .execute(&mut *tx)
             .await
             .map_err(sqlx_error)?;
@@ -285,7 +286,7 @@ impl Store {
     }
 }
 
-const COLUMNS: [task::Column; 23] = [
+const COLUMNS: [task::Column; 24] = [
     task::Column::Id,
     task::Column::Status,
     task::Column::StatusRank,
@@ -309,6 +310,7 @@ const COLUMNS: [task::Column; 23] = [
     task::Column::CancelRequestedAt,
     task::Column::UpdatedAt,
     task::Column::LastSeq,
+    task::Column::RunAt,
 ];
 
 /// A driver error as the [`sea_orm::DbErr`] the rest of the store reports, so
@@ -345,6 +347,7 @@ struct TaskColumns {
     cancel_requested_at: Vec<Option<chrono::DateTime<chrono::Utc>>>,
     updated_at: Vec<Option<chrono::DateTime<chrono::Utc>>>,
     last_seq: Vec<i64>,
+    run_at: Vec<Option<chrono::DateTime<chrono::Utc>>>,
 }
 
 impl TaskColumns {
@@ -377,6 +380,7 @@ impl TaskColumns {
         self.cancel_requested_at.push(v.cancel_requested_at);
         self.updated_at.push(v.updated_at);
         self.last_seq.push(s.last_seq as i64);
+        self.run_at.push(v.run_at);
     }
 }
 
@@ -420,6 +424,7 @@ fn upsert_tasks_sql() -> &'static str {
             "timestamptz",
             "timestamptz",
             "int8",
+            "timestamptz",
         ];
         let names: Vec<String> = COLUMNS
             .iter()
@@ -494,6 +499,7 @@ fn row_values(s: &TaskState) -> Vec<sea_orm::sea_query::SimpleExpr> {
         v.cancel_requested_at.into(),
         v.updated_at.into(),
         (s.last_seq as i64).into(),
+        v.run_at.into(),
     ];
     values.into_iter().map(Into::into).collect()
 }
@@ -566,6 +572,7 @@ fn merge_on_conflict() -> OnConflict {
         (task::Column::IdempotencyKey, spec("idempotency_key")),
         (task::Column::SessionId, spec("session_id")),
         (task::Column::CreatedAt, spec("created_at")),
+        (task::Column::RunAt, spec("run_at")),
         (task::Column::Status, by_status("status")),
         (task::Column::StatusRank, by_status("status_rank")),
         (task::Column::Result, by_terminal("result")),
@@ -636,5 +643,6 @@ fn view_of(m: task::Model) -> Result<TaskView, Error> {
         finished_at: m.finished_at,
         cancel_requested_at: m.cancel_requested_at,
         updated_at: m.updated_at,
+        run_at: m.run_at,
     })
 }

@@ -35,6 +35,12 @@ pub struct SubmitTask {
     /// Free-form data stored with the task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Map<String, Value>>,
+    /// Start no earlier than this time (RFC 3339; at most a year ahead). Not with `delay_secs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<DateTime<Utc>>,
+    /// Start no earlier than this many seconds from now (1 to 31,536,000). Not with `run_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_secs: Option<u64>,
 }
 
 /// `POST /api/v1/tasks/batch`: up to 1,000 tasks, each checked before any is published.
@@ -74,7 +80,7 @@ pub enum WsClientMessage {
     Submit {
         #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<String>,
-        task: SubmitTask,
+        task: Box<SubmitTask>,
     },
     /// Receive a task's history, then its live events until it ends.
     #[serde(rename = "task:subscribe")]

@@ -47,6 +47,16 @@ pub const EVENT_SCHEMA: &str = "task-event.v1";
 /// The queue a task goes to when the submitter names none.
 pub const DEFAULT_QUEUE: &str = "default";
 
+/// Subjects of [`TASKS_STREAM`] holding delayed tasks until they are due: `wharf.schedules.<task
+/// id>`, one message schedule per task. Outside every queue consumer's filter, so no worker sees
+/// (or deletes) a schedule; when due, the server publishes the task on its queue's subject.
+pub const SCHEDULES_SUBJECTS: &str = "wharf.schedules.>";
+
+/// Subject the schedule of delayed task `id` is kept on.
+pub fn schedule_subject(id: Uuid) -> String {
+    format!("wharf.schedules.{id}")
+}
+
 /// Subject a task of `queue` is published on.
 pub fn task_subject(queue: &str) -> String {
     format!("wharf.tasks.{queue}")

@@ -38,6 +38,9 @@ pub struct Task {
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub metadata: Map<String, Value>,
     pub submitted_at: DateTime<Utc>,
+    /// A delayed task: the time it may start (it reaches its queue then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<DateTime<Utc>>,
 }
 
 /// Splits `<server>.<tool>` at its first dot (server names have none).
@@ -165,6 +168,9 @@ pub struct TaskView {
     pub cancel_requested_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<DateTime<Utc>>,
+    /// A delayed task's start time: it stays `queued` and no worker sees it before then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<DateTime<Utc>>,
 }
 
 /// A [`TaskView`] plus the event sequence numbers that make folding order-independent.
@@ -208,6 +214,7 @@ impl TaskState {
                 finished_at: None,
                 cancel_requested_at: None,
                 updated_at: None,
+                run_at: None,
             },
             progress_seq: 0,
             terminal_seq: 0,
@@ -241,6 +248,7 @@ impl TaskState {
                 v.session_id.clone_from(&task.session_id);
                 v.metadata.clone_from(&task.metadata);
                 v.created_at = Some(task.submitted_at);
+                v.run_at = task.run_at;
             }
             EventKind::Started { tool, queue, .. } => {
                 v.status = TaskStatus::Running;
@@ -309,6 +317,7 @@ impl TaskState {
             a.session_id = b.session_id;
             a.metadata = b.metadata;
             a.created_at = b.created_at;
+            a.run_at = b.run_at;
         }
         a.cancel_requested_at = min_opt(a.cancel_requested_at, b.cancel_requested_at);
         a.started_at = min_opt(a.started_at, b.started_at);
@@ -362,6 +371,7 @@ mod tests {
             session_id: Some("s1".into()),
             metadata: Map::new(),
             submitted_at: t0,
+            run_at: None,
         };
         let ev = |attempt, kind| TaskEvent::new(id, attempt, kind);
         vec![

@@ -39,6 +39,8 @@ pub struct Model {
     pub updated_at: Option<DateTimeUtc>,
     /// Highest event-stream sequence applied to this row.
     pub last_seq: i64,
+    /// A delayed task's start time.
+    pub run_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

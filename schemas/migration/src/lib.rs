@@ -5,12 +5,16 @@
 use sea_orm_migration::prelude::*;
 
 mod m0001_tasks;
+mod m0002_run_at;
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m0001_tasks::Migration)]
+        vec![
+            Box::new(m0001_tasks::Migration),
+            Box::new(m0002_run_at::Migration),
+        ]
     }
 }

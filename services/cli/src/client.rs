@@ -35,6 +35,12 @@ pub enum ClientCommand {
         idempotency_key: Option<String>,
         #[arg(long)]
         session: Option<String>,
+        /// Start no earlier than this many seconds from now.
+        #[arg(long, conflicts_with = "run_at")]
+        delay: Option<u64>,
+        /// Start no earlier than this time (RFC 3339, e.g. 2026-12-01T09:00:00Z).
+        #[arg(long)]
+        run_at: Option<chrono::DateTime<chrono::Utc>>,
         /// Follow progress live and print the result.
         #[arg(long)]
         watch: bool,
@@ -144,6 +150,8 @@ impl ClientCommand {
                 max_attempts,
                 idempotency_key,
                 session,
+                delay,
+                run_at,
                 watch,
             } => {
                 let body = SubmitTask {
@@ -155,6 +163,8 @@ impl ClientCommand {
                     idempotency_key,
                     session_id: session,
                     metadata: None,
+                    run_at,
+                    delay_secs: delay,
                 };
                 let view: TaskView = api
                     .send(api.http.post(url("/api/v1/tasks")).json(&body))

@@ -111,6 +111,8 @@ pub async fn replay(
         idempotency_key: Some(format!("replay:{id}")),
         session_id: task.session_id,
         metadata: Some(metadata),
+        run_at: None,
+        delay_secs: None,
     };
     let (status, view) = tasks::submit(&state, req, tasks::trace_of(&headers)).await?;
     if let Err(e) = state.bus.remove_dead_letter(id).await {

@@ -223,6 +223,36 @@ fn prepare(state: &AppState, req: SubmitTask) -> Result<TaskEvent, ApiError> {
             ));
         }
     }
+    /// The furthest ahead a task may be delayed.
+    const MAX_DELAY_SECS: u64 = 365 * 24 * 3600;
+    let now = chrono::Utc::now();
+    let run_at = match (req.run_at, req.delay_secs) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::field(
+                ErrorCode::InvalidField,
+                "/delay_secs",
+                "give run_at or delay_secs, not both",
+            ));
+        }
+        (None, Some(d)) if !(1..=MAX_DELAY_SECS).contains(&d) => {
+            return Err(ApiError::field(
+                ErrorCode::InvalidField,
+                "/delay_secs",
+                format!("must be between 1 and {MAX_DELAY_SECS}"),
+            ));
+        }
+        (None, Some(d)) => Some(now + chrono::Duration::seconds(d as i64)),
+        (Some(t), None) if t > now + chrono::Duration::seconds(MAX_DELAY_SECS as i64) => {
+            return Err(ApiError::field(
+                ErrorCode::InvalidField,
+                "/run_at",
+                "must be at most a year from now",
+            ));
+        }
+        // A time already past runs the task at once.
+        (Some(t), None) => (t > now).then_some(t),
+        (None, None) => None,
+    };
     match state.catalog.check(&req.tool, &req.arguments) {
         Ok(()) => {}
         Err(Refusal::UnknownTool { suggestions }) => {
@@ -261,7 +291,8 @@ fn prepare(state: &AppState, req: SubmitTask) -> Result<TaskEvent, ApiError> {
         idempotency_key: req.idempotency_key,
         session_id: req.session_id,
         metadata: req.metadata.unwrap_or_default(),
-        submitted_at: chrono::Utc::now(),
+        submitted_at: now,
+        run_at,
     };
     Ok(TaskEvent::new(task.id, 0, EventKind::Submitted { task }))
 }
@@ -581,7 +612,32 @@ pub async fn request_cancel(state: &AppState, id: Uuid) -> Result<TaskView, ApiE
             format!("task {id} already ended {}", view.status.as_str()),
         ));
     }
+    // Recorded first in every case: should the schedule fire meanwhile, the worker that takes
+    // the task sees the request and ends it without running it.
     state.bus.request_cancel(id).await?;
+    if view.status == TaskStatus::Queued
+        && view.run_at.is_some_and(|t| t > chrono::Utc::now())
+        && state.bus.unschedule(id).await?
+    {
+        // A delayed task not due yet: its schedule is gone, so it ends here and now.
+        let event = TaskEvent::new(
+            id,
+            0,
+            EventKind::Cancelled {
+                reason: Some("cancelled before its start time".into()),
+            },
+        );
+        state
+            .bus
+            .publish_event(&event, &format!("{id}:terminal"), None)
+            .await?
+            .await
+            .map_err(ApiError::unavailable)?;
+        view.status = TaskStatus::Cancelled;
+        view.finished_at = Some(event.at);
+        view.cancel_requested_at.get_or_insert(event.at);
+        return Ok(view);
+    }
     let event = TaskEvent::new(
         id,
         view.attempts,

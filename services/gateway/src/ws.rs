@@ -93,7 +93,7 @@ impl Session {
         };
         match message {
             WsClientMessage::Submit { reference, task } => {
-                match tasks::submit_and_follow(&self.state, task, TraceContext::new_root()).await {
+                match tasks::submit_and_follow(&self.state, *task, TraceContext::new_root()).await {
                     Ok((view, events)) => {
                         let id = view.id;
                         let accepted = WsServerMessage::Accepted {

@@ -287,6 +287,7 @@ pub async fn history_floor(opts: &Options) -> anyhow::Result<Value> {
                 session_id: None,
                 metadata: Default::default(),
                 submitted_at: chrono::Utc::now(),
+                run_at: None,
             };
             let started = EventKind::Started {
                 worker: "bench-worker".into(),
