@@ -682,3 +682,67 @@ async fn delayed_tasks_survive_a_nats_server_crash_and_start_on_time() {
         assert!(started >= due, "task {id} started {started}, due {due}");
     }
 }
+
+#[tokio::test]
+async fn a_worker_paused_past_its_lease_cannot_record_its_outcome() {
+    let rig = Rig::start(2).await;
+    let body =
+        json!({"tool": "demo.sleep", "arguments": {"seconds": 2, "steps": 1}, "max_attempts": 5});
+    let id = rig.submit(1, &body).await[0];
+    let started = |attempt: u32| {
+        let store = rig.store.clone();
+        async move {
+            wharf_testkit::eventually(
+                &format!("attempt {attempt} started"),
+                Duration::from_secs(30),
+                || async {
+                    store
+                        .events(id)
+                        .await
+                        .unwrap()
+                        .into_iter()
+                        .find_map(|(_, e)| match e.kind {
+                            EventKind::Started { worker, .. } if e.attempt == attempt => {
+                                Some(worker)
+                            }
+                            _ => None,
+                        })
+                },
+            )
+            .await
+        }
+    };
+    // Freeze the worker running the task (its MCP server runs on and answers meanwhile) until
+    // its lease lapses and another worker starts the task again.
+    let first = started(1).await;
+    let pid = rig
+        .workers
+        .iter()
+        .find(|(w, _)| *w == first)
+        .and_then(|(_, c)| c.id())
+        .unwrap();
+    let signal = |s| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), s).unwrap();
+    signal(nix::sys::signal::Signal::SIGSTOP);
+    let second = started(2).await;
+    assert_ne!(second, first);
+    // Woken, the first worker finds its call answered, long before the second attempt ends.
+    signal(nix::sys::signal::Signal::SIGCONT);
+    rig.wait_all_ended(1, Duration::from_secs(60)).await;
+    let terminal: Vec<_> = rig
+        .store
+        .events(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(_, e)| e.terminal_status().is_some())
+        .map(|(_, e)| e.attempt)
+        .collect();
+    assert_eq!(
+        terminal,
+        [2],
+        "the outcome is the attempt that held the lease, not the paused one"
+    );
+    let task = rig.store.task(id).await.unwrap().unwrap();
+    assert_eq!(task.status, TaskStatus::Succeeded);
+    assert_eq!(task.attempts, 2);
+}

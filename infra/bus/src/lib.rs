@@ -544,6 +544,17 @@ impl Bus {
             .map_err(nats("open the events stream"))
     }
 
+    /// The newest stored event of task `id`, if any (one direct get).
+    pub async fn last_event(&self, id: Uuid) -> Result<Option<TaskEvent>, Error> {
+        let stream = self.events_stream().await?;
+        let subject = event_subject(id);
+        match stream.direct_get_last_for_subject(subject.as_str()).await {
+            Ok(m) => Ok(decode_payload(&subject, &m.payload).ok()),
+            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => Ok(None),
+            Err(e) => Err(nats("read a task's last event")(e)),
+        }
+    }
+
     /// True when the newest stored event of task `id` ends it (one direct get).
     pub async fn has_ended(&self, id: Uuid) -> Result<bool, Error> {
         let stream = self.events_stream().await?;

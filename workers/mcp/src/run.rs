@@ -172,6 +172,7 @@ async fn finish(
         attempt,
         delivery,
         traceparent: &tp,
+        lease_renewed: std::sync::Mutex::new(std::time::Instant::now()),
     };
 
     let outcome = if attempt > task.max_attempts.max(1) {
@@ -211,6 +212,9 @@ async fn finish(
         outcome
     };
 
+    if !matches!(outcome, Outcome::HandBack) && Box::pin(fenced(&publisher)).await {
+        return;
+    }
     match outcome {
         Outcome::Terminal(kind) => {
             // A dead letter is stored before the terminal event: should the worker die in
@@ -292,10 +296,43 @@ async fn finish(
     }
 }
 
+/// Fencing: true when this attempt's lease may have lapsed (no heartbeat got through for a
+/// whole lease, say the process was paused) and a newer attempt has since started elsewhere.
+/// Its outcome is then dropped, unrecorded and unacknowledged: the task belongs to the newer
+/// attempt, whose outcome is the one recorded. Only a possibly lapsed lease costs the check
+/// (one direct get of the task's newest event).
+async fn fenced(p: &Publisher<'_>) -> bool {
+    let since = p
+        .lease_renewed
+        .lock()
+        .map(|t| t.elapsed())
+        .unwrap_or_default();
+    if since < p.shared.heartbeat * 3 {
+        return false;
+    }
+    match p.shared.bus.last_event(p.task.id).await {
+        Ok(Some(last)) if last.attempt > p.attempt => {
+            tracing::warn!(
+                newer_attempt = last.attempt,
+                "this attempt lost its lease to a newer one; dropping its outcome"
+            );
+            true
+        }
+        Ok(_) => false,
+        Err(e) => {
+            // Unknown: record the outcome; the first stored terminal event still wins.
+            tracing::warn!(error = %e, "could not check for a newer attempt");
+            false
+        }
+    }
+}
+
 struct Publisher<'a> {
     shared: &'a Shared,
     task: &'a Task,
     attempt: u32,
+    /// When the lease was last renewed: the start, then each heartbeat sent.
+    lease_renewed: std::sync::Mutex<std::time::Instant>,
     /// Names this delivery (`<stream seq>.<delivery count>`): event ids are unique per run, so a
     /// task run again (handed back, redelivered) still gets all its events stored.
     delivery: String,
@@ -451,8 +488,17 @@ async fn execute(
             }
             () = p.shared.abandon.cancelled() => return Outcome::HandBack,
             _ = heartbeat.tick() => {
-                if let Err(e) = Box::pin(message.ack_with(AckKind::Progress)).await {
-                    tracing::warn!(error = %e, "heartbeat failed");
+                match Box::pin(message.ack_with(AckKind::Progress)).await {
+                    // A heartbeat sent after the lease may have lapsed (the process was paused,
+                    // and this tick is a late one) does not count: the task may be elsewhere.
+                    Ok(()) => {
+                        if let Ok(mut t) = p.lease_renewed.lock()
+                            && t.elapsed() < p.shared.heartbeat * 3
+                        {
+                            *t = std::time::Instant::now();
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
                 }
             }
         }
