@@ -139,3 +139,38 @@ async fn an_unreadable_task_message_is_dead_lettered_with_its_body() {
     assert_eq!(problem["code"], "not_replayable");
     w.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_server_configured_to_retry_tool_errors_gets_them_retried() {
+    let mut demo = wharf_testkit::demo_server("demo", None);
+    demo.retry_tool_errors = true;
+    let w = Wharf::start_with(wharf_testkit::Options {
+        servers: vec![demo],
+        ..Default::default()
+    })
+    .await;
+    w.wait_for_tool("demo.fail").await;
+    let id = w
+        .submit_ok(
+            json!({"tool": "demo.fail", "arguments": {"message": "busy"}, "max_attempts": 2}),
+        )
+        .await;
+    let view = w.wait_recorded(id, TaskStatus::Failed).await;
+    assert_eq!(view.attempts, 2, "the tool error was retried");
+    let error = view.error.unwrap();
+    assert_eq!(error.code, "tool_error");
+    assert_eq!(error.message, "busy");
+    assert!(error.dead_letter, "retried to the end, it is dead-lettered");
+    assert_eq!(
+        w.event_kinds(id).await,
+        [
+            "submitted",
+            "started",
+            "attempt_failed",
+            "started",
+            "failed"
+        ]
+    );
+    listed(&w, id).await;
+    w.shutdown().await;
+}

@@ -100,6 +100,7 @@ pub fn demo_server(name: &str, log: Option<&std::path::Path>) -> McpServerConfig
             env,
             cwd: None,
         },
+        retry_tool_errors: false,
     }
 }
 
@@ -501,6 +502,7 @@ pub fn everything_stdio() -> McpServerConfig {
             env: Default::default(),
             cwd: None,
         },
+        retry_tool_errors: false,
     }
 }
 
@@ -544,6 +546,7 @@ impl EverythingHttp {
             transport: McpTransport::Http {
                 url: self.url.clone(),
             },
+            retry_tool_errors: false,
         }
     }
 }

@@ -219,6 +219,7 @@ fn demo_server() -> anyhow::Result<McpServerConfig> {
             env: Default::default(),
             cwd: None,
         },
+        retry_tool_errors: false,
     })
 }
 

@@ -26,6 +26,9 @@ pub struct McpServerConfig {
     /// Name tools are addressed by (`<name>.<tool>`): letters, digits, `-`, `_`.
     pub name: String,
     pub transport: McpTransport,
+    /// Treat the server's tool errors (`isError: true` results) as worth retrying, like a
+    /// timeout, instead of final. For tools whose errors are often passing (a rate-limited API).
+    pub retry_tool_errors: bool,
 }
 
 /// The transport of an MCP server.
@@ -56,10 +59,14 @@ enum ServerTable {
         env: BTreeMap<String, String>,
         #[serde(default)]
         cwd: Option<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        retry_tool_errors: bool,
     },
     Http {
         name: String,
         url: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        retry_tool_errors: bool,
     },
 }
 
@@ -72,6 +79,7 @@ impl From<ServerTable> for McpServerConfig {
                 args,
                 env,
                 cwd,
+                retry_tool_errors,
             } => McpServerConfig {
                 name,
                 transport: McpTransport::Stdio {
@@ -80,10 +88,16 @@ impl From<ServerTable> for McpServerConfig {
                     env,
                     cwd,
                 },
+                retry_tool_errors,
             },
-            ServerTable::Http { name, url } => McpServerConfig {
+            ServerTable::Http {
+                name,
+                url,
+                retry_tool_errors,
+            } => McpServerConfig {
                 name,
                 transport: McpTransport::Http { url },
+                retry_tool_errors,
             },
         }
     }
@@ -103,8 +117,13 @@ impl From<McpServerConfig> for ServerTable {
                 args,
                 env,
                 cwd,
+                retry_tool_errors: c.retry_tool_errors,
             },
-            McpTransport::Http { url } => ServerTable::Http { name: c.name, url },
+            McpTransport::Http { url } => ServerTable::Http {
+                name: c.name,
+                url,
+                retry_tool_errors: c.retry_tool_errors,
+            },
         }
     }
 }
@@ -206,6 +225,7 @@ struct Live {
 pub struct McpServer {
     name: String,
     live: watch::Receiver<Option<Live>>,
+    retry_tool_errors: bool,
 }
 
 impl std::fmt::Debug for McpServer {
@@ -231,9 +251,15 @@ impl McpServer {
         let server = Arc::new(McpServer {
             name: config.name.clone(),
             live: rx,
+            retry_tool_errors: config.retry_tool_errors,
         });
         tokio::spawn(supervise(config, tx, tools, shutdown));
         server
+    }
+
+    /// Whether this server's tool errors are retried (see [`McpServerConfig::retry_tool_errors`]).
+    pub fn retry_tool_errors(&self) -> bool {
+        self.retry_tool_errors
     }
 
     /// Waits up to `wait` for a live connection.

@@ -503,7 +503,7 @@ async fn execute(
             }
         }
     };
-    classify(result, task, p.attempt)
+    classify(result, task, p.attempt, server.retry_tool_errors())
 }
 
 fn failed(code: &str, message: String) -> EventKind {
@@ -519,7 +519,12 @@ fn failed(code: &str, message: String) -> EventKind {
 
 /// Turns a call's result into the task's next step: a final event, or a retry when the failure is
 /// worth retrying and attempts are left.
-fn classify(result: Result<CallToolResult, CallError>, task: &Task, attempt: u32) -> Outcome {
+fn classify(
+    result: Result<CallToolResult, CallError>,
+    task: &Task,
+    attempt: u32,
+    retry_tool_errors: bool,
+) -> Outcome {
     let retry_or_fail = |code: &str, message: String| {
         let error = TaskError {
             code: code.into(),
@@ -543,6 +548,17 @@ fn classify(result: Result<CallToolResult, CallError>, task: &Task, attempt: u32
         Ok(result) if result.is_error != Some(true) => Outcome::Terminal(EventKind::Succeeded {
             result: serde_json::to_value(&result).unwrap_or(Value::Null),
         }),
+        Ok(result) if retry_tool_errors => {
+            let text = text_of(&result);
+            retry_or_fail(
+                "tool_error",
+                if text.is_empty() {
+                    "the tool reported an error".into()
+                } else {
+                    text
+                },
+            )
+        }
         Ok(result) => {
             let text = text_of(&result);
             Outcome::Terminal(EventKind::Failed {
