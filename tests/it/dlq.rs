@@ -174,3 +174,70 @@ async fn a_server_configured_to_retry_tool_errors_gets_them_retried() {
     listed(&w, id).await;
     w.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_queue_gives_its_tasks_attempts_timeout_and_backoff() {
+    let w = Wharf::start_with(wharf_testkit::Options {
+        queues: vec!["default".into(), "urgent".into()],
+        ..Default::default()
+    })
+    .await;
+    w.wait_for_tool("demo.sleep").await;
+    let urgent = wharf_gateway::QueueDefaults {
+        max_attempts: Some(2),
+        timeout_secs: Some(1),
+        retry: Some(wharf_contract::RetryPolicy {
+            initial_ms: 100,
+            max_ms: 200,
+        }),
+    };
+    let config = wharf_gateway::GatewayConfig {
+        queues: [("urgent".to_owned(), urgent)].into(),
+        ..Default::default()
+    };
+    let (api, gateway) = w.gateway_with(config).await;
+    let submit = |queue: &str| {
+        let body = json!({"tool": "demo.sleep", "arguments": {"seconds": 30}, "queue": queue});
+        let (http, api) = (w.http.clone(), api.clone());
+        async move {
+            let r = http
+                .post(format!("{api}/api/v1/tasks"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 202);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let plain = submit("default").await;
+    assert_eq!(plain["max_attempts"], 3, "the gateway's default");
+    assert!(plain.get("timeout_secs").is_none());
+    let task = submit("urgent").await;
+    assert_eq!(task["max_attempts"], 2, "the queue's default");
+    assert_eq!(task["timeout_secs"], 1);
+    let id: Uuid = task["id"].as_str().unwrap().parse().unwrap();
+    w.wait_recorded(id, TaskStatus::Failed).await;
+    let retry_in = w
+        .store
+        .events(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find_map(|(_, e)| match e.kind {
+            wharf_contract::EventKind::AttemptFailed { retry_in_ms, .. } => Some(retry_in_ms),
+            _ => None,
+        })
+        .expect("an attempt failed and was retried");
+    assert!(
+        (50..=100).contains(&retry_in),
+        "the queue's backoff: {retry_in} ms"
+    );
+    w.cancel(id_of_plain(&plain)).await;
+    gateway.stop().await;
+    w.shutdown().await;
+}
+
+fn id_of_plain(v: &Value) -> Uuid {
+    v["id"].as_str().unwrap().parse().unwrap()
+}

@@ -329,9 +329,15 @@ impl Wharf {
     /// Starts another gateway on the same NATS and database (as a second instance behind a
     /// load balancer would be); returns its `http://127.0.0.1:<port>` and the running part.
     pub async fn another_gateway(&self) -> (String, Part) {
+        self.gateway_with(wharf_gateway::GatewayConfig::default())
+            .await
+    }
+
+    /// Like [`Wharf::another_gateway`], with `config` (its `listen` is replaced by a free port).
+    pub async fn gateway_with(&self, config: wharf_gateway::GatewayConfig) -> (String, Part) {
         let config = wharf_gateway::GatewayConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
-            ..Default::default()
+            ..config
         };
         let gateway = wharf_gateway::Gateway::build(config, self.bus.clone(), self.store.clone())
             .await

@@ -41,6 +41,26 @@ pub struct Task {
     /// A delayed task: the time it may start (it reaches its queue then).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_at: Option<DateTime<Utc>>,
+    /// How long to wait between attempts; Wharf's default (1 s doubling to 60 s) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+}
+
+/// Exponential backoff between attempts: `initial_ms` before the second attempt, doubling each
+/// time up to `max_ms`, each delay drawn between half and all of that ("equal jitter").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RetryPolicy {
+    pub initial_ms: u64,
+    pub max_ms: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            initial_ms: 1_000,
+            max_ms: 60_000,
+        }
+    }
 }
 
 /// Splits `<server>.<tool>` at its first dot (server names have none).
@@ -372,6 +392,7 @@ mod tests {
             metadata: Map::new(),
             submitted_at: t0,
             run_at: None,
+            retry: None,
         };
         let ev = |attempt, kind| TaskEvent::new(id, attempt, kind);
         vec![

@@ -67,6 +67,21 @@ pub struct NatsConfig {
 pub struct GatewaySection {
     pub max_body_bytes: usize,
     pub default_max_attempts: u32,
+    /// Defaults per queue: `[gateway.queues.<name>]`.
+    #[serde(default)]
+    pub queues: std::collections::BTreeMap<String, QueueSection>,
+}
+
+/// `[gateway.queues.<name>]`: what tasks submitted to that queue get when they say nothing.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSection {
+    pub max_attempts: Option<u32>,
+    pub timeout_secs: Option<u64>,
+    /// Delay before the second attempt, doubling after each failure.
+    pub retry_initial_ms: Option<u64>,
+    /// Longest delay between attempts.
+    pub retry_max_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -99,6 +114,7 @@ impl Default for Config {
             gateway: GatewaySection {
                 max_body_bytes: 1024 * 1024,
                 default_max_attempts: 3,
+                queues: Default::default(),
             },
             worker: WorkerSection {
                 count: 1,
@@ -152,6 +168,29 @@ impl Config {
             listen: self.http_addr,
             max_body_bytes: self.gateway.max_body_bytes,
             default_max_attempts: self.gateway.default_max_attempts,
+            queues: self
+                .gateway
+                .queues
+                .iter()
+                .map(|(name, q)| {
+                    let retry =
+                        (q.retry_initial_ms.is_some() || q.retry_max_secs.is_some()).then(|| {
+                            let default = wharf_contract::RetryPolicy::default();
+                            wharf_contract::RetryPolicy {
+                                initial_ms: q.retry_initial_ms.unwrap_or(default.initial_ms),
+                                max_ms: q
+                                    .retry_max_secs
+                                    .map_or(default.max_ms, |s| s.saturating_mul(1000)),
+                            }
+                        });
+                    let defaults = wharf_gateway::QueueDefaults {
+                        max_attempts: q.max_attempts,
+                        timeout_secs: q.timeout_secs,
+                        retry,
+                    };
+                    (name.clone(), defaults)
+                })
+                .collect(),
         }
     }
 

@@ -38,6 +38,17 @@ pub struct GatewayConfig {
     pub max_body_bytes: usize,
     /// `max_attempts` of a task that names none.
     pub default_max_attempts: u32,
+    /// Defaults of particular queues, over the ones above.
+    pub queues: std::collections::BTreeMap<String, QueueDefaults>,
+}
+
+/// What a queue gives the tasks submitted to it that do not say otherwise.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueDefaults {
+    pub max_attempts: Option<u32>,
+    pub timeout_secs: Option<u64>,
+    /// Backoff between attempts; Wharf's default when `None`.
+    pub retry: Option<wharf_contract::RetryPolicy>,
 }
 
 impl Default for GatewayConfig {
@@ -46,6 +57,7 @@ impl Default for GatewayConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 1024 * 1024,
             default_max_attempts: 3,
+            queues: Default::default(),
         }
     }
 }
@@ -61,6 +73,36 @@ pub enum Error {
     Bus(#[from] wharf_bus::Error),
     #[error("http server failed: {0}")]
     Serve(std::io::Error),
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+impl GatewayConfig {
+    /// Checks the per-queue defaults against the limits a submission must keep to.
+    pub fn validate(&self) -> Result<(), Error> {
+        for (name, q) in &self.queues {
+            let bad = |what: String| Err(Error::Config(format!("gateway.queues.{name}: {what}")));
+            if !wharf_contract::valid_name(name) {
+                return bad("a queue name is 1-64 letters, digits, '-' or '_'".into());
+            }
+            if q.max_attempts.is_some_and(|a| !(1..=100).contains(&a)) {
+                return bad("max_attempts must be between 1 and 100".into());
+            }
+            if q.timeout_secs.is_some_and(|t| !(1..=86_400).contains(&t)) {
+                return bad("timeout_secs must be between 1 and 86400".into());
+            }
+            if let Some(r) = q.retry
+                && (r.initial_ms == 0 || r.max_ms < r.initial_ms || r.max_ms > 24 * 3_600_000)
+            {
+                return bad(
+                    "retry_initial_ms must be at least 1 and at most retry_max_secs, itself at \
+                     most a day"
+                        .into(),
+                );
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What every handler shares.
@@ -84,6 +126,7 @@ pub struct Gateway {
 impl Gateway {
     /// Binds the port, makes sure the streams exist and starts following the tool catalog.
     pub async fn build(config: GatewayConfig, bus: Bus, store: Store) -> Result<Gateway, Error> {
+        config.validate()?;
         bus.ensure_topology().await?;
         let catalog = Catalog::watch(&bus).await?;
         let listener = TcpListener::bind(config.listen)
@@ -180,4 +223,43 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::new(ErrorCode::NotFound, format!("nothing at {}", uri.path()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_defaults_outside_the_limits_are_refused() {
+        let with = |q: QueueDefaults| GatewayConfig {
+            queues: [("emails".to_owned(), q)].into(),
+            ..Default::default()
+        };
+        assert!(with(QueueDefaults::default()).validate().is_ok());
+        for bad in [
+            QueueDefaults {
+                max_attempts: Some(0),
+                ..Default::default()
+            },
+            QueueDefaults {
+                timeout_secs: Some(100_000),
+                ..Default::default()
+            },
+            QueueDefaults {
+                retry: Some(wharf_contract::RetryPolicy {
+                    initial_ms: 5_000,
+                    max_ms: 1_000,
+                }),
+                ..Default::default()
+            },
+        ] {
+            let e = with(bad.clone()).validate().unwrap_err().to_string();
+            assert!(e.contains("gateway.queues.emails"), "{bad:?}: {e}");
+        }
+        let bad_name = GatewayConfig {
+            queues: [("no.dots".to_owned(), QueueDefaults::default())].into(),
+            ..Default::default()
+        };
+        assert!(bad_name.validate().is_err());
+    }
 }

@@ -190,6 +190,10 @@ fn prepare(state: &AppState, req: SubmitTask) -> Result<TaskEvent, ApiError> {
             "must be 1-64 letters, digits, '-' or '_'",
         ));
     }
+    let defaults = state.config.queues.get(&queue);
+    let timeout_secs = req
+        .timeout_secs
+        .or_else(|| defaults.and_then(|d| d.timeout_secs));
     if let Some(t) = req.timeout_secs
         && !(1..=86_400).contains(&t)
     {
@@ -201,6 +205,7 @@ fn prepare(state: &AppState, req: SubmitTask) -> Result<TaskEvent, ApiError> {
     }
     let max_attempts = req
         .max_attempts
+        .or_else(|| defaults.and_then(|d| d.max_attempts))
         .unwrap_or(state.config.default_max_attempts);
     if !(1..=100).contains(&max_attempts) {
         return Err(ApiError::field(
@@ -286,13 +291,14 @@ fn prepare(state: &AppState, req: SubmitTask) -> Result<TaskEvent, ApiError> {
         tool: req.tool,
         arguments: req.arguments,
         queue,
-        timeout_secs: req.timeout_secs,
+        timeout_secs,
         max_attempts,
         idempotency_key: req.idempotency_key,
         session_id: req.session_id,
         metadata: req.metadata.unwrap_or_default(),
         submitted_at: now,
         run_at,
+        retry: defaults.and_then(|d| d.retry),
     };
     Ok(TaskEvent::new(task.id, 0, EventKind::Submitted { task }))
 }

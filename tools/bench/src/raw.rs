@@ -288,6 +288,7 @@ pub async fn history_floor(opts: &Options) -> anyhow::Result<Value> {
                 metadata: Default::default(),
                 submitted_at: chrono::Utc::now(),
                 run_at: None,
+                retry: None,
             };
             let started = EventKind::Started {
                 worker: "bench-worker".into(),

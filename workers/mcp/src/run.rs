@@ -533,7 +533,7 @@ fn classify(
             dead_letter: false,
         };
         if attempt < task.max_attempts {
-            Outcome::Retry(error, retry_delay(attempt))
+            Outcome::Retry(error, retry_delay(attempt, task.retry.unwrap_or_default()))
         } else {
             // Every attempt failed in a way worth retrying: keep the task for a replay.
             Outcome::Terminal(EventKind::Failed {
@@ -583,11 +583,17 @@ fn classify(
     }
 }
 
-/// How long to wait before the attempt after `attempt`: exponential backoff, 1 s doubling,
-/// capped at 60 s, with "equal jitter" (half of it fixed, half random) so tasks that failed
-/// together, say when a server died, do not all come back in the same instant.
-fn retry_delay(attempt: u32) -> Duration {
-    let base = Duration::from_secs(1 << (attempt.max(1) - 1).min(6)).min(Duration::from_secs(60));
+/// How long to wait before the attempt after `attempt`: exponential backoff (by default 1 s
+/// doubling, capped at 60 s) with "equal jitter" (half of it fixed, half random) so tasks that
+/// failed together, say when a server died, do not all come back in the same instant.
+fn retry_delay(attempt: u32, policy: wharf_contract::RetryPolicy) -> Duration {
+    let doublings = (attempt.max(1) - 1).min(40);
+    let base = Duration::from_millis(
+        policy
+            .initial_ms
+            .saturating_mul(1u64 << doublings)
+            .min(policy.max_ms.max(1)),
+    );
     base / 2 + base.mul_f64(rand::random::<f64>() / 2.0)
 }
 
@@ -612,7 +618,9 @@ mod tests {
     fn retry_delays_double_with_jitter_up_to_a_minute() {
         for (attempt, base) in [(1, 1), (2, 2), (3, 4), (6, 32), (7, 60), (20, 60)] {
             let base = Duration::from_secs(base);
-            let delays: Vec<Duration> = (0..200).map(|_| retry_delay(attempt)).collect();
+            let delays: Vec<Duration> = (0..200)
+                .map(|_| retry_delay(attempt, Default::default()))
+                .collect();
             assert!(
                 delays.iter().all(|d| *d >= base / 2 && *d <= base),
                 "attempt {attempt}: {delays:?}"
