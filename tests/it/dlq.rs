@@ -241,3 +241,65 @@ async fn a_queue_gives_its_tasks_attempts_timeout_and_backoff() {
 fn id_of_plain(v: &Value) -> Uuid {
     v["id"].as_str().unwrap().parse().unwrap()
 }
+
+#[tokio::test]
+async fn a_task_waiting_for_its_retry_is_cancelled_without_running_again() {
+    let w = Wharf::start_with(wharf_testkit::Options {
+        queues: vec!["default".into(), "patient".into()],
+        ..Default::default()
+    })
+    .await;
+    w.wait_for_tool("demo.sleep").await;
+    // A queue whose retries wait 5 to 10 s: time enough to cancel during the wait.
+    let patient = wharf_gateway::QueueDefaults {
+        retry: Some(wharf_contract::RetryPolicy {
+            initial_ms: 10_000,
+            max_ms: 10_000,
+        }),
+        ..Default::default()
+    };
+    let config = wharf_gateway::GatewayConfig {
+        queues: [("patient".to_owned(), patient)].into(),
+        ..Default::default()
+    };
+    let (api, gateway) = w.gateway_with(config).await;
+    let r = w
+        .http
+        .post(format!("{api}/api/v1/tasks"))
+        .json(&json!({
+            "tool": "demo.sleep",
+            "arguments": {"seconds": 30, "steps": 1},
+            "queue": "patient",
+            "timeout_secs": 1,
+            "max_attempts": 5,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let id = id_of_plain(&r.json().await.unwrap());
+    // The first attempt times out; the task waits out its backoff before the second.
+    eventually(
+        "the first attempt to fail",
+        Duration::from_secs(30),
+        || async {
+            w.event_kinds(id)
+                .await
+                .contains(&"attempt_failed".to_owned())
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(w.cancel(id).await, 202);
+    // When the delay is over, the worker that takes the task ends it without starting it.
+    let done = w.wait_recorded(id, TaskStatus::Cancelled).await;
+    assert_eq!(done.status, TaskStatus::Cancelled);
+    let kinds = w.event_kinds(id).await;
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "started").count(),
+        1,
+        "no attempt started after the cancellation: {kinds:?}"
+    );
+    gateway.stop().await;
+    w.shutdown().await;
+}

@@ -183,9 +183,10 @@ async fn a_redelivered_task_that_already_ended_is_acknowledged_not_run_again() {
     // No worker: the task waits in its queue.
     w.workers.pop().unwrap().stop().await;
     let id = w
-        .submit_ok(json!({"tool": "demo.sleep", "arguments": {"seconds": 0.1, "steps": 1}}))
+        .submit_ok(json!({"tool": "demo.sleep", "arguments": {"seconds": 0.1, "steps": 1}, "max_attempts": 1}))
         .await;
     // As if a worker had run it, stored its terminal event, and died before acknowledging:
+    // the redelivery is past its only attempt, and must still not fail it or dead-letter it.
     // the terminal event is in the stream, and the message comes back a second time.
     let event = wharf_contract::TaskEvent::new(
         id,
@@ -222,5 +223,9 @@ async fn a_redelivered_task_that_already_ended_is_acknowledged_not_run_again() {
     let done = w.wait_recorded(id, TaskStatus::Succeeded).await;
     assert_eq!(done.started_at, None, "no attempt started");
     assert!(w.demo_log_for(id).is_empty(), "the tool was not called");
+    assert!(
+        w.bus.dead_letter(id).await.unwrap().is_none(),
+        "a task that succeeded is no dead letter"
+    );
     w.shutdown().await;
 }

@@ -544,15 +544,28 @@ impl Bus {
             .map_err(nats("open the events stream"))
     }
 
-    /// The newest stored event of task `id`, if any (one direct get).
-    pub async fn last_event(&self, id: Uuid) -> Result<Option<TaskEvent>, Error> {
-        let stream = self.events_stream().await?;
-        let subject = event_subject(id);
-        match stream.direct_get_last_for_subject(subject.as_str()).await {
-            Ok(m) => Ok(decode_payload(&subject, &m.payload).ok()),
-            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => Ok(None),
-            Err(e) => Err(nats("read a task's last event")(e)),
-        }
+    /// The highest attempt any stored event of task `id` names (0 when it has none), read from
+    /// its whole history.
+    pub async fn latest_attempt(&self, id: Uuid) -> Result<u32, Error> {
+        Ok(self
+            .events_after(id, 0)
+            .await?
+            .into_iter()
+            .filter_map(|(_, e)| e.ok())
+            .map(|e| e.attempt)
+            .max()
+            .unwrap_or(0))
+    }
+
+    /// The first stored terminal event of task `id` (the one the projection keeps), read from its
+    /// whole history: a later event (a cancel request, a stale attempt's progress) may follow it.
+    pub async fn terminal_event(&self, id: Uuid) -> Result<Option<TaskEvent>, Error> {
+        Ok(self
+            .events_after(id, 0)
+            .await?
+            .into_iter()
+            .filter_map(|(_, e)| e.ok())
+            .find(|e| e.terminal_status().is_some()))
     }
 
     /// True when the newest stored event of task `id` ends it (one direct get).
@@ -720,9 +733,15 @@ impl Bus {
             if let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put)
                 && let Ok(holder) = serde_json::from_slice::<KeyHolder>(&entry.value)
             {
+                // The server's clock, not the claiming gateway's: gateways' clocks may differ.
+                let claimed_at = chrono::DateTime::from_timestamp(
+                    entry.created.unix_timestamp(),
+                    entry.created.nanosecond(),
+                )
+                .unwrap_or(holder.claimed_at);
                 return Ok(Claim::Held {
                     task_id: holder.task_id,
-                    claimed_at: holder.claimed_at,
+                    claimed_at,
                     revision: entry.revision,
                 });
             }

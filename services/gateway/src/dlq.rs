@@ -91,7 +91,7 @@ pub async fn replay(
 ) -> Result<Response, ApiError> {
     let id = parse_id(&raw)?;
     let Some(letter) = state.bus.dead_letter(id).await? else {
-        // Replayed already? The replay key still names the new task.
+        // Never dead-lettered, or replayed already (a replay removes the letter).
         return Err(no_dead_letter(id));
     };
     let Some(task) = letter.task else {

@@ -88,8 +88,8 @@ pub async fn submit(
     req: SubmitTask,
     trace: TraceContext,
 ) -> Result<(StatusCode, TaskView), ApiError> {
-    let event = prepare(state, req)?;
-    match admit(state, &event).await? {
+    let mut event = prepare(state, req)?;
+    match admit(state, &mut event).await? {
         Admission::Existing(view) => Ok((StatusCode::OK, *view)),
         Admission::New => Ok((StatusCode::ACCEPTED, publish(state, &event, &trace).await?)),
     }
@@ -113,8 +113,13 @@ const WAIT_FOR_CLAIMED: Duration = Duration::from_secs(5);
 /// names a task with the same tool, arguments and queue gives that task back; one that names
 /// a different task is refused (409 `idempotency_key_reused`); one claimed by a request still
 /// in flight is waited for, then refused (409 `idempotency_key_in_use`) if it takes too long.
-pub async fn admit(state: &AppState, event: &TaskEvent) -> Result<Admission, ApiError> {
-    let EventKind::Submitted { task } = &event.kind else {
+///
+/// A claim whose task cannot be found after [`CLAIM_IN_FLIGHT`] is taken over with the same
+/// task id, so that should the first request's publish still land, JetStream's de-duplication
+/// by message id merges the two into one task. A claim whose task was never queued
+/// (`not_enqueued`) is taken over with a new id.
+pub async fn admit(state: &AppState, event: &mut TaskEvent) -> Result<Admission, ApiError> {
+    let EventKind::Submitted { task } = &mut event.kind else {
         unreachable!("prepare makes submitted events")
     };
     let Some(key) = &task.idempotency_key else {
@@ -139,6 +144,22 @@ pub async fn admit(state: &AppState, event: &TaskEvent) -> Result<Admission, Api
     let waited = tokio::time::Instant::now();
     loop {
         if let Some(view) = find(state, holder).await? {
+            let never_queued = view.status == TaskStatus::Failed
+                && view
+                    .error
+                    .as_ref()
+                    .is_some_and(|e| e.code == "not_enqueued");
+            if never_queued {
+                return if state
+                    .bus
+                    .take_over_idempotency_key(key, task.id, revision)
+                    .await?
+                {
+                    Ok(Admission::New)
+                } else {
+                    Err(in_use())
+                };
+            }
             if view.tool == task.tool
                 && view.arguments == task.arguments
                 && view.queue == task.queue
@@ -158,12 +179,15 @@ pub async fn admit(state: &AppState, event: &TaskEvent) -> Result<Admission, Api
             .to_std()
             .unwrap_or_default();
         if age > CLAIM_IN_FLIGHT {
-            // Its request never stored the task (it failed, or its gateway died): take it over.
+            // Its request has not stored the task (it failed, or its gateway died): take it over
+            // under the same id, so a publish of it that still lands is the same task.
             return if state
                 .bus
-                .take_over_idempotency_key(key, task.id, revision)
+                .take_over_idempotency_key(key, holder, revision)
                 .await?
             {
+                task.id = holder;
+                event.task_id = holder;
                 Ok(Admission::New)
             } else {
                 Err(in_use())
@@ -390,7 +414,7 @@ pub async fn create_batch(
         events.push(prepare(&state, task).map_err(|e| e.within(&format!("/tasks/{i}")))?);
     }
     // Keys already used give their tasks back in place; only the others are published.
-    let admitted = futures::future::join_all(events.iter().map(|e| admit(&state, e))).await;
+    let admitted = futures::future::join_all(events.iter_mut().map(|e| admit(&state, e))).await;
     let mut existing = Vec::with_capacity(events.len());
     for (i, a) in admitted.into_iter().enumerate() {
         existing.push(match a.map_err(|e| e.within(&format!("/tasks/{i}")))? {
@@ -690,8 +714,8 @@ pub async fn submit_and_follow(
     req: SubmitTask,
     trace: TraceContext,
 ) -> Result<(TaskView, BoxStream<'static, WsServerMessage>), ApiError> {
-    let event = prepare(state, req)?;
-    if let Admission::Existing(view) = admit(state, &event).await? {
+    let mut event = prepare(state, req)?;
+    if let Admission::Existing(view) = admit(state, &mut event).await? {
         let events = follow(state, view.id)
             .await?
             .ok_or_else(|| not_found(view.id))?;

@@ -109,7 +109,10 @@ impl Session {
                                 std::future::ready(!matches!(m, WsServerMessage::Accepted { .. }))
                             })
                             .boxed();
-                        self.forward(id, events);
+                        // A repeat (same idempotency key) of a task this socket already follows.
+                        if !self.following(id) {
+                            self.forward(id, events);
+                        }
                     }
                     Err(e) => self.refuse(reference, None, e).await,
                 }

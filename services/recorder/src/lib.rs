@@ -67,10 +67,14 @@ impl Recorder {
                 }
             };
             let mut batches = messages.ready_chunks(MAX_BATCH);
+            // What a lingering batch gathered past MAX_BATCH: the start of the next batch.
+            let mut carry = Vec::new();
             loop {
                 // Once shutdown is asked for, keep applying what has already arrived (the client
                 // prefetches) so it is not left waiting for its ack deadline, then stop.
-                let batch = if shutdown.is_cancelled() {
+                let batch = if !carry.is_empty() {
+                    Some(std::mem::take(&mut carry))
+                } else if shutdown.is_cancelled() {
                     match tokio::time::timeout(DRAIN_IDLE, batches.next()).await {
                         Ok(b) => b,
                         Err(_) => return Ok(()),
@@ -95,6 +99,9 @@ impl Recorder {
                             () = tokio::time::sleep_until(deadline) => break,
                             () = shutdown.cancelled() => break,
                         }
+                    }
+                    if batch.len() > MAX_BATCH {
+                        carry = batch.split_off(MAX_BATCH);
                     }
                 }
                 let mut events = Vec::with_capacity(batch.len());

@@ -132,6 +132,51 @@ fn queue_of(message: &Message) -> String {
         .map_or_else(|| message.subject.to_string(), |(_, q)| q.to_owned())
 }
 
+/// Keeps a task that failed for good as a dead letter, with its last error.
+async fn dead_letter(
+    shared: &Shared,
+    task: &Task,
+    attempt: u32,
+    error: &TaskError,
+) -> Result<(), wharf_bus::Error> {
+    let letter = DeadLetter {
+        v: DEAD_LETTER_VERSION,
+        task_id: task.id,
+        queue: task.queue.clone(),
+        task: Some(task.clone()),
+        payload: None,
+        error: error.clone(),
+        attempts: attempt,
+        worker: shared.id.clone(),
+        dead_at: chrono::Utc::now(),
+        seq: None,
+    };
+    store_dead_letter(shared, &letter).await?;
+    tracing::warn!(code = %error.code, "the task failed for good; kept as a dead letter");
+    Ok(())
+}
+
+/// Removes the dead letter this attempt stored when the outcome recorded is another attempt's,
+/// unless that outcome is a dead-lettered failure itself.
+async fn withdraw_dead_letter(shared: &Shared, id: uuid::Uuid) {
+    let outcome = shared.bus.terminal_event(id).await;
+    let keep = matches!(
+        &outcome,
+        Ok(Some(TaskEvent { kind: EventKind::Failed { error }, .. })) if error.dead_letter
+    );
+    if keep {
+        return;
+    }
+    match outcome {
+        Ok(_) => {
+            if let Err(e) = shared.bus.remove_dead_letter(id).await {
+                tracing::warn!(error = %e, "could not withdraw the dead letter");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not read the outcome; the dead letter stays"),
+    }
+}
+
 /// Stores a dead letter, trying a few times (its message id makes repeats harmless).
 async fn store_dead_letter(shared: &Shared, letter: &DeadLetter) -> Result<(), wharf_bus::Error> {
     let mut stored = Box::pin(shared.bus.publish_dead_letter(letter)).await;
@@ -175,6 +220,28 @@ async fn finish(
         lease_renewed: std::sync::Mutex::new(std::time::Instant::now()),
     };
 
+    if redelivered(message) {
+        // The terminal event may be stored with the task's ack lost (its worker died between
+        // the two, say): then the task is over, and running it again would only repeat side
+        // effects. Checked first: such a redelivery may also be past the last attempt.
+        match Box::pin(shared.bus.terminal_event(task.id)).await {
+            Ok(Some(_)) => {
+                tracing::info!("the task already ended; acknowledging the redelivery");
+                if let Err(e) = Box::pin(message.double_ack()).await {
+                    tracing::warn!(error = %e, "could not acknowledge an ended task");
+                }
+                return;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                // Not known: rather than run it blind, look again shortly.
+                tracing::warn!(error = %e, "cannot read the task's history; retrying shortly");
+                let _ =
+                    Box::pin(message.ack_with(AckKind::Nak(Some(Duration::from_secs(1))))).await;
+                return;
+            }
+        }
+    }
     let outcome = if attempt > task.max_attempts.max(1) {
         Outcome::Terminal(EventKind::Failed {
             error: TaskError {
@@ -187,18 +254,6 @@ async fn finish(
                 dead_letter: true,
             },
         })
-    } else if redelivered(message)
-        && Box::pin(shared.bus.has_ended(task.id))
-            .await
-            .unwrap_or(false)
-    {
-        // The terminal event was stored but the task's ack was lost (its worker died between
-        // the two, say): the task is over, and running it again would only repeat side effects.
-        tracing::info!("the task already ended; acknowledging the redelivery");
-        if let Err(e) = Box::pin(message.double_ack()).await {
-            tracing::warn!(error = %e, "could not acknowledge an ended task");
-        }
-        return;
     } else {
         let cancel = shared.cancels.register(task.id);
         let outcome = if cancel.is_cancelled() {
@@ -219,31 +274,20 @@ async fn finish(
         Outcome::Terminal(kind) => {
             // A dead letter is stored before the terminal event: should the worker die in
             // between, the redelivery fails the task again and stores the same letter.
+            let dead = matches!(&kind, EventKind::Failed { error } if error.dead_letter);
             if let EventKind::Failed { error } = &kind
                 && error.dead_letter
+                && Box::pin(dead_letter(shared, task, attempt, error))
+                    .await
+                    .is_err()
             {
-                let letter = DeadLetter {
-                    v: DEAD_LETTER_VERSION,
-                    task_id: task.id,
-                    queue: task.queue.clone(),
-                    task: Some(task.clone()),
-                    payload: None,
-                    error: error.clone(),
-                    attempts: attempt,
-                    worker: shared.id.clone(),
-                    dead_at: chrono::Utc::now(),
-                    seq: None,
-                };
-                if store_dead_letter(shared, &letter).await.is_err() {
-                    let _ = Box::pin(message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))))
-                        .await;
-                    return;
-                }
-                tracing::warn!(code = %error.code, "the task failed for good; kept as a dead letter");
+                let _ =
+                    Box::pin(message.ack_with(AckKind::Nak(Some(Duration::from_secs(1))))).await;
+                return;
             }
             let event = TaskEvent::new(task.id, attempt, kind);
             // The same message id makes every try after the first harmless.
-            let mut stored = Err(String::new());
+            let mut stored: Result<bool, String> = Err(String::new());
             for tries in 0..5 {
                 if tries > 0 {
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -251,7 +295,7 @@ async fn finish(
                 stored = match publisher.publish(&event, "terminal").await {
                     Ok(ack) => Box::pin(ack.into_future())
                         .await
-                        .map(|_| ())
+                        .map(|ack| ack.duplicate)
                         .map_err(|e| e.to_string()),
                     Err(e) => Err(e.to_string()),
                 };
@@ -260,7 +304,12 @@ async fn finish(
                 }
             }
             match stored {
-                Ok(()) => {
+                Ok(duplicate) => {
+                    if duplicate && dead {
+                        // Another terminal event was stored first (a stale attempt, a cancel):
+                        // that one is the outcome, and this attempt's dead letter must go.
+                        Box::pin(withdraw_dead_letter(shared, task.id)).await;
+                    }
                     shared.cancels.forget(task.id);
                     if let Err(e) = Box::pin(message.double_ack()).await {
                         tracing::warn!(error = %e, "terminal event stored but the task ack failed; it may run again");
@@ -299,8 +348,8 @@ async fn finish(
 /// Fencing: true when this attempt's lease may have lapsed (no heartbeat got through for a
 /// whole lease, say the process was paused) and a newer attempt has since started elsewhere.
 /// Its outcome is then dropped, unrecorded and unacknowledged: the task belongs to the newer
-/// attempt, whose outcome is the one recorded. Only a possibly lapsed lease costs the check
-/// (one direct get of the task's newest event).
+/// attempt, whose outcome is the one recorded. Only a possibly lapsed lease costs the check (a
+/// read of the task's history: its newest event may be this attempt's own late progress).
 async fn fenced(p: &Publisher<'_>) -> bool {
     let since = p
         .lease_renewed
@@ -310,10 +359,10 @@ async fn fenced(p: &Publisher<'_>) -> bool {
     if since < p.shared.heartbeat * 3 {
         return false;
     }
-    match p.shared.bus.last_event(p.task.id).await {
-        Ok(Some(last)) if last.attempt > p.attempt => {
+    match p.shared.bus.latest_attempt(p.task.id).await {
+        Ok(newer) if newer > p.attempt => {
             tracing::warn!(
-                newer_attempt = last.attempt,
+                newer_attempt = newer,
                 "this attempt lost its lease to a newer one; dropping its outcome"
             );
             true
