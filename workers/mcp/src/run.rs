@@ -193,6 +193,28 @@ async fn store_dead_letter(shared: &Shared, letter: &DeadLetter) -> Result<(), w
     stored
 }
 
+/// For a redelivery: true when the task already ended (the message is then acknowledged) or its
+/// history cannot be read (the message is put back for a moment rather than run blind).
+async fn settled_before(shared: &Shared, message: &Message, id: uuid::Uuid) -> bool {
+    match shared.bus.terminal_event(id).await {
+        Ok(Some(_)) => {
+            tracing::info!("the task already ended; acknowledging the redelivery");
+            if let Err(e) = message.double_ack().await {
+                tracing::warn!(error = %e, "could not acknowledge an ended task");
+            }
+            true
+        }
+        Ok(None) => false,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the task's history; retrying shortly");
+            let _ = message
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
+            true
+        }
+    }
+}
+
 /// True when this message was delivered before (to this or another worker) or handed back.
 fn redelivered(message: &Message) -> bool {
     message.info().is_ok_and(|i| i.delivered > 1) || attempts_used(&message.message) > 0
@@ -220,27 +242,11 @@ async fn finish(
         lease_renewed: std::sync::Mutex::new(std::time::Instant::now()),
     };
 
-    if redelivered(message) {
-        // The terminal event may be stored with the task's ack lost (its worker died between
-        // the two, say): then the task is over, and running it again would only repeat side
-        // effects. Checked first: such a redelivery may also be past the last attempt.
-        match Box::pin(shared.bus.terminal_event(task.id)).await {
-            Ok(Some(_)) => {
-                tracing::info!("the task already ended; acknowledging the redelivery");
-                if let Err(e) = Box::pin(message.double_ack()).await {
-                    tracing::warn!(error = %e, "could not acknowledge an ended task");
-                }
-                return;
-            }
-            Ok(None) => {}
-            Err(e) => {
-                // Not known: rather than run it blind, look again shortly.
-                tracing::warn!(error = %e, "cannot read the task's history; retrying shortly");
-                let _ =
-                    Box::pin(message.ack_with(AckKind::Nak(Some(Duration::from_secs(1))))).await;
-                return;
-            }
-        }
+    // The terminal event may be stored with the task's ack lost (its worker died between the
+    // two, say): then the task is over, and running it again would only repeat side effects.
+    // Checked first: such a redelivery may also be past the last attempt.
+    if redelivered(message) && Box::pin(settled_before(shared, message, task.id)).await {
+        return;
     }
     let outcome = if attempt > task.max_attempts.max(1) {
         Outcome::Terminal(EventKind::Failed {
@@ -677,5 +683,27 @@ mod tests {
             // Jittered: not all the same.
             assert!(delays.iter().any(|d| *d != delays[0]), "attempt {attempt}");
         }
+    }
+}
+
+#[cfg(test)]
+mod sizes {
+    use super::*;
+
+    fn size_of_return<A, B, F: std::future::Future>(_: fn(A, B) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    fn run(s: &'static Shared, m: Message) -> impl std::future::Future<Output = ()> {
+        run_task(s, m)
+    }
+
+    /// Every in-flight task is one of these futures: 10,000 long tasks are 10,000 of them. The
+    /// rare awaits (event publishes, acks, dead letters, fencing) are boxed to keep it small;
+    /// inlining one of them puts its whole state into every task's future.
+    #[test]
+    fn a_running_task_future_stays_small() {
+        let size = size_of_return(run);
+        assert!(size <= 5 * 1024, "the task future grew to {size} bytes");
     }
 }
