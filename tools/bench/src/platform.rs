@@ -53,8 +53,7 @@ impl Default for Shape {
 pub struct Platform {
     dir: tempfile::TempDir,
     nats: Option<LocalNats>,
-    admin: DatabaseConnection,
-    db_name: String,
+    db: BenchDatabase,
     /// The platform's own database, for reading the history the recorder wrote.
     pub store: Store,
     pub nats_url: String,
@@ -65,26 +64,57 @@ pub struct Platform {
     pub workers: Vec<Child>,
 }
 
-impl Platform {
-    pub async fn start(opts: &Options, shape: &Shape) -> anyhow::Result<Platform> {
+/// A throwaway database on the server `--database-url` names.
+#[derive(Clone)]
+pub struct BenchDatabase {
+    admin: DatabaseConnection,
+    name: String,
+    /// Its URL.
+    pub url: String,
+}
+
+impl BenchDatabase {
+    pub async fn create(opts: &Options) -> anyhow::Result<BenchDatabase> {
         let admin = Database::connect(&opts.database_url)
             .await
             .context("connect to Postgres (--database-url)")?;
-        let db_name = format!(
+        let name = format!(
             "wharf_bench_{}_{}",
             std::process::id(),
             uuid::Uuid::now_v7().simple()
         );
         admin
-            .execute_unprepared(&format!("CREATE DATABASE {db_name}"))
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
             .await?;
-        match Self::start_on(opts, shape, admin.clone(), db_name.clone()).await {
+        let mut url = reqwest::Url::parse(&opts.database_url)?;
+        url.set_path(&format!("/{name}"));
+        Ok(BenchDatabase {
+            admin,
+            name,
+            url: url.to_string(),
+        })
+    }
+
+    /// Drops it, whoever is still connected.
+    pub async fn drop_now(&self) {
+        let _ = self
+            .admin
+            .execute_unprepared(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .await;
+    }
+}
+
+impl Platform {
+    pub async fn start(opts: &Options, shape: &Shape) -> anyhow::Result<Platform> {
+        let db = BenchDatabase::create(opts).await?;
+        match Self::start_on(opts, shape, db.clone()).await {
             Ok(p) => Ok(p),
             Err(e) => {
                 // The processes die with their handles; the database must be dropped here.
-                let _ = admin
-                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
-                    .await;
+                db.drop_now().await;
                 Err(e)
             }
         }
@@ -93,15 +123,12 @@ impl Platform {
     async fn start_on(
         opts: &Options,
         shape: &Shape,
-        admin: DatabaseConnection,
-        db_name: String,
+        db: BenchDatabase,
     ) -> anyhow::Result<Platform> {
         let dir = tempfile::tempdir()?;
         let nats = LocalNats::start(&dir.path().join("nats")).await?;
         let nats_url = nats.url().to_owned();
-        let mut url = reqwest::Url::parse(&opts.database_url)?;
-        url.set_path(&format!("/{db_name}"));
-        let db_url = url.to_string();
+        let db_url = db.url.clone();
 
         let port = free_port()?;
         let api = format!("http://127.0.0.1:{port}");
@@ -143,8 +170,7 @@ impl Platform {
         let mut platform = Platform {
             dir,
             nats: Some(nats),
-            admin,
-            db_name,
+            db,
             store,
             nats_url,
             api,
@@ -304,12 +330,6 @@ impl Platform {
             nats.stop().await;
         }
         let _ = self.store.connection().close_by_ref().await;
-        let _ = self
-            .admin
-            .execute_unprepared(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.db_name
-            ))
-            .await;
+        self.db.drop_now().await;
     }
 }

@@ -244,7 +244,6 @@ pub async fn mcp_hop(opts: &Options, in_flight: usize) -> anyhow::Result<Value> 
 /// Each batch holds all three events of its tasks, so each task row is written once: the
 /// cheapest the history can be. What it costs per task bounds what the whole platform can reach.
 pub async fn history_floor(opts: &Options) -> anyhow::Result<Value> {
-    use sea_orm::ConnectionTrait;
     use wharf_contract::{EventKind, Task, TaskEvent};
 
     /// Events per transaction, as the recorder pulls them.
@@ -253,21 +252,9 @@ pub async fn history_floor(opts: &Options) -> anyhow::Result<Value> {
     /// flush to disk and leaves the cores idle; this measures what the machine can store.
     const WRITERS: usize = 4;
     let n = opts.count(100_000, 5_000);
-    let admin = sea_orm::Database::connect(&opts.database_url)
-        .await
-        .context("connect to Postgres (--database-url)")?;
-    let db_name = format!(
-        "wharf_bench_{}_{}",
-        std::process::id(),
-        uuid::Uuid::now_v7().simple()
-    );
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE {db_name}"))
-        .await?;
-    let mut url = reqwest::Url::parse(&opts.database_url)?;
-    url.set_path(&format!("/{db_name}"));
+    let db = crate::platform::BenchDatabase::create(opts).await?;
     let measured = async {
-        let store = wharf_store::Store::connect(url.as_str()).await?;
+        let store = wharf_store::Store::connect(&db.url).await?;
         // The events of one task, shaped like a `demo.echo` task of the throughput scenario.
         let message = "x".repeat(100);
         let task_events = |seq: u64| -> [(u64, TaskEvent); 3] {
@@ -360,8 +347,6 @@ pub async fn history_floor(opts: &Options) -> anyhow::Result<Value> {
         ))
     }
     .await;
-    let _ = admin
-        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
-        .await;
+    db.drop_now().await;
     measured
 }
