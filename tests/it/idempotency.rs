@@ -264,3 +264,27 @@ async fn a_key_claimed_by_a_request_that_never_stored_its_task_is_taken_over() {
     w.wait_recorded(id, TaskStatus::Succeeded).await;
     w.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_refused_batch_gives_its_keys_back() {
+    let w = Wharf::start().await;
+    w.submit_ok(echo("original", "held")).await;
+    let post = |body: Value| {
+        let (http, url) = (w.http.clone(), w.url("/api/v1/tasks/batch"));
+        async move {
+            let r = http.post(url).json(&body).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    // The second task reuses a key for another task: the whole batch is refused...
+    let (status, problem) =
+        post(json!({"tasks": [echo("a", "fresh-1"), echo("changed", "held")]})).await;
+    assert_eq!(status, 409, "{problem}");
+    assert_eq!(problem["code"], "idempotency_key_reused");
+    assert_eq!(problem["errors"][0]["pointer"], "/tasks/1/idempotency_key");
+    // ...and the key its first task claimed is free again at once.
+    let (status, answer) = post(json!({"tasks": [echo("a", "fresh-1")]})).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(tasks_in_history(&w, 2).await, 2);
+    w.shutdown().await;
+}

@@ -305,6 +305,10 @@ impl Bus {
         // the server publishes it on its queue's subject.
         let (subject, headers) = match task.run_at {
             Some(at) => {
+                // Whole milliseconds, rounded up: a task must never start before its `run_at`.
+                let ms =
+                    at.timestamp_millis() + i64::from(at.timestamp_subsec_nanos() % 1_000_000 != 0);
+                let at = chrono::DateTime::from_timestamp_millis(ms).unwrap_or(at);
                 let mut h = headers(TASK_SCHEMA, traceparent);
                 h.insert(
                     async_nats::header::NATS_SCHEDULE,
@@ -750,6 +754,16 @@ impl Bus {
             op: "claim an idempotency key",
             message: "the key's entry kept changing".into(),
         })
+    }
+
+    /// Gives back idempotency key `key` if it is still at `revision` (the claim of a request
+    /// that then published nothing).
+    pub async fn release_idempotency_key(&self, key: &str, revision: u64) -> Result<(), Error> {
+        self.idempotency_bucket()
+            .await?
+            .delete_expect_revision(idempotency_bucket_key(key), Some(revision))
+            .await
+            .map_err(nats("release an idempotency key"))
     }
 
     /// Moves idempotency key `key` to task `task_id` if it is still at `revision` (held by a

@@ -91,14 +91,16 @@ pub async fn submit(
     let mut event = prepare(state, req)?;
     match admit(state, &mut event).await? {
         Admission::Existing(view) => Ok((StatusCode::OK, *view)),
-        Admission::New => Ok((StatusCode::ACCEPTED, publish(state, &event, &trace).await?)),
+        Admission::New { .. } => Ok((StatusCode::ACCEPTED, publish(state, &event, &trace).await?)),
     }
 }
 
 /// What a submission's idempotency key says.
 pub enum Admission {
-    /// Publish the task: it has no key, or the key is now its own.
-    New,
+    /// Publish the task: it has no key, or the key is now its own (`claimed`: the key and the
+    /// revision of the entry this request created, should the request give up before
+    /// publishing).
+    New { claimed: Option<(String, u64)> },
     /// The key already names this task: answer with it, publish nothing.
     Existing(Box<TaskView>),
 }
@@ -123,11 +125,15 @@ pub async fn admit(state: &AppState, event: &mut TaskEvent) -> Result<Admission,
         unreachable!("prepare makes submitted events")
     };
     let Some(key) = &task.idempotency_key else {
-        return Ok(Admission::New);
+        return Ok(Admission::New { claimed: None });
     };
     let (holder, claimed_at, revision) = match state.bus.claim_idempotency_key(key, task.id).await?
     {
-        Claim::New { .. } => return Ok(Admission::New),
+        Claim::New { revision } => {
+            return Ok(Admission::New {
+                claimed: Some((key.clone(), revision)),
+            });
+        }
         Claim::Held {
             task_id,
             claimed_at,
@@ -155,7 +161,7 @@ pub async fn admit(state: &AppState, event: &mut TaskEvent) -> Result<Admission,
                     .take_over_idempotency_key(key, task.id, revision)
                     .await?
                 {
-                    Ok(Admission::New)
+                    Ok(Admission::New { claimed: None })
                 } else {
                     Err(in_use())
                 };
@@ -188,7 +194,7 @@ pub async fn admit(state: &AppState, event: &mut TaskEvent) -> Result<Admission,
             {
                 task.id = holder;
                 event.task_id = holder;
-                Ok(Admission::New)
+                Ok(Admission::New { claimed: None })
             } else {
                 Err(in_use())
             };
@@ -415,13 +421,31 @@ pub async fn create_batch(
     }
     // Keys already used give their tasks back in place; only the others are published.
     let admitted = futures::future::join_all(events.iter_mut().map(|e| admit(&state, e))).await;
-    let mut existing = Vec::with_capacity(events.len());
-    for (i, a) in admitted.into_iter().enumerate() {
-        existing.push(match a.map_err(|e| e.within(&format!("/tasks/{i}")))? {
-            Admission::Existing(view) => Some(*view),
-            Admission::New => None,
-        });
+    if let Some(i) = admitted.iter().position(Result::is_err) {
+        // Refused whole: give back the keys this request claimed, so the batch can be sent
+        // again at once.
+        for a in &admitted {
+            if let Ok(Admission::New {
+                claimed: Some((key, revision)),
+            }) = a
+            {
+                let _ = state.bus.release_idempotency_key(key, *revision).await;
+            }
+        }
+        let e = admitted
+            .into_iter()
+            .nth(i)
+            .and_then(Result::err)
+            .expect("the refused one");
+        return Err(e.within(&format!("/tasks/{i}")));
     }
+    let existing: Vec<Option<TaskView>> = admitted
+        .into_iter()
+        .map(|a| match a {
+            Ok(Admission::Existing(view)) => Some(*view),
+            _ => None,
+        })
+        .collect();
     let trace = trace_of(&headers);
     let published = futures::future::join_all(events.iter().zip(existing).map(|(e, existing)| {
         let trace = trace.child();
