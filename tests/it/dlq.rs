@@ -76,7 +76,7 @@ async fn a_task_that_used_every_attempt_is_dead_lettered_and_can_be_replayed() {
     // Replay: a new task with the same spec, pointing back at the dead one.
     let (status, replay) = post(&w, &format!("/api/v1/dlq/{id}/replay")).await;
     assert_eq!(status, 202, "{replay}");
-    let new: Uuid = replay["id"].as_str().unwrap().parse().unwrap();
+    let new = id_of(&replay);
     assert_ne!(new, id);
     assert_eq!(replay["tool"], "demo.sleep");
     assert_eq!(replay["timeout_secs"], 1);
@@ -175,14 +175,45 @@ async fn a_server_configured_to_retry_tool_errors_gets_them_retried() {
     w.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_queue_gives_its_tasks_attempts_timeout_and_backoff() {
+/// A platform whose workers serve `default` and `queue`, and a second gateway that gives
+/// `queue` the defaults `defaults`: its API address and the running gateway.
+async fn with_queue_defaults(
+    queue: &str,
+    defaults: wharf_gateway::QueueDefaults,
+) -> (Wharf, String, wharf_testkit::Part) {
     let w = Wharf::start_with(wharf_testkit::Options {
-        queues: vec!["default".into(), "urgent".into()],
+        queues: vec!["default".into(), queue.into()],
         ..Default::default()
     })
     .await;
     w.wait_for_tool("demo.sleep").await;
+    let config = wharf_gateway::GatewayConfig {
+        queues: [(queue.to_owned(), defaults)].into(),
+        ..Default::default()
+    };
+    let (api, gateway) = w.gateway_with(config).await;
+    (w, api, gateway)
+}
+
+/// `POST {api}/api/v1/tasks`, asserting the 202; the task as answered.
+async fn submit_at(w: &Wharf, api: &str, body: Value) -> Value {
+    let r = w
+        .http
+        .post(format!("{api}/api/v1/tasks"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    r.json().await.unwrap()
+}
+
+fn id_of(task: &Value) -> Uuid {
+    task["id"].as_str().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_queue_gives_its_tasks_attempts_timeout_and_backoff() {
     let urgent = wharf_gateway::QueueDefaults {
         max_attempts: Some(2),
         timeout_secs: Some(1),
@@ -191,32 +222,16 @@ async fn a_queue_gives_its_tasks_attempts_timeout_and_backoff() {
             max_ms: 200,
         }),
     };
-    let config = wharf_gateway::GatewayConfig {
-        queues: [("urgent".to_owned(), urgent)].into(),
-        ..Default::default()
-    };
-    let (api, gateway) = w.gateway_with(config).await;
-    let submit = |queue: &str| {
-        let body = json!({"tool": "demo.sleep", "arguments": {"seconds": 30}, "queue": queue});
-        let (http, api) = (w.http.clone(), api.clone());
-        async move {
-            let r = http
-                .post(format!("{api}/api/v1/tasks"))
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 202);
-            r.json::<Value>().await.unwrap()
-        }
-    };
-    let plain = submit("default").await;
+    let (w, api, gateway) = with_queue_defaults("urgent", urgent).await;
+    let sleep =
+        |queue: &str| json!({"tool": "demo.sleep", "arguments": {"seconds": 30}, "queue": queue});
+    let plain = submit_at(&w, &api, sleep("default")).await;
     assert_eq!(plain["max_attempts"], 3, "the gateway's default");
     assert!(plain.get("timeout_secs").is_none());
-    let task = submit("urgent").await;
+    let task = submit_at(&w, &api, sleep("urgent")).await;
     assert_eq!(task["max_attempts"], 2, "the queue's default");
     assert_eq!(task["timeout_secs"], 1);
-    let id: Uuid = task["id"].as_str().unwrap().parse().unwrap();
+    let id = id_of(&task);
     w.wait_recorded(id, TaskStatus::Failed).await;
     let retry_in = w
         .store
@@ -233,23 +248,13 @@ async fn a_queue_gives_its_tasks_attempts_timeout_and_backoff() {
         (50..=100).contains(&retry_in),
         "the queue's backoff: {retry_in} ms"
     );
-    w.cancel(id_of_plain(&plain)).await;
+    w.cancel(id_of(&plain)).await;
     gateway.stop().await;
     w.shutdown().await;
 }
 
-fn id_of_plain(v: &Value) -> Uuid {
-    v["id"].as_str().unwrap().parse().unwrap()
-}
-
 #[tokio::test]
 async fn a_task_waiting_for_its_retry_is_cancelled_without_running_again() {
-    let w = Wharf::start_with(wharf_testkit::Options {
-        queues: vec!["default".into(), "patient".into()],
-        ..Default::default()
-    })
-    .await;
-    w.wait_for_tool("demo.sleep").await;
     // A queue whose retries wait 5 to 10 s: time enough to cancel during the wait.
     let patient = wharf_gateway::QueueDefaults {
         retry: Some(wharf_contract::RetryPolicy {
@@ -258,26 +263,15 @@ async fn a_task_waiting_for_its_retry_is_cancelled_without_running_again() {
         }),
         ..Default::default()
     };
-    let config = wharf_gateway::GatewayConfig {
-        queues: [("patient".to_owned(), patient)].into(),
-        ..Default::default()
-    };
-    let (api, gateway) = w.gateway_with(config).await;
-    let r = w
-        .http
-        .post(format!("{api}/api/v1/tasks"))
-        .json(&json!({
-            "tool": "demo.sleep",
-            "arguments": {"seconds": 30, "steps": 1},
-            "queue": "patient",
-            "timeout_secs": 1,
-            "max_attempts": 5,
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let id = id_of_plain(&r.json().await.unwrap());
+    let (w, api, gateway) = with_queue_defaults("patient", patient).await;
+    let body = json!({
+        "tool": "demo.sleep",
+        "arguments": {"seconds": 30, "steps": 1},
+        "queue": "patient",
+        "timeout_secs": 1,
+        "max_attempts": 5,
+    });
+    let id = id_of(&submit_at(&w, &api, body).await);
     // The first attempt times out; the task waits out its backoff before the second.
     eventually(
         "the first attempt to fail",

@@ -485,12 +485,8 @@ impl Bus {
 
     /// The durable pull consumer every worker of `queue` shares.
     pub async fn queue_consumer(&self, queue: &str) -> Result<PullConsumer, Error> {
-        let stream = self
-            .js
-            .get_stream_no_info(TASKS_STREAM)
-            .await
-            .map_err(nats("open the tasks stream"))?;
-        stream
+        self.stream(TASKS_STREAM)
+            .await?
             .create_consumer(consumer::pull::Config {
                 durable_name: Some(queue_consumer(queue)),
                 description: Some(format!("workers of queue {queue}")),
@@ -542,10 +538,15 @@ impl Bus {
 
     /// The events stream, without asking the server for its info.
     async fn events_stream(&self) -> Result<jetstream::stream::Stream<()>, Error> {
+        self.stream(EVENTS_STREAM).await
+    }
+
+    /// Stream `name`, without asking the server for its info.
+    async fn stream(&self, name: &str) -> Result<jetstream::stream::Stream<()>, Error> {
         self.js
-            .get_stream_no_info(EVENTS_STREAM)
+            .get_stream_no_info(name)
             .await
-            .map_err(nats("open the events stream"))
+            .map_err(nats("open a stream"))
     }
 
     /// The highest attempt any stored event of task `id` names (0 when it has none), read from
@@ -796,10 +797,8 @@ impl Bus {
     /// or the task was not delayed).
     pub async fn unschedule(&self, id: Uuid) -> Result<bool, Error> {
         let purged = self
-            .js
-            .get_stream_no_info(TASKS_STREAM)
-            .await
-            .map_err(nats("open the tasks stream"))?
+            .stream(TASKS_STREAM)
+            .await?
             .purge()
             .filter(schedule_subject(id))
             .await
@@ -828,7 +827,7 @@ impl Bus {
     /// Up to `limit` dead letters stored after stream sequence `after`, oldest first, each with
     /// its `seq` set; unreadable entries are skipped.
     pub async fn dead_letters(&self, after: u64, limit: usize) -> Result<Vec<DeadLetter>, Error> {
-        let stream = self.dlq_stream().await?;
+        let stream = self.stream(DLQ_STREAM).await?;
         let mut out = Vec::new();
         let mut next = after + 1;
         while out.len() < limit {
@@ -851,7 +850,7 @@ impl Bus {
 
     /// The dead letter of task `id`, if it has one.
     pub async fn dead_letter(&self, id: Uuid) -> Result<Option<DeadLetter>, Error> {
-        let stream = self.dlq_stream().await?;
+        let stream = self.stream(DLQ_STREAM).await?;
         match stream
             .direct_get_last_for_subject(dlq_subject(id).as_str())
             .await
@@ -864,20 +863,13 @@ impl Bus {
 
     /// Removes the dead letter of task `id` (after a replay).
     pub async fn remove_dead_letter(&self, id: Uuid) -> Result<(), Error> {
-        self.dlq_stream()
+        self.stream(DLQ_STREAM)
             .await?
             .purge()
             .filter(dlq_subject(id))
             .await
             .map_err(nats("remove a dead letter"))?;
         Ok(())
-    }
-
-    async fn dlq_stream(&self) -> Result<jetstream::stream::Stream<()>, Error> {
-        self.js
-            .get_stream_no_info(DLQ_STREAM)
-            .await
-            .map_err(nats("open the dead-letter stream"))
     }
 
     /// Records a request to cancel task `id`; workers watching the bucket act on it.

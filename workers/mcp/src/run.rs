@@ -417,12 +417,21 @@ impl Publisher<'_> {
         tag: &'s str,
     ) -> futures::future::BoxFuture<'s, Result<(), wharf_bus::Error>> {
         Box::pin(async move {
-            let msg_id = format!("{}:{}:{tag}", self.task.id, self.delivery);
             self.shared
                 .bus
-                .emit_event(event, &msg_id, Some(self.traceparent))
+                .emit_event(event, &self.msg_id(tag), Some(self.traceparent))
                 .await
         })
+    }
+
+    /// The message id of this attempt's event `tag`. The terminal event's id is the same for
+    /// every attempt: JetStream keeps only the first.
+    fn msg_id(&self, tag: &str) -> String {
+        if tag == "terminal" {
+            format!("{}:terminal", self.task.id)
+        } else {
+            format!("{}:{}:{tag}", self.task.id, self.delivery)
+        }
     }
 
     async fn publish_inline(
@@ -430,15 +439,9 @@ impl Publisher<'_> {
         event: &TaskEvent,
         tag: &str,
     ) -> Result<async_nats::jetstream::context::PublishAckFuture, wharf_bus::Error> {
-        // The terminal event's id is the same for every attempt: JetStream keeps only the first.
-        let msg_id = if tag == "terminal" {
-            format!("{}:terminal", self.task.id)
-        } else {
-            format!("{}:{}:{tag}", self.task.id, self.delivery)
-        };
         self.shared
             .bus
-            .publish_event(event, &msg_id, Some(self.traceparent))
+            .publish_event(event, &self.msg_id(tag), Some(self.traceparent))
             .await
     }
 }
