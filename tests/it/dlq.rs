@@ -221,6 +221,7 @@ async fn a_queue_gives_its_tasks_attempts_timeout_and_backoff() {
             initial_ms: 100,
             max_ms: 200,
         }),
+        priority: Some(wharf_contract::Priority::High),
     };
     let (w, api, gateway) = with_queue_defaults("urgent", urgent).await;
     let sleep =
@@ -231,6 +232,8 @@ async fn a_queue_gives_its_tasks_attempts_timeout_and_backoff() {
     let task = submit_at(&w, &api, sleep("urgent")).await;
     assert_eq!(task["max_attempts"], 2, "the queue's default");
     assert_eq!(task["timeout_secs"], 1);
+    assert_eq!(task["priority"], "high", "the queue's default");
+    assert_eq!(plain["priority"], "normal");
     let id = id_of(&task);
     w.wait_recorded(id, TaskStatus::Failed).await;
     let retry_in = w

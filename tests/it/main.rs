@@ -8,6 +8,7 @@ mod faults;
 mod follow;
 mod idempotency;
 mod mcp;
+mod priority;
 mod processes;
 mod projection;
 mod queue;

@@ -201,7 +201,11 @@ async fn a_redelivered_task_that_already_ended_is_acknowledged_not_run_again() {
         .unwrap()
         .await
         .unwrap();
-    let consumer = w.bus.queue_consumer("default").await.unwrap();
+    let consumer = w
+        .bus
+        .queue_consumer("default", wharf_contract::Priority::Normal)
+        .await
+        .unwrap();
     let mut first = consumer
         .fetch()
         .max_messages(1)

@@ -20,10 +20,10 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use uuid::Uuid;
 use wharf_contract::{
     ATTEMPTS_USED_HEADER, CANCEL_BUCKET, DLQ_STREAM, DLQ_SUBJECTS, DeadLetter, EVENT_SCHEMA,
-    EVENTS_STREAM, EVENTS_SUBJECTS, IDEMPOTENCY_BUCKET, LIVE_EVENTS_SUBJECTS, RECORDER_CONSUMER,
-    SCHEDULES_SUBJECTS, SCHEMA_HEADER, TASK_SCHEMA, TASKS_STREAM, TASKS_SUBJECTS, TOOLS_BUCKET,
-    TRACEPARENT_HEADER, Task, TaskEvent, ToolServer, dlq_subject, event_subject,
-    live_event_subject, queue_consumer, schedule_subject, task_subject,
+    EVENTS_STREAM, EVENTS_SUBJECTS, IDEMPOTENCY_BUCKET, LIVE_EVENTS_SUBJECTS, Priority,
+    RECORDER_CONSUMER, SCHEDULES_SUBJECTS, SCHEMA_HEADER, TASK_SCHEMA, TASKS_STREAM,
+    TASKS_SUBJECTS, TOOLS_BUCKET, TRACEPARENT_HEADER, Task, TaskEvent, ToolServer, dlq_subject,
+    event_subject, live_event_subject, queue_consumer, schedule_subject, task_subject,
 };
 
 pub use async_nats::jetstream::AckKind;
@@ -320,11 +320,14 @@ impl Bus {
                 );
                 h.insert(
                     async_nats::header::NATS_SCHEDULE_TARGET,
-                    task_subject(&task.queue).as_str(),
+                    task_subject(&task.queue, task.priority).as_str(),
                 );
                 (schedule_subject(task.id), h)
             }
-            None => (task_subject(&task.queue), headers(TASK_SCHEMA, traceparent)),
+            None => (
+                task_subject(&task.queue, task.priority),
+                headers(TASK_SCHEMA, traceparent),
+            ),
         };
         let sent = self
             .js
@@ -483,14 +486,19 @@ impl Bus {
             .map_err(nats("publish an event"))
     }
 
-    /// The durable pull consumer every worker of `queue` shares.
-    pub async fn queue_consumer(&self, queue: &str) -> Result<PullConsumer, Error> {
+    /// The durable pull consumer every worker of `queue` shares for the tasks at `priority`.
+    /// The levels' filters are disjoint subjects, as a work-queue stream requires.
+    pub async fn queue_consumer(
+        &self,
+        queue: &str,
+        priority: Priority,
+    ) -> Result<PullConsumer, Error> {
         self.stream(TASKS_STREAM)
             .await?
             .create_consumer(consumer::pull::Config {
-                durable_name: Some(queue_consumer(queue)),
-                description: Some(format!("workers of queue {queue}")),
-                filter_subject: task_subject(queue),
+                durable_name: Some(queue_consumer(queue, priority)),
+                description: Some(format!("workers of queue {queue}, {priority} priority")),
+                filter_subject: task_subject(queue, priority),
                 ack_policy: consumer::AckPolicy::Explicit,
                 ack_wait: self.topology.ack_wait,
                 max_deliver: -1,

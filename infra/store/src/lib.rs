@@ -66,6 +66,7 @@ pub struct TaskFilter {
     pub status: Option<TaskStatus>,
     pub queue: Option<String>,
     pub session_id: Option<String>,
+    pub priority: Option<wharf_contract::Priority>,
     /// Only tasks older than this id (ids sort by submission time).
     pub before: Option<Uuid>,
     pub limit: u64,
@@ -216,6 +217,7 @@ impl Store {
             .bind(c.updated_at)
             .bind(c.last_seq)
             .bind(c.run_at)
+            .bind(c.priority)
             .execute(&mut *tx)
             .await
             .map_err(sqlx_error)?;
@@ -243,6 +245,9 @@ impl Store {
         }
         if let Some(session) = &filter.session_id {
             q = q.filter(task::Column::SessionId.eq(session.as_str()));
+        }
+        if let Some(priority) = filter.priority {
+            q = q.filter(task::Column::Priority.eq(priority.as_str()));
         }
         if let Some(before) = filter.before {
             q = q.filter(task::Column::Id.lt(before));
@@ -286,7 +291,7 @@ impl Store {
     }
 }
 
-const COLUMNS: [task::Column; 24] = [
+const COLUMNS: [task::Column; 25] = [
     task::Column::Id,
     task::Column::Status,
     task::Column::StatusRank,
@@ -311,6 +316,7 @@ const COLUMNS: [task::Column; 24] = [
     task::Column::UpdatedAt,
     task::Column::LastSeq,
     task::Column::RunAt,
+    task::Column::Priority,
 ];
 
 /// A driver error as the [`sea_orm::DbErr`] the rest of the store reports, so
@@ -348,6 +354,7 @@ struct TaskColumns {
     updated_at: Vec<Option<chrono::DateTime<chrono::Utc>>>,
     last_seq: Vec<i64>,
     run_at: Vec<Option<chrono::DateTime<chrono::Utc>>>,
+    priority: Vec<&'static str>,
 }
 
 impl TaskColumns {
@@ -381,6 +388,7 @@ impl TaskColumns {
         self.updated_at.push(v.updated_at);
         self.last_seq.push(s.last_seq as i64);
         self.run_at.push(v.run_at);
+        self.priority.push(v.priority.as_str());
     }
 }
 
@@ -425,6 +433,7 @@ fn upsert_tasks_sql() -> &'static str {
             "timestamptz",
             "int8",
             "timestamptz",
+            "text",
         ];
         let names: Vec<String> = COLUMNS
             .iter()
@@ -500,6 +509,7 @@ fn row_values(s: &TaskState) -> Vec<sea_orm::sea_query::SimpleExpr> {
         v.updated_at.into(),
         (s.last_seq as i64).into(),
         v.run_at.into(),
+        v.priority.as_str().into(),
     ];
     values.into_iter().map(Into::into).collect()
 }
@@ -573,6 +583,7 @@ fn merge_on_conflict() -> OnConflict {
         (task::Column::SessionId, spec("session_id")),
         (task::Column::CreatedAt, spec("created_at")),
         (task::Column::RunAt, spec("run_at")),
+        (task::Column::Priority, spec("priority")),
         (task::Column::Status, by_status("status")),
         (task::Column::StatusRank, by_status("status_rank")),
         (task::Column::Result, by_terminal("result")),
@@ -644,5 +655,9 @@ fn view_of(m: task::Model) -> Result<TaskView, Error> {
         cancel_requested_at: m.cancel_requested_at,
         updated_at: m.updated_at,
         run_at: m.run_at,
+        priority: m
+            .priority
+            .parse()
+            .map_err(|e: String| corrupt("priority", &e))?,
     })
 }

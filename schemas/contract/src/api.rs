@@ -41,6 +41,10 @@ pub struct SubmitTask {
     /// Start no earlier than this many seconds from now (1 to 31,536,000). Not with `run_at`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay_secs: Option<u64>,
+    /// `high`, `normal` or `low`; the queue's default (else `normal`) when absent. Workers take
+    /// higher levels first; each lower level keeps a share of the slots, so none starves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<crate::task::Priority>,
 }
 
 /// `POST /api/v1/tasks/batch`: up to 1,000 tasks, each checked before any is published.

@@ -18,7 +18,7 @@ pub use api::*;
 pub use error::{ErrorCode, FieldError, Problem};
 pub use event::{EventKind, TaskEvent};
 pub use names::*;
-pub use task::{Progress, RetryPolicy, Task, TaskError, TaskStatus, TaskView};
+pub use task::{Priority, Progress, RetryPolicy, Task, TaskError, TaskStatus, TaskView};
 pub use tool::{ToolInfo, ToolServer};
 
 /// Builds a JSON Schema for every wire type, keyed by the file name it is committed under in

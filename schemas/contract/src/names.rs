@@ -2,9 +2,12 @@
 
 use uuid::Uuid;
 
+use crate::task::Priority;
+
 /// The work-queue stream holding submitted tasks until a worker acknowledges them.
 pub const TASKS_STREAM: &str = "WHARF_TASKS";
-/// Subjects of [`TASKS_STREAM`]: `wharf.tasks.<queue>`.
+/// Subjects of [`TASKS_STREAM`]: `wharf.tasks.<queue>` for normal tasks, `wharf.tasks.<queue>.high`
+/// and `wharf.tasks.<queue>.low` for the other levels (see [`task_subject`]).
 pub const TASKS_SUBJECTS: &str = "wharf.tasks.>";
 /// The limits-retention stream holding every task's event history.
 pub const EVENTS_STREAM: &str = "WHARF_EVENTS";
@@ -57,14 +60,33 @@ pub fn schedule_subject(id: Uuid) -> String {
     format!("wharf.schedules.{id}")
 }
 
-/// Subject a task of `queue` is published on.
-pub fn task_subject(queue: &str) -> String {
-    format!("wharf.tasks.{queue}")
+/// Subject a task of `queue` at `priority` is published on. Normal tasks keep the subject queues
+/// had before levels existed; the others get a token of their own (queue names have no dots, so
+/// no queue's subject is another's level).
+pub fn task_subject(queue: &str, priority: Priority) -> String {
+    match priority {
+        Priority::Normal => format!("wharf.tasks.{queue}"),
+        p => format!("wharf.tasks.{queue}.{p}"),
+    }
 }
 
-/// Name of the durable pull consumer serving `queue`; every worker of the queue shares it.
-pub fn queue_consumer(queue: &str) -> String {
-    format!("wharf-queue-{queue}")
+/// The queue and level a task subject (see [`task_subject`]) names.
+pub fn parse_task_subject(subject: &str) -> Option<(&str, Priority)> {
+    let rest = subject.strip_prefix("wharf.tasks.")?;
+    match rest.split_once('.') {
+        None => Some((rest, Priority::Normal)),
+        Some((queue, level)) => Some((queue, level.parse().ok()?)),
+    }
+}
+
+/// Name of the durable pull consumer serving one level of `queue`; every worker of the queue
+/// shares it. `@` cannot appear in a queue name, so `a@high` is never the normal consumer of a
+/// queue called `a@high`.
+pub fn queue_consumer(queue: &str, priority: Priority) -> String {
+    match priority {
+        Priority::Normal => format!("wharf-queue-{queue}"),
+        p => format!("wharf-queue-{queue}@{p}"),
+    }
 }
 
 /// The stream of dead letters: tasks that failed after using every attempt, or whose message
@@ -109,5 +131,21 @@ mod tests {
         for bad in ["", "a.b", "a b", "a*", "a>", "ü", &"x".repeat(65)] {
             assert!(!valid_name(bad), "{bad:?} must be refused");
         }
+    }
+
+    #[test]
+    fn every_level_of_every_queue_has_its_own_subject_and_consumer() {
+        let mut subjects = std::collections::HashSet::new();
+        let mut consumers = std::collections::HashSet::new();
+        for queue in ["a", "a-high", "high", "low"] {
+            for p in Priority::ALL {
+                let subject = task_subject(queue, p);
+                assert_eq!(parse_task_subject(&subject), Some((queue, p)));
+                assert!(subjects.insert(subject), "{queue} {p}");
+                assert!(consumers.insert(queue_consumer(queue, p)), "{queue} {p}");
+            }
+        }
+        assert_eq!(parse_task_subject("wharf.tasks.a.urgent"), None);
+        assert_eq!(parse_task_subject("wharf.events.a"), None);
     }
 }

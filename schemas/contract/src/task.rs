@@ -44,6 +44,74 @@ pub struct Task {
     /// How long to wait between attempts; Wharf's default (1 s doubling to 60 s) when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryPolicy>,
+    /// The task's level in its queue. Absent means normal, so a normal task reads the same to a
+    /// worker that predates priorities (such a worker takes normal tasks only).
+    #[serde(default, skip_serializing_if = "Priority::is_normal")]
+    pub priority: Priority,
+}
+
+/// A task's level within its queue. Each level is a subject of its own with its own consumer;
+/// workers take the higher levels first, but give each lower level a guaranteed share of their
+/// slots while it has tasks waiting, so no level starves (the rule: `docs/delivery.md`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    High,
+    #[default]
+    Normal,
+    Low,
+}
+
+impl Priority {
+    /// Every level, highest first.
+    pub const ALL: [Priority; 3] = [Priority::High, Priority::Normal, Priority::Low];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::High => "high",
+            Priority::Normal => "normal",
+            Priority::Low => "low",
+        }
+    }
+
+    pub fn is_normal(&self) -> bool {
+        *self == Priority::Normal
+    }
+
+    /// Position in [`Priority::ALL`]: 0 for the highest level.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl std::fmt::Display for Priority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Priority {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Priority::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| format!("unknown priority {s:?} (high, normal or low)"))
+    }
 }
 
 /// Exponential backoff between attempts: `initial_ms` before the second attempt, doubling each
@@ -191,6 +259,9 @@ pub struct TaskView {
     /// A delayed task's start time: it stays `queued` and no worker sees it before then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_at: Option<DateTime<Utc>>,
+    /// The task's level in its queue.
+    #[serde(default)]
+    pub priority: Priority,
 }
 
 /// A [`TaskView`] plus the event sequence numbers that make folding order-independent.
@@ -235,6 +306,7 @@ impl TaskState {
                 cancel_requested_at: None,
                 updated_at: None,
                 run_at: None,
+                priority: Priority::Normal,
             },
             progress_seq: 0,
             terminal_seq: 0,
@@ -269,6 +341,7 @@ impl TaskState {
                 v.metadata.clone_from(&task.metadata);
                 v.created_at = Some(task.submitted_at);
                 v.run_at = task.run_at;
+                v.priority = task.priority;
             }
             EventKind::Started { tool, queue, .. } => {
                 v.status = TaskStatus::Running;
@@ -338,6 +411,7 @@ impl TaskState {
             a.metadata = b.metadata;
             a.created_at = b.created_at;
             a.run_at = b.run_at;
+            a.priority = b.priority;
         }
         a.cancel_requested_at = min_opt(a.cancel_requested_at, b.cancel_requested_at);
         a.started_at = min_opt(a.started_at, b.started_at);
@@ -393,6 +467,7 @@ mod tests {
             submitted_at: t0,
             run_at: None,
             retry: None,
+            priority: Priority::Low,
         };
         let ev = |attempt, kind| TaskEvent::new(id, attempt, kind);
         vec![

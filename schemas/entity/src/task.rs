@@ -41,6 +41,8 @@ pub struct Model {
     pub last_seq: i64,
     /// A delayed task's start time.
     pub run_at: Option<DateTimeUtc>,
+    /// `high`, `normal` or `low`.
+    pub priority: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

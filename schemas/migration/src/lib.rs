@@ -6,6 +6,7 @@ use sea_orm_migration::prelude::*;
 
 mod m0001_tasks;
 mod m0002_run_at;
+mod m0003_priority;
 
 pub struct Migrator;
 
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m0001_tasks::Migration),
             Box::new(m0002_run_at::Migration),
+            Box::new(m0003_priority::Migration),
         ]
     }
 }

@@ -41,6 +41,9 @@ pub enum ClientCommand {
         /// Start no earlier than this time (RFC 3339, e.g. 2026-12-01T09:00:00Z).
         #[arg(long)]
         run_at: Option<chrono::DateTime<chrono::Utc>>,
+        /// `high`, `normal` or `low` (the queue's default when absent).
+        #[arg(long)]
+        priority: Option<wharf_contract::Priority>,
         /// Follow progress live and print the result.
         #[arg(long)]
         watch: bool,
@@ -152,6 +155,7 @@ impl ClientCommand {
                 session,
                 delay,
                 run_at,
+                priority,
                 watch,
             } => {
                 let body = SubmitTask {
@@ -165,6 +169,7 @@ impl ClientCommand {
                     metadata: None,
                     run_at,
                     delay_secs: delay,
+                    priority,
                 };
                 let view: TaskView = api
                     .send(api.http.post(url("/api/v1/tasks")).json(&body))

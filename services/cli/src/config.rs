@@ -82,6 +82,8 @@ pub struct QueueSection {
     pub retry_initial_ms: Option<u64>,
     /// Longest delay between attempts.
     pub retry_max_secs: Option<u64>,
+    /// Level of the tasks that name none: `high`, `normal` or `low`.
+    pub priority: Option<wharf_contract::Priority>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -187,6 +189,7 @@ impl Config {
                         max_attempts: q.max_attempts,
                         timeout_secs: q.timeout_secs,
                         retry,
+                        priority: q.priority,
                     };
                     (name.clone(), defaults)
                 })

@@ -113,6 +113,7 @@ pub async fn replay(
         metadata: Some(metadata),
         run_at: None,
         delay_secs: None,
+        priority: Some(task.priority),
     };
     let (status, view) = tasks::submit(&state, req, tasks::trace_of(&headers)).await?;
     if let Err(e) = state.bus.remove_dead_letter(id).await {

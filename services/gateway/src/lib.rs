@@ -49,6 +49,8 @@ pub struct QueueDefaults {
     pub timeout_secs: Option<u64>,
     /// Backoff between attempts; Wharf's default when `None`.
     pub retry: Option<wharf_contract::RetryPolicy>,
+    /// Level of the tasks that name none; normal when `None`.
+    pub priority: Option<wharf_contract::Priority>,
 }
 
 impl Default for GatewayConfig {

@@ -329,6 +329,10 @@ fn prepare(state: &AppState, req: SubmitTask) -> Result<TaskEvent, ApiError> {
         submitted_at: now,
         run_at,
         retry: defaults.and_then(|d| d.retry),
+        priority: req
+            .priority
+            .or_else(|| defaults.and_then(|d| d.priority))
+            .unwrap_or_default(),
     };
     Ok(TaskEvent::new(task.id, 0, EventKind::Submitted { task }))
 }
@@ -586,6 +590,7 @@ pub struct ListQuery {
     status: Option<String>,
     queue: Option<String>,
     session_id: Option<String>,
+    priority: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
 }
@@ -622,6 +627,11 @@ pub async fn list(
         .map(|s| s.parse::<TaskStatus>())
         .transpose()
         .map_err(|e| query_error("status", e))?;
+    let priority = q
+        .priority
+        .map(|p| p.parse::<wharf_contract::Priority>())
+        .transpose()
+        .map_err(|e| query_error("priority", e))?;
     let limit = match q.limit {
         None => 50,
         Some(l) => l
@@ -640,6 +650,7 @@ pub async fn list(
         status,
         queue: q.queue,
         session_id: q.session_id,
+        priority,
         before,
         limit: limit + 1,
     };

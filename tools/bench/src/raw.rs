@@ -276,6 +276,7 @@ pub async fn history_floor(opts: &Options) -> anyhow::Result<Value> {
                 submitted_at: chrono::Utc::now(),
                 run_at: None,
                 retry: None,
+                priority: Default::default(),
             };
             let started = EventKind::Started {
                 worker: "bench-worker".into(),

@@ -9,6 +9,7 @@
 
 pub mod mcp;
 mod run;
+mod take;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use wharf_bus::Bus;
 use wharf_contract::tool::TOOL_SERVER_VERSION;
-use wharf_contract::{ToolInfo, ToolServer, valid_name};
+use wharf_contract::{Priority, ToolInfo, ToolServer, valid_name};
 
 pub use mcp::{McpServer, McpServerConfig, McpTransport};
 
@@ -161,7 +162,13 @@ impl Worker {
         let consumers = {
             let mut out = Vec::new();
             for q in &config.queues {
-                out.push((q.clone(), bus.queue_consumer(q).await?));
+                let [high, normal, low] = Priority::ALL;
+                let levels = [
+                    bus.queue_consumer(q, high).await?,
+                    bus.queue_consumer(q, normal).await?,
+                    bus.queue_consumer(q, low).await?,
+                ];
+                out.push((q.clone(), levels));
             }
             out
         };
@@ -214,7 +221,7 @@ impl Worker {
         for (queue, consumer) in consumers {
             let slots = Arc::new(Semaphore::new(config.concurrency));
             all_slots.push(slots.clone());
-            loops.push(tokio::spawn(consume(
+            loops.push(tokio::spawn(take::consume(
                 queue,
                 consumer,
                 shared.clone(),
@@ -267,91 +274,6 @@ async fn advertise(
         };
         if let Err(e) = bus.advertise_tools(&entry).await {
             tracing::warn!(server = %server, error = %e, "could not advertise tools");
-        }
-    }
-}
-
-/// How long one pull request waits for tasks.
-const PULL_EXPIRES: Duration = Duration::from_secs(2);
-
-/// Pulls tasks of one queue, never more than there are free slots, and runs each in its own task.
-async fn consume(
-    queue: String,
-    consumer: wharf_bus::PullConsumer,
-    shared: Arc<Shared>,
-    slots: Arc<Semaphore>,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let first = tokio::select! {
-            p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
-            () = shutdown.cancelled() => return,
-        };
-        let mut permits = vec![first];
-        while permits.len() < 256 {
-            match slots.clone().try_acquire_owned() {
-                Ok(p) => permits.push(p),
-                Err(_) => break,
-            }
-        }
-        let batch = consumer
-            .batch()
-            .max_messages(permits.len())
-            .expires(PULL_EXPIRES)
-            .messages()
-            .await;
-        let mut batch = match batch {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(queue = %queue, error = %e, "cannot pull tasks; retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    () = shutdown.cancelled() => return,
-                }
-            }
-        };
-        loop {
-            let next = tokio::select! {
-                m = batch.next() => m,
-                () = shutdown.cancelled() => {
-                    // Messages already on their way to this worker, until the pull request
-                    // expires, go straight back.
-                    while let Ok(Some(Ok(m))) =
-                        tokio::time::timeout(PULL_EXPIRES + Duration::from_secs(1), batch.next())
-                            .await
-                    {
-                        let used = run::attempt_of(&m) - 1;
-                        if let Err(e) = shared.bus.hand_back(&m, used).await {
-                            tracing::warn!(error = %e, "could not hand a task back");
-                        }
-                    }
-                    return;
-                }
-            };
-            match next {
-                Some(Ok(message)) => {
-                    // A batch brings at most as many tasks as it asked for; should it ever
-                    // bring more, the extra one waits for a slot like any other.
-                    let permit = match permits.pop() {
-                        Some(p) => p,
-                        None => slots
-                            .clone()
-                            .acquire_owned()
-                            .await
-                            .expect("the semaphore is never closed"),
-                    };
-                    let shared = shared.clone();
-                    tokio::spawn(async move {
-                        run::run_task(&shared, message).await;
-                        drop(permit);
-                    });
-                }
-                Some(Err(e)) => {
-                    tracing::warn!(queue = %queue, error = %e, "error while pulling tasks");
-                    break;
-                }
-                None => break,
-            }
         }
     }
 }

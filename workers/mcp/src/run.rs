@@ -124,12 +124,10 @@ async fn unreadable(shared: &Shared, message: &Message, attempt: u32, e: DecodeE
     let _ = message.ack_with(AckKind::Term).await;
 }
 
-/// The queue a task message was taken from (its subject is `wharf.tasks.<queue>`).
+/// The queue a task message was taken from (see `wharf_contract::task_subject`).
 fn queue_of(message: &Message) -> String {
-    message
-        .subject
-        .rsplit_once('.')
-        .map_or_else(|| message.subject.to_string(), |(_, q)| q.to_owned())
+    wharf_contract::parse_task_subject(&message.subject)
+        .map_or_else(|| message.subject.to_string(), |(q, _)| q.to_owned())
 }
 
 /// Keeps a task that failed for good as a dead letter, with its last error.
