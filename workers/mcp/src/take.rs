@@ -16,6 +16,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use futures::StreamExt;
 use futures::stream::{self, BoxStream, SelectAll};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -34,6 +36,11 @@ const LOW: usize = Priority::Low as usize;
 const NORMAL_AFTER: u32 = 3;
 /// While low tasks wait, at most this many slots in a row go to other levels.
 const LOW_AFTER: u32 = 9;
+
+/// A level found empty is asked again after this long (or as soon as it is waited on). Asking
+/// costs nats-server a request per level and sweep, so a worker saturated by one level does not
+/// ask the empty ones at every slot that frees.
+const RECHECK_EMPTY: Duration = Duration::from_millis(10);
 
 /// How long one waiting pull request lasts.
 const PULL_EXPIRES: Duration = Duration::from_secs(2);
@@ -126,6 +133,7 @@ pub(crate) async fn consume(
     let mut polls: SelectAll<BoxStream<'static, Polled>> = SelectAll::new();
     let mut polled = [false; LEVELS];
     let mut picker = Picker::default();
+    let mut found_empty: [Option<Instant>; LEVELS] = [None; LEVELS];
     loop {
         let unpolled = polled.iter().any(|p| !p);
         tokio::select! {
@@ -136,7 +144,10 @@ pub(crate) async fn consume(
                 Polled::Task(Err(e)) => {
                     tracing::warn!(queue = %queue, error = %e, "error while waiting for tasks");
                 }
-                Polled::Ended(level) => polled[level] = false,
+                Polled::Ended(level) => {
+                    polled[level] = false;
+                    found_empty[level] = None;
+                }
             },
             permit = slots.clone().acquire_owned(), if unpolled => {
                 let mut permits = vec![permit.expect("the semaphore is never closed")];
@@ -146,15 +157,23 @@ pub(crate) async fn consume(
                         Err(_) => break,
                     }
                 }
-                let unswept = polled.map(|p| !p);
-                let swept = sweep(&levels, &mut picker, unswept, permits.len()).await;
+                let now = Instant::now();
+                let ask: [bool; LEVELS] = std::array::from_fn(|l| {
+                    !polled[l] && found_empty[l].is_none_or(|t| now - t >= RECHECK_EMPTY)
+                });
+                let swept = sweep(&levels, &mut picker, ask, permits.len()).await;
+                for l in (0..LEVELS).filter(|l| ask[*l]) {
+                    found_empty[l] = swept.short[l].then_some(now);
+                }
                 for message in swept.tasks {
                     start(message, permits.pop());
                 }
                 let mut failed = swept.failed;
                 if !permits.is_empty() {
-                    // Every level asked came up short: wait on each for what comes next.
-                    for (level, consumer) in levels.iter().enumerate().filter(|(l, _)| unswept[*l]) {
+                    // Every level asked came up short, and the others were found empty just
+                    // before: wait on each for what comes next.
+                    let unpolled = polled.map(|p| !p);
+                    for (level, consumer) in levels.iter().enumerate().filter(|(l, _)| unpolled[*l]) {
                         match wait_on(consumer, level, permits.len()).await {
                             Ok(p) => {
                                 polls.push(p);
@@ -190,13 +209,14 @@ pub(crate) async fn consume(
     waiting_for_slots.wait().await;
 }
 
-/// What a sweep took, highest level first.
+/// What a sweep took, highest level first, and which levels had fewer tasks than asked.
 struct Swept {
     tasks: Vec<Message>,
+    short: [bool; LEVELS],
     failed: bool,
 }
 
-/// Asks the `unswept` levels for up to `free` tasks in all, shared out by `picker`, without
+/// Asks the levels in `waiting` for up to `free` tasks in all, shared out by `picker`, without
 /// waiting. Returns fewer than `free` only when every level asked had fewer than its share.
 async fn sweep(
     levels: &[PullConsumer; LEVELS],
@@ -206,6 +226,7 @@ async fn sweep(
 ) -> Swept {
     let mut taken: [Vec<Message>; LEVELS] = Default::default();
     let mut failed = false;
+    let mut short = [false; LEVELS];
     let mut want = free;
     while want > 0 {
         let plan = picker.plan(want, waiting);
@@ -229,6 +250,7 @@ async fn sweep(
             };
             if got.len() < asked {
                 waiting[level] = false;
+                short[level] = true;
             }
             want -= got.len();
             taken[level].extend(got);
@@ -238,7 +260,11 @@ async fn sweep(
     let mut tasks = high;
     tasks.extend(normal);
     tasks.extend(low);
-    Swept { tasks, failed }
+    Swept {
+        tasks,
+        short,
+        failed,
+    }
 }
 
 /// Up to `n` tasks waiting on `level`, without waiting for more.
