@@ -300,3 +300,64 @@ async fn a_task_waiting_for_its_retry_is_cancelled_without_running_again() {
     gateway.stop().await;
     w.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_dead_letter_is_withdrawn_when_another_outcome_was_recorded_first() {
+    let mut w = Wharf::start().await;
+    w.wait_for_tool("demo.sleep").await;
+    w.workers.pop().unwrap().stop().await;
+    // One attempt, which times out: a failure for good, dead-lettered.
+    let id = w
+        .submit_ok(json!({
+            "tool": "demo.sleep",
+            "arguments": {"seconds": 30, "steps": 1},
+            "max_attempts": 1,
+            "timeout_secs": 1,
+        }))
+        .await;
+    // Another outcome is stored first, as a stale attempt's or a cancellation's would be. A
+    // first delivery does not read the history, so the worker still runs its attempt.
+    let cancelled = wharf_contract::TaskEvent::new(
+        id,
+        1,
+        wharf_contract::EventKind::Cancelled {
+            reason: Some("recorded first".into()),
+        },
+    );
+    w.bus
+        .publish_event(&cancelled, &format!("{id}:terminal"), None)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    w.add_worker();
+    eventually("the attempt started", Duration::from_secs(30), || async {
+        w.event_kinds(id)
+            .await
+            .iter()
+            .any(|k| k == "started")
+            .then_some(())
+    })
+    .await;
+    // The worker acknowledges the task last, after storing (then withdrawing) its letter.
+    eventually("the task acknowledged", Duration::from_secs(30), || async {
+        let mut consumer = w
+            .bus
+            .queue_consumer("default", wharf_contract::Priority::Normal)
+            .await
+            .unwrap();
+        let info = consumer.info().await.unwrap();
+        (info.num_ack_pending == 0 && info.num_pending == 0).then_some(())
+    })
+    .await;
+    let (status, problem) = get(&w, &format!("/api/v1/dlq/{id}")).await;
+    assert_eq!(
+        status, 404,
+        "no dead letter for a cancelled task: {problem}"
+    );
+    assert_eq!(
+        w.wait_recorded(id, TaskStatus::Cancelled).await.status,
+        TaskStatus::Cancelled
+    );
+    w.shutdown().await;
+}
