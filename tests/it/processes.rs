@@ -191,6 +191,29 @@ async fn wharf_dev_runs_everything_and_the_cli_drives_it() {
     let (_, list, _) = cli(&api, &["tasks", "--status", "succeeded"]).await;
     assert!(list.contains(&id), "{list}");
 
+    // A level, from the command line to the task and the list filter.
+    let (code, out, err) = cli(
+        &api,
+        &[
+            "submit",
+            "demo.echo",
+            "--arg",
+            "message=first",
+            "--priority",
+            "high",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let urgent = out.trim().to_owned();
+    wait_status(&api, &urgent, "succeeded").await;
+    assert_eq!(task_json(&api, &urgent).await["priority"], "high");
+    let (_, high, _) = cli(&api, &["tasks", "--priority", "high"]).await;
+    assert!(high.contains(&urgent) && !high.contains(&id), "{high}");
+    let (code, _, err) = cli(&api, &["submit", "demo.echo", "--priority", "urgent"]).await;
+    assert_eq!(code, 2, "clap refuses an unknown level");
+    assert!(err.contains("urgent"), "{err}");
+
     let (_, out, _) = cli(&api, &["submit", "demo.sleep", "--arg", "seconds=60"]).await;
     let long = out.trim().to_owned();
     wait_status(&api, &long, "running").await;

@@ -58,6 +58,9 @@ pub enum ClientCommand {
         queue: Option<String>,
         #[arg(long)]
         session: Option<String>,
+        /// high, normal or low.
+        #[arg(long)]
+        priority: Option<String>,
         #[arg(long, default_value_t = 20)]
         limit: u32,
         #[arg(long)]
@@ -189,6 +192,7 @@ impl ClientCommand {
                 status,
                 queue,
                 session,
+                priority,
                 limit,
                 cursor,
             } => {
@@ -197,6 +201,7 @@ impl ClientCommand {
                     ("status", status),
                     ("queue", queue),
                     ("session_id", session),
+                    ("priority", priority),
                     ("cursor", cursor),
                 ] {
                     if let Some(v) = v {
