@@ -8,6 +8,7 @@ mod faults;
 mod follow;
 mod idempotency;
 mod mcp;
+mod ops;
 mod priority;
 mod processes;
 mod projection;

@@ -25,6 +25,9 @@ use wharf_contract::{
     TASKS_SUBJECTS, TOOLS_BUCKET, TRACEPARENT_HEADER, Task, TaskEvent, ToolServer, dlq_subject,
     event_subject, live_event_subject, queue_consumer, schedule_subject, task_subject,
 };
+use wharf_contract::{
+    QueueLevel, WORKERS_BUCKET, WorkerInfo, parse_queue_consumer, parse_task_subject, worker_key,
+};
 
 pub use async_nats::jetstream::AckKind;
 pub use async_nats::jetstream::Message;
@@ -70,6 +73,9 @@ pub struct Topology {
     pub cancel_ttl: Duration,
     /// How long an idempotency key keeps naming the task it created.
     pub idempotency_window: Duration,
+    /// How long a worker stays listed after its last announcement; it announces itself every
+    /// third of this.
+    pub worker_ttl: Duration,
 }
 
 impl Default for Topology {
@@ -81,6 +87,7 @@ impl Default for Topology {
             ack_wait: Duration::from_secs(6),
             cancel_ttl: Duration::from_secs(7 * 24 * 3600),
             idempotency_window: Duration::from_secs(24 * 3600),
+            worker_ttl: Duration::from_secs(10),
         }
     }
 }
@@ -261,6 +268,11 @@ impl Bus {
                 IDEMPOTENCY_BUCKET,
                 "the task each idempotency key created",
                 t.idempotency_window,
+            ),
+            (
+                WORKERS_BUCKET,
+                "live workers, each entry renewed while its worker runs",
+                t.worker_ttl,
             ),
         ] {
             self.js
@@ -941,6 +953,137 @@ impl Bus {
             decode_tool_server(&entry.key, &entry.value)
         });
         Ok((now, live))
+    }
+
+    /// Announces a live worker, or renews its announcement: the entry lapses after
+    /// `worker_ttl` unless announced again.
+    pub async fn announce_worker(&self, worker: &WorkerInfo) -> Result<(), Error> {
+        let store = self.bucket(WORKERS_BUCKET).await?;
+        let body = serde_json::to_vec(worker).expect("a worker info serialises");
+        store
+            .put(worker_key(&worker.id), Bytes::from(body))
+            .await
+            .map_err(nats("announce a worker"))?;
+        Ok(())
+    }
+
+    /// Removes a stopping worker from the list at once.
+    pub async fn withdraw_worker(&self, id: &str) -> Result<(), Error> {
+        let store = self.bucket(WORKERS_BUCKET).await?;
+        store
+            .delete(worker_key(id))
+            .await
+            .map_err(nats("withdraw a worker"))
+    }
+
+    /// The live workers, ordered by id.
+    pub async fn workers(&self) -> Result<Vec<WorkerInfo>, Error> {
+        let store = self.bucket(WORKERS_BUCKET).await?;
+        let keys: Vec<String> = store
+            .keys()
+            .await
+            .map_err(nats("list the workers"))?
+            .try_collect()
+            .await
+            .map_err(nats("list the workers"))?;
+        let mut workers = Vec::with_capacity(keys.len());
+        for key in keys {
+            let Some(value) = store.get(&key).await.map_err(nats("read a worker"))? else {
+                continue;
+            };
+            match serde_json::from_slice::<WorkerInfo>(&value) {
+                Ok(w) => workers.push(w),
+                Err(e) => tracing::warn!(key, error = %e, "ignoring a malformed worker entry"),
+            }
+        }
+        workers.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(workers)
+    }
+
+    /// Queues that have a consumer on the tasks stream (a worker served them once) or tasks in
+    /// it, by name.
+    pub async fn known_queues(&self) -> Result<Vec<String>, Error> {
+        let stream = self.stream(TASKS_STREAM).await?;
+        let names: Vec<String> = stream
+            .consumer_names()
+            .try_collect()
+            .await
+            .map_err(nats("list the queue consumers"))?;
+        let mut queues: Vec<String> = names
+            .iter()
+            .filter_map(|n| parse_queue_consumer(n).map(|(q, _)| q.to_owned()))
+            .collect();
+        let mut subjects = stream
+            .info_with_subjects(TASKS_SUBJECTS)
+            .await
+            .map_err(nats("read the tasks stream"))?;
+        while let Some(s) = subjects.next().await {
+            let (subject, _) = s.map_err(nats("read the tasks stream"))?;
+            if let Some((queue, _)) = parse_task_subject(&subject) {
+                queues.push(queue.to_owned());
+            }
+        }
+        queues.sort();
+        queues.dedup();
+        Ok(queues)
+    }
+
+    /// Each level of `queue`, highest first: tasks waiting and held, from its consumer (none
+    /// if no worker ever served it), and the age of its oldest task, from the stream.
+    pub async fn queue_levels(&self, queue: &str) -> Result<Vec<QueueLevel>, Error> {
+        let stream = self.stream(TASKS_STREAM).await?;
+        let now = chrono::Utc::now();
+        let mut levels = Vec::with_capacity(Priority::ALL.len());
+        for priority in Priority::ALL {
+            let subject = task_subject(queue, priority);
+            let (waiting, in_flight) =
+                match stream.consumer_info(queue_consumer(queue, priority)).await {
+                    Ok(info) => (info.num_pending, info.num_ack_pending as u64),
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            async_nats::jetstream::context::ConsumerInfoErrorKind::NotFound
+                        ) =>
+                    {
+                        // No worker ever served this level: all its tasks are waiting.
+                        let mut counts = stream
+                            .info_with_subjects(&subject)
+                            .await
+                            .map_err(nats("read the tasks stream"))?;
+                        let mut n = 0;
+                        while let Some(c) = counts.next().await {
+                            let (s, count) = c.map_err(nats("read the tasks stream"))?;
+                            if s == subject {
+                                n = count as u64;
+                            }
+                        }
+                        (n, 0)
+                    }
+                    Err(e) => return Err(nats("read a queue consumer")(e)),
+                };
+            let oldest = match stream.get_first_raw_message_by_subject(&subject, 1).await {
+                Ok(m) => {
+                    chrono::DateTime::from_timestamp(m.time.unix_timestamp(), m.time.nanosecond())
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound
+                    ) =>
+                {
+                    None
+                }
+                Err(e) => return Err(nats("read a queue's oldest task")(e)),
+            };
+            levels.push(QueueLevel {
+                priority,
+                waiting,
+                in_flight,
+                oldest_age_secs: oldest
+                    .map(|t| ((now - t).num_milliseconds().max(0) as f64) / 1000.0),
+            });
+        }
+        Ok(levels)
     }
 
     /// Subscribes to a bucket's changes, then lists its keys: nothing written between the two

@@ -277,6 +277,23 @@ impl Store {
             .collect()
     }
 
+    /// How many tasks of each queue ended (any terminal state) at or after `since`.
+    pub async fn finished_since(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<HashMap<String, u64>, Error> {
+        let rows: Vec<(String, i64)> = task::Entity::find()
+            .select_only()
+            .column(task::Column::Queue)
+            .column_as(task::Column::Id.count(), "n")
+            .filter(task::Column::FinishedAt.gte(since))
+            .group_by(task::Column::Queue)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(rows.into_iter().map(|(q, n)| (q, n as u64)).collect())
+    }
+
     /// Counts of recorded tasks by status (tests and operators use it to check totals).
     pub async fn count_by_status(&self) -> Result<HashMap<String, u64>, Error> {
         let rows: Vec<(String, i64)> = task::Entity::find()

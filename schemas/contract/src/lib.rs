@@ -11,6 +11,7 @@ pub mod api;
 pub mod error;
 pub mod event;
 pub mod names;
+pub mod ops;
 pub mod task;
 pub mod tool;
 
@@ -18,6 +19,7 @@ pub use api::*;
 pub use error::{ErrorCode, FieldError, Problem};
 pub use event::{EventKind, TaskEvent};
 pub use names::*;
+pub use ops::{QueueInfo, QueueLevel, QueueList, WorkerInfo, WorkerList};
 pub use task::{Priority, Progress, RetryPolicy, Task, TaskError, TaskStatus, TaskView};
 pub use tool::{ToolInfo, ToolServer};
 
@@ -40,6 +42,9 @@ pub fn json_schemas() -> Vec<(&'static str, serde_json::Value)> {
         ("problem.json", schema::<Problem>()),
         ("dead-letter.v1.json", schema::<DeadLetter>()),
         ("dead-letter-list.json", schema::<DeadLetterList>()),
+        ("worker.v1.json", schema::<WorkerInfo>()),
+        ("worker-list.json", schema::<WorkerList>()),
+        ("queue-list.json", schema::<QueueList>()),
     ]
 }
 

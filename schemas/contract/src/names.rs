@@ -27,6 +27,9 @@ pub const CANCEL_BUCKET: &str = "wharf_cancel";
 /// Key-value bucket of idempotency keys: one key per submitted key (a UUIDv5 of it), holding the
 /// task it created; entries expire after the idempotency window.
 pub const IDEMPOTENCY_BUCKET: &str = "wharf_idempotency";
+/// Key-value bucket of live workers, one key per worker (see [`worker_key`]), each entry a
+/// [`crate::WorkerInfo`] that expires unless the worker announces itself again.
+pub const WORKERS_BUCKET: &str = "wharf_workers";
 /// HTTP header that may carry a submission's idempotency key (the body field is the other way).
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 
@@ -89,6 +92,23 @@ pub fn queue_consumer(queue: &str, priority: Priority) -> String {
     }
 }
 
+/// The workers-bucket key of worker `id`: a worker id may hold characters a key cannot, so the
+/// key is a UUIDv5 of it (the entry holds the id itself).
+pub fn worker_key(id: &str) -> String {
+    /// Namespace of worker keys (a random UUID, fixed forever).
+    const NAMESPACE: Uuid = Uuid::from_u128(0x3b9e_61c4_70d2_4f8a_a5c3_2e91_d04b_86f7);
+    Uuid::new_v5(&NAMESPACE, id.as_bytes()).simple().to_string()
+}
+
+/// The queue served by a durable consumer named by [`queue_consumer`], and its level.
+pub fn parse_queue_consumer(name: &str) -> Option<(&str, Priority)> {
+    let rest = name.strip_prefix("wharf-queue-")?;
+    match rest.split_once('@') {
+        None => Some((rest, Priority::Normal)),
+        Some((queue, level)) => Some((queue, level.parse().ok()?)),
+    }
+}
+
 /// The stream of dead letters: tasks that failed after using every attempt, or whose message
 /// could not be read, kept for inspection and replay. One message per task.
 pub const DLQ_STREAM: &str = "WHARF_DLQ";
@@ -142,7 +162,9 @@ mod tests {
                 let subject = task_subject(queue, p);
                 assert_eq!(parse_task_subject(&subject), Some((queue, p)));
                 assert!(subjects.insert(subject), "{queue} {p}");
-                assert!(consumers.insert(queue_consumer(queue, p)), "{queue} {p}");
+                let consumer = queue_consumer(queue, p);
+                assert_eq!(parse_queue_consumer(&consumer), Some((queue, p)));
+                assert!(consumers.insert(consumer), "{queue} {p}");
             }
         }
         assert_eq!(parse_task_subject("wharf.tasks.a.urgent"), None);

@@ -7,6 +7,7 @@ use sea_orm_migration::prelude::*;
 mod m0001_tasks;
 mod m0002_run_at;
 mod m0003_priority;
+mod m0004_finished_at_index;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0001_tasks::Migration),
             Box::new(m0002_run_at::Migration),
             Box::new(m0003_priority::Migration),
+            Box::new(m0004_finished_at_index::Migration),
         ]
     }
 }

@@ -9,7 +9,8 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Map, Value};
 use wharf_contract::{
-    DeadLetter, DeadLetterList, Problem, SubmitTask, TaskList, TaskView, ToolList, WsServerMessage,
+    DeadLetter, DeadLetterList, Problem, QueueList, SubmitTask, TaskList, TaskView, ToolList,
+    WorkerList, WsServerMessage,
 };
 
 #[derive(Subcommand)]
@@ -70,6 +71,11 @@ pub enum ClientCommand {
     Cancel { id: String },
     /// List the tools workers serve.
     Tools,
+    /// Live workers: queues, concurrency, tasks in flight, last seen.
+    Workers,
+    /// Queues: tasks waiting and running per level, oldest task, workers, tasks ended in the
+    /// last minute.
+    Queues,
     /// Dead letters: tasks that failed after every attempt, kept for replay.
     #[command(subcommand)]
     Dlq(DlqCommand),
@@ -285,9 +291,63 @@ impl ClientCommand {
                     println!("{:<28}  {}", t.name, t.description.as_deref().unwrap_or(""));
                 }
             }
+            ClientCommand::Workers => {
+                let list: WorkerList = api.send(api.http.get(url("/api/v1/workers"))).await?;
+                print!("{}", workers_table(&list));
+            }
+            ClientCommand::Queues => {
+                let list: QueueList = api.send(api.http.get(url("/api/v1/queues"))).await?;
+                print!("{}", queues_table(&list));
+            }
         }
         Ok(())
     }
+}
+
+/// `wharf workers` output.
+pub fn workers_table(list: &WorkerList) -> String {
+    let mut out = format!(
+        "{:<28}  {:<16}  {:>9}  {:>11}  {:<20}  SEEN\n",
+        "ID", "HOST", "IN FLIGHT", "CONCURRENCY", "QUEUES"
+    );
+    let now = chrono::Utc::now();
+    for w in &list.workers {
+        out += &format!(
+            "{:<28}  {:<16}  {:>9}  {:>11}  {:<20}  {:.0}s ago\n",
+            w.id,
+            w.host,
+            w.in_flight,
+            w.concurrency,
+            w.queues.join(","),
+            (now - w.seen_at).num_milliseconds().max(0) as f64 / 1000.0
+        );
+    }
+    out
+}
+
+/// `wharf queues` output: one line per queue, its levels' waiting counts in brackets.
+pub fn queues_table(list: &QueueList) -> String {
+    let mut out = format!(
+        "{:<20}  {:>8}  {:<18}  {:>9}  {:>10}  {:>7}  {:>12}\n",
+        "QUEUE", "WAITING", "(HIGH/NORMAL/LOW)", "IN FLIGHT", "OLDEST", "WORKERS", "ENDED/MINUTE"
+    );
+    for q in &list.queues {
+        let levels: Vec<String> = q.levels.iter().map(|l| l.waiting.to_string()).collect();
+        let oldest = q
+            .oldest_age_secs
+            .map_or_else(|| "-".to_owned(), |s| format!("{s:.1}s"));
+        out += &format!(
+            "{:<20}  {:>8}  {:<18}  {:>9}  {:>10}  {:>7}  {:>12}\n",
+            q.name,
+            q.waiting,
+            format!("({})", levels.join("/")),
+            q.in_flight,
+            oldest,
+            q.workers,
+            q.finished_last_minute
+        );
+    }
+    out
 }
 
 /// Follows a task's SSE stream with a progress bar, then prints its result.

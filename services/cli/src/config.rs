@@ -60,6 +60,9 @@ pub struct NatsConfig {
     pub ack_wait_secs: u64,
     /// How long an idempotency key keeps naming the task it created, in seconds.
     pub idempotency_window_secs: u64,
+    /// How long a worker stays in `GET /api/v1/workers` after its last announcement, in
+    /// seconds (at least 3); workers announce themselves every third of it.
+    pub worker_ttl_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -112,6 +115,7 @@ impl Default for Config {
                 events_max_age_secs: 7 * 24 * 3600,
                 ack_wait_secs: 6,
                 idempotency_window_secs: 24 * 3600,
+                worker_ttl_secs: 10,
             },
             gateway: GatewaySection {
                 max_body_bytes: 1024 * 1024,
@@ -161,6 +165,7 @@ impl Config {
             events_max_age: Duration::from_secs(self.nats.events_max_age_secs),
             ack_wait: Duration::from_secs(self.nats.ack_wait_secs.max(3)),
             idempotency_window: Duration::from_secs(self.nats.idempotency_window_secs.max(1)),
+            worker_ttl: Duration::from_secs(self.nats.worker_ttl_secs.max(3)),
             ..wharf_bus::Topology::default()
         }
     }

@@ -7,6 +7,7 @@
 
 mod catalog;
 mod dlq;
+mod ops;
 mod problem;
 mod tasks;
 mod ws;
@@ -191,6 +192,8 @@ fn router(state: AppState) -> Router {
         .route("/api/v1/dlq/{id}", get(dlq::get))
         .route("/api/v1/dlq/{id}/replay", post(dlq::replay))
         .route("/api/v1/tools", get(tools))
+        .route("/api/v1/workers", get(ops::workers))
+        .route("/api/v1/queues", get(ops::queues))
         .route("/ws/v1/tasks", get(ws::upgrade))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -21,8 +21,9 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use wharf_bus::Bus;
+use wharf_contract::ops::WORKER_INFO_VERSION;
 use wharf_contract::tool::TOOL_SERVER_VERSION;
-use wharf_contract::{Priority, ToolInfo, ToolServer, valid_name};
+use wharf_contract::{Priority, ToolInfo, ToolServer, WorkerInfo, valid_name};
 
 pub use mcp::{McpServer, McpServerConfig, McpTransport};
 
@@ -185,7 +186,13 @@ impl Worker {
             })
             .collect();
         drop(tools_tx);
-        tokio::spawn(advertise(bus.clone(), config.queues.clone(), tools_rx));
+        let serving: Serving = Arc::default();
+        tokio::spawn(advertise(
+            bus.clone(),
+            config.queues.clone(),
+            tools_rx,
+            serving.clone(),
+        ));
 
         let shared = Arc::new(Shared {
             bus: bus.clone(),
@@ -229,24 +236,77 @@ impl Worker {
                 shutdown.clone(),
             )));
         }
-        tracing::info!(worker = %config.id, queues = ?config.queues, concurrency = config.concurrency, "worker running");
-        shutdown.cancelled().await;
-        for l in loops {
-            let _ = l.await;
-        }
-        let all = u32::try_from(config.concurrency).unwrap_or(u32::MAX);
-        let drain = || futures::future::join_all(all_slots.iter().map(|s| s.acquire_many(all)));
-        if tokio::time::timeout(config.shutdown_grace, drain())
-            .await
-            .is_err()
-        {
-            tracing::warn!("shutdown grace period over: handing the running tasks back");
-            shared.abandon.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(5), drain()).await;
+        // The announcements are part of this future, not a task of their own: a worker that is
+        // dropped (in-process, as a killed process would be) stops announcing with it.
+        let announcing = announce(bus.clone(), config.clone(), all_slots.clone(), serving);
+        let work = async {
+            tracing::info!(worker = %config.id, queues = ?config.queues, concurrency = config.concurrency, "worker running");
+            shutdown.cancelled().await;
+            for l in loops {
+                let _ = l.await;
+            }
+            let all = u32::try_from(config.concurrency).unwrap_or(u32::MAX);
+            let drain = || futures::future::join_all(all_slots.iter().map(|s| s.acquire_many(all)));
+            if tokio::time::timeout(config.shutdown_grace, drain())
+                .await
+                .is_err()
+            {
+                tracing::warn!("shutdown grace period over: handing the running tasks back");
+                shared.abandon.cancel();
+                let _ = tokio::time::timeout(Duration::from_secs(5), drain()).await;
+            }
+        };
+        tokio::select! {
+            () = work => {}
+            () = announcing => unreachable!("announcing never ends"),
         }
         cancel_watch.abort();
+        if let Err(e) = bus.withdraw_worker(&config.id).await {
+            tracing::warn!(error = %e, "could not withdraw from the worker list; it lapses on its own");
+        }
         servers_stop.cancel();
         Ok(())
+    }
+}
+
+/// The tools this worker serves now, by server: what it announces in the worker list.
+type Serving = Arc<Mutex<std::collections::BTreeMap<String, Vec<String>>>>;
+
+/// Announces this worker in the worker list every third of the list's TTL, with its tools and
+/// the tasks it runs, until dropped.
+async fn announce(bus: Bus, config: WorkerConfig, slots: Vec<Arc<Semaphore>>, serving: Serving) {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into());
+    let started_at = chrono::Utc::now();
+    let mut every = tokio::time::interval(bus.topology().worker_ttl / 3);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let info = WorkerInfo {
+            v: WORKER_INFO_VERSION,
+            id: config.id.clone(),
+            host: host.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            queues: config.queues.clone(),
+            tools: serving
+                .lock()
+                .unwrap()
+                .values()
+                .flatten()
+                .cloned()
+                .collect(),
+            concurrency: config.concurrency,
+            in_flight: slots
+                .iter()
+                .map(|s| config.concurrency.saturating_sub(s.available_permits()))
+                .sum(),
+            started_at,
+            seen_at: chrono::Utc::now(),
+        };
+        if let Err(e) = bus.announce_worker(&info).await {
+            tracing::warn!(error = %e, "could not announce this worker");
+        }
     }
 }
 
@@ -255,8 +315,16 @@ async fn advertise(
     bus: Bus,
     queues: Vec<String>,
     mut updates: mpsc::UnboundedReceiver<mcp::ToolsUpdate>,
+    serving: Serving,
 ) {
     while let Some((server, tools)) = updates.recv().await {
+        serving.lock().unwrap().insert(
+            server.clone(),
+            tools
+                .iter()
+                .map(|t| format!("{server}.{}", t.name))
+                .collect(),
+        );
         let entry = ToolServer {
             v: TOOL_SERVER_VERSION,
             server: server.clone(),
