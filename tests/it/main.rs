@@ -8,6 +8,8 @@ mod faults;
 mod follow;
 mod idempotency;
 mod mcp;
+mod metrics;
+mod observability;
 mod ops;
 mod priority;
 mod processes;

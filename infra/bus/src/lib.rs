@@ -521,6 +521,29 @@ impl Bus {
             .map_err(nats("create a queue consumer"))
     }
 
+    /// Events stored and not yet recorded: the recorder consumer's pending and unacknowledged
+    /// messages (every event, if no recorder ever ran).
+    pub async fn recorder_backlog(&self) -> Result<u64, Error> {
+        let stream = self.events_stream().await?;
+        match stream.consumer_info(RECORDER_CONSUMER).await {
+            Ok(info) => Ok(info.num_pending + info.num_ack_pending as u64),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    async_nats::jetstream::context::ConsumerInfoErrorKind::NotFound
+                ) =>
+            {
+                Ok(stream
+                    .get_info()
+                    .await
+                    .map_err(nats("read the events stream"))?
+                    .state
+                    .messages)
+            }
+            Err(e) => Err(nats("read the recorder consumer")(e)),
+        }
+    }
+
     /// The durable pull consumer the recorder projects events from.
     pub async fn recorder_consumer(&self) -> Result<PullConsumer, Error> {
         let stream = self.events_stream().await?;

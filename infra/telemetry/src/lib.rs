@@ -4,6 +4,8 @@
 //! travels with a task from the gateway through NATS headers to the worker and its events. It
 //! depends on no other Wharf crate.
 
+pub mod metrics;
+
 use rand::Rng;
 use tracing_subscriber::EnvFilter;
 

@@ -130,6 +130,7 @@ impl Gateway {
     /// Binds the port, makes sure the streams exist and starts following the tool catalog.
     pub async fn build(config: GatewayConfig, bus: Bus, store: Store) -> Result<Gateway, Error> {
         config.validate()?;
+        wharf_telemetry::metrics::install();
         bus.ensure_topology().await?;
         let catalog = Catalog::watch(&bus).await?;
         let listener = TcpListener::bind(config.listen)
@@ -195,9 +196,11 @@ fn router(state: AppState) -> Router {
         .route("/api/v1/workers", get(ops::workers))
         .route("/api/v1/queues", get(ops::queues))
         .route("/ws/v1/tasks", get(ws::upgrade))
+        .route("/metrics", get(ops::metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(ops::measure))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }

@@ -4,7 +4,10 @@
 use std::collections::BTreeSet;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use wharf_contract::{QueueInfo, QueueList, WorkerList};
 
 use crate::AppState;
@@ -46,4 +49,64 @@ pub async fn queues(State(state): State<AppState>) -> Result<Json<QueueList>, Ap
         });
     }
     Ok(Json(QueueList { queues }))
+}
+
+/// Times every request into `wharf_http_request_duration_seconds`, labelled with the route
+/// pattern (`/api/v1/tasks/{id}`, never the id itself) or `unmatched`.
+pub async fn measure(request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let response = next.run(request).await;
+    metrics::histogram!(
+        "wharf_http_request_duration_seconds",
+        "method" => method,
+        "route" => route,
+        "status" => response.status().as_u16().to_string(),
+    )
+    .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// `GET /metrics`: this process's metrics in the Prometheus text format, with the platform-wide
+/// gauges (queues, workers, recorder backlog) read from NATS at scrape time. A gauge that cannot
+/// be read keeps its last value; the scrape still answers.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    if let Err(e) = scrape(&state).await {
+        tracing::warn!(error = %e, "metrics: could not read the queues");
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        wharf_telemetry::metrics::render(),
+    )
+        .into_response()
+}
+
+async fn scrape(state: &AppState) -> Result<(), wharf_bus::Error> {
+    let workers = state.bus.workers().await?;
+    metrics::gauge!("wharf_workers").set(workers.len() as f64);
+    let mut names: BTreeSet<String> = state.bus.known_queues().await?.into_iter().collect();
+    names.extend(state.config.queues.keys().cloned());
+    names.extend(workers.iter().flat_map(|w| w.queues.iter().cloned()));
+    for name in names {
+        for level in state.bus.queue_levels(&name).await? {
+            let labels = [
+                ("queue", name.clone()),
+                ("priority", level.priority.as_str().to_owned()),
+            ];
+            metrics::gauge!("wharf_queue_waiting_tasks", &labels).set(level.waiting as f64);
+            metrics::gauge!("wharf_queue_in_flight_tasks", &labels).set(level.in_flight as f64);
+            metrics::gauge!("wharf_queue_oldest_task_age_seconds", &labels)
+                .set(level.oldest_age_secs.unwrap_or(0.0));
+        }
+    }
+    metrics::gauge!("wharf_recorder_pending_events")
+        .set(state.bus.recorder_backlog().await? as f64);
+    Ok(())
 }

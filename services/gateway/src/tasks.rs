@@ -347,6 +347,13 @@ async fn publish(
         unreachable!("prepare makes submitted events")
     };
     state.bus.submit(task, event, Some(&trace.header())).await?;
+    metrics::counter!(
+        "wharf_tasks_submitted_total",
+        "queue" => task.queue.clone(),
+        "tool" => task.tool.clone(),
+        "priority" => task.priority.as_str(),
+    )
+    .increment(1);
     tracing::info!(task_id = %task.id, tool = %task.tool, queue = %task.queue, trace_id = %trace.trace_id_hex(), "task accepted");
     Ok(TaskState::of_event(0, event).view)
 }

@@ -40,6 +40,10 @@ struct Session {
 }
 
 async fn session(state: AppState, socket: WebSocket) {
+    let connections = metrics::gauge!("wharf_websocket_connections");
+    connections.increment(1.0);
+    // Counted down however the session ends.
+    let _open = scopeguard(move || connections.decrement(1.0));
     let (mut sink, mut incoming) = socket.split();
     let (out, mut outbox) = mpsc::channel::<WsServerMessage>(256);
     let writer = tokio::spawn(async move {
@@ -191,4 +195,17 @@ fn client_error(reference: Option<String>, task_id: Option<Uuid>, e: ApiError) -
         task_id,
         problem: Some(e.0),
     }
+}
+
+/// Runs `f` when dropped.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
 }

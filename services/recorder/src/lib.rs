@@ -40,6 +40,7 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn new(bus: Bus, store: Store) -> Recorder {
+        wharf_telemetry::metrics::install();
         Recorder { bus, store }
     }
 
@@ -134,10 +135,12 @@ impl Recorder {
                         Err(e) => tracing::warn!(error = %e, "error while reading events"),
                     }
                 }
+                let writing = std::time::Instant::now();
                 let Some(refused) = self.write(&events, &shutdown).await else {
                     // Shutdown before the batch was stored: leave it unacknowledged.
                     return Ok(());
                 };
+                measure_batch(&events, writing.elapsed());
                 for (m, (seq, _)) in acks.into_iter().zip(&events) {
                     let ack = if refused.contains(seq) {
                         m.ack_with(AckKind::Term).await
@@ -199,5 +202,22 @@ impl Recorder {
             }
         }
         Some(refused)
+    }
+}
+
+/// Metrics of a committed batch: its size, how long it took, and how far behind the newest of its
+/// events the projection now is.
+fn measure_batch(events: &[(u64, wharf_contract::TaskEvent)], took: Duration) {
+    if events.is_empty() {
+        return;
+    }
+    metrics::counter!("wharf_recorder_events_total").increment(events.len() as u64);
+    metrics::histogram!("wharf_recorder_batch_duration_seconds").record(took.as_secs_f64());
+    if let Some(newest) = events.iter().map(|(_, e)| e.at).max() {
+        let lag = (chrono::Utc::now() - newest)
+            .num_microseconds()
+            .unwrap_or(0)
+            .max(0);
+        metrics::gauge!("wharf_recorder_lag_seconds").set(lag as f64 / 1e6);
     }
 }

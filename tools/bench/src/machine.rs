@@ -1,6 +1,7 @@
 //! What the benchmark ran on, and where the CPU went while it ran (read from `/proc`).
 
 use std::collections::BTreeMap;
+use wharf_telemetry::metrics::{CLOCK_TICKS, proc_cpu_ticks, proc_rss_kib};
 
 use sea_orm::{ConnectionTrait, Database, Statement};
 use serde_json::{Value, json};
@@ -66,9 +67,6 @@ fn command_output(bin: &std::ffi::OsStr, args: &[&str]) -> String {
 #[derive(Debug, Clone, Default)]
 pub struct CpuTimes(BTreeMap<String, f64>);
 
-/// Kernel clock ticks per second (`getconf CLK_TCK`); 100 on every Linux we know of.
-const TICKS: f64 = 100.0;
-
 impl CpuTimes {
     pub fn now() -> CpuTimes {
         let me = std::process::id();
@@ -87,20 +85,8 @@ impl CpuTimes {
             let Some(group) = group_of(pid, me) else {
                 continue;
             };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            // Fields after the command name (which may hold spaces) closed by ')'.
-            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-                continue;
-            };
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-            let ticks: u64 = fields
-                .get(11..13)
-                .map(|f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum())
-                .unwrap_or(0);
-            *groups.entry(group).or_insert(0.0) += ticks as f64 / TICKS;
+            let ticks = proc_cpu_ticks(&pid.to_string()).unwrap_or(0);
+            *groups.entry(group).or_insert(0.0) += ticks as f64 / CLOCK_TICKS;
         }
         CpuTimes(groups)
     }
@@ -153,14 +139,7 @@ fn group_of(pid: u32, me: u32) -> Option<String> {
 
 /// Resident memory of a process in KiB (`VmRSS`), 0 when it cannot be read.
 pub fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|l| l.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
+    proc_rss_kib(&pid.to_string()).unwrap_or(0)
 }
 
 /// The children of `pid` (e.g. a worker's MCP server processes).

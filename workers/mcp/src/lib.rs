@@ -151,6 +151,7 @@ pub struct Worker {
 impl Worker {
     pub fn new(config: WorkerConfig, bus: Bus) -> Result<Worker, Error> {
         config.validate()?;
+        wharf_telemetry::metrics::install();
         Ok(Worker { config, bus })
     }
 

@@ -277,8 +277,41 @@ impl McpServer {
 
     /// Calls `tool` with `arguments`, forwarding progress to `progress`, until it answers, `cancel`
     /// fires or `timeout` passes. In the last two cases the server receives
-    /// `notifications/cancelled` for the request.
+    /// `notifications/cancelled` for the request. Timed into `wharf_mcp_call_duration_seconds`.
     pub async fn call(
+        &self,
+        tool: &str,
+        arguments: Map<String, Value>,
+        meta: Map<String, Value>,
+        progress: ProgressSender,
+        cancel: &CancellationToken,
+        timeout: Option<Duration>,
+    ) -> Result<CallToolResult, CallError> {
+        let started = std::time::Instant::now();
+        let result =
+            Box::pin(self.call_timed(tool, arguments, meta, progress, cancel, timeout)).await;
+        let outcome = match &result {
+            Ok(r) if r.is_error == Some(true) => "tool_error",
+            Ok(_) => "ok",
+            Err(CallError::Cancelled) => "cancelled",
+            Err(CallError::TimedOut(_)) => "timeout",
+            Err(CallError::Unavailable { .. }) => "unavailable",
+            Err(CallError::Refused { .. }) => "error",
+        };
+        let labels = [
+            ("server", self.name.clone()),
+            ("tool", tool.to_owned()),
+            ("outcome", outcome.to_owned()),
+        ];
+        metrics::histogram!("wharf_mcp_call_duration_seconds", &labels)
+            .record(started.elapsed().as_secs_f64());
+        if outcome != "ok" {
+            metrics::counter!("wharf_mcp_call_errors_total", &labels).increment(1);
+        }
+        result
+    }
+
+    async fn call_timed(
         &self,
         tool: &str,
         arguments: Map<String, Value>,
@@ -409,6 +442,7 @@ async fn supervise(
     shutdown: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(100);
+    let mut connects = 0u64;
     while !shutdown.is_cancelled() {
         let started = tokio::time::Instant::now();
         let connected = tokio::select! {
@@ -421,6 +455,11 @@ async fn supervise(
                 match list_tools(&peer).await {
                     Ok(tools) => {
                         tracing::info!(server = %config.name, tools = tools.len(), "mcp server connected");
+                        connects += 1;
+                        if connects > 1 {
+                            metrics::counter!("wharf_mcp_server_restarts_total", "server" => config.name.clone())
+                                .increment(1);
+                        }
                         let _ = tools_tx.send((config.name.clone(), tools));
                         let client = service.service().clone();
                         live_tx.send_replace(Some(Live { peer, client }));

@@ -238,6 +238,7 @@ async fn finish(
         delivery,
         traceparent: &tp,
         lease_renewed: std::sync::Mutex::new(std::time::Instant::now()),
+        begun: std::time::Instant::now(),
     };
 
     // The terminal event may be stored with the task's ack lost (its worker died between the
@@ -309,6 +310,9 @@ async fn finish(
             }
             match stored {
                 Ok(duplicate) => {
+                    if !duplicate {
+                        count_finished(task, &event.kind, publisher.begun.elapsed());
+                    }
                     if duplicate && dead {
                         // Another terminal event was stored first (a stale attempt, a cancel):
                         // that one is the outcome, and this attempt's dead letter must go.
@@ -333,6 +337,7 @@ async fn finish(
             }
         }
         Outcome::Retry(error, delay) => {
+            count_retry(task, &error.code);
             let event = TaskEvent::new(
                 task.id,
                 attempt,
@@ -386,6 +391,8 @@ struct Publisher<'a> {
     attempt: u32,
     /// When the lease was last renewed: the start, then each heartbeat sent.
     lease_renewed: std::sync::Mutex<std::time::Instant>,
+    /// When this attempt began.
+    begun: std::time::Instant,
     /// Names this delivery (`<stream seq>.<delivery count>`): event ids are unique per run, so a
     /// task run again (handed back, redelivered) still gets all its events stored.
     delivery: String,
@@ -477,6 +484,7 @@ async fn execute(
     if let Err(e) = p.emit(&started, "started").await {
         tracing::warn!(error = %e, "could not publish the started event");
     }
+    count_started(task, p.attempt);
 
     let mut meta = Map::new();
     meta.insert(TASK_ID_META.into(), Value::String(task.id.to_string()));
@@ -707,4 +715,60 @@ mod sizes {
         let size = size_of_return(run);
         assert!(size <= 5 * 1024, "the task future grew to {size} bytes");
     }
+}
+
+/// Metrics of an attempt that started: `wharf_tasks_started_total`, and for a first attempt the
+/// time it waited since it could start (`wharf_task_queue_wait_seconds`).
+fn count_started(task: &Task, attempt: u32) {
+    metrics::counter!(
+        "wharf_tasks_started_total",
+        "queue" => task.queue.clone(),
+        "tool" => task.tool.clone(),
+    )
+    .increment(1);
+    if attempt == 1 {
+        let ready = task
+            .run_at
+            .unwrap_or(task.submitted_at)
+            .max(task.submitted_at);
+        let waited = (chrono::Utc::now() - ready)
+            .num_microseconds()
+            .unwrap_or(0)
+            .max(0);
+        metrics::histogram!(
+            "wharf_task_queue_wait_seconds",
+            "queue" => task.queue.clone(),
+            "priority" => task.priority.as_str(),
+        )
+        .record(waited as f64 / 1e6);
+    }
+}
+
+/// Metrics of a task this attempt ended (its terminal event was the one stored).
+fn count_finished(task: &Task, kind: &EventKind, ran: Duration) {
+    let outcome = match kind {
+        EventKind::Succeeded { .. } => "succeeded",
+        EventKind::Failed { error } if error.dead_letter => "dead",
+        EventKind::Failed { .. } => "failed",
+        EventKind::Cancelled { .. } => "cancelled",
+        _ => return,
+    };
+    let labels = [
+        ("queue", task.queue.clone()),
+        ("tool", task.tool.clone()),
+        ("outcome", outcome.to_owned()),
+    ];
+    metrics::counter!("wharf_tasks_finished_total", &labels).increment(1);
+    metrics::histogram!("wharf_task_duration_seconds", &labels).record(ran.as_secs_f64());
+}
+
+/// An attempt failed and the task will be retried.
+fn count_retry(task: &Task, code: &str) {
+    metrics::counter!(
+        "wharf_task_attempts_failed_total",
+        "queue" => task.queue.clone(),
+        "tool" => task.tool.clone(),
+        "code" => code.to_owned(),
+    )
+    .increment(1);
 }

@@ -109,15 +109,13 @@ pub(crate) async fn consume(
     shutdown: CancellationToken,
 ) {
     let waiting_for_slots = TaskTracker::new();
+    let in_flight = metrics::gauge!("wharf_worker_tasks_in_flight", "queue" => queue.clone());
     let start = |message: Message, permit: Option<OwnedSemaphorePermit>| {
         let permit = permit.or_else(|| slots.clone().try_acquire_owned().ok());
         let shared = shared.clone();
         match permit {
             Some(permit) => {
-                tokio::spawn(async move {
-                    run::run_task(&shared, message).await;
-                    drop(permit);
-                });
+                tokio::spawn(run(shared, message, permit, in_flight.clone()));
             }
             None => {
                 tracing::debug!(queue = %queue, "a task arrived with every slot taken; it waits for one");
@@ -126,6 +124,7 @@ pub(crate) async fn consume(
                     slots.clone(),
                     shutdown.clone(),
                     message,
+                    in_flight.clone(),
                 ));
             }
         }
@@ -310,6 +309,7 @@ async fn wait_for_slot(
     slots: Arc<Semaphore>,
     shutdown: CancellationToken,
     message: Message,
+    in_flight: metrics::Gauge,
 ) {
     let slot = slots.acquire_owned();
     tokio::pin!(slot);
@@ -328,10 +328,20 @@ async fn wait_for_slot(
         }
     };
     // Run outside the tracker: shutdown waits for waiting tasks, not for running ones.
-    tokio::spawn(async move {
-        run::run_task(&shared, message).await;
-        drop(permit);
-    });
+    tokio::spawn(run(shared, message, permit, in_flight));
+}
+
+/// Runs one task in its slot, counted in `wharf_worker_tasks_in_flight` meanwhile.
+async fn run(
+    shared: Arc<Shared>,
+    message: Message,
+    permit: OwnedSemaphorePermit,
+    in_flight: metrics::Gauge,
+) {
+    in_flight.increment(1.0);
+    run::run_task(&shared, message).await;
+    in_flight.decrement(1.0);
+    drop(permit);
 }
 
 /// Gives a task that never started here back to its level, without using an attempt.
