@@ -174,3 +174,49 @@ async fn queues_show_waiting_running_and_finished_tasks_per_level() {
     assert!(line.contains("(0/0/1)"), "{text}");
     w.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_websocket_follows_the_system_status() {
+    let w = Wharf::start().await;
+    w.wait_for_tool("demo.echo").await;
+    let mut ws = wharf_testkit::WsClient::connect(&w).await;
+    ws.send(json!({"type": "system:subscribe"})).await;
+    let first = ws.next().await;
+    assert_eq!(first["type"], "system:status", "{first}");
+    assert_eq!(first["workers"].as_array().unwrap().len(), 1, "{first}");
+    assert!(
+        first["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|q| q["name"] == "default" && q["workers"] == 1),
+        "{first}"
+    );
+    // Later ones come by themselves, and show what happened meanwhile.
+    let id = w
+        .submit_ok(json!({"tool": "demo.echo", "arguments": {"message": "x"}}))
+        .await;
+    w.wait_recorded(id, wharf_contract::TaskStatus::Succeeded)
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("a system:status showing the task");
+        assert_eq!(m["type"], "system:status", "{m}");
+        let ended = m["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["name"] == "default")
+            .map(|q| q["finished_last_minute"].as_u64().unwrap());
+        if ended == Some(1) {
+            break;
+        }
+    }
+    // Unsubscribing and subscribing again gives a status at once.
+    ws.send(json!({"type": "system:unsubscribe"})).await;
+    ws.send(json!({"type": "system:subscribe"})).await;
+    assert_eq!(ws.next().await["type"], "system:status");
+    w.shutdown().await;
+}

@@ -210,6 +210,13 @@ async fn wharf_dev_runs_everything_and_the_cli_drives_it() {
     assert_eq!(task_json(&api, &urgent).await["priority"], "high");
     let (_, high, _) = cli(&api, &["tasks", "--priority", "high"]).await;
     assert!(high.contains(&urgent) && !high.contains(&id), "{high}");
+    let (code, top, err) = cli(&api, &["top", "--once"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(top.contains("workers 1") && top.contains("QUEUE"), "{top}");
+    assert!(
+        top.lines().any(|l| l.starts_with("default ")),
+        "the default queue in {top}"
+    );
     let (code, _, err) = cli(&api, &["submit", "demo.echo", "--priority", "urgent"]).await;
     assert_eq!(code, 2, "clap refuses an unknown level");
     assert!(err.contains("urgent"), "{err}");

@@ -92,6 +92,11 @@ pub enum WsClientMessage {
     /// Ask for a task to be cancelled.
     #[serde(rename = "task:cancel")]
     Cancel { task_id: Uuid },
+    /// Receive `system:status` now and then every few seconds, until `system:unsubscribe`.
+    #[serde(rename = "system:subscribe")]
+    SystemSubscribe,
+    #[serde(rename = "system:unsubscribe")]
+    SystemUnsubscribe,
 }
 
 /// A message the server sends on a WebSocket (and, as SSE `event:`/`data:`, on
@@ -159,6 +164,9 @@ pub enum WsServerMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// The platform's state, to `system:subscribe`rs: every few seconds.
+    #[serde(rename = "system:status")]
+    SystemStatus(Box<crate::ops::SystemStatus>),
     /// A client message was refused; the socket stays open.
     #[serde(rename = "error")]
     ClientError {
@@ -238,6 +246,7 @@ impl WsServerMessage {
             WsServerMessage::Complete { .. } => "task:complete",
             WsServerMessage::Error { .. } => "task:error",
             WsServerMessage::Cancelled { .. } => "task:cancelled",
+            WsServerMessage::SystemStatus(_) => "system:status",
             WsServerMessage::ClientError { .. } => "error",
         }
     }

@@ -19,7 +19,7 @@ pub use api::*;
 pub use error::{ErrorCode, FieldError, Problem};
 pub use event::{EventKind, TaskEvent};
 pub use names::*;
-pub use ops::{QueueInfo, QueueLevel, QueueList, WorkerInfo, WorkerList};
+pub use ops::{QueueInfo, QueueLevel, QueueList, SystemStatus, WorkerInfo, WorkerList};
 pub use task::{Priority, Progress, RetryPolicy, Task, TaskError, TaskStatus, TaskView};
 pub use tool::{ToolInfo, ToolServer};
 

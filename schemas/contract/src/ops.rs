@@ -74,3 +74,12 @@ pub struct QueueInfo {
 pub struct QueueList {
     pub queues: Vec<QueueInfo>,
 }
+
+/// The platform at a glance (`system:status` on the WebSocket): live workers and every queue,
+/// as `GET /api/v1/workers` and `GET /api/v1/queues` show them, read at `at`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SystemStatus {
+    pub at: DateTime<Utc>,
+    pub workers: Vec<WorkerInfo>,
+    pub queues: Vec<QueueInfo>,
+}

@@ -76,6 +76,15 @@ pub enum ClientCommand {
     /// Queues: tasks waiting and running per level, oldest task, workers, tasks ended in the
     /// last minute.
     Queues,
+    /// A live view of queues and workers, redrawn every few seconds (Ctrl-C ends it).
+    Top {
+        /// Seconds between redraws.
+        #[arg(long, default_value_t = 2)]
+        interval: u64,
+        /// Print one view and exit.
+        #[arg(long)]
+        once: bool,
+    },
     /// Dead letters: tasks that failed after every attempt, kept for replay.
     #[command(subcommand)]
     Dlq(DlqCommand),
@@ -299,9 +308,38 @@ impl ClientCommand {
                 let list: QueueList = api.send(api.http.get(url("/api/v1/queues"))).await?;
                 print!("{}", queues_table(&list));
             }
+            ClientCommand::Top { interval, once } => loop {
+                let queues: QueueList = api.send(api.http.get(url("/api/v1/queues"))).await?;
+                let workers: WorkerList = api.send(api.http.get(url("/api/v1/workers"))).await?;
+                let view = top_view(&api.base, &queues, &workers);
+                if once {
+                    print!("{view}");
+                    break;
+                }
+                // Home the cursor and clear the screen, then draw.
+                print!("\x1b[H\x1b[2J{view}");
+                use std::io::Write;
+                std::io::stdout().flush()?;
+                tokio::time::sleep(std::time::Duration::from_secs(interval.max(1))).await;
+            },
         }
         Ok(())
     }
+}
+
+/// One frame of `wharf top`: totals, then the queues, then the workers.
+fn top_view(api: &str, queues: &QueueList, workers: &WorkerList) -> String {
+    let sum = |f: fn(&wharf_contract::QueueInfo) -> u64| queues.queues.iter().map(f).sum::<u64>();
+    format!(
+        "wharf top  {api}  {}\nworkers {}  waiting {}  in flight {}  ended in the last minute {}\n\n{}\n{}",
+        chrono::Utc::now().format("%H:%M:%S"),
+        workers.workers.len(),
+        sum(|q| q.waiting),
+        sum(|q| q.in_flight),
+        sum(|q| q.finished_last_minute),
+        queues_table(queues),
+        workers_table(workers),
+    )
 }
 
 /// `wharf workers` output.

@@ -117,6 +117,8 @@ pub struct AppState {
     pub config: Arc<GatewayConfig>,
     /// Fires when the gateway stops: long-lived streams (SSE, WebSocket) end with it.
     pub stopping: CancellationToken,
+    /// The latest `system:status`, refreshed every few seconds while a WebSocket follows it.
+    pub status: tokio::sync::watch::Sender<Option<Arc<wharf_contract::SystemStatus>>>,
 }
 
 /// A gateway bound to its port, ready to serve.
@@ -146,7 +148,9 @@ impl Gateway {
             catalog,
             config: Arc::new(config),
             stopping: stopping.clone(),
+            status: tokio::sync::watch::Sender::new(None),
         };
+        tokio::spawn(ops::refresh_status(state.clone()));
         Ok(Gateway {
             listener,
             router: router(state),

@@ -8,7 +8,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use wharf_contract::{QueueInfo, QueueList, WorkerList};
+use wharf_contract::{QueueInfo, QueueList, SystemStatus, WorkerInfo, WorkerList};
 
 use crate::AppState;
 use crate::problem::ApiError;
@@ -25,6 +25,49 @@ pub async fn workers(State(state): State<AppState>) -> Result<Json<WorkerList>, 
 /// for, with its levels.
 pub async fn queues(State(state): State<AppState>) -> Result<Json<QueueList>, ApiError> {
     let workers = state.bus.workers().await?;
+    Ok(Json(QueueList {
+        queues: queue_infos(&state, &workers).await?,
+    }))
+}
+
+/// How often `system:status` goes out to the WebSockets that follow it.
+pub const STATUS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The platform now: what `system:status` carries.
+pub async fn status(state: &AppState) -> Result<SystemStatus, ApiError> {
+    let workers = state.bus.workers().await?;
+    let queues = queue_infos(state, &workers).await?;
+    Ok(SystemStatus {
+        at: chrono::Utc::now(),
+        workers,
+        queues,
+    })
+}
+
+/// Refreshes `state.status` every [`STATUS_EVERY`] while some WebSocket follows it, until the
+/// gateway stops. One reading per gateway, however many sockets follow.
+pub async fn refresh_status(state: AppState) {
+    let mut every = tokio::time::interval(STATUS_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = state.stopping.cancelled() => return,
+        }
+        if state.status.receiver_count() == 0 {
+            continue;
+        }
+        match status(&state).await {
+            Ok(s) => {
+                state.status.send_replace(Some(std::sync::Arc::new(s)));
+            }
+            Err(e) => tracing::warn!(error = %e.0.detail, "cannot read the system status"),
+        }
+    }
+}
+
+/// Every queue a worker serves or served, that has tasks, or that the gateway has defaults for.
+async fn queue_infos(state: &AppState, workers: &[WorkerInfo]) -> Result<Vec<QueueInfo>, ApiError> {
     let mut names: BTreeSet<String> = state.bus.known_queues().await?.into_iter().collect();
     names.extend(state.config.queues.keys().cloned());
     names.extend(workers.iter().flat_map(|w| w.queues.iter().cloned()));
@@ -48,7 +91,7 @@ pub async fn queues(State(state): State<AppState>) -> Result<Json<QueueList>, Ap
             name,
         });
     }
-    Ok(Json(QueueList { queues }))
+    Ok(queues)
 }
 
 /// Times every request into `wharf_http_request_duration_seconds`, labelled with the route

@@ -813,7 +813,7 @@ pub async fn events(
             | WsServerMessage::Complete { seq, .. }
             | WsServerMessage::Error { seq, .. }
             | WsServerMessage::Cancelled { seq, .. } => Some(*seq),
-            WsServerMessage::ClientError { .. } => None,
+            WsServerMessage::ClientError { .. } | WsServerMessage::SystemStatus(_) => None,
         };
         let mut event = Event::default()
             .event(m.type_name())

@@ -37,6 +37,8 @@ struct Session {
     state: AppState,
     out: mpsc::Sender<WsServerMessage>,
     subscriptions: HashMap<Uuid, JoinHandle<()>>,
+    /// Forwarding `system:status`, after `system:subscribe`.
+    system: Option<JoinHandle<()>>,
 }
 
 async fn session(state: AppState, socket: WebSocket) {
@@ -59,6 +61,7 @@ async fn session(state: AppState, socket: WebSocket) {
         state,
         out,
         subscriptions: HashMap::new(),
+        system: None,
     };
     let stopping = s.state.stopping.clone();
     loop {
@@ -83,6 +86,9 @@ async fn session(state: AppState, socket: WebSocket) {
         s.subscriptions.retain(|_, h| !h.is_finished());
     }
     for (_, h) in s.subscriptions.drain() {
+        h.abort();
+    }
+    if let Some(h) = s.system.take() {
         h.abort();
     }
     drop(s);
@@ -122,6 +128,12 @@ impl Session {
                 }
             }
             WsClientMessage::Subscribe { task_id } => self.subscribe(task_id),
+            WsClientMessage::SystemSubscribe => self.follow_status(),
+            WsClientMessage::SystemUnsubscribe => {
+                if let Some(h) = self.system.take() {
+                    h.abort();
+                }
+            }
             WsClientMessage::Cancel { task_id } => {
                 match tasks::request_cancel(&self.state, task_id).await {
                     // The outcome arrives as the task's events: make sure the client sees them.
@@ -130,6 +142,42 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Sends `system:status` now, then each time the gateway refreshes it.
+    fn follow_status(&mut self) {
+        if self.system.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        let state = self.state.clone();
+        let out = self.out.clone();
+        self.system = Some(tokio::spawn(async move {
+            let mut feed = state.status.subscribe();
+            feed.mark_unchanged();
+            match crate::ops::status(&state).await {
+                Ok(now) => {
+                    if out
+                        .send(WsServerMessage::SystemStatus(Box::new(now)))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = out.send(client_error(None, None, e)).await;
+                }
+            }
+            while feed.changed().await.is_ok() {
+                let latest = feed.borrow_and_update().clone();
+                if let Some(s) = latest {
+                    let message = WsServerMessage::SystemStatus(Box::new((*s).clone()));
+                    if out.send(message).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }));
     }
 
     /// Forwards a task's events to the socket, once per task per socket.
