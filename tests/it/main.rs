@@ -18,4 +18,5 @@ mod queue;
 mod recovery;
 mod sse;
 mod tasks;
+mod traces;
 mod ws;

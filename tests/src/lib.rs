@@ -248,6 +248,7 @@ impl Wharf {
         wharf_telemetry::init_logging(
             wharf_telemetry::LogFormat::Pretty,
             "warn,wharf_worker=info,wharf_recorder=info",
+            "wharf-test",
         );
         let dir = tempfile::tempdir().unwrap();
         let nats = LocalNats::start(&dir.path().join("nats")).await.unwrap();

@@ -5,6 +5,7 @@
 //! depends on no other Wharf crate.
 
 pub mod metrics;
+pub mod traces;
 
 use rand::Rng;
 use tracing_subscriber::EnvFilter;
@@ -18,18 +19,34 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber. `RUST_LOG` overrides `default_filter`. Safe to call twice
-/// (the second call does nothing), so tests may call it freely.
-pub fn init_logging(format: LogFormat, default_filter: &str) {
+/// Installs the global subscriber: logs to stderr, plus OpenTelemetry span export when the
+/// `OTEL_*` variables ask for it (see [`traces::otlp_layer`]; `service` is the default service
+/// name). `RUST_LOG` overrides `default_filter`. Safe to call twice (the second call does
+/// nothing), so tests may call it freely.
+pub fn init_logging(format: LogFormat, default_filter: &str, service: &str) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Pretty => builder.compact().try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let (pretty, json) = match format {
+        LogFormat::Pretty => (Some(fmt.compact()), None),
+        LogFormat::Json => (
+            None,
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .json()
+                    .flatten_event(true),
+            ),
+        ),
     };
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(pretty)
+        .with(json)
+        .with(traces::otlp_layer(service))
+        .try_init();
 }
 
 /// A W3C trace context (`traceparent`): which trace a piece of work belongs to and which span

@@ -144,7 +144,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    match cli.command {
+    let result = match cli.command {
         Command::McpDemo => runtime
             .block_on(wharf_demo_mcp::serve_stdio())
             .map_err(|e| anyhow::anyhow!("demo mcp server: {e}")),
@@ -157,10 +157,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             drop(runtime);
             bench(args)
         }
-    }
+    };
+    wharf_telemetry::traces::flush();
+    result
 }
 
-fn load(args: &ServeArgs, default_format: LogFormat) -> anyhow::Result<Config> {
+fn load(args: &ServeArgs, default_format: LogFormat, service: &str) -> anyhow::Result<Config> {
     let mut config = Config::load(args.config.as_ref())?;
     if let Some(http) = args.http {
         config.http_addr = http;
@@ -173,7 +175,7 @@ fn load(args: &ServeArgs, default_format: LogFormat) -> anyhow::Result<Config> {
         Some(config::LogFormatName::Pretty) => LogFormat::Pretty,
         None => default_format,
     };
-    wharf_telemetry::init_logging(format, "info,rmcp=warn,async_nats=warn,sqlx=warn");
+    wharf_telemetry::init_logging(format, "info,rmcp=warn,async_nats=warn,sqlx=warn", service);
     Ok(config)
 }
 
@@ -235,7 +237,7 @@ fn default_worker_id() -> String {
 }
 
 async fn dev(args: ServeArgs) -> anyhow::Result<()> {
-    let mut config = load(&args, LogFormat::Pretty)?;
+    let mut config = load(&args, LogFormat::Pretty, "wharf-dev")?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
     let data_dir = config.data_dir.canonicalize()?;
@@ -339,7 +341,7 @@ async fn wait_all(
 }
 
 async fn gateway(args: ServeArgs) -> anyhow::Result<()> {
-    let config = load(&args, LogFormat::Json)?;
+    let config = load(&args, LogFormat::Json, "wharf-gateway")?;
     let bus = connect_bus(&config, "wharf-gateway").await?;
     let store = connect_store(&config).await?;
     let gateway = wharf_gateway::Gateway::build(config.gateway(), bus, store).await?;
@@ -349,7 +351,7 @@ async fn gateway(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn worker(args: ServeArgs, id: Option<String>) -> anyhow::Result<()> {
-    let config = load(&args, LogFormat::Json)?;
+    let config = load(&args, LogFormat::Json, "wharf-worker")?;
     let bus = connect_bus(&config, "wharf-worker").await?;
     let id = id.unwrap_or_else(default_worker_id);
     let worker = wharf_worker::Worker::new(config.worker(id, demo_server()?), bus)?;
@@ -359,7 +361,7 @@ async fn worker(args: ServeArgs, id: Option<String>) -> anyhow::Result<()> {
 }
 
 async fn recorder(args: ServeArgs) -> anyhow::Result<()> {
-    let config = load(&args, LogFormat::Json)?;
+    let config = load(&args, LogFormat::Json, "wharf-recorder")?;
     let bus = connect_bus(&config, "wharf-recorder").await?;
     let store = connect_store(&config).await?;
     let recorder = wharf_recorder::Recorder::new(bus, store);

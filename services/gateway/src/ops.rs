@@ -3,6 +3,8 @@
 
 use std::collections::BTreeSet;
 
+use tracing::Instrument;
+
 use axum::Json;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
@@ -103,7 +105,24 @@ pub async fn measure(request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let method = request.method().as_str().to_owned();
-    let response = next.run(request).await;
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = %format!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+    );
+    if let Some(parent) = request
+        .headers()
+        .get(wharf_contract::TRACEPARENT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(wharf_telemetry::TraceContext::parse)
+    {
+        wharf_telemetry::traces::set_parent(&span, &parent);
+    }
+    let response = next.run(request).instrument(span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
     metrics::histogram!(
         "wharf_http_request_duration_seconds",
         "method" => method,

@@ -2,6 +2,7 @@
 
 use std::convert::Infallible;
 use std::time::Duration;
+use tracing::Instrument;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -346,7 +347,15 @@ async fn publish(
     let EventKind::Submitted { task } = &event.kind else {
         unreachable!("prepare makes submitted events")
     };
-    state.bus.submit(task, event, Some(&trace.header())).await?;
+    // The publish is a span of its own (a child of the request's); the worker's attempt hangs
+    // off it through the traceparent the task carries.
+    let span = tracing::info_span!("publish", otel.name = "publish task", otel.kind = "producer", task_id = %task.id, queue = %task.queue);
+    let trace = &wharf_telemetry::traces::context_of(&span, &trace.child());
+    state
+        .bus
+        .submit(task, event, Some(&trace.header()))
+        .instrument(span)
+        .await?;
     metrics::counter!(
         "wharf_tasks_submitted_total",
         "queue" => task.queue.clone(),
@@ -358,13 +367,16 @@ async fn publish(
     Ok(TaskState::of_event(0, event).view)
 }
 
-/// The trace context of an incoming request: the caller's `traceparent`, or a new trace.
+/// The trace context of an incoming request: its exported span's when spans are exported (a
+/// child of the caller's `traceparent`, see `ops::measure`), else a child of the caller's, or a
+/// new trace.
 pub(crate) fn trace_of(headers: &HeaderMap) -> TraceContext {
-    headers
+    let fallback = headers
         .get(wharf_contract::TRACEPARENT_HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(TraceContext::parse)
-        .map_or_else(TraceContext::new_root, |t| t.child())
+        .map_or_else(TraceContext::new_root, |t| t.child());
+    wharf_telemetry::traces::context_of(&tracing::Span::current(), &fallback)
 }
 
 /// `POST /api/v1/tasks`

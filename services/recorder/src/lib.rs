@@ -107,10 +107,16 @@ impl Recorder {
                 }
                 let mut events = Vec::with_capacity(batch.len());
                 let mut acks = Vec::with_capacity(batch.len());
+                // When spans are exported, each event's projection is a span in its task's
+                // trace, ended when the batch is committed.
+                let mut spans = Vec::new();
                 for message in batch {
                     match message {
                         Ok(m) => match decode_event(&m) {
                             Ok(e) => {
+                                if wharf_telemetry::traces::exporting() {
+                                    spans.push(record_span(&m, &e.1));
+                                }
                                 events.push(e);
                                 acks.push(m);
                             }
@@ -141,6 +147,7 @@ impl Recorder {
                     return Ok(());
                 };
                 measure_batch(&events, writing.elapsed());
+                drop(spans);
                 for (m, (seq, _)) in acks.into_iter().zip(&events) {
                     let ack = if refused.contains(seq) {
                         m.ack_with(AckKind::Term).await
@@ -220,4 +227,20 @@ fn measure_batch(events: &[(u64, wharf_contract::TaskEvent)], took: Duration) {
             .max(0);
         metrics::gauge!("wharf_recorder_lag_seconds").set(lag as f64 / 1e6);
     }
+}
+
+/// The span of one event's projection, a child of the span that published the event.
+fn record_span(m: &wharf_bus::Message, event: &wharf_contract::TaskEvent) -> tracing::Span {
+    let span = tracing::info_span!(
+        "record",
+        otel.name = %format!("record {}", event.kind_name()),
+        otel.kind = "consumer",
+        task_id = %event.task_id,
+    );
+    if let Some(parent) =
+        wharf_bus::traceparent_of(&m.message).and_then(|h| wharf_telemetry::TraceContext::parse(&h))
+    {
+        wharf_telemetry::traces::set_parent(&span, &parent);
+    }
+    span
 }

@@ -25,7 +25,7 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use wharf_contract::TASK_ID_META;
+use wharf_contract::{TASK_ID_META, TRACEPARENT_META};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -105,7 +105,10 @@ impl Demo {
             .unwrap_or_else(|| (args.seconds.ceil() as u32).max(1))
             .clamp(1, 1000);
         let task = task_id(&ctx);
-        log_line(json!({"event": "started", "tool": "sleep", "task_id": task}));
+        let traceparent = ctx.meta.get(TRACEPARENT_META).cloned();
+        log_line(
+            json!({"event": "started", "tool": "sleep", "task_id": task, "traceparent": traceparent}),
+        );
         let step = Duration::from_secs_f64(args.seconds / f64::from(steps));
         let token = ctx.meta.get_progress_token();
         for done in 1..=steps {

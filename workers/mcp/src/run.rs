@@ -49,15 +49,27 @@ pub(crate) async fn run_task(shared: &Shared, mut message: Message) {
         .map(|r| async_nats::Subject::from(r.as_str()));
     m.payload = bytes::Bytes::copy_from_slice(&m.payload);
     let attempt = attempt_of(&message);
-    let trace = traceparent_of(&message.message)
-        .and_then(|h| TraceContext::parse(&h))
-        .unwrap_or_else(TraceContext::new_root)
-        .child();
+    let parent = traceparent_of(&message.message).and_then(|h| TraceContext::parse(&h));
     let task = match Task::decode(&message.payload) {
         Ok(t) => t,
         Err(e) => return Box::pin(unreadable(shared, &message, attempt, e)).await,
     };
-    let span = tracing::info_span!("task", task_id = %task.id, tool = %task.tool, attempt, trace_id = %trace.trace_id_hex());
+    // One span per attempt, a child of the gateway's publish (through the task's traceparent).
+    let span = tracing::info_span!(
+        "attempt",
+        otel.name = %format!("attempt {}", task.tool),
+        otel.kind = "consumer",
+        task_id = %task.id,
+        tool = %task.tool,
+        attempt,
+        trace_id = tracing::field::Empty,
+    );
+    if let Some(parent) = &parent {
+        wharf_telemetry::traces::set_parent(&span, parent);
+    }
+    let fallback = parent.unwrap_or_else(TraceContext::new_root).child();
+    let trace = wharf_telemetry::traces::context_of(&span, &fallback);
+    span.record("trace_id", trace.trace_id_hex());
     finish(shared, &message, &task, attempt, &trace)
         .instrument(span)
         .await;
@@ -297,7 +309,12 @@ async fn finish(
                 if tries > 0 {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
-                stored = match publisher.publish(&event, "terminal").await {
+                let span = tracing::info_span!(
+                    "publish",
+                    otel.name = %format!("publish {}", event.kind_name()),
+                    otel.kind = "producer",
+                );
+                stored = match publisher.publish(&event, "terminal").instrument(span).await {
                     Ok(ack) => Box::pin(ack.into_future())
                         .await
                         .map(|ack| ack.duplicate)
@@ -486,22 +503,32 @@ async fn execute(
     }
     count_started(task, p.attempt);
 
+    // The call is a span of its own; the server gets its context in `_meta`.
+    let call_span = tracing::info_span!(
+        "mcp.call",
+        otel.name = %format!("tools/call {tool}"),
+        otel.kind = "client",
+        server = %server_name,
+        tool = %tool,
+    );
     let mut meta = Map::new();
     meta.insert(TASK_ID_META.into(), Value::String(task.id.to_string()));
     meta.insert(
         TRACEPARENT_META.into(),
-        Value::String(p.traceparent.to_owned()),
+        Value::String(call_traceparent(&call_span, p.traceparent)),
     );
     let (progress_tx, mut progress_rx) = mpsc::unbounded_channel();
     let timeout = task.timeout_secs.map(Duration::from_secs);
-    let call = server.call(
-        tool,
-        task.arguments.clone(),
-        meta,
-        progress_tx,
-        cancel,
-        timeout,
-    );
+    let call = server
+        .call(
+            tool,
+            task.arguments.clone(),
+            meta,
+            progress_tx,
+            cancel,
+            timeout,
+        )
+        .instrument(call_span);
     let mut call = std::pin::pin!(call);
     // The first heartbeat is one period from now. (`interval` ticks at once, but awaiting that
     // first tick still waits for the timer wheel, up to a millisecond added to every task.)
@@ -771,4 +798,13 @@ fn count_retry(task: &Task, code: &str) {
         "code" => code.to_owned(),
     )
     .increment(1);
+}
+
+/// The traceparent an MCP call passes on: its span's when spans are exported, else the
+/// attempt's.
+fn call_traceparent(span: &tracing::Span, attempt: &str) -> String {
+    match TraceContext::parse(attempt) {
+        Some(t) => wharf_telemetry::traces::context_of(span, &t).header(),
+        None => attempt.to_owned(),
+    }
 }
