@@ -111,6 +111,22 @@ async fn a_dead_stdio_server_is_started_again() {
         .await;
     let done = w.wait_recorded(second, TaskStatus::Succeeded).await;
     assert_eq!(done.result.unwrap()["content"][0]["text"], "two");
+    // Counted for Prometheus.
+    let metrics = w
+        .http
+        .get(w.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "wharf_mcp_server_restarts_total{server=\"demo\"} 1"),
+        "{metrics}"
+    );
     w.shutdown().await;
 }
 

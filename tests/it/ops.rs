@@ -220,3 +220,37 @@ async fn a_websocket_follows_the_system_status() {
     assert_eq!(ws.next().await["type"], "system:status");
     w.shutdown().await;
 }
+
+#[tokio::test]
+async fn every_answer_names_its_request() {
+    let w = Wharf::start().await;
+    let given = w
+        .http
+        .get(w.url("/api/v1/queues"))
+        .header("x-request-id", "order-7/retry-2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        given.headers()["x-request-id"],
+        "order-7/retry-2",
+        "the caller's id is kept"
+    );
+    let made = w.http.get(w.url("/api/v1/nothing")).send().await.unwrap();
+    assert_eq!(made.status(), 404);
+    let id = made.headers()["x-request-id"].to_str().unwrap();
+    assert!(id.parse::<uuid::Uuid>().is_ok(), "a new id: {id}");
+    let unusable = w
+        .http
+        .get(w.url("/api/v1/queues"))
+        .header("x-request-id", "x".repeat(200))
+        .send()
+        .await
+        .unwrap();
+    let id = unusable.headers()["x-request-id"].to_str().unwrap();
+    assert!(
+        id.parse::<uuid::Uuid>().is_ok(),
+        "an over-long id is replaced: {id}"
+    );
+    w.shutdown().await;
+}

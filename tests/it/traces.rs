@@ -133,6 +133,31 @@ async fn one_task_is_one_trace_from_the_request_to_the_history() {
         .expect("the demo server logged the call");
     let expected = format!("00-{}-{}-01", trace, id_of(&call));
     assert_eq!(started["traceparent"], expected);
+
+    // A WebSocket submission starts its trace at a span of its own.
+    let mut ws = wharf_testkit::WsClient::connect(&w).await;
+    ws.send(json!({"type": "task:submit", "task": {"tool": "demo.echo", "arguments": {"message": "ws"}}}))
+        .await;
+    let accepted = ws.next().await;
+    let ws_task = accepted["task_id"].as_str().unwrap().to_owned();
+    let publish = eventually(
+        "the WebSocket task's publish",
+        Duration::from_secs(10),
+        || async { spans.named("publish task", &ws_task) },
+    )
+    .await;
+    let submit = spans
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|s| s.name == "WS task:submit" && id_of(s) == publish.parent_span_id)
+        .cloned()
+        .expect("the publish is a child of the WebSocket submission's span");
+    assert_eq!(
+        submit.span_context.trace_id(),
+        publish.span_context.trace_id()
+    );
     w.shutdown().await;
     let _ = provider.shutdown();
 }

@@ -96,8 +96,13 @@ async fn queue_infos(state: &AppState, workers: &[WorkerInfo]) -> Result<Vec<Que
     Ok(queues)
 }
 
-/// Times every request into `wharf_http_request_duration_seconds`, labelled with the route
-/// pattern (`/api/v1/tasks/{id}`, never the id itself) or `unmatched`.
+/// Header naming a request, both ways.
+const REQUEST_ID: &str = "x-request-id";
+
+/// Runs every request in a span of its own (a child of the caller's `traceparent`), with a
+/// request id (the caller's `x-request-id`, else a new one, echoed in the answer), and times it
+/// into `wharf_http_request_duration_seconds`, labelled with the route pattern
+/// (`/api/v1/tasks/{id}`, never the id itself) or `unmatched`.
 pub async fn measure(request: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
     let route = request
@@ -105,6 +110,14 @@ pub async fn measure(request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let method = request.method().as_str().to_owned();
+    // The caller's request id when it sent a usable one, else a new one; on every log line of
+    // the request (a span field) and in the answer.
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
     let span = tracing::info_span!(
         "http.request",
         otel.name = %format!("{method} {route}"),
@@ -112,6 +125,7 @@ pub async fn measure(request: Request, next: Next) -> Response {
         http.request.method = %method,
         http.route = %route,
         http.response.status_code = tracing::field::Empty,
+        request_id = %request_id,
     );
     if let Some(parent) = request
         .headers()
@@ -121,8 +135,11 @@ pub async fn measure(request: Request, next: Next) -> Response {
     {
         wharf_telemetry::traces::set_parent(&span, &parent);
     }
-    let response = next.run(request).instrument(span.clone()).await;
+    let mut response = next.run(request).instrument(span.clone()).await;
     span.record("http.response.status_code", response.status().as_u16());
+    if let Ok(v) = axum::http::HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID, v);
+    }
     metrics::histogram!(
         "wharf_http_request_duration_seconds",
         "method" => method,

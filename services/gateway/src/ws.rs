@@ -5,6 +5,7 @@
 //! answered with an `error` message; the socket stays open.
 
 use std::collections::HashMap;
+use tracing::Instrument;
 
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -103,7 +104,17 @@ impl Session {
         };
         match message {
             WsClientMessage::Submit { reference, task } => {
-                match tasks::submit_and_follow(&self.state, *task, TraceContext::new_root()).await {
+                // Each submission is a span of its own: the socket's request ended long ago.
+                let span = tracing::info_span!(
+                    "ws.submit",
+                    otel.name = "WS task:submit",
+                    otel.kind = "server",
+                );
+                let trace = wharf_telemetry::traces::context_of(&span, &TraceContext::new_root());
+                let submitted = tasks::submit_and_follow(&self.state, *task, trace)
+                    .instrument(span)
+                    .await;
+                match submitted {
                     Ok((view, events)) => {
                         let id = view.id;
                         let accepted = WsServerMessage::Accepted {
