@@ -31,6 +31,17 @@ pub fn install() {
         match handle {
             Ok(h) => {
                 describe();
+                // Histograms keep their raw samples until upkeep folds them into buckets; a
+                // process nobody scrapes would otherwise keep every sample.
+                let upkeep = h.clone();
+                let _ = std::thread::Builder::new()
+                    .name("metrics-upkeep".into())
+                    .spawn(move || {
+                        loop {
+                            std::thread::sleep(std::time::Duration::from_secs(5));
+                            upkeep.run_upkeep();
+                        }
+                    });
                 Some(h)
             }
             // Another recorder is installed (a host program's): leave it be.

@@ -277,41 +277,8 @@ impl McpServer {
 
     /// Calls `tool` with `arguments`, forwarding progress to `progress`, until it answers, `cancel`
     /// fires or `timeout` passes. In the last two cases the server receives
-    /// `notifications/cancelled` for the request. Timed into `wharf_mcp_call_duration_seconds`.
+    /// `notifications/cancelled` for the request. (The caller times it: see [`measure_call`].)
     pub async fn call(
-        &self,
-        tool: &str,
-        arguments: Map<String, Value>,
-        meta: Map<String, Value>,
-        progress: ProgressSender,
-        cancel: &CancellationToken,
-        timeout: Option<Duration>,
-    ) -> Result<CallToolResult, CallError> {
-        let started = std::time::Instant::now();
-        let result =
-            Box::pin(self.call_timed(tool, arguments, meta, progress, cancel, timeout)).await;
-        let outcome = match &result {
-            Ok(r) if r.is_error == Some(true) => "tool_error",
-            Ok(_) => "ok",
-            Err(CallError::Cancelled) => "cancelled",
-            Err(CallError::TimedOut(_)) => "timeout",
-            Err(CallError::Unavailable { .. }) => "unavailable",
-            Err(CallError::Refused { .. }) => "error",
-        };
-        let labels = [
-            ("server", self.name.clone()),
-            ("tool", tool.to_owned()),
-            ("outcome", outcome.to_owned()),
-        ];
-        metrics::histogram!("wharf_mcp_call_duration_seconds", &labels)
-            .record(started.elapsed().as_secs_f64());
-        if outcome != "ok" {
-            metrics::counter!("wharf_mcp_call_errors_total", &labels).increment(1);
-        }
-        result
-    }
-
-    async fn call_timed(
         &self,
         tool: &str,
         arguments: Map<String, Value>,
@@ -384,6 +351,34 @@ impl McpServer {
             server: self.name.clone(),
             message: e.to_string(),
         }
+    }
+}
+
+/// Records one call's time and outcome (`wharf_mcp_call_duration_seconds`, and
+/// `wharf_mcp_call_errors_total` unless it returned a result). Kept out of [`McpServer::call`]:
+/// a wrapper future around the call would cost every running task its size.
+pub fn measure_call(
+    server: &str,
+    tool: &str,
+    result: &Result<CallToolResult, CallError>,
+    took: Duration,
+) {
+    let outcome = match result {
+        Ok(r) if r.is_error == Some(true) => "tool_error",
+        Ok(_) => "ok",
+        Err(CallError::Cancelled) => "cancelled",
+        Err(CallError::TimedOut(_)) => "timeout",
+        Err(CallError::Unavailable { .. }) => "unavailable",
+        Err(CallError::Refused { .. }) => "error",
+    };
+    let labels = [
+        ("server", server.to_owned()),
+        ("tool", tool.to_owned()),
+        ("outcome", outcome.to_owned()),
+    ];
+    metrics::histogram!("wharf_mcp_call_duration_seconds", &labels).record(took.as_secs_f64());
+    if outcome != "ok" {
+        metrics::counter!("wharf_mcp_call_errors_total", &labels).increment(1);
     }
 }
 

@@ -1,6 +1,7 @@
 //! One task, from the message a worker pulled to the acknowledgement after its terminal event.
 
 use std::future::IntoFuture;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rmcp::model::{CallToolResult, ContentBlock};
@@ -38,7 +39,37 @@ pub(crate) fn attempt_of(message: &Message) -> u32 {
     attempts_used(&message.message).saturating_add(delivered)
 }
 
-pub(crate) async fn run_task(shared: &Shared, mut message: Message) {
+/// A running task's slot: a permit of its queue's semaphore, counted in
+/// `wharf_worker_tasks_in_flight`, both given back when the task's future ends.
+pub(crate) struct Slot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    in_flight: metrics::Gauge,
+}
+
+impl Slot {
+    pub(crate) fn take(
+        permit: tokio::sync::OwnedSemaphorePermit,
+        in_flight: metrics::Gauge,
+    ) -> Slot {
+        in_flight.increment(1.0);
+        Slot {
+            _permit: permit,
+            in_flight,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.in_flight.decrement(1.0);
+    }
+}
+
+/// Runs one delivered task in `slot`. This is the future spawned for the task itself (not
+/// wrapped in another): a wrapper would hold a second copy of `message` for the task's life.
+pub(crate) async fn run_task(shared: Arc<Shared>, mut message: Message, slot: Slot) {
+    let _slot = slot;
+    let shared = &*shared;
     // The client cuts subject, reply and payload out of its shared read buffer; kept for the
     // whole task, they would keep that buffer alive. Own copies are a few hundred bytes.
     let m = &mut message.message;
@@ -55,21 +86,33 @@ pub(crate) async fn run_task(shared: &Shared, mut message: Message) {
         Err(e) => return Box::pin(unreadable(shared, &message, attempt, e)).await,
     };
     // One span per attempt, a child of the gateway's publish (through the task's traceparent).
+    // The OpenTelemetry fields are only filled in when spans are exported: a running task's
+    // span stays in memory for as long as it runs, fields and all.
+    // (Its fields are all set at once where possible: the log layer keeps them formatted.)
+    let fallback = parent.unwrap_or_else(TraceContext::new_root).child();
     let span = tracing::info_span!(
         "attempt",
-        otel.name = %format!("attempt {}", task.tool),
-        otel.kind = "consumer",
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
         task_id = %task.id,
         tool = %task.tool,
         attempt,
-        trace_id = tracing::field::Empty,
+        trace_id = %fallback.trace_id_hex(),
     );
-    if let Some(parent) = &parent {
-        wharf_telemetry::traces::set_parent(&span, parent);
-    }
-    let fallback = parent.unwrap_or_else(TraceContext::new_root).child();
-    let trace = wharf_telemetry::traces::context_of(&span, &fallback);
-    span.record("trace_id", trace.trace_id_hex());
+    let trace = if wharf_telemetry::traces::exporting() {
+        span.record("otel.name", format!("attempt {}", task.tool));
+        span.record("otel.kind", "consumer");
+        if let Some(parent) = &parent {
+            wharf_telemetry::traces::set_parent(&span, parent);
+        }
+        let trace = wharf_telemetry::traces::context_of(&span, &fallback);
+        if trace.trace_id != fallback.trace_id {
+            span.record("trace_id", trace.trace_id_hex());
+        }
+        trace
+    } else {
+        fallback
+    };
     finish(shared, &message, &task, attempt, &trace)
         .instrument(span)
         .await;
@@ -503,14 +546,19 @@ async fn execute(
     }
     count_started(task, p.attempt);
 
-    // The call is a span of its own; the server gets its context in `_meta`.
-    let call_span = tracing::info_span!(
-        "mcp.call",
-        otel.name = %format!("tools/call {tool}"),
-        otel.kind = "client",
-        server = %server_name,
-        tool = %tool,
-    );
+    // The call is a span of its own when spans are exported (the server gets its context in
+    // `_meta`); otherwise it would only cost memory for as long as the call runs.
+    let call_span = if wharf_telemetry::traces::exporting() {
+        tracing::info_span!(
+            "mcp.call",
+            otel.name = %format!("tools/call {tool}"),
+            otel.kind = "client",
+            server = %server_name,
+            tool = %tool,
+        )
+    } else {
+        tracing::Span::none()
+    };
     let mut meta = Map::new();
     meta.insert(TASK_ID_META.into(), Value::String(task.id.to_string()));
     meta.insert(
@@ -519,6 +567,7 @@ async fn execute(
     );
     let (progress_tx, mut progress_rx) = mpsc::unbounded_channel();
     let timeout = task.timeout_secs.map(Duration::from_secs);
+    let call_started = std::time::Instant::now();
     let call = server
         .call(
             tool,
@@ -568,6 +617,7 @@ async fn execute(
                         publish_progress(note, progress_count).await;
                     }
                 }
+                crate::mcp::measure_call(server_name, tool, &result, call_started.elapsed());
                 break result;
             }
             Some(note) = progress_rx.recv() => {
@@ -726,12 +776,12 @@ mod tests {
 mod sizes {
     use super::*;
 
-    fn size_of_return<A, B, F: std::future::Future>(_: fn(A, B) -> F) -> usize {
+    fn size_of_return<A, B, C, F: std::future::Future>(_: fn(A, B, C) -> F) -> usize {
         std::mem::size_of::<F>()
     }
 
-    fn run(s: &'static Shared, m: Message) -> impl std::future::Future<Output = ()> {
-        run_task(s, m)
+    fn run(s: Arc<Shared>, m: Message, slot: Slot) -> impl std::future::Future<Output = ()> {
+        run_task(s, m, slot)
     }
 
     /// Every in-flight task is one of these futures: 10,000 long tasks are 10,000 of them. The

@@ -115,7 +115,11 @@ pub(crate) async fn consume(
         let shared = shared.clone();
         match permit {
             Some(permit) => {
-                tokio::spawn(run(shared, message, permit, in_flight.clone()));
+                tokio::spawn(run::run_task(
+                    shared,
+                    message,
+                    run::Slot::take(permit, in_flight.clone()),
+                ));
             }
             None => {
                 tracing::debug!(queue = %queue, "a task arrived with every slot taken; it waits for one");
@@ -328,20 +332,11 @@ async fn wait_for_slot(
         }
     };
     // Run outside the tracker: shutdown waits for waiting tasks, not for running ones.
-    tokio::spawn(run(shared, message, permit, in_flight));
-}
-
-/// Runs one task in its slot, counted in `wharf_worker_tasks_in_flight` meanwhile.
-async fn run(
-    shared: Arc<Shared>,
-    message: Message,
-    permit: OwnedSemaphorePermit,
-    in_flight: metrics::Gauge,
-) {
-    in_flight.increment(1.0);
-    run::run_task(&shared, message).await;
-    in_flight.decrement(1.0);
-    drop(permit);
+    tokio::spawn(run::run_task(
+        shared,
+        message,
+        run::Slot::take(permit, in_flight),
+    ));
 }
 
 /// Gives a task that never started here back to its level, without using an attempt.
