@@ -112,15 +112,7 @@ async fn a_dead_stdio_server_is_started_again() {
     let done = w.wait_recorded(second, TaskStatus::Succeeded).await;
     assert_eq!(done.result.unwrap()["content"][0]["text"], "two");
     // Counted for Prometheus.
-    let metrics = w
-        .http
-        .get(w.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = w.metrics().await;
     assert!(
         metrics
             .lines()

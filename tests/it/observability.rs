@@ -129,15 +129,7 @@ async fn the_scrape_dashboard_and_docs_agree_on_the_metrics() {
     w.cancel(long).await;
     w.wait_recorded(long, TaskStatus::Cancelled).await;
 
-    let scrape = w
-        .http
-        .get(w.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scrape = w.metrics().await;
     drop(ws);
     // Prometheus's own linter: names, units, help texts, types.
     promtool_ok(&["check", "metrics"], Some(&scrape)).await;
@@ -212,19 +204,7 @@ async fn worker_and_recorder_processes_serve_metrics_when_asked() {
             .local_addr()
             .unwrap()
     };
-    let spawn = |args: &[&str]| {
-        tokio::process::Command::new(wharf_testkit::wharf_bin())
-            .args(args)
-            .env("WHARF_NATS_URL", w.nats.url())
-            .env("WHARF_DATABASE_URL", &w.database_url)
-            .env_remove("WHARF_CONFIG")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap()
-    };
+    let spawn = |args: &[&str]| w.process(args).spawn().unwrap();
     let (worker_addr, recorder_addr) = (free(), free());
     let _worker = spawn(&[
         "worker",

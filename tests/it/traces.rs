@@ -219,17 +219,10 @@ async fn a_worker_process_exports_its_spans_over_otlp() {
     let mut w = Wharf::start().await;
     w.wait_for_tool("demo.echo").await;
     w.workers.pop().unwrap().stop().await;
-    let _worker = tokio::process::Command::new(wharf_testkit::wharf_bin())
-        .args(["worker", "--id", "traced"])
-        .env("WHARF_NATS_URL", w.nats.url())
-        .env("WHARF_DATABASE_URL", &w.database_url)
+    let _worker = w
+        .process(&["worker", "--id", "traced"])
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
         .env("OTEL_SERVICE_NAME", "wharf-worker-under-test")
-        .env_remove("WHARF_CONFIG")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let id = w

@@ -467,6 +467,28 @@ impl Wharf {
             .collect()
     }
 
+    /// The gateway's `/metrics` scrape.
+    pub async fn metrics(&self) -> String {
+        let r = self.http.get(self.url("/metrics")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "GET /metrics");
+        r.text().await.unwrap()
+    }
+
+    /// A `wharf` process (e.g. `worker`, `recorder`) on this platform's NATS and database,
+    /// quiet, killed when dropped. Add environment to `cmd` before spawning it.
+    pub fn process(&self, args: &[&str]) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(wharf_bin());
+        cmd.args(args)
+            .env("WHARF_NATS_URL", self.nats.url())
+            .env("WHARF_DATABASE_URL", &self.database_url)
+            .env_remove("WHARF_CONFIG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true);
+        cmd
+    }
+
     /// Stops every in-process part, then the nats-server.
     pub async fn shutdown(mut self) {
         if let Some(g) = self.gateway.take() {
