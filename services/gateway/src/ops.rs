@@ -68,11 +68,21 @@ pub async fn refresh_status(state: AppState) {
     }
 }
 
-/// Every queue a worker serves or served, that has tasks, or that the gateway has defaults for.
-async fn queue_infos(state: &AppState, workers: &[WorkerInfo]) -> Result<Vec<QueueInfo>, ApiError> {
+/// The names of every queue a worker serves or served, that has tasks, or that the gateway has
+/// defaults for.
+async fn queue_names(
+    state: &AppState,
+    workers: &[WorkerInfo],
+) -> Result<BTreeSet<String>, wharf_bus::Error> {
     let mut names: BTreeSet<String> = state.bus.known_queues().await?.into_iter().collect();
     names.extend(state.config.queues.keys().cloned());
     names.extend(workers.iter().flat_map(|w| w.queues.iter().cloned()));
+    Ok(names)
+}
+
+/// Every queue of [`queue_names`], with its state.
+async fn queue_infos(state: &AppState, workers: &[WorkerInfo]) -> Result<Vec<QueueInfo>, ApiError> {
+    let names = queue_names(state, workers).await?;
     let finished = state
         .store
         .finished_since(chrono::Utc::now() - chrono::Duration::seconds(60))
@@ -120,13 +130,17 @@ pub async fn measure(request: Request, next: Next) -> Response {
         .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
     let span = tracing::info_span!(
         "http.request",
-        otel.name = %format!("{method} {route}"),
-        otel.kind = "server",
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
         http.request.method = %method,
         http.route = %route,
         http.response.status_code = tracing::field::Empty,
         request_id = %request_id,
     );
+    if wharf_telemetry::traces::exporting() {
+        span.record("otel.name", format!("{method} {route}"));
+        span.record("otel.kind", "server");
+    }
     if let Some(parent) = request
         .headers()
         .get(wharf_contract::TRACEPARENT_HEADER)
@@ -170,10 +184,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 async fn scrape(state: &AppState) -> Result<(), wharf_bus::Error> {
     let workers = state.bus.workers().await?;
     metrics::gauge!("wharf_workers").set(workers.len() as f64);
-    let mut names: BTreeSet<String> = state.bus.known_queues().await?.into_iter().collect();
-    names.extend(state.config.queues.keys().cloned());
-    names.extend(workers.iter().flat_map(|w| w.queues.iter().cloned()));
-    for name in names {
+    for name in queue_names(state, &workers).await? {
         for level in state.bus.queue_levels(&name).await? {
             let labels = [
                 ("queue", name.clone()),

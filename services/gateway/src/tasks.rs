@@ -347,9 +347,13 @@ async fn publish(
     let EventKind::Submitted { task } = &event.kind else {
         unreachable!("prepare makes submitted events")
     };
-    // The publish is a span of its own (a child of the request's); the worker's attempt hangs
-    // off it through the traceparent the task carries.
-    let span = tracing::info_span!("publish", otel.name = "publish task", otel.kind = "producer", task_id = %task.id, queue = %task.queue);
+    // When spans are exported, the publish is a span of its own (a child of the request's); the
+    // worker's attempt hangs off it through the traceparent the task carries.
+    let span = if wharf_telemetry::traces::exporting() {
+        tracing::info_span!("publish", otel.name = "publish task", otel.kind = "producer", task_id = %task.id, queue = %task.queue)
+    } else {
+        tracing::Span::none()
+    };
     let trace = &wharf_telemetry::traces::context_of(&span, &trace.child());
     state
         .bus

@@ -352,11 +352,15 @@ async fn finish(
                 if tries > 0 {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
-                let span = tracing::info_span!(
-                    "publish",
-                    otel.name = %format!("publish {}", event.kind_name()),
-                    otel.kind = "producer",
-                );
+                let span = if wharf_telemetry::traces::exporting() {
+                    tracing::info_span!(
+                        "publish",
+                        otel.name = %format!("publish {}", event.kind_name()),
+                        otel.kind = "producer",
+                    )
+                } else {
+                    tracing::Span::none()
+                };
                 stored = match publisher.publish(&event, "terminal").instrument(span).await {
                     Ok(ack) => Box::pin(ack.into_future())
                         .await
