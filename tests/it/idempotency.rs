@@ -233,10 +233,11 @@ async fn batches_and_websocket_submissions_honour_keys() {
 #[tokio::test]
 async fn a_key_claimed_by_a_request_that_never_stored_its_task_is_taken_over() {
     let w = Wharf::start().await;
-    // As if a gateway had claimed the key and died before publishing its task.
+    // As if a gateway had claimed the key and died before publishing its task. Gateways claim
+    // keys per tenant, as `<tenant>/<key>`.
     let phantom = Uuid::now_v7();
     w.bus
-        .claim_idempotency_key("orphan", phantom)
+        .claim_idempotency_key("default/orphan", phantom)
         .await
         .unwrap();
     let (status, problem) = w.submit(echo("x", "orphan")).await;

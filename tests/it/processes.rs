@@ -152,6 +152,10 @@ async fn wharf_dev_runs_everything_and_the_cli_drives_it() {
         "{banner}"
     );
     assert!(banner.contains("SQLite"), "{banner}");
+    assert!(
+        banner.contains("OPEN MODE"),
+        "wharf dev says loudly that it needs no credentials: {banner}"
+    );
     assert!(dir.path().join("wharf.db").is_file());
     let api = format!("http://{addr}");
 
@@ -277,11 +281,45 @@ async fn gateway_worker_and_recorder_as_separate_processes() {
     let db = fresh_database().await;
     let port = free_port().unwrap();
     let addr = format!("127.0.0.1:{port}");
+    // `wharf gateway` requires credentials: the first key comes straight from the database.
+    let bootstrap = wharf(&["bootstrap-key", "--name", "ci", "--role", "submitter"])
+        .env("WHARF_NATS_URL", nats.url())
+        .env("WHARF_DATABASE_URL", &db)
+        .output()
+        .await
+        .unwrap();
+    assert!(bootstrap.status.success(), "{bootstrap:?}");
+    let secret = String::from_utf8(bootstrap.stdout)
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(secret.starts_with("wharf_"), "{secret}");
     let _gateway = spawn_part("gateway", nats.url(), &db, &["--http", &addr]).await;
     let _worker = spawn_part("worker", nats.url(), &db, &[]).await;
     let mut recorder = spawn_part("recorder", nats.url(), &db, &[]).await;
-    let http = reqwest::Client::new();
     let api = format!("http://{addr}");
+    wharf_testkit::eventually("the gateway up", Duration::from_secs(30), || async {
+        reqwest::get(format!("{api}/healthz"))
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    let anonymous = reqwest::get(format!("{api}/api/v1/tools")).await.unwrap();
+    assert_eq!(
+        anonymous.status(),
+        401,
+        "a gateway with no auth configured is closed"
+    );
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {secret}").parse().unwrap(),
+    );
+    let http = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap();
     wharf_testkit::wait_for_tool_at(&http, &api, "demo.echo").await;
     let submit = |n: usize| {
         let http = http.clone();

@@ -163,6 +163,9 @@ pub struct Options {
     pub topology: Topology,
     /// How long a stopping worker lets its tasks finish before handing them back.
     pub shutdown_grace: Duration,
+    /// The gateway's configuration (its `listen` is replaced by a free loopback port). Open by
+    /// default: requests without credentials act as an admin of the `default` tenant.
+    pub gateway: wharf_gateway::GatewayConfig,
 }
 
 impl Default for Options {
@@ -177,6 +180,7 @@ impl Default for Options {
                 ..Topology::default()
             },
             shutdown_grace: Duration::from_secs(5),
+            gateway: wharf_gateway::GatewayConfig::default(),
         }
     }
 }
@@ -315,7 +319,7 @@ impl Wharf {
     pub async fn start_gateway(&mut self) {
         let config = wharf_gateway::GatewayConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
-            ..Default::default()
+            ..self.options.gateway.clone()
         };
         let gateway = wharf_gateway::Gateway::build(config, self.bus.clone(), self.store.clone())
             .await
@@ -353,6 +357,33 @@ impl Wharf {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.api)
+    }
+
+    /// A new API key of `tenant` with `role`, stored directly (as `wharf bootstrap-key` does):
+    /// its secret.
+    pub async fn key(&self, tenant: &str, role: &str) -> String {
+        let (info, secret, hash) = wharf_gateway::auth::mint_key(
+            format!("test-{role}"),
+            tenant.into(),
+            role.into(),
+            "test".into(),
+            None,
+        );
+        self.store.create_key(&info, &hash).await.unwrap();
+        secret
+    }
+
+    /// An HTTP client that sends `credential` (an API key or token) with every request.
+    pub fn client_as(credential: &str) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {credential}").parse().unwrap(),
+        );
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .unwrap()
     }
 
     /// Waits until the gateway lists `tool`.
@@ -590,6 +621,16 @@ pub struct WsClient {
 impl WsClient {
     pub async fn connect(w: &Wharf) -> WsClient {
         let url = format!("{}/ws/v1/tasks", w.api.replacen("http://", "ws://", 1));
+        let (socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        WsClient { socket }
+    }
+
+    /// Connects as `credential`, sent as `?access_token=` (as a browser must).
+    pub async fn connect_as(w: &Wharf, credential: &str) -> WsClient {
+        let url = format!(
+            "{}/ws/v1/tasks?access_token={credential}",
+            w.api.replacen("http://", "ws://", 1)
+        );
         let (socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
         WsClient { socket }
     }

@@ -26,7 +26,8 @@ use wharf_contract::{
     event_subject, live_event_subject, queue_consumer, schedule_subject, task_subject,
 };
 use wharf_contract::{
-    QueueLevel, WORKERS_BUCKET, WorkerInfo, parse_queue_consumer, parse_task_subject, worker_key,
+    KEY_REVOKED_SUBJECT, QueueLevel, WORKERS_BUCKET, WorkerInfo, parse_queue_consumer,
+    parse_task_subject, worker_key,
 };
 
 pub use async_nats::jetstream::AckKind;
@@ -193,6 +194,35 @@ impl Bus {
 
     pub fn topology(&self) -> &Topology {
         &self.topology
+    }
+
+    /// Tells every gateway that API key `id` was revoked (best effort: a gateway that misses it
+    /// drops the key when its cache entry expires).
+    pub async fn announce_key_revoked(&self, id: Uuid) -> Result<(), Error> {
+        self.client
+            .publish(KEY_REVOKED_SUBJECT, Bytes::from(id.to_string()))
+            .await
+            .map_err(nats("announce a revoked key"))?;
+        self.client
+            .flush()
+            .await
+            .map_err(nats("announce a revoked key"))
+    }
+
+    /// The ids of API keys revoked from now on, as gateways announce them.
+    pub async fn key_revocations(&self) -> Result<impl Stream<Item = Uuid> + use<>, Error> {
+        let sub = self
+            .client
+            .subscribe(KEY_REVOKED_SUBJECT)
+            .await
+            .map_err(nats("follow revoked keys"))?;
+        Ok(sub.filter_map(|m| {
+            std::future::ready(
+                std::str::from_utf8(&m.payload)
+                    .ok()
+                    .and_then(|s| s.parse().ok()),
+            )
+        }))
     }
 
     /// True when the connection to the server is up.
@@ -867,9 +897,14 @@ impl Bus {
         Ok(())
     }
 
-    /// Up to `limit` dead letters stored after stream sequence `after`, oldest first, each with
-    /// its `seq` set; unreadable entries are skipped.
-    pub async fn dead_letters(&self, after: u64, limit: usize) -> Result<Vec<DeadLetter>, Error> {
+    /// Up to `limit` dead letters stored after stream sequence `after` for which `keep` holds,
+    /// oldest first, each with its `seq` set; unreadable entries are skipped.
+    pub async fn dead_letters(
+        &self,
+        after: u64,
+        limit: usize,
+        keep: impl Fn(&DeadLetter) -> bool,
+    ) -> Result<Vec<DeadLetter>, Error> {
         let stream = self.stream(DLQ_STREAM).await?;
         let mut out = Vec::new();
         let mut next = after + 1;
@@ -880,7 +915,9 @@ impl Bus {
             {
                 Ok(m) => {
                     next = m.sequence + 1;
-                    if let Some(letter) = read_dead_letter(m.sequence, &m.payload) {
+                    if let Some(letter) = read_dead_letter(m.sequence, &m.payload)
+                        && keep(&letter)
+                    {
                         out.push(letter);
                     }
                 }

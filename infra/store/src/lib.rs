@@ -20,6 +20,9 @@ use wharf_contract::task::TaskState;
 use wharf_contract::{TaskEvent, TaskStatus, TaskView};
 use wharf_entity::{task, task_event};
 
+mod keys;
+pub use keys::StoredKey;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("database error: {0}")]
@@ -67,6 +70,8 @@ pub struct TaskFilter {
     pub queue: Option<String>,
     pub session_id: Option<String>,
     pub priority: Option<wharf_contract::Priority>,
+    /// Only this tenant's tasks (every tenant's when `None`).
+    pub tenant: Option<String>,
     /// Only tasks older than this id (ids sort by submission time).
     pub before: Option<Uuid>,
     pub limit: u64,
@@ -218,6 +223,7 @@ impl Store {
             .bind(c.last_seq)
             .bind(c.run_at)
             .bind(c.priority)
+            .bind(c.tenant)
             .execute(&mut *tx)
             .await
             .map_err(sqlx_error)?;
@@ -248,6 +254,9 @@ impl Store {
         }
         if let Some(priority) = filter.priority {
             q = q.filter(task::Column::Priority.eq(priority.as_str()));
+        }
+        if let Some(tenant) = &filter.tenant {
+            q = q.filter(task::Column::Tenant.eq(tenant.as_str()));
         }
         if let Some(before) = filter.before {
             q = q.filter(task::Column::Id.lt(before));
@@ -308,7 +317,7 @@ impl Store {
     }
 }
 
-const COLUMNS: [task::Column; 25] = [
+const COLUMNS: [task::Column; 26] = [
     task::Column::Id,
     task::Column::Status,
     task::Column::StatusRank,
@@ -334,6 +343,7 @@ const COLUMNS: [task::Column; 25] = [
     task::Column::LastSeq,
     task::Column::RunAt,
     task::Column::Priority,
+    task::Column::Tenant,
 ];
 
 /// A driver error as the [`sea_orm::DbErr`] the rest of the store reports, so
@@ -372,6 +382,7 @@ struct TaskColumns {
     last_seq: Vec<i64>,
     run_at: Vec<Option<chrono::DateTime<chrono::Utc>>>,
     priority: Vec<&'static str>,
+    tenant: Vec<String>,
 }
 
 impl TaskColumns {
@@ -406,6 +417,7 @@ impl TaskColumns {
         self.last_seq.push(s.last_seq as i64);
         self.run_at.push(v.run_at);
         self.priority.push(v.priority.as_str());
+        self.tenant.push(text(&v.tenant));
     }
 }
 
@@ -450,6 +462,7 @@ fn upsert_tasks_sql() -> &'static str {
             "timestamptz",
             "int8",
             "timestamptz",
+            "text",
             "text",
         ];
         let names: Vec<String> = COLUMNS
@@ -527,6 +540,7 @@ fn row_values(s: &TaskState) -> Vec<sea_orm::sea_query::SimpleExpr> {
         (s.last_seq as i64).into(),
         v.run_at.into(),
         v.priority.as_str().into(),
+        text(&v.tenant).into(),
     ];
     values.into_iter().map(Into::into).collect()
 }
@@ -601,6 +615,7 @@ fn merge_on_conflict() -> OnConflict {
         (task::Column::CreatedAt, spec("created_at")),
         (task::Column::RunAt, spec("run_at")),
         (task::Column::Priority, spec("priority")),
+        (task::Column::Tenant, spec("tenant")),
         (task::Column::Status, by_status("status")),
         (task::Column::StatusRank, by_status("status_rank")),
         (task::Column::Result, by_terminal("result")),
@@ -676,5 +691,6 @@ fn view_of(m: task::Model) -> Result<TaskView, Error> {
             .priority
             .parse()
             .map_err(|e: String| corrupt("priority", &e))?,
+        tenant: m.tenant.clone(),
     })
 }

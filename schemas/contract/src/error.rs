@@ -33,6 +33,15 @@ pub enum ErrorCode {
     NotReplayable,
     /// The body's media type is not `application/json`.
     UnsupportedMediaType,
+    /// No credentials, or credentials that do not prove who the caller is (unknown, revoked
+    /// or expired key; token with a bad signature, issuer, audience or expiry).
+    Unauthenticated,
+    /// The caller is known but lacks the permission the route needs (named in the detail).
+    Forbidden,
+    /// Too many requests from this caller or address; retry after `Retry-After` seconds.
+    RateLimited,
+    /// The tenant has as many tasks queued or running as it may; retry when some have ended.
+    TooManyTasks,
     /// NATS or the database cannot be reached right now; nothing was done. Retry later.
     Unavailable,
     /// An unexpected failure inside Wharf.
@@ -43,6 +52,9 @@ impl ErrorCode {
     pub fn status(self) -> u16 {
         match self {
             ErrorCode::MalformedBody | ErrorCode::InvalidQuery => 400,
+            ErrorCode::Unauthenticated => 401,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::RateLimited | ErrorCode::TooManyTasks => 429,
             ErrorCode::TaskNotFound | ErrorCode::NotFound => 404,
             ErrorCode::TaskFinished
             | ErrorCode::IdempotencyKeyReused
@@ -71,6 +83,10 @@ impl ErrorCode {
             ErrorCode::IdempotencyKeyInUse => "a request with this idempotency key is in progress",
             ErrorCode::NotReplayable => "the dead letter cannot be replayed",
             ErrorCode::UnsupportedMediaType => "unsupported media type",
+            ErrorCode::Unauthenticated => "authentication required",
+            ErrorCode::Forbidden => "permission denied",
+            ErrorCode::RateLimited => "too many requests",
+            ErrorCode::TooManyTasks => "too many tasks in flight",
             ErrorCode::Unavailable => "service unavailable",
             ErrorCode::Internal => "internal error",
         }
@@ -91,6 +107,10 @@ impl ErrorCode {
             ErrorCode::IdempotencyKeyInUse => "idempotency_key_in_use",
             ErrorCode::NotReplayable => "not_replayable",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TooManyTasks => "too_many_tasks",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }
@@ -124,6 +144,9 @@ pub struct Problem {
     pub suggestions: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
+    /// The permission the caller lacks (`forbidden` only), e.g. `tasks:submit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing_permission: Option<String>,
 }
 
 impl Problem {
@@ -137,6 +160,7 @@ impl Problem {
             errors: Vec::new(),
             suggestions: Vec::new(),
             instance: None,
+            missing_permission: None,
         }
     }
 

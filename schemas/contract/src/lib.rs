@@ -8,6 +8,7 @@
 //! rejects the rest with a clear error, so an old worker never misreads a new message.
 
 pub mod api;
+pub mod auth;
 pub mod error;
 pub mod event;
 pub mod names;
@@ -16,6 +17,10 @@ pub mod task;
 pub mod tool;
 
 pub use api::*;
+pub use auth::{
+    API_KEY_PREFIX, ApiKeyInfo, ApiKeyList, CreateKey, CreatedKey, DEFAULT_TENANT, Identity,
+    Permission,
+};
 pub use error::{ErrorCode, FieldError, Problem};
 pub use event::{EventKind, TaskEvent};
 pub use names::*;
@@ -45,6 +50,10 @@ pub fn json_schemas() -> Vec<(&'static str, serde_json::Value)> {
         ("worker.v1.json", schema::<WorkerInfo>()),
         ("worker-list.json", schema::<WorkerList>()),
         ("queue-list.json", schema::<QueueList>()),
+        ("create-key.json", schema::<CreateKey>()),
+        ("created-key.json", schema::<CreatedKey>()),
+        ("api-key-list.json", schema::<ApiKeyList>()),
+        ("identity.json", schema::<Identity>()),
     ]
 }
 
@@ -91,6 +100,10 @@ mod tests {
             IdempotencyKeyInUse,
             NotReplayable,
             UnsupportedMediaType,
+            Unauthenticated,
+            Forbidden,
+            RateLimited,
+            TooManyTasks,
             Unavailable,
             Internal,
         ] {

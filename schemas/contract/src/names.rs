@@ -30,6 +30,9 @@ pub const IDEMPOTENCY_BUCKET: &str = "wharf_idempotency";
 /// Key-value bucket of live workers, one key per worker (see [`worker_key`]), each entry a
 /// [`crate::WorkerInfo`] that expires unless the worker announces itself again.
 pub const WORKERS_BUCKET: &str = "wharf_workers";
+/// Core NATS subject on which a gateway announces a revoked API key (the payload is its id), so
+/// every gateway drops it from its cache at once rather than when the cache entry expires.
+pub const KEY_REVOKED_SUBJECT: &str = "wharf.control.keys.revoked";
 /// HTTP header that may carry a submission's idempotency key (the body field is the other way).
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 

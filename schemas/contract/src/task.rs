@@ -48,6 +48,18 @@ pub struct Task {
     /// worker that predates priorities (such a worker takes normal tasks only).
     #[serde(default, skip_serializing_if = "Priority::is_normal")]
     pub priority: Priority,
+    /// The tenant that submitted the task; only that tenant sees it. Absent means `default`
+    /// (every task from before tenants, and every task of a platform without them).
+    #[serde(default = "default_tenant", skip_serializing_if = "is_default_tenant")]
+    pub tenant: String,
+}
+
+fn default_tenant() -> String {
+    crate::auth::DEFAULT_TENANT.to_owned()
+}
+
+fn is_default_tenant(t: &str) -> bool {
+    t == crate::auth::DEFAULT_TENANT
 }
 
 /// A task's level within its queue. Each level is a subject of its own with its own consumer;
@@ -262,6 +274,10 @@ pub struct TaskView {
     /// The task's level in its queue.
     #[serde(default)]
     pub priority: Priority,
+    /// The tenant the task belongs to. Empty while only events after the submission are known
+    /// (such a view is shown to no tenant).
+    #[serde(default)]
+    pub tenant: String,
 }
 
 /// A [`TaskView`] plus the event sequence numbers that make folding order-independent.
@@ -307,6 +323,7 @@ impl TaskState {
                 updated_at: None,
                 run_at: None,
                 priority: Priority::Normal,
+                tenant: String::new(),
             },
             progress_seq: 0,
             terminal_seq: 0,
@@ -342,6 +359,7 @@ impl TaskState {
                 v.created_at = Some(task.submitted_at);
                 v.run_at = task.run_at;
                 v.priority = task.priority;
+                v.tenant.clone_from(&task.tenant);
             }
             EventKind::Started { tool, queue, .. } => {
                 v.status = TaskStatus::Running;
@@ -412,6 +430,7 @@ impl TaskState {
             a.created_at = b.created_at;
             a.run_at = b.run_at;
             a.priority = b.priority;
+            a.tenant = b.tenant;
         }
         a.cancel_requested_at = min_opt(a.cancel_requested_at, b.cancel_requested_at);
         a.started_at = min_opt(a.started_at, b.started_at);
@@ -468,6 +487,7 @@ mod tests {
             run_at: None,
             retry: None,
             priority: Priority::Low,
+            tenant: "acme".into(),
         };
         let ev = |attempt, kind| TaskEvent::new(id, attempt, kind);
         vec![

@@ -4,5 +4,6 @@
 //! migrations use them; workers never do. The JSON columns hold contract types serialised with
 //! serde; the conversions live in `wharf-store`.
 
+pub mod api_key;
 pub mod task;
 pub mod task_event;

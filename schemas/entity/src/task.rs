@@ -43,6 +43,8 @@ pub struct Model {
     pub run_at: Option<DateTimeUtc>,
     /// `high`, `normal` or `low`.
     pub priority: String,
+    /// The tenant that submitted it (empty until the `submitted` event is recorded).
+    pub tenant: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

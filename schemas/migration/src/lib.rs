@@ -8,6 +8,7 @@ mod m0001_tasks;
 mod m0002_run_at;
 mod m0003_priority;
 mod m0004_finished_at_index;
+mod m0005_tenants_and_keys;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0002_run_at::Migration),
             Box::new(m0003_priority::Migration),
             Box::new(m0004_finished_at_index::Migration),
+            Box::new(m0005_tenants_and_keys::Migration),
         ]
     }
 }

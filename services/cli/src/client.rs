@@ -88,6 +88,37 @@ pub enum ClientCommand {
     /// Dead letters: tasks that failed after every attempt, kept for replay.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// API keys of your tenant (needs keys:admin).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Who the gateway takes you for: tenant, roles, permissions.
+    Whoami,
+}
+
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print its secret (shown this once).
+    Create {
+        /// What the key is for, e.g. `billing-service`.
+        #[arg(long)]
+        name: String,
+        /// admin, tenant-admin, operator, submitter, reader, or a configured role.
+        #[arg(long)]
+        role: String,
+        /// Another tenant than yours (needs tenants:admin).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// The key stops working after this many seconds.
+        #[arg(long)]
+        expires_in: Option<u64>,
+    },
+    /// List keys, newest first.
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Revoke a key at once.
+    Revoke { id: String },
 }
 
 #[derive(Subcommand)]
@@ -155,10 +186,21 @@ impl Api {
 }
 
 impl ClientCommand {
-    pub async fn run(self, base: String) -> anyhow::Result<()> {
+    /// Runs the command against the gateway at `base`, as `key` (an API key or token) when
+    /// given.
+    pub async fn run(self, base: String, key: Option<String>) -> anyhow::Result<()> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(key) = key {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+                .context("WHARF_API_KEY holds characters a header cannot")?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let api = Api {
             base: base.trim_end_matches('/').to_owned(),
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder()
+                .default_headers(headers)
+                .build()?,
         };
         let url = |path: &str| format!("{}{path}", api.base);
         match self {
@@ -293,6 +335,63 @@ impl ClientCommand {
                     .send(api.http.post(url(&format!("/api/v1/dlq/{id}/replay"))))
                     .await?;
                 println!("{}", view.id);
+            }
+            ClientCommand::Keys(KeysCommand::Create {
+                name,
+                role,
+                tenant,
+                expires_in,
+            }) => {
+                let body = wharf_contract::CreateKey {
+                    name,
+                    role,
+                    tenant,
+                    expires_in_secs: expires_in,
+                };
+                let created: wharf_contract::CreatedKey = api
+                    .send(api.http.post(url("/api/v1/keys")).json(&body))
+                    .await?;
+                eprintln!(
+                    "key {} ({}, tenant {}); its secret, shown only now:",
+                    created.key.id, created.key.role, created.key.tenant
+                );
+                println!("{}", created.secret);
+            }
+            ClientCommand::Keys(KeysCommand::List { tenant }) => {
+                let mut req = api.http.get(url("/api/v1/keys"));
+                if let Some(t) = tenant {
+                    req = req.query(&[("tenant", t)]);
+                }
+                let list: wharf_contract::ApiKeyList = api.send(req).await?;
+                println!(
+                    "{:<36}  {:<20}  {:<12}  {:<14}  {:<12}  STATE",
+                    "ID", "NAME", "TENANT", "ROLE", "PREFIX"
+                );
+                let now = chrono::Utc::now();
+                for k in &list.keys {
+                    let state = if k.revoked_at.is_some() {
+                        "revoked"
+                    } else if k.expires_at.is_some_and(|t| t <= now) {
+                        "expired"
+                    } else {
+                        "live"
+                    };
+                    println!(
+                        "{:<36}  {:<20}  {:<12}  {:<14}  {:<12}  {state}",
+                        k.id, k.name, k.tenant, k.role, k.prefix
+                    );
+                }
+            }
+            ClientCommand::Keys(KeysCommand::Revoke { id }) => {
+                let key: wharf_contract::ApiKeyInfo = api
+                    .send(api.http.delete(url(&format!("/api/v1/keys/{id}"))))
+                    .await?;
+                println!("revoked {} ({})", key.id, key.name);
+            }
+            ClientCommand::Whoami => {
+                let me: wharf_contract::Identity =
+                    api.send(api.http.get(url("/api/v1/whoami"))).await?;
+                println!("{}", serde_json::to_string_pretty(&me)?);
             }
             ClientCommand::Tools => {
                 let list: ToolList = api.send(api.http.get(url("/api/v1/tools"))).await?;

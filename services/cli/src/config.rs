@@ -73,6 +73,15 @@ pub struct GatewaySection {
     /// Defaults per queue: `[gateway.queues.<name>]`.
     #[serde(default)]
     pub queues: std::collections::BTreeMap<String, QueueSection>,
+    /// `[gateway.auth]`: API keys, JWT, roles (docs/security.md).
+    #[serde(default)]
+    pub auth: wharf_gateway::AuthConfig,
+    /// `[gateway.limits]`: rate limits and the per-tenant cap on unfinished tasks.
+    #[serde(default)]
+    pub limits: wharf_gateway::LimitsConfig,
+    /// Origins browsers may call the API from (CORS); `["*"]` for any.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
 }
 
 /// `[gateway.queues.<name>]`: what tasks submitted to that queue get when they say nothing.
@@ -121,6 +130,9 @@ impl Default for Config {
                 max_body_bytes: 1024 * 1024,
                 default_max_attempts: 3,
                 queues: Default::default(),
+                auth: Default::default(),
+                limits: Default::default(),
+                cors_origins: Vec::new(),
             },
             worker: WorkerSection {
                 count: 1,
@@ -170,8 +182,17 @@ impl Config {
         }
     }
 
-    pub fn gateway(&self) -> wharf_gateway::GatewayConfig {
+    /// Gateway settings. `dev`: under `wharf dev`, where authentication is open (on a loopback
+    /// address) unless `gateway.auth.mode` says otherwise.
+    pub fn gateway(&self, dev: bool) -> wharf_gateway::GatewayConfig {
+        let mut auth = self.gateway.auth.clone();
+        if dev && auth.mode.is_none() {
+            auth.mode = Some(wharf_gateway::AuthMode::Open);
+        }
         wharf_gateway::GatewayConfig {
+            auth,
+            limits: self.gateway.limits.clone(),
+            cors_origins: self.gateway.cors_origins.clone(),
             listen: self.http_addr,
             max_body_bytes: self.gateway.max_body_bytes,
             default_max_attempts: self.gateway.default_max_attempts,
@@ -245,6 +266,27 @@ mod tests {
             wharf_worker::McpTransport::Stdio { command, .. } if command == "npx"
         ));
         assert_eq!(config.nats.ack_wait_secs, 6);
+        assert_eq!(config.gateway.auth.roles["auditor"].len(), 3);
+        assert_eq!(
+            config
+                .gateway
+                .auth
+                .jwt
+                .as_ref()
+                .map(|j| j.audience.as_str()),
+            Some("wharf")
+        );
+        assert_eq!(config.gateway.limits.write.map(|r| r.per_sec), Some(100.0));
+        assert_eq!(config.gateway.cors_origins.len(), 1);
+        assert!(
+            config.gateway(false).validate().is_ok(),
+            "the example is a valid gateway configuration"
+        );
+        assert_eq!(
+            config.gateway(true).auth.mode,
+            Some(wharf_gateway::AuthMode::Required),
+            "a mode given in the file holds under wharf dev too"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

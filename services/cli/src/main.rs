@@ -35,6 +35,9 @@ struct Cli {
         default_value = "http://127.0.0.1:8080"
     )]
     api: String,
+    /// API key or token the client commands send (`Authorization: Bearer`).
+    #[arg(long, global = true, env = "WHARF_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -73,6 +76,19 @@ enum Command {
     },
     /// The recorder alone.
     Recorder(ServeArgs),
+    /// Create an API key straight in the database, for the first admin of a gateway that
+    /// requires keys. Prints the secret, shown this once.
+    BootstrapKey {
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// What the key is for.
+        #[arg(long, default_value = "bootstrap")]
+        name: String,
+        #[arg(long, default_value = wharf_contract::DEFAULT_TENANT)]
+        tenant: String,
+        #[arg(long, default_value = "admin")]
+        role: String,
+    },
     /// Serve the bundled demo MCP server on stdin/stdout.
     #[command(hide = true)]
     McpDemo,
@@ -148,7 +164,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::McpDemo => runtime
             .block_on(wharf_demo_mcp::serve_stdio())
             .map_err(|e| anyhow::anyhow!("demo mcp server: {e}")),
-        Command::Client(c) => runtime.block_on(c.run(cli.api)),
+        Command::Client(c) => runtime.block_on(c.run(cli.api, cli.api_key)),
+        Command::BootstrapKey {
+            serve,
+            name,
+            tenant,
+            role,
+        } => runtime.block_on(bootstrap_key(serve, name, tenant, role)),
         Command::Dev(args) => runtime.block_on(dev(args)),
         Command::Gateway(args) => runtime.block_on(gateway(args)),
         Command::Worker { serve, id } => runtime.block_on(worker(serve, id)),
@@ -290,7 +312,9 @@ async fn dev(args: ServeArgs) -> anyhow::Result<()> {
                 .map_err(anyhow::Error::from)
         });
     }
-    let gateway = wharf_gateway::Gateway::build(config.gateway(), bus.clone(), store).await?;
+    let gateway_config = config.gateway(true);
+    let open = gateway_config.auth.mode == Some(wharf_gateway::AuthMode::Open);
+    let gateway = wharf_gateway::Gateway::build(gateway_config, bus.clone(), store).await?;
     let addr = gateway.local_addr();
     let stop = shutdown.clone();
     parts.spawn(async move {
@@ -301,6 +325,11 @@ async fn dev(args: ServeArgs) -> anyhow::Result<()> {
     });
 
     println!("Wharf dev is running (Ctrl-C stops it)");
+    if open {
+        println!("  !!! OPEN MODE: no credentials needed; every request is an admin of the");
+        println!("  !!! `default` tenant. For local development only: it listens on {addr},");
+        println!("  !!! a loopback address. Set gateway.auth.mode = \"required\" for API keys.");
+    }
     println!("  API        http://{addr}/api/v1  (tools: http://{addr}/api/v1/tools)");
     println!("  WebSocket  ws://{addr}/ws/v1/tasks");
     println!("  NATS       {nats_note}");
@@ -340,11 +369,38 @@ async fn wait_all(
     first_error.map_or(Ok(()), Err)
 }
 
+async fn bootstrap_key(
+    args: ServeArgs,
+    name: String,
+    tenant: String,
+    role: String,
+) -> anyhow::Result<()> {
+    let config = load(&args, LogFormat::Pretty, "wharf-bootstrap")?;
+    if !wharf_contract::valid_name(&name) || !wharf_contract::valid_name(&tenant) {
+        anyhow::bail!("--name and --tenant are 1-64 letters, digits, '-' or '_'");
+    }
+    let known = wharf_contract::auth::builtin_role(&role).is_some()
+        || config.gateway.auth.roles.contains_key(&role);
+    if !known {
+        anyhow::bail!("no role {role:?} (built-in or under gateway.auth.roles)");
+    }
+    let store = connect_store(&config).await?;
+    let (info, secret, hash) =
+        wharf_gateway::auth::mint_key(name, tenant, role, "bootstrap".into(), None);
+    store.create_key(&info, &hash).await?;
+    eprintln!(
+        "key {} ({}, tenant {}); its secret, shown only now:",
+        info.id, info.role, info.tenant
+    );
+    println!("{secret}");
+    Ok(())
+}
+
 async fn gateway(args: ServeArgs) -> anyhow::Result<()> {
     let config = load(&args, LogFormat::Json, "wharf-gateway")?;
     let bus = connect_bus(&config, "wharf-gateway").await?;
     let store = connect_store(&config).await?;
-    let gateway = wharf_gateway::Gateway::build(config.gateway(), bus, store).await?;
+    let gateway = wharf_gateway::Gateway::build(config.gateway(false), bus, store).await?;
     tracing::info!(addr = %gateway.local_addr(), "gateway listening");
     gateway.run_until_stopped(shutdown_on_signal()).await?;
     Ok(())

@@ -7,9 +7,10 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::Value;
-use wharf_contract::{DeadLetter, DeadLetterList, ErrorCode, SubmitTask};
+use wharf_contract::{DeadLetter, DeadLetterList, ErrorCode, Permission, SubmitTask};
 
 use crate::AppState;
+use crate::auth::Principal;
 use crate::problem::ApiError;
 use crate::tasks::{self, parse_id};
 
@@ -23,11 +24,23 @@ pub struct DlqQuery {
     cursor: Option<String>,
 }
 
-/// `GET /api/v1/dlq`: oldest first, `limit` (1–1000, default 100) per page.
+/// True when `principal` may see `letter`: its task is the principal's tenant's. A letter whose
+/// message could not be read has no known tenant; only `tenants:admin` sees those.
+fn visible(principal: &Principal, letter: &DeadLetter) -> bool {
+    match &letter.task {
+        Some(task) => principal.owns(&task.tenant),
+        None => principal.can(Permission::TenantsAdmin),
+    }
+}
+
+/// `GET /api/v1/dlq`: the tenant's dead letters, oldest first, `limit` (1–1000, default 100)
+/// per page.
 pub async fn list(
     State(state): State<AppState>,
+    principal: Principal,
     query: Result<Query<DlqQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<DeadLetterList>, ApiError> {
+    principal.require(Permission::DlqRead)?;
     let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::InvalidQuery, e.body_text()))?;
     let limit = match q.limit.as_deref() {
         None => 100,
@@ -43,7 +56,10 @@ pub async fn list(
             .parse::<u64>()
             .map_err(|_| tasks::query_error("cursor", "must be a cursor from a previous page"))?,
     };
-    let mut dead_letters = state.bus.dead_letters(after, limit + 1).await?;
+    let mut dead_letters = state
+        .bus
+        .dead_letters(after, limit + 1, |l| visible(&principal, l))
+        .await?;
     let next_cursor = if dead_letters.len() > limit {
         dead_letters.truncate(limit);
         dead_letters
@@ -69,13 +85,16 @@ fn no_dead_letter(id: uuid::Uuid) -> ApiError {
 /// `GET /api/v1/dlq/{task_id}`
 pub async fn get(
     State(state): State<AppState>,
+    principal: Principal,
     Path(raw): Path<String>,
 ) -> Result<Json<DeadLetter>, ApiError> {
+    principal.require(Permission::DlqRead)?;
     let id = parse_id(&raw)?;
     state
         .bus
         .dead_letter(id)
         .await?
+        .filter(|l| visible(&principal, l))
         .map(Json)
         .ok_or_else(|| no_dead_letter(id))
 }
@@ -86,11 +105,18 @@ pub async fn get(
 /// one retried after the letter failed to be removed, give the same new task.
 pub async fn replay(
     State(state): State<AppState>,
+    principal: Principal,
     Path(raw): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    principal.require(Permission::DlqReplay)?;
     let id = parse_id(&raw)?;
-    let Some(letter) = state.bus.dead_letter(id).await? else {
+    let Some(letter) = state
+        .bus
+        .dead_letter(id)
+        .await?
+        .filter(|l| visible(&principal, l))
+    else {
         // Never dead-lettered, or replayed already (a replay removes the letter).
         return Err(no_dead_letter(id));
     };
@@ -108,14 +134,29 @@ pub async fn replay(
         queue: Some(task.queue),
         timeout_secs: task.timeout_secs,
         max_attempts: Some(task.max_attempts),
-        idempotency_key: Some(format!("replay:{id}")),
+        idempotency_key: Some(format!("{}{id}", tasks::REPLAY_KEY_PREFIX)),
         session_id: task.session_id,
         metadata: Some(metadata),
         run_at: None,
         delay_secs: None,
         priority: Some(task.priority),
     };
-    let (status, view) = tasks::submit(&state, req, tasks::trace_of(&headers)).await?;
+    // The replay runs in the dead task's tenant, which is the caller's (`visible`). Replaying
+    // is the permission here, not submitting.
+    let replayer = Principal::new(
+        principal.actor().to_owned(),
+        principal.tenant().to_owned(),
+        Vec::new(),
+        crate::auth::Permissions::of(&[Permission::TasksSubmit]),
+    );
+    let (status, view) = tasks::submit(
+        &state,
+        &replayer,
+        req,
+        tasks::Origin::Replay,
+        tasks::trace_of(&headers),
+    )
+    .await?;
     if let Err(e) = state.bus.remove_dead_letter(id).await {
         // The replay is stored; a later replay of the same letter returns it again.
         tracing::warn!(task_id = %id, error = %e, "replayed, but the dead letter stays listed");

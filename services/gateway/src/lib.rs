@@ -5,8 +5,11 @@
 //! never calls an MCP server: all tool work goes through the queue. Every error leaves as RFC 9457
 //! problem+json with a stable code (`problem.rs`).
 
+pub mod auth;
 mod catalog;
 mod dlq;
+mod keys;
+pub mod limits;
 mod ops;
 mod problem;
 mod tasks;
@@ -27,7 +30,9 @@ use wharf_bus::Bus;
 use wharf_contract::{ErrorCode, ToolList};
 use wharf_store::Store;
 
+pub use auth::{AuthConfig, AuthMode, JwtConfig};
 pub use catalog::Catalog;
+pub use limits::{LimitsConfig, Rate};
 pub use problem::ApiError;
 
 /// Gateway settings.
@@ -41,6 +46,12 @@ pub struct GatewayConfig {
     pub default_max_attempts: u32,
     /// Defaults of particular queues, over the ones above.
     pub queues: std::collections::BTreeMap<String, QueueDefaults>,
+    /// Who may call, and how they prove it.
+    pub auth: AuthConfig,
+    /// Rate limits and the per-tenant cap on unfinished tasks.
+    pub limits: LimitsConfig,
+    /// Origins a browser may call the API from (CORS); none when empty. `*` allows any.
+    pub cors_origins: Vec<String>,
 }
 
 /// What a queue gives the tasks submitted to it that do not say otherwise.
@@ -61,6 +72,14 @@ impl Default for GatewayConfig {
             max_body_bytes: 1024 * 1024,
             default_max_attempts: 3,
             queues: Default::default(),
+            // A gateway built without configuration is a local one (tests, `wharf dev`): open,
+            // which `validate` allows on loopback addresses only.
+            auth: AuthConfig {
+                mode: Some(AuthMode::Open),
+                ..AuthConfig::default()
+            },
+            limits: LimitsConfig::default(),
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -81,8 +100,24 @@ pub enum Error {
 }
 
 impl GatewayConfig {
-    /// Checks the per-queue defaults against the limits a submission must keep to.
+    /// Checks the per-queue defaults against the limits a submission must keep to, and that an
+    /// open gateway listens on a loopback address only.
     pub fn validate(&self) -> Result<(), Error> {
+        if self.auth.mode == Some(AuthMode::Open) && !self.listen.ip().is_loopback() {
+            return Err(Error::Config(format!(
+                "gateway.auth.mode = \"open\" lets anyone in, so it is allowed on a loopback \
+                 address only, not {}; configure API keys or JWT (docs/security.md)",
+                self.listen
+            )));
+        }
+        self.limits.validate().map_err(Error::Config)?;
+        for origin in &self.cors_origins {
+            if origin != "*" && origin.parse::<axum::http::HeaderValue>().is_err() {
+                return Err(Error::Config(format!(
+                    "gateway.cors_origins: {origin:?} is not a valid origin"
+                )));
+            }
+        }
         for (name, q) in &self.queues {
             let bad = |what: String| Err(Error::Config(format!("gateway.queues.{name}: {what}")));
             if !wharf_contract::valid_name(name) {
@@ -119,6 +154,8 @@ pub struct AppState {
     pub stopping: CancellationToken,
     /// The latest `system:status`, refreshed every few seconds while a WebSocket follows it.
     pub status: tokio::sync::watch::Sender<Option<Arc<wharf_contract::SystemStatus>>>,
+    pub auth: Arc<auth::Authenticator>,
+    pub limits: Arc<limits::Limits>,
 }
 
 /// A gateway bound to its port, ready to serve.
@@ -132,6 +169,8 @@ impl Gateway {
     /// Binds the port, makes sure the streams exist and starts following the tool catalog.
     pub async fn build(config: GatewayConfig, bus: Bus, store: Store) -> Result<Gateway, Error> {
         config.validate()?;
+        let authenticator =
+            auth::Authenticator::new(config.auth.clone(), store.clone()).map_err(Error::Config)?;
         wharf_telemetry::metrics::install();
         bus.ensure_topology().await?;
         let catalog = Catalog::watch(&bus).await?;
@@ -142,15 +181,26 @@ impl Gateway {
                 source,
             })?;
         let stopping = CancellationToken::new();
+        if authenticator.mode() == AuthMode::Open {
+            tracing::warn!(
+                listen = %config.listen,
+                "OPEN MODE: requests without credentials act as an admin of the default tenant. \
+                 For local development only; this gateway listens on a loopback address."
+            );
+        }
         let state = AppState {
             bus,
             store,
             catalog,
+            limits: Arc::new(limits::Limits::new(config.limits.clone())),
             config: Arc::new(config),
             stopping: stopping.clone(),
             status: tokio::sync::watch::Sender::new(None),
+            auth: Arc::new(authenticator),
         };
         tokio::spawn(ops::refresh_status(state.clone()));
+        tokio::spawn(auth::follow_revocations(state.clone()));
+        tokio::spawn(limits::shrink_periodically(state.clone()));
         Ok(Gateway {
             listener,
             router: router(state),
@@ -174,7 +224,10 @@ impl Gateway {
                 tracing::debug!(error = %e, "cannot set TCP_NODELAY");
             }
         });
-        axum::serve(listener, self.router)
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, service)
             .with_graceful_shutdown(async move {
                 shutdown.cancelled().await;
                 stopping.cancel();
@@ -187,7 +240,8 @@ impl Gateway {
 /// Every route of the gateway.
 fn router(state: AppState) -> Router {
     let limit = state.config.max_body_bytes;
-    Router::new()
+    // Everything but the health checks needs a caller: `auth::authenticate` runs first.
+    let authenticated = Router::new()
         .route("/api/v1/tasks", post(tasks::create).get(tasks::list))
         .route("/api/v1/tasks/batch", post(tasks::create_batch))
         .route("/api/v1/tasks/{id}", get(tasks::get))
@@ -199,21 +253,78 @@ fn router(state: AppState) -> Router {
         .route("/api/v1/tools", get(tools))
         .route("/api/v1/workers", get(ops::workers))
         .route("/api/v1/queues", get(ops::queues))
+        .route("/api/v1/keys", post(keys::create).get(keys::list))
+        .route("/api/v1/keys/{id}", get(keys::get).delete(keys::revoke))
+        .route("/api/v1/whoami", get(auth::whoami))
         .route("/ws/v1/tasks", get(ws::upgrade))
         .route("/metrics", get(ops::metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ));
+    let mut router = Router::new()
+        .merge(authenticated)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::per_ip,
+        ));
+    if let Some(cors) = cors(&state.config.cors_origins) {
+        router = router.layer(cors);
+    }
+    router
         .layer(axum::middleware::from_fn(ops::measure))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
 
+/// The CORS layer for the configured origins, if any.
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{HeaderName, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| o.parse().ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+            .allow_headers([
+                axum::http::header::AUTHORIZATION,
+                axum::http::header::CONTENT_TYPE,
+                HeaderName::from_static("x-api-key"),
+                HeaderName::from_static("idempotency-key"),
+                HeaderName::from_static("traceparent"),
+                HeaderName::from_static("x-request-id"),
+            ])
+            .expose_headers([
+                axum::http::header::LOCATION,
+                axum::http::header::RETRY_AFTER,
+                HeaderName::from_static("ratelimit-limit"),
+                HeaderName::from_static("ratelimit-remaining"),
+                HeaderName::from_static("ratelimit-reset"),
+                HeaderName::from_static("x-request-id"),
+            ])
+            .max_age(std::time::Duration::from_secs(3600)),
+    )
+}
+
 /// `GET /api/v1/tools`
-async fn tools(State(state): State<AppState>) -> Json<ToolList> {
-    Json(ToolList {
+async fn tools(
+    principal: auth::Principal,
+    State(state): State<AppState>,
+) -> Result<Json<ToolList>, ApiError> {
+    principal.require(wharf_contract::Permission::ToolsRead)?;
+    Ok(Json(ToolList {
         tools: state.catalog.list(),
-    })
+    }))
 }
 
 /// `GET /healthz`: the process is up.
@@ -273,5 +384,26 @@ mod tests {
             ..Default::default()
         };
         assert!(bad_name.validate().is_err());
+    }
+
+    #[test]
+    fn an_open_gateway_listens_on_loopback_only() {
+        let open = GatewayConfig::default();
+        assert_eq!(open.auth.mode, Some(AuthMode::Open));
+        assert!(open.validate().is_ok());
+        let exposed = GatewayConfig {
+            listen: "0.0.0.0:8080".parse().unwrap(),
+            ..GatewayConfig::default()
+        };
+        let e = exposed.validate().unwrap_err().to_string();
+        assert!(e.contains("loopback"), "{e}");
+        let closed = GatewayConfig {
+            auth: AuthConfig::default(),
+            ..exposed
+        };
+        assert!(
+            closed.validate().is_ok(),
+            "required is the default of a configured gateway"
+        );
     }
 }

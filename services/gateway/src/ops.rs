@@ -17,7 +17,11 @@ use crate::problem::ApiError;
 
 /// `GET /api/v1/workers`: the workers alive now (each announces itself every few seconds; one
 /// that stops doing so drops out after `nats.worker_ttl_secs`).
-pub async fn workers(State(state): State<AppState>) -> Result<Json<WorkerList>, ApiError> {
+pub async fn workers(
+    State(state): State<AppState>,
+    principal: crate::auth::Principal,
+) -> Result<Json<WorkerList>, ApiError> {
+    principal.require(wharf_contract::Permission::OpsRead)?;
     Ok(Json(WorkerList {
         workers: state.bus.workers().await?,
     }))
@@ -25,7 +29,11 @@ pub async fn workers(State(state): State<AppState>) -> Result<Json<WorkerList>, 
 
 /// `GET /api/v1/queues`: every queue a worker serves or served, or the gateway has defaults
 /// for, with its levels.
-pub async fn queues(State(state): State<AppState>) -> Result<Json<QueueList>, ApiError> {
+pub async fn queues(
+    State(state): State<AppState>,
+    principal: crate::auth::Principal,
+) -> Result<Json<QueueList>, ApiError> {
+    principal.require(wharf_contract::Permission::OpsRead)?;
     let workers = state.bus.workers().await?;
     Ok(Json(QueueList {
         queues: queue_infos(&state, &workers).await?,
@@ -167,7 +175,10 @@ pub async fn measure(request: Request, next: Next) -> Response {
 /// `GET /metrics`: this process's metrics in the Prometheus text format, with the platform-wide
 /// gauges (queues, workers, recorder backlog) read from NATS at scrape time. A gauge that cannot
 /// be read keeps its last value; the scrape still answers.
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub async fn metrics(State(state): State<AppState>, principal: crate::auth::Principal) -> Response {
+    if let Err(e) = principal.require(wharf_contract::Permission::OpsRead) {
+        return e.into_response();
+    }
     if let Err(e) = scrape(&state).await {
         tracing::warn!(error = %e, "metrics: could not read the queues");
     }

@@ -6,19 +6,39 @@ use wharf_contract::{ErrorCode, Problem};
 
 /// An error answered to an HTTP client.
 #[derive(Debug)]
-pub struct ApiError(pub Box<Problem>);
+pub struct ApiError(pub Box<Problem>, Hints);
+
+/// Headers an error is answered with besides its body.
+#[derive(Debug, Default)]
+struct Hints {
+    retry_after: Option<std::time::Duration>,
+    rate_limit: Option<crate::limits::Allowance>,
+}
 
 impl ApiError {
     pub fn new(code: ErrorCode, detail: impl Into<String>) -> ApiError {
-        ApiError(Box::new(Problem::new(code, detail)))
+        ApiError(Box::new(Problem::new(code, detail)), Hints::default())
+    }
+
+    /// Tells the client when to try again (`Retry-After`, whole seconds, at least 1).
+    pub fn retry_after(mut self, wait: std::time::Duration) -> ApiError {
+        self.1.retry_after = Some(wait);
+        self
+    }
+
+    /// Sends the `RateLimit-*` headers of the allowance that refused the request.
+    pub fn rate_limit(mut self, allowance: crate::limits::Allowance) -> ApiError {
+        self.1.rate_limit = Some(allowance);
+        self
     }
 
     /// A 422 naming the failing field by JSON pointer.
     pub fn field(code: ErrorCode, pointer: &str, detail: impl Into<String>) -> ApiError {
         let detail = detail.into();
-        ApiError(Box::new(
-            Problem::new(code, format!("{pointer}: {detail}")).field(pointer, detail),
-        ))
+        ApiError(
+            Box::new(Problem::new(code, format!("{pointer}: {detail}")).field(pointer, detail)),
+            Hints::default(),
+        )
     }
 
     /// The same error for a part of a larger body: every pointer gets `prefix` in front, e.g.
@@ -75,10 +95,17 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        let retry_after = self.1.retry_after.or_else(|| {
+            (status == StatusCode::SERVICE_UNAVAILABLE).then(|| std::time::Duration::from_secs(1))
+        });
+        if let Some(wait) = retry_after {
+            let secs = (wait.as_secs_f64().ceil() as u64).max(1);
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Some(a) = self.1.rate_limit {
+            a.apply(response.headers_mut());
         }
         response
     }

@@ -24,6 +24,7 @@ use wharf_contract::{
 use wharf_telemetry::TraceContext;
 
 use crate::AppState;
+use crate::auth::Principal;
 use crate::catalog::Refusal;
 use crate::problem::ApiError;
 
@@ -86,10 +87,17 @@ fn escape_pointer(token: &str) -> String {
 /// rather than 202 ([`admit`]).
 pub async fn submit(
     state: &AppState,
+    principal: &Principal,
     req: SubmitTask,
+    origin: Origin,
     trace: TraceContext,
 ) -> Result<(StatusCode, TaskView), ApiError> {
-    let mut event = prepare(state, req)?;
+    principal.require(wharf_contract::Permission::TasksSubmit)?;
+    let mut event = prepare(state, principal, req, origin)?;
+    state
+        .limits
+        .admit_tasks(&state.store, principal.tenant(), 1)
+        .await?;
     match admit(state, &mut event).await? {
         Admission::Existing(view) => Ok((StatusCode::OK, *view)),
         Admission::New { .. } => Ok((StatusCode::ACCEPTED, publish(state, &event, &trace).await?)),
@@ -128,6 +136,8 @@ pub async fn admit(state: &AppState, event: &mut TaskEvent) -> Result<Admission,
     let Some(key) = &task.idempotency_key else {
         return Ok(Admission::New { claimed: None });
     };
+    // Each tenant has keys of its own ('/' is not part of any tenant name).
+    let key = &format!("{}/{key}", task.tenant);
     let (holder, claimed_at, revision) = match state.bus.claim_idempotency_key(key, task.id).await?
     {
         Claim::New { revision } => {
@@ -210,9 +220,38 @@ pub async fn admit(state: &AppState, event: &mut TaskEvent) -> Result<Admission,
 /// Most tasks one batch may hold.
 pub const MAX_BATCH: usize = 1000;
 
+/// Idempotency keys that start with this are the gateway's own (dead-letter replays).
+pub const REPLAY_KEY_PREFIX: &str = "replay:";
+
+/// Who made a submission up: a client, or the gateway replaying a dead letter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Client,
+    Replay,
+}
+
 /// Checks a submission and builds its `submitted` event (which holds the task). Publishes
 /// nothing; errors name fields from the task's root (`/tool`, `/arguments/...`).
-fn prepare(state: &AppState, req: SubmitTask) -> Result<TaskEvent, ApiError> {
+fn prepare(
+    state: &AppState,
+    principal: &Principal,
+    req: SubmitTask,
+    origin: Origin,
+) -> Result<TaskEvent, ApiError> {
+    if origin == Origin::Client
+        && req
+            .idempotency_key
+            .as_deref()
+            .is_some_and(|k| k.starts_with(REPLAY_KEY_PREFIX))
+    {
+        return Err(ApiError::field(
+            ErrorCode::InvalidField,
+            "/idempotency_key",
+            format!(
+                "keys starting with {REPLAY_KEY_PREFIX:?} are reserved for dead-letter replays"
+            ),
+        ));
+    }
     let queue = req.queue.unwrap_or_else(|| DEFAULT_QUEUE.to_owned());
     if !valid_name(&queue) {
         return Err(ApiError::field(
@@ -334,6 +373,7 @@ fn prepare(state: &AppState, req: SubmitTask) -> Result<TaskEvent, ApiError> {
             .priority
             .or_else(|| defaults.and_then(|d| d.priority))
             .unwrap_or_default(),
+        tenant: principal.tenant().to_owned(),
     };
     Ok(TaskEvent::new(task.id, 0, EventKind::Submitted { task }))
 }
@@ -386,9 +426,12 @@ pub(crate) fn trace_of(headers: &HeaderMap) -> TraceContext {
 /// `POST /api/v1/tasks`
 pub async fn create(
     State(state): State<AppState>,
+    principal: Principal,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    // Before the body is read: a caller who may not submit learns nothing else.
+    principal.require(wharf_contract::Permission::TasksSubmit)?;
     let body = json_body(&state, &headers, body)?;
     let mut req: SubmitTask = parse_json(&body)?;
     if let Some(value) = headers.get(IDEMPOTENCY_KEY_HEADER) {
@@ -408,7 +451,8 @@ pub async fn create(
         }
         req.idempotency_key = Some(key.to_owned());
     }
-    let (status, view) = submit(&state, req, trace_of(&headers)).await?;
+    let (status, view) =
+        submit(&state, &principal, req, Origin::Client, trace_of(&headers)).await?;
     let location = format!("/api/v1/tasks/{}", view.id);
     Ok((status, [(header::LOCATION, location)], Json(view)).into_response())
 }
@@ -420,9 +464,11 @@ pub async fn create(
 /// with their ids, and its detail lists the ids of those that were (they run).
 pub async fn create_batch(
     State(state): State<AppState>,
+    principal: Principal,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    principal.require(wharf_contract::Permission::TasksSubmit)?;
     let body = json_body(&state, &headers, body)?;
     let req: SubmitBatch = parse_json(&body)?;
     if req.tasks.is_empty() || req.tasks.len() > MAX_BATCH {
@@ -444,8 +490,15 @@ pub async fn create_batch(
                 format!("repeats the key of /tasks/{first}"),
             ));
         }
-        events.push(prepare(&state, task).map_err(|e| e.within(&format!("/tasks/{i}")))?);
+        events.push(
+            prepare(&state, &principal, task, Origin::Client)
+                .map_err(|e| e.within(&format!("/tasks/{i}")))?,
+        );
     }
+    state
+        .limits
+        .admit_tasks(&state.store, principal.tenant(), events.len() as u64)
+        .await?;
     // Keys already used give their tasks back in place; only the others are published.
     let admitted = futures::future::join_all(events.iter_mut().map(|e| admit(&state, e))).await;
     if let Some(i) = admitted.iter().position(Result::is_err) {
@@ -522,7 +575,7 @@ pub async fn create_batch(
 }
 
 /// The body of a JSON request: within the size limit and, when a media type is given, JSON.
-fn json_body(
+pub(crate) fn json_body(
     state: &AppState,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -595,16 +648,28 @@ pub fn not_found(id: Uuid) -> ApiError {
     ApiError::new(ErrorCode::TaskNotFound, format!("no task {id}"))
 }
 
+/// Task `id` if it is `principal`'s tenant's; another tenant's task is "not found", exactly
+/// as a task that does not exist, so ids reveal nothing across tenants.
+pub async fn find_owned(
+    state: &AppState,
+    principal: &Principal,
+    id: Uuid,
+) -> Result<TaskView, ApiError> {
+    find(state, id)
+        .await?
+        .filter(|v| principal.owns(&v.tenant))
+        .ok_or_else(|| not_found(id))
+}
+
 /// `GET /api/v1/tasks/{id}`
 pub async fn get(
     State(state): State<AppState>,
+    principal: Principal,
     Path(raw): Path<String>,
 ) -> Result<Json<TaskView>, ApiError> {
+    principal.require(wharf_contract::Permission::TasksRead)?;
     let id = parse_id(&raw)?;
-    find(&state, id)
-        .await?
-        .map(Json)
-        .ok_or_else(|| not_found(id))
+    find_owned(&state, &principal, id).await.map(Json)
 }
 
 #[derive(Debug, Deserialize)]
@@ -631,8 +696,10 @@ pub(crate) fn query_error(param: &str, detail: impl Into<String>) -> ApiError {
 /// `GET /api/v1/tasks`
 pub async fn list(
     State(state): State<AppState>,
+    principal: Principal,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<TaskList>, ApiError> {
+    principal.require(wharf_contract::Permission::TasksRead)?;
     let Query(q) = query.map_err(|e| {
         let text = e.body_text();
         // serde names an unknown parameter as "unknown field `x`"; point at it.
@@ -674,6 +741,7 @@ pub async fn list(
         queue: q.queue,
         session_id: q.session_id,
         priority,
+        tenant: Some(principal.tenant().to_owned()),
         before,
         limit: limit + 1,
     };
@@ -689,9 +757,17 @@ pub async fn list(
 
 /// Asks for a task to be cancelled. Workers act on the request: a queued task never starts, a
 /// running one has its MCP call cancelled; either way the task ends `cancelled`.
-pub async fn request_cancel(state: &AppState, id: Uuid) -> Result<TaskView, ApiError> {
+pub async fn request_cancel(
+    state: &AppState,
+    principal: &Principal,
+    id: Uuid,
+) -> Result<TaskView, ApiError> {
+    principal.require(wharf_contract::Permission::TasksCancel)?;
     // The stream is ahead of the database: a task that just ended is refused, not "cancelled".
-    let Some(mut view) = find_latest(state, id).await? else {
+    let Some(mut view) = find_latest(state, id)
+        .await?
+        .filter(|v| principal.owns(&v.tenant))
+    else {
         return Err(not_found(id));
     };
     if view.status.is_terminal() {
@@ -744,24 +820,25 @@ pub async fn request_cancel(state: &AppState, id: Uuid) -> Result<TaskView, ApiE
 /// `POST /api/v1/tasks/{id}/cancel`
 pub async fn cancel(
     State(state): State<AppState>,
+    principal: Principal,
     Path(raw): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&raw)?;
-    let view = request_cancel(&state, id).await?;
+    let view = request_cancel(&state, &principal, id).await?;
     Ok((StatusCode::ACCEPTED, Json(view)).into_response())
 }
 
-/// A task's events as client messages: history first, then live, ending after the terminal one;
-/// `None` when there is no such task (neither events in the stream nor a row).
+/// A task of `principal`'s tenant's events as client messages: history first, then live,
+/// ending after the terminal one; 404 when there is no such task in the tenant.
 pub async fn follow(
     state: &AppState,
+    principal: &Principal,
     id: Uuid,
-) -> Result<Option<impl Stream<Item = WsServerMessage> + use<>>, ApiError> {
-    let (stored, events) = state.bus.follow(id).await?;
-    if stored == 0 && state.store.task(id).await?.is_none() {
-        return Ok(None);
-    }
-    Ok(Some(client_messages(events)))
+) -> Result<impl Stream<Item = WsServerMessage> + use<>, ApiError> {
+    principal.require(wharf_contract::Permission::TasksRead)?;
+    find_owned(state, principal, id).await?;
+    let (_, events) = state.bus.follow(id).await?;
+    Ok(client_messages(events))
 }
 
 /// Submits a task and follows it, for a WebSocket submitter. The subscription is taken before
@@ -769,14 +846,18 @@ pub async fn follow(
 /// names a task already follows that task, history first.
 pub async fn submit_and_follow(
     state: &AppState,
+    principal: &Principal,
     req: SubmitTask,
     trace: TraceContext,
 ) -> Result<(TaskView, BoxStream<'static, WsServerMessage>), ApiError> {
-    let mut event = prepare(state, req)?;
+    principal.require(wharf_contract::Permission::TasksSubmit)?;
+    let mut event = prepare(state, principal, req, Origin::Client)?;
+    state
+        .limits
+        .admit_tasks(&state.store, principal.tenant(), 1)
+        .await?;
     if let Admission::Existing(view) = admit(state, &mut event).await? {
-        let events = follow(state, view.id)
-            .await?
-            .ok_or_else(|| not_found(view.id))?;
+        let events = follow(state, principal, view.id).await?;
         return Ok((*view, events.boxed()));
     }
     let events = state.bus.follow_new(event.task_id).await?;
@@ -812,12 +893,11 @@ fn client_messages(
 /// event's sequence, `data:` the message as JSON.
 pub async fn events(
     State(state): State<AppState>,
+    principal: Principal,
     Path(raw): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let id = parse_id(&raw)?;
-    let Some(messages) = follow(&state, id).await? else {
-        return Err(not_found(id));
-    };
+    let messages = follow(&state, &principal, id).await?;
     let stopping = state.stopping.clone().cancelled_owned();
     let stream = messages.take_until(stopping).map(|m| {
         let seq = match &m {

@@ -19,11 +19,17 @@ use wharf_contract::{ErrorCode, WsClientMessage, WsServerMessage};
 use wharf_telemetry::TraceContext;
 
 use crate::AppState;
+use crate::auth::Principal;
+use crate::limits::Class;
 use crate::problem::ApiError;
 use crate::tasks;
 
-/// `GET /ws/v1/tasks`
-pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+/// `GET /ws/v1/tasks`: the socket acts as the principal that opened it.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    principal: Principal,
+    ws: WebSocketUpgrade,
+) -> Response {
     let max = state.config.max_body_bytes;
     // Small buffers: a subscriber mostly waits, and tungstenite's 128 KiB defaults made an idle
     // socket cost about 160 KB. Larger messages still arrive whole; the buffer only sets how
@@ -31,18 +37,19 @@ pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Res
     ws.max_message_size(max)
         .read_buffer_size(8 * 1024)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| session(state, socket))
+        .on_upgrade(move |socket| session(state, principal, socket))
 }
 
 struct Session {
     state: AppState,
+    principal: Principal,
     out: mpsc::Sender<WsServerMessage>,
     subscriptions: HashMap<Uuid, JoinHandle<()>>,
     /// Forwarding `system:status`, after `system:subscribe`.
     system: Option<JoinHandle<()>>,
 }
 
-async fn session(state: AppState, socket: WebSocket) {
+async fn session(state: AppState, principal: Principal, socket: WebSocket) {
     let connections = metrics::gauge!("wharf_websocket_connections");
     connections.increment(1.0);
     // Counted down however the session ends.
@@ -60,6 +67,7 @@ async fn session(state: AppState, socket: WebSocket) {
     });
     let mut s = Session {
         state,
+        principal,
         out,
         subscriptions: HashMap::new(),
         system: None,
@@ -102,6 +110,23 @@ impl Session {
             Ok(m) => m,
             Err(e) => return self.refuse(None, None, e).await,
         };
+        // Submitting and cancelling draw on the tenant's write allowance, as over HTTP.
+        if let WsClientMessage::Submit { reference, .. } = &message
+            && let Err(e) = self
+                .state
+                .limits
+                .admit(self.principal.tenant(), Class::Write)
+        {
+            return self.refuse(reference.clone(), None, e).await;
+        }
+        if let WsClientMessage::Cancel { task_id } = &message
+            && let Err(e) = self
+                .state
+                .limits
+                .admit(self.principal.tenant(), Class::Write)
+        {
+            return self.refuse(None, Some(*task_id), e).await;
+        }
         match message {
             WsClientMessage::Submit { reference, task } => {
                 // Each submission is a span of its own: the socket's request ended long ago.
@@ -111,9 +136,10 @@ impl Session {
                     otel.kind = "server",
                 );
                 let trace = wharf_telemetry::traces::context_of(&span, &TraceContext::new_root());
-                let submitted = tasks::submit_and_follow(&self.state, *task, trace)
-                    .instrument(span)
-                    .await;
+                let submitted =
+                    tasks::submit_and_follow(&self.state, &self.principal, *task, trace)
+                        .instrument(span)
+                        .await;
                 match submitted {
                     Ok((view, events)) => {
                         let id = view.id;
@@ -139,14 +165,19 @@ impl Session {
                 }
             }
             WsClientMessage::Subscribe { task_id } => self.subscribe(task_id),
-            WsClientMessage::SystemSubscribe => self.follow_status(),
+            WsClientMessage::SystemSubscribe => {
+                match self.principal.require(wharf_contract::Permission::OpsRead) {
+                    Ok(()) => self.follow_status(),
+                    Err(e) => self.refuse(None, None, e).await,
+                }
+            }
             WsClientMessage::SystemUnsubscribe => {
                 if let Some(h) = self.system.take() {
                     h.abort();
                 }
             }
             WsClientMessage::Cancel { task_id } => {
-                match tasks::request_cancel(&self.state, task_id).await {
+                match tasks::request_cancel(&self.state, &self.principal, task_id).await {
                     // The outcome arrives as the task's events: make sure the client sees them.
                     Ok(_) => self.subscribe(task_id),
                     Err(e) => self.refuse(None, Some(task_id), e).await,
@@ -197,15 +228,11 @@ impl Session {
             return;
         }
         let state = self.state.clone();
+        let principal = self.principal.clone();
         let out = self.out.clone();
         let handle = tokio::spawn(async move {
-            let events = match tasks::follow(&state, id).await {
-                Ok(Some(events)) => events,
-                Ok(None) => {
-                    let e = tasks::not_found(id);
-                    let _ = out.send(client_error(None, Some(id), e)).await;
-                    return;
-                }
+            let events = match tasks::follow(&state, &principal, id).await {
+                Ok(events) => events,
                 Err(e) => {
                     let _ = out.send(client_error(None, Some(id), e)).await;
                     return;

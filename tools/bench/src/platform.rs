@@ -140,6 +140,9 @@ impl Platform {
                 .env("WHARF_DATABASE_URL", &db_env)
                 .env("WHARF_HTTP_ADDR", format!("127.0.0.1:{port}"))
                 .env("WHARF_WORKER__CONCURRENCY", shape.concurrency.to_string())
+                // Loopback only, so the gateway may run open: an API key check is one SHA-256
+                // and a map lookup, far below what these scenarios can resolve.
+                .env("WHARF_GATEWAY__AUTH__MODE", "open")
                 .env_remove("WHARF_CONFIG")
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)

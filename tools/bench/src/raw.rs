@@ -277,6 +277,7 @@ pub async fn history_floor(opts: &Options) -> anyhow::Result<Value> {
                 run_at: None,
                 retry: None,
                 priority: Default::default(),
+                tenant: wharf_contract::DEFAULT_TENANT.into(),
             };
             let started = EventKind::Started {
                 worker: "bench-worker".into(),

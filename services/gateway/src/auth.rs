@@ -1,0 +1,751 @@
+//! Who is calling: API keys and JWT bearer tokens, resolved into a [`Principal`] (a tenant and a
+//! set of permissions) before any handler runs.
+//!
+//! Credentials come in `Authorization: Bearer <key or token>` or `X-API-Key: <key>`; the
+//! WebSocket and SSE routes also take `?access_token=`, because browsers cannot set headers on
+//! those. A credential that starts with `wharf_` is an API key: its SHA-256 is looked up in the
+//! database (and cached for `key_cache_secs`; a revocation reaches every gateway at once over
+//! NATS). Anything else is a JWT, checked against the configured secret or public keys, issuer,
+//! audience and expiry.
+//!
+//! In `open` mode (only allowed on a loopback address, for `wharf dev`) a request without
+//! credentials acts as `anonymous`, with every permission, in the `default` tenant; one with
+//! credentials is still checked.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::Digest;
+use wharf_contract::{
+    API_KEY_PREFIX, DEFAULT_TENANT, ErrorCode, Identity, Permission, auth::builtin_role, valid_name,
+};
+use wharf_store::Store;
+
+use crate::AppState;
+use crate::problem::ApiError;
+
+/// How requests prove who they are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Every request needs a valid API key or token.
+    #[default]
+    Required,
+    /// Requests without credentials act as an anonymous admin of the `default` tenant. Only on a
+    /// loopback address.
+    Open,
+}
+
+/// `[gateway.auth]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `required` when absent, except under `wharf dev`, which is `open` unless told otherwise.
+    pub mode: Option<AuthMode>,
+    /// JWT bearer tokens; API keys work whether or not this is set.
+    pub jwt: Option<JwtConfig>,
+    /// Roles beyond the built-in ones: name → permissions.
+    pub roles: BTreeMap<String, Vec<Permission>>,
+    /// How long a gateway trusts what it read about an API key before reading it again. A
+    /// revocation reaches every gateway at once over NATS; this bounds the delay should that
+    /// message be lost.
+    pub key_cache_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            mode: None,
+            jwt: None,
+            roles: BTreeMap::new(),
+            key_cache_secs: 30,
+        }
+    }
+}
+
+/// `[gateway.auth.jwt]`: where tokens come from and how to check them.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// The `iss` every token must carry.
+    pub issuer: String,
+    /// The `aud` every token must carry (or list).
+    pub audience: String,
+    /// Shared secret for HS256 tokens.
+    #[serde(default)]
+    pub hs256_secret: Option<String>,
+    /// PEM public keys (RSA for RS256, P-256 for ES256), inline.
+    #[serde(default)]
+    pub public_keys: Vec<String>,
+    /// PEM public keys, from files.
+    #[serde(default)]
+    pub public_key_files: Vec<PathBuf>,
+    /// A JSON Web Key Set file (the identity provider's `jwks_uri` document, saved).
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// Claim naming the tenant.
+    #[serde(default = "default_tenant_claim")]
+    pub tenant_claim: String,
+    /// Claim listing the roles (an array, or a space-separated string).
+    #[serde(default = "default_roles_claim")]
+    pub roles_claim: String,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    #[serde(default = "default_leeway")]
+    pub leeway_secs: u64,
+}
+
+impl std::fmt::Debug for JwtConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtConfig")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field(
+                "hs256_secret",
+                &self.hs256_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("public_keys", &self.public_keys.len())
+            .field("public_key_files", &self.public_key_files)
+            .field("jwks_file", &self.jwks_file)
+            .finish_non_exhaustive()
+    }
+}
+
+fn default_tenant_claim() -> String {
+    "tenant".into()
+}
+fn default_roles_claim() -> String {
+    "roles".into()
+}
+fn default_leeway() -> u64 {
+    30
+}
+
+/// A set of permissions, one bit each.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Permissions(u32);
+
+impl Permissions {
+    pub fn all() -> Permissions {
+        Permissions::of(&Permission::ALL)
+    }
+
+    pub fn of(list: &[Permission]) -> Permissions {
+        Permissions(list.iter().fold(0, |bits, p| bits | bit(*p)))
+    }
+
+    pub fn contains(self, p: Permission) -> bool {
+        self.0 & bit(p) != 0
+    }
+
+    pub fn union(self, other: Permissions) -> Permissions {
+        Permissions(self.0 | other.0)
+    }
+
+    pub fn list(self) -> Vec<Permission> {
+        Permission::ALL
+            .into_iter()
+            .filter(|p| self.contains(*p))
+            .collect()
+    }
+}
+
+fn bit(p: Permission) -> u32 {
+    1 << (p as u32)
+}
+
+/// Who a request acts as.
+#[derive(Debug, Clone)]
+pub struct Principal(Arc<PrincipalInner>);
+
+#[derive(Debug)]
+pub struct PrincipalInner {
+    /// `key:<id>`, `jwt:<sub>` or `anonymous`.
+    pub actor: String,
+    pub tenant: String,
+    pub roles: Vec<String>,
+    pub permissions: Permissions,
+}
+
+impl Principal {
+    pub fn new(actor: String, tenant: String, roles: Vec<String>, perms: Permissions) -> Self {
+        Principal(Arc::new(PrincipalInner {
+            actor,
+            tenant,
+            roles,
+            permissions: perms,
+        }))
+    }
+
+    fn anonymous() -> Principal {
+        Principal::new(
+            "anonymous".into(),
+            DEFAULT_TENANT.into(),
+            vec!["admin".into()],
+            Permissions::all(),
+        )
+    }
+
+    pub fn actor(&self) -> &str {
+        &self.0.actor
+    }
+
+    pub fn tenant(&self) -> &str {
+        &self.0.tenant
+    }
+
+    pub fn permissions(&self) -> Permissions {
+        self.0.permissions
+    }
+
+    pub fn can(&self, p: Permission) -> bool {
+        self.0.permissions.contains(p)
+    }
+
+    /// Refuses with 403 naming the permission when the principal lacks it.
+    pub fn require(&self, p: Permission) -> Result<(), ApiError> {
+        if self.can(p) {
+            return Ok(());
+        }
+        let mut e = ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "this needs the permission {p}, which {} lacks",
+                self.actor()
+            ),
+        );
+        e.0.missing_permission = Some(p.as_str().to_owned());
+        Err(e)
+    }
+
+    /// True when an object of `tenant` is this principal's to see. An empty tenant (a task
+    /// whose submission is not known yet) is nobody's.
+    pub fn owns(&self, tenant: &str) -> bool {
+        !tenant.is_empty() && tenant == self.tenant()
+    }
+
+    pub fn identity(&self) -> Identity {
+        Identity {
+            actor: self.0.actor.clone(),
+            tenant: self.0.tenant.clone(),
+            roles: self.0.roles.clone(),
+            permissions: self.0.permissions.list(),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .ok_or_else(|| ApiError::internal("a route without authentication asked who calls"))
+    }
+}
+
+/// One key that may have signed a token.
+struct VerifyKey {
+    algorithm: Algorithm,
+    kid: Option<String>,
+    key: DecodingKey,
+}
+
+/// What [`Authenticator::api_key`] read about a key, kept for `key_cache_secs`.
+#[derive(Clone)]
+struct CachedKey {
+    key: Option<wharf_store::StoredKey>,
+    read_at: Instant,
+}
+
+/// Resolves credentials into principals. One per gateway, shared by every request.
+pub struct Authenticator {
+    config: AuthConfig,
+    store: Store,
+    keys: Vec<VerifyKey>,
+    cache: Mutex<HashMap<String, CachedKey>>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("mode", &self.config.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a configuration cannot be used.
+pub type ConfigError = String;
+
+impl Authenticator {
+    /// Reads the configured keys; refuses a configuration that would not work.
+    pub fn new(config: AuthConfig, store: Store) -> Result<Authenticator, ConfigError> {
+        for name in config.roles.keys() {
+            if !valid_name(name) {
+                return Err(format!(
+                    "gateway.auth.roles.{name}: a role name is 1-64 letters, digits, '-' or '_'"
+                ));
+            }
+            if builtin_role(name).is_some() {
+                return Err(format!(
+                    "gateway.auth.roles.{name}: {name} is a built-in role and cannot be redefined"
+                ));
+            }
+        }
+        let mut keys = Vec::new();
+        if let Some(jwt) = &config.jwt {
+            if let Some(secret) = &jwt.hs256_secret {
+                if secret.len() < 32 {
+                    return Err("gateway.auth.jwt.hs256_secret: use at least 32 bytes".into());
+                }
+                keys.push(VerifyKey {
+                    algorithm: Algorithm::HS256,
+                    kid: None,
+                    key: DecodingKey::from_secret(secret.as_bytes()),
+                });
+            }
+            let mut pems: Vec<(String, String)> = jwt
+                .public_keys
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (format!("gateway.auth.jwt.public_keys[{i}]"), p.clone()))
+                .collect();
+            for path in &jwt.public_key_files {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("gateway.auth.jwt.public_key_files: {path:?}: {e}"))?;
+                pems.push((format!("{path:?}"), text));
+            }
+            for (origin, pem) in pems {
+                keys.push(public_key(&pem).map_err(|e| format!("{origin}: {e}"))?);
+            }
+            if let Some(path) = &jwt.jwks_file {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("gateway.auth.jwt.jwks_file: {path:?}: {e}"))?;
+                keys.extend(jwks(&text).map_err(|e| format!("gateway.auth.jwt.jwks_file: {e}"))?);
+            }
+            if keys.is_empty() {
+                return Err("gateway.auth.jwt: give hs256_secret, public_keys, \
+                            public_key_files or jwks_file"
+                    .into());
+            }
+        }
+        Ok(Authenticator {
+            config,
+            store,
+            keys,
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn mode(&self) -> AuthMode {
+        self.config.mode.unwrap_or_default()
+    }
+
+    /// The permissions of role `name`: built-in or configured; none for an unknown role.
+    pub fn role(&self, name: &str) -> Option<Permissions> {
+        builtin_role(name)
+            .map(Permissions::of)
+            .or_else(|| self.config.roles.get(name).map(|p| Permissions::of(p)))
+    }
+
+    /// Who `credential` is, or why it proves nothing.
+    pub async fn resolve(&self, credential: &str) -> Result<Principal, ApiError> {
+        if credential.starts_with(API_KEY_PREFIX) {
+            self.api_key(credential).await
+        } else {
+            self.token(credential)
+        }
+    }
+
+    async fn api_key(&self, secret: &str) -> Result<Principal, ApiError> {
+        let hash = hash_secret(secret);
+        let ttl = Duration::from_secs(self.config.key_cache_secs);
+        let cached = self
+            .cache
+            .lock()
+            .expect("the key cache lock is never poisoned")
+            .get(&hash)
+            .filter(|c| c.read_at.elapsed() < ttl)
+            .cloned();
+        let key = match cached {
+            Some(c) => c.key,
+            None => {
+                let key = self.store.key_by_hash(&hash).await?;
+                let mut cache = self.cache.lock().expect("never poisoned");
+                // Unknown secrets are not kept: the map holds at most the keys that exist.
+                if key.is_some() {
+                    cache.insert(
+                        hash,
+                        CachedKey {
+                            key: key.clone(),
+                            read_at: Instant::now(),
+                        },
+                    );
+                }
+                key
+            }
+        };
+        let Some(key) = key else {
+            return Err(unauthenticated("the API key is not known"));
+        };
+        let info = &key.info;
+        if info.revoked_at.is_some() {
+            return Err(unauthenticated("the API key was revoked"));
+        }
+        if !key.is_live(chrono::Utc::now()) {
+            return Err(unauthenticated("the API key has expired"));
+        }
+        Ok(Principal::new(
+            format!("key:{}", info.id),
+            info.tenant.clone(),
+            vec![info.role.clone()],
+            self.role(&info.role).unwrap_or_default(),
+        ))
+    }
+
+    /// Forgets key `id`, so its next use reads it again (revoked) from the database.
+    pub fn forget_key(&self, id: uuid::Uuid) {
+        self.cache
+            .lock()
+            .expect("never poisoned")
+            .retain(|_, c| c.key.as_ref().is_none_or(|k| k.info.id != id));
+    }
+
+    fn token(&self, token: &str) -> Result<Principal, ApiError> {
+        let Some(jwt) = &self.config.jwt else {
+            return Err(unauthenticated(
+                "not an API key (they start with wharf_), and this gateway takes no tokens",
+            ));
+        };
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| unauthenticated(format!("not a JWT: {e}")))?;
+        if !matches!(
+            header.alg,
+            Algorithm::HS256 | Algorithm::RS256 | Algorithm::ES256
+        ) {
+            return Err(unauthenticated(format!(
+                "tokens signed with {:?} are not accepted (HS256, RS256 or ES256)",
+                header.alg
+            )));
+        }
+        let mut validation = Validation::new(header.alg);
+        validation.set_issuer(&[&jwt.issuer]);
+        validation.set_audience(&[&jwt.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = jwt.leeway_secs;
+        validation.validate_nbf = true;
+        let candidates = self.keys.iter().filter(|k| {
+            k.algorithm == header.alg
+                && match (&header.kid, &k.kid) {
+                    (Some(want), Some(have)) => want == have,
+                    _ => true,
+                }
+        });
+        let mut last = None;
+        let mut claims = None;
+        for k in candidates {
+            match jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &k.key, &validation)
+            {
+                Ok(data) => {
+                    claims = Some(data.claims);
+                    break;
+                }
+                Err(e) => {
+                    // A bad signature may be another key's token; any other failure is final.
+                    let signature =
+                        matches!(e.kind(), jsonwebtoken::errors::ErrorKind::InvalidSignature);
+                    last = Some(e);
+                    if !signature {
+                        break;
+                    }
+                }
+            }
+        }
+        let claims = match (claims, last) {
+            (Some(c), _) => c,
+            (None, Some(e)) => return Err(unauthenticated(token_error(&e, jwt))),
+            (None, None) => {
+                return Err(unauthenticated(format!(
+                    "no configured key verifies {:?} tokens{}",
+                    header.alg,
+                    header
+                        .kid
+                        .as_ref()
+                        .map(|k| format!(" with kid {k:?}"))
+                        .unwrap_or_default()
+                )));
+            }
+        };
+        let subject = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let tenant = claims
+            .get(&jwt.tenant_claim)
+            .and_then(Value::as_str)
+            .filter(|t| valid_name(t))
+            .ok_or_else(|| {
+                unauthenticated(format!(
+                    "the token's {:?} claim must name a tenant (1-64 letters, digits, '-' or '_')",
+                    jwt.tenant_claim
+                ))
+            })?;
+        let roles: Vec<String> = match claims.get(&jwt.roles_claim) {
+            Some(Value::Array(list)) => list
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
+            Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
+            _ => Vec::new(),
+        };
+        let permissions = roles
+            .iter()
+            .filter_map(|r| self.role(r))
+            .fold(Permissions::default(), Permissions::union);
+        Ok(Principal::new(
+            format!("jwt:{subject}"),
+            tenant.to_owned(),
+            roles,
+            permissions,
+        ))
+    }
+}
+
+/// Drops revoked keys from `auth`'s cache as gateways announce them, until the gateway stops.
+pub async fn follow_revocations(state: AppState) {
+    let revoked = match state.bus.key_revocations().await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot follow key revocations; the cache expiry bounds them");
+            return;
+        }
+    };
+    let mut revoked = std::pin::pin!(revoked.take_until(state.stopping.clone().cancelled_owned()));
+    while let Some(id) = revoked.next().await {
+        state.auth.forget_key(id);
+    }
+}
+
+fn token_error(e: &jsonwebtoken::errors::Error, jwt: &JwtConfig) -> String {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match e.kind() {
+        K::ExpiredSignature => "the token has expired".into(),
+        K::ImmatureSignature => "the token is not valid yet (nbf)".into(),
+        K::InvalidSignature => "the token's signature does not verify".into(),
+        K::InvalidIssuer => format!("the token's issuer is not {:?}", jwt.issuer),
+        K::InvalidAudience => format!("the token's audience is not {:?}", jwt.audience),
+        K::MissingRequiredClaim(c) => format!("the token has no {c:?} claim"),
+        K::InvalidAlgorithm => "the token's algorithm does not match the key".into(),
+        other => format!("the token is not valid: {other:?}"),
+    }
+}
+
+/// SHA-256 of an API key's secret, hex: what the database keeps. The secret holds 256 random
+/// bits, so a plain hash is enough (no salt or slow hash: there is nothing to guess).
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(sha2::Sha256::digest(secret.as_bytes()))
+}
+
+/// A new key, not stored yet: its listing, its secret and the hash the database keeps.
+pub fn mint_key(
+    name: String,
+    tenant: String,
+    role: String,
+    created_by: String,
+    expires_at: Option<chrono::DateTime<chrono::Utc>>,
+) -> (wharf_contract::ApiKeyInfo, String, String) {
+    let secret = new_secret();
+    let info = wharf_contract::ApiKeyInfo {
+        id: uuid::Uuid::now_v7(),
+        name,
+        tenant,
+        role,
+        // Enough to tell keys apart in a listing, far too little to guess the rest.
+        prefix: secret[..API_KEY_PREFIX.len() + 6].to_owned(),
+        created_at: chrono::Utc::now(),
+        created_by,
+        expires_at,
+        revoked_at: None,
+    };
+    let hash = hash_secret(&secret);
+    (info, secret, hash)
+}
+
+/// A new API key secret: `wharf_` and 64 hex digits (256 random bits).
+fn new_secret() -> String {
+    let bytes: [u8; 32] = rand::random();
+    format!("{API_KEY_PREFIX}{}", hex::encode(bytes))
+}
+
+fn public_key(pem: &str) -> Result<VerifyKey, String> {
+    let (algorithm, key) = if pem.contains("BEGIN RSA PUBLIC KEY") {
+        (Algorithm::RS256, DecodingKey::from_rsa_pem(pem.as_bytes()))
+    } else if let Ok(k) = DecodingKey::from_ec_pem(pem.as_bytes()) {
+        (Algorithm::ES256, Ok(k))
+    } else {
+        (Algorithm::RS256, DecodingKey::from_rsa_pem(pem.as_bytes()))
+    };
+    let key = key.map_err(|e| format!("not an RSA or P-256 public key in PEM: {e}"))?;
+    Ok(VerifyKey {
+        algorithm,
+        kid: None,
+        key,
+    })
+}
+
+fn jwks(text: &str) -> Result<Vec<VerifyKey>, String> {
+    let set: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_str(text).map_err(|e| format!("not a JWK set: {e}"))?;
+    let mut keys = Vec::new();
+    for jwk in &set.keys {
+        use jsonwebtoken::jwk::AlgorithmParameters as P;
+        let algorithm = match &jwk.algorithm {
+            P::RSA(_) => Algorithm::RS256,
+            P::EllipticCurve(_) => Algorithm::ES256,
+            // Symmetric or other keys have no place in a published key set.
+            _ => continue,
+        };
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("a key does not load: {e}"))?;
+        keys.push(VerifyKey {
+            algorithm,
+            kid: jwk.common.key_id.clone(),
+            key,
+        });
+    }
+    if keys.is_empty() {
+        return Err("it holds no RSA or P-256 key".into());
+    }
+    Ok(keys)
+}
+
+pub fn unauthenticated(detail: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::Unauthenticated, detail)
+}
+
+/// The credential a request carries, if any.
+fn credential(headers: &HeaderMap, query: Option<&str>, streams: bool) -> Option<String> {
+    if let Some(v) = headers.get(header::AUTHORIZATION) {
+        let v = v.to_str().ok()?;
+        let (scheme, rest) = v.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| rest.trim().to_owned());
+    }
+    if let Some(v) = headers.get("x-api-key") {
+        return v.to_str().ok().map(|s| s.trim().to_owned());
+    }
+    if streams {
+        return query?
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == "access_token")
+            .map(|(_, v)| v.to_owned());
+    }
+    None
+}
+
+/// Resolves the caller of every route behind it into a [`Principal`] (put in the request's
+/// extensions), refusing with 401 when it cannot. Counts the request against the caller's
+/// tenant's rate limit.
+pub async fn authenticate(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let path = request.uri().path();
+    // Browsers cannot set headers on a WebSocket or an EventSource.
+    let streams = path.starts_with("/ws/") || path.ends_with("/events");
+    let given = credential(request.headers(), request.uri().query(), streams);
+    let principal = match given {
+        Some(c) if !c.is_empty() => state.auth.resolve(&c).await,
+        _ if state.auth.mode() == AuthMode::Open => Ok(Principal::anonymous()),
+        _ => Err(unauthenticated(
+            "send an API key or token: Authorization: Bearer <key or token>",
+        )),
+    };
+    let principal = match principal {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::info!(reason = %e.0.detail, "request refused: not authenticated");
+            let mut response = e.into_response();
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"wharf\""),
+            );
+            return response;
+        }
+    };
+    let class = crate::limits::Class::of(request.method());
+    let allowance = match state.limits.admit(principal.tenant(), class) {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    request.extensions_mut().insert(principal);
+    let mut response = next.run(request).await;
+    if let Some(a) = allowance {
+        a.apply(response.headers_mut());
+    }
+    response
+}
+
+/// `GET /api/v1/whoami`: who the request acts as.
+pub async fn whoami(principal: Principal) -> axum::Json<Identity> {
+    axum::Json(principal.identity())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_found_where_clients_put_them() {
+        let mut h = HeaderMap::new();
+        assert_eq!(credential(&h, Some("access_token=abc"), false), None);
+        assert_eq!(
+            credential(&h, Some("x=1&access_token=abc"), true).as_deref(),
+            Some("abc")
+        );
+        h.insert("x-api-key", HeaderValue::from_static("wharf_k"));
+        assert_eq!(credential(&h, None, false).as_deref(), Some("wharf_k"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer t.o.k"),
+        );
+        assert_eq!(credential(&h, None, false).as_deref(), Some("t.o.k"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic dXNlcg=="),
+        );
+        assert_eq!(credential(&h, None, false), None);
+    }
+
+    #[test]
+    fn secrets_are_long_random_and_hash_to_hex() {
+        let a = new_secret();
+        assert!(a.starts_with(API_KEY_PREFIX) && a.len() == 6 + 64);
+        assert_ne!(a, new_secret());
+        assert_eq!(hash_secret(&a).len(), 64);
+        assert_eq!(hash_secret(&a), hash_secret(&a));
+    }
+
+    #[test]
+    fn permission_sets() {
+        let s = Permissions::of(&[Permission::TasksRead, Permission::KeysAdmin]);
+        assert!(s.contains(Permission::TasksRead) && !s.contains(Permission::TasksSubmit));
+        assert_eq!(s.list(), vec![Permission::TasksRead, Permission::KeysAdmin]);
+        assert_eq!(Permissions::all().list(), Permission::ALL.to_vec());
+    }
+}

@@ -1,0 +1,288 @@
+//! JWT bearer tokens: HS256 with a shared secret, RS256 from a JSON Web Key Set, ES256 from a
+//! PEM public key. Each way a token can be wrong is refused with the reason.
+
+use std::path::Path;
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use wharf_gateway::{AuthConfig, AuthMode, GatewayConfig, JwtConfig};
+use wharf_testkit::{Options, Wharf};
+
+const ISSUER: &str = "https://idp.test";
+const AUDIENCE: &str = "wharf";
+const SECRET: &str = "a-shared-secret-of-at-least-32-bytes!";
+
+fn jwt_config() -> JwtConfig {
+    JwtConfig {
+        issuer: ISSUER.into(),
+        audience: AUDIENCE.into(),
+        hs256_secret: None,
+        public_keys: Vec::new(),
+        public_key_files: Vec::new(),
+        jwks_file: None,
+        tenant_claim: "tenant".into(),
+        roles_claim: "roles".into(),
+        leeway_secs: 30,
+    }
+}
+
+async fn start(jwt: JwtConfig) -> Wharf {
+    Wharf::start_with(Options {
+        gateway: GatewayConfig {
+            auth: AuthConfig {
+                mode: Some(AuthMode::Required),
+                jwt: Some(jwt),
+                ..AuthConfig::default()
+            },
+            ..GatewayConfig::default()
+        },
+        ..Options::default()
+    })
+    .await
+}
+
+fn claims(overrides: Value) -> Value {
+    let now = chrono::Utc::now().timestamp();
+    let mut c = json!({
+        "sub": "alice",
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "exp": now + 300,
+        "iat": now,
+        "tenant": "acme",
+        "roles": ["submitter"],
+    });
+    for (k, v) in overrides.as_object().unwrap() {
+        if v.is_null() {
+            c.as_object_mut().unwrap().remove(k);
+        } else {
+            c[k] = v.clone();
+        }
+    }
+    c
+}
+
+fn hs256(claims: &Value, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// `GET /api/v1/whoami` with `token`: status and answer.
+async fn whoami(w: &Wharf, token: &str) -> (StatusCode, Value) {
+    let r = Wharf::client_as(token)
+        .get(w.url("/api/v1/whoami"))
+        .send()
+        .await
+        .unwrap();
+    (r.status(), r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn every_wrong_token_is_refused_with_its_reason() {
+    let w = start(JwtConfig {
+        hs256_secret: Some(SECRET.into()),
+        ..jwt_config()
+    })
+    .await;
+    let good = hs256(&claims(json!({})), SECRET);
+    let (status, me) = whoami(&w, &good).await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["actor"], "jwt:alice");
+    assert_eq!(me["tenant"], "acme");
+    assert_eq!(me["roles"], json!(["submitter"]));
+    assert!(
+        me["permissions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("tasks:submit"))
+    );
+    // What a token submits belongs to its tenant.
+    wharf_testkit::wait_for_tool_at(&Wharf::client_as(&good), &w.api, "demo.echo").await;
+    let r = Wharf::client_as(&good)
+        .post(w.url("/api/v1/tasks"))
+        .json(&json!({"tool": "demo.echo", "arguments": {"message": "hi"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(r.json::<Value>().await.unwrap()["tenant"], "acme");
+
+    let now = chrono::Utc::now().timestamp();
+    let unsigned = {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        format!(
+            "{}.{}.",
+            b64.encode(br#"{"alg":"none","typ":"JWT"}"#),
+            b64.encode(claims(json!({})).to_string())
+        )
+    };
+    for (what, token, reason) in [
+        (
+            "expired",
+            hs256(&claims(json!({"exp": now - 120})), SECRET),
+            "expired",
+        ),
+        (
+            "wrong audience",
+            hs256(&claims(json!({"aud": "other"})), SECRET),
+            "audience",
+        ),
+        (
+            "wrong issuer",
+            hs256(&claims(json!({"iss": "https://evil.test"})), SECRET),
+            "issuer",
+        ),
+        (
+            "wrong signature",
+            hs256(&claims(json!({})), "another-secret-of-at-least-32-bytes!!"),
+            "signature",
+        ),
+        (
+            "no expiry",
+            hs256(&claims(json!({"exp": null})), SECRET),
+            "exp",
+        ),
+        (
+            "no tenant",
+            hs256(&claims(json!({"tenant": null})), SECRET),
+            "tenant",
+        ),
+        (
+            "bad tenant",
+            hs256(&claims(json!({"tenant": "a.b"})), SECRET),
+            "tenant",
+        ),
+        (
+            "not yet valid",
+            hs256(&claims(json!({"nbf": now + 600})), SECRET),
+            "not valid yet",
+        ),
+        ("unsigned", unsigned, "JWT"),
+        ("garbage", "x.y.z".into(), "JWT"),
+    ] {
+        let (status, problem) = whoami(&w, &token).await;
+        assert_eq!(status, 401, "{what}: {problem}");
+        assert_eq!(problem["code"], "unauthenticated", "{what}");
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains(reason), "{what}: {detail}");
+    }
+    // A token whose roles are unknown authenticates, but may do nothing.
+    let nobody = hs256(&claims(json!({"roles": "janitor"})), SECRET);
+    let (status, me) = whoami(&w, &nobody).await;
+    assert_eq!(status, 200);
+    assert_eq!(me["permissions"], json!([]));
+    let r = Wharf::client_as(&nobody)
+        .get(w.url("/api/v1/tasks"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+}
+
+/// Runs openssl (present on every machine this runs on) to make a key pair.
+fn openssl(args: &[&str]) -> String {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn key_pair(dir: &Path, name: &str, algorithm: &[&str]) -> (String, String) {
+    let private = dir.join(format!("{name}.pem"));
+    let mut args = vec!["genpkey", "-out", private.to_str().unwrap()];
+    args.extend_from_slice(algorithm);
+    openssl(&args);
+    let public = openssl(&["pkey", "-in", private.to_str().unwrap(), "-pubout"]);
+    (std::fs::read_to_string(&private).unwrap(), public)
+}
+
+#[tokio::test]
+async fn rs256_from_a_key_set_and_es256_from_a_pem_key() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let rsa = ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"];
+    let ec = ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"];
+    let (rsa_private, rsa_public) = key_pair(dir.path(), "rsa", &rsa);
+    let (ec_private, ec_public) = key_pair(dir.path(), "ec", &ec);
+    let (other_ec_private, _) = key_pair(dir.path(), "other-ec", &ec);
+
+    // The identity provider's key set, as its jwks_uri would serve it.
+    let public_file = dir.path().join("rsa.pub");
+    std::fs::write(&public_file, &rsa_public).unwrap();
+    let modulus = openssl(&[
+        "rsa",
+        "-pubin",
+        "-in",
+        public_file.to_str().unwrap(),
+        "-noout",
+        "-modulus",
+    ]);
+    let modulus = modulus.trim().strip_prefix("Modulus=").unwrap();
+    let n = (0..modulus.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&modulus[i..i + 2], 16).unwrap())
+        .collect::<Vec<u8>>();
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let jwks = json!({"keys": [{"kty": "RSA", "kid": "k1", "use": "sig", "alg": "RS256",
+                                "n": b64.encode(n), "e": "AQAB"}]});
+    let jwks_file = dir.path().join("jwks.json");
+    std::fs::write(&jwks_file, jwks.to_string()).unwrap();
+
+    let w = start(JwtConfig {
+        jwks_file: Some(jwks_file),
+        public_keys: vec![ec_public],
+        ..jwt_config()
+    })
+    .await;
+    let signed = |alg: Algorithm, kid: Option<&str>, key: EncodingKey| {
+        let mut header = Header::new(alg);
+        header.kid = kid.map(str::to_owned);
+        jsonwebtoken::encode(&header, &claims(json!({"tenant": "globex"})), &key).unwrap()
+    };
+    let rs = || EncodingKey::from_rsa_pem(rsa_private.as_bytes()).unwrap();
+    let es = |pem: &str| EncodingKey::from_ec_pem(pem.as_bytes()).unwrap();
+
+    let (status, me) = whoami(&w, &signed(Algorithm::RS256, Some("k1"), rs())).await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["tenant"], "globex");
+    let (status, me) = whoami(&w, &signed(Algorithm::ES256, None, es(&ec_private))).await;
+    assert_eq!(status, 200, "{me}");
+
+    for (what, token, reason) in [
+        (
+            "unknown kid",
+            signed(Algorithm::RS256, Some("k2"), rs()),
+            "no configured key",
+        ),
+        (
+            "another EC key",
+            signed(Algorithm::ES256, None, es(&other_ec_private)),
+            "signature",
+        ),
+        (
+            "HS256 with no secret configured",
+            hs256(&claims(json!({})), SECRET),
+            "no configured key",
+        ),
+        (
+            "RS384",
+            signed(Algorithm::RS384, Some("k1"), rs()),
+            "not accepted",
+        ),
+    ] {
+        let (status, problem) = whoami(&w, &token).await;
+        assert_eq!(status, 401, "{what}: {problem}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains(reason),
+            "{what}: {problem}"
+        );
+    }
+}
