@@ -1,5 +1,6 @@
 //! End-to-end tests against real nats-server, Postgres and MCP server processes.
 
+mod audit;
 mod bad_input;
 mod batch;
 mod delayed;

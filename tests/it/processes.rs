@@ -194,6 +194,24 @@ async fn wharf_dev_runs_everything_and_the_cli_drives_it() {
     );
     let (_, list, _) = cli(&api, &["tasks", "--status", "succeeded"]).await;
     assert!(list.contains(&id), "{list}");
+    // wharf dev keeps its audit log in the data directory.
+    eventually(
+        "the submission in the audit file",
+        Duration::from_secs(10),
+        || async {
+            let (code, out, _) = cli(
+                &api,
+                &[
+                    "audit",
+                    "--file",
+                    dir.path().join("audit.jsonl").to_str().unwrap(),
+                ],
+            )
+            .await;
+            (code == 0 && out.contains(&format!("/api/v1/tasks/{id}"))).then_some(())
+        },
+    )
+    .await;
 
     // A level, from the command line to the task and the list filter.
     let (code, out, err) = cli(

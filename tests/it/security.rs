@@ -156,6 +156,12 @@ fn routes(task: Uuid, key: Uuid) -> Vec<(Method, String, Option<Value>, Permissi
             None,
             Permission::KeysAdmin,
         ),
+        (
+            Method::GET,
+            "/api/v1/audit".into(),
+            None,
+            Permission::AuditRead,
+        ),
     ]
 }
 

@@ -20,7 +20,9 @@ use wharf_contract::task::TaskState;
 use wharf_contract::{TaskEvent, TaskStatus, TaskView};
 use wharf_entity::{task, task_event};
 
+mod audit;
 mod keys;
+pub use audit::AuditFilter;
 pub use keys::StoredKey;
 
 #[derive(Debug, thiserror::Error)]

@@ -41,13 +41,16 @@ pub enum Permission {
     /// Create, list and revoke the tenant's API keys.
     #[serde(rename = "keys:admin")]
     KeysAdmin,
+    /// Read the tenant's audit log.
+    #[serde(rename = "audit:read")]
+    AuditRead,
     /// Act across tenants: create keys for another tenant, see dead letters of no tenant.
     #[serde(rename = "tenants:admin")]
     TenantsAdmin,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 9] = [
+    pub const ALL: [Permission; 10] = [
         Permission::TasksSubmit,
         Permission::TasksRead,
         Permission::TasksCancel,
@@ -56,6 +59,7 @@ impl Permission {
         Permission::ToolsRead,
         Permission::OpsRead,
         Permission::KeysAdmin,
+        Permission::AuditRead,
         Permission::TenantsAdmin,
     ];
 
@@ -69,6 +73,7 @@ impl Permission {
             Permission::ToolsRead => "tools:read",
             Permission::OpsRead => "ops:read",
             Permission::KeysAdmin => "keys:admin",
+            Permission::AuditRead => "audit:read",
             Permission::TenantsAdmin => "tenants:admin",
         }
     }
@@ -105,6 +110,7 @@ pub fn builtin_role(name: &str) -> Option<&'static [Permission]> {
             DlqReplay,
             ToolsRead,
             KeysAdmin,
+            AuditRead,
         ],
         // Runs the platform: reads everything of its tenant and the platform's state, cancels,
         // replays dead letters; submits nothing new.
@@ -217,4 +223,43 @@ mod tests {
         );
         assert!(builtin_role("root").is_none());
     }
+}
+
+/// One line of the audit log: a state-changing call, or a refused caller.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AuditEntry {
+    /// Sortable (UUIDv7); the cursor of `GET /api/v1/audit`.
+    pub id: Uuid,
+    pub at: DateTime<Utc>,
+    /// What was done: `task.submit`, `task.submit_batch`, `task.cancel`, `dlq.replay`,
+    /// `key.create`, `key.revoke`, `auth.unauthenticated`, `auth.forbidden`, or
+    /// `<METHOD> <route>` for anything else.
+    pub action: String,
+    /// `ok` (done), `denied` (401, 403), `refused` (other 4xx), `failed` (5xx).
+    pub outcome: String,
+    /// The HTTP status answered (0 for a WebSocket message that was accepted).
+    pub status: u16,
+    /// `key:<id>`, `jwt:<sub>`, `anonymous`, or `unknown` for a caller that did not
+    /// authenticate.
+    pub actor: String,
+    /// The caller's tenant; empty for a caller that did not authenticate.
+    pub tenant: String,
+    /// What it was done to: the created resource, else the request path.
+    pub target: String,
+    /// The request id (`x-request-id`).
+    pub request_id: String,
+    /// The client's address.
+    pub ip: String,
+    /// Why it was refused, for refusals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// `GET /api/v1/audit`: newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AuditList {
+    pub entries: Vec<AuditEntry>,
+    /// Pass as `cursor` for the next (older) page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }

@@ -18,8 +18,8 @@ pub mod tool;
 
 pub use api::*;
 pub use auth::{
-    API_KEY_PREFIX, ApiKeyInfo, ApiKeyList, CreateKey, CreatedKey, DEFAULT_TENANT, Identity,
-    Permission,
+    API_KEY_PREFIX, ApiKeyInfo, ApiKeyList, AuditEntry, AuditList, CreateKey, CreatedKey,
+    DEFAULT_TENANT, Identity, Permission,
 };
 pub use error::{ErrorCode, FieldError, Problem};
 pub use event::{EventKind, TaskEvent};
@@ -54,6 +54,8 @@ pub fn json_schemas() -> Vec<(&'static str, serde_json::Value)> {
         ("created-key.json", schema::<CreatedKey>()),
         ("api-key-list.json", schema::<ApiKeyList>()),
         ("identity.json", schema::<Identity>()),
+        ("audit-entry.v1.json", schema::<AuditEntry>()),
+        ("audit-list.json", schema::<AuditList>()),
     ]
 }
 

@@ -5,5 +5,6 @@
 //! serde; the conversions live in `wharf-store`.
 
 pub mod api_key;
+pub mod audit_event;
 pub mod task;
 pub mod task_event;

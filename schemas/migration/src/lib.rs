@@ -9,6 +9,7 @@ mod m0002_run_at;
 mod m0003_priority;
 mod m0004_finished_at_index;
 mod m0005_tenants_and_keys;
+mod m0006_audit;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0003_priority::Migration),
             Box::new(m0004_finished_at_index::Migration),
             Box::new(m0005_tenants_and_keys::Migration),
+            Box::new(m0006_audit::Migration),
         ]
     }
 }

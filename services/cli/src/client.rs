@@ -93,6 +93,24 @@ pub enum ClientCommand {
     Keys(KeysCommand),
     /// Who the gateway takes you for: tenant, roles, permissions.
     Whoami,
+    /// The audit log, newest first: from the gateway (needs audit:read), or read straight from
+    /// an audit file with --file (decrypted with --key when its lines are encrypted).
+    Audit {
+        /// An audit JSON Lines file to read instead of asking the gateway.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+        /// The file's encryption key (base64 of 32 bytes).
+        #[arg(long, env = "WHARF_AUDIT_KEY", hide_env_values = true)]
+        key: Option<String>,
+        /// Only this action, e.g. task.submit or auth.unauthenticated.
+        #[arg(long)]
+        action: Option<String>,
+        /// Another tenant's log (needs tenants:admin; gateway only).
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -387,6 +405,51 @@ impl ClientCommand {
                     .send(api.http.delete(url(&format!("/api/v1/keys/{id}"))))
                     .await?;
                 println!("revoked {} ({})", key.id, key.name);
+            }
+            ClientCommand::Audit {
+                file: Some(file),
+                key,
+                action,
+                tenant,
+                limit,
+            } => {
+                let key = key
+                    .as_deref()
+                    .map(wharf_gateway::audit::cipher)
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!(e))?;
+                let text = std::fs::read_to_string(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?;
+                let mut entries = Vec::new();
+                for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.is_empty()) {
+                    let entry = wharf_gateway::audit::open_line(line, key.as_ref())
+                        .map_err(|e| anyhow::anyhow!("{}:{}: {e}", file.display(), n + 1))?;
+                    if action.as_ref().is_none_or(|a| *a == entry.action)
+                        && tenant.as_ref().is_none_or(|t| *t == entry.tenant)
+                    {
+                        entries.push(entry);
+                    }
+                }
+                for e in entries.iter().rev().take(limit as usize) {
+                    println!("{}", serde_json::to_string(e)?);
+                }
+            }
+            ClientCommand::Audit {
+                file: None,
+                action,
+                tenant,
+                limit,
+                ..
+            } => {
+                let mut query = vec![("limit", limit.to_string())];
+                query.extend(action.map(|a| ("action", a)));
+                query.extend(tenant.map(|t| ("tenant", t)));
+                let list: wharf_contract::AuditList = api
+                    .send(api.http.get(url("/api/v1/audit")).query(&query))
+                    .await?;
+                for e in &list.entries {
+                    println!("{}", serde_json::to_string(e)?);
+                }
             }
             ClientCommand::Whoami => {
                 let me: wharf_contract::Identity =

@@ -82,6 +82,9 @@ pub struct GatewaySection {
     /// Origins browsers may call the API from (CORS); `["*"]` for any.
     #[serde(default)]
     pub cors_origins: Vec<String>,
+    /// `[gateway.audit]`: the audit log's file, its encryption, the database copy.
+    #[serde(default)]
+    pub audit: wharf_gateway::AuditConfig,
 }
 
 /// `[gateway.queues.<name>]`: what tasks submitted to that queue get when they say nothing.
@@ -133,6 +136,7 @@ impl Default for Config {
                 auth: Default::default(),
                 limits: Default::default(),
                 cors_origins: Vec::new(),
+                audit: Default::default(),
             },
             worker: WorkerSection {
                 count: 1,
@@ -189,8 +193,13 @@ impl Config {
         if dev && auth.mode.is_none() {
             auth.mode = Some(wharf_gateway::AuthMode::Open);
         }
+        let mut audit = self.gateway.audit.clone();
+        if dev && audit.file.is_none() {
+            audit.file = Some(self.data_dir.join("audit.jsonl"));
+        }
         wharf_gateway::GatewayConfig {
             auth,
+            audit,
             limits: self.gateway.limits.clone(),
             cors_origins: self.gateway.cors_origins.clone(),
             listen: self.http_addr,

@@ -693,8 +693,10 @@ pub async fn authenticate(
         Ok(a) => a,
         Err(e) => return e.into_response(),
     };
-    request.extensions_mut().insert(principal);
+    request.extensions_mut().insert(principal.clone());
     let mut response = next.run(request).await;
+    // For the audit log, which runs outside this layer.
+    response.extensions_mut().insert(principal);
     if let Some(a) = allowance {
         a.apply(response.headers_mut());
     }

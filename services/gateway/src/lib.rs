@@ -5,6 +5,7 @@
 //! never calls an MCP server: all tool work goes through the queue. Every error leaves as RFC 9457
 //! problem+json with a stable code (`problem.rs`).
 
+pub mod audit;
 pub mod auth;
 mod catalog;
 mod dlq;
@@ -30,6 +31,7 @@ use wharf_bus::Bus;
 use wharf_contract::{ErrorCode, ToolList};
 use wharf_store::Store;
 
+pub use audit::AuditConfig;
 pub use auth::{AuthConfig, AuthMode, JwtConfig};
 pub use catalog::Catalog;
 pub use limits::{LimitsConfig, Rate};
@@ -52,6 +54,8 @@ pub struct GatewayConfig {
     pub limits: LimitsConfig,
     /// Origins a browser may call the API from (CORS); none when empty. `*` allows any.
     pub cors_origins: Vec<String>,
+    /// Where the audit log goes.
+    pub audit: AuditConfig,
 }
 
 /// What a queue gives the tasks submitted to it that do not say otherwise.
@@ -80,6 +84,7 @@ impl Default for GatewayConfig {
             },
             limits: LimitsConfig::default(),
             cors_origins: Vec::new(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -156,6 +161,7 @@ pub struct AppState {
     pub status: tokio::sync::watch::Sender<Option<Arc<wharf_contract::SystemStatus>>>,
     pub auth: Arc<auth::Authenticator>,
     pub limits: Arc<limits::Limits>,
+    pub audit: audit::Audit,
 }
 
 /// A gateway bound to its port, ready to serve.
@@ -163,6 +169,8 @@ pub struct Gateway {
     listener: TcpListener,
     router: Router,
     stopping: CancellationToken,
+    /// The audit writer, awaited at the end so the last entries are written.
+    audit_writer: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Gateway {
@@ -171,6 +179,9 @@ impl Gateway {
         config.validate()?;
         let authenticator =
             auth::Authenticator::new(config.auth.clone(), store.clone()).map_err(Error::Config)?;
+        let (audit, audit_writer) = audit::Audit::start(&config.audit, store.clone())
+            .await
+            .map_err(Error::Config)?;
         wharf_telemetry::metrics::install();
         bus.ensure_topology().await?;
         let catalog = Catalog::watch(&bus).await?;
@@ -197,6 +208,7 @@ impl Gateway {
             stopping: stopping.clone(),
             status: tokio::sync::watch::Sender::new(None),
             auth: Arc::new(authenticator),
+            audit,
         };
         tokio::spawn(ops::refresh_status(state.clone()));
         tokio::spawn(auth::follow_revocations(state.clone()));
@@ -205,6 +217,7 @@ impl Gateway {
             listener,
             router: router(state),
             stopping,
+            audit_writer,
         })
     }
 
@@ -233,7 +246,17 @@ impl Gateway {
                 stopping.cancel();
             })
             .await
-            .map_err(Error::Serve)
+            .map_err(Error::Serve)?;
+        // Every request has been answered; the writer ends once the last handle to it (held
+        // by tasks that end with `stopping`) is gone.
+        if let Some(writer) = self.audit_writer
+            && tokio::time::timeout(std::time::Duration::from_secs(10), writer)
+                .await
+                .is_err()
+        {
+            tracing::error!("the audit writer did not finish within 10 s; entries may be lost");
+        }
+        Ok(())
     }
 }
 
@@ -256,6 +279,7 @@ fn router(state: AppState) -> Router {
         .route("/api/v1/keys", post(keys::create).get(keys::list))
         .route("/api/v1/keys/{id}", get(keys::get).delete(keys::revoke))
         .route("/api/v1/whoami", get(auth::whoami))
+        .route("/api/v1/audit", get(audit::list))
         .route("/ws/v1/tasks", get(ws::upgrade))
         .route("/metrics", get(ops::metrics))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -270,6 +294,10 @@ fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             limits::per_ip,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            audit::record_http,
         ));
     if let Some(cors) = cors(&state.config.cors_origins) {
         router = router.layer(cors);

@@ -121,7 +121,7 @@ const REQUEST_ID: &str = "x-request-id";
 /// request id (the caller's `x-request-id`, else a new one, echoed in the answer), and times it
 /// into `wharf_http_request_duration_seconds`, labelled with the route pattern
 /// (`/api/v1/tasks/{id}`, never the id itself) or `unmatched`.
-pub async fn measure(request: Request, next: Next) -> Response {
+pub async fn measure(mut request: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
     let route = request
         .extensions()
@@ -136,6 +136,9 @@ pub async fn measure(request: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
+    request
+        .extensions_mut()
+        .insert(crate::audit::RequestId(request_id.clone()));
     let span = tracing::info_span!(
         "http.request",
         otel.name = tracing::field::Empty,

@@ -108,5 +108,8 @@ impl IntoResponse for ApiError {
             a.apply(response.headers_mut());
         }
         response
+            .extensions_mut()
+            .insert(crate::audit::Refusal(self.0.detail.clone()));
+        response
     }
 }

@@ -28,8 +28,15 @@ use crate::tasks;
 pub async fn upgrade(
     State(state): State<AppState>,
     principal: Principal,
+    request_id: Option<axum::Extension<crate::audit::RequestId>>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     ws: WebSocketUpgrade,
 ) -> Response {
+    // The socket's submissions and cancellations are audited under the upgrade's request id.
+    let origin = Origin {
+        request_id: request_id.map(|r| r.0.0).unwrap_or_default(),
+        ip: peer.map(|p| p.0.0.ip().to_string()).unwrap_or_default(),
+    };
     let max = state.config.max_body_bytes;
     // Small buffers: a subscriber mostly waits, and tungstenite's 128 KiB defaults made an idle
     // socket cost about 160 KB. Larger messages still arrive whole; the buffer only sets how
@@ -37,19 +44,26 @@ pub async fn upgrade(
     ws.max_message_size(max)
         .read_buffer_size(8 * 1024)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| session(state, principal, socket))
+        .on_upgrade(move |socket| session(state, principal, origin, socket))
+}
+
+/// Where a socket came from, for its audit entries.
+struct Origin {
+    request_id: String,
+    ip: String,
 }
 
 struct Session {
     state: AppState,
     principal: Principal,
+    origin: Origin,
     out: mpsc::Sender<WsServerMessage>,
     subscriptions: HashMap<Uuid, JoinHandle<()>>,
     /// Forwarding `system:status`, after `system:subscribe`.
     system: Option<JoinHandle<()>>,
 }
 
-async fn session(state: AppState, principal: Principal, socket: WebSocket) {
+async fn session(state: AppState, principal: Principal, origin: Origin, socket: WebSocket) {
     let connections = metrics::gauge!("wharf_websocket_connections");
     connections.increment(1.0);
     // Counted down however the session ends.
@@ -68,6 +82,7 @@ async fn session(state: AppState, principal: Principal, socket: WebSocket) {
     let mut s = Session {
         state,
         principal,
+        origin,
         out,
         subscriptions: HashMap::new(),
         system: None,
@@ -140,6 +155,15 @@ impl Session {
                     tasks::submit_and_follow(&self.state, &self.principal, *task, trace)
                         .instrument(span)
                         .await;
+                let (status, target, detail) = match &submitted {
+                    Ok((view, _)) => (202, format!("/api/v1/tasks/{}", view.id), None),
+                    Err(e) => (
+                        e.0.status,
+                        "/ws/v1/tasks".to_owned(),
+                        Some(e.0.detail.clone()),
+                    ),
+                };
+                self.audit("task.submit", status, target, detail).await;
                 match submitted {
                     Ok((view, events)) => {
                         let id = view.id;
@@ -177,7 +201,14 @@ impl Session {
                 }
             }
             WsClientMessage::Cancel { task_id } => {
-                match tasks::request_cancel(&self.state, &self.principal, task_id).await {
+                let cancelled = tasks::request_cancel(&self.state, &self.principal, task_id).await;
+                let (status, detail) = match &cancelled {
+                    Ok(_) => (202, None),
+                    Err(e) => (e.0.status, Some(e.0.detail.clone())),
+                };
+                let target = format!("/api/v1/tasks/{task_id}");
+                self.audit("task.cancel", status, target, detail).await;
+                match cancelled {
                     // The outcome arrives as the task's events: make sure the client sees them.
                     Ok(_) => self.subscribe(task_id),
                     Err(e) => self.refuse(None, Some(task_id), e).await,
@@ -254,6 +285,26 @@ impl Session {
         self.subscriptions
             .get(&id)
             .is_some_and(|h| !h.is_finished())
+    }
+
+    /// Records what the socket did in the audit log (refusals for lack of a permission as
+    /// `auth.forbidden`, as over HTTP).
+    async fn audit(&self, action: &str, status: u16, target: String, detail: Option<String>) {
+        let action = if status == 403 {
+            "auth.forbidden"
+        } else {
+            action
+        };
+        let entry = crate::audit::entry(
+            Some(&self.principal),
+            action.to_owned(),
+            status,
+            target,
+            &self.origin.request_id,
+            &self.origin.ip,
+            detail,
+        );
+        self.state.audit.record(entry).await;
     }
 
     async fn refuse(&self, reference: Option<String>, task_id: Option<Uuid>, e: ApiError) {

@@ -1,0 +1,78 @@
+//! The audit log's table: the gateway appends entries in batches and reads a tenant's back.
+
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
+use uuid::Uuid;
+use wharf_contract::AuditEntry;
+use wharf_entity::audit_event;
+
+use crate::{Error, Store, text};
+
+/// Filters of `GET /api/v1/audit`.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub tenant: Option<String>,
+    pub action: Option<String>,
+    /// Only entries older than this id.
+    pub before: Option<Uuid>,
+    pub limit: u64,
+}
+
+impl Store {
+    /// Appends entries; an entry already stored (same id) is left as it is.
+    pub async fn record_audit(&self, entries: &[AuditEntry]) -> Result<(), Error> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let rows = entries.iter().map(|e| audit_event::ActiveModel {
+            id: Set(e.id),
+            at: Set(e.at),
+            action: Set(text(&e.action)),
+            outcome: Set(e.outcome.clone()),
+            status: Set(i32::from(e.status)),
+            actor: Set(text(&e.actor)),
+            tenant: Set(e.tenant.clone()),
+            target: Set(text(&e.target)),
+            request_id: Set(text(&e.request_id)),
+            ip: Set(e.ip.clone()),
+            detail: Set(e.detail.as_deref().map(text)),
+        });
+        audit_event::Entity::insert_many(rows)
+            .on_conflict_do_nothing_on([audit_event::Column::Id])
+            .exec_without_returning(self.connection())
+            .await?;
+        Ok(())
+    }
+
+    /// Entries newest first.
+    pub async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, Error> {
+        let mut q = audit_event::Entity::find();
+        if let Some(t) = &filter.tenant {
+            q = q.filter(audit_event::Column::Tenant.eq(t.as_str()));
+        }
+        if let Some(a) = &filter.action {
+            q = q.filter(audit_event::Column::Action.eq(a.as_str()));
+        }
+        if let Some(before) = filter.before {
+            q = q.filter(audit_event::Column::Id.lt(before));
+        }
+        Ok(q.order_by_desc(audit_event::Column::Id)
+            .limit(filter.limit)
+            .all(self.connection())
+            .await?
+            .into_iter()
+            .map(|m| AuditEntry {
+                id: m.id,
+                at: m.at,
+                action: m.action,
+                outcome: m.outcome,
+                status: u16::try_from(m.status).unwrap_or_default(),
+                actor: m.actor,
+                tenant: m.tenant,
+                target: m.target,
+                request_id: m.request_id,
+                ip: m.ip,
+                detail: m.detail,
+            })
+            .collect())
+    }
+}
