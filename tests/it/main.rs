@@ -18,6 +18,7 @@ mod projection;
 mod queue;
 mod recovery;
 mod security;
+mod serving;
 mod sse;
 mod tasks;
 mod tokens;

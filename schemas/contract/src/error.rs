@@ -42,6 +42,9 @@ pub enum ErrorCode {
     RateLimited,
     /// The tenant has as many tasks queued or running as it may; retry when some have ended.
     TooManyTasks,
+    /// The request took longer than `gateway.request_timeout_secs`; it may or may not have
+    /// been done (look before retrying, or retry with an idempotency key).
+    Timeout,
     /// NATS or the database cannot be reached right now; nothing was done. Retry later.
     Unavailable,
     /// An unexpected failure inside Wharf.
@@ -64,6 +67,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::InvalidField | ErrorCode::UnknownTool | ErrorCode::InvalidArguments => 422,
             ErrorCode::Unavailable => 503,
+            ErrorCode::Timeout => 504,
             ErrorCode::Internal => 500,
         }
     }
@@ -88,6 +92,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "too many requests",
             ErrorCode::TooManyTasks => "too many tasks in flight",
             ErrorCode::Unavailable => "service unavailable",
+            ErrorCode::Timeout => "request timed out",
             ErrorCode::Internal => "internal error",
         }
     }
@@ -112,6 +117,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::TooManyTasks => "too_many_tasks",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Timeout => "timeout",
             ErrorCode::Internal => "internal",
         }
     }

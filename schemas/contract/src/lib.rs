@@ -106,6 +106,7 @@ mod tests {
             Forbidden,
             RateLimited,
             TooManyTasks,
+            Timeout,
             Unavailable,
             Internal,
         ] {

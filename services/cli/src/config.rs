@@ -85,6 +85,15 @@ pub struct GatewaySection {
     /// `[gateway.audit]`: the audit log's file, its encryption, the database copy.
     #[serde(default)]
     pub audit: wharf_gateway::AuditConfig,
+    /// `[gateway.tls]`: serve HTTPS with this certificate and key (and send HSTS).
+    #[serde(default)]
+    pub tls: Option<wharf_gateway::TlsConfig>,
+    /// Largest request head (request line and headers), in bytes; 431 beyond.
+    pub max_header_bytes: usize,
+    /// Seconds a client has to send a request head (and finish a TLS handshake).
+    pub header_timeout_secs: u64,
+    /// Seconds a request may take until its answer starts; 504 `timeout` after.
+    pub request_timeout_secs: u64,
 }
 
 /// `[gateway.queues.<name>]`: what tasks submitted to that queue get when they say nothing.
@@ -137,6 +146,10 @@ impl Default for Config {
                 limits: Default::default(),
                 cors_origins: Vec::new(),
                 audit: Default::default(),
+                tls: None,
+                max_header_bytes: 16 * 1024,
+                header_timeout_secs: 10,
+                request_timeout_secs: 60,
             },
             worker: WorkerSection {
                 count: 1,
@@ -200,6 +213,10 @@ impl Config {
         wharf_gateway::GatewayConfig {
             auth,
             audit,
+            tls: self.gateway.tls.clone(),
+            max_header_bytes: self.gateway.max_header_bytes,
+            header_timeout: Duration::from_secs(self.gateway.header_timeout_secs),
+            request_timeout: Duration::from_secs(self.gateway.request_timeout_secs),
             limits: self.gateway.limits.clone(),
             cors_origins: self.gateway.cors_origins.clone(),
             listen: self.http_addr,

@@ -13,6 +13,7 @@ mod keys;
 pub mod limits;
 mod ops;
 mod problem;
+mod serve;
 mod tasks;
 mod ws;
 
@@ -23,7 +24,6 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +36,7 @@ pub use auth::{AuthConfig, AuthMode, JwtConfig};
 pub use catalog::Catalog;
 pub use limits::{LimitsConfig, Rate};
 pub use problem::ApiError;
+pub use serve::TlsConfig;
 
 /// Gateway settings.
 #[derive(Debug, Clone)]
@@ -56,6 +57,14 @@ pub struct GatewayConfig {
     pub cors_origins: Vec<String>,
     /// Where the audit log goes.
     pub audit: AuditConfig,
+    /// Serve HTTPS (and send HSTS) with this certificate; plain HTTP when `None`.
+    pub tls: Option<TlsConfig>,
+    /// Largest request head (request line and headers), in bytes (at least 8 KiB); 431 beyond.
+    pub max_header_bytes: usize,
+    /// Time a client has to send a request head (and finish a TLS handshake).
+    pub header_timeout: std::time::Duration,
+    /// Longest a request may take until its answer starts (streams then run on); 504 after.
+    pub request_timeout: std::time::Duration,
 }
 
 /// What a queue gives the tasks submitted to it that do not say otherwise.
@@ -85,6 +94,10 @@ impl Default for GatewayConfig {
             limits: LimitsConfig::default(),
             cors_origins: Vec::new(),
             audit: AuditConfig::default(),
+            tls: None,
+            max_header_bytes: 16 * 1024,
+            header_timeout: std::time::Duration::from_secs(10),
+            request_timeout: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -116,6 +129,16 @@ impl GatewayConfig {
             )));
         }
         self.limits.validate().map_err(Error::Config)?;
+        if !(8 * 1024..=1024 * 1024).contains(&self.max_header_bytes) {
+            return Err(Error::Config(
+                "gateway.max_header_bytes must be between 8192 and 1048576".into(),
+            ));
+        }
+        if self.header_timeout.is_zero() || self.request_timeout.is_zero() {
+            return Err(Error::Config(
+                "gateway.header_timeout_secs and request_timeout_secs must be at least 1".into(),
+            ));
+        }
         for origin in &self.cors_origins {
             if origin != "*" && origin.parse::<axum::http::HeaderValue>().is_err() {
                 return Err(Error::Config(format!(
@@ -168,6 +191,8 @@ pub struct AppState {
 pub struct Gateway {
     listener: TcpListener,
     router: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    limits: serve::Limits,
     stopping: CancellationToken,
     /// The audit writer, awaited at the end so the last entries are written.
     audit_writer: Option<tokio::task::JoinHandle<()>>,
@@ -182,6 +207,17 @@ impl Gateway {
         let (audit, audit_writer) = audit::Audit::start(&config.audit, store.clone())
             .await
             .map_err(Error::Config)?;
+        let tls = config
+            .tls
+            .as_ref()
+            .map(serve::tls_acceptor)
+            .transpose()
+            .map_err(Error::Config)?;
+        let limits = serve::Limits {
+            max_header_bytes: config.max_header_bytes,
+            max_headers: 100,
+            header_timeout: config.header_timeout,
+        };
         wharf_telemetry::metrics::install();
         bus.ensure_topology().await?;
         let catalog = Catalog::watch(&bus).await?;
@@ -216,6 +252,8 @@ impl Gateway {
         Ok(Gateway {
             listener,
             router: router(state),
+            tls,
+            limits,
             stopping,
             audit_writer,
         })
@@ -229,24 +267,22 @@ impl Gateway {
 
     /// Serves until `shutdown` fires, then finishes the requests in flight.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), Error> {
-        let stopping = self.stopping;
-        // Events are small writes that must leave at once: without TCP_NODELAY a second one
-        // waits for the client's delayed ACK (tens of milliseconds).
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-            }
+        let stopping = self.stopping.clone();
+        // Long-lived streams end with `stopping`, as the connections start closing.
+        let linked = tokio::spawn(async move {
+            shutdown.cancelled().await;
+            stopping.cancel();
         });
-        let service = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(listener, service)
-            .with_graceful_shutdown(async move {
-                shutdown.cancelled().await;
-                stopping.cancel();
-            })
-            .await
-            .map_err(Error::Serve)?;
+        let served = serve::serve(
+            self.listener,
+            self.router,
+            self.tls,
+            self.limits,
+            self.stopping.clone(),
+        )
+        .await;
+        linked.abort();
+        served.map_err(Error::Serve)?;
         // Every request has been answered; the writer ends once the last handle to it (held
         // by tasks that end with `stopping`) is gone.
         if let Some(writer) = self.audit_writer
@@ -302,10 +338,45 @@ fn router(state: AppState) -> Router {
     if let Some(cors) = cors(&state.config.cors_origins) {
         router = router.layer(cors);
     }
+    if let Some(tls) = &state.config.tls
+        && tls.hsts_max_age_secs > 0
+    {
+        let value = format!("max-age={}; includeSubDomains", tls.hsts_max_age_secs);
+        router = router.layer(tower_http::set_header::SetResponseHeaderLayer::overriding(
+            axum::http::header::STRICT_TRANSPORT_SECURITY,
+            axum::http::HeaderValue::from_str(&value).expect("a valid header value"),
+        ));
+    }
+    router = router.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        deadline,
+    ));
     router
         .layer(axum::middleware::from_fn(ops::measure))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
+}
+
+/// Answers 504 `timeout` when a request takes longer than `request_timeout` to start its
+/// answer. Streams (SSE, WebSocket) start at once and then run as long as they need.
+async fn deadline(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let limit = state.config.request_timeout;
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            ErrorCode::Timeout,
+            format!(
+                "the request took longer than {} s; it may have been carried out: look before \
+                 retrying, or retry with the same idempotency key",
+                limit.as_secs_f64()
+            ),
+        )
+        .into_response(),
+    }
 }
 
 /// The CORS layer for the configured origins, if any.

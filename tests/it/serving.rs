@@ -1,0 +1,230 @@
+//! How the gateway serves connections: HTTPS with HSTS, bounded request heads, a deadline to
+//! send them, and a deadline to answer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::rustls;
+use wharf_gateway::{GatewayConfig, TlsConfig};
+use wharf_testkit::{Options, Wharf};
+
+/// A test CA and a certificate it signed for localhost and 127.0.0.1, made with openssl:
+/// (CA certificate, server certificate, server key).
+fn certificate(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let p = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509", "-days", "1", "-subj", "/CN=wharf-test-ca"];
+    ca.extend_from_slice(&ec);
+    let (ca_key, ca_pem) = (p("ca.key"), p("ca.pem"));
+    ca.extend_from_slice(&["-keyout", &ca_key, "-out", &ca_pem]);
+    openssl(&ca);
+    let (key, csr) = (p("key.pem"), p("server.csr"));
+    let mut req = vec!["req", "-subj", "/CN=localhost"];
+    req.extend_from_slice(&ec);
+    req.extend_from_slice(&["-keyout", &key, "-out", &csr]);
+    openssl(&req);
+    let ext = p("server.ext");
+    std::fs::write(
+        &ext,
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    let cert = p("cert.pem");
+    openssl(&[
+        "x509",
+        "-req",
+        "-days",
+        "1",
+        "-in",
+        &csr,
+        "-CA",
+        &ca_pem,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-extfile",
+        &ext,
+        "-out",
+        &cert,
+    ]);
+    (ca_pem.into(), cert.into(), key.into())
+}
+
+/// Sends one raw HTTP/1.1 request over `stream` and reads the answer to its end.
+async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut stream: S,
+    request: &str,
+) -> String {
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("the gateway answers and closes")
+        .ok();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn https_with_hsts_when_a_certificate_is_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_file, cert_file, key_file) = certificate(dir.path());
+    let w = Wharf::start_with(Options {
+        gateway: GatewayConfig {
+            tls: Some(TlsConfig {
+                cert_file,
+                key_file,
+                hsts_max_age_secs: 600,
+            }),
+            ..GatewayConfig::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let addr = w.api.trim_start_matches("http://").to_owned();
+
+    // A client that trusts only the test CA.
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(&ca_file).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let tcp = TcpStream::connect(&addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = connector
+        .connect(name, tcp)
+        .await
+        .expect("the TLS handshake");
+    let answer = exchange(
+        tls,
+        "GET /api/v1/tasks HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let lower = answer.to_ascii_lowercase();
+    assert!(
+        lower.contains("strict-transport-security: max-age=600; includesubdomains"),
+        "{answer}"
+    );
+
+    // Plain HTTP to the TLS port gets nothing served.
+    let plain = exchange(
+        TcpStream::connect(&addr).await.unwrap(),
+        "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(!plain.contains("200 OK"), "{plain}");
+}
+
+#[tokio::test]
+async fn oversized_and_slow_request_heads_are_cut_off() {
+    let w = Wharf::start_with(Options {
+        gateway: GatewayConfig {
+            max_header_bytes: 8192,
+            header_timeout: Duration::from_secs(1),
+            ..GatewayConfig::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let big = "x".repeat(10_000);
+    let r = w
+        .http
+        .get(w.url("/api/v1/tasks"))
+        .header("x-padding", &big)
+        .send()
+        .await;
+    assert_eq!(r.unwrap().status(), 431);
+    let small = w.http.get(w.url("/api/v1/tasks")).send().await.unwrap();
+    assert_eq!(small.status(), 200, "an ordinary request still passes");
+
+    // A client that starts a request head and never finishes it is disconnected.
+    let addr = w.api.trim_start_matches("http://").to_owned();
+    let mut slow = TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /api/v1/tasks HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut rest))
+        .await
+        .expect("the gateway hangs up on a head that never ends")
+        .ok();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "cut off after the header timeout"
+    );
+}
+
+#[tokio::test]
+async fn a_request_that_takes_too_long_is_answered_504() {
+    let w = Wharf::start_with(Options {
+        gateway: GatewayConfig {
+            request_timeout: Duration::from_secs(1),
+            ..GatewayConfig::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    w.wait_for_tool("demo.sleep").await;
+    // A key held by a request still in flight: a repeat would wait for it for 5 s.
+    w.bus
+        .claim_idempotency_key("default/held", uuid::Uuid::now_v7())
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let r = w
+        .http
+        .post(w.url("/api/v1/tasks"))
+        .json(
+            &json!({"tool": "demo.echo", "arguments": {"message": "x"}, "idempotency_key": "held"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 504);
+    let problem: Value = r.json().await.unwrap();
+    assert_eq!(problem["code"], "timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "answered at the deadline, not after the 5 s wait"
+    );
+    // Streams are not cut: an SSE subscription outlives the deadline.
+    let id = w
+        .submit_ok(json!({"tool": "demo.sleep", "arguments": {"seconds": 3, "steps": 3}}))
+        .await;
+    let text = w
+        .http
+        .get(w.url(&format!("/api/v1/tasks/{id}/events")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("event: task:complete"), "{text}");
+}
