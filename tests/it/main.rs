@@ -5,6 +5,7 @@ mod bad_input;
 mod batch;
 mod delayed;
 mod dlq;
+mod docs_page;
 mod faults;
 mod follow;
 mod idempotency;

@@ -11,6 +11,7 @@ mod catalog;
 mod dlq;
 mod keys;
 pub mod limits;
+mod openapi;
 mod ops;
 mod problem;
 mod serve;
@@ -171,9 +172,21 @@ impl GatewayConfig {
     }
 }
 
-/// What every handler shares.
+/// What every handler shares. One `Arc`: axum clones the state for every middleware and
+/// handler a request passes, and cloning the parts one by one (the NATS client alone is several
+/// reference counts and a channel sender) cost more CPU than the request itself.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct Shared {
     pub bus: Bus,
     pub store: Store,
     pub catalog: Catalog,
@@ -235,7 +248,7 @@ impl Gateway {
                  For local development only; this gateway listens on a loopback address."
             );
         }
-        let state = AppState {
+        let state = AppState(Arc::new(Shared {
             bus,
             store,
             catalog,
@@ -245,7 +258,7 @@ impl Gateway {
             status: tokio::sync::watch::Sender::new(None),
             auth: Arc::new(authenticator),
             audit,
-        };
+        }));
         tokio::spawn(ops::refresh_status(state.clone()));
         tokio::spawn(auth::follow_revocations(state.clone()));
         tokio::spawn(limits::shrink_periodically(state.clone()));
@@ -322,10 +335,14 @@ fn router(state: AppState) -> Router {
             state.clone(),
             auth::authenticate,
         ));
+    // Routes here and in `openapi::operations` go together: a test compares the two lists.
     let mut router = Router::new()
         .merge(authenticated)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/api/v1/openapi.json", get(openapi::serve_document))
+        .route("/api/v1/docs", get(openapi::docs_page))
+        .route("/api/v1/docs/{file}", get(openapi::docs_asset))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

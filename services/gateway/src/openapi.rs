@@ -1,0 +1,692 @@
+//! The OpenAPI 3.1 document of the HTTP API, generated from the code: the operations are listed
+//! here, next to the router, and every body's schema is the JSON Schema (2020-12, the dialect of
+//! OpenAPI 3.1) that schemars derives from the very contract types serde reads and writes, so
+//! the document cannot describe a field the code does not have.
+//!
+//! Request bodies are described as they are read (fields with defaults are optional) and
+//! answers as they are written (fields always written are required). `schemas/openapi.json` is
+//! this document, committed; a test fails when the two differ, and another when a route of the
+//! router is missing here (or the reverse). Served at `/api/v1/openapi.json`, browsable at
+//! `/api/v1/docs`.
+
+use axum::http::{HeaderValue, header};
+use axum::response::{Html, IntoResponse, Response};
+use schemars::generate::{SchemaGenerator, SchemaSettings};
+use serde_json::{Map, Value, json};
+use wharf_contract::{
+    ApiKeyInfo, ApiKeyList, AuditList, CreateKey, CreatedKey, DeadLetter, DeadLetterList, Identity,
+    Permission, Problem, QueueList, SubmitBatch, SubmitTask, TaskBatch, TaskList, TaskView,
+    ToolList, WorkerList,
+};
+
+/// Generates the schemas of request and answer bodies into one `components.schemas`.
+struct Schemas {
+    input: SchemaGenerator,
+    output: SchemaGenerator,
+}
+
+impl Schemas {
+    fn new() -> Schemas {
+        let settings =
+            |s: SchemaSettings| s.with(|s| s.definitions_path = "/components/schemas".into());
+        Schemas {
+            input: settings(SchemaSettings::draft2020_12())
+                .for_deserialize()
+                .into_generator(),
+            output: settings(SchemaSettings::draft2020_12())
+                .for_serialize()
+                .into_generator(),
+        }
+    }
+
+    /// A request body's schema (a `$ref` for named types).
+    fn input<T: schemars::JsonSchema>(&mut self) -> Value {
+        self.input.subschema_for::<T>().to_value()
+    }
+
+    /// An answer's schema.
+    fn output<T: schemars::JsonSchema>(&mut self) -> Value {
+        self.output.subschema_for::<T>().to_value()
+    }
+
+    /// Every named schema. A type read and written differently (its written form has required
+    /// fields its read form defaults) keeps its name for the written form; the read form is
+    /// `<Name>Input`, and the `$ref`s of request bodies are renamed to match.
+    fn components(mut self, paths: &mut Value) -> Map<String, Value> {
+        let mut out = self.output.take_definitions(true);
+        let input = self.input.take_definitions(true);
+        let renamed: Vec<String> = input
+            .iter()
+            .filter(|(name, schema)| out.get(*name).is_some_and(|o| o != *schema))
+            .map(|(name, _)| name.clone())
+            .collect();
+        let rename = |v: &mut Value| {
+            let mut text = v.to_string();
+            for name in &renamed {
+                text = text.replace(
+                    &format!("\"#/components/schemas/{name}\""),
+                    &format!("\"#/components/schemas/{name}Input\""),
+                );
+            }
+            *v = serde_json::from_str(&text).expect("still JSON");
+        };
+        for (name, mut schema) in input {
+            rename(&mut schema);
+            if renamed.contains(&name) {
+                out.insert(format!("{name}Input"), schema);
+            } else {
+                out.entry(name).or_insert(schema);
+            }
+        }
+        // Only request bodies point at input schemas.
+        if let Some(map) = paths.as_object_mut() {
+            for item in map.values_mut() {
+                for op in item
+                    .as_object_mut()
+                    .into_iter()
+                    .flat_map(|o| o.values_mut())
+                {
+                    if let Some(body) = op.get_mut("requestBody") {
+                        rename(body);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// One query or path parameter.
+fn param(name: &str, at: &str, schema: Value, description: &str) -> Value {
+    json!({
+        "name": name,
+        "in": at,
+        "required": at == "path",
+        "description": description,
+        "schema": schema,
+    })
+}
+
+fn id_param(what: &str) -> Value {
+    param(
+        "id",
+        "path",
+        json!({"type": "string", "format": "uuid"}),
+        &format!("The {what}'s id."),
+    )
+}
+
+fn json_content(schema: Value) -> Value {
+    json!({"application/json": {"schema": schema}})
+}
+
+/// An operation: its answers beyond the problem every error is.
+struct Op {
+    method: &'static str,
+    path: &'static str,
+    id: &'static str,
+    tag: &'static str,
+    summary: &'static str,
+    permission: Option<Permission>,
+    parameters: Vec<Value>,
+    body: Option<Value>,
+    responses: Vec<(u16, &'static str, Option<Value>)>,
+}
+
+impl Op {
+    fn to_value(&self, problem: &Value) -> Value {
+        let mut responses = Map::new();
+        for (status, description, content) in &self.responses {
+            let mut r = json!({"description": description});
+            if let Some(c) = content {
+                r["content"] = c.clone();
+            }
+            if matches!(status, 201 | 202) {
+                r["headers"] = json!({"Location": {
+                    "description": "Where the created or accepted resource is read.",
+                    "schema": {"type": "string"}
+                }});
+            }
+            responses.insert(status.to_string(), r);
+        }
+        responses.insert(
+            "default".into(),
+            json!({
+                "description": "Any error: RFC 9457 problem+json with a stable `code` (see the \
+                                Problem schema's `code` for the table).",
+                "content": {"application/problem+json": {"schema": problem}}
+            }),
+        );
+        let mut op = json!({
+            "operationId": self.id,
+            "tags": [self.tag],
+            "summary": self.summary,
+            "responses": responses,
+        });
+        match self.permission {
+            Some(p) => {
+                op["description"] = json!(format!("Needs the permission `{p}`."));
+                op["x-permission"] = json!(p.as_str());
+            }
+            None if self.tag == "health" || self.id == "openapi" || self.id == "docs" => {
+                op["security"] = json!([]);
+            }
+            None => op["description"] = json!("Any authenticated caller."),
+        }
+        if !self.parameters.is_empty() {
+            op["parameters"] = json!(self.parameters);
+        }
+        if let Some(b) = &self.body {
+            op["requestBody"] = json!({"required": true, "content": json_content(b.clone())});
+        }
+        op
+    }
+}
+
+fn limit_param(max: u64, default: u64) -> Value {
+    param(
+        "limit",
+        "query",
+        json!({"type": "integer", "minimum": 1, "maximum": max}),
+        &format!("Page size (default {default})."),
+    )
+}
+
+fn cursor_param(schema: Value) -> Value {
+    param(
+        "cursor",
+        "query",
+        schema,
+        "`next_cursor` of the previous page.",
+    )
+}
+
+fn tenant_param() -> Value {
+    param(
+        "tenant",
+        "query",
+        json!({"type": "string"}),
+        "Another tenant's (needs `tenants:admin`).",
+    )
+}
+
+/// Every operation of the HTTP API. The WebSocket (`/ws/v1/tasks`) is not HTTP request and
+/// answer, so it is described in docs/api.md instead.
+fn operations(s: &mut Schemas) -> Vec<Op> {
+    use Permission::*;
+    let task = s.output::<TaskView>();
+    let name_schema = json!({"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"});
+    vec![
+        Op {
+            method: "post",
+            path: "/api/v1/tasks",
+            id: "submitTask",
+            tag: "tasks",
+            summary: "Submit a task",
+            permission: Some(TasksSubmit),
+            parameters: vec![param(
+                "Idempotency-Key",
+                "header",
+                json!({"type": "string", "minLength": 1, "maxLength": 255}),
+                "The same as `idempotency_key` in the body.",
+            )],
+            body: Some(s.input::<SubmitTask>()),
+            responses: vec![
+                (202, "Accepted: stored durably, queued.", Some(json_content(task.clone()))),
+                (200, "The task this idempotency key already names.", Some(json_content(task.clone()))),
+            ],
+        },
+        Op {
+            method: "get",
+            path: "/api/v1/tasks",
+            id: "listTasks",
+            tag: "tasks",
+            summary: "List the tenant's tasks, newest first",
+            permission: Some(TasksRead),
+            parameters: vec![
+                param("status", "query", json!({"type": "string", "enum": ["queued", "running", "succeeded", "failed", "cancelled"]}), "Only tasks in this state."),
+                param("queue", "query", json!({"type": "string"}), "Only this queue's tasks."),
+                param("session_id", "query", json!({"type": "string"}), "Only this session's tasks."),
+                param("priority", "query", json!({"type": "string", "enum": ["high", "normal", "low"]}), "Only this level."),
+                limit_param(500, 50),
+                cursor_param(json!({"type": "string", "format": "uuid"})),
+            ],
+            body: None,
+            responses: vec![(200, "A page of tasks.", Some(json_content(s.output::<TaskList>())))],
+        },
+        Op {
+            method: "post",
+            path: "/api/v1/tasks/batch",
+            id: "submitBatch",
+            tag: "tasks",
+            summary: "Submit up to 1,000 tasks at once, all or none",
+            permission: Some(TasksSubmit),
+            parameters: vec![],
+            body: Some(s.input::<SubmitBatch>()),
+            responses: vec![(202, "Every task stored durably.", Some(json_content(s.output::<TaskBatch>())))],
+        },
+        Op {
+            method: "get",
+            path: "/api/v1/tasks/{id}",
+            id: "getTask",
+            tag: "tasks",
+            summary: "Read a task",
+            permission: Some(TasksRead),
+            parameters: vec![id_param("task")],
+            body: None,
+            responses: vec![(200, "The task.", Some(json_content(task.clone())))],
+        },
+        Op {
+            method: "post",
+            path: "/api/v1/tasks/{id}/cancel",
+            id: "cancelTask",
+            tag: "tasks",
+            summary: "Cancel a queued or running task",
+            permission: Some(TasksCancel),
+            parameters: vec![id_param("task")],
+            body: None,
+            responses: vec![(202, "Cancellation requested; the task ends `cancelled`.", Some(json_content(task.clone())))],
+        },
+        Op {
+            method: "get",
+            path: "/api/v1/tasks/{id}/events",
+            id: "followTask",
+            tag: "tasks",
+            summary: "Follow a task's events (Server-Sent Events): history, then live",
+            permission: Some(TasksRead),
+            parameters: vec![
+                id_param("task"),
+                param("access_token", "query", json!({"type": "string"}), "An API key or token, for clients that cannot set headers."),
+            ],
+            body: None,
+            responses: vec![(200, "A stream of events, history first, ending after the terminal one.", Some(json!({"text/event-stream": {"schema": {
+                "description": "One event: `event` the message type, `id` the event's sequence in the task's history, `data` the message as JSON.",
+                "type": "object",
+                "required": ["event", "data"],
+                "properties": {
+                    "event": {"type": "string"},
+                    "id": {"type": "string", "pattern": "^[0-9]+$"},
+                    "data": {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": s.output::<wharf_contract::WsServerMessage>()
+                    }
+                }
+            }}})))],
+        },
+        Op {
+            method: "get",
+            path: "/api/v1/dlq",
+            id: "listDeadLetters",
+            tag: "dead letters",
+            summary: "List the tenant's dead letters, oldest first",
+            permission: Some(DlqRead),
+            parameters: vec![limit_param(1000, 100), cursor_param(json!({"type": "string", "pattern": "^[0-9]+$"}))],
+            body: None,
+            responses: vec![(200, "A page of dead letters.", Some(json_content(s.output::<DeadLetterList>())))],
+        },
+        Op {
+            method: "get",
+            path: "/api/v1/dlq/{id}",
+            id: "getDeadLetter",
+            tag: "dead letters",
+            summary: "Read a dead letter",
+            permission: Some(DlqRead),
+            parameters: vec![id_param("dead task")],
+            body: None,
+            responses: vec![(200, "The dead letter.", Some(json_content(s.output::<DeadLetter>())))],
+        },
+        Op {
+            method: "post",
+            path: "/api/v1/dlq/{id}/replay",
+            id: "replayDeadLetter",
+            tag: "dead letters",
+            summary: "Submit a dead task again, as a new task",
+            permission: Some(DlqReplay),
+            parameters: vec![id_param("dead task")],
+            body: None,
+            responses: vec![
+                (202, "The new task, queued.", Some(json_content(task.clone()))),
+                (200, "The task an earlier replay of this letter made.", Some(json_content(task))),
+            ],
+        },
+        Op {
+            method: "get",
+            path: "/api/v1/tools",
+            id: "listTools",
+            tag: "tools",
+            summary: "The tool catalog, from the workers",
+            permission: Some(ToolsRead),
+            parameters: vec![],
+            body: None,
+            responses: vec![(200, "Every tool a worker serves.", Some(json_content(s.output::<ToolList>())))],
+        },
+        Op {
+            method: "get",
+            path: "/api/v1/workers",
+            id: "listWorkers",
+            tag: "operations",
+            summary: "Live workers",
+            permission: Some(OpsRead),
+            parameters: vec![],
+            body: None,
+            responses: vec![(200, "The workers alive now.", Some(json_content(s.output::<WorkerList>())))],
+        },
+        Op {
+            method: "get",
+            path: "/api/v1/queues",
+            id: "listQueues",
+            tag: "operations",
+            summary: "Queues: waiting, in flight, oldest, workers, finished",
+            permission: Some(OpsRead),
+            parameters: vec![],
+            body: None,
+            responses: vec![(200, "Every known queue.", Some(json_content(s.output::<QueueList>())))],
+        },
+        Op {
+            method: "get",
+            path: "/metrics",
+            id: "metrics",
+            tag: "operations",
+            summary: "Prometheus metrics",
+            permission: Some(OpsRead),
+            parameters: vec![],
+            body: None,
+            responses: vec![(200, "The Prometheus text format.", Some(json!({"text/plain": {"schema": {"type": "string"}}})))],
+        },
+        Op {
+            method: "post",
+            path: "/api/v1/keys",
+            id: "createKey",
+            tag: "keys",
+            summary: "Create an API key (its secret is shown only in this answer)",
+            permission: Some(KeysAdmin),
+            parameters: vec![],
+            body: Some(s.input::<CreateKey>()),
+            responses: vec![(201, "The key and its secret.", Some(json_content(s.output::<CreatedKey>())))],
+        },
+        Op {
+            method: "get",
+            path: "/api/v1/keys",
+            id: "listKeys",
+            tag: "keys",
+            summary: "List the tenant's API keys, newest first",
+            permission: Some(KeysAdmin),
+            parameters: vec![tenant_param()],
+            body: None,
+            responses: vec![(200, "The keys, never their secrets.", Some(json_content(s.output::<ApiKeyList>())))],
+        },
+        Op {
+            method: "get",
+            path: "/api/v1/keys/{id}",
+            id: "getKey",
+            tag: "keys",
+            summary: "Read an API key",
+            permission: Some(KeysAdmin),
+            parameters: vec![id_param("key")],
+            body: None,
+            responses: vec![(200, "The key.", Some(json_content(s.output::<ApiKeyInfo>())))],
+        },
+        Op {
+            method: "delete",
+            path: "/api/v1/keys/{id}",
+            id: "revokeKey",
+            tag: "keys",
+            summary: "Revoke an API key, on every gateway at once",
+            permission: Some(KeysAdmin),
+            parameters: vec![id_param("key")],
+            body: None,
+            responses: vec![(200, "The key, with `revoked_at`.", Some(json_content(s.output::<ApiKeyInfo>())))],
+        },
+        Op {
+            method: "get",
+            path: "/api/v1/whoami",
+            id: "whoami",
+            tag: "keys",
+            summary: "Who the credentials are",
+            permission: None,
+            parameters: vec![],
+            body: None,
+            responses: vec![(200, "The caller.", Some(json_content(s.output::<Identity>())))],
+        },
+        Op {
+            method: "get",
+            path: "/api/v1/audit",
+            id: "listAudit",
+            tag: "audit",
+            summary: "The tenant's audit log, newest first",
+            permission: Some(AuditRead),
+            parameters: vec![
+                param("action", "query", json!({"type": "string"}), "Only this action, e.g. `task.submit`."),
+                param("tenant", "query", json!({"type": "string"}), "Another tenant's, or `*` for all (needs `tenants:admin`)."),
+                limit_param(1000, 100),
+                cursor_param(json!({"type": "string", "format": "uuid"})),
+            ],
+            body: None,
+            responses: vec![(200, "A page of entries.", Some(json_content(s.output::<AuditList>())))],
+        },
+        Op {
+            method: "get",
+            path: "/api/v1/openapi.json",
+            id: "openapi",
+            tag: "documentation",
+            summary: "This document",
+            permission: None,
+            parameters: vec![],
+            body: None,
+            responses: vec![(200, "OpenAPI 3.1.", Some(json!({"application/json": {"schema": {"type": "object"}}})))],
+        },
+        Op {
+            method: "get",
+            path: "/api/v1/docs",
+            id: "docs",
+            tag: "documentation",
+            summary: "This document, browsable (Swagger UI)",
+            permission: None,
+            parameters: vec![],
+            body: None,
+            responses: vec![(200, "An HTML page.", Some(json!({"text/html": {"schema": {"type": "string"}}})))],
+        },
+        Op {
+            method: "get",
+            path: "/healthz",
+            id: "healthz",
+            tag: "health",
+            summary: "The process is up",
+            permission: None,
+            parameters: vec![],
+            body: None,
+            responses: vec![(200, "`ok`.", Some(json!({"text/plain": {"schema": {"type": "string"}}})))],
+        },
+        Op {
+            method: "get",
+            path: "/readyz",
+            id: "readyz",
+            tag: "health",
+            summary: "NATS and the database both answer",
+            permission: None,
+            parameters: vec![],
+            body: None,
+            responses: {
+                let ready = json_content(json!({
+                    "type": "object",
+                    "required": ["nats", "database"],
+                    "properties": {"nats": {"type": "boolean"}, "database": {"type": "boolean"}}
+                }));
+                vec![(200, "Ready.", Some(ready.clone())), (503, "Not ready: which part is down.", Some(ready))]
+            },
+        },
+    ]
+    .into_iter()
+    .map(|mut op| {
+        // Tenants are names; say so where a query takes one.
+        for p in &mut op.parameters {
+            if p["name"] == "tenant" && op.id != "listAudit" {
+                p["schema"] = name_schema.clone();
+            }
+        }
+        op
+    })
+    .collect()
+}
+
+/// The whole document.
+pub fn document() -> Value {
+    let mut s = Schemas::new();
+    let problem = s.output::<Problem>();
+    let ops = operations(&mut s);
+    let mut paths = Map::new();
+    for op in &ops {
+        let item = paths.entry(op.path.to_owned()).or_insert_with(|| json!({}));
+        item[op.method] = op.to_value(&problem);
+    }
+    let mut paths = Value::Object(paths);
+    let schemas = s.components(&mut paths);
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Wharf",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "A queue-backed worker platform for MCP tools: submit long-running \
+                tool calls, follow them, cancel them. Every error is RFC 9457 problem+json \
+                with a stable code. The WebSocket API (/ws/v1/tasks) is described in \
+                docs/api.md.",
+            "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"}
+        },
+        "security": [{"bearer": []}, {"apiKey": []}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API key (`wharf_…`) or a JWT from the configured issuer."
+                },
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+            }
+        }
+    })
+}
+
+/// The routes the document lists, as `METHOD path`.
+#[cfg(test)]
+pub fn documented_routes() -> Vec<String> {
+    let mut s = Schemas::new();
+    operations(&mut s)
+        .iter()
+        .map(|op| format!("{} {}", op.method.to_uppercase(), op.path))
+        .collect()
+}
+
+/// `GET /api/v1/openapi.json`
+pub async fn serve_document() -> Response {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let body = DOC.get_or_init(|| {
+        serde_json::to_string_pretty(&document()).expect("the document serialises")
+    });
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body.as_str(),
+    )
+        .into_response()
+}
+
+/// `GET /api/v1/docs`: Swagger UI on the document. Its script and stylesheet are served by the
+/// gateway itself (vendored, `assets/`), so the page works with no internet access.
+pub async fn docs_page() -> Html<&'static str> {
+    Html(include_str!("../assets/docs.html"))
+}
+
+/// `GET /api/v1/docs/{file}`: Swagger UI's files.
+pub async fn docs_asset(axum::extract::Path(file): axum::extract::Path<String>) -> Response {
+    let (body, kind): (&'static [u8], &'static str) = match file.as_str() {
+        "swagger-ui-bundle.js" => (
+            include_bytes!("../assets/swagger-ui-bundle.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        "swagger-ui.css" => (
+            include_bytes!("../assets/swagger-ui.css"),
+            "text/css; charset=utf-8",
+        ),
+        _ => {
+            return crate::ApiError::new(
+                wharf_contract::ErrorCode::NotFound,
+                format!("nothing at /api/v1/docs/{file}"),
+            )
+            .into_response();
+        }
+    };
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(kind)),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=86400"),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::PathBuf;
+
+    /// `schemas/openapi.json` is what the code generates. `WHARF_BLESS=1` rewrites it.
+    #[test]
+    fn the_committed_document_matches_the_code() {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../schemas/openapi.json");
+        let want = serde_json::to_string_pretty(&super::document()).unwrap() + "\n";
+        if std::env::var_os("WHARF_BLESS").is_some() {
+            std::fs::write(&path, &want).unwrap();
+        }
+        let have = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            have == want,
+            "schemas/openapi.json is out of date: run `WHARF_BLESS=1 cargo test -p wharf-gateway`"
+        );
+    }
+
+    /// Every route the router serves is documented, and nothing else: the router is read from
+    /// its source, `.route("<path>", get(..).post(..))`.
+    #[test]
+    fn the_document_lists_exactly_the_routes_of_the_router() {
+        let source = include_str!("lib.rs");
+        let mut routed = BTreeSet::new();
+        for chunk in source.split(".route(\"").skip(1) {
+            let (path, rest) = chunk.split_once('"').unwrap();
+            let call = &rest[..rest.find("))").map_or(rest.len(), |i| i + 2)];
+            for method in ["get", "post", "put", "delete", "patch"] {
+                if call.contains(&format!("{method}(")) {
+                    routed.insert(format!("{} {path}", method.to_uppercase()));
+                }
+            }
+        }
+        // Not HTTP request and answer: described in docs/api.md.
+        routed.remove("GET /ws/v1/tasks");
+        // Swagger UI's own files.
+        routed.remove("GET /api/v1/docs/{file}");
+        let documented: BTreeSet<String> = super::documented_routes().into_iter().collect();
+        assert_eq!(routed, documented);
+    }
+
+    #[test]
+    fn every_reference_resolves() {
+        let doc = super::document();
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        let text = doc.to_string();
+        for r in text.split("\"$ref\":\"").skip(1) {
+            let target = r.split('"').next().unwrap();
+            let name = target
+                .strip_prefix("#/components/schemas/")
+                .unwrap_or_else(|| panic!("a reference outside the components: {target}"));
+            assert!(schemas.contains_key(name), "{target} is not defined");
+        }
+    }
+}
