@@ -18,6 +18,7 @@ mod processes;
 mod projection;
 mod queue;
 mod recovery;
+mod resources;
 mod security;
 mod serving;
 mod sse;

@@ -13,8 +13,9 @@ use wharf_testkit::{Wharf, eventually, fresh_database};
 async fn any_order_and_batching_of_events_gives_the_same_rows() {
     let w = Wharf::start().await;
     // A few real histories: progress, a failure, a cancellation with its request.
+    let session = w.session("s").await;
     let sleep = w
-        .submit_ok(json!({"tool": "demo.sleep", "arguments": {"seconds": 0.4, "steps": 4}, "session_id": "s"}))
+        .submit_ok(json!({"tool": "demo.sleep", "arguments": {"seconds": 0.4, "steps": 4}, "session_id": session}))
         .await;
     let fail = w
         .submit_ok(json!({"tool": "demo.fail", "arguments": {}}))

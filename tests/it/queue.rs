@@ -9,16 +9,21 @@ use wharf_contract::{EventKind, TaskStatus};
 use wharf_testkit::{Options, Wharf, eventually};
 
 async fn submit_echoes(w: &Wharf, n: usize, tag: &str) -> Vec<Uuid> {
+    submit_echoes_in(w, n, tag, None).await
+}
+
+/// `n` echo tasks, in `session` when given.
+async fn submit_echoes_in(w: &Wharf, n: usize, tag: &str, session: Option<&str>) -> Vec<Uuid> {
     let mut ids = Vec::with_capacity(n);
     for i in 0..n {
-        ids.push(
-            w.submit_ok(json!({
-                "tool": "demo.echo",
-                "arguments": {"message": format!("{tag}-{i}")},
-                "session_id": tag,
-            }))
-            .await,
-        );
+        let mut task = json!({
+            "tool": "demo.echo",
+            "arguments": {"message": format!("{tag}-{i}")},
+        });
+        if let Some(s) = session {
+            task["session_id"] = json!(s);
+        }
+        ids.push(w.submit_ok(task).await);
     }
     ids
 }
@@ -106,9 +111,10 @@ async fn the_recorder_restarted_mid_stream_loses_and_doubles_nothing() {
 async fn listing_filters_and_paginates_newest_first() {
     let w = Wharf::start().await;
     let a = submit_echoes(&w, 5, "list-a").await;
-    let b = submit_echoes(&w, 3, "list-b").await;
+    let session_b = w.session("list-b").await;
+    let b = submit_echoes_in(&w, 3, "list-b", Some(&session_b)).await;
     let fail = w
-        .submit_ok(json!({"tool": "demo.fail", "arguments": {}, "session_id": "list-b"}))
+        .submit_ok(json!({"tool": "demo.fail", "arguments": {}, "session_id": session_b}))
         .await;
     wait_all_succeeded(&w, 8).await;
     w.wait_recorded(fail, TaskStatus::Failed).await;
@@ -171,8 +177,8 @@ async fn listing_filters_and_paginates_newest_first() {
     }
     assert_eq!(pages, [3, 3, 3]);
 
-    let session_b = get("session_id=list-b".into()).await;
-    assert_eq!(ids(&session_b).len(), 4);
+    let in_b = get(format!("session_id={session_b}")).await;
+    assert_eq!(ids(&in_b).len(), 4);
     let failed = get("status=failed".into()).await;
     assert_eq!(ids(&failed), vec![fail]);
     let other_queue = get("queue=other".into()).await;

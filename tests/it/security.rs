@@ -162,6 +162,60 @@ fn routes(task: Uuid, key: Uuid) -> Vec<(Method, String, Option<Value>, Permissi
             None,
             Permission::AuditRead,
         ),
+        (
+            Method::POST,
+            "/api/v1/tools/demo.echo/call?wait=0".into(),
+            Some(json!({"arguments": {"message": "hi"}})),
+            Permission::TasksSubmit,
+        ),
+        (
+            Method::POST,
+            "/api/v1/sessions".into(),
+            Some(json!({})),
+            Permission::SessionsWrite,
+        ),
+        (
+            Method::GET,
+            "/api/v1/sessions".into(),
+            None,
+            Permission::SessionsRead,
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/sessions/{task}"),
+            None,
+            Permission::SessionsRead,
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v1/sessions/{task}"),
+            None,
+            Permission::SessionsWrite,
+        ),
+        (
+            Method::POST,
+            "/api/v1/agents".into(),
+            Some(json!({"name": "a", "allowed_tools": ["*"]})),
+            Permission::AgentsWrite,
+        ),
+        (
+            Method::GET,
+            "/api/v1/agents".into(),
+            None,
+            Permission::AgentsRead,
+        ),
+        (
+            Method::GET,
+            "/api/v1/agents/a".into(),
+            None,
+            Permission::AgentsRead,
+        ),
+        (
+            Method::PUT,
+            "/api/v1/agents/a".into(),
+            Some(json!({"allowed_tools": ["*"]})),
+            Permission::AgentsWrite,
+        ),
     ]
 }
 

@@ -359,6 +359,20 @@ impl Wharf {
         format!("{}{path}", self.api)
     }
 
+    /// A new session named `name` (`POST /api/v1/sessions`): its id.
+    pub async fn session(&self, name: &str) -> String {
+        let r = self
+            .http
+            .post(self.url("/api/v1/sessions"))
+            .json(&serde_json::json!({ "name": name }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "create a session");
+        let v: Value = r.json().await.unwrap();
+        v["id"].as_str().unwrap().to_owned()
+    }
+
     /// A new API key of `tenant` with `role`, stored directly (as `wharf bootstrap-key` does):
     /// its secret.
     pub async fn key(&self, tenant: &str, role: &str) -> String {

@@ -22,8 +22,10 @@ use wharf_entity::{task, task_event};
 
 mod audit;
 mod keys;
+mod resources;
 pub use audit::AuditFilter;
 pub use keys::StoredKey;
+pub use resources::AgentWrite;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -74,6 +76,10 @@ pub struct TaskFilter {
     pub priority: Option<wharf_contract::Priority>,
     /// Only this tenant's tasks (every tenant's when `None`).
     pub tenant: Option<String>,
+    /// Only tasks submitted with this agent.
+    pub agent: Option<String>,
+    /// Only queued and running tasks.
+    pub unfinished: bool,
     /// Only tasks older than this id (ids sort by submission time).
     pub before: Option<Uuid>,
     pub limit: u64,
@@ -226,6 +232,7 @@ impl Store {
             .bind(c.run_at)
             .bind(c.priority)
             .bind(c.tenant)
+            .bind(c.agent)
             .execute(&mut *tx)
             .await
             .map_err(sqlx_error)?;
@@ -259,6 +266,12 @@ impl Store {
         }
         if let Some(tenant) = &filter.tenant {
             q = q.filter(task::Column::Tenant.eq(tenant.as_str()));
+        }
+        if let Some(agent) = &filter.agent {
+            q = q.filter(task::Column::Agent.eq(agent.as_str()));
+        }
+        if filter.unfinished {
+            q = q.filter(task::Column::StatusRank.lt(2));
         }
         if let Some(before) = filter.before {
             q = q.filter(task::Column::Id.lt(before));
@@ -319,7 +332,7 @@ impl Store {
     }
 }
 
-const COLUMNS: [task::Column; 26] = [
+const COLUMNS: [task::Column; 27] = [
     task::Column::Id,
     task::Column::Status,
     task::Column::StatusRank,
@@ -346,6 +359,7 @@ const COLUMNS: [task::Column; 26] = [
     task::Column::RunAt,
     task::Column::Priority,
     task::Column::Tenant,
+    task::Column::Agent,
 ];
 
 /// A driver error as the [`sea_orm::DbErr`] the rest of the store reports, so
@@ -385,6 +399,7 @@ struct TaskColumns {
     run_at: Vec<Option<chrono::DateTime<chrono::Utc>>>,
     priority: Vec<&'static str>,
     tenant: Vec<String>,
+    agent: Vec<Option<String>>,
 }
 
 impl TaskColumns {
@@ -420,6 +435,7 @@ impl TaskColumns {
         self.run_at.push(v.run_at);
         self.priority.push(v.priority.as_str());
         self.tenant.push(text(&v.tenant));
+        self.agent.push(v.agent.as_deref().map(text));
     }
 }
 
@@ -464,6 +480,7 @@ fn upsert_tasks_sql() -> &'static str {
             "timestamptz",
             "int8",
             "timestamptz",
+            "text",
             "text",
             "text",
         ];
@@ -543,6 +560,7 @@ fn row_values(s: &TaskState) -> Vec<sea_orm::sea_query::SimpleExpr> {
         v.run_at.into(),
         v.priority.as_str().into(),
         text(&v.tenant).into(),
+        v.agent.as_deref().map(text).into(),
     ];
     values.into_iter().map(Into::into).collect()
 }
@@ -618,6 +636,7 @@ fn merge_on_conflict() -> OnConflict {
         (task::Column::RunAt, spec("run_at")),
         (task::Column::Priority, spec("priority")),
         (task::Column::Tenant, spec("tenant")),
+        (task::Column::Agent, spec("agent")),
         (task::Column::Status, by_status("status")),
         (task::Column::StatusRank, by_status("status_rank")),
         (task::Column::Result, by_terminal("result")),
@@ -694,5 +713,6 @@ fn view_of(m: task::Model) -> Result<TaskView, Error> {
             .parse()
             .map_err(|e: String| corrupt("priority", &e))?,
         tenant: m.tenant.clone(),
+        agent: m.agent.clone(),
     })
 }

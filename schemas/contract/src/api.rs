@@ -45,6 +45,9 @@ pub struct SubmitTask {
     /// higher levels first; each lower level keeps a share of the slots, so none starves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<crate::task::Priority>,
+    /// An agent of the tenant: the task may use only its tools, and gets its defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }
 
 /// `POST /api/v1/tasks/batch`: up to 1,000 tasks, each checked before any is published.

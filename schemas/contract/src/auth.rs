@@ -44,13 +44,25 @@ pub enum Permission {
     /// Read the tenant's audit log.
     #[serde(rename = "audit:read")]
     AuditRead,
+    /// Read the tenant's sessions.
+    #[serde(rename = "sessions:read")]
+    SessionsRead,
+    /// Create and delete the tenant's sessions (deleting cancels their tasks).
+    #[serde(rename = "sessions:write")]
+    SessionsWrite,
+    /// Read the tenant's agents.
+    #[serde(rename = "agents:read")]
+    AgentsRead,
+    /// Create and update the tenant's agents.
+    #[serde(rename = "agents:write")]
+    AgentsWrite,
     /// Act across tenants: create keys for another tenant, see dead letters of no tenant.
     #[serde(rename = "tenants:admin")]
     TenantsAdmin,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 10] = [
+    pub const ALL: [Permission; 14] = [
         Permission::TasksSubmit,
         Permission::TasksRead,
         Permission::TasksCancel,
@@ -60,6 +72,10 @@ impl Permission {
         Permission::OpsRead,
         Permission::KeysAdmin,
         Permission::AuditRead,
+        Permission::SessionsRead,
+        Permission::SessionsWrite,
+        Permission::AgentsRead,
+        Permission::AgentsWrite,
         Permission::TenantsAdmin,
     ];
 
@@ -74,6 +90,10 @@ impl Permission {
             Permission::OpsRead => "ops:read",
             Permission::KeysAdmin => "keys:admin",
             Permission::AuditRead => "audit:read",
+            Permission::SessionsRead => "sessions:read",
+            Permission::SessionsWrite => "sessions:write",
+            Permission::AgentsRead => "agents:read",
+            Permission::AgentsWrite => "agents:write",
             Permission::TenantsAdmin => "tenants:admin",
         }
     }
@@ -111,6 +131,10 @@ pub fn builtin_role(name: &str) -> Option<&'static [Permission]> {
             ToolsRead,
             KeysAdmin,
             AuditRead,
+            SessionsRead,
+            SessionsWrite,
+            AgentsRead,
+            AgentsWrite,
         ],
         // Runs the platform: reads everything of its tenant and the platform's state, cancels,
         // replays dead letters; submits nothing new.
@@ -121,11 +145,21 @@ pub fn builtin_role(name: &str) -> Option<&'static [Permission]> {
             DlqReplay,
             ToolsRead,
             OpsRead,
+            SessionsRead,
+            AgentsRead,
         ],
         // An application that submits work and follows it.
-        "submitter" => &[TasksSubmit, TasksRead, TasksCancel, ToolsRead],
+        "submitter" => &[
+            TasksSubmit,
+            TasksRead,
+            TasksCancel,
+            ToolsRead,
+            SessionsRead,
+            SessionsWrite,
+            AgentsRead,
+        ],
         // Looks only.
-        "reader" => &[TasksRead, ToolsRead],
+        "reader" => &[TasksRead, ToolsRead, SessionsRead, AgentsRead],
         _ => return None,
     })
 }

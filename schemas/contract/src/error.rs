@@ -33,6 +33,10 @@ pub enum ErrorCode {
     NotReplayable,
     /// The body's media type is not `application/json`.
     UnsupportedMediaType,
+    /// The task's agent may not use this tool.
+    ToolNotAllowed,
+    /// An agent with this name already exists in the tenant.
+    AgentExists,
     /// No credentials, or credentials that do not prove who the caller is (unknown, revoked
     /// or expired key; token with a bad signature, issuer, audience or expiry).
     Unauthenticated,
@@ -62,7 +66,9 @@ impl ErrorCode {
             ErrorCode::TaskFinished
             | ErrorCode::IdempotencyKeyReused
             | ErrorCode::IdempotencyKeyInUse
-            | ErrorCode::NotReplayable => 409,
+            | ErrorCode::NotReplayable
+            | ErrorCode::AgentExists => 409,
+            ErrorCode::ToolNotAllowed => 403,
             ErrorCode::BodyTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::InvalidField | ErrorCode::UnknownTool | ErrorCode::InvalidArguments => 422,
@@ -87,6 +93,8 @@ impl ErrorCode {
             ErrorCode::IdempotencyKeyInUse => "a request with this idempotency key is in progress",
             ErrorCode::NotReplayable => "the dead letter cannot be replayed",
             ErrorCode::UnsupportedMediaType => "unsupported media type",
+            ErrorCode::ToolNotAllowed => "the agent may not use this tool",
+            ErrorCode::AgentExists => "an agent with this name exists",
             ErrorCode::Unauthenticated => "authentication required",
             ErrorCode::Forbidden => "permission denied",
             ErrorCode::RateLimited => "too many requests",
@@ -112,6 +120,8 @@ impl ErrorCode {
             ErrorCode::IdempotencyKeyInUse => "idempotency_key_in_use",
             ErrorCode::NotReplayable => "not_replayable",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::ToolNotAllowed => "tool_not_allowed",
+            ErrorCode::AgentExists => "agent_exists",
             ErrorCode::Unauthenticated => "unauthenticated",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::RateLimited => "rate_limited",

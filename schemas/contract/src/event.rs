@@ -29,7 +29,10 @@ pub struct TaskEvent {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
     /// The gateway accepted the task; carries the whole task as submitted.
-    Submitted { task: Task },
+    ///
+    /// Boxed: an event is as large as its largest kind, and every event a worker builds for a
+    /// running task would otherwise carry room for a whole task.
+    Submitted { task: Box<Task> },
     /// A worker started an attempt.
     Started {
         worker: String,

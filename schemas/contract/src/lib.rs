@@ -13,6 +13,7 @@ pub mod error;
 pub mod event;
 pub mod names;
 pub mod ops;
+pub mod resources;
 pub mod task;
 pub mod tool;
 
@@ -25,6 +26,9 @@ pub use error::{ErrorCode, FieldError, Problem};
 pub use event::{EventKind, TaskEvent};
 pub use names::*;
 pub use ops::{QueueInfo, QueueLevel, QueueList, SystemStatus, WorkerInfo, WorkerList};
+pub use resources::{
+    Agent, AgentList, AgentSpec, CallTool, CreateSession, DeletedSession, Session, SessionList,
+};
 pub use task::{Priority, Progress, RetryPolicy, Task, TaskError, TaskStatus, TaskView};
 pub use tool::{ToolInfo, ToolServer};
 
@@ -56,6 +60,10 @@ pub fn json_schemas() -> Vec<(&'static str, serde_json::Value)> {
         ("identity.json", schema::<Identity>()),
         ("audit-entry.v1.json", schema::<AuditEntry>()),
         ("audit-list.json", schema::<AuditList>()),
+        ("session.json", schema::<Session>()),
+        ("agent.json", schema::<Agent>()),
+        ("agent-spec.json", schema::<AgentSpec>()),
+        ("call-tool.json", schema::<CallTool>()),
     ]
 }
 
@@ -102,6 +110,8 @@ mod tests {
             IdempotencyKeyInUse,
             NotReplayable,
             UnsupportedMediaType,
+            ToolNotAllowed,
+            AgentExists,
             Unauthenticated,
             Forbidden,
             RateLimited,

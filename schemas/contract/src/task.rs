@@ -52,6 +52,9 @@ pub struct Task {
     /// (every task from before tenants, and every task of a platform without them).
     #[serde(default = "default_tenant", skip_serializing_if = "is_default_tenant")]
     pub tenant: String,
+    /// The agent it was submitted with, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }
 
 fn default_tenant() -> String {
@@ -278,6 +281,9 @@ pub struct TaskView {
     /// (such a view is shown to no tenant).
     #[serde(default)]
     pub tenant: String,
+    /// The agent it was submitted with, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }
 
 /// A [`TaskView`] plus the event sequence numbers that make folding order-independent.
@@ -324,6 +330,7 @@ impl TaskState {
                 run_at: None,
                 priority: Priority::Normal,
                 tenant: String::new(),
+                agent: None,
             },
             progress_seq: 0,
             terminal_seq: 0,
@@ -360,6 +367,7 @@ impl TaskState {
                 v.run_at = task.run_at;
                 v.priority = task.priority;
                 v.tenant.clone_from(&task.tenant);
+                v.agent.clone_from(&task.agent);
             }
             EventKind::Started { tool, queue, .. } => {
                 v.status = TaskStatus::Running;
@@ -431,6 +439,7 @@ impl TaskState {
             a.run_at = b.run_at;
             a.priority = b.priority;
             a.tenant = b.tenant;
+            a.agent = b.agent;
         }
         a.cancel_requested_at = min_opt(a.cancel_requested_at, b.cancel_requested_at);
         a.started_at = min_opt(a.started_at, b.started_at);
@@ -488,10 +497,19 @@ mod tests {
             retry: None,
             priority: Priority::Low,
             tenant: "acme".into(),
+            agent: Some("helper".into()),
         };
         let ev = |attempt, kind| TaskEvent::new(id, attempt, kind);
         vec![
-            (1, ev(0, EventKind::Submitted { task })),
+            (
+                1,
+                ev(
+                    0,
+                    EventKind::Submitted {
+                        task: Box::new(task),
+                    },
+                ),
+            ),
             (
                 5,
                 ev(

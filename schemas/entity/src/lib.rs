@@ -4,7 +4,9 @@
 //! migrations use them; workers never do. The JSON columns hold contract types serialised with
 //! serde; the conversions live in `wharf-store`.
 
+pub mod agent;
 pub mod api_key;
 pub mod audit_event;
+pub mod session;
 pub mod task;
 pub mod task_event;

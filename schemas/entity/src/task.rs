@@ -45,6 +45,8 @@ pub struct Model {
     pub priority: String,
     /// The tenant that submitted it (empty until the `submitted` event is recorded).
     pub tenant: String,
+    /// The agent it was submitted with.
+    pub agent: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -10,6 +10,7 @@ mod m0003_priority;
 mod m0004_finished_at_index;
 mod m0005_tenants_and_keys;
 mod m0006_audit;
+mod m0007_sessions_agents;
 
 pub struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0004_finished_at_index::Migration),
             Box::new(m0005_tenants_and_keys::Migration),
             Box::new(m0006_audit::Migration),
+            Box::new(m0007_sessions_agents::Migration),
         ]
     }
 }

@@ -45,6 +45,9 @@ pub enum ClientCommand {
         /// `high`, `normal` or `low` (the queue's default when absent).
         #[arg(long)]
         priority: Option<wharf_contract::Priority>,
+        /// Submit as this agent: its tools only, its defaults.
+        #[arg(long)]
+        agent: Option<String>,
         /// Follow progress live and print the result.
         #[arg(long)]
         watch: bool,
@@ -234,6 +237,7 @@ impl ClientCommand {
                 delay,
                 run_at,
                 priority,
+                agent,
                 watch,
             } => {
                 let body = SubmitTask {
@@ -248,6 +252,7 @@ impl ClientCommand {
                     run_at,
                     delay_secs: delay,
                     priority,
+                    agent,
                 };
                 let view: TaskView = api
                     .send(api.http.post(url("/api/v1/tasks")).json(&body))

@@ -94,6 +94,8 @@ pub struct GatewaySection {
     pub header_timeout_secs: u64,
     /// Seconds a request may take until its answer starts; 504 `timeout` after.
     pub request_timeout_secs: u64,
+    /// Life of a session created without `ttl_secs`, in seconds.
+    pub session_ttl_secs: u64,
 }
 
 /// `[gateway.queues.<name>]`: what tasks submitted to that queue get when they say nothing.
@@ -150,6 +152,7 @@ impl Default for Config {
                 max_header_bytes: 16 * 1024,
                 header_timeout_secs: 10,
                 request_timeout_secs: 60,
+                session_ttl_secs: 24 * 3600,
             },
             worker: WorkerSection {
                 count: 1,
@@ -217,6 +220,7 @@ impl Config {
             max_header_bytes: self.gateway.max_header_bytes,
             header_timeout: Duration::from_secs(self.gateway.header_timeout_secs),
             request_timeout: Duration::from_secs(self.gateway.request_timeout_secs),
+            session_ttl: Duration::from_secs(self.gateway.session_ttl_secs),
             limits: self.gateway.limits.clone(),
             cors_origins: self.gateway.cors_origins.clone(),
             listen: self.http_addr,

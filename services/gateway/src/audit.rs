@@ -246,6 +246,11 @@ fn action(method: &Method, route: &str, status: u16) -> String {
         ("POST", "/api/v1/dlq/{id}/replay") => "dlq.replay",
         ("POST", "/api/v1/keys") => "key.create",
         ("DELETE", "/api/v1/keys/{id}") => "key.revoke",
+        ("POST", "/api/v1/sessions") => "session.create",
+        ("DELETE", "/api/v1/sessions/{id}") => "session.delete",
+        ("POST", "/api/v1/agents") => "agent.create",
+        ("PUT", "/api/v1/agents/{name}") => "agent.update",
+        ("POST", "/api/v1/tools/{name}/call") => "tool.call",
         _ => return format!("{method} {route}"),
     };
     named.into()

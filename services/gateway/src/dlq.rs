@@ -140,6 +140,8 @@ pub async fn replay(
         run_at: None,
         delay_secs: None,
         priority: Some(task.priority),
+        // The agent must still allow the tool.
+        agent: task.agent,
     };
     // The replay runs in the dead task's tenant, which is the caller's (`visible`). Replaying
     // is the permission here, not submitting.

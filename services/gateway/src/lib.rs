@@ -14,6 +14,7 @@ pub mod limits;
 mod openapi;
 mod ops;
 mod problem;
+mod resources;
 mod serve;
 mod tasks;
 mod ws;
@@ -29,7 +30,7 @@ use axum::{Json, Router};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use wharf_bus::Bus;
-use wharf_contract::{ErrorCode, ToolList};
+use wharf_contract::ErrorCode;
 use wharf_store::Store;
 
 pub use audit::AuditConfig;
@@ -66,6 +67,8 @@ pub struct GatewayConfig {
     pub header_timeout: std::time::Duration,
     /// Longest a request may take until its answer starts (streams then run on); 504 after.
     pub request_timeout: std::time::Duration,
+    /// Life of a session created without `ttl_secs`.
+    pub session_ttl: std::time::Duration,
 }
 
 /// What a queue gives the tasks submitted to it that do not say otherwise.
@@ -99,6 +102,7 @@ impl Default for GatewayConfig {
             max_header_bytes: 16 * 1024,
             header_timeout: std::time::Duration::from_secs(10),
             request_timeout: std::time::Duration::from_secs(60),
+            session_ttl: std::time::Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -322,7 +326,24 @@ fn router(state: AppState) -> Router {
         .route("/api/v1/dlq", get(dlq::list))
         .route("/api/v1/dlq/{id}", get(dlq::get))
         .route("/api/v1/dlq/{id}/replay", post(dlq::replay))
-        .route("/api/v1/tools", get(tools))
+        .route("/api/v1/tools", get(resources::tools))
+        .route("/api/v1/tools/{name}/call", post(resources::call))
+        .route(
+            "/api/v1/sessions",
+            post(resources::create_session).get(resources::list_sessions),
+        )
+        .route(
+            "/api/v1/sessions/{id}",
+            get(resources::get_session).delete(resources::delete_session),
+        )
+        .route(
+            "/api/v1/agents",
+            post(resources::create_agent).get(resources::list_agents),
+        )
+        .route(
+            "/api/v1/agents/{name}",
+            get(resources::get_agent).put(resources::update_agent),
+        )
         .route("/api/v1/workers", get(ops::workers))
         .route("/api/v1/queues", get(ops::queues))
         .route("/api/v1/keys", post(keys::create).get(keys::list))
@@ -430,17 +451,6 @@ fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
             ])
             .max_age(std::time::Duration::from_secs(3600)),
     )
-}
-
-/// `GET /api/v1/tools`
-async fn tools(
-    principal: auth::Principal,
-    State(state): State<AppState>,
-) -> Result<Json<ToolList>, ApiError> {
-    principal.require(wharf_contract::Permission::ToolsRead)?;
-    Ok(Json(ToolList {
-        tools: state.catalog.list(),
-    }))
 }
 
 /// `GET /healthz`: the process is up.

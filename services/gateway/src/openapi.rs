@@ -14,9 +14,10 @@ use axum::response::{Html, IntoResponse, Response};
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use serde_json::{Map, Value, json};
 use wharf_contract::{
-    ApiKeyInfo, ApiKeyList, AuditList, CreateKey, CreatedKey, DeadLetter, DeadLetterList, Identity,
-    Permission, Problem, QueueList, SubmitBatch, SubmitTask, TaskBatch, TaskList, TaskView,
-    ToolList, WorkerList,
+    Agent, AgentList, AgentSpec, ApiKeyInfo, ApiKeyList, AuditList, CallTool, CreateKey,
+    CreateSession, CreatedKey, DeadLetter, DeadLetterList, DeletedSession, Identity, Permission,
+    Problem, QueueList, Session, SessionList, SubmitBatch, SubmitTask, TaskBatch, TaskList,
+    TaskView, ToolList, WorkerList,
 };
 
 /// Generates the schemas of request and answer bodies into one `components.schemas`.
@@ -248,6 +249,7 @@ fn operations(s: &mut Schemas) -> Vec<Op> {
                 param("queue", "query", json!({"type": "string"}), "Only this queue's tasks."),
                 param("session_id", "query", json!({"type": "string"}), "Only this session's tasks."),
                 param("priority", "query", json!({"type": "string", "enum": ["high", "normal", "low"]}), "Only this level."),
+                param("agent", "query", json!({"type": "string"}), "Only tasks submitted with this agent."),
                 limit_param(500, 50),
                 cursor_param(json!({"type": "string", "format": "uuid"})),
             ],
@@ -347,7 +349,7 @@ fn operations(s: &mut Schemas) -> Vec<Op> {
             body: None,
             responses: vec![
                 (202, "The new task, queued.", Some(json_content(task.clone()))),
-                (200, "The task an earlier replay of this letter made.", Some(json_content(task))),
+                (200, "The task an earlier replay of this letter made.", Some(json_content(task.clone()))),
             ],
         },
         Op {
@@ -355,11 +357,119 @@ fn operations(s: &mut Schemas) -> Vec<Op> {
             path: "/api/v1/tools",
             id: "listTools",
             tag: "tools",
-            summary: "The tool catalog, from the workers",
+            summary: "The tool catalog, from the workers, by name",
             permission: Some(ToolsRead),
+            parameters: vec![
+                param("server", "query", json!({"type": "string"}), "Only this MCP server's tools."),
+                param("q", "query", json!({"type": "string"}), "Only tools whose name or description holds this (any case)."),
+            ],
+            body: None,
+            responses: vec![(200, "The tools workers serve.", Some(json_content(s.output::<ToolList>())))],
+        },
+        Op {
+            method: "post",
+            path: "/api/v1/tools/{name}/call",
+            id: "callTool",
+            tag: "tools",
+            summary: "Run a tool through the queue and wait for its result",
+            permission: Some(TasksSubmit),
+            parameters: vec![
+                param("name", "path", json!({"type": "string"}), "The tool, `<server>.<tool>`."),
+                param("wait", "query", json!({"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?(s|ms)?$"}), "How long to wait for the end: `30`, `30s` or `1500ms`, at most 50 s (default 30 s)."),
+            ],
+            body: Some(s.input::<CallTool>()),
+            responses: vec![
+                (200, "The task ended within the wait: its result or error.", Some(json_content(task.clone()))),
+                (202, "Still running after the wait: the task, to follow or read later.", Some(json_content(task.clone()))),
+            ],
+        },
+        Op {
+            method: "post",
+            path: "/api/v1/sessions",
+            id: "createSession",
+            tag: "sessions",
+            summary: "Create a session (24 h by default)",
+            permission: Some(SessionsWrite),
+            parameters: vec![],
+            body: Some(s.input::<CreateSession>()),
+            responses: vec![(201, "The session.", Some(json_content(s.output::<Session>())))],
+        },
+        Op {
+            method: "get",
+            path: "/api/v1/sessions",
+            id: "listSessions",
+            tag: "sessions",
+            summary: "The tenant's live sessions, newest first",
+            permission: Some(SessionsRead),
+            parameters: vec![limit_param(500, 50), cursor_param(json!({"type": "string", "format": "uuid"}))],
+            body: None,
+            responses: vec![(200, "A page of sessions.", Some(json_content(s.output::<SessionList>())))],
+        },
+        Op {
+            method: "get",
+            path: "/api/v1/sessions/{id}",
+            id: "getSession",
+            tag: "sessions",
+            summary: "Read a session (live, expired or deleted)",
+            permission: Some(SessionsRead),
+            parameters: vec![id_param("session")],
+            body: None,
+            responses: vec![(200, "The session.", Some(json_content(s.output::<Session>())))],
+        },
+        Op {
+            method: "delete",
+            path: "/api/v1/sessions/{id}",
+            id: "deleteSession",
+            tag: "sessions",
+            summary: "Delete a session, cancelling its queued and running tasks",
+            permission: Some(SessionsWrite),
+            parameters: vec![id_param("session")],
+            body: None,
+            responses: vec![(200, "The session and the tasks cancelled.", Some(json_content(s.output::<DeletedSession>())))],
+        },
+        Op {
+            method: "post",
+            path: "/api/v1/agents",
+            id: "createAgent",
+            tag: "agents",
+            summary: "Create an agent: allowed tools and defaults for the tasks submitted with it",
+            permission: Some(AgentsWrite),
+            parameters: vec![],
+            body: Some(s.input::<AgentSpec>()),
+            responses: vec![(201, "The agent, revision 1.", Some(json_content(s.output::<Agent>())))],
+        },
+        Op {
+            method: "get",
+            path: "/api/v1/agents",
+            id: "listAgents",
+            tag: "agents",
+            summary: "The tenant's agents, by name",
+            permission: Some(AgentsRead),
             parameters: vec![],
             body: None,
-            responses: vec![(200, "Every tool a worker serves.", Some(json_content(s.output::<ToolList>())))],
+            responses: vec![(200, "The agents.", Some(json_content(s.output::<AgentList>())))],
+        },
+        Op {
+            method: "get",
+            path: "/api/v1/agents/{name}",
+            id: "getAgent",
+            tag: "agents",
+            summary: "Read an agent",
+            permission: Some(AgentsRead),
+            parameters: vec![param("name", "path", json!({"type": "string"}), "The agent's name.")],
+            body: None,
+            responses: vec![(200, "The agent.", Some(json_content(s.output::<Agent>())))],
+        },
+        Op {
+            method: "put",
+            path: "/api/v1/agents/{name}",
+            id: "updateAgent",
+            tag: "agents",
+            summary: "Replace an agent's spec (a new revision)",
+            permission: Some(AgentsWrite),
+            parameters: vec![param("name", "path", json!({"type": "string"}), "The agent's name.")],
+            body: Some(s.input::<AgentSpec>()),
+            responses: vec![(200, "The agent, one revision on.", Some(json_content(s.output::<Agent>())))],
         },
         Op {
             method: "get",
@@ -659,7 +769,10 @@ mod tests {
     fn the_document_lists_exactly_the_routes_of_the_router() {
         let source = include_str!("lib.rs");
         let mut routed = BTreeSet::new();
-        for chunk in source.split(".route(\"").skip(1) {
+        for chunk in source.split(".route(").skip(1) {
+            let Some(chunk) = chunk.trim_start().strip_prefix('"') else {
+                continue;
+            };
             let (path, rest) = chunk.split_once('"').unwrap();
             let call = &rest[..rest.find("))").map_or(rest.len(), |i| i + 2)];
             for method in ["get", "post", "put", "delete", "patch"] {

@@ -93,7 +93,8 @@ pub async fn submit(
     trace: TraceContext,
 ) -> Result<(StatusCode, TaskView), ApiError> {
     principal.require(wharf_contract::Permission::TasksSubmit)?;
-    let mut event = prepare(state, principal, req, origin)?;
+    let agent = context(state, principal, &req, origin).await?;
+    let mut event = prepare(state, principal, req, origin, agent.as_ref())?;
     state
         .limits
         .admit_tasks(&state.store, principal.tenant(), 1)
@@ -230,14 +231,79 @@ pub enum Origin {
     Replay,
 }
 
+/// What a submission names that lives in the database: its session must be live, and its
+/// agent (returned) must exist, both in the caller's tenant. A replay keeps the dead task's
+/// session, live or not.
+async fn context(
+    state: &AppState,
+    principal: &Principal,
+    req: &SubmitTask,
+    origin: Origin,
+) -> Result<Option<wharf_contract::Agent>, ApiError> {
+    if let Some(raw) = &req.session_id
+        && origin == Origin::Client
+    {
+        let now = chrono::Utc::now();
+        let live = match raw.parse::<Uuid>() {
+            Ok(id) => state
+                .store
+                .session(principal.tenant(), id)
+                .await?
+                .filter(|s| s.deleted_at.is_none() && s.expires_at > now),
+            Err(_) => None,
+        };
+        if live.is_none() {
+            return Err(ApiError::field(
+                ErrorCode::InvalidField,
+                "/session_id",
+                format!(
+                    "no live session {raw:?} in this tenant (create one with POST \
+                     /api/v1/sessions; a deleted or expired one takes no tasks)"
+                ),
+            ));
+        }
+    }
+    let Some(name) = &req.agent else {
+        return Ok(None);
+    };
+    let agent = if valid_name(name) {
+        state.store.agent(principal.tenant(), name).await?
+    } else {
+        None
+    };
+    agent.map(Some).ok_or_else(|| {
+        ApiError::field(
+            ErrorCode::InvalidField,
+            "/agent",
+            format!("no agent {name:?} in this tenant (see GET /api/v1/agents)"),
+        )
+    })
+}
+
 /// Checks a submission and builds its `submitted` event (which holds the task). Publishes
-/// nothing; errors name fields from the task's root (`/tool`, `/arguments/...`).
+/// nothing; errors name fields from the task's root (`/tool`, `/arguments/...`). Values the
+/// request leaves out come from its agent, then its queue's defaults, then the gateway's.
 fn prepare(
     state: &AppState,
     principal: &Principal,
     req: SubmitTask,
     origin: Origin,
+    agent: Option<&wharf_contract::Agent>,
 ) -> Result<TaskEvent, ApiError> {
+    if let Some(a) = agent
+        && !a.allows(&req.tool)
+    {
+        return Err(ApiError::field(
+            ErrorCode::ToolNotAllowed,
+            "/tool",
+            format!(
+                "agent {:?} may use {} only, not {:?}",
+                a.name,
+                a.allowed_tools.join(", "),
+                req.tool
+            ),
+        ));
+    }
     if origin == Origin::Client
         && req
             .idempotency_key
@@ -252,7 +318,10 @@ fn prepare(
             ),
         ));
     }
-    let queue = req.queue.unwrap_or_else(|| DEFAULT_QUEUE.to_owned());
+    let queue = req
+        .queue
+        .or_else(|| agent.and_then(|a| a.default_queue.clone()))
+        .unwrap_or_else(|| DEFAULT_QUEUE.to_owned());
     if !valid_name(&queue) {
         return Err(ApiError::field(
             ErrorCode::InvalidField,
@@ -263,6 +332,7 @@ fn prepare(
     let defaults = state.config.queues.get(&queue);
     let timeout_secs = req
         .timeout_secs
+        .or_else(|| agent.and_then(|a| a.timeout_secs))
         .or_else(|| defaults.and_then(|d| d.timeout_secs));
     if let Some(t) = req.timeout_secs
         && !(1..=86_400).contains(&t)
@@ -275,6 +345,7 @@ fn prepare(
     }
     let max_attempts = req
         .max_attempts
+        .or_else(|| agent.and_then(|a| a.max_attempts))
         .or_else(|| defaults.and_then(|d| d.max_attempts))
         .unwrap_or(state.config.default_max_attempts);
     if !(1..=100).contains(&max_attempts) {
@@ -371,11 +442,19 @@ fn prepare(
         retry: defaults.and_then(|d| d.retry),
         priority: req
             .priority
+            .or_else(|| agent.and_then(|a| a.priority))
             .or_else(|| defaults.and_then(|d| d.priority))
             .unwrap_or_default(),
         tenant: principal.tenant().to_owned(),
+        agent: agent.map(|a| a.name.clone()),
     };
-    Ok(TaskEvent::new(task.id, 0, EventKind::Submitted { task }))
+    Ok(TaskEvent::new(
+        task.id,
+        0,
+        EventKind::Submitted {
+            task: Box::new(task),
+        },
+    ))
 }
 
 /// Publishes a prepared task and its `submitted` event; returns once JetStream stored both.
@@ -490,9 +569,12 @@ pub async fn create_batch(
                 format!("repeats the key of /tasks/{first}"),
             ));
         }
+        let within = |e: ApiError| e.within(&format!("/tasks/{i}"));
+        let agent = context(&state, &principal, &task, Origin::Client)
+            .await
+            .map_err(within)?;
         events.push(
-            prepare(&state, &principal, task, Origin::Client)
-                .map_err(|e| e.within(&format!("/tasks/{i}")))?,
+            prepare(&state, &principal, task, Origin::Client, agent.as_ref()).map_err(within)?,
         );
     }
     state
@@ -679,6 +761,7 @@ pub struct ListQuery {
     queue: Option<String>,
     session_id: Option<String>,
     priority: Option<String>,
+    agent: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
 }
@@ -742,6 +825,8 @@ pub async fn list(
         session_id: q.session_id,
         priority,
         tenant: Some(principal.tenant().to_owned()),
+        agent: q.agent,
+        unfinished: false,
         before,
         limit: limit + 1,
     };
@@ -851,7 +936,8 @@ pub async fn submit_and_follow(
     trace: TraceContext,
 ) -> Result<(TaskView, BoxStream<'static, WsServerMessage>), ApiError> {
     principal.require(wharf_contract::Permission::TasksSubmit)?;
-    let mut event = prepare(state, principal, req, Origin::Client)?;
+    let agent = context(state, principal, &req, Origin::Client).await?;
+    let mut event = prepare(state, principal, req, Origin::Client, agent.as_ref())?;
     state
         .limits
         .admit_tasks(&state.store, principal.tenant(), 1)

@@ -278,6 +278,7 @@ pub async fn history_floor(opts: &Options) -> anyhow::Result<Value> {
                 retry: None,
                 priority: Default::default(),
                 tenant: wharf_contract::DEFAULT_TENANT.into(),
+                agent: None,
             };
             let started = EventKind::Started {
                 worker: "bench-worker".into(),
@@ -287,7 +288,16 @@ pub async fn history_floor(opts: &Options) -> anyhow::Result<Value> {
             let result =
                 json!({ "content": [{ "type": "text", "text": message }], "isError": false });
             [
-                (seq, TaskEvent::new(id, 0, EventKind::Submitted { task })),
+                (
+                    seq,
+                    TaskEvent::new(
+                        id,
+                        0,
+                        EventKind::Submitted {
+                            task: Box::new(task),
+                        },
+                    ),
+                ),
                 (seq + 1, TaskEvent::new(id, 1, started)),
                 (
                     seq + 2,

@@ -794,7 +794,7 @@ mod sizes {
     #[test]
     fn a_running_task_future_stays_small() {
         let size = size_of_return(run);
-        assert!(size <= 5 * 1024, "the task future grew to {size} bytes");
+        assert!(size <= 4608, "the task future grew to {size} bytes");
     }
 }
 
