@@ -3,6 +3,7 @@
 mod audit;
 mod bad_input;
 mod batch;
+mod config;
 mod delayed;
 mod dlq;
 mod docs_page;

@@ -216,6 +216,25 @@ fn routes(task: Uuid, key: Uuid) -> Vec<(Method, String, Option<Value>, Permissi
             Some(json!({"allowed_tools": ["*"]})),
             Permission::AgentsWrite,
         ),
+        (
+            Method::GET,
+            "/api/v1/config".into(),
+            None,
+            Permission::ConfigRead,
+        ),
+        (
+            Method::GET,
+            "/api/v1/config/revisions".into(),
+            None,
+            Permission::ConfigRead,
+        ),
+        (
+            Method::PUT,
+            "/api/v1/config".into(),
+            // A stale revision: refused (409) by whoever may write, changing nothing.
+            Some(json!({"revision": 99, "config": {"session_ttl_secs": 3600}})),
+            Permission::ConfigWrite,
+        ),
     ]
 }
 

@@ -26,8 +26,8 @@ use wharf_contract::{
     event_subject, live_event_subject, queue_consumer, schedule_subject, task_subject,
 };
 use wharf_contract::{
-    KEY_REVOKED_SUBJECT, QueueLevel, WORKERS_BUCKET, WorkerInfo, parse_queue_consumer,
-    parse_task_subject, worker_key,
+    CONFIG_CHANGED_SUBJECT, KEY_REVOKED_SUBJECT, QueueLevel, WORKERS_BUCKET, WorkerInfo,
+    parse_queue_consumer, parse_task_subject, worker_key,
 };
 
 pub use async_nats::jetstream::AckKind;
@@ -216,6 +216,35 @@ impl Bus {
             .subscribe(KEY_REVOKED_SUBJECT)
             .await
             .map_err(nats("follow revoked keys"))?;
+        Ok(sub.filter_map(|m| {
+            std::future::ready(
+                std::str::from_utf8(&m.payload)
+                    .ok()
+                    .and_then(|s| s.parse().ok()),
+            )
+        }))
+    }
+
+    /// Tells every gateway that revision `revision` of the runtime configuration is stored
+    /// (best effort: gateways also read it again every half minute).
+    pub async fn announce_config_changed(&self, revision: u64) -> Result<(), Error> {
+        self.client
+            .publish(CONFIG_CHANGED_SUBJECT, Bytes::from(revision.to_string()))
+            .await
+            .map_err(nats("announce a configuration change"))?;
+        self.client
+            .flush()
+            .await
+            .map_err(nats("announce a configuration change"))
+    }
+
+    /// The runtime configuration revisions announced from now on.
+    pub async fn config_changes(&self) -> Result<impl Stream<Item = u64> + use<>, Error> {
+        let sub = self
+            .client
+            .subscribe(CONFIG_CHANGED_SUBJECT)
+            .await
+            .map_err(nats("follow configuration changes"))?;
         Ok(sub.filter_map(|m| {
             std::future::ready(
                 std::str::from_utf8(&m.payload)

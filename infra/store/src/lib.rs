@@ -21,6 +21,7 @@ use wharf_contract::{TaskEvent, TaskStatus, TaskView};
 use wharf_entity::{task, task_event};
 
 mod audit;
+mod config;
 mod keys;
 mod resources;
 pub use audit::AuditFilter;

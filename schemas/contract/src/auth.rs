@@ -56,13 +56,19 @@ pub enum Permission {
     /// Create and update the tenant's agents.
     #[serde(rename = "agents:write")]
     AgentsWrite,
+    /// Read the platform's runtime configuration. Spans tenants.
+    #[serde(rename = "config:read")]
+    ConfigRead,
+    /// Change the platform's runtime configuration (limits, queue defaults). Spans tenants.
+    #[serde(rename = "config:write")]
+    ConfigWrite,
     /// Act across tenants: create keys for another tenant, see dead letters of no tenant.
     #[serde(rename = "tenants:admin")]
     TenantsAdmin,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 14] = [
+    pub const ALL: [Permission; 16] = [
         Permission::TasksSubmit,
         Permission::TasksRead,
         Permission::TasksCancel,
@@ -76,6 +82,8 @@ impl Permission {
         Permission::SessionsWrite,
         Permission::AgentsRead,
         Permission::AgentsWrite,
+        Permission::ConfigRead,
+        Permission::ConfigWrite,
         Permission::TenantsAdmin,
     ];
 
@@ -94,6 +102,8 @@ impl Permission {
             Permission::SessionsWrite => "sessions:write",
             Permission::AgentsRead => "agents:read",
             Permission::AgentsWrite => "agents:write",
+            Permission::ConfigRead => "config:read",
+            Permission::ConfigWrite => "config:write",
             Permission::TenantsAdmin => "tenants:admin",
         }
     }
@@ -147,6 +157,7 @@ pub fn builtin_role(name: &str) -> Option<&'static [Permission]> {
             OpsRead,
             SessionsRead,
             AgentsRead,
+            ConfigRead,
         ],
         // An application that submits work and follows it.
         "submitter" => &[

@@ -37,6 +37,8 @@ pub enum ErrorCode {
     ToolNotAllowed,
     /// An agent with this name already exists in the tenant.
     AgentExists,
+    /// The configuration changed since the revision the update names; read it and retry.
+    ConfigConflict,
     /// No credentials, or credentials that do not prove who the caller is (unknown, revoked
     /// or expired key; token with a bad signature, issuer, audience or expiry).
     Unauthenticated,
@@ -67,7 +69,8 @@ impl ErrorCode {
             | ErrorCode::IdempotencyKeyReused
             | ErrorCode::IdempotencyKeyInUse
             | ErrorCode::NotReplayable
-            | ErrorCode::AgentExists => 409,
+            | ErrorCode::AgentExists
+            | ErrorCode::ConfigConflict => 409,
             ErrorCode::ToolNotAllowed => 403,
             ErrorCode::BodyTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
@@ -95,6 +98,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => "unsupported media type",
             ErrorCode::ToolNotAllowed => "the agent may not use this tool",
             ErrorCode::AgentExists => "an agent with this name exists",
+            ErrorCode::ConfigConflict => "the configuration changed meanwhile",
             ErrorCode::Unauthenticated => "authentication required",
             ErrorCode::Forbidden => "permission denied",
             ErrorCode::RateLimited => "too many requests",
@@ -122,6 +126,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::ToolNotAllowed => "tool_not_allowed",
             ErrorCode::AgentExists => "agent_exists",
+            ErrorCode::ConfigConflict => "config_conflict",
             ErrorCode::Unauthenticated => "unauthenticated",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::RateLimited => "rate_limited",

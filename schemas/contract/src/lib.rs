@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod config;
 pub mod error;
 pub mod event;
 pub mod names;
@@ -21,6 +22,10 @@ pub use api::*;
 pub use auth::{
     API_KEY_PREFIX, ApiKeyInfo, ApiKeyList, AuditEntry, AuditList, CreateKey, CreatedKey,
     DEFAULT_TENANT, Identity, Permission,
+};
+pub use config::{
+    ConfigHistory, ConfigRevision, ConfigView, LimitsConfig, QueueSettings, Rate, RuntimeConfig,
+    UpdateConfig,
 };
 pub use error::{ErrorCode, FieldError, Problem};
 pub use event::{EventKind, TaskEvent};
@@ -64,6 +69,8 @@ pub fn json_schemas() -> Vec<(&'static str, serde_json::Value)> {
         ("agent.json", schema::<Agent>()),
         ("agent-spec.json", schema::<AgentSpec>()),
         ("call-tool.json", schema::<CallTool>()),
+        ("config-view.json", schema::<ConfigView>()),
+        ("update-config.json", schema::<UpdateConfig>()),
     ]
 }
 
@@ -112,6 +119,7 @@ mod tests {
             UnsupportedMediaType,
             ToolNotAllowed,
             AgentExists,
+            ConfigConflict,
             Unauthenticated,
             Forbidden,
             RateLimited,

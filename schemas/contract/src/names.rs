@@ -33,6 +33,9 @@ pub const WORKERS_BUCKET: &str = "wharf_workers";
 /// Core NATS subject on which a gateway announces a revoked API key (the payload is its id), so
 /// every gateway drops it from its cache at once rather than when the cache entry expires.
 pub const KEY_REVOKED_SUBJECT: &str = "wharf.control.keys.revoked";
+/// Core NATS subject on which a gateway announces a new revision of the runtime configuration
+/// (the payload is its number), so every gateway applies it at once.
+pub const CONFIG_CHANGED_SUBJECT: &str = "wharf.control.config.changed";
 /// HTTP header that may carry a submission's idempotency key (the body field is the other way).
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 

@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod api_key;
 pub mod audit_event;
+pub mod config_revision;
 pub mod session;
 pub mod task;
 pub mod task_event;

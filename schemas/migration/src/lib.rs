@@ -11,6 +11,7 @@ mod m0004_finished_at_index;
 mod m0005_tenants_and_keys;
 mod m0006_audit;
 mod m0007_sessions_agents;
+mod m0008_config_revisions;
 
 pub struct Migrator;
 
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0005_tenants_and_keys::Migration),
             Box::new(m0006_audit::Migration),
             Box::new(m0007_sessions_agents::Migration),
+            Box::new(m0008_config_revisions::Migration),
         ]
     }
 }

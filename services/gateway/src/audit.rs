@@ -251,6 +251,7 @@ fn action(method: &Method, route: &str, status: u16) -> String {
         ("POST", "/api/v1/agents") => "agent.create",
         ("PUT", "/api/v1/agents/{name}") => "agent.update",
         ("POST", "/api/v1/tools/{name}/call") => "tool.call",
+        ("PUT", "/api/v1/config") => "config.update",
         _ => return format!("{method} {route}"),
     };
     named.into()

@@ -689,7 +689,7 @@ pub async fn authenticate(
         }
     };
     let class = crate::limits::Class::of(request.method());
-    let allowance = match state.limits.admit(principal.tenant(), class) {
+    let allowance = match state.settings().limits.admit(principal.tenant(), class) {
         Ok(a) => a,
         Err(e) => return e.into_response(),
     };

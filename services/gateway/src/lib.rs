@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod auth;
 mod catalog;
+mod config;
 mod dlq;
 mod keys;
 pub mod limits;
@@ -133,7 +134,8 @@ impl GatewayConfig {
                 self.listen
             )));
         }
-        self.limits.validate().map_err(Error::Config)?;
+        limits::validate(&self.limits)
+            .map_err(|(name, why)| Error::Config(format!("gateway.{name}: {why}")))?;
         if !(8 * 1024..=1024 * 1024).contains(&self.max_header_bytes) {
             return Err(Error::Config(
                 "gateway.max_header_bytes must be between 8192 and 1048576".into(),
@@ -200,8 +202,112 @@ pub struct Shared {
     /// The latest `system:status`, refreshed every few seconds while a WebSocket follows it.
     pub status: tokio::sync::watch::Sender<Option<Arc<wharf_contract::SystemStatus>>>,
     pub auth: Arc<auth::Authenticator>,
-    pub limits: Arc<limits::Limits>,
     pub audit: audit::Audit,
+    /// The runtime settings in force (`/api/v1/config`), swapped whole when they change.
+    settings: std::sync::RwLock<Arc<Settings>>,
+}
+
+impl Shared {
+    /// The runtime settings in force now.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings
+            .read()
+            .expect("the settings lock is never poisoned")
+            .clone()
+    }
+
+    /// Puts `new` in force, unless it is older than the settings in force.
+    pub fn replace_settings(&self, new: Settings) -> bool {
+        let mut current = self.settings.write().expect("never poisoned");
+        if new.revision < current.revision {
+            return false;
+        }
+        *current = Arc::new(new);
+        true
+    }
+}
+
+/// The settings an operator may change while the gateway runs: the configuration file's at
+/// first (revision 0), then the newest revision of `/api/v1/config`.
+pub struct Settings {
+    pub revision: u64,
+    /// As `GET /api/v1/config` shows them.
+    pub runtime: wharf_contract::RuntimeConfig,
+    pub updated_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub updated_by: Option<String>,
+    pub queues: std::collections::BTreeMap<String, QueueDefaults>,
+    /// Rebuilt at each change: allowances start whole again.
+    pub limits: Arc<limits::Limits>,
+    pub session_ttl: std::time::Duration,
+}
+
+impl Settings {
+    pub fn new(
+        revision: u64,
+        runtime: wharf_contract::RuntimeConfig,
+        updated_at: Option<chrono::DateTime<chrono::Utc>>,
+        updated_by: Option<String>,
+    ) -> Settings {
+        let queues = runtime
+            .queues
+            .iter()
+            .map(|(name, q)| (name.clone(), QueueDefaults::from_settings(q)))
+            .collect();
+        Settings {
+            revision,
+            limits: Arc::new(limits::Limits::new(runtime.limits.clone())),
+            session_ttl: std::time::Duration::from_secs(runtime.session_ttl_secs),
+            queues,
+            runtime,
+            updated_at,
+            updated_by,
+        }
+    }
+}
+
+impl QueueDefaults {
+    /// From the API's form of a queue's settings.
+    pub fn from_settings(q: &wharf_contract::QueueSettings) -> QueueDefaults {
+        let retry = (q.retry_initial_ms.is_some() || q.retry_max_ms.is_some()).then(|| {
+            let default = wharf_contract::RetryPolicy::default();
+            wharf_contract::RetryPolicy {
+                initial_ms: q.retry_initial_ms.unwrap_or(default.initial_ms),
+                max_ms: q.retry_max_ms.unwrap_or(default.max_ms),
+            }
+        });
+        QueueDefaults {
+            max_attempts: q.max_attempts,
+            timeout_secs: q.timeout_secs,
+            retry,
+            priority: q.priority,
+        }
+    }
+
+    /// The API's form of these settings.
+    pub fn to_settings(&self) -> wharf_contract::QueueSettings {
+        wharf_contract::QueueSettings {
+            max_attempts: self.max_attempts,
+            timeout_secs: self.timeout_secs,
+            retry_initial_ms: self.retry.map(|r| r.initial_ms),
+            retry_max_ms: self.retry.map(|r| r.max_ms),
+            priority: self.priority,
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// The runtime settings the configuration file gives (revision 0).
+    pub fn runtime(&self) -> wharf_contract::RuntimeConfig {
+        wharf_contract::RuntimeConfig {
+            limits: self.limits.clone(),
+            queues: self
+                .queues
+                .iter()
+                .map(|(n, q)| (n.clone(), q.to_settings()))
+                .collect(),
+            session_ttl_secs: self.session_ttl.as_secs(),
+        }
+    }
 }
 
 /// A gateway bound to its port, ready to serve.
@@ -256,13 +362,20 @@ impl Gateway {
             bus,
             store,
             catalog,
-            limits: Arc::new(limits::Limits::new(config.limits.clone())),
+            settings: std::sync::RwLock::new(Arc::new(Settings::new(
+                0,
+                config.runtime(),
+                None,
+                None,
+            ))),
             config: Arc::new(config),
             stopping: stopping.clone(),
             status: tokio::sync::watch::Sender::new(None),
             auth: Arc::new(authenticator),
             audit,
         }));
+        config::load_latest(&state).await;
+        tokio::spawn(config::follow_changes(state.clone()));
         tokio::spawn(ops::refresh_status(state.clone()));
         tokio::spawn(auth::follow_revocations(state.clone()));
         tokio::spawn(limits::shrink_periodically(state.clone()));
@@ -350,6 +463,8 @@ fn router(state: AppState) -> Router {
         .route("/api/v1/keys/{id}", get(keys::get).delete(keys::revoke))
         .route("/api/v1/whoami", get(auth::whoami))
         .route("/api/v1/audit", get(audit::list))
+        .route("/api/v1/config", get(config::get).put(config::update))
+        .route("/api/v1/config/revisions", get(config::revisions))
         .route("/ws/v1/tasks", get(ws::upgrade))
         .route("/metrics", get(ops::metrics))
         .route_layer(axum::middleware::from_fn_with_state(

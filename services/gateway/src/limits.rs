@@ -25,70 +25,47 @@ use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
-use serde::{Deserialize, Serialize};
 use wharf_contract::ErrorCode;
 
 use crate::AppState;
 use crate::problem::ApiError;
 
-/// A sustained rate with a burst allowance.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Rate {
-    /// Requests per second, sustained; below 1 for fewer (0.5 is one every two seconds).
-    pub per_sec: f64,
-    /// Requests allowed at once after a quiet spell; `per_sec` (at least 1) when absent.
-    #[serde(default)]
-    pub burst: Option<u32>,
+pub use wharf_contract::{LimitsConfig, Rate};
+
+fn quota(rate: Rate) -> Quota {
+    let burst = rate.burst.unwrap_or(rate.per_sec.ceil() as u32);
+    let burst = NonZeroU32::new(burst.max(1)).expect("at least 1");
+    Quota::with_period(Duration::from_secs_f64(1.0 / rate.per_sec))
+        .expect("validated: a positive, finite rate")
+        .allow_burst(burst)
 }
 
-impl Rate {
-    fn quota(self) -> Quota {
-        let burst = self.burst.unwrap_or(self.per_sec.ceil() as u32);
-        let burst = NonZeroU32::new(burst.max(1)).expect("at least 1");
-        Quota::with_period(Duration::from_secs_f64(1.0 / self.per_sec))
-            .expect("validated: a positive, finite rate")
-            .allow_burst(burst)
-    }
-}
-
-/// `[gateway.limits]`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LimitsConfig {
-    /// Every request from one client address.
-    pub per_ip: Option<Rate>,
-    /// `GET` requests of one tenant.
-    pub read: Option<Rate>,
-    /// Other requests, WebSocket submissions and cancellations of one tenant.
-    pub write: Option<Rate>,
-    /// Most tasks one tenant may have queued or running; a submission beyond it gets 429
-    /// `too_many_tasks`.
-    pub tenant_max_unfinished: Option<u64>,
-}
-
-impl LimitsConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        for (name, rate) in [
-            ("per_ip", self.per_ip),
-            ("read", self.read),
-            ("write", self.write),
-        ] {
-            if let Some(r) = rate
-                && (!(r.per_sec.is_finite() && r.per_sec >= 0.001 && r.per_sec <= 1e6)
-                    || r.burst == Some(0))
-            {
-                return Err(format!(
-                    "gateway.limits.{name}: per_sec must be between 0.001 and 1000000 and burst \
-                     at least 1 (leave the limit out for none)"
-                ));
-            }
+/// Checks limits before they are used: `Err((name, why))`, `name` as in `limits.write`.
+pub fn validate(limits: &LimitsConfig) -> Result<(), (String, String)> {
+    for (name, rate) in [
+        ("per_ip", limits.per_ip),
+        ("read", limits.read),
+        ("write", limits.write),
+    ] {
+        if let Some(r) = rate
+            && (!(r.per_sec.is_finite() && r.per_sec >= 0.001 && r.per_sec <= 1e6)
+                || r.burst == Some(0))
+        {
+            return Err((
+                format!("limits.{name}"),
+                "per_sec must be between 0.001 and 1000000 and burst at least 1 (leave the \
+                 limit out for none)"
+                    .into(),
+            ));
         }
-        if self.tenant_max_unfinished == Some(0) {
-            return Err("gateway.limits.tenant_max_unfinished must be at least 1".into());
-        }
-        Ok(())
     }
+    if limits.tenant_max_unfinished == Some(0) {
+        return Err((
+            "limits.tenant_max_unfinished".into(),
+            "must be at least 1".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Which allowance a request draws on.
@@ -111,7 +88,7 @@ impl Class {
 type Keyed<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock, StateInformationMiddleware>;
 
 fn limiter<K: std::hash::Hash + Eq + Clone>(rate: Rate) -> Keyed<K> {
-    RateLimiter::keyed(rate.quota()).with_middleware::<StateInformationMiddleware>()
+    RateLimiter::keyed(quota(rate)).with_middleware::<StateInformationMiddleware>()
 }
 
 /// What a counted request is told about its allowance.
@@ -286,7 +263,8 @@ fn check<K: std::hash::Hash + Eq + Clone>(
 
 /// Counts every request against its client address's allowance, before anything else runs.
 pub async fn per_ip(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let Some(limiter) = &state.limits.per_ip else {
+    let limits = state.settings().limits.clone();
+    let Some(limiter) = &limits.per_ip else {
         return next.run(request).await;
     };
     let Some(ConnectInfo(peer)) = request
@@ -316,7 +294,7 @@ pub async fn shrink_periodically(state: AppState) {
     let mut every = tokio::time::interval(Duration::from_secs(60));
     loop {
         tokio::select! {
-            _ = every.tick() => state.limits.shrink(),
+            _ = every.tick() => state.settings().limits.shrink(),
             () = state.stopping.cancelled() => return,
         }
     }

@@ -14,10 +14,10 @@ use axum::response::{Html, IntoResponse, Response};
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use serde_json::{Map, Value, json};
 use wharf_contract::{
-    Agent, AgentList, AgentSpec, ApiKeyInfo, ApiKeyList, AuditList, CallTool, CreateKey,
-    CreateSession, CreatedKey, DeadLetter, DeadLetterList, DeletedSession, Identity, Permission,
-    Problem, QueueList, Session, SessionList, SubmitBatch, SubmitTask, TaskBatch, TaskList,
-    TaskView, ToolList, WorkerList,
+    Agent, AgentList, AgentSpec, ApiKeyInfo, ApiKeyList, AuditList, CallTool, ConfigHistory,
+    ConfigView, CreateKey, CreateSession, CreatedKey, DeadLetter, DeadLetterList, DeletedSession,
+    Identity, Permission, Problem, QueueList, Session, SessionList, SubmitBatch, SubmitTask,
+    TaskBatch, TaskList, TaskView, ToolList, UpdateConfig, WorkerList,
 };
 
 /// Generates the schemas of request and answer bodies into one `components.schemas`.
@@ -574,6 +574,39 @@ fn operations(s: &mut Schemas) -> Vec<Op> {
             ],
             body: None,
             responses: vec![(200, "A page of entries.", Some(json_content(s.output::<AuditList>())))],
+        },
+        Op {
+            method: "get",
+            path: "/api/v1/config",
+            id: "getConfig",
+            tag: "configuration",
+            summary: "The runtime settings in force: rate limits, queue defaults, session life",
+            permission: Some(ConfigRead),
+            parameters: vec![],
+            body: None,
+            responses: vec![(200, "The settings and their revision.", Some(json_content(s.output::<ConfigView>())))],
+        },
+        Op {
+            method: "put",
+            path: "/api/v1/config",
+            id: "updateConfig",
+            tag: "configuration",
+            summary: "Replace the runtime settings (every gateway applies them at once)",
+            permission: Some(ConfigWrite),
+            parameters: vec![],
+            body: Some(s.input::<UpdateConfig>()),
+            responses: vec![(200, "The settings in force, one revision on.", Some(json_content(s.output::<ConfigView>())))],
+        },
+        Op {
+            method: "get",
+            path: "/api/v1/config/revisions",
+            id: "listConfigRevisions",
+            tag: "configuration",
+            summary: "Every change of the runtime settings, newest first: who, when, what",
+            permission: Some(ConfigRead),
+            parameters: vec![limit_param(1000, 50)],
+            body: None,
+            responses: vec![(200, "The revisions.", Some(json_content(s.output::<ConfigHistory>())))],
         },
         Op {
             method: "get",

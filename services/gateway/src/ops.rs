@@ -83,7 +83,7 @@ async fn queue_names(
     workers: &[WorkerInfo],
 ) -> Result<BTreeSet<String>, wharf_bus::Error> {
     let mut names: BTreeSet<String> = state.bus.known_queues().await?.into_iter().collect();
-    names.extend(state.config.queues.keys().cloned());
+    names.extend(state.settings().queues.keys().cloned());
     names.extend(workers.iter().flat_map(|w| w.queues.iter().cloned()));
     Ok(names)
 }

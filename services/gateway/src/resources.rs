@@ -50,7 +50,9 @@ pub async fn create_session(
             "must be 1 to 255 characters",
         ));
     }
-    let ttl = req.ttl_secs.unwrap_or(state.config.session_ttl.as_secs());
+    let ttl = req
+        .ttl_secs
+        .unwrap_or(state.settings().session_ttl.as_secs());
     if !(MIN_SESSION_TTL..=MAX_SESSION_TTL).contains(&ttl) {
         return Err(ApiError::field(
             ErrorCode::InvalidField,

@@ -96,6 +96,7 @@ pub async fn submit(
     let agent = context(state, principal, &req, origin).await?;
     let mut event = prepare(state, principal, req, origin, agent.as_ref())?;
     state
+        .settings()
         .limits
         .admit_tasks(&state.store, principal.tenant(), 1)
         .await?;
@@ -329,7 +330,8 @@ fn prepare(
             "must be 1-64 letters, digits, '-' or '_'",
         ));
     }
-    let defaults = state.config.queues.get(&queue);
+    let settings = state.settings();
+    let defaults = settings.queues.get(&queue);
     let timeout_secs = req
         .timeout_secs
         .or_else(|| agent.and_then(|a| a.timeout_secs))
@@ -578,6 +580,7 @@ pub async fn create_batch(
         );
     }
     state
+        .settings()
         .limits
         .admit_tasks(&state.store, principal.tenant(), events.len() as u64)
         .await?;
@@ -939,6 +942,7 @@ pub async fn submit_and_follow(
     let agent = context(state, principal, &req, Origin::Client).await?;
     let mut event = prepare(state, principal, req, Origin::Client, agent.as_ref())?;
     state
+        .settings()
         .limits
         .admit_tasks(&state.store, principal.tenant(), 1)
         .await?;

@@ -129,6 +129,7 @@ impl Session {
         if let WsClientMessage::Submit { reference, .. } = &message
             && let Err(e) = self
                 .state
+                .settings()
                 .limits
                 .admit(self.principal.tenant(), Class::Write)
         {
@@ -137,6 +138,7 @@ impl Session {
         if let WsClientMessage::Cancel { task_id } = &message
             && let Err(e) = self
                 .state
+                .settings()
                 .limits
                 .admit(self.principal.tenant(), Class::Write)
         {

@@ -1,0 +1,142 @@
+//! The settings an operator may change while the platform runs (`/api/v1/config`): rate
+//! limits, queue defaults, the life of sessions. Every change is a numbered revision, kept with
+//! who made it.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::task::Priority;
+
+/// A sustained rate with a burst allowance.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    /// Requests per second, sustained; below 1 for fewer (0.5 is one every two seconds).
+    pub per_sec: f64,
+    /// Requests allowed at once after a quiet spell; `per_sec` (at least 1) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+}
+
+/// Rate limits and the per-tenant cap on unfinished tasks; each is off when absent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Every request from one client address, before authentication.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_ip: Option<Rate>,
+    /// `GET` requests of one tenant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read: Option<Rate>,
+    /// Other requests, WebSocket submissions and cancellations of one tenant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write: Option<Rate>,
+    /// Most tasks one tenant may have queued or running.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_max_unfinished: Option<u64>,
+}
+
+/// What a queue gives the tasks submitted to it that do not say otherwise.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueSettings {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+    /// Delay before the second attempt, doubling after each failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_initial_ms: Option<u64>,
+    /// Longest delay between attempts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_max_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
+}
+
+/// The runtime settings, as a whole.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Defaults per queue name.
+    #[serde(default)]
+    pub queues: BTreeMap<String, QueueSettings>,
+    /// Life of a session created without `ttl_secs`, in seconds (60 to 30 days).
+    pub session_ttl_secs: u64,
+}
+
+/// `GET /api/v1/config`: the settings in force.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ConfigView {
+    /// 0 while the settings are the configuration file's; one more at each change.
+    pub revision: u64,
+    pub config: RuntimeConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_by: Option<String>,
+}
+
+/// `PUT /api/v1/config` body: the whole new settings, and the revision they replace (a change
+/// made meanwhile by someone else is not overwritten: 409).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateConfig {
+    pub revision: u64,
+    pub config: RuntimeConfig,
+}
+
+/// One change of the settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ConfigRevision {
+    pub revision: u64,
+    pub at: DateTime<Utc>,
+    /// Who made it: `key:<id>`, `jwt:<sub>` or `anonymous`.
+    pub by: String,
+    /// What it changed, e.g. `limits.write`, `queues.emails`, `session_ttl_secs`.
+    pub changed: Vec<String>,
+    pub config: RuntimeConfig,
+}
+
+/// `GET /api/v1/config/revisions`: newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ConfigHistory {
+    pub revisions: Vec<ConfigRevision>,
+}
+
+impl RuntimeConfig {
+    /// The settings `other` holds differently, by section and name.
+    pub fn changes_from(&self, other: &RuntimeConfig) -> Vec<String> {
+        let mut changed = Vec::new();
+        let (a, b) = (&other.limits, &self.limits);
+        for (name, differs) in [
+            ("limits.per_ip", a.per_ip != b.per_ip),
+            ("limits.read", a.read != b.read),
+            ("limits.write", a.write != b.write),
+            (
+                "limits.tenant_max_unfinished",
+                a.tenant_max_unfinished != b.tenant_max_unfinished,
+            ),
+        ] {
+            if differs {
+                changed.push(name.to_owned());
+            }
+        }
+        let names: std::collections::BTreeSet<&String> =
+            other.queues.keys().chain(self.queues.keys()).collect();
+        for name in names {
+            if other.queues.get(name) != self.queues.get(name) {
+                changed.push(format!("queues.{name}"));
+            }
+        }
+        if other.session_ttl_secs != self.session_ttl_secs {
+            changed.push("session_ttl_secs".into());
+        }
+        changed
+    }
+}

@@ -1,0 +1,207 @@
+//! `/api/v1/config`: the runtime settings (rate limits, queue defaults, the life of sessions),
+//! changed while the platform runs. Each change is a numbered revision in the database, with
+//! who made it and what it changed; a change names the revision it replaces, so two operators
+//! cannot overwrite each other unawares. Every gateway applies a new revision as soon as one
+//! announces it on NATS, and reads the newest again every half minute, should it miss that.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use futures::StreamExt;
+use serde::Deserialize;
+use wharf_contract::{
+    ConfigHistory, ConfigRevision, ConfigView, ErrorCode, Permission, RuntimeConfig, UpdateConfig,
+    valid_name,
+};
+
+use crate::auth::Principal;
+use crate::problem::ApiError;
+use crate::tasks::{json_body, parse_json, query_error};
+use crate::{AppState, Settings};
+
+/// How often a gateway reads the newest revision, whatever it heard.
+const RECHECK_EVERY: Duration = Duration::from_secs(30);
+
+fn view(s: &Settings) -> ConfigView {
+    ConfigView {
+        revision: s.revision,
+        config: s.runtime.clone(),
+        updated_at: s.updated_at,
+        updated_by: s.updated_by.clone(),
+    }
+}
+
+/// `GET /api/v1/config`
+pub async fn get(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<ConfigView>, ApiError> {
+    principal.require(Permission::ConfigRead)?;
+    Ok(Json(view(&state.settings())))
+}
+
+/// Checks runtime settings; errors point into the `PUT` body (`/config/...`).
+fn check(c: &RuntimeConfig) -> Result<(), ApiError> {
+    let bad = |pointer: String, detail: &str| {
+        Err(ApiError::field(ErrorCode::InvalidField, &pointer, detail))
+    };
+    for (name, q) in &c.queues {
+        let at = |field: &str| format!("/config/queues/{name}{field}");
+        if !valid_name(name) {
+            return bad(at(""), "a queue name is 1-64 letters, digits, '-' or '_'");
+        }
+        if q.max_attempts.is_some_and(|a| !(1..=100).contains(&a)) {
+            return bad(at("/max_attempts"), "must be between 1 and 100");
+        }
+        if q.timeout_secs.is_some_and(|t| !(1..=86_400).contains(&t)) {
+            return bad(at("/timeout_secs"), "must be between 1 and 86400");
+        }
+        let retry = crate::QueueDefaults::from_settings(q).retry;
+        if let Some(r) = retry
+            && (r.initial_ms == 0 || r.max_ms < r.initial_ms || r.max_ms > 24 * 3_600_000)
+        {
+            return bad(
+                at("/retry_initial_ms"),
+                "must be at least 1 and at most retry_max_ms, itself at most a day",
+            );
+        }
+    }
+    if let Err((name, why)) = crate::limits::validate(&c.limits) {
+        return bad(format!("/config/{}", name.replace('.', "/")), &why);
+    }
+    if !(60..=30 * 24 * 3600).contains(&c.session_ttl_secs) {
+        return bad(
+            "/config/session_ttl_secs".into(),
+            "must be between 60 and 2592000",
+        );
+    }
+    Ok(())
+}
+
+/// `PUT /api/v1/config`: the whole new settings, replacing revision `revision`.
+pub async fn update(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ConfigView>, ApiError> {
+    principal.require(Permission::ConfigWrite)?;
+    let body = json_body(&state, &headers, body)?;
+    let req: UpdateConfig = parse_json(&body)?;
+    check(&req.config)?;
+    // The newest stored revision, not only this gateway's view of it.
+    load_latest(&state).await;
+    let current = state.settings();
+    let conflict = || {
+        ApiError::field(
+            ErrorCode::ConfigConflict,
+            "/revision",
+            format!(
+                "the configuration is at revision {} now, not {}; read it again and reapply \
+                 your change",
+                state.settings().revision,
+                req.revision
+            ),
+        )
+    };
+    if req.revision != current.revision {
+        return Err(conflict());
+    }
+    let revision = ConfigRevision {
+        revision: current.revision + 1,
+        at: chrono::Utc::now(),
+        by: principal.actor().to_owned(),
+        changed: req.config.changes_from(&current.runtime),
+        config: req.config,
+    };
+    if !state.store.add_config_revision(&revision).await? {
+        // Another gateway stored this number first.
+        load_latest(&state).await;
+        return Err(conflict());
+    }
+    tracing::info!(revision = revision.revision, by = %revision.by, changed = ?revision.changed, "configuration changed");
+    let number = revision.revision;
+    apply(&state, revision);
+    if let Err(e) = state.bus.announce_config_changed(number).await {
+        tracing::warn!(error = %e, "other gateways apply the change at their next check");
+    }
+    Ok(Json(view(&state.settings())))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevisionsQuery {
+    limit: Option<String>,
+}
+
+/// `GET /api/v1/config/revisions`: the changes, newest first.
+pub async fn revisions(
+    State(state): State<AppState>,
+    principal: Principal,
+    query: Result<Query<RevisionsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ConfigHistory>, ApiError> {
+    principal.require(Permission::ConfigRead)?;
+    let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::InvalidQuery, e.body_text()))?;
+    let limit = match q.limit {
+        None => 50,
+        Some(l) => l
+            .parse::<u64>()
+            .ok()
+            .filter(|l| (1..=1000).contains(l))
+            .ok_or_else(|| query_error("limit", "must be a number from 1 to 1000"))?,
+    };
+    Ok(Json(ConfigHistory {
+        revisions: state.store.config_revisions(limit).await?,
+    }))
+}
+
+fn apply(state: &AppState, r: ConfigRevision) {
+    let n = r.revision;
+    if state.replace_settings(Settings::new(n, r.config, Some(r.at), Some(r.by))) {
+        tracing::debug!(revision = n, "runtime configuration applied");
+    }
+}
+
+/// Applies the newest stored revision, if it is newer than the one in force.
+pub async fn load_latest(state: &AppState) {
+    match state.store.config_revisions(1).await {
+        Ok(mut newest) => {
+            if let Some(r) = newest.pop()
+                && r.revision > state.settings().revision
+            {
+                apply(state, r);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read the runtime configuration"),
+    }
+}
+
+/// Applies revisions as gateways announce them, and every [`RECHECK_EVERY`], until the gateway
+/// stops.
+pub async fn follow_changes(state: AppState) {
+    let announced = match state.bus.config_changes().await {
+        Ok(a) => a.boxed(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot follow configuration changes; checking every 30 s");
+            futures::stream::pending().boxed()
+        }
+    };
+    let mut announced = announced;
+    let mut every = tokio::time::interval(RECHECK_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            Some(n) = announced.next() => {
+                if n > state.settings().revision {
+                    load_latest(&state).await;
+                }
+            }
+            _ = every.tick() => load_latest(&state).await,
+            () = state.stopping.cancelled() => return,
+        }
+    }
+}
