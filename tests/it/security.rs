@@ -455,6 +455,15 @@ async fn keys_are_shown_once_stored_hashed_and_revoked_everywhere_at_once() {
         assert_eq!(me["tenant"], "acme");
         assert_eq!(me["actor"], format!("key:{id}"));
     }
+    // A WebSocket opened with the key before it is revoked.
+    let mut ws = WsClient::connect_as(&w, &secret).await;
+    ws.send(json!({"type": "task:subscribe", "task_id": Uuid::now_v7()}))
+        .await;
+    assert_eq!(
+        ws.next().await["code"],
+        "task_not_found",
+        "the socket works"
+    );
     let (status, _, revoked) = call(
         &admin,
         Method::DELETE,
@@ -464,6 +473,11 @@ async fn keys_are_shown_once_stored_hashed_and_revoked_everywhere_at_once() {
     .await;
     assert_eq!(status, 200);
     assert!(revoked["revoked_at"].is_string());
+    // Its next message is refused and the socket closed: the revocation reaches open sockets.
+    ws.send(json!({"type": "task:subscribe", "task_id": Uuid::now_v7()}))
+        .await;
+    let refused = ws.next().await;
+    assert_eq!(refused["code"], "unauthenticated", "{refused}");
     let (status, _, problem) = call(&billing, Method::GET, w.url("/api/v1/whoami"), None).await;
     assert_eq!(status, 401);
     assert!(problem["detail"].as_str().unwrap().contains("revoked"));
@@ -748,6 +762,11 @@ async fn addresses_are_limited_before_authentication() {
         statuses[2..].contains(&429),
         "guessing keys is throttled: {statuses:?}"
     );
+    // The health checks are not counted: load balancers probe them often.
+    for _ in 0..3 {
+        let (status, _, _) = call(&anonymous, Method::GET, w.url("/healthz"), None).await;
+        assert_eq!(status, 200);
+    }
 }
 
 #[tokio::test]
@@ -759,13 +778,15 @@ async fn a_tenant_may_have_only_so_many_unfinished_tasks() {
     let globex = Wharf::client_as(&w.key("globex", "submitter").await);
     wharf_testkit::wait_for_tool_at(&acme, &w.api, "demo.sleep").await;
     let long = json!({"tool": "demo.sleep", "arguments": {"seconds": 30, "steps": 30}});
+    let keyed = json!({"tool": "demo.sleep", "arguments": {"seconds": 30, "steps": 30},
+                       "idempotency_key": "first"});
     let mut ids = Vec::new();
-    for _ in 0..2 {
+    for body in [&keyed, &long] {
         let (status, _, v) = call(
             &acme,
             Method::POST,
             w.url("/api/v1/tasks"),
-            Some(long.clone()),
+            Some(body.clone()),
         )
         .await;
         assert_eq!(status, 202);
@@ -780,6 +801,16 @@ async fn a_tenant_may_have_only_so_many_unfinished_tasks() {
     .await;
     assert_eq!(status, 429, "{problem}");
     assert_eq!(problem["code"], "too_many_tasks");
+    // A repeat of an accepted submission is not a new task: the cap does not refuse it.
+    let (status, _, again) = call(
+        &acme,
+        Method::POST,
+        w.url("/api/v1/tasks"),
+        Some(keyed.clone()),
+    )
+    .await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["id"], ids[0].to_string());
     assert!(headers.contains_key("retry-after"));
     let (status, _, _) = call(
         &acme,
@@ -821,6 +852,39 @@ async fn a_tenant_may_have_only_so_many_unfinished_tasks() {
         (status == 202).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn an_open_gateway_still_checks_the_credentials_it_is_given() {
+    let w = Wharf::start_with(Options::default()).await;
+    let (status, _, me) = call(&w.http, Method::GET, w.url("/api/v1/whoami"), None).await;
+    assert_eq!(
+        (status.as_u16(), me["actor"].as_str()),
+        (200, Some("anonymous"))
+    );
+    let basic = w
+        .http
+        .get(w.url("/api/v1/whoami"))
+        .header("authorization", "Basic dXNlcjpwYXNz")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        basic.status(),
+        401,
+        "another scheme is not taken for no credentials"
+    );
+    let (status, _, _) = call(
+        &Wharf::client_as("wharf_00"),
+        Method::GET,
+        w.url("/api/v1/whoami"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 401, "an unknown key is refused, not made anonymous");
+    let acme = Wharf::client_as(&w.key("acme", "reader").await);
+    let (_, _, me) = call(&acme, Method::GET, w.url("/api/v1/whoami"), None).await;
+    assert_eq!(me["tenant"], "acme");
 }
 
 #[tokio::test]

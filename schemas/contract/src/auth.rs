@@ -62,7 +62,8 @@ pub enum Permission {
     /// Change the platform's runtime configuration (limits, queue defaults). Spans tenants.
     #[serde(rename = "config:write")]
     ConfigWrite,
-    /// Act across tenants: create keys for another tenant, see dead letters of no tenant.
+    /// Act across tenants: manage other tenants' keys, read their audit entries, see dead
+    /// letters of no tenant. (Nothing opens another tenant's tasks, sessions or agents.)
     #[serde(rename = "tenants:admin")]
     TenantsAdmin,
 }
@@ -129,7 +130,8 @@ impl std::str::FromStr for Permission {
 pub fn builtin_role(name: &str) -> Option<&'static [Permission]> {
     use Permission::*;
     Some(match name {
-        // Everything, in every tenant.
+        // Every permission: the platform's settings and state, and other tenants' keys and
+        // audit entries (but not their tasks, sessions or agents: nothing gives those).
         "admin" => &Permission::ALL,
         // Everything within its own tenant.
         "tenant-admin" => &[
@@ -205,7 +207,7 @@ pub struct ApiKeyInfo {
     /// The first characters of the secret, to tell keys apart (`wharf_3fa9…`).
     pub prefix: String,
     pub created_at: DateTime<Utc>,
-    /// Who created it: `key:<id>`, `jwt:<subject>` or `bootstrap`.
+    /// Who created it: `key:<id>`, `jwt:<subject>`, `anonymous` (open mode) or `bootstrap`.
     pub created_by: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
@@ -277,12 +279,14 @@ pub struct AuditEntry {
     pub id: Uuid,
     pub at: DateTime<Utc>,
     /// What was done: `task.submit`, `task.submit_batch`, `task.cancel`, `dlq.replay`,
-    /// `key.create`, `key.revoke`, `auth.unauthenticated`, `auth.forbidden`, or
-    /// `<METHOD> <route>` for anything else.
+    /// `key.create`, `key.revoke`, `session.create`, `session.delete`, `agent.create`,
+    /// `agent.update`, `tool.call`, `config.update`, `auth.unauthenticated`, `auth.forbidden`,
+    /// or `<METHOD> <route>` for anything else.
     pub action: String,
     /// `ok` (done), `denied` (401, 403), `refused` (other 4xx), `failed` (5xx).
     pub outcome: String,
-    /// The HTTP status answered (0 for a WebSocket message that was accepted).
+    /// The HTTP status answered (for a WebSocket message, the status its HTTP twin would get:
+    /// 202 when accepted).
     pub status: u16,
     /// `key:<id>`, `jwt:<sub>`, `anonymous`, or `unknown` for a caller that did not
     /// authenticate.

@@ -504,6 +504,13 @@ fn router(state: AppState) -> Router {
         state.clone(),
         deadline,
     ));
+    // A bug that panics in a handler still gets an answer (500 `internal`), not a dropped
+    // connection; the panic is logged.
+    router = router.layer(tower_http::catch_panic::CatchPanicLayer::custom(
+        |_: Box<dyn std::any::Any + Send>| {
+            ApiError::internal("a request handler panicked").into_response()
+        },
+    ));
     router
         .layer(axum::middleware::from_fn(ops::measure))
         .layer(DefaultBodyLimit::max(limit))

@@ -107,9 +107,10 @@ impl IntoResponse for ApiError {
         if let Some(a) = self.1.rate_limit {
             a.apply(response.headers_mut());
         }
-        response
-            .extensions_mut()
-            .insert(crate::audit::Refusal(self.0.detail.clone()));
+        response.extensions_mut().insert(crate::audit::Refusal {
+            code: self.0.code,
+            detail: self.0.detail.clone(),
+        });
         response
     }
 }

@@ -406,7 +406,8 @@ fn parse_wait(raw: &str) -> Option<Duration> {
         .unwrap_or(raw)
         .parse::<f64>()
         .ok()
-        .filter(|s| s.is_finite() && *s >= 0.0)
+        // Bounded before it becomes a Duration, which cannot hold any f64.
+        .filter(|s| s.is_finite() && (0.0..=MAX_WAIT.as_secs_f64()).contains(s))
         .map(Duration::from_secs_f64)
 }
 
@@ -490,6 +491,10 @@ mod tests {
         assert_eq!(parse_wait("0.5s"), Some(Duration::from_millis(500)));
         assert_eq!(parse_wait("soon"), None);
         assert_eq!(parse_wait("-1"), None);
+        // Found by the fuzz: a number too large for a Duration made the handler panic.
+        assert_eq!(parse_wait("20000000000000000000"), None);
+        assert_eq!(parse_wait("1e300s"), None);
+        assert_eq!(parse_wait("99999999999999999999ms"), None);
     }
 
     #[test]

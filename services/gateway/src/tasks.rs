@@ -95,15 +95,34 @@ pub async fn submit(
     principal.require(wharf_contract::Permission::TasksSubmit)?;
     let agent = context(state, principal, &req, origin).await?;
     let mut event = prepare(state, principal, req, origin, agent.as_ref())?;
-    state
+    match admit(state, &mut event).await? {
+        Admission::Existing(view) => Ok((StatusCode::OK, *view)),
+        Admission::New { claimed } => {
+            within_cap(state, principal, claimed).await?;
+            Ok((StatusCode::ACCEPTED, publish(state, &event, &trace).await?))
+        }
+    }
+}
+
+/// Counts one new task against the tenant's cap on unfinished tasks. A repeat of an accepted
+/// submission (same idempotency key) is not new and is never refused by it. When refused, the
+/// key this request claimed is given back, so a retry is not mistaken for one in flight.
+async fn within_cap(
+    state: &AppState,
+    principal: &Principal,
+    claimed: Option<(String, u64)>,
+) -> Result<(), ApiError> {
+    let counted = state
         .settings()
         .limits
         .admit_tasks(&state.store, principal.tenant(), 1)
-        .await?;
-    match admit(state, &mut event).await? {
-        Admission::Existing(view) => Ok((StatusCode::OK, *view)),
-        Admission::New { .. } => Ok((StatusCode::ACCEPTED, publish(state, &event, &trace).await?)),
+        .await;
+    if counted.is_err()
+        && let Some((key, revision)) = claimed
+    {
+        let _ = state.bus.release_idempotency_key(&key, revision).await;
     }
+    counted
 }
 
 /// What a submission's idempotency key says.
@@ -941,14 +960,12 @@ pub async fn submit_and_follow(
     principal.require(wharf_contract::Permission::TasksSubmit)?;
     let agent = context(state, principal, &req, Origin::Client).await?;
     let mut event = prepare(state, principal, req, Origin::Client, agent.as_ref())?;
-    state
-        .settings()
-        .limits
-        .admit_tasks(&state.store, principal.tenant(), 1)
-        .await?;
-    if let Admission::Existing(view) = admit(state, &mut event).await? {
-        let events = follow(state, principal, view.id).await?;
-        return Ok((*view, events.boxed()));
+    match admit(state, &mut event).await? {
+        Admission::Existing(view) => {
+            let events = follow(state, principal, view.id).await?;
+            return Ok((*view, events.boxed()));
+        }
+        Admission::New { claimed } => within_cap(state, principal, claimed).await?,
     }
     let events = state.bus.follow_new(event.task_id).await?;
     let view = publish(state, &event, &trace).await?;

@@ -30,8 +30,10 @@ pub async fn upgrade(
     principal: Principal,
     request_id: Option<axum::Extension<crate::audit::RequestId>>,
     peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    credential: Option<axum::Extension<crate::auth::Credential>>,
     ws: WebSocketUpgrade,
 ) -> Response {
+    let credential = credential.and_then(|c| c.0.0);
     // The socket's submissions and cancellations are audited under the upgrade's request id.
     let origin = Origin {
         request_id: request_id.map(|r| r.0.0).unwrap_or_default(),
@@ -44,7 +46,7 @@ pub async fn upgrade(
     ws.max_message_size(max)
         .read_buffer_size(8 * 1024)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| session(state, principal, origin, socket))
+        .on_upgrade(move |socket| session(state, principal, credential, origin, socket))
 }
 
 /// Where a socket came from, for its audit entries.
@@ -56,6 +58,9 @@ struct Origin {
 struct Session {
     state: AppState,
     principal: Principal,
+    /// What the socket was opened with: checked again before each message, so a revoked key
+    /// or an expired token stops acting at once, not when the socket closes.
+    credential: Option<String>,
     origin: Origin,
     out: mpsc::Sender<WsServerMessage>,
     subscriptions: HashMap<Uuid, JoinHandle<()>>,
@@ -63,7 +68,13 @@ struct Session {
     system: Option<JoinHandle<()>>,
 }
 
-async fn session(state: AppState, principal: Principal, origin: Origin, socket: WebSocket) {
+async fn session(
+    state: AppState,
+    principal: Principal,
+    credential: Option<String>,
+    origin: Origin,
+    socket: WebSocket,
+) {
     let connections = metrics::gauge!("wharf_websocket_connections");
     connections.increment(1.0);
     // Counted down however the session ends.
@@ -82,6 +93,7 @@ async fn session(state: AppState, principal: Principal, origin: Origin, socket: 
     let mut s = Session {
         state,
         principal,
+        credential,
         origin,
         out,
         subscriptions: HashMap::new(),
@@ -95,7 +107,11 @@ async fn session(state: AppState, principal: Principal, origin: Origin, socket: 
         };
         let Some(Ok(message)) = message else { break };
         match message {
-            Message::Text(text) => s.handle(text.as_bytes()).await,
+            Message::Text(text) => {
+                if !s.handle(text.as_bytes()).await {
+                    break;
+                }
+            }
             Message::Binary(_) => {
                 s.refuse(
                     None,
@@ -120,11 +136,26 @@ async fn session(state: AppState, principal: Principal, origin: Origin, socket: 
 }
 
 impl Session {
-    async fn handle(&mut self, text: &[u8]) {
+    /// Handles one client message; `false` when the socket must close.
+    async fn handle(&mut self, text: &[u8]) -> bool {
+        if let Some(c) = &self.credential
+            && let Err(e) = self.state.auth.resolve(c).await
+        {
+            self.refuse(None, None, e).await;
+            return false;
+        }
         let message: WsClientMessage = match tasks::parse_json(text) {
             Ok(m) => m,
-            Err(e) => return self.refuse(None, None, e).await,
+            Err(e) => {
+                self.refuse(None, None, e).await;
+                return true;
+            }
         };
+        self.act(message).await;
+        true
+    }
+
+    async fn act(&mut self, message: WsClientMessage) {
         // Submitting and cancelling draw on the tenant's write allowance, as over HTTP.
         if let WsClientMessage::Submit { reference, .. } = &message
             && let Err(e) = self
@@ -159,11 +190,7 @@ impl Session {
                         .await;
                 let (status, target, detail) = match &submitted {
                     Ok((view, _)) => (202, format!("/api/v1/tasks/{}", view.id), None),
-                    Err(e) => (
-                        e.0.status,
-                        "/ws/v1/tasks".to_owned(),
-                        Some(e.0.detail.clone()),
-                    ),
+                    Err(e) => (e.0.status, "/ws/v1/tasks".to_owned(), Some((*e.0).clone())),
                 };
                 self.audit("task.submit", status, target, detail).await;
                 match submitted {
@@ -206,7 +233,7 @@ impl Session {
                 let cancelled = tasks::request_cancel(&self.state, &self.principal, task_id).await;
                 let (status, detail) = match &cancelled {
                     Ok(_) => (202, None),
-                    Err(e) => (e.0.status, Some(e.0.detail.clone())),
+                    Err(e) => (e.0.status, Some((*e.0).clone())),
                 };
                 let target = format!("/api/v1/tasks/{task_id}");
                 self.audit("task.cancel", status, target, detail).await;
@@ -291,12 +318,19 @@ impl Session {
 
     /// Records what the socket did in the audit log (refusals for lack of a permission as
     /// `auth.forbidden`, as over HTTP).
-    async fn audit(&self, action: &str, status: u16, target: String, detail: Option<String>) {
-        let action = if status == 403 {
-            "auth.forbidden"
-        } else {
-            action
+    async fn audit(
+        &self,
+        action: &str,
+        status: u16,
+        target: String,
+        refusal: Option<wharf_contract::Problem>,
+    ) {
+        let action = match refusal.as_ref().map(|p| p.code) {
+            Some(ErrorCode::Forbidden) => "auth.forbidden",
+            Some(ErrorCode::Unauthenticated) => "auth.unauthenticated",
+            _ => action,
         };
+        let detail = refusal.map(|p| p.detail);
         let entry = crate::audit::entry(
             Some(&self.principal),
             action.to_owned(),
