@@ -400,14 +400,7 @@ pub async fn list(
         }
         _ => Some(principal.tenant().to_owned()),
     };
-    let limit = match q.limit {
-        None => 100,
-        Some(l) => l
-            .parse::<u64>()
-            .ok()
-            .filter(|l| (1..=1000).contains(l))
-            .ok_or_else(|| query_error("limit", "must be a number from 1 to 1000"))?,
-    };
+    let limit = crate::tasks::page_limit(q.limit.as_deref(), 100, 1000)?;
     let before = q
         .cursor
         .map(|c| c.parse::<Uuid>())

@@ -20,7 +20,7 @@ use wharf_contract::{
 
 use crate::auth::Principal;
 use crate::problem::ApiError;
-use crate::tasks::{json_body, parse_json, query_error};
+use crate::tasks::{json_body, parse_json};
 use crate::{AppState, Settings};
 
 /// How often a gateway reads the newest revision, whatever it heard.
@@ -146,14 +146,7 @@ pub async fn revisions(
 ) -> Result<Json<ConfigHistory>, ApiError> {
     principal.require(Permission::ConfigRead)?;
     let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::InvalidQuery, e.body_text()))?;
-    let limit = match q.limit {
-        None => 50,
-        Some(l) => l
-            .parse::<u64>()
-            .ok()
-            .filter(|l| (1..=1000).contains(l))
-            .ok_or_else(|| query_error("limit", "must be a number from 1 to 1000"))?,
-    };
+    let limit = crate::tasks::page_limit(q.limit.as_deref(), 50, 1000)?;
     Ok(Json(ConfigHistory {
         revisions: state.store.config_revisions(limit).await?,
     }))

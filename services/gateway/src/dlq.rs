@@ -42,14 +42,7 @@ pub async fn list(
 ) -> Result<Json<DeadLetterList>, ApiError> {
     principal.require(Permission::DlqRead)?;
     let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::InvalidQuery, e.body_text()))?;
-    let limit = match q.limit.as_deref() {
-        None => 100,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|l| (1..=MAX_PAGE).contains(l))
-            .ok_or_else(|| tasks::query_error("limit", "must be a whole number from 1 to 1000"))?,
-    };
+    let limit = tasks::page_limit(q.limit.as_deref(), 100, MAX_PAGE as u64)? as usize;
     let after = match q.cursor.as_deref() {
         None => 0,
         Some(c) => c

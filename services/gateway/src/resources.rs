@@ -96,14 +96,7 @@ pub async fn list_sessions(
 ) -> Result<Json<SessionList>, ApiError> {
     principal.require(Permission::SessionsRead)?;
     let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::InvalidQuery, e.body_text()))?;
-    let limit = match q.limit {
-        None => 50,
-        Some(l) => l
-            .parse::<u64>()
-            .ok()
-            .filter(|l| (1..=500).contains(l))
-            .ok_or_else(|| query_error("limit", "must be a number from 1 to 500"))?,
-    };
+    let limit = tasks::page_limit(q.limit.as_deref(), 50, 500)?;
     let before = q
         .cursor
         .map(|c| c.parse::<Uuid>())

@@ -798,6 +798,18 @@ pub(crate) fn query_error(param: &str, detail: impl Into<String>) -> ApiError {
     e
 }
 
+/// A page size from the `limit` query parameter: `default` when absent, else 1 to `max`.
+pub(crate) fn page_limit(raw: Option<&str>, default: u64, max: u64) -> Result<u64, ApiError> {
+    match raw {
+        None => Ok(default),
+        Some(l) => l
+            .parse::<u64>()
+            .ok()
+            .filter(|l| (1..=max).contains(l))
+            .ok_or_else(|| query_error("limit", format!("must be a number from 1 to {max}"))),
+    }
+}
+
 /// `GET /api/v1/tasks`
 pub async fn list(
     State(state): State<AppState>,
@@ -827,14 +839,7 @@ pub async fn list(
         .map(|p| p.parse::<wharf_contract::Priority>())
         .transpose()
         .map_err(|e| query_error("priority", e))?;
-    let limit = match q.limit {
-        None => 50,
-        Some(l) => l
-            .parse::<u64>()
-            .ok()
-            .filter(|l| (1..=500).contains(l))
-            .ok_or_else(|| query_error("limit", "must be a number from 1 to 500"))?,
-    };
+    let limit = page_limit(q.limit.as_deref(), 50, 500)?;
     let before = q
         .cursor
         .map(|c| c.parse::<Uuid>())
