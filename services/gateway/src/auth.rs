@@ -187,13 +187,19 @@ impl Principal {
         }))
     }
 
+    /// The caller of an open gateway that sent no credentials: one, shared, not one per request.
     fn anonymous() -> Principal {
-        Principal::new(
-            "anonymous".into(),
-            DEFAULT_TENANT.into(),
-            vec!["admin".into()],
-            Permissions::all(),
-        )
+        static ANONYMOUS: std::sync::OnceLock<Principal> = std::sync::OnceLock::new();
+        ANONYMOUS
+            .get_or_init(|| {
+                Principal::new(
+                    "anonymous".into(),
+                    DEFAULT_TENANT.into(),
+                    vec!["admin".into()],
+                    Permissions::all(),
+                )
+            })
+            .clone()
     }
 
     pub fn actor(&self) -> &str {

@@ -145,7 +145,7 @@ pub async fn revisions(
     query: Result<Query<RevisionsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ConfigHistory>, ApiError> {
     principal.require(Permission::ConfigRead)?;
-    let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::InvalidQuery, e.body_text()))?;
+    let q = crate::tasks::read_query(query)?;
     let limit = crate::tasks::page_limit(q.limit.as_deref(), 50, 1000)?;
     Ok(Json(ConfigHistory {
         revisions: state.store.config_revisions(limit).await?,

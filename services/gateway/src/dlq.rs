@@ -41,7 +41,7 @@ pub async fn list(
     query: Result<Query<DlqQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<DeadLetterList>, ApiError> {
     principal.require(Permission::DlqRead)?;
-    let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::InvalidQuery, e.body_text()))?;
+    let q = crate::tasks::read_query(query)?;
     let limit = tasks::page_limit(q.limit.as_deref(), 100, MAX_PAGE as u64)? as usize;
     let after = match q.cursor.as_deref() {
         None => 0,

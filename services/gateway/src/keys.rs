@@ -125,7 +125,7 @@ pub async fn list(
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ApiKeyList>, ApiError> {
     principal.require(Permission::KeysAdmin)?;
-    let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::InvalidQuery, e.body_text()))?;
+    let q = crate::tasks::read_query(query)?;
     let tenant = match q.tenant {
         Some(t) if t != principal.tenant() => {
             if !valid_name(&t) {

@@ -95,7 +95,7 @@ pub async fn list_sessions(
     query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<SessionList>, ApiError> {
     principal.require(Permission::SessionsRead)?;
-    let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::InvalidQuery, e.body_text()))?;
+    let q = crate::tasks::read_query(query)?;
     let limit = tasks::page_limit(q.limit.as_deref(), 50, 500)?;
     let before = q
         .cursor
@@ -361,7 +361,7 @@ pub async fn tools(
     query: Result<Query<ToolsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ToolList>, ApiError> {
     principal.require(Permission::ToolsRead)?;
-    let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::InvalidQuery, e.body_text()))?;
+    let q = crate::tasks::read_query(query)?;
     let needle = q.q.map(|s| s.to_lowercase());
     let mut tools: Vec<_> = state
         .catalog
@@ -416,7 +416,7 @@ pub async fn call(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     principal.require(Permission::TasksSubmit)?;
-    let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::InvalidQuery, e.body_text()))?;
+    let q = crate::tasks::read_query(query)?;
     let wait = match q.wait.as_deref() {
         None => Duration::from_secs(30),
         Some(raw) => parse_wait(raw)

@@ -798,6 +798,24 @@ pub(crate) fn query_error(param: &str, detail: impl Into<String>) -> ApiError {
     e
 }
 
+/// The query parameters of a request, or 400 `invalid_query` naming the one at fault.
+pub(crate) fn read_query<T>(
+    query: Result<Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, ApiError> {
+    query.map(|Query(q)| q).map_err(|e| {
+        let text = e.body_text();
+        // serde names an unknown parameter as "unknown field `x`"; point at it.
+        match text
+            .split("unknown field `")
+            .nth(1)
+            .and_then(|r| r.split('`').next())
+        {
+            Some(param) => query_error(param, text.clone()),
+            None => ApiError::new(ErrorCode::InvalidQuery, text),
+        }
+    })
+}
+
 /// A page size from the `limit` query parameter: `default` when absent, else 1 to `max`.
 pub(crate) fn page_limit(raw: Option<&str>, default: u64, max: u64) -> Result<u64, ApiError> {
     match raw {
@@ -817,18 +835,7 @@ pub async fn list(
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<TaskList>, ApiError> {
     principal.require(wharf_contract::Permission::TasksRead)?;
-    let Query(q) = query.map_err(|e| {
-        let text = e.body_text();
-        // serde names an unknown parameter as "unknown field `x`"; point at it.
-        match text
-            .split("unknown field `")
-            .nth(1)
-            .and_then(|r| r.split('`').next())
-        {
-            Some(param) => query_error(param, text.clone()),
-            None => ApiError::new(ErrorCode::InvalidQuery, text),
-        }
-    })?;
+    let q = read_query(query)?;
     let status = q
         .status
         .map(|s| s.parse::<TaskStatus>())
