@@ -224,7 +224,9 @@ async fn an_agent_limits_the_tools_and_gives_its_defaults() {
         .submit_ok(json!({"tool": "demo.echo", "arguments": {"message": "b"}, "agent": "summariser", "max_attempts": 2}))
         .await;
     assert_eq!(w.get_task(own).await.max_attempts, 2);
+    // The list reads the database: both tasks must be recorded first.
     w.wait_recorded(task, TaskStatus::Succeeded).await;
+    w.wait_recorded(own, TaskStatus::Succeeded).await;
     let (_, listed) = send(w.http.get(w.url("/api/v1/tasks?agent=summariser"))).await;
     assert_eq!(listed["tasks"].as_array().unwrap().len(), 2);
 
