@@ -19,6 +19,7 @@ mod processes;
 mod projection;
 mod queue;
 mod recovery;
+mod registry;
 mod resources;
 mod security;
 mod serving;

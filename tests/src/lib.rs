@@ -163,6 +163,8 @@ pub struct Options {
     pub topology: Topology,
     /// How long a stopping worker lets its tasks finish before handing them back.
     pub shutdown_grace: Duration,
+    /// What the workers take from the MCP registry of the runtime configuration.
+    pub registry: wharf_worker::RegistryPolicy,
     /// The gateway's configuration (its `listen` is replaced by a free loopback port). Open by
     /// default: requests without credentials act as an admin of the `default` tenant.
     pub gateway: wharf_gateway::GatewayConfig,
@@ -180,6 +182,7 @@ impl Default for Options {
                 ..Topology::default()
             },
             shutdown_grace: Duration::from_secs(5),
+            registry: wharf_worker::RegistryPolicy::default(),
             gateway: wharf_gateway::GatewayConfig::default(),
         }
     }
@@ -308,6 +311,7 @@ impl Wharf {
             concurrency: self.options.concurrency,
             servers,
             shutdown_grace: self.options.shutdown_grace,
+            registry: self.options.registry.clone(),
         };
         let worker = wharf_worker::Worker::new(config, self.bus.clone()).unwrap();
         self.workers.push(Part::spawn("worker", |stop| async move {

@@ -20,10 +20,11 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use uuid::Uuid;
 use wharf_contract::{
     ATTEMPTS_USED_HEADER, CANCEL_BUCKET, DLQ_STREAM, DLQ_SUBJECTS, DeadLetter, EVENT_SCHEMA,
-    EVENTS_STREAM, EVENTS_SUBJECTS, IDEMPOTENCY_BUCKET, LIVE_EVENTS_SUBJECTS, Priority,
-    RECORDER_CONSUMER, SCHEDULES_SUBJECTS, SCHEMA_HEADER, TASK_SCHEMA, TASKS_STREAM,
-    TASKS_SUBJECTS, TOOLS_BUCKET, TRACEPARENT_HEADER, Task, TaskEvent, ToolServer, dlq_subject,
-    event_subject, live_event_subject, queue_consumer, schedule_subject, task_subject,
+    EVENTS_STREAM, EVENTS_SUBJECTS, IDEMPOTENCY_BUCKET, LIVE_EVENTS_SUBJECTS, McpRegistry,
+    Priority, RECORDER_CONSUMER, REGISTRY_BUCKET, REGISTRY_KEY, SCHEDULES_SUBJECTS, SCHEMA_HEADER,
+    TASK_SCHEMA, TASKS_STREAM, TASKS_SUBJECTS, TOOLS_BUCKET, TRACEPARENT_HEADER, Task, TaskEvent,
+    ToolServer, dlq_subject, event_subject, live_event_subject, queue_consumer, schedule_subject,
+    task_subject,
 };
 use wharf_contract::{
     CONFIG_CHANGED_SUBJECT, KEY_REVOKED_SUBJECT, QueueLevel, WORKERS_BUCKET, WorkerInfo,
@@ -332,6 +333,11 @@ impl Bus {
                 WORKERS_BUCKET,
                 "live workers, each entry renewed while its worker runs",
                 t.worker_ttl,
+            ),
+            (
+                REGISTRY_BUCKET,
+                "the MCP server registry of the runtime configuration",
+                Duration::ZERO,
             ),
         ] {
             self.js
@@ -1018,11 +1024,27 @@ impl Bus {
         Ok(())
     }
 
-    /// Every advertised MCP server now, and a stream of later advertisements (subscribed before
-    /// the snapshot is read, so nothing falls between the two).
+    /// Removes an MCP server's tools from the catalog (its server left the registry).
+    pub async fn withdraw_tools(&self, server: &str) -> Result<(), Error> {
+        let store = self.bucket(TOOLS_BUCKET).await?;
+        store
+            .delete(server)
+            .await
+            .map_err(nats("withdraw a server's tools"))
+    }
+
+    /// Every advertised MCP server now, and a stream of later changes: a server's new
+    /// advertisement, or its name and `None` when its tools were withdrawn. The stream is
+    /// subscribed before the snapshot is read, so nothing falls between the two.
     pub async fn watch_tools(
         &self,
-    ) -> Result<(Vec<ToolServer>, impl Stream<Item = ToolServer> + use<>), Error> {
+    ) -> Result<
+        (
+            Vec<ToolServer>,
+            impl Stream<Item = (String, Option<ToolServer>)> + use<>,
+        ),
+        Error,
+    > {
         let (store, watch, keys) = self.watch_and_list(TOOLS_BUCKET).await?;
         let mut now = Vec::with_capacity(keys.len());
         for key in keys {
@@ -1037,11 +1059,76 @@ impl Bus {
         let live = watch.filter_map(|entry| async move {
             let entry = entry.ok()?;
             if entry.operation != kv::Operation::Put {
-                return None;
+                return Some((entry.key, None));
             }
-            decode_tool_server(&entry.key, &entry.value)
+            let server = decode_tool_server(&entry.key, &entry.value)?;
+            Some((entry.key, Some(server)))
         });
         Ok((now, live))
+    }
+
+    /// Puts the MCP server registry of configuration revision `registry.revision` where workers
+    /// read it, unless the one there is of that revision or a newer one (a gateway that has not
+    /// applied the newest revision yet never takes it back). Returns whether it wrote.
+    pub async fn publish_registry(&self, registry: &McpRegistry) -> Result<bool, Error> {
+        let store = self.bucket(REGISTRY_BUCKET).await?;
+        let body = Bytes::from(serde_json::to_vec(registry).expect("a registry serialises"));
+        // Twice at most: a write by another gateway between the read and ours is read again.
+        for _ in 0..2 {
+            let entry = store
+                .entry(REGISTRY_KEY)
+                .await
+                .map_err(nats("read the mcp registry"))?;
+            let written = match entry {
+                Some(e) if e.operation == kv::Operation::Put => {
+                    let there = serde_json::from_slice::<McpRegistry>(&e.value)
+                        .map(|r| r.revision)
+                        .unwrap_or(0);
+                    if there >= registry.revision {
+                        return Ok(false);
+                    }
+                    store
+                        .update(REGISTRY_KEY, body.clone(), e.revision)
+                        .await
+                        .is_ok()
+                }
+                Some(e) => store
+                    .update(REGISTRY_KEY, body.clone(), e.revision)
+                    .await
+                    .is_ok(),
+                None => store.create(REGISTRY_KEY, body.clone()).await.is_ok(),
+            };
+            if written {
+                return Ok(true);
+            }
+        }
+        Err(Error::Nats {
+            op: "write the mcp registry",
+            message: "other gateways kept writing it".into(),
+        })
+    }
+
+    /// The MCP server registry now (nothing, when none was ever written) and every later one,
+    /// as gateways write it.
+    pub async fn watch_registry(&self) -> Result<impl Stream<Item = McpRegistry> + use<>, Error> {
+        let store = self.bucket(REGISTRY_BUCKET).await?;
+        let watch = store
+            .watch_with_history(REGISTRY_KEY)
+            .await
+            .map_err(nats("watch the mcp registry"))?;
+        Ok(watch.filter_map(|entry| async move {
+            let entry = entry.ok()?;
+            if entry.operation != kv::Operation::Put {
+                return Some(McpRegistry::default());
+            }
+            match serde_json::from_slice::<McpRegistry>(&entry.value) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::warn!(error = %e, "ignoring a malformed mcp registry");
+                    None
+                }
+            }
+        }))
     }
 
     /// Announces a live worker, or renews its announcement: the entry lapses after

@@ -1,6 +1,6 @@
 //! The settings an operator may change while the platform runs (`/api/v1/config`): rate
-//! limits, queue defaults, the life of sessions. Every change is a numbered revision, kept with
-//! who made it.
+//! limits, queue defaults, the life of sessions, the registry of MCP servers. Every change is a
+//! numbered revision, kept with who made it.
 
 use std::collections::BTreeMap;
 
@@ -57,6 +57,35 @@ pub struct QueueSettings {
     pub priority: Option<Priority>,
 }
 
+/// An MCP server of the registry: every worker that serves one of `queues` (every worker, when
+/// `queues` is empty) connects to it and serves its tools, besides the servers of its own
+/// configuration file. Streamable HTTP only: the registry never starts a process on a worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryServer {
+    /// The server's streamable HTTP endpoint, `http://` or `https://`.
+    pub url: String,
+    /// The queues whose workers connect to it; every worker's when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queues: Vec<String>,
+    /// Retry the server's tool errors (`isError: true`) like a timeout, instead of ending the
+    /// task with them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retry_tool_errors: bool,
+}
+
+/// The registry as workers read it from NATS: the servers of the configuration revision that
+/// put it there.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct McpRegistry {
+    pub v: u32,
+    pub revision: u64,
+    pub servers: BTreeMap<String, RegistryServer>,
+}
+
+/// Wire version of [`McpRegistry`].
+pub const MCP_REGISTRY_VERSION: u32 = 1;
+
 /// The runtime settings, as a whole.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -68,6 +97,9 @@ pub struct RuntimeConfig {
     pub queues: BTreeMap<String, QueueSettings>,
     /// Life of a session created without `ttl_secs`, in seconds (60 to 30 days).
     pub session_ttl_secs: u64,
+    /// MCP servers workers connect to, by name (the first part of their tools' names).
+    #[serde(default)]
+    pub mcp_servers: BTreeMap<String, RegistryServer>,
 }
 
 /// `GET /api/v1/config`: the settings in force.
@@ -136,6 +168,16 @@ impl RuntimeConfig {
         }
         if other.session_ttl_secs != self.session_ttl_secs {
             changed.push("session_ttl_secs".into());
+        }
+        let names: std::collections::BTreeSet<&String> = other
+            .mcp_servers
+            .keys()
+            .chain(self.mcp_servers.keys())
+            .collect();
+        for name in names {
+            if other.mcp_servers.get(name) != self.mcp_servers.get(name) {
+                changed.push(format!("mcp_servers.{name}"));
+            }
         }
         changed
     }

@@ -24,8 +24,8 @@ pub use auth::{
     DEFAULT_TENANT, Identity, Permission,
 };
 pub use config::{
-    ConfigHistory, ConfigRevision, ConfigView, LimitsConfig, QueueSettings, Rate, RuntimeConfig,
-    UpdateConfig,
+    ConfigHistory, ConfigRevision, ConfigView, LimitsConfig, MCP_REGISTRY_VERSION, McpRegistry,
+    QueueSettings, Rate, RegistryServer, RuntimeConfig, UpdateConfig,
 };
 pub use error::{ErrorCode, FieldError, Problem};
 pub use event::{EventKind, TaskEvent};

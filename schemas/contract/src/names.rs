@@ -30,6 +30,11 @@ pub const IDEMPOTENCY_BUCKET: &str = "wharf_idempotency";
 /// Key-value bucket of live workers, one key per worker (see [`worker_key`]), each entry a
 /// [`crate::WorkerInfo`] that expires unless the worker announces itself again.
 pub const WORKERS_BUCKET: &str = "wharf_workers";
+/// Key-value bucket holding the registry of MCP servers from the runtime configuration, under
+/// [`REGISTRY_KEY`]; workers watch it.
+pub const REGISTRY_BUCKET: &str = "wharf_registry";
+/// The one key of [`REGISTRY_BUCKET`].
+pub const REGISTRY_KEY: &str = "mcp_servers";
 /// Core NATS subject on which a gateway announces a revoked API key (the payload is its id), so
 /// every gateway drops it from its cache at once rather than when the cache entry expires.
 pub const KEY_REVOKED_SUBJECT: &str = "wharf.control.keys.revoked";

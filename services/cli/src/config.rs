@@ -123,6 +123,10 @@ pub struct WorkerSection {
     pub shutdown_grace_secs: u64,
     /// MCP servers. When empty, the bundled demo server is used, named `demo`.
     pub servers: Vec<McpServerConfig>,
+    /// Connect to the servers of the runtime configuration's MCP registry too.
+    pub registry: bool,
+    /// When not empty, only registry servers on these hosts (`host` or `host:port`).
+    pub registry_hosts: Vec<String>,
 }
 
 impl Default for Config {
@@ -160,6 +164,8 @@ impl Default for Config {
                 concurrency: 256,
                 shutdown_grace_secs: 30,
                 servers: Vec::new(),
+                registry: true,
+                registry_hosts: Vec::new(),
             },
         }
     }
@@ -267,6 +273,10 @@ impl Config {
             concurrency: self.worker.concurrency,
             servers,
             shutdown_grace: Duration::from_secs(self.worker.shutdown_grace_secs),
+            registry: wharf_worker::RegistryPolicy {
+                enabled: self.worker.registry,
+                allow_hosts: self.worker.registry_hosts.clone(),
+            },
         }
     }
 }

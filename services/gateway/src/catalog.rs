@@ -38,8 +38,11 @@ impl Catalog {
         let mut updates = Box::pin(updates);
         let c = catalog.clone();
         tokio::spawn(async move {
-            while let Some(server) = updates.next().await {
-                c.replace_server(server);
+            while let Some((name, server)) = updates.next().await {
+                match server {
+                    Some(server) => c.replace_server(server),
+                    None => c.remove_server(&name),
+                }
             }
             tracing::error!("the tool catalog watch ended; the catalog no longer updates");
         });
@@ -59,6 +62,13 @@ impl Catalog {
             };
             tools.insert(info.name.clone(), Arc::new(Entry { info, validator }));
         }
+    }
+
+    fn remove_server(&self, name: &str) {
+        self.tools
+            .write()
+            .unwrap()
+            .retain(|_, e| e.info.server != name);
     }
 
     pub fn list(&self) -> Vec<ToolInfo> {

@@ -1,8 +1,10 @@
-//! `/api/v1/config`: the runtime settings (rate limits, queue defaults, the life of sessions),
-//! changed while the platform runs. Each change is a numbered revision in the database, with
+//! `/api/v1/config`: the runtime settings (rate limits, queue defaults, the life of sessions,
+//! the registry of MCP servers), changed while the platform runs. Each change is a numbered revision in the database, with
 //! who made it and what it changed; a change names the revision it replaces, so two operators
 //! cannot overwrite each other unawares. Every gateway applies a new revision as soon as one
-//! announces it on NATS, and reads the newest again every half minute, should it miss that.
+//! announces it on NATS, and reads the newest again every half minute, should it miss that. The
+//! registry of MCP servers goes on to workers through the `wharf_registry` bucket, which every
+//! gateway brings up to the revision it has applied.
 
 use std::time::Duration;
 
@@ -14,8 +16,8 @@ use axum::http::HeaderMap;
 use futures::StreamExt;
 use serde::Deserialize;
 use wharf_contract::{
-    ConfigHistory, ConfigRevision, ConfigView, ErrorCode, Permission, RuntimeConfig, UpdateConfig,
-    valid_name,
+    ConfigHistory, ConfigRevision, ConfigView, ErrorCode, MCP_REGISTRY_VERSION, McpRegistry,
+    Permission, RuntimeConfig, UpdateConfig, valid_name,
 };
 
 use crate::auth::Principal;
@@ -70,6 +72,27 @@ fn check(c: &RuntimeConfig) -> Result<(), ApiError> {
             );
         }
     }
+    if c.mcp_servers.len() > MAX_REGISTRY_SERVERS {
+        return bad(
+            "/config/mcp_servers".into(),
+            &format!("at most {MAX_REGISTRY_SERVERS} servers"),
+        );
+    }
+    for (name, server) in &c.mcp_servers {
+        let at = |field: &str| format!("/config/mcp_servers/{name}{field}");
+        if !valid_name(name) {
+            return bad(at(""), "a server name is 1-64 letters, digits, '-' or '_'");
+        }
+        if let Err(why) = check_url(&server.url) {
+            return bad(at("/url"), &why);
+        }
+        if let Some(i) = server.queues.iter().position(|q| !valid_name(q)) {
+            return bad(
+                at(&format!("/queues/{i}")),
+                "a queue name is 1-64 letters, digits, '-' or '_'",
+            );
+        }
+    }
     if let Err((name, why)) = crate::limits::validate(&c.limits) {
         return bad(format!("/config/{}", name.replace('.', "/")), &why);
     }
@@ -78,6 +101,32 @@ fn check(c: &RuntimeConfig) -> Result<(), ApiError> {
             "/config/session_ttl_secs".into(),
             "must be between 60 and 2592000",
         );
+    }
+    Ok(())
+}
+
+/// Most servers the registry may hold.
+const MAX_REGISTRY_SERVERS: usize = 256;
+
+/// A registry server's URL: absolute `http` or `https` with a host, at most 2,048 bytes, and no
+/// credentials in it (they would be shown to every `config:read` caller and kept in history).
+fn check_url(url: &str) -> Result<(), String> {
+    if url.len() > 2048 {
+        return Err("at most 2048 bytes".into());
+    }
+    let uri: axum::http::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err("must be an http:// or https:// URL (streamable HTTP)".into()),
+    }
+    let Some(authority) = uri.authority() else {
+        return Err("must name a host".into());
+    };
+    if authority.as_str().contains('@') {
+        return Err("must not hold credentials".into());
+    }
+    if authority.host().is_empty() {
+        return Err("must name a host".into());
     }
     Ok(())
 }
@@ -125,9 +174,23 @@ pub async fn update(
     }
     tracing::info!(revision = revision.revision, by = %revision.by, changed = ?revision.changed, "configuration changed");
     let number = revision.revision;
+    let removed: Vec<String> = current
+        .runtime
+        .mcp_servers
+        .keys()
+        .filter(|name| !revision.config.mcp_servers.contains_key(*name))
+        .cloned()
+        .collect();
     apply(&state, revision);
     if let Err(e) = state.bus.announce_config_changed(number).await {
         tracing::warn!(error = %e, "other gateways apply the change at their next check");
+    }
+    publish_registry(&state).await;
+    // Workers stop serving a removed server; its tools leave the catalog now.
+    for name in removed {
+        if let Err(e) = state.bus.withdraw_tools(&name).await {
+            tracing::warn!(server = %name, error = %e, "cannot withdraw a removed server's tools");
+        }
     }
     Ok(Json(view(&state.settings())))
 }
@@ -156,6 +219,33 @@ fn apply(state: &AppState, r: ConfigRevision) {
     let n = r.revision;
     if state.replace_settings(Settings::new(n, r.config, Some(r.at), Some(r.by))) {
         tracing::debug!(revision = n, "runtime configuration applied");
+    }
+}
+
+/// Brings the registry workers read up to the revision in force here (nothing to do when it
+/// is there already, or a newer one is).
+async fn publish_registry(state: &AppState) {
+    let settings = state.settings();
+    if settings.revision == 0 {
+        return;
+    }
+    let registry = McpRegistry {
+        v: MCP_REGISTRY_VERSION,
+        revision: settings.revision,
+        servers: settings.runtime.mcp_servers.clone(),
+    };
+    match state.bus.publish_registry(&registry).await {
+        Ok(true) => {
+            tracing::info!(
+                revision = registry.revision,
+                servers = registry.servers.len(),
+                "mcp registry published"
+            )
+        }
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot publish the mcp registry; trying again in 30 s")
+        }
     }
 }
 
@@ -193,7 +283,10 @@ pub async fn follow_changes(state: AppState) {
                     load_latest(&state).await;
                 }
             }
-            _ = every.tick() => load_latest(&state).await,
+            _ = every.tick() => {
+                load_latest(&state).await;
+                publish_registry(&state).await;
+            }
             () = state.stopping.cancelled() => return,
         }
     }

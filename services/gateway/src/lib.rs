@@ -306,6 +306,7 @@ impl GatewayConfig {
                 .map(|(n, q)| (n.clone(), q.to_settings()))
                 .collect(),
             session_ttl_secs: self.session_ttl.as_secs(),
+            mcp_servers: Default::default(),
         }
     }
 }

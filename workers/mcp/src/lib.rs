@@ -8,12 +8,13 @@
 //! nothing: JetStream redelivers the task once the lease runs out.
 
 pub mod mcp;
+mod registry;
 mod run;
 mod take;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -26,6 +27,7 @@ use wharf_contract::tool::TOOL_SERVER_VERSION;
 use wharf_contract::{Priority, ToolInfo, ToolServer, WorkerInfo, valid_name};
 
 pub use mcp::{McpServer, McpServerConfig, McpTransport};
+pub use registry::RegistryPolicy;
 
 /// What a worker runs.
 #[derive(Debug, Clone)]
@@ -40,6 +42,9 @@ pub struct WorkerConfig {
     pub servers: Vec<McpServerConfig>,
     /// How long in-flight tasks may take to finish after shutdown is asked for.
     pub shutdown_grace: Duration,
+    /// Whether (and to which hosts) this worker connects to the servers of the runtime
+    /// configuration's MCP registry.
+    pub registry: RegistryPolicy,
 }
 
 impl WorkerConfig {
@@ -56,6 +61,13 @@ impl WorkerConfig {
             return Err(Error::Config(format!(
                 "mcp server name {:?} must be 1-64 letters, digits, '-' or '_'",
                 s.name
+            )));
+        }
+        if let Some(h) = self.registry.allow_hosts.iter().find(|h| {
+            h.is_empty() || h.contains('/') || h.contains('@') || h.contains(char::is_whitespace)
+        }) {
+            return Err(Error::Config(format!(
+                "registry host {h:?} must be a host name or address, with an optional :port"
             )));
         }
         if self.concurrency == 0 {
@@ -131,15 +143,26 @@ impl Cancels {
     }
 }
 
+/// The MCP servers a worker serves now, by name: those of its configuration file, and those of
+/// the registry it took on.
+type Servers = Arc<RwLock<HashMap<String, Arc<McpServer>>>>;
+
 /// What every task handler shares.
 struct Shared {
     bus: Bus,
     id: String,
-    servers: HashMap<String, Arc<McpServer>>,
+    servers: Servers,
     cancels: Cancels,
     heartbeat: Duration,
     /// Fires when the shutdown grace period is over: running tasks are handed back.
     abandon: CancellationToken,
+}
+
+impl Shared {
+    /// The server named `name`, if this worker serves it now.
+    fn server(&self, name: &str) -> Option<Arc<McpServer>> {
+        self.servers.read().unwrap().get(name).cloned()
+    }
 }
 
 /// A worker process's task loop.
@@ -178,20 +201,34 @@ impl Worker {
         // in-flight tasks still need them during the grace period.
         let servers_stop = CancellationToken::new();
         let (tools_tx, tools_rx) = mpsc::unbounded_channel();
-        let servers: HashMap<_, _> = config
-            .servers
-            .iter()
-            .map(|s| {
-                let server = McpServer::start(s.clone(), tools_tx.clone(), servers_stop.clone());
-                (s.name.clone(), server)
-            })
-            .collect();
-        drop(tools_tx);
+        let servers: Servers = Arc::new(RwLock::new(
+            config
+                .servers
+                .iter()
+                .map(|s| {
+                    let server =
+                        McpServer::start(s.clone(), tools_tx.clone(), servers_stop.clone());
+                    (s.name.clone(), server)
+                })
+                .collect(),
+        ));
         let serving: Serving = Arc::default();
+        let registry = config.registry.enabled.then(|| {
+            tokio::spawn(registry::follow(
+                bus.clone(),
+                config.clone(),
+                servers.clone(),
+                serving.clone(),
+                tools_tx.clone(),
+                servers_stop.clone(),
+            ))
+        });
+        drop(tools_tx);
         tokio::spawn(advertise(
             bus.clone(),
             config.queues.clone(),
             tools_rx,
+            servers.clone(),
             serving.clone(),
         ));
 
@@ -262,6 +299,9 @@ impl Worker {
             () = announcing => unreachable!("announcing never ends"),
         }
         cancel_watch.abort();
+        if let Some(r) = registry {
+            r.abort();
+        }
         if let Err(e) = bus.withdraw_worker(&config.id).await {
             tracing::warn!(error = %e, "could not withdraw from the worker list; it lapses on its own");
         }
@@ -271,7 +311,7 @@ impl Worker {
 }
 
 /// The tools this worker serves now, by server: what it announces in the worker list.
-type Serving = Arc<Mutex<std::collections::BTreeMap<String, Vec<String>>>>;
+pub(crate) type Serving = Arc<Mutex<std::collections::BTreeMap<String, Vec<String>>>>;
 
 /// Announces this worker in the worker list every third of the list's TTL, with its tools and
 /// the tasks it runs, until dropped.
@@ -311,14 +351,19 @@ async fn announce(bus: Bus, config: WorkerConfig, slots: Vec<Arc<Semaphore>>, se
     }
 }
 
-/// Publishes each server's tools to the catalog whenever its connection (re)starts.
+/// Publishes each server's tools to the catalog whenever its connection (re)starts; not those of
+/// a server this worker no longer serves (a registry server removed while it connected).
 async fn advertise(
     bus: Bus,
     queues: Vec<String>,
     mut updates: mpsc::UnboundedReceiver<mcp::ToolsUpdate>,
+    servers: Servers,
     serving: Serving,
 ) {
     while let Some((server, tools)) = updates.recv().await {
+        if !servers.read().unwrap().contains_key(&server) {
+            continue;
+        }
         serving.lock().unwrap().insert(
             server.clone(),
             tools

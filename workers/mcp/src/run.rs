@@ -527,7 +527,7 @@ async fn execute(
             format!("{:?} is not <server>.<tool>", task.tool),
         ));
     };
-    let Some(server) = p.shared.servers.get(server_name) else {
+    let Some(server) = p.shared.server(server_name) else {
         return Outcome::Terminal(failed(
             "unknown_tool",
             format!("this worker has no mcp server named {server_name:?}"),

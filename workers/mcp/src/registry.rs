@@ -1,0 +1,198 @@
+//! The MCP servers of the runtime configuration's registry (`/api/v1/config`, `mcp_servers`),
+//! which gateways put in the `wharf_registry` bucket: a worker follows it and connects to each
+//! server meant for one of its queues, and disconnects from each one removed, while it runs.
+//!
+//! The registry holds streamable HTTP servers only, so changing it never starts a process on a
+//! worker; a worker may also narrow it to some hosts ([`RegistryPolicy::allow_hosts`]), or
+//! ignore it. A server of the worker's own configuration file wins over a registry server of
+//! the same name.
+
+use std::collections::{BTreeMap, HashSet};
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use wharf_bus::Bus;
+use wharf_contract::RegistryServer;
+
+use crate::mcp::{McpServer, McpServerConfig, McpTransport, ToolsUpdate};
+use crate::{Servers, Serving, WorkerConfig};
+
+/// What a worker takes from the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryPolicy {
+    /// Follow the registry at all (on by default).
+    pub enabled: bool,
+    /// When not empty, only servers on these hosts: `host` (any port) or `host:port`.
+    pub allow_hosts: Vec<String>,
+}
+
+impl Default for RegistryPolicy {
+    fn default() -> Self {
+        RegistryPolicy {
+            enabled: true,
+            allow_hosts: Vec::new(),
+        }
+    }
+}
+
+impl RegistryPolicy {
+    /// Whether `url` is on an allowed host.
+    pub fn allows(&self, url: &str) -> bool {
+        if self.allow_hosts.is_empty() {
+            return true;
+        }
+        let Ok(uri) = url.parse::<http::Uri>() else {
+            return false;
+        };
+        let Some(host) = uri.host() else {
+            return false;
+        };
+        let port = uri.port_u16().or(match uri.scheme_str() {
+            Some("https") => Some(443),
+            Some("http") => Some(80),
+            _ => None,
+        });
+        let with_port = port.map(|p| format!("{host}:{p}"));
+        self.allow_hosts.iter().any(|allowed| {
+            allowed.eq_ignore_ascii_case(host)
+                || with_port
+                    .as_deref()
+                    .is_some_and(|hp| allowed.eq_ignore_ascii_case(hp))
+        })
+    }
+}
+
+/// A registry server this worker connected to.
+struct Running {
+    entry: RegistryServer,
+    stop: CancellationToken,
+}
+
+/// Follows the registry until the worker stops (the task is aborted then; the connections
+/// stop with `servers_stop`).
+pub(crate) async fn follow(
+    bus: Bus,
+    config: WorkerConfig,
+    servers: Servers,
+    serving: Serving,
+    tools: mpsc::UnboundedSender<ToolsUpdate>,
+    servers_stop: CancellationToken,
+) {
+    let local: HashSet<String> = config.servers.iter().map(|s| s.name.clone()).collect();
+    let mut registry = loop {
+        match bus.watch_registry().await {
+            Ok(r) => break Box::pin(r),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot follow the mcp registry; trying again in 5 s");
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            }
+        }
+    };
+    let mut running: BTreeMap<String, Running> = BTreeMap::new();
+    // Warned about once per revision, not at every change of the registry.
+    let mut warned: HashSet<(String, u64)> = HashSet::new();
+    while let Some(next) = registry.next().await {
+        let wanted: BTreeMap<&String, &RegistryServer> = next
+            .servers
+            .iter()
+            .filter(|(name, entry)| {
+                let for_us = entry.queues.is_empty()
+                    || entry.queues.iter().any(|q| config.queues.contains(q));
+                if !for_us {
+                    return false;
+                }
+                let why = if local.contains(*name) {
+                    Some("this worker's configuration file has a server of that name, which wins")
+                } else if !config.registry.allows(&entry.url) {
+                    Some("its host is not in this worker's registry allow_hosts")
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    if warned.insert(((*name).clone(), next.revision)) {
+                        tracing::warn!(server = %name, revision = next.revision, "not connecting to a registry server: {why}");
+                    }
+                    return false;
+                }
+                true
+            })
+            .collect();
+        // Stop what left the registry or changed.
+        let gone: Vec<String> = running
+            .iter()
+            .filter(|(name, r)| wanted.get(name) != Some(&&r.entry))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            let r = running.remove(&name).expect("listed above");
+            servers.write().unwrap().remove(&name);
+            serving.lock().unwrap().remove(&name);
+            r.stop.cancel();
+            if !next.servers.contains_key(&name) {
+                // The gateway withdrew its tools already; this covers an advertisement made
+                // in between.
+                if let Err(e) = bus.withdraw_tools(&name).await {
+                    tracing::warn!(server = %name, error = %e, "cannot withdraw a removed server's tools");
+                }
+            }
+            tracing::info!(server = %name, revision = next.revision, "registry server stopped");
+        }
+        // Start what is new.
+        for (name, entry) in wanted {
+            if running.contains_key(name) {
+                continue;
+            }
+            let stop = servers_stop.child_token();
+            let server = McpServer::start(
+                McpServerConfig {
+                    name: name.clone(),
+                    transport: McpTransport::Http {
+                        url: entry.url.clone(),
+                    },
+                    retry_tool_errors: entry.retry_tool_errors,
+                },
+                tools.clone(),
+                stop.clone(),
+            );
+            servers.write().unwrap().insert(name.clone(), server);
+            running.insert(
+                name.clone(),
+                Running {
+                    entry: entry.clone(),
+                    stop,
+                },
+            );
+            tracing::info!(server = %name, revision = next.revision, "registry server added");
+        }
+    }
+    tracing::error!("the mcp registry watch ended; registry changes no longer reach this worker");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowed_hosts_match_a_host_or_a_host_and_port() {
+        let open = RegistryPolicy::default();
+        assert!(open.allows("http://anything:1234/mcp"));
+        let narrow = RegistryPolicy {
+            enabled: true,
+            allow_hosts: vec!["tools.internal".into(), "127.0.0.1:8080".into()],
+        };
+        assert!(narrow.allows("https://tools.internal/mcp"));
+        assert!(narrow.allows("http://TOOLS.internal:9000/mcp"));
+        assert!(narrow.allows("http://127.0.0.1:8080/mcp"));
+        assert!(!narrow.allows("http://127.0.0.1:8081/mcp"));
+        assert!(!narrow.allows("http://tools.internal.evil.example/mcp"));
+        assert!(!narrow.allows("http://evil.example/tools.internal"));
+        assert!(!narrow.allows("not a url"));
+        let default_port = RegistryPolicy {
+            enabled: true,
+            allow_hosts: vec!["tools.internal:443".into()],
+        };
+        assert!(default_port.allows("https://tools.internal/mcp"));
+        assert!(!default_port.allows("http://tools.internal/mcp"));
+    }
+}
