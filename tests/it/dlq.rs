@@ -325,7 +325,7 @@ async fn a_dead_letter_is_withdrawn_when_another_outcome_was_recorded_first() {
         },
     );
     w.bus
-        .publish_event(&cancelled, &format!("{id}:terminal"), None)
+        .publish_event("default", &cancelled, &format!("{id}:terminal"), None)
         .await
         .unwrap()
         .await

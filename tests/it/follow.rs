@@ -23,7 +23,7 @@ fn started(id: Uuid) -> TaskEvent {
 
 async fn publish(bus: &Bus, event: &TaskEvent) -> u64 {
     let ack = bus
-        .publish_event(event, &Uuid::now_v7().to_string(), None)
+        .publish_event("default", event, &Uuid::now_v7().to_string(), None)
         .await
         .unwrap();
     ack.await.unwrap().sequence
@@ -82,7 +82,10 @@ async fn republished_events_carry_their_sequence_and_the_tasks_previous_one() {
     let (_dir, nats, bus) = bus().await;
     let client = async_nats::connect(nats.url()).await.unwrap();
     let a = Uuid::now_v7();
-    let mut live = client.subscribe(live_event_subject(a)).await.unwrap();
+    let mut live = client
+        .subscribe(live_event_subject("default", a))
+        .await
+        .unwrap();
     // A round trip on the same connection: once it is answered the server has processed the
     // subscription (`flush` only writes it out). Events published from the other connection
     // after that reach it.

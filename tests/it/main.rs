@@ -12,6 +12,7 @@ mod follow;
 mod idempotency;
 mod mcp;
 mod metrics;
+mod nats_tenants;
 mod observability;
 mod ops;
 mod priority;

@@ -196,7 +196,7 @@ async fn a_redelivered_task_that_already_ended_is_acknowledged_not_run_again() {
         },
     );
     w.bus
-        .publish_event(&event, &format!("{id}:terminal"), None)
+        .publish_event("default", &event, &format!("{id}:terminal"), None)
         .await
         .unwrap()
         .await

@@ -258,7 +258,20 @@ impl Wharf {
             "wharf-test",
         );
         let dir = tempfile::tempdir().unwrap();
-        let nats = LocalNats::start(&dir.path().join("nats")).await.unwrap();
+        // With the gateway answering the auth callout, the server requires it of everyone but
+        // the platform's own user.
+        let auth = options
+            .gateway
+            .nats_auth
+            .as_ref()
+            .map(|n| wharf_bus::local::ServerAuth {
+                user: "wharf".into(),
+                password: uuid::Uuid::now_v7().simple().to_string(),
+                callout_issuer: Some(n.issuer().unwrap().public_key()),
+            });
+        let nats = LocalNats::start_with(&dir.path().join("nats"), auth.as_ref())
+            .await
+            .unwrap();
         let bus = Bus::connect(nats.url(), "wharf-test", options.topology.clone())
             .await
             .unwrap();

@@ -23,8 +23,8 @@ use wharf_contract::{
     EVENTS_STREAM, EVENTS_SUBJECTS, IDEMPOTENCY_BUCKET, LIVE_EVENTS_SUBJECTS, McpRegistry,
     Priority, RECORDER_CONSUMER, REGISTRY_BUCKET, REGISTRY_KEY, SCHEDULES_SUBJECTS, SCHEMA_HEADER,
     TASK_SCHEMA, TASKS_STREAM, TASKS_SUBJECTS, TOOLS_BUCKET, TRACEPARENT_HEADER, Task, TaskEvent,
-    ToolServer, dlq_subject, event_subject, live_event_subject, queue_consumer, schedule_subject,
-    task_subject,
+    ToolServer, dlq_subject, event_filter, event_subject, live_event_filter, queue_consumer,
+    schedule_subject, task_subject, tenant_of_event_subject,
 };
 use wharf_contract::{
     CONFIG_CHANGED_SUBJECT, KEY_REVOKED_SUBJECT, QueueLevel, WORKERS_BUCKET, WorkerInfo,
@@ -166,14 +166,26 @@ pub fn traceparent_of(message: &async_nats::Message) -> Option<String> {
 impl Bus {
     /// Connects to `url`, naming the connection `name` (shown in the server's monitoring).
     pub async fn connect(url: &str, name: &str, topology: Topology) -> Result<Bus, Error> {
-        let client = async_nats::ConnectOptions::new()
+        // Credentials in the URL (`nats://user:password@host`, `nats://token@host`) are sent
+        // as such: the client library would otherwise leave them out.
+        let mut options = async_nats::ConnectOptions::new();
+        if let Ok(addr) = url.parse::<async_nats::ServerAddr>() {
+            match (addr.username(), addr.password()) {
+                (Some(user), Some(password)) => {
+                    options = options.user_and_password(decode(user), decode(password));
+                }
+                (Some(token), None) => options = options.token(decode(token)),
+                _ => {}
+            }
+        }
+        let client = options
             .name(name)
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
             .connect(url)
             .await
             .map_err(|source| Error::Connect {
-                url: url.to_owned(),
+                url: redact_url(url),
                 source,
             })?;
         let js = jetstream::ContextBuilder::new()
@@ -187,6 +199,11 @@ impl Bus {
             topology,
             idempotency: Default::default(),
         })
+    }
+
+    /// The core NATS connection.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
     }
 
     pub fn jetstream(&self) -> &jetstream::Context {
@@ -375,7 +392,7 @@ impl Bus {
     ) -> Result<u64, Error> {
         let submitted_id = format!("{}:submitted", task.id);
         let event_ack = self
-            .publish_event(submitted, &submitted_id, traceparent)
+            .publish_event(&task.tenant, submitted, &submitted_id, traceparent)
             .await?;
         let body = serde_json::to_vec(task).expect("a task serialises");
         // A delayed task is stored as a message schedule outside every queue; when it is due,
@@ -439,7 +456,7 @@ impl Bus {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
             stored = match self
-                .publish_event(submitted, &submitted_id, traceparent)
+                .publish_event(&task.tenant, submitted, &submitted_id, traceparent)
                 .await
             {
                 Ok(ack) => ack
@@ -469,7 +486,12 @@ impl Bus {
             },
         );
         if let Ok(ack) = self
-            .publish_event(&failed, &format!("{}:terminal", task.id), traceparent)
+            .publish_event(
+                &task.tenant,
+                &failed,
+                &format!("{}:terminal", task.id),
+                traceparent,
+            )
             .await
         {
             let _ = ack.await;
@@ -522,10 +544,12 @@ impl Bus {
         }
     }
 
-    /// Publishes an event without waiting for JetStream to store it; await the returned future
-    /// for that. `msg_id` must be unique per event: a re-publish with the same id is dropped.
+    /// Publishes an event of a task of `tenant` without waiting for JetStream to store it; await
+    /// the returned future for that. `msg_id` must be unique per event: a re-publish with the
+    /// same id is dropped.
     pub async fn publish_event(
         &self,
+        tenant: &str,
         event: &TaskEvent,
         msg_id: &str,
         traceparent: Option<&str>,
@@ -533,7 +557,7 @@ impl Bus {
         let body = serde_json::to_vec(event).expect("an event serialises");
         self.js
             .send_publish(
-                event_subject(event.task_id),
+                event_subject(tenant, event.task_id),
                 PublishMessage::build()
                     .payload(Bytes::from(body))
                     .headers(headers(EVENT_SCHEMA, traceparent))
@@ -550,6 +574,7 @@ impl Bus {
     /// terminal one) arrives after this one was stored or refused.
     pub async fn emit_event(
         &self,
+        tenant: &str,
         event: &TaskEvent,
         msg_id: &str,
         traceparent: Option<&str>,
@@ -558,7 +583,7 @@ impl Bus {
         let mut h = headers(EVENT_SCHEMA, traceparent);
         h.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
         self.client
-            .publish_with_headers(event_subject(event.task_id), h, Bytes::from(body))
+            .publish_with_headers(event_subject(tenant, event.task_id), h, Bytes::from(body))
             .await
             .map_err(nats("publish an event"))
     }
@@ -681,10 +706,24 @@ impl Bus {
             .find(|e| e.terminal_status().is_some()))
     }
 
+    /// The tenant of task `id`, as the subject of its first stored event names it (`None` when
+    /// it has none).
+    pub async fn tenant_of(&self, id: Uuid) -> Result<Option<String>, Error> {
+        let stream = self.events_stream().await?;
+        match stream
+            .direct_get_next_for_subject(event_filter(id).as_str(), None)
+            .await
+        {
+            Ok(m) => Ok(tenant_of_event_subject(m.subject.as_str()).map(str::to_owned)),
+            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => Ok(None),
+            Err(e) => Err(nats("read a task's first event")(e)),
+        }
+    }
+
     /// True when the newest stored event of task `id` ends it (one direct get).
     pub async fn has_ended(&self, id: Uuid) -> Result<bool, Error> {
         let stream = self.events_stream().await?;
-        let subject = event_subject(id);
+        let subject = event_filter(id);
         match stream.direct_get_last_for_subject(subject.as_str()).await {
             Ok(m) => {
                 Ok(decode_payload(&subject, &m.payload)
@@ -703,7 +742,7 @@ impl Bus {
         after: u64,
     ) -> Result<Vec<(u64, Result<TaskEvent, Error>)>, Error> {
         let stream = self.events_stream().await?;
-        let subject = event_subject(id);
+        let subject = event_filter(id);
         let mut out = Vec::new();
         let mut next = after + 1;
         loop {
@@ -743,7 +782,7 @@ impl Bus {
     > {
         let live = self
             .client
-            .subscribe(live_event_subject(id))
+            .subscribe(live_event_filter(id))
             .await
             .map_err(nats("subscribe to a task's events"))?;
         let history = self.events_after(id, 0).await?;
@@ -761,7 +800,7 @@ impl Bus {
     ) -> Result<impl Stream<Item = Result<(u64, TaskEvent), Error>> + use<>, Error> {
         let live = self
             .client
-            .subscribe(live_event_subject(id))
+            .subscribe(live_event_filter(id))
             .await
             .map_err(nats("subscribe to a task's events"))?;
         Ok(self.follow_from(id, live, Vec::new()))
@@ -801,7 +840,7 @@ impl Bus {
                         }
                         if header("Nats-Last-Sequence").is_some_and(|prev| prev == s.last) {
                             s.last = seq;
-                            let subject = event_subject(s.id);
+                            let subject = event_filter(s.id);
                             return Some((
                                 decode_payload(&subject, &m.payload).map(|e| (seq, e)),
                                 s,
@@ -1294,6 +1333,39 @@ impl Bus {
     }
 }
 
+/// `url` without the credentials it may hold, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    match authority.rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
+/// Undoes the percent-encoding of a URL's user or password.
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(b) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn decode_tool_server(key: &str, value: &[u8]) -> Option<ToolServer> {
     match serde_json::from_slice::<ToolServer>(value) {
         Ok(server) => Some(server),
@@ -1339,4 +1411,22 @@ struct Follow {
     live: async_nats::Subscriber,
     /// Sequence of the last event handed out.
     last: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_a_url_are_read_and_never_shown() {
+        assert_eq!(
+            redact_url("nats://wharf:s3cret@nats:4222"),
+            "nats://***@nats:4222"
+        );
+        assert_eq!(redact_url("nats://token@nats"), "nats://***@nats");
+        assert_eq!(redact_url("nats://nats:4222"), "nats://nats:4222");
+        assert_eq!(redact_url("nats://nats/a@b"), "nats://nats/a@b");
+        assert_eq!(decode("p%40ss%3Aword"), "p@ss:word");
+        assert_eq!(decode("plain"), "plain");
+    }
 }

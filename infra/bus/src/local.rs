@@ -25,16 +25,54 @@ pub enum LocalError {
 pub struct LocalNats {
     child: tokio::process::Child,
     url: String,
+    client_url: String,
+}
+
+/// Who may connect to a [`LocalNats`]: the platform as one user with a password, and, when
+/// `callout_issuer` is set, everyone else through the auth callout (whose answers that account
+/// key signs, see the gateway's `nats_auth`).
+#[derive(Debug, Clone)]
+pub struct ServerAuth {
+    pub user: String,
+    pub password: String,
+    pub callout_issuer: Option<String>,
+}
+
+impl ServerAuth {
+    /// The `authorization` block of a nats-server configuration file.
+    pub fn config(&self) -> String {
+        let mut out = format!(
+            "authorization {{\n  users: [ {{ user: {:?}, password: {:?} }} ]\n",
+            self.user, self.password
+        );
+        if let Some(issuer) = &self.callout_issuer {
+            out.push_str(&format!(
+                "  auth_callout {{\n    issuer: {issuer:?}\n    auth_users: [ {:?} ]\n  }}\n",
+                self.user
+            ));
+        }
+        out.push_str("}\n");
+        out
+    }
 }
 
 impl LocalNats {
     /// Starts a JetStream-enabled server on a free loopback port with its store in `store_dir`
     /// and its log in `store_dir/nats-server.log`.
     pub async fn start(store_dir: &Path) -> Result<LocalNats, LocalError> {
+        Self::start_with(store_dir, None).await
+    }
+
+    /// Like [`LocalNats::start`], requiring `auth` of clients when given: [`LocalNats::url`]
+    /// then carries the platform user's credentials.
+    pub async fn start_with(
+        store_dir: &Path,
+        auth: Option<&ServerAuth>,
+    ) -> Result<LocalNats, LocalError> {
         let bin = find_or_install().await?;
         std::fs::create_dir_all(store_dir).map_err(|e| LocalError::Start(e.to_string()))?;
         let port = free_port().map_err(|e| LocalError::Start(e.to_string()))?;
-        Self::start_on(&bin, store_dir, port).await
+        Self::start_on_with(&bin, store_dir, port, auth).await
     }
 
     /// Starts the server on `port` (e.g. again after a restart, on the same store). A server
@@ -44,6 +82,15 @@ impl LocalNats {
         bin: &Path,
         store_dir: &Path,
         port: u16,
+    ) -> Result<LocalNats, LocalError> {
+        Self::start_on_with(bin, store_dir, port, None).await
+    }
+
+    async fn start_on_with(
+        bin: &Path,
+        store_dir: &Path,
+        port: u16,
+        auth: Option<&ServerAuth>,
     ) -> Result<LocalNats, LocalError> {
         let pid_file = store_dir.join("nats-server.pid");
         stop_stale(&pid_file).await;
@@ -55,7 +102,13 @@ impl LocalNats {
         let log2 = log
             .try_clone()
             .map_err(|e| LocalError::Start(e.to_string()))?;
-        let child = tokio::process::Command::new(bin)
+        let mut command = tokio::process::Command::new(bin);
+        if let Some(auth) = auth {
+            let file = store_dir.join("auth.conf");
+            std::fs::write(&file, auth.config()).map_err(|e| LocalError::Start(e.to_string()))?;
+            command.arg("--config").arg(file);
+        }
+        let child = command
             .arg("--jetstream")
             .arg("--store_dir")
             .arg(store_dir)
@@ -68,9 +121,19 @@ impl LocalNats {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| LocalError::Start(format!("{}: {e}", bin.display())))?;
+        let client_url = format!("nats://127.0.0.1:{port}");
+        let url = match auth {
+            Some(a) => format!(
+                "nats://{}:{}@127.0.0.1:{port}",
+                percent_encode(&a.user),
+                percent_encode(&a.password)
+            ),
+            None => client_url.clone(),
+        };
         let mut server = LocalNats {
             child,
-            url: format!("nats://127.0.0.1:{port}"),
+            url,
+            client_url,
         };
         let deadline = Instant::now() + Duration::from_secs(15);
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -91,8 +154,14 @@ impl LocalNats {
         Ok(server)
     }
 
+    /// The URL the platform connects with (with its credentials, if the server wants some).
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The URL without credentials: what anyone else connects to.
+    pub fn client_url(&self) -> &str {
+        &self.client_url
     }
 
     /// The server's process id, while it runs.
@@ -124,6 +193,19 @@ impl LocalNats {
     pub async fn kill(mut self) {
         let _ = self.child.kill().await;
     }
+}
+
+/// Percent-encodes what a URL's user or password cannot hold as it is.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// Stops the nats-server named by `pid_file`, if one still runs.

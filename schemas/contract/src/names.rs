@@ -11,11 +11,13 @@ pub const TASKS_STREAM: &str = "WHARF_TASKS";
 pub const TASKS_SUBJECTS: &str = "wharf.tasks.>";
 /// The limits-retention stream holding every task's event history.
 pub const EVENTS_STREAM: &str = "WHARF_EVENTS";
-/// Subjects of [`EVENTS_STREAM`]: `wharf.events.<task id>`, one subject per task so a task's
-/// history can be read (and followed live) by subject.
+/// Subjects of [`EVENTS_STREAM`]: `wharf.events.<tenant>.<task id>`, one subject per task so a
+/// task's history can be read (and followed live) by subject, under its tenant's so NATS
+/// permissions can keep tenants apart (see [`tenant_live_events`]).
 pub const EVENTS_SUBJECTS: &str = "wharf.events.>";
-/// Where the events stream republishes each event once it is stored (`wharf.live.events.<task
-/// id>`), with its stream sequence in the `Nats-Sequence` header. Followers subscribe here: a
+/// Where the events stream republishes each event once it is stored
+/// (`wharf.live.events.<tenant>.<task id>`), with its stream sequence in the `Nats-Sequence`
+/// header. Followers subscribe here: a
 /// plain subscription per task, no JetStream consumer.
 pub const LIVE_EVENTS_SUBJECTS: &str = "wharf.live.events.>";
 /// The durable consumer the recorder projects events from.
@@ -131,15 +133,45 @@ pub fn dlq_subject(id: Uuid) -> String {
     format!("wharf.dlq.{id}")
 }
 
-/// Subject the events of task `id` are published on.
-pub fn event_subject(id: Uuid) -> String {
-    format!("wharf.events.{id}")
+/// The tenant token of the events of a task whose tenant cannot be known (its message could
+/// not be read, and it has no stored event left): not a tenant name, so no tenant sees them.
+pub const UNKNOWN_TENANT: &str = "~";
+
+/// Subject the events of task `id` of `tenant` are published on.
+pub fn event_subject(tenant: &str, id: Uuid) -> String {
+    format!("wharf.events.{tenant}.{id}")
 }
 
-/// Subject the stored events of task `id` are republished on (see [`LIVE_EVENTS_SUBJECTS`]).
-pub fn live_event_subject(id: Uuid) -> String {
-    format!("wharf.live.events.{id}")
+/// Filter matching the events of task `id`, whatever its tenant: for reading by id alone.
+pub fn event_filter(id: Uuid) -> String {
+    format!("wharf.events.*.{id}")
 }
+
+/// The tenant an event subject (see [`event_subject`]) names.
+pub fn tenant_of_event_subject(subject: &str) -> Option<&str> {
+    let rest = subject.strip_prefix("wharf.events.")?;
+    Some(rest.split_once('.')?.0)
+}
+
+/// Subject the stored events of task `id` of `tenant` are republished on (see
+/// [`LIVE_EVENTS_SUBJECTS`]).
+pub fn live_event_subject(tenant: &str, id: Uuid) -> String {
+    format!("wharf.live.events.{tenant}.{id}")
+}
+
+/// Filter matching the republished events of task `id`, whatever its tenant.
+pub fn live_event_filter(id: Uuid) -> String {
+    format!("wharf.live.events.*.{id}")
+}
+
+/// Every republished event of `tenant`'s tasks: what a tenant's own NATS connection may
+/// subscribe to, and nothing else (see the gateway's NATS authorization).
+pub fn tenant_live_events(tenant: &str) -> String {
+    format!("wharf.live.events.{tenant}.>")
+}
+
+/// Subject on which nats-server asks its auth callout service to authorize a connection.
+pub const AUTH_CALLOUT_SUBJECT: &str = "$SYS.REQ.USER.AUTH";
 
 /// Checks a queue or MCP server name: it becomes a subject token, a consumer name or a KV key,
 /// so it is limited to ASCII letters, digits, `-` and `_`, 1 to 64 characters.
@@ -180,5 +212,21 @@ mod tests {
         }
         assert_eq!(parse_task_subject("wharf.tasks.a.urgent"), None);
         assert_eq!(parse_task_subject("wharf.events.a"), None);
+    }
+
+    #[test]
+    fn event_subjects_name_their_tenant_and_filters_match_any() {
+        let id = Uuid::now_v7();
+        let subject = event_subject("acme", id);
+        assert_eq!(tenant_of_event_subject(&subject), Some("acme"));
+        assert_eq!(event_filter(id), format!("wharf.events.*.{id}"));
+        assert!(
+            live_event_subject("acme", id)
+                .starts_with(tenant_live_events("acme").trim_end_matches('>'))
+        );
+        assert!(
+            !live_event_subject("acme-2", id)
+                .starts_with(tenant_live_events("acme").trim_end_matches('>'))
+        );
     }
 }

@@ -18,8 +18,9 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// Where `wharf dev` keeps its state (NATS store, SQLite database).
     pub data_dir: PathBuf,
-    /// NATS server URL. `wharf dev` starts its own nats-server when this is unset.
-    pub nats_url: Option<String>,
+    /// NATS server URL, possibly with credentials (`nats://user:password@host:4222`).
+    /// `wharf dev` starts its own nats-server when this is unset.
+    pub nats_url: Option<Secret>,
     /// Database URL, `postgres://…` or `sqlite://…`. `wharf dev` uses SQLite in the data
     /// directory when this is unset.
     pub database_url: Option<Secret>,
@@ -96,6 +97,10 @@ pub struct GatewaySection {
     pub request_timeout_secs: u64,
     /// Life of a session created without `ttl_secs`, in seconds.
     pub session_ttl_secs: u64,
+    /// `[gateway.nats_auth]`: answer nats-server's auth callout so tenants can follow their
+    /// tasks on NATS with their own credentials (docs/security.md).
+    #[serde(default)]
+    pub nats_auth: Option<wharf_gateway::nats_auth::NatsAuthConfig>,
 }
 
 /// `[gateway.queues.<name>]`: what tasks submitted to that queue get when they say nothing.
@@ -157,6 +162,7 @@ impl Default for Config {
                 header_timeout_secs: 10,
                 request_timeout_secs: 60,
                 session_ttl_secs: 24 * 3600,
+                nats_auth: None,
             },
             worker: WorkerSection {
                 count: 1,
@@ -227,6 +233,7 @@ impl Config {
             header_timeout: Duration::from_secs(self.gateway.header_timeout_secs),
             request_timeout: Duration::from_secs(self.gateway.request_timeout_secs),
             session_ttl: Duration::from_secs(self.gateway.session_ttl_secs),
+            nats_auth: self.gateway.nats_auth.clone(),
             limits: self.gateway.limits.clone(),
             cors_origins: self.gateway.cors_origins.clone(),
             listen: self.http_addr,
@@ -353,5 +360,10 @@ mod tests {
             ..Config::default()
         };
         assert!(!format!("{config:?}").contains("hunter2"));
+        let config = Config {
+            nats_url: Some(Secret("nats://wharf:hunter3@nats:4222".into())),
+            ..Config::default()
+        };
+        assert!(!format!("{config:?}").contains("hunter3"));
     }
 }

@@ -89,6 +89,9 @@ enum Command {
         #[arg(long, default_value = "admin")]
         role: String,
     },
+    /// Make the key that signs NATS authorizations for tenants: prints the settings for
+    /// `[gateway.nats_auth]` and for nats-server (see docs/security.md).
+    NatsIssuer,
     /// Serve the bundled demo MCP server on stdin/stdout.
     #[command(hide = true)]
     McpDemo,
@@ -165,6 +168,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .block_on(wharf_demo_mcp::serve_stdio())
             .map_err(|e| anyhow::anyhow!("demo mcp server: {e}")),
         Command::Client(c) => runtime.block_on(c.run(cli.api, cli.api_key)),
+        Command::NatsIssuer => {
+            let (seed, public) = wharf_gateway::nats_auth::new_issuer();
+            println!(
+                "# wharf.toml (the seed is a secret: keep it out of version control)\n\
+                 [gateway.nats_auth]\n\
+                 issuer_seed = \"{seed}\"\n\n\
+                 # nats-server.conf: the platform's user, and everyone else through the gateway\n\
+                 authorization {{\n  \
+                   users: [ {{ user: \"wharf\", password: \"<platform password>\" }} ]\n  \
+                   auth_callout {{\n    \
+                     issuer: \"{public}\"\n    \
+                     auth_users: [ \"wharf\" ]\n  \
+                   }}\n\
+                 }}\n\n\
+                 # every Wharf part then connects with nats_url = \"nats://wharf:<platform password>@host:4222\""
+            );
+            Ok(())
+        }
         Command::BootstrapKey {
             serve,
             name,
@@ -223,7 +244,8 @@ fn shutdown_on_signal() -> CancellationToken {
 async fn connect_bus(config: &Config, name: &str) -> anyhow::Result<Bus> {
     let url = config
         .nats_url
-        .as_deref()
+        .as_ref()
+        .map(|u| u.0.as_str())
         .context("WHARF_NATS_URL (or nats_url in the config file) is required")?;
     Ok(Bus::connect(url, name, config.topology()).await?)
 }
@@ -267,11 +289,11 @@ async fn dev(args: ServeArgs) -> anyhow::Result<()> {
 
     let mut local_nats = None;
     let nats_note = match &config.nats_url {
-        Some(url) => url.clone(),
+        Some(url) => wharf_bus::redact_url(&url.0),
         None => {
             let store = data_dir.join("nats");
             let nats = LocalNats::start(&store).await?;
-            config.nats_url = Some(nats.url().to_owned());
+            config.nats_url = Some(config::Secret(nats.url().to_owned()));
             let note = format!(
                 "{} (started here, store in {})",
                 nats.url(),

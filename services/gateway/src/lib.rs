@@ -12,6 +12,7 @@ mod config;
 mod dlq;
 mod keys;
 pub mod limits;
+pub mod nats_auth;
 mod openapi;
 mod ops;
 mod problem;
@@ -70,6 +71,9 @@ pub struct GatewayConfig {
     pub request_timeout: std::time::Duration,
     /// Life of a session created without `ttl_secs`.
     pub session_ttl: std::time::Duration,
+    /// Answer nats-server's auth callout, letting tenants follow their tasks' events on NATS
+    /// with their own credentials (see `nats_auth`).
+    pub nats_auth: Option<nats_auth::NatsAuthConfig>,
 }
 
 /// What a queue gives the tasks submitted to it that do not say otherwise.
@@ -104,6 +108,7 @@ impl Default for GatewayConfig {
             header_timeout: std::time::Duration::from_secs(10),
             request_timeout: std::time::Duration::from_secs(60),
             session_ttl: std::time::Duration::from_secs(24 * 3600),
+            nats_auth: None,
         }
     }
 }
@@ -136,6 +141,9 @@ impl GatewayConfig {
         }
         limits::validate(&self.limits)
             .map_err(|(name, why)| Error::Config(format!("gateway.{name}: {why}")))?;
+        if let Some(n) = &self.nats_auth {
+            n.issuer().map_err(Error::Config)?;
+        }
         if !(8 * 1024..=1024 * 1024).contains(&self.max_header_bytes) {
             return Err(Error::Config(
                 "gateway.max_header_bytes must be between 8192 and 1048576".into(),
@@ -380,6 +388,9 @@ impl Gateway {
         tokio::spawn(ops::refresh_status(state.clone()));
         tokio::spawn(auth::follow_revocations(state.clone()));
         tokio::spawn(limits::shrink_periodically(state.clone()));
+        if let Some(n) = state.config.nats_auth.clone() {
+            tokio::spawn(nats_auth::serve(state.clone(), n));
+        }
         Ok(Gateway {
             listener,
             router: router(state),

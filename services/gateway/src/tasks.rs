@@ -912,7 +912,7 @@ pub async fn request_cancel(
         );
         state
             .bus
-            .publish_event(&event, &format!("{id}:terminal"), None)
+            .publish_event(&view.tenant, &event, &format!("{id}:terminal"), None)
             .await?
             .await
             .map_err(ApiError::unavailable)?;
@@ -928,7 +928,12 @@ pub async fn request_cancel(
     );
     state
         .bus
-        .publish_event(&event, &format!("{id}:cancel_requested"), None)
+        .publish_event(
+            &view.tenant,
+            &event,
+            &format!("{id}:cancel_requested"),
+            None,
+        )
         .await?
         .await
         .map_err(ApiError::unavailable)?;

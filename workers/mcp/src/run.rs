@@ -12,7 +12,7 @@ use wharf_bus::{AckKind, Message, attempts_used, traceparent_of};
 use wharf_contract::event::DecodeError;
 use wharf_contract::{
     DEAD_LETTER_VERSION, DeadLetter, EventKind, Progress, TASK_ID_META, TRACEPARENT_META, Task,
-    TaskError, TaskEvent, task::split_tool,
+    TaskError, TaskEvent, UNKNOWN_TENANT, task::split_tool,
 };
 use wharf_telemetry::TraceContext;
 
@@ -160,10 +160,22 @@ async fn unreadable(shared: &Shared, message: &Message, attempt: u32, e: DecodeE
             seq: None,
         };
         let event = TaskEvent::new(id, attempt, EventKind::Failed { error });
+        // The message cannot say whose task it was; its submitted event can.
+        let tenant = match shared.bus.tenant_of(id).await {
+            Ok(Some(t)) => t,
+            Ok(None) => UNKNOWN_TENANT.to_owned(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the unreadable task's tenant; trying later");
+                let _ = message
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await;
+                return;
+            }
+        };
         let stored = store_dead_letter(shared, &letter).await.is_ok()
             && match shared
                 .bus
-                .publish_event(&event, &format!("{id}:terminal"), None)
+                .publish_event(&tenant, &event, &format!("{id}:terminal"), None)
                 .await
             {
                 Ok(ack) => ack.await.is_ok(),
@@ -488,7 +500,12 @@ impl Publisher<'_> {
         Box::pin(async move {
             self.shared
                 .bus
-                .emit_event(event, &self.msg_id(tag), Some(self.traceparent))
+                .emit_event(
+                    &self.task.tenant,
+                    event,
+                    &self.msg_id(tag),
+                    Some(self.traceparent),
+                )
                 .await
         })
     }
@@ -510,7 +527,12 @@ impl Publisher<'_> {
     ) -> Result<async_nats::jetstream::context::PublishAckFuture, wharf_bus::Error> {
         self.shared
             .bus
-            .publish_event(event, &self.msg_id(tag), Some(self.traceparent))
+            .publish_event(
+                &self.task.tenant,
+                event,
+                &self.msg_id(tag),
+                Some(self.traceparent),
+            )
             .await
     }
 }

@@ -1,0 +1,364 @@
+//! NATS authorization for tenants: the gateway answers nats-server's auth callout, so a
+//! tenant's own program may connect to NATS with its Wharf API key or token and follow its
+//! tasks' events there, and nothing else.
+//!
+//! nats-server sends every connection that is not one of its configured `auth_users` (the
+//! platform's own) to `$SYS.REQ.USER.AUTH` as a signed authorization request. The gateway reads
+//! the credential the client sent (its token, or its password), resolves it exactly like an
+//! HTTP credential, and answers with a user JWT signed by the issuer account key. The user may
+//! subscribe to `wharf.live.events.<its tenant>.>` only, and publish nothing; it expires after
+//! `max_session_secs`, when the client reconnects and is checked again (so a revoked key is shut
+//! out by then). Anything else is answered with an error, and the server refuses the client.
+//!
+//! The JWTs are those of the NATS JWT v2 format: `{"typ":"JWT","alg":"ed25519-nkey"}`,
+//! base64url without padding, signed with Ed25519 by an nkey.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::Digest;
+use wharf_contract::{AUTH_CALLOUT_SUBJECT, Permission, tenant_live_events};
+
+use crate::AppState;
+
+/// The `[gateway.nats_auth]` settings.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsAuthConfig {
+    /// Seed of the account nkey (`SA…`) that signs authorizations; nats-server's
+    /// `auth_callout.issuer` is its public key (`wharf nats-issuer` makes one). A secret.
+    pub issuer_seed: String,
+    /// The account tenant connections are placed in: `$G` on a server without accounts.
+    #[serde(default = "global_account")]
+    pub account: String,
+    /// Longest life of one authorization, in seconds (60 to 86,400); the client is
+    /// disconnected then, and checked again when it reconnects.
+    #[serde(default = "default_session_secs")]
+    pub max_session_secs: u64,
+}
+
+fn global_account() -> String {
+    "$G".into()
+}
+
+fn default_session_secs() -> u64 {
+    900
+}
+
+impl std::fmt::Debug for NatsAuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsAuthConfig")
+            .field("issuer_seed", &"<secret>")
+            .field("account", &self.account)
+            .field("max_session_secs", &self.max_session_secs)
+            .finish()
+    }
+}
+
+impl NatsAuthConfig {
+    /// The issuer key, or why the settings are unusable.
+    pub fn issuer(&self) -> Result<nkeys::KeyPair, String> {
+        let key = nkeys::KeyPair::from_seed(self.issuer_seed.trim())
+            .map_err(|e| format!("gateway.nats_auth.issuer_seed is not an nkey seed: {e}"))?;
+        if key.key_pair_type() != nkeys::KeyPairType::Account {
+            return Err("gateway.nats_auth.issuer_seed must be an account seed (SA…)".into());
+        }
+        if !(60..=86_400).contains(&self.max_session_secs) {
+            return Err("gateway.nats_auth.max_session_secs must be between 60 and 86400".into());
+        }
+        if self.account.is_empty() {
+            return Err("gateway.nats_auth.account must name an account".into());
+        }
+        Ok(key)
+    }
+}
+
+/// A new issuer key: its seed for `[gateway.nats_auth]`, and its public key for nats-server.
+pub fn new_issuer() -> (String, String) {
+    let key = nkeys::KeyPair::new_account();
+    (key.seed().expect("a new key has a seed"), key.public_key())
+}
+
+/// What the gateway reads of an authorization request.
+#[derive(Debug, Deserialize)]
+struct Request {
+    nats: RequestBody,
+}
+
+#[derive(Debug, Deserialize)]
+struct RequestBody {
+    user_nkey: String,
+    server_id: ServerId,
+    #[serde(default)]
+    connect_opts: ConnectOpts,
+    #[serde(default)]
+    client_info: ClientInfo,
+}
+
+#[derive(Debug, Deserialize)]
+struct ServerId {
+    id: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ConnectOpts {
+    #[serde(default)]
+    auth_token: Option<String>,
+    #[serde(default)]
+    pass: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ClientInfo {
+    #[serde(default)]
+    host: Option<String>,
+}
+
+/// Answers authorization requests until the gateway stops. Every gateway subscribes in one
+/// queue group, so each request is answered once.
+pub async fn serve(state: AppState, config: NatsAuthConfig) {
+    let issuer = match config.issuer() {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::error!("{e}");
+            return;
+        }
+    };
+    let client = state.bus.client();
+    let mut requests = match client
+        .queue_subscribe(AUTH_CALLOUT_SUBJECT, "wharf-gateways".into())
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot answer nats authorization requests");
+            return;
+        }
+    };
+    tracing::info!(issuer = %issuer.public_key(), "answering nats authorization requests");
+    let issuer = std::sync::Arc::new(issuer);
+    loop {
+        let message = tokio::select! {
+            m = requests.next() => match m {
+                Some(m) => m,
+                None => return,
+            },
+            () = state.stopping.cancelled() => return,
+        };
+        let Some(reply) = message.reply.clone() else {
+            continue;
+        };
+        let (state, issuer, config, client) = (
+            state.clone(),
+            issuer.clone(),
+            config.clone(),
+            client.clone(),
+        );
+        tokio::spawn(async move {
+            let Some(answer) = answer(&state, &issuer, &config, &message.payload).await else {
+                return;
+            };
+            if let Err(e) = client.publish(reply, answer.into()).await {
+                tracing::warn!(error = %e, "cannot answer a nats authorization request");
+            }
+        });
+    }
+}
+
+/// The signed answer to one request (`None` for a request that cannot even be answered: the
+/// server then times the client out).
+async fn answer(
+    state: &AppState,
+    issuer: &nkeys::KeyPair,
+    config: &NatsAuthConfig,
+    payload: &[u8],
+) -> Option<String> {
+    let request: Request = match claims_of(payload) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "unreadable nats authorization request");
+            return None;
+        }
+    };
+    let body = &request.nats;
+    let credential = body
+        .connect_opts
+        .auth_token
+        .as_deref()
+        .or(body.connect_opts.pass.as_deref())
+        .filter(|c| !c.is_empty());
+    let ip = body.client_info.host.clone().unwrap_or_default();
+    let outcome = match credential {
+        None => Err("no credential: connect with a Wharf API key or token as the token".into()),
+        Some(c) => match state.auth.resolve(c).await {
+            Err(e) => Err(e.0.detail.clone()),
+            Ok(p) if !p.can(Permission::TasksRead) => {
+                Err(format!("{} lacks {}", p.actor(), Permission::TasksRead))
+            }
+            Ok(p) => Ok(p),
+        },
+    };
+    let now = chrono::Utc::now().timestamp();
+    let nats = match &outcome {
+        Ok(principal) => {
+            let user = sign(
+                issuer,
+                json!({
+                    "iat": now,
+                    "exp": now + i64::try_from(config.max_session_secs).unwrap_or(900),
+                    "iss": issuer.public_key(),
+                    "sub": body.user_nkey,
+                    "aud": config.account,
+                    "name": principal.actor(),
+                    "nats": {
+                        "pub": {"deny": [">"]},
+                        "sub": {"allow": [tenant_live_events(principal.tenant())]},
+                        "subs": -1,
+                        "data": -1,
+                        "payload": -1,
+                        "type": "user",
+                        "version": 2,
+                    },
+                }),
+            );
+            tracing::debug!(
+                actor = principal.actor(),
+                tenant = principal.tenant(),
+                "nats connection authorized"
+            );
+            json!({"jwt": user, "type": "authorization_response", "version": 2})
+        }
+        Err(why) => {
+            tracing::info!(ip, why = %why, "nats connection refused");
+            json!({"error": why, "type": "authorization_response", "version": 2})
+        }
+    };
+    let (principal, status, detail) = match &outcome {
+        Ok(p) => (Some(p), 200, None),
+        Err(why) => (None, 401, Some(why.clone())),
+    };
+    state
+        .audit
+        .record(crate::audit::entry(
+            principal,
+            if principal.is_some() {
+                "nats.connect".into()
+            } else {
+                "auth.unauthenticated".into()
+            },
+            status,
+            "nats".into(),
+            "",
+            &ip,
+            detail,
+        ))
+        .await;
+    Some(sign(
+        issuer,
+        json!({
+            "iat": now,
+            "iss": issuer.public_key(),
+            "sub": body.user_nkey,
+            "aud": body.server_id.id,
+            "nats": nats,
+        }),
+    ))
+}
+
+/// The claims of a JWT, unverified: the request comes from nats-server over the platform's
+/// own connection (only it may publish on the callout subject), and signed by the server's
+/// own, unpinned key, so its signature would prove nothing more.
+fn claims_of<T: serde::de::DeserializeOwned>(token: &[u8]) -> Result<T, String> {
+    let token = std::str::from_utf8(token).map_err(|e| e.to_string())?;
+    let mut parts = token.split('.');
+    let (Some(_header), Some(claims), Some(_sig), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err("not a JWT".into());
+    };
+    let claims = URL_SAFE_NO_PAD
+        .decode(claims.trim_end_matches('='))
+        .map_err(|e| e.to_string())?;
+    serde_json::from_slice(&claims).map_err(|e| e.to_string())
+}
+
+/// Encodes and signs `claims` as a NATS JWT; its `jti` is the base32 SHA-256 of the claims
+/// without it, as the NATS libraries make it.
+fn sign(key: &nkeys::KeyPair, mut claims: Value) -> String {
+    let unnamed = serde_json::to_vec(&claims).expect("claims serialise");
+    let digest = sha2::Sha256::digest(&unnamed);
+    claims["jti"] = Value::String(base32(&digest));
+    let header = URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).expect("claims serialise"));
+    let signed = format!("{header}.{body}");
+    let signature = key
+        .sign(signed.as_bytes())
+        .expect("a key made from a seed signs");
+    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature))
+}
+
+/// RFC 4648 base32 without padding.
+fn base32(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut out = String::with_capacity(bytes.len().div_ceil(5) * 8);
+    let (mut buffer, mut bits) = (0u32, 0u32);
+    for &b in bytes {
+        buffer = (buffer << 8) | u32::from(b);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(ALPHABET[((buffer >> bits) & 31) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        out.push(ALPHABET[((buffer << (5 - bits)) & 31) as usize] as char);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base32_matches_rfc_4648() {
+        assert_eq!(base32(b""), "");
+        assert_eq!(base32(b"f"), "MY");
+        assert_eq!(base32(b"foobar"), "MZXW6YTBOI");
+    }
+
+    #[test]
+    fn a_signed_jwt_verifies_with_the_issuer_public_key() {
+        let (seed, public) = new_issuer();
+        let config = NatsAuthConfig {
+            issuer_seed: seed,
+            account: "$G".into(),
+            max_session_secs: 900,
+        };
+        let key = config.issuer().unwrap();
+        let token = sign(&key, json!({"sub": "U", "nats": {"type": "user"}}));
+        let parts: Vec<&str> = token.split('.').collect();
+        assert_eq!(parts.len(), 3);
+        let verifier = nkeys::KeyPair::from_public_key(&public).unwrap();
+        let signature = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+        verifier
+            .verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &signature)
+            .unwrap();
+        let claims: Value = claims_of(token.as_bytes()).unwrap();
+        assert_eq!(claims["sub"], "U");
+        assert_eq!(claims["jti"].as_str().unwrap().len(), 52);
+    }
+
+    #[test]
+    fn only_account_seeds_are_issuers() {
+        let user = nkeys::KeyPair::new_user();
+        let config = NatsAuthConfig {
+            issuer_seed: user.seed().unwrap(),
+            account: "$G".into(),
+            max_session_secs: 900,
+        };
+        assert!(config.issuer().unwrap_err().contains("account seed"));
+    }
+}

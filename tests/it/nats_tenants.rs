@@ -1,0 +1,193 @@
+//! Tenants on NATS: with the gateway answering nats-server's auth callout, a tenant's program
+//! connects with its own API key and may follow its own tasks' events there, and nothing of
+//! another tenant, nor anything of the platform; bad credentials are refused at the door.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::json;
+use tokio::sync::mpsc;
+use wharf_contract::{TaskStatus, tenant_live_events};
+use wharf_gateway::GatewayConfig;
+use wharf_gateway::nats_auth::{NatsAuthConfig, new_issuer};
+use wharf_testkit::{Options, Wharf};
+
+/// A connection with `token`, and the server errors it is sent (permission violations).
+async fn connect(
+    w: &Wharf,
+    token: &str,
+) -> Result<(async_nats::Client, mpsc::UnboundedReceiver<String>), async_nats::ConnectError> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let client = async_nats::ConnectOptions::with_token(token.to_owned())
+        .event_callback(move |event| {
+            let tx = tx.clone();
+            async move {
+                if let async_nats::Event::ServerError(e) = event {
+                    let _ = tx.send(e.to_string());
+                }
+            }
+        })
+        .connect(w.nats.client_url())
+        .await?;
+    Ok((client, rx))
+}
+
+/// Waits for the server to refuse something on this connection; returns what it said.
+async fn refusal(errors: &mut mpsc::UnboundedReceiver<String>) -> String {
+    tokio::time::timeout(Duration::from_secs(5), errors.recv())
+        .await
+        .expect("a permissions violation within 5 s")
+        .expect("the connection is open")
+}
+
+#[tokio::test]
+async fn a_tenant_follows_its_own_tasks_on_nats_and_nothing_else() {
+    let (seed, _) = new_issuer();
+    let w = Wharf::start_with(Options {
+        gateway: GatewayConfig {
+            nats_auth: Some(NatsAuthConfig {
+                issuer_seed: seed,
+                account: "$G".into(),
+                max_session_secs: 900,
+            }),
+            ..GatewayConfig::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    // The platform itself runs on the secured server, with its password from the URL.
+    w.wait_for_tool("demo.echo").await;
+
+    // No credential, an unknown key, a malformed token: refused when connecting.
+    for bad in [
+        "",
+        "wharf_0000000000000000000000000000000000000000000000000000000000000000",
+        "not-a-token",
+    ] {
+        let refused = connect(&w, bad).await;
+        assert!(refused.is_err(), "{bad:?} must not connect");
+    }
+    // Anyone without a credential at all, too.
+    assert!(
+        async_nats::connect(w.nats.client_url()).await.is_err(),
+        "a connection without credentials is refused"
+    );
+
+    let acme = w.key("acme", "reader").await;
+    let globex = w.key("globex", "submitter").await;
+    let (acme_nats, mut acme_errors) = connect(&w, &acme).await.expect("acme's key connects");
+    let mut own = acme_nats
+        .subscribe(tenant_live_events("acme"))
+        .await
+        .unwrap();
+
+    // Every way to see another tenant's events, or the platform's subjects, is refused.
+    for forbidden in [
+        tenant_live_events("globex"),
+        "wharf.live.events.>".to_owned(),
+        "wharf.live.events.*.*".to_owned(),
+        "wharf.events.>".to_owned(),
+        "wharf.tasks.>".to_owned(),
+        "_INBOX.>".to_owned(),
+        ">".to_owned(),
+    ] {
+        let _sub = acme_nats.subscribe(forbidden.clone()).await.unwrap();
+        let said = refusal(&mut acme_errors).await;
+        assert!(
+            said.contains("Permissions Violation") && said.contains("Subscription"),
+            "{forbidden}: {said}"
+        );
+    }
+    // It may publish nothing: not a task, not a JetStream API request.
+    acme_nats
+        .publish("wharf.tasks.default", "{}".into())
+        .await
+        .unwrap();
+    let said = refusal(&mut acme_errors).await;
+    assert!(
+        said.contains("Permissions Violation") && said.contains("Publish"),
+        "{said}"
+    );
+
+    // globex's task ends; acme's own subscription sees none of it. acme's task's events reach it.
+    let (globex_nats, _globex_errors) = connect(&w, &globex).await.expect("globex's key connects");
+    let mut globex_own = globex_nats
+        .subscribe(tenant_live_events("globex"))
+        .await
+        .unwrap();
+    globex_nats.flush().await.unwrap();
+    acme_nats.flush().await.unwrap();
+    let globex_http = Wharf::client_as(&globex);
+    let theirs = globex_http
+        .post(w.url("/api/v1/tasks"))
+        .json(&json!({"tool": "demo.echo", "arguments": {"message": "globex"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(theirs.status(), 202);
+    let theirs: serde_json::Value = theirs.json().await.unwrap();
+    let theirs: uuid::Uuid = theirs["id"].as_str().unwrap().parse().unwrap();
+    w.wait_recorded(theirs, TaskStatus::Succeeded).await;
+    let ours = w.key("acme", "submitter").await;
+    let mine = Wharf::client_as(&ours)
+        .post(w.url("/api/v1/tasks"))
+        .json(&json!({"tool": "demo.echo", "arguments": {"message": "acme"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mine.status(), 202);
+    let mine: serde_json::Value = mine.json().await.unwrap();
+    let mine: uuid::Uuid = mine["id"].as_str().unwrap().parse().unwrap();
+
+    // globex sees its own task's events.
+    let first = tokio::time::timeout(Duration::from_secs(10), globex_own.next())
+        .await
+        .expect("globex's events within 10 s")
+        .unwrap();
+    assert!(
+        first.subject.as_str().ends_with(&theirs.to_string()),
+        "{}",
+        first.subject
+    );
+
+    // The first event acme receives is of its own task: globex's came earlier and never here.
+    let mut seen = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(m) = own.next().await {
+            let event: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+            let kind = event["type"].as_str().unwrap_or("").to_owned();
+            seen.push((m.subject.to_string(), kind.clone()));
+            if kind == "succeeded" {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("acme's task to end within 10 s; saw {seen:?}"));
+    assert!(
+        seen.iter()
+            .all(|(subject, _)| subject == &format!("wharf.live.events.acme.{mine}")),
+        "acme saw only its own task: {seen:?}"
+    );
+    assert_eq!(seen[0].1, "submitted", "{seen:?}");
+
+    // A revoked key can no longer connect.
+    let info = w
+        .store
+        .key_by_hash(&wharf_gateway::auth::hash_secret(&acme))
+        .await
+        .unwrap()
+        .unwrap();
+    let revoked = w
+        .http
+        .delete(w.url(&format!("/api/v1/keys/{}", info.info.id)))
+        .send()
+        .await
+        .unwrap();
+    assert!(revoked.status().is_success(), "{}", revoked.status());
+    assert!(
+        connect(&w, &acme).await.is_err(),
+        "a revoked key must not connect"
+    );
+    w.shutdown().await;
+}
