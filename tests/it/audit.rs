@@ -77,7 +77,7 @@ async fn changes_and_refusals_are_audited_to_an_encrypted_file_and_the_database(
     );
     assert_eq!(
         send(
-            reqwest::Client::new().get(w.url("/api/v1/tasks")),
+            wharf_testkit::http().get(w.url("/api/v1/tasks")),
             "req-anonymous"
         )
         .await,

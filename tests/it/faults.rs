@@ -216,7 +216,7 @@ impl Rig {
             &["gateway", "--http", &addr],
         );
         let api = format!("http://{addr}");
-        let http = reqwest::Client::new();
+        let http = wharf_testkit::http();
         // The gateway migrates the database; the recorder waits for it to answer first.
         wait_ready(&http, &api).await;
         let recorder = part(dir.path(), nats.url(), &db, "recorder", &["recorder"]);

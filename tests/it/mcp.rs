@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use serde_json::json;
 use wharf_contract::TaskStatus;
-use wharf_testkit::{EverythingHttp, Options, Wharf, demo_server, eventually, everything_stdio};
+use wharf_testkit::{
+    EverythingHttp, Options, Wharf, certificate, demo_server, eventually, everything_stdio,
+    tls_proxy,
+};
 
 /// Runs server-everything's echo and its long-running operation (with progress) through Wharf.
 async fn exercise_everything(w: &Wharf) {
@@ -74,6 +77,49 @@ async fn server_everything_over_streamable_http() {
     })
     .await;
     exercise_everything(&w).await;
+    w.shutdown().await;
+}
+
+/// A server behind HTTPS, its certificate signed by a CA the worker's system trusts
+/// (`SSL_CERT_FILE`, as an operator's private CA would be): the worker process reaches it.
+#[tokio::test]
+async fn a_worker_reaches_an_mcp_server_over_https() {
+    let everything = EverythingHttp::start().await;
+    let plain: std::net::SocketAddr = everything
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches("/mcp")
+        .parse()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificate(dir.path());
+    let port = tls_proxy(&cert, &key, plain).await;
+    let config = dir.path().join("worker.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[worker.servers]]\nname = \"secure\"\ntransport = \"http\"\n\
+             url = \"https://127.0.0.1:{port}/mcp\"\n"
+        ),
+    )
+    .unwrap();
+    let w = Wharf::start_with(Options {
+        workers: 0,
+        ..Options::default()
+    })
+    .await;
+    let mut worker = w
+        .process(&["worker", "--config", config.to_str().unwrap()])
+        .env("SSL_CERT_FILE", &ca)
+        .spawn()
+        .unwrap();
+    w.wait_for_tool("secure.echo").await;
+    let task = w
+        .submit_ok(json!({"tool": "secure.echo", "arguments": {"message": "over tls"}}))
+        .await;
+    let done = w.wait_recorded(task, TaskStatus::Succeeded).await;
+    assert_eq!(done.result.unwrap()["content"][0]["text"], "Echo: over tls");
+    let _ = worker.kill().await;
     w.shutdown().await;
 }
 

@@ -334,6 +334,7 @@ async fn gateway_worker_and_recorder_as_separate_processes() {
         reqwest::header::AUTHORIZATION,
         format!("Bearer {secret}").parse().unwrap(),
     );
+    wharf_telemetry::install_crypto();
     let http = reqwest::Client::builder()
         .default_headers(headers)
         .build()

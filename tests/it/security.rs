@@ -241,7 +241,7 @@ fn routes(task: Uuid, key: Uuid) -> Vec<(Method, String, Option<Value>, Permissi
 #[tokio::test]
 async fn without_credentials_every_route_but_the_health_checks_is_refused() {
     let w = closed(AuthConfig::default()).await;
-    let anonymous = reqwest::Client::new();
+    let anonymous = wharf_testkit::http();
     for (method, path, body, _) in routes(Uuid::now_v7(), Uuid::now_v7()) {
         let (status, headers, problem) = call(&anonymous, method.clone(), w.url(&path), body).await;
         assert_eq!(status, 401, "{method} {path}: {problem}");
@@ -745,7 +745,7 @@ async fn addresses_are_limited_before_authentication() {
         burst: Some(2),
     });
     let w = Wharf::start_with(options).await;
-    let anonymous = reqwest::Client::new();
+    let anonymous = wharf_testkit::http();
     let mut statuses = Vec::new();
     for _ in 0..4 {
         let (status, _, _) = call(&anonymous, Method::GET, w.url("/api/v1/tasks"), None).await;

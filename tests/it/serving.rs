@@ -9,64 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls;
 use wharf_gateway::{GatewayConfig, TlsConfig};
-use wharf_testkit::{Options, Wharf};
-
-/// A test CA and a certificate it signed for localhost and 127.0.0.1, made with openssl:
-/// (CA certificate, server certificate, server key).
-fn certificate(
-    dir: &std::path::Path,
-) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let p = |name: &str| dir.join(name).to_str().unwrap().to_owned();
-    let openssl = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "openssl {args:?}: {out:?}");
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    let mut ca = vec!["req", "-x509", "-days", "1", "-subj", "/CN=wharf-test-ca"];
-    ca.extend_from_slice(&ec);
-    let (ca_key, ca_pem) = (p("ca.key"), p("ca.pem"));
-    ca.extend_from_slice(&["-keyout", &ca_key, "-out", &ca_pem]);
-    openssl(&ca);
-    let (key, csr) = (p("key.pem"), p("server.csr"));
-    let mut req = vec!["req", "-subj", "/CN=localhost"];
-    req.extend_from_slice(&ec);
-    req.extend_from_slice(&["-keyout", &key, "-out", &csr]);
-    openssl(&req);
-    let ext = p("server.ext");
-    std::fs::write(
-        &ext,
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    let cert = p("cert.pem");
-    openssl(&[
-        "x509",
-        "-req",
-        "-days",
-        "1",
-        "-in",
-        &csr,
-        "-CA",
-        &ca_pem,
-        "-CAkey",
-        &ca_key,
-        "-CAcreateserial",
-        "-extfile",
-        &ext,
-        "-out",
-        &cert,
-    ]);
-    (ca_pem.into(), cert.into(), key.into())
-}
+use wharf_testkit::{Options, Wharf, certificate};
 
 /// Sends one raw HTTP/1.1 request over `stream` and reads the answer to its end.
 async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(

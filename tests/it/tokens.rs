@@ -21,6 +21,8 @@ fn jwt_config() -> JwtConfig {
         public_keys: Vec::new(),
         public_key_files: Vec::new(),
         jwks_file: None,
+        jwks_url: None,
+        jwks_refresh_secs: 300,
         tenant_claim: "tenant".into(),
         roles_claim: "roles".into(),
         leeway_secs: 30,
@@ -204,19 +206,11 @@ fn key_pair(dir: &Path, name: &str, algorithm: &[&str]) -> (String, String) {
     (std::fs::read_to_string(&private).unwrap(), public)
 }
 
-#[tokio::test]
-async fn rs256_from_a_key_set_and_es256_from_a_pem_key() {
+/// The JWK of an RSA public key (PEM), named `kid`.
+fn rsa_jwk(dir: &Path, kid: &str, public: &str) -> Value {
     use base64::Engine;
-    let dir = tempfile::tempdir().unwrap();
-    let rsa = ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"];
-    let ec = ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"];
-    let (rsa_private, rsa_public) = key_pair(dir.path(), "rsa", &rsa);
-    let (ec_private, ec_public) = key_pair(dir.path(), "ec", &ec);
-    let (other_ec_private, _) = key_pair(dir.path(), "other-ec", &ec);
-
-    // The identity provider's key set, as its jwks_uri would serve it.
-    let public_file = dir.path().join("rsa.pub");
-    std::fs::write(&public_file, &rsa_public).unwrap();
+    let public_file = dir.join(format!("{kid}.pub"));
+    std::fs::write(&public_file, public).unwrap();
     let modulus = openssl(&[
         "rsa",
         "-pubin",
@@ -231,8 +225,20 @@ async fn rs256_from_a_key_set_and_es256_from_a_pem_key() {
         .map(|i| u8::from_str_radix(&modulus[i..i + 2], 16).unwrap())
         .collect::<Vec<u8>>();
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let jwks = json!({"keys": [{"kty": "RSA", "kid": "k1", "use": "sig", "alg": "RS256",
-                                "n": b64.encode(n), "e": "AQAB"}]});
+    json!({"kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256", "n": b64.encode(n), "e": "AQAB"})
+}
+
+#[tokio::test]
+async fn rs256_from_a_key_set_and_es256_from_a_pem_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let rsa = ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"];
+    let ec = ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"];
+    let (rsa_private, rsa_public) = key_pair(dir.path(), "rsa", &rsa);
+    let (ec_private, ec_public) = key_pair(dir.path(), "ec", &ec);
+    let (other_ec_private, _) = key_pair(dir.path(), "other-ec", &ec);
+
+    // The identity provider's key set, as its jwks_uri would serve it.
+    let jwks = json!({"keys": [rsa_jwk(dir.path(), "k1", &rsa_public)]});
     let jwks_file = dir.path().join("jwks.json");
     std::fs::write(&jwks_file, jwks.to_string()).unwrap();
 
@@ -285,4 +291,106 @@ async fn rs256_from_a_key_set_and_es256_from_a_pem_key() {
             "{what}: {problem}"
         );
     }
+}
+
+/// A JWKS endpoint on a loopback port: serves whatever `keys` holds, counting the reads.
+struct KeySetServer {
+    url: String,
+    keys: std::sync::Arc<std::sync::Mutex<Value>>,
+    reads: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl KeySetServer {
+    async fn start(keys: Value) -> KeySetServer {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://{}/.well-known/jwks.json",
+            listener.local_addr().unwrap()
+        );
+        let keys = std::sync::Arc::new(std::sync::Mutex::new(keys));
+        let reads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (k, r) = (keys.clone(), reads.clone());
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let (k, r) = (k.clone(), r.clone());
+                tokio::spawn(async move {
+                    // One request per connection; its head ends with an empty line.
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    r.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let body = k.lock().unwrap().to_string();
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = socket.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        KeySetServer { url, keys, reads }
+    }
+
+    fn reads(&self) -> usize {
+        self.reads.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn keys_from_a_jwks_url_follow_the_providers_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let rsa = ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"];
+    let (first_private, first_public) = key_pair(dir.path(), "first", &rsa);
+    let (next_private, next_public) = key_pair(dir.path(), "next", &rsa);
+    let first_jwk = rsa_jwk(dir.path(), "first", &first_public);
+    let next_jwk = rsa_jwk(dir.path(), "next", &next_public);
+    let idp = KeySetServer::start(json!({"keys": [first_jwk.clone()]})).await;
+
+    let w = start(JwtConfig {
+        jwks_url: Some(idp.url.clone()),
+        ..jwt_config()
+    })
+    .await;
+    let signed = |kid: &str, pem: &str| {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(kid.to_owned());
+        let key = EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap();
+        jsonwebtoken::encode(&header, &claims(json!({})), &key).unwrap()
+    };
+
+    // Read once, before the gateway listened: the current key works from the first request.
+    assert_eq!(idp.reads(), 1);
+    let (status, me) = whoami(&w, &signed("first", &first_private)).await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(idp.reads(), 1, "a known kid needs no read");
+
+    // The provider adds its next key; the first token naming it makes the gateway read again.
+    *idp.keys.lock().unwrap() = json!({"keys": [first_jwk, next_jwk]});
+    let (status, me) = whoami(&w, &signed("next", &next_private)).await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(idp.reads(), 2);
+
+    // A made-up kid right after is refused without asking the provider again.
+    let (status, problem) = whoami(&w, &signed("made-up", &next_private)).await;
+    assert_eq!(status, 401, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no configured key"),
+        "{problem}"
+    );
+    assert_eq!(idp.reads(), 2, "unknown kids are rate limited");
+
+    // The first key, still listed in the set read again, still works.
+    let (status, _) = whoami(&w, &signed("first", &first_private)).await;
+    assert_eq!(status, 200);
 }

@@ -112,6 +112,14 @@ impl TraceContext {
     }
 }
 
+/// Makes ring the process's TLS crypto provider, for every HTTPS client it builds (MCP servers
+/// over streamable HTTP, a JWKS URL, OTLP export): the HTTP client is built without a provider
+/// of its own, so that one crypto library serves the whole binary. Call it before building any
+/// client; calling it again does nothing.
+pub fn install_crypto() {
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -153,6 +153,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 fn main() {
+    wharf_telemetry::install_crypto();
     if let Err(e) = run(Cli::parse()) {
         eprintln!("wharf: {e:#}");
         std::process::exit(1);

@@ -94,6 +94,14 @@ pub struct JwtConfig {
     /// A JSON Web Key Set file (the identity provider's `jwks_uri` document, saved).
     #[serde(default)]
     pub jwks_file: Option<PathBuf>,
+    /// The identity provider's JSON Web Key Set URL (`https://`, or `http://` on a loopback
+    /// address), read at start, every `jwks_refresh_secs`, and when a token names a `kid` no
+    /// key has (at most every 30 s).
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// Seconds between two reads of `jwks_url`.
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_refresh_secs: u64,
     /// Claim naming the tenant.
     #[serde(default = "default_tenant_claim")]
     pub tenant_claim: String,
@@ -117,6 +125,7 @@ impl std::fmt::Debug for JwtConfig {
             .field("public_keys", &self.public_keys.len())
             .field("public_key_files", &self.public_key_files)
             .field("jwks_file", &self.jwks_file)
+            .field("jwks_url", &self.jwks_url)
             .finish_non_exhaustive()
     }
 }
@@ -130,6 +139,14 @@ fn default_roles_claim() -> String {
 fn default_leeway() -> u64 {
     30
 }
+fn default_jwks_refresh() -> u64 {
+    300
+}
+
+/// Least time between two reads of the JWKS URL that a token with an unknown `kid` causes.
+const JWKS_MISS_INTERVAL: Duration = Duration::from_secs(30);
+/// Largest JWKS document read.
+const JWKS_MAX_BYTES: usize = 1024 * 1024;
 
 /// A set of permissions, one bit each.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -282,6 +299,11 @@ pub struct Authenticator {
     store: Store,
     keys: Vec<VerifyKey>,
     cache: Mutex<HashMap<String, CachedKey>>,
+    /// The keys last read from `jwks_url`, replaced whole at each read.
+    remote: std::sync::RwLock<Arc<Vec<VerifyKey>>>,
+    /// When a token with an unknown `kid` last made the gateway read `jwks_url`.
+    miss_read: tokio::sync::Mutex<Option<Instant>>,
+    http: Option<reqwest::Client>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -341,18 +363,102 @@ impl Authenticator {
                     .map_err(|e| format!("gateway.auth.jwt.jwks_file: {path:?}: {e}"))?;
                 keys.extend(jwks(&text).map_err(|e| format!("gateway.auth.jwt.jwks_file: {e}"))?);
             }
-            if keys.is_empty() {
+            if let Some(url) = &jwt.jwks_url {
+                check_jwks_url(url).map_err(|e| format!("gateway.auth.jwt.jwks_url: {e}"))?;
+                if !(30..=86_400).contains(&jwt.jwks_refresh_secs) {
+                    return Err(
+                        "gateway.auth.jwt.jwks_refresh_secs: must be between 30 and 86400".into(),
+                    );
+                }
+            }
+            if keys.is_empty() && jwt.jwks_url.is_none() {
                 return Err("gateway.auth.jwt: give hs256_secret, public_keys, \
-                            public_key_files or jwks_file"
+                            public_key_files, jwks_file or jwks_url"
                     .into());
             }
         }
+        let http = config
+            .jwt
+            .as_ref()
+            .and_then(|j| j.jwks_url.as_ref())
+            .map(|_| {
+                reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .map_err(|e| format!("gateway.auth.jwt.jwks_url: no HTTP client: {e}"))
+            })
+            .transpose()?;
         Ok(Authenticator {
             config,
             store,
             keys,
             cache: Mutex::new(HashMap::new()),
+            remote: std::sync::RwLock::new(Arc::new(Vec::new())),
+            miss_read: tokio::sync::Mutex::new(None),
+            http,
         })
+    }
+
+    /// Reads `jwks_url` and puts its keys in force; returns how many it holds. A failed read
+    /// leaves the keys read before in force.
+    pub async fn refresh_jwks(&self) -> Result<usize, String> {
+        let (Some(http), Some(url)) = (
+            &self.http,
+            self.config.jwt.as_ref().and_then(|j| j.jwks_url.as_ref()),
+        ) else {
+            return Ok(0);
+        };
+        let response = http
+            .get(url)
+            .header(header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| format!("cannot read {url}: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!("{url} answered {}", response.status()));
+        }
+        if response
+            .content_length()
+            .is_some_and(|n| n > JWKS_MAX_BYTES as u64)
+        {
+            return Err(format!("{url}: the key set is over {JWKS_MAX_BYTES} bytes"));
+        }
+        let mut body = Vec::new();
+        let mut response = response;
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| format!("cannot read {url}: {e}"))?
+        {
+            body.extend_from_slice(&chunk);
+            if body.len() > JWKS_MAX_BYTES {
+                return Err(format!("{url}: the key set is over {JWKS_MAX_BYTES} bytes"));
+            }
+        }
+        let text = String::from_utf8(body).map_err(|_| format!("{url}: not UTF-8"))?;
+        let keys = jwks(&text).map_err(|e| format!("{url}: {e}"))?;
+        let n = keys.len();
+        *self.remote.write().expect("never poisoned") = Arc::new(keys);
+        Ok(n)
+    }
+
+    /// Reads `jwks_url` again for a token naming `kid`, unless a token did so less than
+    /// [`JWKS_MISS_INTERVAL`] ago (a stream of made-up `kid`s must not become a stream of
+    /// requests to the identity provider). Tokens arriving meanwhile wait for that read.
+    async fn refresh_for_unknown_kid(&self, kid: &str) {
+        if self.http.is_none() {
+            return;
+        }
+        let mut last = self.miss_read.lock().await;
+        if last.is_some_and(|at| at.elapsed() < JWKS_MISS_INTERVAL) {
+            return;
+        }
+        *last = Some(Instant::now());
+        match self.refresh_jwks().await {
+            Ok(n) => tracing::info!(kid, keys = n, "read the JWKS again for an unknown kid"),
+            Err(e) => tracing::warn!(error = %e, "cannot read the JWKS"),
+        }
     }
 
     pub fn mode(&self) -> AuthMode {
@@ -371,7 +477,7 @@ impl Authenticator {
         if credential.starts_with(API_KEY_PREFIX) {
             self.api_key(credential).await
         } else {
-            self.token(credential)
+            self.token(credential).await
         }
     }
 
@@ -429,7 +535,7 @@ impl Authenticator {
             .retain(|_, c| c.key.as_ref().is_none_or(|k| k.info.id != id));
     }
 
-    fn token(&self, token: &str) -> Result<Principal, ApiError> {
+    async fn token(&self, token: &str) -> Result<Principal, ApiError> {
         let Some(jwt) = &self.config.jwt else {
             return Err(unauthenticated(
                 "not an API key (they start with wharf_), and this gateway takes no tokens",
@@ -452,13 +558,23 @@ impl Authenticator {
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = jwt.leeway_secs;
         validation.validate_nbf = true;
-        let candidates = self.keys.iter().filter(|k| {
+        let fits = |k: &&VerifyKey| {
             k.algorithm == header.alg
                 && match (&header.kid, &k.kid) {
                     (Some(want), Some(have)) => want == have,
                     _ => true,
                 }
-        });
+        };
+        let mut remote = self.remote.read().expect("never poisoned").clone();
+        // A kid no key has may be the provider's new key: read the set again, once.
+        if let Some(kid) = &header.kid
+            && !self.keys.iter().chain(remote.iter()).any(|k| fits(&k))
+        {
+            // Whether this token read it or waited for another's read, take the newest set.
+            self.refresh_for_unknown_kid(kid).await;
+            remote = self.remote.read().expect("never poisoned").clone();
+        }
+        let candidates = self.keys.iter().chain(remote.iter()).filter(fits);
         let mut last = None;
         let mut claims = None;
         for k in candidates {
@@ -527,6 +643,60 @@ impl Authenticator {
             roles,
             permissions,
         ))
+    }
+}
+
+/// A JWKS URL: `https://`, or `http://` to a loopback address only (keys fetched in the clear
+/// could be swapped on the way).
+fn check_jwks_url(url: &str) -> Result<(), String> {
+    let uri: axum::http::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
+    let host = uri.host().unwrap_or_default();
+    match uri.scheme_str() {
+        Some("https") if !host.is_empty() => Ok(()),
+        Some("http")
+            if host == "localhost"
+                || host
+                    .trim_matches(|c| c == '[' || c == ']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback()) =>
+        {
+            Ok(())
+        }
+        _ => Err("must be an https:// URL (http:// only to a loopback address)".into()),
+    }
+}
+
+/// Reads the JWKS URL every `jwks_refresh_secs` (every 10 s while it fails), until the gateway
+/// stops. The first read is the gateway's, before it listens.
+pub async fn keep_jwks_fresh(state: AppState) {
+    let Some(jwt) = state.auth.config.jwt.as_ref() else {
+        return;
+    };
+    let Some(url) = jwt.jwks_url.clone() else {
+        return;
+    };
+    let every = Duration::from_secs(jwt.jwks_refresh_secs);
+    let retry = Duration::from_secs(10).min(every);
+    let mut wait = if state.auth.remote.read().expect("never poisoned").is_empty() {
+        retry
+    } else {
+        every
+    };
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = state.stopping.cancelled() => return,
+        }
+        wait = match state.auth.refresh_jwks().await {
+            Ok(n) => {
+                tracing::debug!(url, keys = n, "JWKS read");
+                every
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the JWKS; trying again in 10 s");
+                retry
+            }
+        };
     }
 }
 
@@ -739,6 +909,27 @@ pub async fn whoami(principal: Principal) -> axum::Json<Identity> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_jwks_url_is_https_or_loopback() {
+        for good in [
+            "https://idp.example.com/.well-known/jwks.json",
+            "http://127.0.0.1:8080/jwks",
+            "http://localhost/jwks",
+            "http://[::1]:9000/jwks",
+        ] {
+            assert!(check_jwks_url(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "http://idp.example.com/jwks",
+            "http://10.0.0.1/jwks",
+            "file:///etc/jwks.json",
+            "https:///jwks",
+            "jwks.json",
+        ] {
+            assert!(check_jwks_url(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn credentials_are_found_where_clients_put_them() {

@@ -334,8 +334,13 @@ impl Gateway {
     /// Binds the port, makes sure the streams exist and starts following the tool catalog.
     pub async fn build(config: GatewayConfig, bus: Bus, store: Store) -> Result<Gateway, Error> {
         config.validate()?;
+        wharf_telemetry::install_crypto();
         let authenticator =
             auth::Authenticator::new(config.auth.clone(), store.clone()).map_err(Error::Config)?;
+        // Tokens signed by the provider's keys work from the first request, or once it answers.
+        if let Err(e) = authenticator.refresh_jwks().await {
+            tracing::warn!(error = %e, "cannot read the JWKS yet; trying again every 10 s");
+        }
         let (audit, audit_writer) = audit::Audit::start(&config.audit, store.clone())
             .await
             .map_err(Error::Config)?;
@@ -387,6 +392,7 @@ impl Gateway {
         tokio::spawn(config::follow_changes(state.clone()));
         tokio::spawn(ops::refresh_status(state.clone()));
         tokio::spawn(auth::follow_revocations(state.clone()));
+        tokio::spawn(auth::keep_jwks_fresh(state.clone()));
         tokio::spawn(limits::shrink_periodically(state.clone()));
         if let Some(n) = state.config.nats_auth.clone() {
             tokio::spawn(nats_auth::serve(state.clone(), n));

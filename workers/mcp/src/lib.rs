@@ -175,6 +175,7 @@ impl Worker {
     pub fn new(config: WorkerConfig, bus: Bus) -> Result<Worker, Error> {
         config.validate()?;
         wharf_telemetry::metrics::install();
+        wharf_telemetry::install_crypto();
         Ok(Worker { config, bus })
     }
 
