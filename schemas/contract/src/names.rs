@@ -137,8 +137,14 @@ pub fn dlq_subject(id: Uuid) -> String {
 /// not be read, and it has no stored event left): not a tenant name, so no tenant sees them.
 pub const UNKNOWN_TENANT: &str = "~";
 
-/// Subject the events of task `id` of `tenant` are published on.
+/// Subject the events of task `id` of `tenant` are published on (an empty tenant, which no
+/// task should have, becomes [`UNKNOWN_TENANT`] rather than an invalid subject).
 pub fn event_subject(tenant: &str, id: Uuid) -> String {
+    let tenant = if tenant.is_empty() {
+        UNKNOWN_TENANT
+    } else {
+        tenant
+    };
     format!("wharf.events.{tenant}.{id}")
 }
 
@@ -219,6 +225,7 @@ mod tests {
         let id = Uuid::now_v7();
         let subject = event_subject("acme", id);
         assert_eq!(tenant_of_event_subject(&subject), Some("acme"));
+        assert_eq!(event_subject("", id), format!("wharf.events.~.{id}"));
         assert_eq!(event_filter(id), format!("wharf.events.*.{id}"));
         assert!(
             live_event_subject("acme", id)
