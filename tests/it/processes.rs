@@ -317,13 +317,19 @@ async fn gateway_worker_and_recorder_as_separate_processes() {
     let mut recorder = spawn_part("recorder", nats.url(), &db, &[]).await;
     let api = format!("http://{addr}");
     wharf_testkit::eventually("the gateway up", Duration::from_secs(30), || async {
-        reqwest::get(format!("{api}/healthz"))
+        wharf_testkit::http()
+            .get(format!("{api}/healthz"))
+            .send()
             .await
             .ok()
             .map(|_| ())
     })
     .await;
-    let anonymous = reqwest::get(format!("{api}/api/v1/tools")).await.unwrap();
+    let anonymous = wharf_testkit::http()
+        .get(format!("{api}/api/v1/tools"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(
         anonymous.status(),
         401,
