@@ -9,7 +9,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use wharf_contract::{TaskStatus, tenant_live_events};
 use wharf_gateway::GatewayConfig;
-use wharf_gateway::nats_auth::{NatsAuthConfig, new_issuer};
+use wharf_gateway::nats_auth::{NatsAuthConfig, new_issuer, new_xkey};
 use wharf_testkit::{Options, Wharf};
 
 /// A connection with `token`, and the server errors it is sent (permission violations).
@@ -40,13 +40,15 @@ async fn refusal(errors: &mut mpsc::UnboundedReceiver<String>) -> String {
         .expect("the connection is open")
 }
 
-#[tokio::test]
-async fn a_tenant_follows_its_own_tasks_on_nats_and_nothing_else() {
+/// A platform whose nats-server sends every other connection to the gateway's callout,
+/// encrypted to an xkey or not.
+async fn start(encrypted: bool) -> Wharf {
     let (seed, _) = new_issuer();
-    let w = Wharf::start_with(Options {
+    Wharf::start_with(Options {
         gateway: GatewayConfig {
             nats_auth: Some(NatsAuthConfig {
                 issuer_seed: seed,
+                xkey_seed: encrypted.then(|| new_xkey().0),
                 account: "$G".into(),
                 max_session_secs: 900,
             }),
@@ -54,7 +56,12 @@ async fn a_tenant_follows_its_own_tasks_on_nats_and_nothing_else() {
         },
         ..Options::default()
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn a_tenant_follows_its_own_tasks_on_nats_and_nothing_else() {
+    let w = start(true).await;
     // The platform itself runs on the secured server, with its password from the URL.
     w.wait_for_tool("demo.echo").await;
 
@@ -189,5 +196,68 @@ async fn a_tenant_follows_its_own_tasks_on_nats_and_nothing_else() {
         connect(&w, &acme).await.is_err(),
         "a revoked key must not connect"
     );
+    w.shutdown().await;
+}
+
+/// Without an xkey the requests travel in the clear, and the same rules hold.
+#[tokio::test]
+async fn without_an_xkey_the_callout_answers_all_the_same() {
+    let w = start(false).await;
+    w.wait_for_tool("demo.echo").await;
+    assert!(connect(&w, "wharf_not-a-key").await.is_err());
+    let key = w.key("acme", "reader").await;
+    let (client, mut errors) = connect(&w, &key).await.expect("the key connects");
+    let _own = client.subscribe(tenant_live_events("acme")).await.unwrap();
+    let _other = client
+        .subscribe(tenant_live_events("globex"))
+        .await
+        .unwrap();
+    let said = refusal(&mut errors).await;
+    assert!(said.contains("Permissions Violation"), "{said}");
+    assert!(
+        said.contains("globex"),
+        "the refusal is globex's subscription: {said}"
+    );
+    w.shutdown().await;
+}
+
+/// A key that expires ends the NATS session with it, not max_session_secs later.
+#[tokio::test]
+async fn a_session_ends_when_its_key_expires() {
+    let w = start(true).await;
+    w.wait_for_tool("demo.echo").await;
+    let (info, secret, hash) = wharf_gateway::auth::mint_key(
+        "short".into(),
+        "acme".into(),
+        "reader".into(),
+        "test".into(),
+        Some(chrono::Utc::now() + chrono::Duration::seconds(3)),
+    );
+    w.store.create_key(&info, &hash).await.unwrap();
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let client = async_nats::ConnectOptions::with_token(secret)
+        .event_callback(move |event| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(event.to_string());
+            }
+        })
+        .connect(w.nats.client_url())
+        .await
+        .expect("the key connects while it is valid");
+    // The server closes the connection when the authorization expires (and the reconnect is
+    // refused: the key has expired too).
+    let mut seen = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(e) = events.recv().await {
+            seen.push(e.clone());
+            if e.contains("disconnected") {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the expiring session was not ended; events: {seen:?}"));
+    drop(client);
     w.shutdown().await;
 }

@@ -100,6 +100,11 @@ async fn a_registry_server_is_served_while_listed_and_leaves_when_removed() {
         status, 422,
         "a stdio-style entry is not a registry server: {problem}"
     );
+    // The name of a server a worker has in its file is taken: removing the registry one later
+    // would withdraw that server's tools.
+    let (status, problem) = put_config(&w, 0, json!({"demo": {"url": everything.url}})).await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(problem["errors"][0]["pointer"], "/config/mcp_servers/demo");
     let (_, now) = send(w.http.get(w.url("/api/v1/config"))).await;
     assert_eq!(now["revision"], 0);
 

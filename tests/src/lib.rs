@@ -269,6 +269,7 @@ impl Wharf {
                 user: "wharf".into(),
                 password: uuid::Uuid::now_v7().simple().to_string(),
                 callout_issuer: Some(n.issuer().unwrap().public_key()),
+                callout_xkey: n.xkey().unwrap().map(|k| k.public_key()),
             });
         let nats = LocalNats::start_with(&dir.path().join("nats"), auth.as_ref())
             .await

@@ -1063,13 +1063,34 @@ impl Bus {
         Ok(())
     }
 
-    /// Removes an MCP server's tools from the catalog (its server left the registry).
-    pub async fn withdraw_tools(&self, server: &str) -> Result<(), Error> {
+    /// Removes an MCP server's tools from the catalog when a registry server advertised them
+    /// (its server left the registry); an entry a worker's own server of that name advertised
+    /// stays. Returns whether it removed one.
+    pub async fn withdraw_registry_tools(&self, server: &str) -> Result<bool, Error> {
         let store = self.bucket(TOOLS_BUCKET).await?;
-        store
-            .delete(server)
+        let Some(entry) = store
+            .entry(server)
             .await
-            .map_err(nats("withdraw a server's tools"))
+            .map_err(nats("read a server's tools"))?
+        else {
+            return Ok(false);
+        };
+        if entry.operation != kv::Operation::Put
+            || !decode_tool_server(server, &entry.value).is_some_and(|t| t.registry)
+        {
+            return Ok(false);
+        }
+        // Only that very entry: a worker's own server may have advertised since.
+        match store
+            .delete_expect_revision(server, Some(entry.revision))
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                tracing::debug!(server, error = %e, "the server's tools changed meanwhile; kept");
+                Ok(false)
+            }
+        }
     }
 
     /// Every advertised MCP server now, and a stream of later changes: a server's new
@@ -1108,8 +1129,8 @@ impl Bus {
 
     /// Puts the MCP server registry of configuration revision `registry.revision` where workers
     /// read it, unless the one there is of that revision or a newer one (a gateway that has not
-    /// applied the newest revision yet never takes it back). Returns whether it wrote.
-    pub async fn publish_registry(&self, registry: &McpRegistry) -> Result<bool, Error> {
+    /// applied the newest revision yet never takes it back).
+    pub async fn publish_registry(&self, registry: &McpRegistry) -> Result<Published, Error> {
         let store = self.bucket(REGISTRY_BUCKET).await?;
         let body = Bytes::from(serde_json::to_vec(registry).expect("a registry serialises"));
         // Twice at most: a write by another gateway between the read and ours is read again.
@@ -1123,8 +1144,11 @@ impl Bus {
                     let there = serde_json::from_slice::<McpRegistry>(&e.value)
                         .map(|r| r.revision)
                         .unwrap_or(0);
-                    if there >= registry.revision {
-                        return Ok(false);
+                    if there == registry.revision {
+                        return Ok(Published::Current);
+                    }
+                    if there > registry.revision {
+                        return Ok(Published::Ahead(there));
                     }
                     store
                         .update(REGISTRY_KEY, body.clone(), e.revision)
@@ -1138,7 +1162,7 @@ impl Bus {
                 None => store.create(REGISTRY_KEY, body.clone()).await.is_ok(),
             };
             if written {
-                return Ok(true);
+                return Ok(Published::Written);
             }
         }
         Err(Error::Nats {
@@ -1333,15 +1357,32 @@ impl Bus {
     }
 }
 
-/// `url` without the credentials it may hold, for logs and errors.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
-    match authority.rfind('@') {
-        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-        None => url.to_owned(),
+/// What [`Bus::publish_registry`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// The registry there is this one now.
+    Written,
+    /// It was there already.
+    Current,
+    /// A registry of this later revision is there: the database behind this gateway is
+    /// behind NATS (restored, or another platform's), or this gateway lags.
+    Ahead(u64),
+}
+
+/// `raw` without the credentials it may hold, for logs and errors. A URL that holds an `@`
+/// but does not parse is not shown at all: where its credentials end cannot be told.
+pub fn redact_url(raw: &str) -> String {
+    if !raw.contains('@') {
+        return raw.to_owned();
+    }
+    match url::Url::parse(raw) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_password(None);
+            let _ = u.set_username("***");
+            u.to_string()
+        }
+        Ok(_) => raw.to_owned(),
+        Err(_) => "<a URL that does not parse>".into(),
     }
 }
 
@@ -1426,6 +1467,14 @@ mod tests {
         assert_eq!(redact_url("nats://token@nats"), "nats://***@nats");
         assert_eq!(redact_url("nats://nats:4222"), "nats://nats:4222");
         assert_eq!(redact_url("nats://nats/a@b"), "nats://nats/a@b");
+        assert_eq!(
+            redact_url("nats://u:pa/ss@host:4222"),
+            "<a URL that does not parse>"
+        );
+        assert_eq!(
+            redact_url("nats://u:pa%2Fss@host:4222"),
+            "nats://***@host:4222"
+        );
         assert_eq!(decode("p%40ss%3Aword"), "p@ss:word");
         assert_eq!(decode("plain"), "plain");
     }

@@ -36,6 +36,8 @@ pub struct ServerAuth {
     pub user: String,
     pub password: String,
     pub callout_issuer: Option<String>,
+    /// The curve public key the server encrypts callout requests to.
+    pub callout_xkey: Option<String>,
 }
 
 impl ServerAuth {
@@ -47,9 +49,13 @@ impl ServerAuth {
         );
         if let Some(issuer) = &self.callout_issuer {
             out.push_str(&format!(
-                "  auth_callout {{\n    issuer: {issuer:?}\n    auth_users: [ {:?} ]\n  }}\n",
+                "  auth_callout {{\n    issuer: {issuer:?}\n    auth_users: [ {:?} ]\n",
                 self.user
             ));
+            if let Some(xkey) = &self.callout_xkey {
+                out.push_str(&format!("    xkey: {xkey:?}\n"));
+            }
+            out.push_str("  }\n");
         }
         out.push_str("}\n");
         out

@@ -19,6 +19,10 @@ pub struct ToolServer {
     pub queues: Vec<String>,
     pub tools: Vec<ToolInfo>,
     pub updated_at: DateTime<Utc>,
+    /// The server comes from the runtime configuration's MCP registry, not from a worker's
+    /// configuration file: removing it from the registry withdraws this entry.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub registry: bool,
 }
 
 /// One tool in the catalog.

@@ -171,15 +171,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Client(c) => runtime.block_on(c.run(cli.api, cli.api_key)),
         Command::NatsIssuer => {
             let (seed, public) = wharf_gateway::nats_auth::new_issuer();
+            let (xseed, xpublic) = wharf_gateway::nats_auth::new_xkey();
             println!(
-                "# wharf.toml (the seed is a secret: keep it out of version control)\n\
+                "# wharf.toml (both seeds are secrets: keep them out of version control)\n\
                  [gateway.nats_auth]\n\
-                 issuer_seed = \"{seed}\"\n\n\
+                 issuer_seed = \"{seed}\"\n\
+                 xkey_seed = \"{xseed}\"\n\n\
                  # nats-server.conf: the platform's user, and everyone else through the gateway\n\
                  authorization {{\n  \
                    users: [ {{ user: \"wharf\", password: \"<platform password>\" }} ]\n  \
                    auth_callout {{\n    \
                      issuer: \"{public}\"\n    \
+                     xkey: \"{xpublic}\"\n    \
                      auth_users: [ \"wharf\" ]\n  \
                    }}\n\
                  }}\n\n\

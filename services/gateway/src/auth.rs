@@ -192,16 +192,35 @@ pub struct PrincipalInner {
     pub tenant: String,
     pub roles: Vec<String>,
     pub permissions: Permissions,
+    /// When the credential stops proving anything (an API key's expiry, a token's `exp`).
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Principal {
     pub fn new(actor: String, tenant: String, roles: Vec<String>, perms: Permissions) -> Self {
+        Principal::with_expiry(actor, tenant, roles, perms, None)
+    }
+
+    /// A caller whose credential expires at `expires_at`.
+    fn with_expiry(
+        actor: String,
+        tenant: String,
+        roles: Vec<String>,
+        permissions: Permissions,
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Self {
         Principal(Arc::new(PrincipalInner {
             actor,
             tenant,
             roles,
-            permissions: perms,
+            permissions,
+            expires_at,
         }))
+    }
+
+    /// When the credential this caller proved itself with expires, if it does.
+    pub fn expires_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.0.expires_at
     }
 
     /// The caller of an open gateway that sent no credentials: one, shared, not one per request.
@@ -519,11 +538,12 @@ impl Authenticator {
         if !key.is_live(chrono::Utc::now()) {
             return Err(unauthenticated("the API key has expired"));
         }
-        Ok(Principal::new(
+        Ok(Principal::with_expiry(
             format!("key:{}", info.id),
             info.tenant.clone(),
             vec![info.role.clone()],
             self.role(&info.role).unwrap_or_default(),
+            info.expires_at,
         ))
     }
 
@@ -567,8 +587,13 @@ impl Authenticator {
         };
         let mut remote = self.remote.read().expect("never poisoned").clone();
         // A kid no key has may be the provider's new key: read the set again, once.
+        // (A key without a kid may verify it, but the provider's set is read for the kid first.)
         if let Some(kid) = &header.kid
-            && !self.keys.iter().chain(remote.iter()).any(|k| fits(&k))
+            && !self
+                .keys
+                .iter()
+                .chain(remote.iter())
+                .any(|k| k.algorithm == header.alg && k.kid.as_deref() == Some(kid))
         {
             // Whether this token read it or waited for another's read, take the newest set.
             self.refresh_for_unknown_kid(kid).await;
@@ -637,11 +662,16 @@ impl Authenticator {
             .iter()
             .filter_map(|r| self.role(r))
             .fold(Permissions::default(), Permissions::union);
-        Ok(Principal::new(
+        let expires_at = claims
+            .get("exp")
+            .and_then(Value::as_i64)
+            .and_then(|t| chrono::DateTime::from_timestamp(t, 0));
+        Ok(Principal::with_expiry(
             format!("jwt:{subject}"),
             tenant.to_owned(),
             roles,
             permissions,
+            expires_at,
         ))
     }
 }

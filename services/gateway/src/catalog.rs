@@ -12,6 +12,8 @@ use wharf_contract::{FieldError, ToolInfo, ToolServer};
 struct Entry {
     info: ToolInfo,
     validator: Option<jsonschema::Validator>,
+    /// Advertised by a server of the runtime registry (not of a worker's file).
+    registry: bool,
 }
 
 /// Tools by qualified name.
@@ -60,8 +62,25 @@ impl Catalog {
                     None
                 }
             };
-            tools.insert(info.name.clone(), Arc::new(Entry { info, validator }));
+            tools.insert(
+                info.name.clone(),
+                Arc::new(Entry {
+                    info,
+                    validator,
+                    registry: server.registry,
+                }),
+            );
         }
+    }
+
+    /// Whether a worker serves a server called `name` from its own configuration file (as far
+    /// as the catalog knows: a server that lists no tools is not seen).
+    pub fn served_from_file(&self, name: &str) -> bool {
+        self.tools
+            .read()
+            .unwrap()
+            .values()
+            .any(|e| e.info.server == name && !e.registry)
     }
 
     fn remove_server(&self, name: &str) {

@@ -20,6 +20,8 @@ use wharf_contract::{
     Permission, RuntimeConfig, UpdateConfig, valid_name,
 };
 
+use wharf_bus::Published;
+
 use crate::auth::Principal;
 use crate::problem::ApiError;
 use crate::tasks::{json_body, parse_json};
@@ -145,6 +147,18 @@ pub async fn update(
     // The newest stored revision, not only this gateway's view of it.
     load_latest(&state).await;
     let current = state.settings();
+    // A new registry name must not shadow a server a worker has in its file: removing it
+    // later would take that server's tools out of the catalog.
+    if let Some(name) = req.config.mcp_servers.keys().find(|n| {
+        !current.runtime.mcp_servers.contains_key(*n) && state.catalog.served_from_file(n)
+    }) {
+        return Err(ApiError::field(
+            ErrorCode::InvalidField,
+            &format!("/config/mcp_servers/{name}"),
+            "a worker serves an MCP server of this name from its configuration file; \
+             give the registry server another name",
+        ));
+    }
     let conflict = || {
         ApiError::field(
             ErrorCode::ConfigConflict,
@@ -188,7 +202,7 @@ pub async fn update(
     publish_registry(&state).await;
     // Workers stop serving a removed server; its tools leave the catalog now.
     for name in removed {
-        if let Err(e) = state.bus.withdraw_tools(&name).await {
+        if let Err(e) = state.bus.withdraw_registry_tools(&name).await {
             tracing::warn!(server = %name, error = %e, "cannot withdraw a removed server's tools");
         }
     }
@@ -235,14 +249,19 @@ async fn publish_registry(state: &AppState) {
         servers: settings.runtime.mcp_servers.clone(),
     };
     match state.bus.publish_registry(&registry).await {
-        Ok(true) => {
-            tracing::info!(
-                revision = registry.revision,
-                servers = registry.servers.len(),
-                "mcp registry published"
-            )
-        }
-        Ok(false) => {}
+        Ok(Published::Written) => tracing::info!(
+            revision = registry.revision,
+            servers = registry.servers.len(),
+            "mcp registry published"
+        ),
+        Ok(Published::Current) => {}
+        Ok(Published::Ahead(there)) => tracing::error!(
+            revision = registry.revision,
+            there,
+            "the mcp registry in NATS is of a later configuration revision than the database's \
+             newest: workers follow that one. If the database was restored or replaced, delete \
+             the key (nats kv del wharf_registry mcp_servers) and gateways write it again"
+        ),
         Err(e) => {
             tracing::warn!(error = %e, "cannot publish the mcp registry; trying again in 30 s")
         }

@@ -30,6 +30,11 @@ pub struct NatsAuthConfig {
     /// Seed of the account nkey (`SA…`) that signs authorizations; nats-server's
     /// `auth_callout.issuer` is its public key (`wharf nats-issuer` makes one). A secret.
     pub issuer_seed: String,
+    /// Seed of the curve key (`SX…`) nats-server encrypts requests to (its `auth_callout.xkey`
+    /// is the public key): requests carry tenants' credentials, which other platform
+    /// connections could otherwise read on the callout subject. A secret; recommended.
+    #[serde(default)]
+    pub xkey_seed: Option<String>,
     /// The account tenant connections are placed in: `$G` on a server without accounts.
     #[serde(default = "global_account")]
     pub account: String,
@@ -51,6 +56,7 @@ impl std::fmt::Debug for NatsAuthConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NatsAuthConfig")
             .field("issuer_seed", &"<secret>")
+            .field("xkey_seed", &self.xkey_seed.as_ref().map(|_| "<secret>"))
             .field("account", &self.account)
             .field("max_session_secs", &self.max_session_secs)
             .finish()
@@ -71,7 +77,19 @@ impl NatsAuthConfig {
         if self.account.is_empty() {
             return Err("gateway.nats_auth.account must name an account".into());
         }
+        self.xkey()?;
         Ok(key)
+    }
+
+    /// The curve key requests are encrypted to, if one is configured.
+    pub fn xkey(&self) -> Result<Option<nkeys::XKey>, String> {
+        self.xkey_seed
+            .as_deref()
+            .map(|seed| {
+                nkeys::XKey::from_seed(seed.trim())
+                    .map_err(|e| format!("gateway.nats_auth.xkey_seed is not a curve seed: {e}"))
+            })
+            .transpose()
     }
 }
 
@@ -80,6 +98,19 @@ pub fn new_issuer() -> (String, String) {
     let key = nkeys::KeyPair::new_account();
     (key.seed().expect("a new key has a seed"), key.public_key())
 }
+
+/// A new curve key for encrypting requests: its seed, and its public key for nats-server.
+pub fn new_xkey() -> (String, String) {
+    let key = nkeys::XKey::new();
+    (key.seed().expect("a new key has a seed"), key.public_key())
+}
+
+/// Header naming the curve key of the server that sent an encrypted request.
+const SERVER_XKEY_HEADER: &str = "Nats-Server-Xkey";
+/// Requests answered at once; more wait (nats-server times out those it waited too long for).
+const MAX_CONCURRENT: usize = 64;
+/// Subscriptions one tenant connection may hold.
+const MAX_SUBSCRIPTIONS: i64 = 1000;
 
 /// What the gateway reads of an authorization request.
 #[derive(Debug, Deserialize)]
@@ -119,7 +150,7 @@ struct ClientInfo {
 /// Answers authorization requests until the gateway stops. Every gateway subscribes in one
 /// queue group, so each request is answered once.
 pub async fn serve(state: AppState, config: NatsAuthConfig) {
-    let issuer = match config.issuer() {
+    let (issuer, xkey) = match config.issuer().and_then(|i| Ok((i, config.xkey()?))) {
         Ok(k) => k,
         Err(e) => {
             tracing::error!("{e}");
@@ -137,8 +168,9 @@ pub async fn serve(state: AppState, config: NatsAuthConfig) {
             return;
         }
     };
-    tracing::info!(issuer = %issuer.public_key(), "answering nats authorization requests");
-    let issuer = std::sync::Arc::new(issuer);
+    tracing::info!(issuer = %issuer.public_key(), encrypted = xkey.is_some(), "answering nats authorization requests");
+    let keys = std::sync::Arc::new(Keys { issuer, xkey });
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT));
     loop {
         let message = tokio::select! {
             m = requests.next() => match m {
@@ -150,32 +182,79 @@ pub async fn serve(state: AppState, config: NatsAuthConfig) {
         let Some(reply) = message.reply.clone() else {
             continue;
         };
-        let (state, issuer, config, client) = (
-            state.clone(),
-            issuer.clone(),
-            config.clone(),
-            client.clone(),
-        );
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (state, keys, config, client) =
+            (state.clone(), keys.clone(), config.clone(), client.clone());
         tokio::spawn(async move {
-            let Some(answer) = answer(&state, &issuer, &config, &message.payload).await else {
+            let _slot = slot;
+            let Some((answer, audit)) = answer(&state, &keys, &config, &message).await else {
                 return;
             };
+            // The client waits for this; the audit entry can wait for the client.
             if let Err(e) = client.publish(reply, answer.into()).await {
                 tracing::warn!(error = %e, "cannot answer a nats authorization request");
             }
+            state.audit.record(audit).await;
         });
     }
 }
 
-/// The signed answer to one request (`None` for a request that cannot even be answered: the
-/// server then times the client out).
+/// The gateway's keys for the callout.
+struct Keys {
+    issuer: nkeys::KeyPair,
+    xkey: Option<nkeys::XKey>,
+}
+
+/// The signed (and, with an xkey, encrypted) answer to one request, and its audit entry
+/// (`None` for a request that cannot even be read: the server then times the client out).
 async fn answer(
     state: &AppState,
-    issuer: &nkeys::KeyPair,
+    keys: &Keys,
     config: &NatsAuthConfig,
-    payload: &[u8],
-) -> Option<String> {
-    let request: Request = match claims_of(payload) {
+    message: &async_nats::Message,
+) -> Option<(Vec<u8>, wharf_contract::AuditEntry)> {
+    let issuer = &keys.issuer;
+    // Encrypted to our xkey when one is configured; nats-server names its own key in a header.
+    let server_xkey = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(SERVER_XKEY_HEADER))
+        .map(|v| v.as_str().to_owned());
+    let (payload, seal_to) = match (&keys.xkey, server_xkey) {
+        (Some(ours), Some(theirs)) => {
+            let theirs = match nkeys::XKey::from_public_key(&theirs) {
+                Ok(k) => k,
+                Err(e) => {
+                    tracing::warn!(error = %e, "a nats authorization request names a bad xkey");
+                    return None;
+                }
+            };
+            match ours.open(&message.payload, &theirs) {
+                Ok(plain) => (plain, Some(theirs)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot decrypt a nats authorization request");
+                    return None;
+                }
+            }
+        }
+        (Some(_), None) => {
+            tracing::warn!(
+                "an unencrypted nats authorization request, though xkey_seed is set: \
+                 give nats-server's auth_callout the xkey; refusing to answer"
+            );
+            return None;
+        }
+        (None, Some(_)) => {
+            tracing::warn!(
+                "an encrypted nats authorization request, but no xkey_seed is configured"
+            );
+            return None;
+        }
+        (None, None) => (message.payload.to_vec(), None),
+    };
+    let request: Request = match claims_of(&payload) {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e, "unreadable nats authorization request");
@@ -203,11 +282,16 @@ async fn answer(
     let now = chrono::Utc::now().timestamp();
     let nats = match &outcome {
         Ok(principal) => {
+            // The session ends with the credential, or after max_session_secs if sooner.
+            let longest = now + i64::try_from(config.max_session_secs).unwrap_or(900);
+            let exp = principal
+                .expires_at()
+                .map_or(longest, |at| at.timestamp().min(longest));
             let user = sign(
                 issuer,
                 json!({
                     "iat": now,
-                    "exp": now + i64::try_from(config.max_session_secs).unwrap_or(900),
+                    "exp": exp,
                     "iss": issuer.public_key(),
                     "sub": body.user_nkey,
                     "aud": config.account,
@@ -215,7 +299,8 @@ async fn answer(
                     "nats": {
                         "pub": {"deny": [">"]},
                         "sub": {"allow": [tenant_live_events(principal.tenant())]},
-                        "subs": -1,
+                        "allowed_connection_types": ["STANDARD", "WEBSOCKET"],
+                        "subs": MAX_SUBSCRIPTIONS,
                         "data": -1,
                         "payload": -1,
                         "type": "user",
@@ -239,23 +324,20 @@ async fn answer(
         Ok(p) => (Some(p), 200, None),
         Err(why) => (None, 401, Some(why.clone())),
     };
-    state
-        .audit
-        .record(crate::audit::entry(
-            principal,
-            if principal.is_some() {
-                "nats.connect".into()
-            } else {
-                "auth.unauthenticated".into()
-            },
-            status,
-            "nats".into(),
-            "",
-            &ip,
-            detail,
-        ))
-        .await;
-    Some(sign(
+    let audit = crate::audit::entry(
+        principal,
+        if principal.is_some() {
+            "nats.connect".into()
+        } else {
+            "auth.unauthenticated".into()
+        },
+        status,
+        "nats".into(),
+        "",
+        &ip,
+        detail,
+    );
+    let response = sign(
         issuer,
         json!({
             "iat": now,
@@ -264,12 +346,24 @@ async fn answer(
             "aud": body.server_id.id,
             "nats": nats,
         }),
-    ))
+    );
+    let response = match (&keys.xkey, seal_to) {
+        (Some(ours), Some(theirs)) => match ours.seal(response.as_bytes(), &theirs) {
+            Ok(sealed) => sealed,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot encrypt a nats authorization answer");
+                return None;
+            }
+        },
+        _ => response.into_bytes(),
+    };
+    Some((response, audit))
 }
 
-/// The claims of a JWT, unverified: the request comes from nats-server over the platform's
-/// own connection (only it may publish on the callout subject), and signed by the server's
-/// own, unpinned key, so its signature would prove nothing more.
+/// The claims of a JWT, unverified: the request is signed by the server's own key, which Wharf
+/// does not know in advance, so its signature would prove nothing. Only connections of the
+/// platform's user can publish on the callout subject (tenants publish nothing); with an xkey,
+/// only a holder of the server's curve key can make a request the gateway can open.
 fn claims_of<T: serde::de::DeserializeOwned>(token: &[u8]) -> Result<T, String> {
     let token = std::str::from_utf8(token).map_err(|e| e.to_string())?;
     let mut parts = token.split('.');
@@ -334,6 +428,7 @@ mod tests {
         let (seed, public) = new_issuer();
         let config = NatsAuthConfig {
             issuer_seed: seed,
+            xkey_seed: None,
             account: "$G".into(),
             max_session_secs: 900,
         };
@@ -356,6 +451,7 @@ mod tests {
         let user = nkeys::KeyPair::new_user();
         let config = NatsAuthConfig {
             issuer_seed: user.seed().unwrap(),
+            xkey_seed: None,
             account: "$G".into(),
             max_session_secs: 900,
         };

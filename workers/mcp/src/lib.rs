@@ -353,7 +353,7 @@ async fn announce(bus: Bus, config: WorkerConfig, slots: Vec<Arc<Semaphore>>, se
 }
 
 /// Publishes each server's tools to the catalog whenever its connection (re)starts; not those of
-/// a server this worker no longer serves (a registry server removed while it connected).
+/// a connection this worker no longer serves.
 async fn advertise(
     bus: Bus,
     queues: Vec<String>,
@@ -361,10 +361,13 @@ async fn advertise(
     servers: Servers,
     serving: Serving,
 ) {
-    while let Some((server, tools)) = updates.recv().await {
-        if !servers.read().unwrap().contains_key(&server) {
-            continue;
-        }
+    while let Some((server, generation, tools)) = updates.recv().await {
+        // Only the connection now serving this name: not one stopped since (a registry server
+        // removed or changed while it connected).
+        let from_registry = match servers.read().unwrap().get(&server) {
+            Some(s) if s.generation() == generation => s.from_registry(),
+            _ => continue,
+        };
         serving.lock().unwrap().insert(
             server.clone(),
             tools
@@ -386,6 +389,7 @@ async fn advertise(
                 })
                 .collect(),
             updated_at: chrono::Utc::now(),
+            registry: from_registry,
         };
         if let Err(e) = bus.advertise_tools(&entry).await {
             tracing::warn!(server = %server, error = %e, "could not advertise tools");

@@ -226,7 +226,14 @@ pub struct McpServer {
     name: String,
     live: watch::Receiver<Option<Live>>,
     retry_tool_errors: bool,
+    /// Tells this connection's tool lists from those of an earlier one of the same name.
+    generation: u64,
+    /// Started from the runtime configuration's registry, not the worker's file.
+    from_registry: bool,
 }
+
+/// Numbers every [`McpServer`] a process starts.
+static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl std::fmt::Debug for McpServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -236,8 +243,9 @@ impl std::fmt::Debug for McpServer {
     }
 }
 
-/// Tools a server listed after (re)connecting.
-pub type ToolsUpdate = (String, Vec<Tool>);
+/// Tools a server listed after (re)connecting: its name, its [`McpServer::generation`], the
+/// tools.
+pub type ToolsUpdate = (String, u64, Vec<Tool>);
 
 impl McpServer {
     /// Starts supervising `config`: connects now and again whenever the connection ends,
@@ -247,14 +255,37 @@ impl McpServer {
         tools: mpsc::UnboundedSender<ToolsUpdate>,
         shutdown: CancellationToken,
     ) -> Arc<McpServer> {
+        Self::start_from(config, false, tools, shutdown)
+    }
+
+    /// Like [`McpServer::start`]; `from_registry` marks a server of the runtime registry.
+    pub(crate) fn start_from(
+        config: McpServerConfig,
+        from_registry: bool,
+        tools: mpsc::UnboundedSender<ToolsUpdate>,
+        shutdown: CancellationToken,
+    ) -> Arc<McpServer> {
         let (tx, rx) = watch::channel(None);
+        let generation = GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let server = Arc::new(McpServer {
             name: config.name.clone(),
             live: rx,
             retry_tool_errors: config.retry_tool_errors,
+            generation,
+            from_registry,
         });
-        tokio::spawn(supervise(config, tx, tools, shutdown));
+        tokio::spawn(supervise(config, generation, tx, tools, shutdown));
         server
+    }
+
+    /// See [`ToolsUpdate`].
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Whether this server comes from the runtime registry.
+    pub fn from_registry(&self) -> bool {
+        self.from_registry
     }
 
     /// Whether this server's tool errors are retried (see [`McpServerConfig::retry_tool_errors`]).
@@ -432,6 +463,7 @@ async fn list_tools(peer: &Peer<RoleClient>) -> Result<Vec<Tool>, String> {
 /// start again. Backoff doubles from 100 ms to 30 s and resets after a connection that lived 30 s.
 async fn supervise(
     config: McpServerConfig,
+    generation: u64,
     live_tx: watch::Sender<Option<Live>>,
     tools_tx: mpsc::UnboundedSender<ToolsUpdate>,
     shutdown: CancellationToken,
@@ -455,7 +487,7 @@ async fn supervise(
                             metrics::counter!("wharf_mcp_server_restarts_total", "server" => config.name.clone())
                                 .increment(1);
                         }
-                        let _ = tools_tx.send((config.name.clone(), tools));
+                        let _ = tools_tx.send((config.name.clone(), generation, tools));
                         let client = service.service().clone();
                         live_tx.send_replace(Some(Live { peer, client }));
                         tokio::select! {

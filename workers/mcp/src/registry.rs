@@ -69,8 +69,14 @@ struct Running {
     stop: CancellationToken,
 }
 
+/// Whether a running server must be started again to follow `entry`: only what the connection
+/// uses counts (a change of `queues` alone starts or stops it, never restarts it).
+fn needs_restart(running: &RegistryServer, entry: &RegistryServer) -> bool {
+    running.url != entry.url || running.retry_tool_errors != entry.retry_tool_errors
+}
+
 /// Follows the registry until the worker stops (the task is aborted then; the connections
-/// stop with `servers_stop`).
+/// stop with `servers_stop`). A watch that ends is started again.
 pub(crate) async fn follow(
     bus: Bus,
     config: WorkerConfig,
@@ -80,98 +86,127 @@ pub(crate) async fn follow(
     servers_stop: CancellationToken,
 ) {
     let local: HashSet<String> = config.servers.iter().map(|s| s.name.clone()).collect();
-    let mut registry = loop {
-        match bus.watch_registry().await {
-            Ok(r) => break Box::pin(r),
+    let mut running: BTreeMap<String, Running> = BTreeMap::new();
+    // Refusals are logged once per server and revision, not at every change of the registry.
+    let mut warned: HashSet<(String, u64)> = HashSet::new();
+    loop {
+        let mut registry = match bus.watch_registry().await {
+            Ok(r) => Box::pin(r),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot follow the mcp registry; trying again in 5 s");
                 tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-            }
-        }
-    };
-    let mut running: BTreeMap<String, Running> = BTreeMap::new();
-    // Warned about once per revision, not at every change of the registry.
-    let mut warned: HashSet<(String, u64)> = HashSet::new();
-    while let Some(next) = registry.next().await {
-        let wanted: BTreeMap<&String, &RegistryServer> = next
-            .servers
-            .iter()
-            .filter(|(name, entry)| {
-                let for_us = entry.queues.is_empty()
-                    || entry.queues.iter().any(|q| config.queues.contains(q));
-                if !for_us {
-                    return false;
-                }
-                let why = if local.contains(*name) {
-                    Some("this worker's configuration file has a server of that name, which wins")
-                } else if !config.registry.allows(&entry.url) {
-                    Some("its host is not in this worker's registry allow_hosts")
-                } else {
-                    None
-                };
-                if let Some(why) = why {
-                    if warned.insert(((*name).clone(), next.revision)) {
-                        tracing::warn!(server = %name, revision = next.revision, "not connecting to a registry server: {why}");
-                    }
-                    return false;
-                }
-                true
-            })
-            .collect();
-        // Stop what left the registry or changed.
-        let gone: Vec<String> = running
-            .iter()
-            .filter(|(name, r)| wanted.get(name) != Some(&&r.entry))
-            .map(|(name, _)| name.clone())
-            .collect();
-        for name in gone {
-            let r = running.remove(&name).expect("listed above");
-            servers.write().unwrap().remove(&name);
-            serving.lock().unwrap().remove(&name);
-            r.stop.cancel();
-            if !next.servers.contains_key(&name) {
-                // The gateway withdrew its tools already; this covers an advertisement made
-                // in between.
-                if let Err(e) = bus.withdraw_tools(&name).await {
-                    tracing::warn!(server = %name, error = %e, "cannot withdraw a removed server's tools");
-                }
-            }
-            tracing::info!(server = %name, revision = next.revision, "registry server stopped");
-        }
-        // Start what is new.
-        for (name, entry) in wanted {
-            if running.contains_key(name) {
                 continue;
             }
-            let stop = servers_stop.child_token();
-            let server = McpServer::start(
-                McpServerConfig {
-                    name: name.clone(),
-                    transport: McpTransport::Http {
-                        url: entry.url.clone(),
+        };
+        while let Some(next) = registry.next().await {
+            warned.retain(|(_, revision)| *revision == next.revision);
+            let wanted: BTreeMap<&String, &RegistryServer> = next
+                .servers
+                .iter()
+                .filter(|(name, entry)| {
+                    let for_us = entry.queues.is_empty()
+                        || entry.queues.iter().any(|q| config.queues.contains(q));
+                    if !for_us {
+                        return false;
+                    }
+                    let why = if local.contains(*name) {
+                        Some("this worker's configuration file has a server of that name, which wins")
+                    } else if !config.registry.allows(&entry.url) {
+                        Some("its host is not in this worker's registry allow_hosts")
+                    } else {
+                        None
+                    };
+                    if let Some(why) = why {
+                        if warned.insert(((*name).clone(), next.revision)) {
+                            tracing::warn!(server = %name, revision = next.revision, "not connecting to a registry server: {why}");
+                        }
+                        return false;
+                    }
+                    true
+                })
+                .collect();
+            // Stop what left the registry (or this worker's part of it), or changed how it is
+            // reached.
+            let gone: Vec<String> = running
+                .iter()
+                .filter(|(name, r)| wanted.get(name).is_none_or(|e| needs_restart(&r.entry, e)))
+                .map(|(name, _)| name.clone())
+                .collect();
+            for name in gone {
+                let r = running.remove(&name).expect("listed above");
+                servers.write().unwrap().remove(&name);
+                serving.lock().unwrap().remove(&name);
+                r.stop.cancel();
+                if !next.servers.contains_key(&name) {
+                    // The gateway withdrew its tools already; this covers an advertisement
+                    // made in between.
+                    if let Err(e) = bus.withdraw_registry_tools(&name).await {
+                        tracing::warn!(server = %name, error = %e, "cannot withdraw a removed server's tools");
+                    }
+                }
+                tracing::info!(server = %name, revision = next.revision, "registry server stopped");
+            }
+            for (name, entry) in wanted {
+                if let Some(r) = running.get_mut(name) {
+                    // Still served the same way; keep what the entry says now.
+                    r.entry = entry.clone();
+                    continue;
+                }
+                let stop = servers_stop.child_token();
+                let server = McpServer::start_from(
+                    McpServerConfig {
+                        name: name.clone(),
+                        transport: McpTransport::Http {
+                            url: entry.url.clone(),
+                        },
+                        retry_tool_errors: entry.retry_tool_errors,
                     },
-                    retry_tool_errors: entry.retry_tool_errors,
-                },
-                tools.clone(),
-                stop.clone(),
-            );
-            servers.write().unwrap().insert(name.clone(), server);
-            running.insert(
-                name.clone(),
-                Running {
-                    entry: entry.clone(),
-                    stop,
-                },
-            );
-            tracing::info!(server = %name, revision = next.revision, "registry server added");
+                    true,
+                    tools.clone(),
+                    stop.clone(),
+                );
+                servers.write().unwrap().insert(name.clone(), server);
+                running.insert(
+                    name.clone(),
+                    Running {
+                        entry: entry.clone(),
+                        stop,
+                    },
+                );
+                tracing::info!(server = %name, revision = next.revision, "registry server added");
+            }
         }
+        tracing::warn!("the mcp registry watch ended; watching again");
     }
-    tracing::error!("the mcp registry watch ended; registry changes no longer reach this worker");
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_change_in_how_a_server_is_reached_restarts_it() {
+        let entry = RegistryServer {
+            url: "http://a/mcp".into(),
+            queues: vec![],
+            retry_tool_errors: false,
+        };
+        let requeued = RegistryServer {
+            queues: vec!["gpu".into()],
+            ..entry.clone()
+        };
+        assert!(!needs_restart(&entry, &requeued));
+        let moved = RegistryServer {
+            url: "http://b/mcp".into(),
+            ..entry.clone()
+        };
+        assert!(needs_restart(&entry, &moved));
+        let retried = RegistryServer {
+            retry_tool_errors: true,
+            ..entry.clone()
+        };
+        assert!(needs_restart(&entry, &retried));
+    }
 
     #[test]
     fn allowed_hosts_match_a_host_or_a_host_and_port() {
