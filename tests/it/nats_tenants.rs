@@ -12,19 +12,24 @@ use wharf_gateway::GatewayConfig;
 use wharf_gateway::nats_auth::{NatsAuthConfig, new_issuer, new_xkey};
 use wharf_testkit::{Options, Wharf};
 
-/// A connection with `token`, and the server errors it is sent (permission violations).
+/// A connection with `token`, and what happens to it (the server's errors, such as
+/// permission violations; disconnections).
 async fn connect(
     w: &Wharf,
     token: &str,
-) -> Result<(async_nats::Client, mpsc::UnboundedReceiver<String>), async_nats::ConnectError> {
+) -> Result<
+    (
+        async_nats::Client,
+        mpsc::UnboundedReceiver<async_nats::Event>,
+    ),
+    async_nats::ConnectError,
+> {
     let (tx, rx) = mpsc::unbounded_channel();
     let client = async_nats::ConnectOptions::with_token(token.to_owned())
         .event_callback(move |event| {
             let tx = tx.clone();
             async move {
-                if let async_nats::Event::ServerError(e) = event {
-                    let _ = tx.send(e.to_string());
-                }
+                let _ = tx.send(event);
             }
         })
         .connect(w.nats.client_url())
@@ -32,12 +37,32 @@ async fn connect(
     Ok((client, rx))
 }
 
-/// Waits for the server to refuse something on this connection; returns what it said.
-async fn refusal(errors: &mut mpsc::UnboundedReceiver<String>) -> String {
-    tokio::time::timeout(Duration::from_secs(5), errors.recv())
+/// Submits an echo of `message` over HTTP with `credential`; the task's id.
+async fn submit_as(w: &Wharf, credential: &str, message: &str) -> uuid::Uuid {
+    let r = Wharf::client_as(credential)
+        .post(w.url("/api/v1/tasks"))
+        .json(&json!({"tool": "demo.echo", "arguments": {"message": message}}))
+        .send()
         .await
-        .expect("a permissions violation within 5 s")
-        .expect("the connection is open")
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let task: serde_json::Value = r.json().await.unwrap();
+    task["id"].as_str().unwrap().parse().unwrap()
+}
+
+/// Waits for the server to refuse something on this connection; returns what it said.
+async fn refusal(events: &mut mpsc::UnboundedReceiver<async_nats::Event>) -> String {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match events.recv().await {
+                Some(async_nats::Event::ServerError(e)) => return e.to_string(),
+                Some(_) => continue,
+                None => panic!("the connection closed"),
+            }
+        }
+    })
+    .await
+    .expect("a permissions violation within 5 s")
 }
 
 /// A platform whose nats-server sends every other connection to the gateway's callout,
@@ -124,27 +149,9 @@ async fn a_tenant_follows_its_own_tasks_on_nats_and_nothing_else() {
         .unwrap();
     globex_nats.flush().await.unwrap();
     acme_nats.flush().await.unwrap();
-    let globex_http = Wharf::client_as(&globex);
-    let theirs = globex_http
-        .post(w.url("/api/v1/tasks"))
-        .json(&json!({"tool": "demo.echo", "arguments": {"message": "globex"}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(theirs.status(), 202);
-    let theirs: serde_json::Value = theirs.json().await.unwrap();
-    let theirs: uuid::Uuid = theirs["id"].as_str().unwrap().parse().unwrap();
+    let theirs = submit_as(&w, &globex, "globex").await;
     w.wait_recorded(theirs, TaskStatus::Succeeded).await;
-    let ours = w.key("acme", "submitter").await;
-    let mine = Wharf::client_as(&ours)
-        .post(w.url("/api/v1/tasks"))
-        .json(&json!({"tool": "demo.echo", "arguments": {"message": "acme"}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(mine.status(), 202);
-    let mine: serde_json::Value = mine.json().await.unwrap();
-    let mine: uuid::Uuid = mine["id"].as_str().unwrap().parse().unwrap();
+    let mine = submit_as(&w, &w.key("acme", "submitter").await, "acme").await;
 
     // globex sees its own task's events.
     let first = tokio::time::timeout(Duration::from_secs(10), globex_own.next())
@@ -234,15 +241,7 @@ async fn a_session_ends_when_its_key_expires() {
         Some(chrono::Utc::now() + chrono::Duration::seconds(3)),
     );
     w.store.create_key(&info, &hash).await.unwrap();
-    let (tx, mut events) = mpsc::unbounded_channel();
-    let client = async_nats::ConnectOptions::with_token(secret)
-        .event_callback(move |event| {
-            let tx = tx.clone();
-            async move {
-                let _ = tx.send(event.to_string());
-            }
-        })
-        .connect(w.nats.client_url())
+    let (client, mut events) = connect(&w, &secret)
         .await
         .expect("the key connects while it is valid");
     // The server closes the connection when the authorization expires (and the reconnect is
@@ -250,8 +249,9 @@ async fn a_session_ends_when_its_key_expires() {
     let mut seen = Vec::new();
     tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(e) = events.recv().await {
-            seen.push(e.clone());
-            if e.contains("disconnected") {
+            let disconnected = matches!(e, async_nats::Event::Disconnected);
+            seen.push(e.to_string());
+            if disconnected {
                 return;
             }
         }
