@@ -261,3 +261,64 @@ async fn a_session_ends_when_its_key_expires() {
     drop(client);
     w.shutdown().await;
 }
+
+/// NATS connection attempts count against the address's allowance (`limits.per_ip`), as HTTP
+/// requests do: past it, even a good key is refused until the allowance refills.
+#[tokio::test]
+async fn connection_attempts_count_against_the_address_limit() {
+    let w = start(true).await;
+    w.wait_for_tool("demo.echo").await;
+    let key = w.key("acme", "reader").await;
+    // Two attempts at once, then one every 100 s: the third attempt in a row is refused.
+    let r = w
+        .http
+        .put(w.url("/api/v1/config"))
+        .json(&json!({"revision": 0, "config": {
+            "session_ttl_secs": 86400,
+            "limits": {"per_ip": {"per_sec": 0.01, "burst": 2}}
+        }}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        connect(&w, "wharf_unknown").await.is_err(),
+        "an unknown key"
+    );
+    assert!(
+        connect(&w, &key).await.is_ok(),
+        "the second attempt, within the burst"
+    );
+    assert!(
+        connect(&w, &key).await.is_err(),
+        "the third attempt in a row is over the address's allowance"
+    );
+    // (Read from the database: this address has no HTTP allowance left either.)
+    let details = wharf_testkit::eventually(
+        "the refusal in the audit log",
+        Duration::from_secs(10),
+        || async {
+            let entries = w
+                .store
+                .audit(&wharf_store::AuditFilter {
+                    tenant: None,
+                    action: Some("auth.unauthenticated".into()),
+                    before: None,
+                    limit: 100,
+                })
+                .await
+                .unwrap();
+            let details: Vec<String> = entries.into_iter().filter_map(|e| e.detail).collect();
+            details
+                .iter()
+                .any(|d| d.contains("too many"))
+                .then_some(details)
+        },
+    )
+    .await;
+    assert!(
+        details.iter().any(|d| d.contains("not known")),
+        "the unknown key's refusal is there too: {details:?}"
+    );
+    w.shutdown().await;
+}

@@ -143,6 +143,15 @@ impl Limits {
         }
     }
 
+    /// Counts an attempt from `ip` against the address's allowance (`per_ip`), for what does
+    /// not come through the HTTP middleware (NATS connections asking the auth callout).
+    pub fn admit_ip(&self, ip: IpAddr) -> Result<(), ApiError> {
+        match &self.per_ip {
+            Some(limiter) => check(limiter, &ip, "this address").map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
     /// Counts a request of `tenant` against its class's allowance.
     pub fn admit(&self, tenant: &str, class: Class) -> Result<Option<Allowance>, ApiError> {
         let limiter = match class {

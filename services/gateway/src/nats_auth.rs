@@ -269,9 +269,18 @@ async fn answer(
         .or(body.connect_opts.pass.as_deref())
         .filter(|c| !c.is_empty());
     let ip = body.client_info.host.clone().unwrap_or_default();
-    let outcome = match credential {
-        None => Err("no credential: connect with a Wharf API key or token as the token".into()),
-        Some(c) => match state.auth.resolve(c).await {
+    // Each attempt counts against its address's allowance, as an HTTP request would: a flood
+    // of made-up keys must not become a flood of database reads.
+    let limited = ip
+        .parse::<std::net::IpAddr>()
+        .ok()
+        .and_then(|addr| state.settings().limits.admit_ip(addr).err());
+    let outcome = match (limited, credential) {
+        (Some(e), _) => Err(e.0.detail.clone()),
+        (None, None) => {
+            Err("no credential: connect with a Wharf API key or token as the token".into())
+        }
+        (None, Some(c)) => match state.auth.resolve(c).await {
             Err(e) => Err(e.0.detail.clone()),
             Ok(p) if !p.can(Permission::TasksRead) => {
                 Err(format!("{} lacks {}", p.actor(), Permission::TasksRead))
