@@ -814,6 +814,27 @@ async fn a_tenant_may_have_only_so_many_unfinished_tasks() {
     )
     .await;
     assert_eq!(status, 429, "a batch counts too");
+    // In a batch as alone: the repeat is not new, so a batch of only repeats is answered.
+    let (status, _, batch) = call(
+        &acme,
+        Method::POST,
+        w.url("/api/v1/tasks/batch"),
+        Some(json!({"tasks": [keyed.clone()]})),
+    )
+    .await;
+    assert!(status.is_success(), "{status}: {batch}");
+    assert_eq!(batch["tasks"][0]["id"], ids[0].to_string());
+    // A refused batch gives back the key it claimed: sent alone later, it is a new task.
+    let fresh = json!({"tool": "demo.sleep", "arguments": {"seconds": 30, "steps": 30},
+                       "idempotency_key": "second"});
+    let (status, _, _) = call(
+        &acme,
+        Method::POST,
+        w.url("/api/v1/tasks/batch"),
+        Some(json!({"tasks": [keyed.clone(), fresh.clone()]})),
+    )
+    .await;
+    assert_eq!(status, 429, "the new task of the batch is over the cap");
     let (status, _, _) = call(
         &globex,
         Method::POST,
@@ -846,6 +867,9 @@ async fn a_tenant_may_have_only_so_many_unfinished_tasks() {
         (status == 202).then_some(())
     })
     .await;
+    // The refused batch's key was given back: the task it names is new now.
+    let (status, _, v) = call(&acme, Method::POST, w.url("/api/v1/tasks"), Some(fresh)).await;
+    assert_eq!(status, 202, "{v}");
 }
 
 #[tokio::test]

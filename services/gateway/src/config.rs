@@ -24,6 +24,7 @@ use wharf_bus::Published;
 
 use crate::auth::Principal;
 use crate::problem::ApiError;
+use crate::resources::{MAX_SESSION_TTL, MIN_SESSION_TTL};
 use crate::tasks::{json_body, parse_json};
 use crate::{AppState, Settings};
 
@@ -50,11 +51,18 @@ pub async fn get(
 
 /// Checks runtime settings; errors point into the `PUT` body (`/config/...`).
 fn check(c: &RuntimeConfig) -> Result<(), ApiError> {
-    let bad = |pointer: String, detail: &str| {
-        Err(ApiError::field(ErrorCode::InvalidField, &pointer, detail))
-    };
+    validate(c).map_err(|(path, why)| {
+        ApiError::field(ErrorCode::InvalidField, &format!("/config/{path}"), why)
+    })
+}
+
+/// The rules runtime settings keep to, whether they come from the configuration file
+/// (revision 0) or a `PUT`: on failure, the path of the setting at fault (`queues/emails/
+/// max_attempts`) and why.
+pub fn validate(c: &RuntimeConfig) -> Result<(), (String, String)> {
+    let bad = |path: String, why: &str| Err((path, why.to_owned()));
     for (name, q) in &c.queues {
-        let at = |field: &str| format!("/config/queues/{name}{field}");
+        let at = |field: &str| format!("queues/{name}{field}");
         if !valid_name(name) {
             return bad(at(""), "a queue name is 1-64 letters, digits, '-' or '_'");
         }
@@ -70,18 +78,18 @@ fn check(c: &RuntimeConfig) -> Result<(), ApiError> {
         {
             return bad(
                 at("/retry_initial_ms"),
-                "must be at least 1 and at most retry_max_ms, itself at most a day",
+                "must be at least 1 and at most the longest retry delay, itself at most a day",
             );
         }
     }
     if c.mcp_servers.len() > MAX_REGISTRY_SERVERS {
         return bad(
-            "/config/mcp_servers".into(),
+            "mcp_servers".into(),
             &format!("at most {MAX_REGISTRY_SERVERS} servers"),
         );
     }
     for (name, server) in &c.mcp_servers {
-        let at = |field: &str| format!("/config/mcp_servers/{name}{field}");
+        let at = |field: &str| format!("mcp_servers/{name}{field}");
         if !valid_name(name) {
             return bad(at(""), "a server name is 1-64 letters, digits, '-' or '_'");
         }
@@ -96,12 +104,12 @@ fn check(c: &RuntimeConfig) -> Result<(), ApiError> {
         }
     }
     if let Err((name, why)) = crate::limits::validate(&c.limits) {
-        return bad(format!("/config/{}", name.replace('.', "/")), &why);
+        return bad(name.replace('.', "/"), &why);
     }
-    if !(60..=30 * 24 * 3600).contains(&c.session_ttl_secs) {
+    if !(MIN_SESSION_TTL..=MAX_SESSION_TTL).contains(&c.session_ttl_secs) {
         return bad(
-            "/config/session_ttl_secs".into(),
-            "must be between 60 and 2592000",
+            "session_ttl_secs".into(),
+            &format!("must be between {MIN_SESSION_TTL} and {MAX_SESSION_TTL}"),
         );
     }
     Ok(())

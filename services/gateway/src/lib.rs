@@ -139,8 +139,10 @@ impl GatewayConfig {
                 self.listen
             )));
         }
-        limits::validate(&self.limits)
-            .map_err(|(name, why)| Error::Config(format!("gateway.{name}: {why}")))?;
+        // Revision 0 of the runtime settings keeps to the rules of every later one.
+        config::validate(&self.runtime()).map_err(|(path, why)| {
+            Error::Config(format!("gateway.{}: {why}", path.replace('/', ".")))
+        })?;
         if let Some(n) = &self.nats_auth {
             n.issuer().map_err(Error::Config)?;
         }
@@ -159,27 +161,6 @@ impl GatewayConfig {
                 return Err(Error::Config(format!(
                     "gateway.cors_origins: {origin:?} is not a valid origin"
                 )));
-            }
-        }
-        for (name, q) in &self.queues {
-            let bad = |what: String| Err(Error::Config(format!("gateway.queues.{name}: {what}")));
-            if !wharf_contract::valid_name(name) {
-                return bad("a queue name is 1-64 letters, digits, '-' or '_'".into());
-            }
-            if q.max_attempts.is_some_and(|a| !(1..=100).contains(&a)) {
-                return bad("max_attempts must be between 1 and 100".into());
-            }
-            if q.timeout_secs.is_some_and(|t| !(1..=86_400).contains(&t)) {
-                return bad("timeout_secs must be between 1 and 86400".into());
-            }
-            if let Some(r) = q.retry
-                && (r.initial_ms == 0 || r.max_ms < r.initial_ms || r.max_ms > 24 * 3_600_000)
-            {
-                return bad(
-                    "retry_initial_ms must be at least 1 and at most retry_max_secs, itself at \
-                     most a day"
-                        .into(),
-                );
             }
         }
         Ok(())
@@ -650,6 +631,14 @@ mod tests {
             ..Default::default()
         };
         assert!(bad_name.validate().is_err());
+        // The file's session life keeps to the API's range: too short a default would make
+        // every session created without ttl_secs a refusal.
+        let short_sessions = GatewayConfig {
+            session_ttl: std::time::Duration::from_secs(10),
+            ..Default::default()
+        };
+        let e = short_sessions.validate().unwrap_err().to_string();
+        assert!(e.contains("gateway.session_ttl_secs"), "{e}");
     }
 
     #[test]

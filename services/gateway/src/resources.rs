@@ -24,8 +24,8 @@ use crate::problem::ApiError;
 use crate::tasks::{self, json_body, parse_json, query_error};
 
 /// Longest and shortest life of a session, in seconds.
-const MIN_SESSION_TTL: u64 = 60;
-const MAX_SESSION_TTL: u64 = 30 * 24 * 3600;
+pub(crate) const MIN_SESSION_TTL: u64 = 60;
+pub(crate) const MAX_SESSION_TTL: u64 = 30 * 24 * 3600;
 
 fn no_session(raw: &str) -> ApiError {
     ApiError::new(ErrorCode::NotFound, format!("no session {raw}"))

@@ -598,30 +598,50 @@ pub async fn create_batch(
             prepare(&state, &principal, task, Origin::Client, agent.as_ref()).map_err(within)?,
         );
     }
-    state
-        .settings()
-        .limits
-        .admit_tasks(&state.store, principal.tenant(), events.len() as u64)
-        .await?;
     // Keys already used give their tasks back in place; only the others are published.
     let admitted = futures::future::join_all(events.iter_mut().map(|e| admit(&state, e))).await;
-    if let Some(i) = admitted.iter().position(Result::is_err) {
-        // Refused whole: give back the keys this request claimed, so the batch can be sent
-        // again at once.
-        for a in &admitted {
-            if let Ok(Admission::New {
-                claimed: Some((key, revision)),
-            }) = a
-            {
-                let _ = state.bus.release_idempotency_key(key, *revision).await;
+    // Refused whole, by one task or by the tenant's cap on the new ones: the keys this request
+    // claimed are given back, so the batch can be sent again at once.
+    let release = |admitted: &[Result<Admission, ApiError>]| {
+        let claimed: Vec<(String, u64)> = admitted
+            .iter()
+            .filter_map(|a| match a {
+                Ok(Admission::New {
+                    claimed: Some(claim),
+                }) => Some(claim.clone()),
+                _ => None,
+            })
+            .collect();
+        let state = &state;
+        async move {
+            for (key, revision) in claimed {
+                let _ = state.bus.release_idempotency_key(&key, revision).await;
             }
         }
+    };
+    if let Some(i) = admitted.iter().position(Result::is_err) {
+        release(&admitted).await;
         let e = admitted
             .into_iter()
             .nth(i)
             .and_then(Result::err)
             .expect("the refused one");
         return Err(e.within(&format!("/tasks/{i}")));
+    }
+    // Repeats of accepted submissions are not new: only the others count against the cap.
+    let new = admitted
+        .iter()
+        .filter(|a| matches!(a, Ok(Admission::New { .. })))
+        .count() as u64;
+    if new > 0
+        && let Err(e) = state
+            .settings()
+            .limits
+            .admit_tasks(&state.store, principal.tenant(), new)
+            .await
+    {
+        release(&admitted).await;
+        return Err(e);
     }
     let existing: Vec<Option<TaskView>> = admitted
         .into_iter()
