@@ -49,7 +49,7 @@ async fn a_change_reaches_every_gateway_and_is_kept_with_who_made_it() {
     let change = json!({
         "revision": 0,
         "config": {
-            "limits": {"write": {"per_sec": 0.2, "burst": 2}},
+            "limits": {"write": {"per_sec": 0.02, "burst": 2}},
             "queues": {"emails": {"max_attempts": 9, "priority": "low"}},
             "session_ttl_secs": 3600
         }
@@ -108,8 +108,31 @@ async fn a_change_reaches_every_gateway_and_is_kept_with_who_made_it() {
         json!(["limits.write", "queues.emails", "session_ttl_secs"])
     );
 
-    // A gateway started later begins with the newest revision.
+    // A gateway started later begins with the newest revision (and, new, whole allowances).
     let (third, _third_part) = w.gateway_with(GatewayConfig::default()).await;
     let (_, v) = send(http.get(format!("{third}/api/v1/config"))).await;
     assert_eq!(v["revision"], 1);
+
+    // A later revision that leaves the limits alone leaves the allowances alone: the second
+    // gateway, out of writes, stays so (one comes back every 50 s).
+    let mut unchanged_limits = change.clone();
+    unchanged_limits["revision"] = json!(1);
+    unchanged_limits["config"]["session_ttl_secs"] = json!(7200);
+    let (status, applied) = send(
+        http.put(format!("{third}/api/v1/config"))
+            .json(&unchanged_limits),
+    )
+    .await;
+    assert_eq!(status, 200, "{applied}");
+    eventually(
+        "the second gateway at revision 2",
+        Duration::from_secs(5),
+        || async {
+            let (_, v) = send(http.get(format!("{second}/api/v1/config"))).await;
+            (v["revision"] == 2).then_some(())
+        },
+    )
+    .await;
+    let (status, _) = send(http.post(format!("{second}/api/v1/tasks")).json(&echo)).await;
+    assert_eq!(status, 429, "the write allowance was not started afresh");
 }

@@ -239,7 +239,13 @@ pub async fn revisions(
 
 fn apply(state: &AppState, r: ConfigRevision) {
     let n = r.revision;
-    if state.replace_settings(Settings::new(n, r.config, Some(r.at), Some(r.by))) {
+    let mut next = Settings::new(n, r.config, Some(r.at), Some(r.by));
+    // Allowances and tenant counts carry over unless the limits themselves changed.
+    let current = state.settings();
+    if current.runtime.limits == next.runtime.limits {
+        next.limits = current.limits.clone();
+    }
+    if state.replace_settings(next) {
         tracing::debug!(revision = n, "runtime configuration applied");
     }
 }

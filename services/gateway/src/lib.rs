@@ -205,10 +205,10 @@ impl Shared {
             .clone()
     }
 
-    /// Puts `new` in force, unless it is older than the settings in force.
+    /// Puts `new` in force, unless the settings in force are of its revision or a later one.
     pub fn replace_settings(&self, new: Settings) -> bool {
         let mut current = self.settings.write().expect("never poisoned");
-        if new.revision < current.revision {
+        if new.revision <= current.revision {
             return false;
         }
         *current = Arc::new(new);
