@@ -478,6 +478,7 @@ async fn keys_are_shown_once_stored_hashed_and_revoked_everywhere_at_once() {
         .await;
     let refused = ws.next().await;
     assert_eq!(refused["code"], "unauthenticated", "{refused}");
+    assert!(ws.closed().await, "the socket is closed after the refusal");
     let (status, _, problem) = call(&billing, Method::GET, w.url("/api/v1/whoami"), None).await;
     assert_eq!(status, 401);
     assert!(problem["detail"].as_str().unwrap().contains("revoked"));

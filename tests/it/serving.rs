@@ -156,6 +156,15 @@ async fn a_request_that_takes_too_long_is_answered_504() {
         started.elapsed() < Duration::from_secs(4),
         "answered at the deadline, not after the 5 s wait"
     );
+    // A tool call's wait ends before the deadline: 202 with the running task, not 504.
+    let r = w
+        .http
+        .post(w.url("/api/v1/tools/demo.sleep/call?wait=30s"))
+        .json(&json!({"arguments": {"seconds": 3, "steps": 3}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
     // Streams are not cut: an SSE subscription outlives the deadline.
     let id = w
         .submit_ok(json!({"tool": "demo.sleep", "arguments": {"seconds": 3, "steps": 3}}))

@@ -7,7 +7,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use wharf_gateway::{AuthConfig, AuthMode, GatewayConfig, JwtConfig};
-use wharf_testkit::{Options, Wharf};
+use wharf_testkit::{Options, Wharf, WsClient};
 
 const ISSUER: &str = "https://idp.test";
 const AUDIENCE: &str = "wharf";
@@ -185,6 +185,51 @@ async fn every_wrong_token_is_refused_with_its_reason() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+}
+
+/// A WebSocket opened with a token works until the token expires, then is refused and closed
+/// (checked before each message, without verifying the signature again).
+#[tokio::test]
+async fn an_open_websocket_ends_when_its_token_expires() {
+    let w = start(JwtConfig {
+        hs256_secret: Some(SECRET.into()),
+        leeway_secs: 0,
+        ..jwt_config()
+    })
+    .await;
+    let opened = std::time::Instant::now();
+    let exp = chrono::Utc::now().timestamp() + 3;
+    let token = hs256(&claims(json!({"exp": exp})), SECRET);
+    let mut ws = WsClient::connect_as(&w, &token).await;
+    let probe = json!({"type": "task:subscribe", "task_id": uuid::Uuid::now_v7()});
+    ws.send(probe.clone()).await;
+    assert_eq!(
+        ws.next().await["code"],
+        "task_not_found",
+        "the socket works"
+    );
+    let refused = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            ws.send(probe.clone()).await;
+            let answer = ws.next().await;
+            if answer["code"] == "unauthenticated" {
+                return answer;
+            }
+            assert_eq!(answer["code"], "task_not_found", "{answer}");
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the socket refused within 10 s");
+    assert!(
+        refused["message"].as_str().unwrap().contains("expired"),
+        "{refused}"
+    );
+    assert!(
+        opened.elapsed() >= std::time::Duration::from_secs(1),
+        "refused only once the token expired"
+    );
+    assert!(ws.closed().await, "and closed");
 }
 
 /// Runs openssl (present on every machine this runs on) to make a key pair.

@@ -787,6 +787,23 @@ impl WsClient {
             .unwrap();
     }
 
+    /// Waits (up to 5 s) for the server to close the socket, skipping any message before the
+    /// close; false if it stays open.
+    pub async fn closed(&mut self) -> bool {
+        use futures::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match self.socket.next().await {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return true,
+                    Some(Ok(_)) => continue,
+                }
+            }
+        })
+        .await
+        .unwrap_or(false)
+    }
+
     pub async fn send_text(&mut self, text: &str) {
         use futures::SinkExt;
         self.socket

@@ -491,6 +491,29 @@ impl Authenticator {
             .or_else(|| self.config.roles.get(name).map(|p| Permissions::of(p)))
     }
 
+    /// Whether `credential`, which proved itself as `principal`, still does: what a WebSocket
+    /// asks before each message. A key is read again (from the cache, which a revocation
+    /// empties); a token can only have expired since, so its signature is not checked again.
+    pub async fn still_valid(
+        &self,
+        credential: &str,
+        principal: &Principal,
+    ) -> Result<(), ApiError> {
+        if credential.starts_with(API_KEY_PREFIX) {
+            return self.api_key(credential).await.map(|_| ());
+        }
+        let leeway = self.config.jwt.as_ref().map_or(0, |j| j.leeway_secs);
+        match principal.expires_at() {
+            Some(at)
+                if chrono::Utc::now()
+                    > at + chrono::Duration::seconds(i64::try_from(leeway).unwrap_or(0)) =>
+            {
+                Err(unauthenticated("the token has expired"))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Who `credential` is, or why it proves nothing.
     pub async fn resolve(&self, credential: &str) -> Result<Principal, ApiError> {
         if credential.starts_with(API_KEY_PREFIX) {

@@ -423,6 +423,14 @@ pub async fn call(
             .filter(|w| *w <= MAX_WAIT)
             .ok_or_else(|| query_error("wait", "a duration up to 50 s: 30, 30s or 1500ms"))?,
     };
+    // The answer must start before the request deadline (else 504): a wait that would reach it
+    // is cut short, leaving a second to read the task and answer.
+    let wait = wait.min(
+        state
+            .config
+            .request_timeout
+            .saturating_sub(Duration::from_secs(1)),
+    );
     let body = json_body(&state, &headers, body)?;
     let call: CallTool = if body.iter().all(u8::is_ascii_whitespace) {
         CallTool::default()
@@ -460,10 +468,11 @@ pub async fn call(
             break;
         }
     }
-    if ended && let Some(done) = tasks::find(&state, id).await? {
+    let now = tasks::find(&state, id).await?;
+    if ended && let Some(done) = now {
         return Ok((StatusCode::OK, [(header::LOCATION, location)], Json(done)).into_response());
     }
-    let now = tasks::find(&state, id).await?.unwrap_or(view);
+    let now = now.unwrap_or(view);
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, location)],

@@ -139,7 +139,7 @@ impl Session {
     /// Handles one client message; `false` when the socket must close.
     async fn handle(&mut self, text: &[u8]) -> bool {
         if let Some(c) = &self.credential
-            && let Err(e) = self.state.auth.resolve(c).await
+            && let Err(e) = self.state.auth.still_valid(c, &self.principal).await
         {
             self.refuse(None, None, e).await;
             return false;
