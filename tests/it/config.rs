@@ -3,16 +3,9 @@
 
 use std::time::Duration;
 
-use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 use wharf_gateway::GatewayConfig;
-use wharf_testkit::{Wharf, eventually};
-
-async fn send(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
-    let r = req.send().await.unwrap();
-    let status = r.status();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
+use wharf_testkit::{Wharf, eventually, send};
 
 #[tokio::test]
 async fn a_change_reaches_every_gateway_and_is_kept_with_who_made_it() {

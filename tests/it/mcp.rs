@@ -85,12 +85,7 @@ async fn server_everything_over_streamable_http() {
 #[tokio::test]
 async fn a_worker_reaches_an_mcp_server_over_https() {
     let everything = EverythingHttp::start().await;
-    let plain: std::net::SocketAddr = everything
-        .url
-        .trim_start_matches("http://")
-        .trim_end_matches("/mcp")
-        .parse()
-        .unwrap();
+    let plain = everything.addr();
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert, key) = certificate(dir.path());
     let port = tls_proxy(&cert, &key, plain).await;

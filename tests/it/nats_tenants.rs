@@ -142,13 +142,20 @@ async fn a_tenant_follows_its_own_tasks_on_nats_and_nothing_else() {
     );
 
     // globex's task ends; acme's own subscription sees none of it. acme's task's events reach it.
-    let (globex_nats, _globex_errors) = connect(&w, &globex).await.expect("globex's key connects");
+    let (globex_nats, mut globex_errors) =
+        connect(&w, &globex).await.expect("globex's key connects");
     let mut globex_own = globex_nats
         .subscribe(tenant_live_events("globex"))
         .await
         .unwrap();
-    globex_nats.flush().await.unwrap();
-    acme_nats.flush().await.unwrap();
+    // A flush only writes the subscription out. The server answers a forbidden subscription
+    // after it has processed the ones before it, so that refusal proves globex's own
+    // subscription is in place (acme's was, before the refusals above).
+    let _probe = globex_nats
+        .subscribe(tenant_live_events("acme"))
+        .await
+        .unwrap();
+    refusal(&mut globex_errors).await;
     let theirs = submit_as(&w, &globex, "globex").await;
     w.wait_recorded(theirs, TaskStatus::Succeeded).await;
     let mine = submit_as(&w, &w.key("acme", "submitter").await, "acme").await;
@@ -164,7 +171,8 @@ async fn a_tenant_follows_its_own_tasks_on_nats_and_nothing_else() {
         first.subject
     );
 
-    // The first event acme receives is of its own task: globex's came earlier and never here.
+    // acme's subscription gets its own task's events, from the first: its subject holds acme's
+    // tasks only (that acme can subscribe to nothing else is what the refusals above show).
     let mut seen = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(m) = own.next().await {
@@ -244,8 +252,9 @@ async fn a_session_ends_when_its_key_expires() {
     let (client, mut events) = connect(&w, &secret)
         .await
         .expect("the key connects while it is valid");
-    // The server closes the connection when the authorization expires (and the reconnect is
-    // refused: the key has expired too).
+    let connected = std::time::Instant::now();
+    // The server closes the connection when the authorization expires: with the key, not
+    // max_session_secs (900 s) later.
     let mut seen = Vec::new();
     tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(e) = events.recv().await {
@@ -258,12 +267,18 @@ async fn a_session_ends_when_its_key_expires() {
     })
     .await
     .unwrap_or_else(|_| panic!("the expiring session was not ended; events: {seen:?}"));
+    assert!(
+        connected.elapsed() >= Duration::from_secs(1),
+        "ended by the expiry, not at once: {seen:?}"
+    );
     drop(client);
+    // And the key, expired, connects no more.
+    assert!(connect(&w, &secret).await.is_err());
     w.shutdown().await;
 }
 
 /// NATS connection attempts count against the address's allowance (`limits.per_ip`), as HTTP
-/// requests do: past it, even a good key is refused until the allowance refills.
+/// requests do: past it, even a good key is refused.
 #[tokio::test]
 async fn connection_attempts_count_against_the_address_limit() {
     let w = start(true).await;

@@ -7,13 +7,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use wharf_contract::TaskStatus;
-use wharf_testkit::{EverythingHttp, Options, Wharf, eventually};
-
-async fn send(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
-    let r = req.send().await.unwrap();
-    let status = r.status();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
+use wharf_testkit::{EverythingHttp, Options, Wharf, eventually, send};
 
 /// The tool names the gateway lists for `server`.
 async fn catalog(w: &Wharf, server: &str) -> Vec<String> {
@@ -134,10 +128,11 @@ async fn a_registry_server_is_served_while_listed_and_leaves_when_removed() {
         Duration::from_secs(10),
         || async {
             let workers = served(&w).await;
-            workers
-                .iter()
-                .all(|(_, tools)| tools.iter().any(|t| t == "tools.echo"))
-                .then_some(())
+            (workers.len() == 1
+                && workers
+                    .iter()
+                    .all(|(_, tools)| tools.iter().any(|t| t == "tools.echo")))
+            .then_some(())
         },
     )
     .await;
@@ -173,13 +168,12 @@ async fn a_registry_server_is_served_while_listed_and_leaves_when_removed() {
         Duration::from_secs(10),
         || async {
             let workers = served(&w).await;
-            workers
-                .iter()
-                .all(|(_, tools)| {
+            (workers.len() == 2
+                && workers.iter().all(|(_, tools)| {
                     !tools.iter().any(|t| t.starts_with("tools."))
                         && tools.iter().any(|t| t == "demo.echo")
-                })
-                .then_some(())
+                }))
+            .then_some(())
         },
     )
     .await;
@@ -199,34 +193,34 @@ async fn a_registry_server_is_served_while_listed_and_leaves_when_removed() {
 #[tokio::test]
 async fn a_worker_connects_only_to_registry_servers_of_its_queues_and_hosts() {
     let everything = EverythingHttp::start().await;
-    let port = everything
-        .url
-        .split(':')
-        .nth(2)
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    // Where the refused entries point: a port that counts the connections it is offered.
+    let decoy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let decoy_port = decoy.local_addr().unwrap().port();
+    let offered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = offered.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = decoy.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(socket);
+        }
+    });
     let w = Wharf::start_with(Options {
         registry: wharf_worker::RegistryPolicy {
             enabled: true,
-            allow_hosts: vec![format!("127.0.0.1:{port}")],
+            allow_hosts: vec!["127.0.0.1".into()],
         },
         ..Options::default()
     })
     .await;
     w.wait_for_tool("demo.echo").await;
-    // The same server three times: by an allowed host, by a host the worker was not given
-    // (`localhost`), and for a queue the worker does not serve. The refused ones sort first, so
-    // the worker meets them before the one it takes.
-    let by_name = everything.url.replace("127.0.0.1", "localhost");
+    // Refused: a host the worker was not given (`localhost`), and a queue it does not serve.
+    // They sort first, so the worker meets them before the one it takes.
     let (status, applied) = put_config(
         &w,
         0,
         json!({
-            "a-other-host": {"url": by_name},
-            "b-other-queue": {"url": everything.url, "queues": ["gpu"]},
+            "a-other-host": {"url": format!("http://localhost:{decoy_port}/mcp")},
+            "b-other-queue": {"url": format!("http://127.0.0.1:{decoy_port}/mcp"), "queues": ["gpu"]},
             "z-allowed": {"url": everything.url, "queues": ["gpu", "default"]},
         }),
     )
@@ -237,19 +231,15 @@ async fn a_worker_connects_only_to_registry_servers_of_its_queues_and_hosts() {
         .submit_ok(json!({"tool": "z-allowed.echo", "arguments": {"message": "allowed"}}))
         .await;
     w.wait_recorded(task, TaskStatus::Succeeded).await;
-    for refused in ["a-other-host", "b-other-queue"] {
-        assert!(
-            catalog(&w, refused).await.is_empty(),
-            "{refused} must not be served"
-        );
-    }
-    let workers = served(&w).await;
-    assert!(
-        workers[0]
-            .1
-            .iter()
-            .all(|t| !t.starts_with("a-") && !t.starts_with("b-")),
-        "{workers:?}"
+    // The worker started every server it took in one go, the allowed one last; that one has
+    // connected, listed its tools and run a task since, and the refused ones were never tried.
+    assert_eq!(
+        offered.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a refused registry server was connected to"
     );
+    for refused in ["a-other-host", "b-other-queue"] {
+        assert!(catalog(&w, refused).await.is_empty(), "{refused}");
+    }
     w.shutdown().await;
 }

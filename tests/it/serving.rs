@@ -113,13 +113,14 @@ async fn oversized_and_slow_request_heads_are_cut_off() {
         .unwrap();
     let started = std::time::Instant::now();
     let mut rest = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut rest))
+    tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut rest))
         .await
         .expect("the gateway hangs up on a head that never ends")
         .ok();
+    let took = started.elapsed();
     assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "cut off after the header timeout"
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "cut off at the 1 s header timeout, not before nor much after: {took:?}"
     );
 }
 

@@ -390,7 +390,7 @@ impl KeySetServer {
 }
 
 #[tokio::test]
-async fn keys_from_a_jwks_url_follow_the_providers_rotation() {
+async fn a_key_the_provider_adds_at_its_jwks_url_works_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let rsa = ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"];
     let (first_private, first_public) = key_pair(dir.path(), "first", &rsa);

@@ -479,6 +479,14 @@ impl Wharf {
     }
 
     /// Messages stored in stream `name` now.
+    /// The sequence of the last message stored in stream `name`: it grows with every message
+    /// stored and never shrinks as messages are acknowledged or expire, so two readings show
+    /// whether anything was stored between them.
+    pub async fn stream_last_sequence(&self, name: &str) -> u64 {
+        let mut stream = self.bus.jetstream().get_stream(name).await.unwrap();
+        stream.info().await.unwrap().state.last_sequence
+    }
+
     pub async fn stream_messages(&self, name: &str) -> u64 {
         let mut stream = self.bus.jetstream().get_stream(name).await.unwrap();
         stream.info().await.unwrap().state.messages
@@ -701,6 +709,13 @@ pub async fn tls_proxy(
     port
 }
 
+/// Sends `req`: the answer's status and JSON body (`null` when it has none).
+pub async fn send(req: reqwest::RequestBuilder) -> (reqwest::StatusCode, serde_json::Value) {
+    let r = req.send().await.unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
 /// A plain HTTP client (with the process's TLS provider installed first, as every client
 /// needs).
 pub fn http() -> reqwest::Client {
@@ -740,6 +755,15 @@ impl EverythingHttp {
             _child: child,
             url: format!("http://127.0.0.1:{port}/mcp"),
         }
+    }
+
+    /// The server's address, from its URL.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.url
+            .trim_start_matches("http://")
+            .trim_end_matches("/mcp")
+            .parse()
+            .unwrap()
     }
 
     pub fn config(&self) -> McpServerConfig {
