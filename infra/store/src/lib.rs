@@ -34,6 +34,9 @@ pub enum Error {
     Db(#[from] sea_orm::DbErr),
     #[error("a stored row does not decode: {0}")]
     Corrupt(String),
+    /// The row changed between reading and writing it (another writer won): write again.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl Error {

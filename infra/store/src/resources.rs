@@ -44,7 +44,7 @@ fn agent_of(m: agent::Model) -> Result<Agent, Error> {
     })
 }
 
-/// Whether an agent write may create a new agent, replace an existing one, or either.
+/// Whether an agent write creates a new agent or replaces an existing one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AgentWrite {
     Create,
@@ -161,7 +161,7 @@ impl Store {
                     .exec(self.connection())
                     .await?;
                 if done.rows_affected == 0 {
-                    return Err(Error::Corrupt(format!(
+                    return Err(Error::Conflict(format!(
                         "agent {tenant}/{name} changed while it was being updated; update it again"
                     )));
                 }

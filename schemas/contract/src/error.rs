@@ -37,6 +37,8 @@ pub enum ErrorCode {
     ToolNotAllowed,
     /// An agent with this name already exists in the tenant.
     AgentExists,
+    /// The agent changed while this update was being written; read it and update it again.
+    AgentConflict,
     /// The configuration changed since the revision the update names; read it and retry.
     ConfigConflict,
     /// No credentials, or credentials that do not prove who the caller is (unknown, revoked
@@ -70,6 +72,7 @@ impl ErrorCode {
             | ErrorCode::IdempotencyKeyInUse
             | ErrorCode::NotReplayable
             | ErrorCode::AgentExists
+            | ErrorCode::AgentConflict
             | ErrorCode::ConfigConflict => 409,
             ErrorCode::ToolNotAllowed => 403,
             ErrorCode::BodyTooLarge => 413,
@@ -98,6 +101,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => "unsupported media type",
             ErrorCode::ToolNotAllowed => "the agent may not use this tool",
             ErrorCode::AgentExists => "an agent with this name exists",
+            ErrorCode::AgentConflict => "the agent changed meanwhile",
             ErrorCode::ConfigConflict => "the configuration changed meanwhile",
             ErrorCode::Unauthenticated => "authentication required",
             ErrorCode::Forbidden => "permission denied",
@@ -126,6 +130,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::ToolNotAllowed => "tool_not_allowed",
             ErrorCode::AgentExists => "agent_exists",
+            ErrorCode::AgentConflict => "agent_conflict",
             ErrorCode::ConfigConflict => "config_conflict",
             ErrorCode::Unauthenticated => "unauthenticated",
             ErrorCode::Forbidden => "forbidden",

@@ -119,6 +119,7 @@ mod tests {
             UnsupportedMediaType,
             ToolNotAllowed,
             AgentExists,
+            AgentConflict,
             ConfigConflict,
             Unauthenticated,
             Forbidden,

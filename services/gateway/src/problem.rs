@@ -74,6 +74,8 @@ impl From<wharf_store::Error> for ApiError {
     fn from(e: wharf_store::Error) -> ApiError {
         match e {
             wharf_store::Error::Db(e) => ApiError::unavailable(e),
+            // Agents are the only rows the store writes over a revision it read.
+            wharf_store::Error::Conflict(why) => ApiError::new(ErrorCode::AgentConflict, why),
             other => ApiError::internal(other),
         }
     }
