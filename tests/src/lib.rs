@@ -261,16 +261,15 @@ impl Wharf {
         let dir = tempfile::tempdir().unwrap();
         // With the gateway answering the auth callout, the server requires it of everyone but
         // the platform's own user.
-        let auth = options
-            .gateway
-            .nats_auth
-            .as_ref()
-            .map(|n| wharf_bus::local::ServerAuth {
+        let auth = options.gateway.nats_auth.as_ref().map(|n| {
+            let keys = n.keys().unwrap();
+            wharf_bus::local::ServerAuth {
                 user: "wharf".into(),
                 password: uuid::Uuid::now_v7().simple().to_string(),
-                callout_issuer: Some(n.issuer().unwrap().public_key()),
-                callout_xkey: n.xkey().unwrap().map(|k| k.public_key()),
-            });
+                callout_issuer: Some(keys.issuer_public().to_owned()),
+                callout_xkey: keys.xkey_public(),
+            }
+        });
         let nats = LocalNats::start_with(&dir.path().join("nats"), auth.as_ref())
             .await
             .unwrap();

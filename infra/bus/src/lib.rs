@@ -20,11 +20,11 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use uuid::Uuid;
 use wharf_contract::{
     ATTEMPTS_USED_HEADER, CANCEL_BUCKET, DLQ_STREAM, DLQ_SUBJECTS, DeadLetter, EVENT_SCHEMA,
-    EVENTS_STREAM, EVENTS_SUBJECTS, IDEMPOTENCY_BUCKET, LIVE_EVENTS_SUBJECTS, McpRegistry,
-    Priority, RECORDER_CONSUMER, REGISTRY_BUCKET, REGISTRY_KEY, SCHEDULES_SUBJECTS, SCHEMA_HEADER,
-    TASK_SCHEMA, TASKS_STREAM, TASKS_SUBJECTS, TOOLS_BUCKET, TRACEPARENT_HEADER, Task, TaskEvent,
-    ToolServer, dlq_subject, event_filter, event_subject, live_event_filter, queue_consumer,
-    schedule_subject, task_subject, tenant_of_event_subject,
+    EVENTS_STREAM, EVENTS_SUBJECTS, IDEMPOTENCY_BUCKET, LIVE_EVENTS_SUBJECTS, MCP_REGISTRY_VERSION,
+    McpRegistry, Priority, RECORDER_CONSUMER, REGISTRY_BUCKET, REGISTRY_KEY, SCHEDULES_SUBJECTS,
+    SCHEMA_HEADER, TASK_SCHEMA, TASKS_STREAM, TASKS_SUBJECTS, TOOLS_BUCKET, TRACEPARENT_HEADER,
+    Task, TaskEvent, ToolServer, dlq_subject, event_filter, event_subject, live_event_filter,
+    queue_consumer, schedule_subject, task_subject, tenant_of_event_subject,
 };
 use wharf_contract::{
     CONFIG_CHANGED_SUBJECT, KEY_REVOKED_SUBJECT, QueueLevel, WORKERS_BUCKET, WorkerInfo,
@@ -1140,10 +1140,12 @@ impl Bus {
                 .await
                 .map_err(nats("read the mcp registry"))?;
             let written = match entry {
-                Some(e) if e.operation == kv::Operation::Put => {
-                    let there = serde_json::from_slice::<McpRegistry>(&e.value)
-                        .map(|r| r.revision)
-                        .unwrap_or(0);
+                Some(e) => {
+                    // A deleted key (or an unreadable entry) is below every revision.
+                    let there = (e.operation == kv::Operation::Put)
+                        .then(|| serde_json::from_slice::<McpRegistry>(&e.value).ok())
+                        .flatten()
+                        .map_or(0, |r| r.revision);
                     if there == registry.revision {
                         return Ok(Published::Current);
                     }
@@ -1155,10 +1157,6 @@ impl Bus {
                         .await
                         .is_ok()
                 }
-                Some(e) => store
-                    .update(REGISTRY_KEY, body.clone(), e.revision)
-                    .await
-                    .is_ok(),
                 None => store.create(REGISTRY_KEY, body.clone()).await.is_ok(),
             };
             if written {
@@ -1185,6 +1183,13 @@ impl Bus {
                 return Some(McpRegistry::default());
             }
             match serde_json::from_slice::<McpRegistry>(&entry.value) {
+                Ok(r) if r.v > MCP_REGISTRY_VERSION => {
+                    tracing::warn!(
+                        version = r.v,
+                        "ignoring an mcp registry of a newer wire version: upgrade this worker"
+                    );
+                    None
+                }
                 Ok(r) => Some(r),
                 Err(e) => {
                     tracing::warn!(error = %e, "ignoring a malformed mcp registry");
@@ -1388,23 +1393,9 @@ pub fn redact_url(raw: &str) -> String {
 
 /// Undoes the percent-encoding of a URL's user or password.
 fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(b) = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(b);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 fn decode_tool_server(key: &str, value: &[u8]) -> Option<ToolServer> {
@@ -1476,6 +1467,7 @@ mod tests {
             "nats://***@host:4222"
         );
         assert_eq!(decode("p%40ss%3Aword"), "p@ss:word");
+        assert_eq!(decode("p%C3%A4ss%2Fw"), "päss/w");
         assert_eq!(decode("plain"), "plain");
     }
 }

@@ -203,15 +203,7 @@ impl LocalNats {
 
 /// Percent-encodes what a URL's user or password cannot hold as it is.
 fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 /// Stops the nats-server named by `pid_file`, if one still runs.

@@ -141,6 +141,22 @@ pub struct ConfigHistory {
     pub revisions: Vec<ConfigRevision>,
 }
 
+/// Adds `<section>.<name>` to `changed` for each name whose entry differs between `before`
+/// and `after` (added, removed or changed).
+fn changed_entries<T: PartialEq>(
+    changed: &mut Vec<String>,
+    section: &str,
+    before: &BTreeMap<String, T>,
+    after: &BTreeMap<String, T>,
+) {
+    let names: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    for name in names {
+        if before.get(name) != after.get(name) {
+            changed.push(format!("{section}.{name}"));
+        }
+    }
+}
+
 impl RuntimeConfig {
     /// The settings `other` holds differently, by section and name.
     pub fn changes_from(&self, other: &RuntimeConfig) -> Vec<String> {
@@ -159,26 +175,57 @@ impl RuntimeConfig {
                 changed.push(name.to_owned());
             }
         }
-        let names: std::collections::BTreeSet<&String> =
-            other.queues.keys().chain(self.queues.keys()).collect();
-        for name in names {
-            if other.queues.get(name) != self.queues.get(name) {
-                changed.push(format!("queues.{name}"));
-            }
-        }
+        changed_entries(&mut changed, "queues", &other.queues, &self.queues);
         if other.session_ttl_secs != self.session_ttl_secs {
             changed.push("session_ttl_secs".into());
         }
-        let names: std::collections::BTreeSet<&String> = other
-            .mcp_servers
-            .keys()
-            .chain(self.mcp_servers.keys())
-            .collect();
-        for name in names {
-            if other.mcp_servers.get(name) != self.mcp_servers.get(name) {
-                changed.push(format!("mcp_servers.{name}"));
-            }
-        }
+        changed_entries(
+            &mut changed,
+            "mcp_servers",
+            &other.mcp_servers,
+            &self.mcp_servers,
+        );
         changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_name_each_setting_that_differs() {
+        let before = RuntimeConfig {
+            limits: LimitsConfig::default(),
+            queues: [("a".to_owned(), QueueSettings::default())].into(),
+            session_ttl_secs: 60,
+            mcp_servers: BTreeMap::new(),
+        };
+        let mut after = before.clone();
+        assert!(after.changes_from(&before).is_empty());
+        after.queues.remove("a");
+        after.queues.insert(
+            "b".into(),
+            QueueSettings {
+                max_attempts: Some(2),
+                ..Default::default()
+            },
+        );
+        after.limits.write = Some(Rate {
+            per_sec: 1.0,
+            burst: None,
+        });
+        after.mcp_servers.insert(
+            "s".into(),
+            RegistryServer {
+                url: "http://s/mcp".into(),
+                queues: vec![],
+                retry_tool_errors: false,
+            },
+        );
+        assert_eq!(
+            after.changes_from(&before),
+            ["limits.write", "queues.a", "queues.b", "mcp_servers.s"]
+        );
     }
 }

@@ -140,12 +140,16 @@ pub const UNKNOWN_TENANT: &str = "~";
 /// Subject the events of task `id` of `tenant` are published on (an empty tenant, which no
 /// task should have, becomes [`UNKNOWN_TENANT`] rather than an invalid subject).
 pub fn event_subject(tenant: &str, id: Uuid) -> String {
-    let tenant = if tenant.is_empty() {
+    format!("wharf.events.{}.{id}", tenant_token(tenant))
+}
+
+/// The subject token of `tenant`: itself, or [`UNKNOWN_TENANT`] for none.
+fn tenant_token(tenant: &str) -> &str {
+    if tenant.is_empty() {
         UNKNOWN_TENANT
     } else {
         tenant
-    };
-    format!("wharf.events.{tenant}.{id}")
+    }
 }
 
 /// Filter matching the events of task `id`, whatever its tenant: for reading by id alone.
@@ -162,7 +166,7 @@ pub fn tenant_of_event_subject(subject: &str) -> Option<&str> {
 /// Subject the stored events of task `id` of `tenant` are republished on (see
 /// [`LIVE_EVENTS_SUBJECTS`]).
 pub fn live_event_subject(tenant: &str, id: Uuid) -> String {
-    format!("wharf.live.events.{tenant}.{id}")
+    format!("wharf.live.events.{}.{id}", tenant_token(tenant))
 }
 
 /// Filter matching the republished events of task `id`, whatever its tenant.

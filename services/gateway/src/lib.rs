@@ -144,7 +144,7 @@ impl GatewayConfig {
             Error::Config(format!("gateway.{}: {why}", path.replace('/', ".")))
         })?;
         if let Some(n) = &self.nats_auth {
-            n.issuer().map_err(Error::Config)?;
+            n.keys().map_err(Error::Config)?;
         }
         if !(8 * 1024..=1024 * 1024).contains(&self.max_header_bytes) {
             return Err(Error::Config(

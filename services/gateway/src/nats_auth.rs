@@ -64,11 +64,11 @@ impl std::fmt::Debug for NatsAuthConfig {
 }
 
 impl NatsAuthConfig {
-    /// The issuer key, or why the settings are unusable.
-    pub fn issuer(&self) -> Result<nkeys::KeyPair, String> {
-        let key = nkeys::KeyPair::from_seed(self.issuer_seed.trim())
+    /// The keys these settings name, checked with the rest of the settings.
+    pub fn keys(&self) -> Result<Keys, String> {
+        let issuer = nkeys::KeyPair::from_seed(self.issuer_seed.trim())
             .map_err(|e| format!("gateway.nats_auth.issuer_seed is not an nkey seed: {e}"))?;
-        if key.key_pair_type() != nkeys::KeyPairType::Account {
+        if issuer.key_pair_type() != nkeys::KeyPairType::Account {
             return Err("gateway.nats_auth.issuer_seed must be an account seed (SA…)".into());
         }
         if !(60..=86_400).contains(&self.max_session_secs) {
@@ -77,19 +77,42 @@ impl NatsAuthConfig {
         if self.account.is_empty() {
             return Err("gateway.nats_auth.account must name an account".into());
         }
-        self.xkey()?;
-        Ok(key)
-    }
-
-    /// The curve key requests are encrypted to, if one is configured.
-    pub fn xkey(&self) -> Result<Option<nkeys::XKey>, String> {
-        self.xkey_seed
+        let xkey = self
+            .xkey_seed
             .as_deref()
             .map(|seed| {
                 nkeys::XKey::from_seed(seed.trim())
                     .map_err(|e| format!("gateway.nats_auth.xkey_seed is not a curve seed: {e}"))
             })
-            .transpose()
+            .transpose()?;
+        Ok(Keys {
+            issuer_public: issuer.public_key(),
+            issuer,
+            xkey,
+            account: self.account.clone(),
+            max_session_secs: i64::try_from(self.max_session_secs).unwrap_or(900),
+        })
+    }
+}
+
+/// What answering takes: the keys, and the settings of the users it makes.
+pub struct Keys {
+    issuer: nkeys::KeyPair,
+    issuer_public: String,
+    xkey: Option<nkeys::XKey>,
+    account: String,
+    max_session_secs: i64,
+}
+
+impl Keys {
+    /// The issuer's public key: nats-server's `auth_callout.issuer`.
+    pub fn issuer_public(&self) -> &str {
+        &self.issuer_public
+    }
+
+    /// The curve key's public key, if any: nats-server's `auth_callout.xkey`.
+    pub fn xkey_public(&self) -> Option<String> {
+        self.xkey.as_ref().map(nkeys::XKey::public_key)
     }
 }
 
@@ -150,8 +173,8 @@ struct ClientInfo {
 /// Answers authorization requests until the gateway stops. Every gateway subscribes in one
 /// queue group, so each request is answered once.
 pub async fn serve(state: AppState, config: NatsAuthConfig) {
-    let (issuer, xkey) = match config.issuer().and_then(|i| Ok((i, config.xkey()?))) {
-        Ok(k) => k,
+    let keys = match config.keys() {
+        Ok(k) => std::sync::Arc::new(k),
         Err(e) => {
             tracing::error!("{e}");
             return;
@@ -168,8 +191,7 @@ pub async fn serve(state: AppState, config: NatsAuthConfig) {
             return;
         }
     };
-    tracing::info!(issuer = %issuer.public_key(), encrypted = xkey.is_some(), "answering nats authorization requests");
-    let keys = std::sync::Arc::new(Keys { issuer, xkey });
+    tracing::info!(issuer = %keys.issuer_public, encrypted = keys.xkey.is_some(), "answering nats authorization requests");
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT));
     loop {
         let message = tokio::select! {
@@ -185,11 +207,10 @@ pub async fn serve(state: AppState, config: NatsAuthConfig) {
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
-        let (state, keys, config, client) =
-            (state.clone(), keys.clone(), config.clone(), client.clone());
+        let (state, keys, client) = (state.clone(), keys.clone(), client.clone());
         tokio::spawn(async move {
             let _slot = slot;
-            let Some((answer, audit)) = answer(&state, &keys, &config, &message).await else {
+            let Some((answer, audit)) = answer(&state, &keys, &message).await else {
                 return;
             };
             // The client waits for this; the audit entry can wait for the client.
@@ -201,18 +222,11 @@ pub async fn serve(state: AppState, config: NatsAuthConfig) {
     }
 }
 
-/// The gateway's keys for the callout.
-struct Keys {
-    issuer: nkeys::KeyPair,
-    xkey: Option<nkeys::XKey>,
-}
-
 /// The signed (and, with an xkey, encrypted) answer to one request, and its audit entry
 /// (`None` for a request that cannot even be read: the server then times the client out).
 async fn answer(
     state: &AppState,
     keys: &Keys,
-    config: &NatsAuthConfig,
     message: &async_nats::Message,
 ) -> Option<(Vec<u8>, wharf_contract::AuditEntry)> {
     let issuer = &keys.issuer;
@@ -292,7 +306,7 @@ async fn answer(
     let nats = match &outcome {
         Ok(principal) => {
             // The session ends with the credential, or after max_session_secs if sooner.
-            let longest = now + i64::try_from(config.max_session_secs).unwrap_or(900);
+            let longest = now + keys.max_session_secs;
             let exp = principal
                 .expires_at()
                 .map_or(longest, |at| at.timestamp().min(longest));
@@ -301,9 +315,9 @@ async fn answer(
                 json!({
                     "iat": now,
                     "exp": exp,
-                    "iss": issuer.public_key(),
+                    "iss": keys.issuer_public,
                     "sub": body.user_nkey,
-                    "aud": config.account,
+                    "aud": keys.account,
                     "name": principal.actor(),
                     "nats": {
                         "pub": {"deny": [">"]},
@@ -350,7 +364,7 @@ async fn answer(
         issuer,
         json!({
             "iat": now,
-            "iss": issuer.public_key(),
+            "iss": keys.issuer_public,
             "sub": body.user_nkey,
             "aud": body.server_id.id,
             "nats": nats,
@@ -392,7 +406,7 @@ fn claims_of<T: serde::de::DeserializeOwned>(token: &[u8]) -> Result<T, String> 
 fn sign(key: &nkeys::KeyPair, mut claims: Value) -> String {
     let unnamed = serde_json::to_vec(&claims).expect("claims serialise");
     let digest = sha2::Sha256::digest(&unnamed);
-    claims["jti"] = Value::String(base32(&digest));
+    claims["jti"] = Value::String(data_encoding::BASE32_NOPAD.encode(&digest));
     let header = URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
     let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).expect("claims serialise"));
     let signed = format!("{header}.{body}");
@@ -402,35 +416,9 @@ fn sign(key: &nkeys::KeyPair, mut claims: Value) -> String {
     format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature))
 }
 
-/// RFC 4648 base32 without padding.
-fn base32(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let mut out = String::with_capacity(bytes.len().div_ceil(5) * 8);
-    let (mut buffer, mut bits) = (0u32, 0u32);
-    for &b in bytes {
-        buffer = (buffer << 8) | u32::from(b);
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            out.push(ALPHABET[((buffer >> bits) & 31) as usize] as char);
-        }
-    }
-    if bits > 0 {
-        out.push(ALPHABET[((buffer << (5 - bits)) & 31) as usize] as char);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base32_matches_rfc_4648() {
-        assert_eq!(base32(b""), "");
-        assert_eq!(base32(b"f"), "MY");
-        assert_eq!(base32(b"foobar"), "MZXW6YTBOI");
-    }
 
     #[test]
     fn a_signed_jwt_verifies_with_the_issuer_public_key() {
@@ -441,8 +429,9 @@ mod tests {
             account: "$G".into(),
             max_session_secs: 900,
         };
-        let key = config.issuer().unwrap();
-        let token = sign(&key, json!({"sub": "U", "nats": {"type": "user"}}));
+        let keys = config.keys().unwrap();
+        assert_eq!(keys.issuer_public(), public);
+        let token = sign(&keys.issuer, json!({"sub": "U", "nats": {"type": "user"}}));
         let parts: Vec<&str> = token.split('.').collect();
         assert_eq!(parts.len(), 3);
         let verifier = nkeys::KeyPair::from_public_key(&public).unwrap();
@@ -464,6 +453,6 @@ mod tests {
             account: "$G".into(),
             max_session_secs: 900,
         };
-        assert!(config.issuer().unwrap_err().contains("account seed"));
+        assert!(config.keys().err().unwrap().contains("account seed"));
     }
 }
