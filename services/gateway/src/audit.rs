@@ -257,13 +257,21 @@ pub struct Refusal {
     pub detail: String,
 }
 
+/// The action a refusal of the caller is recorded as, whatever was asked: over HTTP and over
+/// the WebSocket alike.
+pub fn refusal_action(code: ErrorCode) -> Option<&'static str> {
+    match code {
+        ErrorCode::Unauthenticated => Some("auth.unauthenticated"),
+        ErrorCode::Forbidden => Some("auth.forbidden"),
+        _ => None,
+    }
+}
+
 /// The name of what a request does, from its method and route; refusals of the caller
 /// (`unauthenticated`, `forbidden`) are named as such, whatever was asked.
 fn action(method: &Method, route: &str, refused: Option<ErrorCode>) -> String {
-    match refused {
-        Some(ErrorCode::Unauthenticated) => return "auth.unauthenticated".into(),
-        Some(ErrorCode::Forbidden) => return "auth.forbidden".into(),
-        _ => {}
+    if let Some(name) = refused.and_then(refusal_action) {
+        return name.into();
     }
     let named = match (method.as_str(), route) {
         ("POST", "/api/v1/tasks") => "task.submit",
@@ -352,21 +360,15 @@ pub async fn record_http(State(state): State<AppState>, request: Request, next: 
         .and_then(|l| l.to_str().ok())
         .filter(|_| status < 300)
         .map_or(path, str::to_owned);
+    let refusal = response.extensions().get::<Refusal>();
     let entry = entry(
         response.extensions().get::<Principal>(),
-        action(
-            &method,
-            &route,
-            response.extensions().get::<Refusal>().map(|r| r.code),
-        ),
+        action(&method, &route, refusal.map(|r| r.code)),
         status,
         target,
         &request_id,
         &ip,
-        response
-            .extensions()
-            .get::<Refusal>()
-            .map(|r| r.detail.clone()),
+        refusal.map(|r| r.detail.clone()),
     );
     state.audit.record(entry).await;
     response

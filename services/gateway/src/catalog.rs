@@ -90,11 +90,13 @@ impl Catalog {
             .retain(|_, e| e.info.server != name);
     }
 
-    pub fn list(&self) -> Vec<ToolInfo> {
+    /// The tools `keep` keeps, by name; only those are copied.
+    pub fn list(&self, keep: impl Fn(&ToolInfo) -> bool) -> Vec<ToolInfo> {
         self.tools
             .read()
             .unwrap()
             .values()
+            .filter(|e| keep(&e.info))
             .map(|e| e.info.clone())
             .collect()
     }

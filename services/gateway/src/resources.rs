@@ -363,21 +363,16 @@ pub async fn tools(
     principal.require(Permission::ToolsRead)?;
     let q = crate::tasks::read_query(query)?;
     let needle = q.q.map(|s| s.to_lowercase());
-    let mut tools: Vec<_> = state
-        .catalog
-        .list()
-        .into_iter()
-        .filter(|t| q.server.as_ref().is_none_or(|s| t.server == *s))
-        .filter(|t| {
-            needle.as_ref().is_none_or(|n| {
+    // The catalog is kept by name, so the list comes sorted.
+    let tools = state.catalog.list(|t| {
+        q.server.as_ref().is_none_or(|s| t.server == *s)
+            && needle.as_ref().is_none_or(|n| {
                 t.name.to_lowercase().contains(n)
                     || t.description
                         .as_ref()
                         .is_some_and(|d| d.to_lowercase().contains(n))
             })
-        })
-        .collect();
-    tools.sort_by(|a, b| a.name.cmp(&b.name));
+    });
     Ok(Json(ToolList { tools }))
 }
 

@@ -580,6 +580,8 @@ pub async fn create_batch(
     }
     let mut events = Vec::with_capacity(req.tasks.len());
     let mut keys = std::collections::HashMap::new();
+    let mut contexts: std::collections::HashMap<_, Option<wharf_contract::Agent>> =
+        std::collections::HashMap::new();
     for (i, task) in req.tasks.into_iter().enumerate() {
         if let Some(key) = &task.idempotency_key
             && let Some(first) = keys.insert(key.clone(), i)
@@ -591,9 +593,18 @@ pub async fn create_batch(
             ));
         }
         let within = |e: ApiError| e.within(&format!("/tasks/{i}"));
-        let agent = context(&state, &principal, &task, Origin::Client)
-            .await
-            .map_err(within)?;
+        // The tasks of a batch mostly name the same session and agent: each pair is read once.
+        let named = (task.session_id.clone(), task.agent.clone());
+        let agent = match contexts.get(&named) {
+            Some(agent) => agent.clone(),
+            None => {
+                let agent = context(&state, &principal, &task, Origin::Client)
+                    .await
+                    .map_err(within)?;
+                contexts.insert(named, agent.clone());
+                agent
+            }
+        };
         events.push(
             prepare(&state, &principal, task, Origin::Client, agent.as_ref()).map_err(within)?,
         );

@@ -325,11 +325,10 @@ impl Session {
         target: String,
         refusal: Option<wharf_contract::Problem>,
     ) {
-        let action = match refusal.as_ref().map(|p| p.code) {
-            Some(ErrorCode::Forbidden) => "auth.forbidden",
-            Some(ErrorCode::Unauthenticated) => "auth.unauthenticated",
-            _ => action,
-        };
+        let action = refusal
+            .as_ref()
+            .and_then(|p| crate::audit::refusal_action(p.code))
+            .unwrap_or(action);
         let detail = refusal.map(|p| p.detail);
         let entry = crate::audit::entry(
             Some(&self.principal),
