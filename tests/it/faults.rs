@@ -386,12 +386,13 @@ impl Rig {
         (sum(false), sum(true))
     }
 
-    /// Waits until the history holds at least `n` tasks and all of them ended.
+    /// Waits until the history holds at least `n` tasks and all of them ended, but for
+    /// stranded submissions (see [`Rig::stranded`]).
     async fn wait_all_ended(&self, n: usize, deadline: Duration) {
         let end = Instant::now() + deadline;
         loop {
             let (ended, open) = self.ended().await;
-            if ended >= n as u64 && open == 0 {
+            if ended >= n as u64 && (open == 0 || self.stranded().await == Some(open)) {
                 return;
             }
             assert!(
@@ -402,6 +403,40 @@ impl Rig {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// How many unfinished tasks are stranded submissions, when all of them are (`None`
+    /// otherwise): a gateway killed between sending a task's `submitted` event and the task
+    /// itself leaves a history of that one event and no task to run (docs/delivery.md). Such a
+    /// submission was never answered 202, so `check` still finds every accepted task.
+    async fn stranded(&self) -> Option<u64> {
+        let open = self
+            .store
+            .tasks(&wharf_store::TaskFilter {
+                unfinished: true,
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let quiet_since = Utc::now() - chrono::Duration::seconds(10);
+        for task in &open {
+            let events = self.store.events(task.id).await.unwrap();
+            let only_submitted = matches!(
+                events.as_slice(),
+                [(_, e)] if matches!(e.kind, EventKind::Submitted { .. }) && e.at < quiet_since
+            );
+            if !only_submitted {
+                return None;
+            }
+        }
+        if !open.is_empty() {
+            println!(
+                "stranded submissions (submitted event, no task): {}",
+                open.len()
+            );
+        }
+        Some(open.len() as u64)
     }
 
     /// Reads every task's history back and checks it; returns the figures.
@@ -508,7 +543,8 @@ impl Figures {
     /// What every fault test asserts: each accepted task succeeded exactly once, and the history
     /// holds exactly the accepted tasks, plus at most `unanswered` more: submissions cut off
     /// before their answer (the gateway or nats-server died) may have been stored, and the
-    /// client cannot tell. (`wait_all_ended` saw every task in the history end.)
+    /// client cannot tell. (`wait_all_ended` saw every task in the history end, but for
+    /// stranded submissions.)
     fn assert_exactly_once(&self, unanswered: usize) {
         assert!(self.lost.is_empty(), "lost tasks: {:?}", self.lost);
         assert!(

@@ -390,10 +390,9 @@ impl Bus {
         submitted: &TaskEvent,
         traceparent: Option<&str>,
     ) -> Result<u64, Error> {
-        let submitted_id = format!("{}:submitted", task.id);
-        let event_ack = self
-            .publish_event(&task.tenant, submitted, &submitted_id, traceparent)
-            .await?;
+        // Everything the task message needs is ready before the event goes out, so that the
+        // two are sent back to back: a gateway killed between them leaves a `submitted` event
+        // with no task (see docs/delivery.md), and the gap is kept as short as it can be.
         let body = serde_json::to_vec(task).expect("a task serialises");
         // A delayed task is stored as a message schedule outside every queue; when it is due,
         // the server publishes it on its queue's subject.
@@ -423,6 +422,10 @@ impl Bus {
                 headers(TASK_SCHEMA, traceparent),
             ),
         };
+        let submitted_id = format!("{}:submitted", task.id);
+        let event_ack = self
+            .publish_event(&task.tenant, submitted, &submitted_id, traceparent)
+            .await?;
         let sent = self
             .js
             .send_publish(
