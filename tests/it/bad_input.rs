@@ -224,3 +224,200 @@ async fn bad_list_queries_are_refused() {
     }
     w.shutdown().await;
 }
+
+/// A body within `max_body_bytes` whose task would not fit in one NATS message is refused for
+/// what it is (413 naming the limit, nothing queued), over HTTP and over the WebSocket, instead
+/// of a 503 that invites retrying forever; a large task that fits runs.
+#[tokio::test]
+async fn a_task_too_large_for_one_nats_message_is_413_not_503() {
+    let w = Wharf::start().await;
+    let limit = w.options.gateway.max_body_bytes;
+    let body = |message_len: usize| {
+        format!(
+            r#"{{"tool":"demo.echo","arguments":{{"message":"{}"}}}}"#,
+            "x".repeat(message_len)
+        )
+        .into_bytes()
+    };
+    // Just under the body limit.
+    let near = body(limit - 100);
+    assert!(near.len() <= limit);
+    let (status, content_type, problem) = post_raw(&w, "application/json", near).await;
+    assert_eq!(status, 413, "{problem}");
+    assert_eq!(content_type, "application/problem+json");
+    assert_eq!(problem["code"], "body_too_large");
+    assert_eq!(problem["errors"][0]["pointer"], "/arguments");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("max_payload"),
+        "{problem}"
+    );
+    // The same over the WebSocket.
+    let mut ws = wharf_testkit::WsClient::connect(&w).await;
+    let task: Value = serde_json::from_slice(&body(limit - 300)).unwrap();
+    ws.send(json!({"type": "task:submit", "ref": "big", "task": task}))
+        .await;
+    let refused = ws.next().await;
+    assert_eq!(refused["code"], "body_too_large", "{refused}");
+    assert_eq!(refused["ref"], "big");
+    assert_eq!(
+        w.stream_last_sequence(TASKS_STREAM).await,
+        0,
+        "nothing queued"
+    );
+    assert_eq!(
+        w.stream_last_sequence(EVENTS_STREAM).await,
+        0,
+        "nothing written"
+    );
+
+    // A large task that fits in a message runs, result and all.
+    let fits = body(limit - 64 * 1024);
+    let r = w
+        .http
+        .post(w.url("/api/v1/tasks"))
+        .header("content-type", "application/json")
+        .body(fits)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    w.wait_recorded(id, wharf_contract::TaskStatus::Succeeded)
+        .await;
+    w.shutdown().await;
+}
+
+/// A request announcing a body over the limit is answered 413 at once, before any of the body
+/// is sent; and a client that sends a whole oversized body before reading (Python's urllib)
+/// still reads the 413, not a broken pipe.
+#[tokio::test]
+async fn oversized_bodies_are_answered_413_and_every_client_reads_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let w = Wharf::start().await;
+    let addr = w.api.trim_start_matches("http://").to_owned();
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/tasks HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n",
+        20 << 20
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), tcp.read(&mut answer))
+        .await
+        .expect("answered before the body was sent")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).to_lowercase();
+    assert!(answer.starts_with("http/1.1 413"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+    assert!(answer.contains("body_too_large"), "{answer}");
+
+    // urllib sends all 20 MiB, then reads the answer.
+    let script = r#"
+import sys, urllib.request, urllib.error
+req = urllib.request.Request(sys.argv[1] + "/api/v1/tasks", data=b"x" * (20 << 20),
+                             headers={"content-type": "application/json"}, method="POST")
+try:
+    urllib.request.urlopen(req, timeout=30)
+    print("no error")
+except urllib.error.HTTPError as e:
+    print(e.code, e.headers.get("content-type"), e.read().decode())
+except Exception as e:
+    print("failed:", type(e).__name__, e)
+"#;
+    let out = tokio::process::Command::new("python3")
+        .args(["-c", script, &w.api])
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.starts_with("413 application/problem+json") && said.contains("body_too_large"),
+        "urllib got: {said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    w.shutdown().await;
+}
+
+/// A path segment that is not UTF-8 once decoded names nothing: 404 as problem+json, like
+/// every other answer, not axum's plain-text 400.
+#[tokio::test]
+async fn a_path_segment_that_is_not_utf8_is_a_problem_404() {
+    let w = Wharf::start().await;
+    for path in [
+        "/api/v1/tasks/%ff",
+        "/api/v1/tasks/%ff/events",
+        "/api/v1/agents/%c3%28",
+        "/api/v1/dlq/%ff",
+        "/api/v1/keys/%ff",
+        "/api/v1/sessions/%ff",
+    ] {
+        let r = w.http.get(w.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/problem+json",
+            "{path}"
+        );
+        let problem: Value = r.json().await.unwrap();
+        assert_eq!(problem["code"], "not_found", "{path}: {problem}");
+    }
+    let r = w
+        .http
+        .post(w.url("/api/v1/tools/%ff/call"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    w.shutdown().await;
+}
+
+/// Lists that take no parameters refuse one, as every other list does.
+#[tokio::test]
+async fn lists_without_parameters_refuse_unknown_ones() {
+    let w = Wharf::start().await;
+    for path in ["/api/v1/agents", "/api/v1/workers", "/api/v1/queues"] {
+        let r = w
+            .http
+            .get(w.url(&format!("{path}?tenant=acme")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{path}");
+        let problem: Value = r.json().await.unwrap();
+        assert_eq!(problem["code"], "invalid_query", "{path}");
+        assert_eq!(problem["errors"][0]["pointer"], "/query/tenant", "{path}");
+        let r = w.http.get(w.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path} without parameters");
+    }
+    w.shutdown().await;
+}
+
+/// A tool result too large for one NATS message cannot be stored as the task's outcome: the
+/// task ends `failed` with `result_too_large` after one run, instead of running again and
+/// again until its attempts are spent.
+#[tokio::test]
+async fn a_result_too_large_to_store_fails_the_task_after_one_run() {
+    let w = Wharf::start().await;
+    let id = w
+        .submit_ok(json!({
+            "tool": "demo.echo",
+            "arguments": {"message": "x".repeat(1000), "times": 2000},
+            "max_attempts": 3,
+        }))
+        .await;
+    let task = w
+        .wait_recorded(id, wharf_contract::TaskStatus::Failed)
+        .await;
+    let error = task.error.unwrap();
+    assert_eq!(error.code, "result_too_large", "{error:?}");
+    assert!(error.message.contains("max_payload"), "{error:?}");
+    assert_eq!(task.attempts, 1, "the tool ran once");
+    w.shutdown().await;
+}

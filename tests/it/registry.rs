@@ -243,3 +243,92 @@ async fn a_worker_connects_only_to_registry_servers_of_its_queues_and_hosts() {
     }
     w.shutdown().await;
 }
+
+/// A token in a registry URL's query works for the workers but is shown nowhere: not in the
+/// configuration's reads, not in its history, not in a worker's log when the server cannot be
+/// reached; and a configuration read and written back keeps it.
+#[tokio::test]
+async fn a_token_in_a_registry_url_is_used_but_never_shown() {
+    const TOKEN: &str = "s3cret-query-token-4711";
+    let everything = EverythingHttp::start().await;
+    let w = Wharf::start().await;
+    let url = format!("{}?token={TOKEN}&region=eu", everything.url);
+    let (status, body) = put_config(&w, 0, json!({"everything": {"url": url}})).await;
+    assert_eq!(status, 200, "{body}");
+    let shown = format!("{}?token=***&region=***", everything.url);
+    assert_eq!(body["config"]["mcp_servers"]["everything"]["url"], shown);
+    // Workers connect with the whole URL: the server's tools reach the catalog.
+    eventually(
+        "the registry server's tools",
+        Duration::from_secs(30),
+        || async {
+            catalog(&w, "everything")
+                .await
+                .contains(&"everything.echo".to_owned())
+                .then_some(())
+        },
+    )
+    .await;
+    for path in ["/api/v1/config", "/api/v1/config/revisions"] {
+        let (status, read) = send(w.http.get(w.url(path))).await;
+        assert_eq!(status, 200);
+        assert!(!read.to_string().contains(TOKEN), "{path}: {read}");
+        assert!(read.to_string().contains(&shown), "{path}: {read}");
+    }
+
+    // Read, change another setting, write back as read: the stored URL keeps its token.
+    let (_, mut read) = send(w.http.get(w.url("/api/v1/config"))).await;
+    read["config"]["session_ttl_secs"] = json!(7200);
+    let (status, body) = send(w.http.put(w.url("/api/v1/config")).json(&json!({
+        "revision": read["revision"], "config": read["config"]
+    })))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let stored = w.store.config_revisions(1).await.unwrap();
+    assert_eq!(stored[0].config.session_ttl_secs, 7200);
+    assert_eq!(stored[0].config.mcp_servers["everything"].url, url);
+    // A URL sent whole replaces it.
+    let other = format!("{}?token=another", everything.url);
+    let revision = body["revision"].as_u64().unwrap();
+    let (status, _) = put_config(&w, revision, json!({"everything": {"url": other}})).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        w.store.config_revisions(1).await.unwrap()[0]
+            .config
+            .mcp_servers["everything"]
+            .url,
+        other
+    );
+
+    // A worker that cannot reach a registry server says so in its log, without the token.
+    let port = wharf_bus::local::free_port().unwrap();
+    let unreachable = format!("http://127.0.0.1:{port}/mcp?token={TOKEN}");
+    let (status, _) = put_config(&w, revision + 1, json!({"nowhere": {"url": unreachable}})).await;
+    assert_eq!(status, 200);
+    let log = w.dir.path().join("registry-worker.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let _worker = w
+        .process(&["worker", "--id", "logging"])
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let said = eventually(
+        "the worker's connection error",
+        Duration::from_secs(30),
+        || async {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            text.lines()
+                .find(|l| l.contains("cannot connect to mcp server") && l.contains("nowhere"))
+                .map(str::to_owned)
+        },
+    )
+    .await;
+    assert!(!said.contains(TOKEN), "{said}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.contains(TOKEN),
+        "the worker's log holds the token:\n{text}"
+    );
+    w.shutdown().await;
+}

@@ -270,6 +270,29 @@ async fn an_agent_limits_the_tools_and_gives_its_defaults() {
     .await;
     assert_eq!(status, 422);
     assert_eq!(problem["errors"][0]["pointer"], "/allowed_tools/0");
+    // Patterns other than `server.*` and `*` are refused, not kept as names that match nothing.
+    for pattern in [
+        "demo.>",
+        "demo.**",
+        "demo.ec*",
+        "demo.e?ho",
+        "demo.[a]",
+        "demo.a b",
+    ] {
+        let (status, problem) = send(
+            w.http
+                .post(w.url("/api/v1/agents"))
+                .json(&json!({"name": "bad", "allowed_tools": ["demo.echo", pattern]})),
+        )
+        .await;
+        assert_eq!(status, 422, "{pattern}: {problem}");
+        assert_eq!(
+            problem["errors"][0]["pointer"], "/allowed_tools/1",
+            "{pattern}"
+        );
+    }
+    let (status, _) = send(w.http.get(w.url("/api/v1/agents/bad"))).await;
+    assert_eq!(status, 404, "nothing was stored");
 }
 
 #[tokio::test]

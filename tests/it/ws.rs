@@ -167,3 +167,101 @@ async fn cancel_over_websocket_ends_the_task_cancelled() {
     w.wait_recorded(id, TaskStatus::Cancelled).await;
     w.shutdown().await;
 }
+
+/// A client frame: FIN, `opcode`, masked with a fixed key (as a client must mask), the length
+/// in the shortest form that holds `announced`, then the first `payload` bytes, masked.
+fn frame(opcode: u8, announced: u64, payload: &[u8], masked: bool) -> Vec<u8> {
+    let mut f = vec![0x80 | opcode];
+    let mask_bit = if masked { 0x80 } else { 0 };
+    match announced {
+        0..=125 => f.push(mask_bit | announced as u8),
+        126..=0xFFFF => {
+            f.push(mask_bit | 126);
+            f.extend_from_slice(&(announced as u16).to_be_bytes());
+        }
+        _ => {
+            f.push(mask_bit | 127);
+            f.extend_from_slice(&announced.to_be_bytes());
+        }
+    }
+    let key = [0x12, 0x34, 0x56, 0x78];
+    if masked {
+        f.extend_from_slice(&key);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    } else {
+        f.extend_from_slice(payload);
+    }
+    f
+}
+
+/// Each way of breaking the protocol closes the socket with the close code the docs give, at
+/// once, and a socket that is merely quiet stays open.
+#[tokio::test]
+async fn broken_or_oversized_messages_close_the_socket_with_their_code() {
+    let mut options = wharf_testkit::Options::default();
+    // A message that starts arriving must be whole within this.
+    options.gateway.header_timeout = std::time::Duration::from_secs(2);
+    let w = Wharf::start_with(options).await;
+    let soon = std::time::Duration::from_secs(5);
+    let limit = w.options.gateway.max_body_bytes;
+
+    // A message over the limit, sent whole.
+    let mut ws = WsClient::connect(&w).await;
+    ws.send_text(&"x".repeat(limit + 1)).await;
+    assert_eq!(
+        ws.close_code(soon).await,
+        Some(1009),
+        "message over the limit"
+    );
+
+    // A frame header announcing twice the limit, with no payload: refused on its header,
+    // without waiting for what never comes.
+    let mut ws = WsClient::connect(&w).await;
+    ws.send_raw(&frame(0x1, 2 * limit as u64, b"", true)).await;
+    assert_eq!(
+        ws.close_code(soon).await,
+        Some(1009),
+        "frame header over the limit"
+    );
+
+    // A client frame that is not masked breaks the protocol.
+    let mut ws = WsClient::connect(&w).await;
+    ws.send_raw(&frame(0x1, 2, b"hi", false)).await;
+    assert_eq!(ws.close_code(soon).await, Some(1002), "unmasked frame");
+
+    // A text message that is not UTF-8.
+    let mut ws = WsClient::connect(&w).await;
+    ws.send_raw(&frame(0x1, 2, &[0xff, 0xfe], true)).await;
+    assert_eq!(
+        ws.close_code(soon).await,
+        Some(1007),
+        "text that is not UTF-8"
+    );
+
+    // A message that starts and never finishes is a slow request: closed after the header
+    // deadline (2 s here), while a socket that sends nothing stays open.
+    let mut quiet = WsClient::connect(&w).await;
+    let mut ws = WsClient::connect(&w).await;
+    ws.send_raw(&frame(0x1, 100, b"{\"type\"", true)).await;
+    let started = std::time::Instant::now();
+    assert_eq!(
+        ws.close_code(std::time::Duration::from_secs(10)).await,
+        Some(1008),
+        "a message cut short"
+    );
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(2),
+        "closed only after the deadline, at {:?}",
+        started.elapsed()
+    );
+    let probe = Uuid::now_v7();
+    quiet
+        .send(json!({"type": "task:subscribe", "task_id": probe}))
+        .await;
+    assert_eq!(
+        quiet.next().await["code"],
+        "task_not_found",
+        "a socket that was only quiet is still open"
+    );
+    w.shutdown().await;
+}

@@ -827,6 +827,36 @@ impl WsClient {
         .unwrap_or(false)
     }
 
+    /// Waits up to `deadline` for the server to close the socket, skipping any message before
+    /// the close: the close frame's code, or `None` when the connection ended without one.
+    /// Fails the test when the socket is still open after `deadline`.
+    pub async fn close_code(&mut self, deadline: Duration) -> Option<u16> {
+        use futures::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        tokio::time::timeout(deadline, async {
+            loop {
+                match self.socket.next().await {
+                    None | Some(Err(_)) => return None,
+                    Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                    Some(Ok(_)) => continue,
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the socket is still open after {deadline:?}"))
+    }
+
+    /// Writes `bytes` to the connection as they are, under the WebSocket layer: frames the
+    /// client library would never send (unmasked, oversized, cut short).
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = self.socket.get_mut() else {
+            panic!("raw frames only over plain TCP");
+        };
+        tcp.write_all(bytes).await.unwrap();
+        tcp.flush().await.unwrap();
+    }
+
     pub async fn send_text(&mut self, text: &str) {
         use futures::SinkExt;
         self.socket

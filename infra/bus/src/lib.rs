@@ -10,6 +10,9 @@ use std::future::IntoFuture;
 use std::time::Duration;
 
 pub mod local;
+mod secrets;
+
+pub use secrets::{redact_url, scrub_url, url_secrets};
 
 use async_nats::jetstream::{
     self, consumer, context::PublishAckFuture, kv, message::PublishMessage, stream,
@@ -134,6 +137,28 @@ fn idempotency_bucket_key(key: &str) -> String {
         .to_string()
 }
 
+/// Room kept in every message for its headers (schema, message id, traceparent) and, for a
+/// task, the dead letter that may one day hold it (the task with its last error around it).
+pub const MESSAGE_HEADROOM: usize = 4096;
+
+/// The length of `value` as JSON, without keeping the bytes: to tell whether it fits in a
+/// message before sending it.
+pub fn encoded_len(value: &impl serde::Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value).expect("wire types serialise");
+    count.0
+}
+
 /// Header values for a message.
 fn headers(schema: &'static str, traceparent: Option<&str>) -> HeaderMap {
     let mut h = HeaderMap::new();
@@ -172,9 +197,10 @@ impl Bus {
         if let Ok(addr) = url.parse::<async_nats::ServerAddr>() {
             match (addr.username(), addr.password()) {
                 (Some(user), Some(password)) => {
-                    options = options.user_and_password(decode(user), decode(password));
+                    options =
+                        options.user_and_password(secrets::decode(user), secrets::decode(password));
                 }
-                (Some(token), None) => options = options.token(decode(token)),
+                (Some(token), None) => options = options.token(secrets::decode(token)),
                 _ => {}
             }
         }
@@ -270,6 +296,18 @@ impl Bus {
                     .and_then(|s| s.parse().ok()),
             )
         }))
+    }
+
+    /// The largest message the server takes, headers and payload together (nats-server's
+    /// `max_payload`, 1 MiB unless configured otherwise), as its last `INFO` said.
+    pub fn max_payload(&self) -> usize {
+        self.client.max_payload()
+    }
+
+    /// The largest task or event body Wharf publishes: [`Bus::max_payload`] less
+    /// [`MESSAGE_HEADROOM`].
+    pub fn body_room(&self) -> usize {
+        self.max_payload().saturating_sub(MESSAGE_HEADROOM)
     }
 
     /// True when the connection to the server is up.
@@ -1377,30 +1415,6 @@ pub enum Published {
     Ahead(u64),
 }
 
-/// `raw` without the credentials it may hold, for logs and errors. A URL that holds an `@`
-/// but does not parse is not shown at all: where its credentials end cannot be told.
-pub fn redact_url(raw: &str) -> String {
-    if !raw.contains('@') {
-        return raw.to_owned();
-    }
-    match url::Url::parse(raw) {
-        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
-            let _ = u.set_password(None);
-            let _ = u.set_username("***");
-            u.to_string()
-        }
-        Ok(_) => raw.to_owned(),
-        Err(_) => "<a URL that does not parse>".into(),
-    }
-}
-
-/// Undoes the percent-encoding of a URL's user or password.
-fn decode(s: &str) -> String {
-    percent_encoding::percent_decode_str(s)
-        .decode_utf8_lossy()
-        .into_owned()
-}
-
 fn decode_tool_server(key: &str, value: &[u8]) -> Option<ToolServer> {
     match serde_json::from_slice::<ToolServer>(value) {
         Ok(server) => Some(server),
@@ -1446,31 +1460,4 @@ struct Follow {
     live: async_nats::Subscriber,
     /// Sequence of the last event handed out.
     last: u64,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn credentials_in_a_url_are_read_and_never_shown() {
-        assert_eq!(
-            redact_url("nats://wharf:s3cret@nats:4222"),
-            "nats://***@nats:4222"
-        );
-        assert_eq!(redact_url("nats://token@nats"), "nats://***@nats");
-        assert_eq!(redact_url("nats://nats:4222"), "nats://nats:4222");
-        assert_eq!(redact_url("nats://nats/a@b"), "nats://nats/a@b");
-        assert_eq!(
-            redact_url("nats://u:pa/ss@host:4222"),
-            "<a URL that does not parse>"
-        );
-        assert_eq!(
-            redact_url("nats://u:pa%2Fss@host:4222"),
-            "nats://***@host:4222"
-        );
-        assert_eq!(decode("p%40ss%3Aword"), "p@ss:word");
-        assert_eq!(decode("p%C3%A4ss%2Fw"), "päss/w");
-        assert_eq!(decode("plain"), "plain");
-    }
 }

@@ -5,6 +5,7 @@
 //! depends on no other Wharf crate.
 
 pub mod metrics;
+pub mod redact;
 pub mod traces;
 
 use rand::Rng;
@@ -28,14 +29,16 @@ pub fn init_logging(format: LogFormat, default_filter: &str, service: &str) {
     use tracing_subscriber::util::SubscriberInitExt;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Secrets registered with `redact::keep_out_of_logs` never reach a line.
+    let stderr = || redact::Scrubbed(std::io::stderr);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(stderr());
     let (pretty, json) = match format {
         LogFormat::Pretty => (Some(fmt.compact()), None),
         LogFormat::Json => (
             None,
             Some(
                 tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
+                    .with_writer(stderr())
                     .json()
                     .flatten_event(true),
             ),

@@ -223,7 +223,8 @@ pub struct Progress {
 pub struct TaskError {
     /// Stable machine-readable kind: `tool_error`, `mcp_unavailable`, `mcp_error`, `timeout`,
     /// `bad_message`, `unknown_tool`, `attempts_exhausted`, `not_enqueued` (the task could not be
-    /// put on its queue after its submission was recorded).
+    /// put on its queue after its submission was recorded), `result_too_large` (the tool's
+    /// result would not fit in one NATS message).
     pub code: String,
     pub message: String,
     /// The tool's own result when the tool itself reported the error (MCP `isError`).

@@ -223,6 +223,16 @@ fn load(args: &ServeArgs, default_format: LogFormat, service: &str) -> anyhow::R
         None => default_format,
     };
     wharf_telemetry::init_logging(format, "info,rmcp=warn,async_nats=warn,sqlx=warn", service);
+    // Credentials in the URLs of NATS and the database stay out of every log line, the client
+    // libraries' included.
+    for url in [&config.nats_url, &config.database_url]
+        .into_iter()
+        .flatten()
+    {
+        for secret in wharf_bus::url_secrets(&url.0) {
+            wharf_telemetry::redact::keep_out_of_logs(&secret);
+        }
+    }
     Ok(config)
 }
 

@@ -223,6 +223,11 @@ impl Principal {
         self.0.expires_at
     }
 
+    /// The API key this caller proved itself with, if it was one.
+    pub fn key_id(&self) -> Option<uuid::Uuid> {
+        self.0.actor.strip_prefix("key:")?.parse().ok()
+    }
+
     /// The caller of an open gateway that sent no credentials: one, shared, not one per request.
     fn anonymous() -> Principal {
         static ANONYMOUS: std::sync::OnceLock<Principal> = std::sync::OnceLock::new();
@@ -323,6 +328,9 @@ pub struct Authenticator {
     /// When a token with an unknown `kid` last made the gateway read `jwks_url`.
     miss_read: tokio::sync::Mutex<Option<Instant>>,
     http: Option<reqwest::Client>,
+    /// Keys revoked while this gateway runs (its own revocations and the ones announced), for
+    /// the streams they opened: see [`Authenticator::lapse`].
+    revoked: tokio::sync::broadcast::Sender<uuid::Uuid>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -416,6 +424,7 @@ impl Authenticator {
             remote: std::sync::RwLock::new(Arc::new(Vec::new())),
             miss_read: tokio::sync::Mutex::new(None),
             http,
+            revoked: tokio::sync::broadcast::channel(256).0,
         })
     }
 
@@ -570,12 +579,73 @@ impl Authenticator {
         ))
     }
 
-    /// Forgets key `id`, so its next use reads it again (revoked) from the database.
+    /// Forgets key `id`, so its next use reads it again (revoked) from the database, and ends
+    /// the streams it opened on this gateway.
     pub fn forget_key(&self, id: uuid::Uuid) {
         self.cache
             .lock()
             .expect("never poisoned")
             .retain(|_, c| c.key.as_ref().is_none_or(|k| k.info.id != id));
+        // No stream listening is no error.
+        let _ = self.revoked.send(id);
+    }
+
+    /// Resolves, with the refusal to tell the client, when the credential `principal` proved
+    /// itself with stops proving anything while a stream it opened (a WebSocket, SSE) is still
+    /// open: its API key revoked, or its expiry passed (a token's with `leeway_secs`). Never
+    /// for a credential that neither expires nor is revoked. It listens from this call on, not
+    /// from the first poll.
+    pub fn lapse(
+        &self,
+        principal: &Principal,
+    ) -> impl std::future::Future<Output = ApiError> + Send + use<> {
+        let mut revocations = self.revoked.subscribe();
+        let key = principal.key_id();
+        let leeway = match key {
+            Some(_) => 0,
+            None => self.config.jwt.as_ref().map_or(0, |j| j.leeway_secs),
+        };
+        let expiry = principal
+            .expires_at()
+            .map(|at| at + chrono::Duration::seconds(i64::try_from(leeway).unwrap_or(0)));
+        let store = self.store.clone();
+        let expired = async move {
+            let Some(at) = expiry else {
+                return std::future::pending().await;
+            };
+            // A far expiry may be past the timer's range: sleep again until it is reached.
+            while let Ok(left) = (at - chrono::Utc::now()).to_std() {
+                tokio::time::sleep(left).await;
+            }
+        };
+        let revoked = async move {
+            let Some(id) = key else {
+                return std::future::pending().await;
+            };
+            loop {
+                match revocations.recv().await {
+                    Ok(r) if r == id => return,
+                    Ok(_) => {}
+                    // Announcements were missed: ask the database whether this key was one.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        if let Ok(Some(k)) = store.key(id).await
+                            && k.revoked_at.is_some()
+                        {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        return std::future::pending().await;
+                    }
+                }
+            }
+        };
+        async move {
+            tokio::select! {
+                () = expired => unauthenticated("the credential expired"),
+                () = revoked => unauthenticated("the API key was revoked"),
+            }
+        }
     }
 
     async fn token(&self, token: &str) -> Result<Principal, ApiError> {
@@ -658,10 +728,14 @@ impl Authenticator {
                 )));
             }
         };
+        // The subject is who acts (`jwt:<sub>` in the audit log): an empty one names nobody.
         let subject = claims
             .get("sub")
             .and_then(Value::as_str)
-            .unwrap_or_default();
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| {
+                unauthenticated("the token's \"sub\" claim must be a non-empty string")
+            })?;
         let tenant = claims
             .get(&jwt.tenant_claim)
             .and_then(Value::as_str)

@@ -34,9 +34,34 @@ const RECHECK_EVERY: Duration = Duration::from_secs(30);
 fn view(s: &Settings) -> ConfigView {
     ConfigView {
         revision: s.revision,
-        config: s.runtime.clone(),
+        config: redacted(&s.runtime),
         updated_at: s.updated_at,
         updated_by: s.updated_by.clone(),
+    }
+}
+
+/// The settings as reads show them: a registry server's URL without its secrets (a user part
+/// is refused, but a query may carry a token: its values read `***`). Workers get the whole
+/// URL through NATS.
+fn redacted(c: &RuntimeConfig) -> RuntimeConfig {
+    let mut c = c.clone();
+    for server in c.mcp_servers.values_mut() {
+        server.url = wharf_bus::redact_url(&server.url);
+    }
+    c
+}
+
+/// Puts back the secrets of registry URLs a client read redacted and sent back unchanged, so
+/// that reading the configuration, changing one setting and writing it whole keeps them. A URL
+/// sent in any other form is taken as it is.
+fn restore_secrets(new: &mut RuntimeConfig, current: &RuntimeConfig) {
+    for (name, server) in &mut new.mcp_servers {
+        if let Some(stored) = current.mcp_servers.get(name)
+            && server.url != stored.url
+            && server.url == wharf_bus::redact_url(&stored.url)
+        {
+            server.url.clone_from(&stored.url);
+        }
     }
 }
 
@@ -150,11 +175,12 @@ pub async fn update(
 ) -> Result<Json<ConfigView>, ApiError> {
     principal.require(Permission::ConfigWrite)?;
     let body = json_body(&state, &headers, body)?;
-    let req: UpdateConfig = parse_json(&body)?;
-    check(&req.config)?;
+    let mut req: UpdateConfig = parse_json(&body)?;
     // The newest stored revision, not only this gateway's view of it.
     load_latest(&state).await;
     let current = state.settings();
+    restore_secrets(&mut req.config, &current.runtime);
+    check(&req.config)?;
     // A new registry name must not shadow a server a worker has in its file: removing it
     // later would take that server's tools out of the catalog.
     if let Some(name) = req.config.mcp_servers.keys().find(|n| {
@@ -232,9 +258,11 @@ pub async fn revisions(
     principal.require(Permission::ConfigRead)?;
     let q = crate::tasks::read_query(query)?;
     let limit = crate::tasks::page_limit(q.limit.as_deref(), 50, 1000)?;
-    Ok(Json(ConfigHistory {
-        revisions: state.store.config_revisions(limit).await?,
-    }))
+    let mut revisions = state.store.config_revisions(limit).await?;
+    for r in &mut revisions {
+        r.config = redacted(&r.config);
+    }
+    Ok(Json(ConfigHistory { revisions }))
 }
 
 fn apply(state: &AppState, r: ConfigRevision) {

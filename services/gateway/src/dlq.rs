@@ -2,7 +2,7 @@
 //! could not be read. List them, inspect one, replay one as a new task.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -11,7 +11,7 @@ use wharf_contract::{DeadLetter, DeadLetterList, ErrorCode, Permission, SubmitTa
 
 use crate::AppState;
 use crate::auth::Principal;
-use crate::problem::ApiError;
+use crate::problem::{ApiError, Segment};
 use crate::tasks::{self, parse_id};
 
 /// Most dead letters one page may hold.
@@ -79,7 +79,7 @@ fn no_dead_letter(id: uuid::Uuid) -> ApiError {
 pub async fn get(
     State(state): State<AppState>,
     principal: Principal,
-    Path(raw): Path<String>,
+    Segment(raw): Segment,
 ) -> Result<Json<DeadLetter>, ApiError> {
     principal.require(Permission::DlqRead)?;
     let id = parse_id(&raw)?;
@@ -99,7 +99,7 @@ pub async fn get(
 pub async fn replay(
     State(state): State<AppState>,
     principal: Principal,
-    Path(raw): Path<String>,
+    Segment(raw): Segment,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     principal.require(Permission::DlqReplay)?;

@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -15,7 +15,7 @@ use wharf_contract::{
 
 use crate::AppState;
 use crate::auth::{Principal, mint_key};
-use crate::problem::ApiError;
+use crate::problem::{ApiError, Segment};
 use crate::tasks::{json_body, parse_json, query_error};
 
 /// Shortest and longest life a key may be given.
@@ -157,7 +157,7 @@ fn scope(principal: &Principal) -> Option<&str> {
 pub async fn get(
     State(state): State<AppState>,
     principal: Principal,
-    Path(raw): Path<String>,
+    Segment(raw): Segment,
 ) -> Result<Json<ApiKeyInfo>, ApiError> {
     principal.require(Permission::KeysAdmin)?;
     let id: Uuid = raw.parse().map_err(|_| no_key(&raw))?;
@@ -176,7 +176,7 @@ pub async fn get(
 pub async fn revoke(
     State(state): State<AppState>,
     principal: Principal,
-    Path(raw): Path<String>,
+    Segment(raw): Segment,
 ) -> Result<Json<ApiKeyInfo>, ApiError> {
     principal.require(Permission::KeysAdmin)?;
     let id: Uuid = raw.parse().map_err(|_| no_key(&raw))?;

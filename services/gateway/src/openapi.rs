@@ -745,7 +745,7 @@ pub async fn docs_page() -> Html<&'static str> {
 }
 
 /// `GET /api/v1/docs/{file}`: Swagger UI's files.
-pub async fn docs_asset(axum::extract::Path(file): axum::extract::Path<String>) -> Response {
+pub async fn docs_asset(crate::problem::Segment(file): crate::problem::Segment) -> Response {
     let (body, kind): (&'static [u8], &'static str) = match file.as_str() {
         "swagger-ui-bundle.js" => (
             include_bytes!("../assets/swagger-ui-bundle.js"),

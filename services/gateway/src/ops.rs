@@ -20,8 +20,13 @@ use crate::problem::ApiError;
 pub async fn workers(
     State(state): State<AppState>,
     principal: crate::auth::Principal,
+    query: Result<
+        axum::extract::Query<crate::tasks::NoQuery>,
+        axum::extract::rejection::QueryRejection,
+    >,
 ) -> Result<Json<WorkerList>, ApiError> {
     principal.require(wharf_contract::Permission::OpsRead)?;
+    crate::tasks::read_query(query)?;
     Ok(Json(WorkerList {
         workers: state.bus.workers().await?,
     }))
@@ -32,8 +37,13 @@ pub async fn workers(
 pub async fn queues(
     State(state): State<AppState>,
     principal: crate::auth::Principal,
+    query: Result<
+        axum::extract::Query<crate::tasks::NoQuery>,
+        axum::extract::rejection::QueryRejection,
+    >,
 ) -> Result<Json<QueueList>, ApiError> {
     principal.require(wharf_contract::Permission::OpsRead)?;
+    crate::tasks::read_query(query)?;
     let workers = state.bus.workers().await?;
     Ok(Json(QueueList {
         queues: queue_infos(&state, &workers).await?,

@@ -1,5 +1,8 @@
 //! The HTTP edge of every error: one type, answered as RFC 9457 `application/problem+json`.
 
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use wharf_contract::{ErrorCode, Problem};
@@ -114,5 +117,30 @@ impl IntoResponse for ApiError {
             detail: self.0.detail.clone(),
         });
         response
+    }
+}
+
+/// A route's one path parameter, percent-decoded. axum's own `Path` refuses a segment that is
+/// not UTF-8 once decoded (`/api/v1/tasks/%ff`) with a `text/plain` 400; such a segment names
+/// nothing Wharf has (ids and names are ASCII), so here it is a problem+json 404.
+#[derive(Debug)]
+pub struct Segment(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Segment {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(segment)) => Ok(Segment(segment)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => Err(ApiError::new(
+                ErrorCode::NotFound,
+                format!(
+                    "no resource at {}: {}",
+                    parts.uri.path(),
+                    e.body_text().trim_start_matches("Invalid URL: ")
+                ),
+            )),
+            Err(e) => Err(ApiError::internal(e.body_text())),
+        }
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
@@ -20,7 +20,7 @@ use wharf_store::AgentWrite;
 
 use crate::AppState;
 use crate::auth::Principal;
-use crate::problem::ApiError;
+use crate::problem::{ApiError, Segment};
 use crate::tasks::{self, json_body, parse_json, query_error};
 
 /// Longest and shortest life of a session, in seconds.
@@ -122,7 +122,7 @@ pub async fn list_sessions(
 pub async fn get_session(
     State(state): State<AppState>,
     principal: Principal,
-    Path(raw): Path<String>,
+    Segment(raw): Segment,
 ) -> Result<Json<Session>, ApiError> {
     principal.require(Permission::SessionsRead)?;
     let id: Uuid = raw.parse().map_err(|_| no_session(&raw))?;
@@ -139,7 +139,7 @@ pub async fn get_session(
 pub async fn delete_session(
     State(state): State<AppState>,
     principal: Principal,
-    Path(raw): Path<String>,
+    Segment(raw): Segment,
 ) -> Result<Json<DeletedSession>, ApiError> {
     principal.require(Permission::SessionsWrite)?;
     let id: Uuid = raw.parse().map_err(|_| no_session(&raw))?;
@@ -195,17 +195,28 @@ fn check_agent(name: &str, spec: &AgentSpec) -> Result<(), ApiError> {
         );
     }
     for (i, pattern) in spec.allowed_tools.iter().enumerate() {
+        // The only patterns are `server.*` and `*`: a tool name with other wildcard-looking
+        // characters (`demo.>`, `demo.**`, `demo.ec*`) would be taken literally and match
+        // nothing, so it is refused rather than stored.
+        let wildcard = |c: char| matches!(c, '*' | '>' | '?' | '[' | ']' | '{' | '}');
         let ok = pattern == "*"
             || match pattern.split_once('.') {
                 Some((server, "*")) => valid_name(server),
-                Some((server, tool)) => valid_name(server) && !tool.is_empty() && tool.len() <= 128,
+                Some((server, tool)) => {
+                    valid_name(server)
+                        && !tool.is_empty()
+                        && tool.len() <= 128
+                        && !tool
+                            .contains(|c: char| wildcard(c) || c.is_whitespace() || c.is_control())
+                }
                 None => false,
             };
         if !ok {
             return bad(
                 &format!("/allowed_tools/{i}"),
                 format!(
-                    "{pattern:?} is not a tool (server.tool), a server's tools (server.*) or *"
+                    "{pattern:?} is not a tool (server.tool), a server's tools (server.*) or \
+                     all tools (*); no other pattern is understood"
                 ),
             );
         }
@@ -285,7 +296,7 @@ pub async fn create_agent(
 pub async fn update_agent(
     State(state): State<AppState>,
     principal: Principal,
-    Path(name): Path<String>,
+    Segment(name): Segment,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Agent>, ApiError> {
@@ -321,8 +332,10 @@ pub async fn update_agent(
 pub async fn list_agents(
     State(state): State<AppState>,
     principal: Principal,
+    query: Result<Query<tasks::NoQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<AgentList>, ApiError> {
     principal.require(Permission::AgentsRead)?;
+    tasks::read_query(query)?;
     Ok(Json(AgentList {
         agents: state.store.agents(principal.tenant()).await?,
     }))
@@ -332,7 +345,7 @@ pub async fn list_agents(
 pub async fn get_agent(
     State(state): State<AppState>,
     principal: Principal,
-    Path(name): Path<String>,
+    Segment(name): Segment,
 ) -> Result<Json<Agent>, ApiError> {
     principal.require(Permission::AgentsRead)?;
     if !valid_name(&name) {
@@ -405,7 +418,7 @@ fn parse_wait(raw: &str) -> Option<Duration> {
 pub async fn call(
     State(state): State<AppState>,
     principal: Principal,
-    Path(tool): Path<String>,
+    Segment(tool): Segment,
     query: Result<Query<CallQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,

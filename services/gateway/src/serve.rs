@@ -8,14 +8,18 @@
 //! is on and closes, and the call returns when the last one has.
 
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, Request};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
@@ -113,11 +117,14 @@ pub async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
+        let tcp = Conn::new(tcp, limits.header_timeout);
+        let received = tcp.received.clone();
         let service =
             router
                 .clone()
                 .map_request(move |mut request: Request<hyper::body::Incoming>| {
                     request.extensions_mut().insert(ConnectInfo(peer));
+                    request.extensions_mut().insert(received.clone());
                     request.map(axum::body::Body::new)
                 });
         let service = hyper_util::service::TowerToHyperService::new(service);
@@ -175,4 +182,120 @@ async fn connection<I, S>(
             }
         }
     }
+}
+
+/// Bytes a connection has received so far, as a request it carries can read them: a WebSocket
+/// session uses it to tell a message that is still arriving from a quiet socket.
+#[derive(Debug, Clone, Default)]
+pub struct Received(Arc<AtomicU64>);
+
+impl Received {
+    pub fn bytes(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// An accepted socket: counts what it receives ([`Received`]) and, once the connection is done
+/// with it, closes it with a lingering close.
+///
+/// A server that closes a socket with unread bytes in it makes the kernel answer with a reset,
+/// and a client still sending its body (one answered 413 before it was read) then loses the
+/// answer with it: curl reads it, Python's `urllib` gets a broken pipe. So the socket is not
+/// closed outright: its sending side is shut (the client sees the answer, then the end), and
+/// what still arrives is read and thrown away until the client closes its side, for at most
+/// `linger`.
+struct Conn {
+    tcp: Option<TcpStream>,
+    received: Received,
+    linger: Duration,
+}
+
+impl Conn {
+    fn new(tcp: TcpStream, linger: Duration) -> Conn {
+        Conn {
+            tcp: Some(tcp),
+            received: Received::default(),
+            linger,
+        }
+    }
+
+    fn tcp(&mut self) -> &mut TcpStream {
+        self.tcp
+            .as_mut()
+            .expect("the socket is only taken when dropped")
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(self.tcp()).poll_read(cx, buf);
+        let got = (buf.filled().len() - before) as u64;
+        if got > 0 {
+            self.received.0.fetch_add(got, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(self.tcp()).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(self.tcp()).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.as_ref().is_some_and(|t| t.is_write_vectored())
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(self.tcp()).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(self.tcp()).poll_shutdown(cx)
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let (Some(tcp), Ok(runtime)) = (self.tcp.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        runtime.spawn(linger(tcp, self.linger));
+    }
+}
+
+/// The lingering close of [`Conn`]: no more sending, then read and drop whatever arrives until
+/// the client closes, or `limit` passes, or it sent 64 MiB more.
+async fn linger(mut tcp: TcpStream, limit: Duration) {
+    const MOST: usize = 64 << 20;
+    let _ = tcp.shutdown().await;
+    let drain = async {
+        let mut sink = [0u8; 16 * 1024];
+        let mut read = 0;
+        while read < MOST {
+            match tcp.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => read += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(limit, drain).await;
 }

@@ -7,7 +7,7 @@ use tracing::Instrument;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -26,7 +26,7 @@ use wharf_telemetry::TraceContext;
 use crate::AppState;
 use crate::auth::Principal;
 use crate::catalog::Refusal;
-use crate::problem::ApiError;
+use crate::problem::{ApiError, Segment};
 
 /// Longest accepted idempotency key, session id.
 const MAX_KEY_LEN: usize = 255;
@@ -469,13 +469,49 @@ fn prepare(
         tenant: principal.tenant().to_owned(),
         agent: agent.map(|a| a.name.clone()),
     };
-    Ok(TaskEvent::new(
+    let event = TaskEvent::new(
         task.id,
         0,
         EventKind::Submitted {
             task: Box::new(task),
         },
-    ))
+    );
+    fits_in_a_message(state, &event)?;
+    Ok(event)
+}
+
+/// Refuses (413 `body_too_large`) a task whose `submitted` event, the largest message it makes,
+/// would not fit in one NATS message (`max_payload`, with room to spare for headers and its
+/// dead letter): a body within `max_body_bytes` may still hold one, and publishing it would
+/// fail on every try.
+fn fits_in_a_message(state: &AppState, event: &TaskEvent) -> Result<(), ApiError> {
+    use wharf_bus::{MESSAGE_HEADROOM, encoded_len};
+    let limit = state.bus.body_room();
+    let size = encoded_len(event);
+    if size <= limit {
+        return Ok(());
+    }
+    let EventKind::Submitted { task } = &event.kind else {
+        unreachable!("called with a submitted event")
+    };
+    // Name the larger of the two parts a client controls in bulk.
+    let pointer = if encoded_len(&task.metadata) > encoded_len(&task.arguments) {
+        "/metadata"
+    } else {
+        "/arguments"
+    };
+    let detail = format!(
+        "the task is {size} bytes once encoded; a task travels in one NATS message, which holds \
+         at most {limit} bytes here (the server's max_payload of {} bytes, less {MESSAGE_HEADROOM} \
+         for headers): send less, or raise max_payload in nats-server's configuration",
+        state.bus.max_payload()
+    );
+    let mut e = ApiError::new(ErrorCode::BodyTooLarge, format!("{pointer}: {detail}"));
+    e.0.errors.push(wharf_contract::FieldError {
+        pointer: pointer.to_owned(),
+        detail,
+    });
+    Err(e)
 }
 
 /// Publishes a prepared task and its `submitted` event; returns once JetStream stored both.
@@ -800,7 +836,7 @@ pub async fn find_owned(
 pub async fn get(
     State(state): State<AppState>,
     principal: Principal,
-    Path(raw): Path<String>,
+    Segment(raw): Segment,
 ) -> Result<Json<TaskView>, ApiError> {
     principal.require(wharf_contract::Permission::TasksRead)?;
     let id = parse_id(&raw)?;
@@ -846,6 +882,12 @@ pub(crate) fn read_query<T>(
         }
     })
 }
+
+/// The query of a list that takes no parameters: any parameter is refused (400 naming it), as
+/// every list refuses those it does not know.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NoQuery {}
 
 /// A page size from the `limit` query parameter: `default` when absent, else 1 to `max`.
 pub(crate) fn page_limit(raw: Option<&str>, default: u64, max: u64) -> Result<u64, ApiError> {
@@ -976,7 +1018,7 @@ pub async fn request_cancel(
 pub async fn cancel(
     State(state): State<AppState>,
     principal: Principal,
-    Path(raw): Path<String>,
+    Segment(raw): Segment,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&raw)?;
     let view = request_cancel(&state, &principal, id).await?;
@@ -1049,12 +1091,26 @@ fn client_messages(
 pub async fn events(
     State(state): State<AppState>,
     principal: Principal,
-    Path(raw): Path<String>,
+    Segment(raw): Segment,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let id = parse_id(&raw)?;
-    let messages = follow(&state, &principal, id).await?;
-    let stopping = state.stopping.clone().cancelled_owned();
-    let stream = messages.take_until(stopping).map(|m| {
+    let messages = follow(&state, &principal, id).await?.boxed();
+    // The stream ends after the task's terminal event, with the gateway, or when its
+    // credential is revoked or expires: then with an `error` event that says so.
+    let stopping = Box::pin(state.stopping.clone().cancelled_owned());
+    let lapsed = Box::pin(state.auth.lapse(&principal));
+    let messages = futures::stream::unfold(
+        Some((messages, lapsed, stopping)),
+        move |open| async move {
+            let (mut messages, mut lapsed, mut stopping) = open?;
+            tokio::select! {
+                m = messages.next() => m.map(|m| (m, Some((messages, lapsed, stopping)))),
+                refusal = &mut lapsed => Some((crate::ws::client_error(None, Some(id), refusal), None)),
+                () = &mut stopping => None,
+            }
+        },
+    );
+    let stream = messages.map(|m| {
         let seq = match &m {
             WsServerMessage::Accepted { seq, .. } => *seq,
             WsServerMessage::Started { seq, .. }

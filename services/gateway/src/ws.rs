@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use tracing::Instrument;
 
 use axum::extract::State;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::response::Response;
 use futures::stream::BoxStream;
 use futures::{SinkExt, StreamExt};
@@ -22,6 +22,7 @@ use crate::AppState;
 use crate::auth::Principal;
 use crate::limits::Class;
 use crate::problem::ApiError;
+use crate::serve::Received;
 use crate::tasks;
 
 /// `GET /ws/v1/tasks`: the socket acts as the principal that opened it.
@@ -31,6 +32,7 @@ pub async fn upgrade(
     request_id: Option<axum::Extension<crate::audit::RequestId>>,
     peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     credential: Option<axum::Extension<crate::auth::Credential>>,
+    received: Option<axum::Extension<crate::serve::Received>>,
     ws: WebSocketUpgrade,
 ) -> Response {
     let credential = credential.and_then(|c| c.0.0);
@@ -43,10 +45,14 @@ pub async fn upgrade(
     // Small buffers: a subscriber mostly waits, and tungstenite's 128 KiB defaults made an idle
     // socket cost about 160 KB. Larger messages still arrive whole; the buffer only sets how
     // much is read at once. Every message is flushed as it is sent, so no write buffering.
+    // A frame is refused as soon as its header announces more than the limit, not once that
+    // much has arrived.
+    let received = received.map(|r| r.0).unwrap_or_default();
     ws.max_message_size(max)
+        .max_frame_size(max)
         .read_buffer_size(8 * 1024)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| session(state, principal, credential, origin, socket))
+        .on_upgrade(move |socket| session(state, principal, credential, origin, received, socket))
 }
 
 /// Where a socket came from, for its audit entries.
@@ -73,6 +79,7 @@ async fn session(
     principal: Principal,
     credential: Option<String>,
     origin: Origin,
+    received: Received,
     socket: WebSocket,
 ) {
     let connections = metrics::gauge!("wharf_websocket_connections");
@@ -81,12 +88,17 @@ async fn session(
     let _open = scopeguard(move || connections.decrement(1.0));
     let (mut sink, mut incoming) = socket.split();
     let (out, mut outbox) = mpsc::channel::<WsServerMessage>(256);
+    // How the socket closes, once the session knows: sent after the messages still queued.
+    let (closing, close_with) = tokio::sync::oneshot::channel::<Option<CloseFrame>>();
     let writer = tokio::spawn(async move {
         while let Some(m) = outbox.recv().await {
             let text = serde_json::to_string(&m).expect("a message serialises");
             if sink.send(Message::Text(text.into())).await.is_err() {
                 break;
             }
+        }
+        if let Ok(Some(frame)) = close_with.await {
+            let _ = sink.send(Message::Close(Some(frame))).await;
         }
         let _ = sink.close().await;
     });
@@ -100,16 +112,46 @@ async fn session(
         system: None,
     };
     let stopping = s.state.stopping.clone();
-    loop {
+    // The credential lapsing (its key revoked, its expiry passed) ends the session at once,
+    // whether or not the client is sending anything.
+    let lapsed = s.state.auth.lapse(&s.principal);
+    tokio::pin!(lapsed);
+    let mut arriving = Arriving::new(received, s.state.config.header_timeout);
+    let mut check = tokio::time::interval(arriving.limit / 2);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let close = loop {
         let message = tokio::select! {
             m = incoming.next() => m,
-            () = stopping.cancelled() => break,
+            () = stopping.cancelled() => break Some(close_frame(close_code::AWAY, "the gateway is stopping")),
+            refusal = &mut lapsed => {
+                let reason = refusal.0.detail.clone();
+                s.refuse(None, None, refusal).await;
+                break Some(close_frame(close_code::POLICY, &reason));
+            }
+            _ = check.tick() => {
+                if arriving.stalled() {
+                    let why = format!(
+                        "a message took longer than {} s to arrive",
+                        arriving.limit.as_secs_f64()
+                    );
+                    break Some(close_frame(close_code::POLICY, &why));
+                }
+                continue;
+            }
         };
-        let Some(Ok(message)) = message else { break };
+        arriving.done();
+        let message = match message {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => break close_for(e),
+            None => break None,
+        };
         match message {
             Message::Text(text) => {
                 if !s.handle(text.as_bytes()).await {
-                    break;
+                    break Some(close_frame(
+                        close_code::POLICY,
+                        "the credential no longer holds",
+                    ));
                 }
             }
             Message::Binary(_) => {
@@ -120,19 +162,94 @@ async fn session(
                 )
                 .await;
             }
-            Message::Close(_) => break,
+            Message::Close(_) => break None,
             Message::Ping(_) | Message::Pong(_) => {}
         }
         s.subscriptions.retain(|_, h| !h.is_finished());
-    }
+    };
     for (_, h) in s.subscriptions.drain() {
         h.abort();
     }
     if let Some(h) = s.system.take() {
         h.abort();
     }
+    let _ = closing.send(close);
     drop(s);
     let _ = writer.await;
+}
+
+/// Tells a message that is still arriving after `limit` (a slow or stalled sender, a frame
+/// header announcing more than ever comes) from a socket that is merely quiet: the bytes the
+/// connection received since the last whole message. Bounded like a slow request head.
+struct Arriving {
+    received: Received,
+    /// Bytes received when the last message was whole.
+    mark: u64,
+    /// When bytes past the mark were first seen.
+    since: Option<std::time::Instant>,
+    limit: std::time::Duration,
+}
+
+impl Arriving {
+    fn new(received: Received, limit: std::time::Duration) -> Arriving {
+        Arriving {
+            mark: received.bytes(),
+            received,
+            since: None,
+            limit: limit.max(std::time::Duration::from_secs(1)),
+        }
+    }
+
+    /// A message (or the end) came in whole.
+    fn done(&mut self) {
+        self.mark = self.received.bytes();
+        self.since = None;
+    }
+
+    /// True when part of a message has been waiting for the rest for `limit` or longer.
+    fn stalled(&mut self) -> bool {
+        if self.received.bytes() <= self.mark {
+            self.since = None;
+            return false;
+        }
+        self.since
+            .get_or_insert_with(std::time::Instant::now)
+            .elapsed()
+            >= self.limit
+    }
+}
+
+/// A close frame; the reason is cut to fit the 123 bytes a close frame allows.
+fn close_frame(code: u16, reason: &str) -> CloseFrame {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    CloseFrame {
+        code,
+        reason: reason[..end].into(),
+    }
+}
+
+/// The close frame that answers a read error: 1009 for a message over the size limit, 1002 for
+/// a protocol violation, 1007 for text that is not UTF-8; none when the connection itself
+/// failed (there is nobody to tell).
+fn close_for(e: axum::Error) -> Option<CloseFrame> {
+    use tungstenite::error::{Error as WsError, ProtocolError};
+    let inner = e.into_inner();
+    match inner.downcast_ref::<WsError>()? {
+        WsError::Capacity(c) => Some(close_frame(
+            close_code::SIZE,
+            &format!("{c} (gateway.max_body_bytes)"),
+        )),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
+        WsError::Protocol(p) => Some(close_frame(close_code::PROTOCOL, &p.to_string())),
+        WsError::Utf8(_) => Some(close_frame(
+            close_code::INVALID,
+            "a text message is not UTF-8",
+        )),
+        _ => None,
+    }
 }
 
 impl Session {
@@ -359,7 +476,12 @@ async fn forward_all(
     }
 }
 
-fn client_error(reference: Option<String>, task_id: Option<Uuid>, e: ApiError) -> WsServerMessage {
+/// A refusal as the `error` message of the WebSocket protocol (and the `error` event of SSE).
+pub(crate) fn client_error(
+    reference: Option<String>,
+    task_id: Option<Uuid>,
+    e: ApiError,
+) -> WsServerMessage {
     WsServerMessage::ClientError {
         code: e.0.code.as_str().to_owned(),
         message: e.0.detail.clone(),

@@ -32,6 +32,11 @@ use wharf_contract::{TASK_ID_META, TRACEPARENT_META};
 pub struct EchoArgs {
     /// Text to send back.
     pub message: String,
+    /// How many times to send it back, joined (1 by default; at most 100,000): a large result
+    /// from a small request.
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 100000))]
+    pub times: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -83,7 +88,8 @@ impl Default for Demo {
 impl Demo {
     #[tool(description = "Returns the message it is given")]
     async fn echo(&self, Parameters(args): Parameters<EchoArgs>) -> CallToolResult {
-        CallToolResult::success(vec![Content::text(args.message)])
+        let times = args.times.unwrap_or(1).clamp(1, 100_000) as usize;
+        CallToolResult::success(vec![Content::text(args.message.repeat(times))])
     }
 
     #[tool(

@@ -31,6 +31,16 @@ pub struct McpServerConfig {
     pub retry_tool_errors: bool,
 }
 
+impl McpServerConfig {
+    /// `message` without the secrets of this server's URL, if it has one.
+    fn scrub(&self, message: &str) -> String {
+        match &self.transport {
+            McpTransport::Http { url } => wharf_bus::scrub_url(message, url),
+            McpTransport::Stdio { .. } => message.to_owned(),
+        }
+    }
+}
+
 /// The transport of an MCP server.
 #[derive(Debug, Clone, PartialEq)]
 pub enum McpTransport {
@@ -230,6 +240,8 @@ pub struct McpServer {
     generation: u64,
     /// Started from the runtime configuration's registry, not the worker's file.
     from_registry: bool,
+    /// The URL of a streamable HTTP server, to keep its secrets out of error messages.
+    url: Option<String>,
 }
 
 /// Numbers every [`McpServer`] a process starts.
@@ -265,6 +277,12 @@ impl McpServer {
         tools: mpsc::UnboundedSender<ToolsUpdate>,
         shutdown: CancellationToken,
     ) -> Arc<McpServer> {
+        if let McpTransport::Http { url } = &config.transport {
+            // The HTTP client's own errors print the URL, token and all.
+            for secret in wharf_bus::url_secrets(url) {
+                wharf_telemetry::redact::keep_out_of_logs(&secret);
+            }
+        }
         let (tx, rx) = watch::channel(None);
         let generation = GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let server = Arc::new(McpServer {
@@ -273,6 +291,10 @@ impl McpServer {
             retry_tool_errors: config.retry_tool_errors,
             generation,
             from_registry,
+            url: match &config.transport {
+                McpTransport::Http { url } => Some(url.clone()),
+                McpTransport::Stdio { .. } => None,
+            },
         });
         tokio::spawn(supervise(config, generation, tx, tools, shutdown));
         server
@@ -377,10 +399,15 @@ impl McpServer {
         Err(stop)
     }
 
+    /// The message becomes the task's error, which its tenant reads: the URL's secrets go.
     fn unavailable(&self, e: impl std::fmt::Display) -> CallError {
+        let message = match &self.url {
+            Some(url) => wharf_bus::scrub_url(&e.to_string(), url),
+            None => e.to_string(),
+        };
         CallError::Unavailable {
             server: self.name.clone(),
-            message: e.to_string(),
+            message,
         }
     }
 }
@@ -450,7 +477,11 @@ async fn connect(
         }
         McpTransport::Http { url } => {
             let transport = StreamableHttpClientTransport::from_uri(url.as_str());
-            client.serve(transport).await.map_err(|e| e.to_string())
+            // The error quotes the URL, whose query may hold a token.
+            client
+                .serve(transport)
+                .await
+                .map_err(|e| wharf_bus::scrub_url(&e.to_string(), url))
         }
     }
 }
@@ -501,6 +532,7 @@ async fn supervise(
                         }
                     }
                     Err(e) => {
+                        let e = config.scrub(&e);
                         tracing::warn!(server = %config.name, error = %e, "mcp server did not list its tools");
                         let _ = service.cancel().await;
                     }

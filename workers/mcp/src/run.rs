@@ -357,7 +357,7 @@ async fn finish(
                     Box::pin(message.ack_with(AckKind::Nak(Some(Duration::from_secs(1))))).await;
                 return;
             }
-            let event = TaskEvent::new(task.id, attempt, kind);
+            let event = fit_in_a_message(shared, TaskEvent::new(task.id, attempt, kind));
             // The same message id makes every try after the first harmless.
             let mut stored: Result<bool, String> = Err(String::new());
             for tries in 0..5 {
@@ -428,6 +428,31 @@ async fn finish(
             let _ = Box::pin(message.ack_with(AckKind::Nak(Some(delay)))).await;
         }
     }
+}
+
+/// The terminal event as it can be stored: one whose result would not fit in a NATS message
+/// (the server's `max_payload`) could never be published, and the task would run again and
+/// again until its attempts ran out; it ends `failed` with `result_too_large` instead (final:
+/// the same call gives the same result).
+fn fit_in_a_message(shared: &Shared, event: TaskEvent) -> TaskEvent {
+    let room = shared.bus.body_room();
+    let size = wharf_bus::encoded_len(&event);
+    if size <= room {
+        return event;
+    }
+    tracing::warn!(size, room, "the tool's result is too large to store");
+    TaskEvent::new(
+        event.task_id,
+        event.attempt,
+        failed(
+            "result_too_large",
+            format!(
+                "the tool's result is {size} bytes once encoded; a result travels in one NATS \
+                 message, which holds at most {room} bytes here (max_payload, less headers): \
+                 return less (a reference to where the data is), or raise max_payload"
+            ),
+        ),
+    )
 }
 
 /// Fencing: true when this attempt's lease may have lapsed (no heartbeat got through for a
