@@ -198,6 +198,15 @@ struct Rig {
     workers_started: usize,
 }
 
+/// A failed test keeps its logs, where its message says they are.
+impl Drop for Rig {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dir.disable_cleanup(true);
+        }
+    }
+}
+
 impl Rig {
     async fn start(workers: usize) -> Rig {
         Rig::start_on(workers, fresh_database().await).await
@@ -364,6 +373,39 @@ impl Rig {
         ids
     }
 
+    /// Submits `n` copies of `body` in one batch; returns the ids (all of them: a batch is
+    /// accepted whole).
+    async fn submit_batch(&self, n: usize, body: &Value) -> Vec<Uuid> {
+        let r = self
+            .http
+            .post(format!("{}/api/v1/tasks/batch", self.api))
+            .json(&json!({ "tasks": vec![body; n] }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "the batch was accepted");
+        let v: Value = r.json().await.unwrap();
+        v["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap().parse().unwrap())
+            .collect()
+    }
+
+    /// Lines of every worker's log that contain `needle`.
+    fn worker_log_lines(&self, needle: &str) -> usize {
+        (0..self.workers_started)
+            .map(|i| {
+                std::fs::read_to_string(self.dir.path().join(format!("worker-{i}.log")))
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| l.contains(needle))
+                    .count()
+            })
+            .sum()
+    }
+
     /// Messages in the tasks stream now (queued tasks and pending schedules).
     async fn tasks_stream_messages(&self) -> u64 {
         let client = async_nats::connect(&self.nats_url).await.unwrap();
@@ -395,14 +437,46 @@ impl Rig {
             if ended >= n as u64 && (open == 0 || self.stranded().await == Some(open)) {
                 return;
             }
-            assert!(
-                Instant::now() < end,
-                "after {deadline:?}, {ended} tasks ended and {open} are queued or running \
-                 ({n} accepted); logs in {}",
-                self.dir.path().display()
-            );
+            if Instant::now() >= end {
+                panic!(
+                    "after {deadline:?}, {ended} tasks ended and {open} are queued or running \
+                     ({n} accepted); logs in {}\n{}",
+                    self.dir.path().display(),
+                    self.consumers().await
+                );
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// What JetStream says of each consumer (waiting, in flight, delivered), to tell a stuck
+    /// puller from a stuck recorder when tasks stop ending.
+    async fn consumers(&self) -> String {
+        let Ok(client) = async_nats::connect(&self.nats_url).await else {
+            return "consumers: NATS cannot be reached".into();
+        };
+        let js = async_nats::jetstream::new(client);
+        let mut out = String::from("consumers:");
+        for name in [wharf_contract::TASKS_STREAM, wharf_contract::EVENTS_STREAM] {
+            let Ok(stream) = js.get_stream(name).await else {
+                continue;
+            };
+            let mut infos = stream.consumers();
+            while let Some(Ok(c)) = futures::StreamExt::next(&mut infos).await {
+                out.push_str(&format!(
+                    "\n  {name}/{}: pending {}, ack pending {}, waiting pulls {}, redelivered {}, \
+                     delivered up to {}, acked up to {}",
+                    c.name,
+                    c.num_pending,
+                    c.num_ack_pending,
+                    c.num_waiting,
+                    c.num_redelivered,
+                    c.delivered.stream_sequence,
+                    c.ack_floor.stream_sequence,
+                ));
+            }
+        }
+        out
     }
 
     /// How many unfinished tasks are stranded submissions, when all of them are (`None`
@@ -674,6 +748,64 @@ async fn nats_server_crashing_mid_run_loses_no_accepted_task() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let what = "nats-server crashed (SIGKILL) and restarted";
     settle(&rig, stop, submitter, what, faults, true).await;
+}
+
+/// The harsher case: a backlog keeps every worker taking tasks without pause (a pull request
+/// is in flight almost always) when nats-server dies, three times. A pull request the server
+/// took with it must not leave a worker waiting for its answer forever: once NATS is back, every
+/// task runs while the workers live.
+#[tokio::test]
+async fn nats_server_crashing_under_a_backlog_leaves_no_task_waiting() {
+    let mut rig = Rig::start(2).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.extend(rig.submit_batch(1000, &sleep_task(0.02)).await);
+    }
+    assert_eq!(ids.len(), 3000, "every submission accepted");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let submitter = rig.submit_until(4, sleep_task(0.02), stop.clone());
+    let mut faults = 0;
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        rig.crash_nats(Duration::from_millis(500)).await;
+        faults += 1;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.cancel();
+    let (more, refused) = submitter.await.unwrap();
+    ids.extend(more);
+    // A minute is ample once NATS is back: the whole backlog takes well under that here.
+    rig.wait_all_ended(ids.len(), Duration::from_secs(60)).await;
+    let f = rig.check(&ids, &[]).await;
+    f.print("nats-server crashed under a backlog", faults);
+    println!("submissions refused or cut off: {refused}");
+    // Pull requests the server took down with it, which the workers gave up on and made again
+    // (before, each froze its worker's queue for good).
+    println!(
+        "pull requests lost with the server and made again: {}",
+        rig.worker_log_lines("got no answer")
+    );
+    f.assert_exactly_once(refused);
+
+    // Every worker takes tasks again, not only enough of them to drain the queue: a worker
+    // whose pull request was lost must not sit out the rest of its life.
+    let more = rig.submit_batch(400, &sleep_task(0.05)).await;
+    rig.wait_all_ended(ids.len() + more.len(), Duration::from_secs(60))
+        .await;
+    let mut took: std::collections::BTreeMap<String, usize> =
+        rig.workers.iter().map(|(id, _)| (id.clone(), 0)).collect();
+    for id in &more {
+        for (_, e) in rig.store.events(*id).await.unwrap() {
+            if let EventKind::Started { worker, .. } = e.kind {
+                *took.entry(worker).or_default() += 1;
+            }
+        }
+    }
+    println!("tasks each worker took after the crashes: {took:?}");
+    assert!(
+        took.values().all(|n| *n > 0),
+        "a live worker took no task after the crashes: {took:?}"
+    );
 }
 
 #[tokio::test]

@@ -30,6 +30,8 @@ const MAX_BATCH: usize = 2000;
 /// Under heavy load batches fill before this and it never applies. It bounds the history lag
 /// it adds.
 const LINGER: Duration = Duration::from_millis(10);
+/// How long one pull request for events lasts before the client makes another.
+const PULL_EXPIRES: Duration = Duration::from_secs(10);
 /// During shutdown, stop once no event arrived for this long.
 const DRAIN_IDLE: Duration = Duration::from_millis(200);
 
@@ -51,10 +53,15 @@ impl Recorder {
         let consumer = self.bus.recorder_consumer().await?;
         tracing::info!("recorder running");
         'connect: loop {
-            // Pull in batches as large as a transaction: fewer, larger commits.
+            // Pull in batches as large as a transaction: fewer, larger commits. Each pull
+            // request lasts PULL_EXPIRES: the client asks again that much (and 5 s) after a
+            // request that went unanswered, as one lost with a restarting nats-server is
+            // (its default, 30 s, left the history that much longer behind).
             let messages = match consumer
                 .stream()
                 .max_messages_per_batch(MAX_BATCH)
+                .expires(PULL_EXPIRES)
+                .heartbeat(PULL_EXPIRES / 4)
                 .messages()
                 .await
             {

@@ -44,6 +44,12 @@ const RECHECK_EMPTY: Duration = Duration::from_millis(10);
 
 /// How long one waiting pull request lasts.
 const PULL_EXPIRES: Duration = Duration::from_secs(2);
+/// How long a fetch (a pull request that does not wait) may go unanswered. The server answers
+/// one at once, with tasks or with "none left"; no answer means the request was lost with a
+/// server that died (it was still in a socket buffer, or read and not yet answered), and none
+/// will ever come. Waiting on it unbounded froze the queue's loop for good: no task was taken
+/// again after a nats-server crash under load.
+const FETCH_DEADLINE: Duration = Duration::from_secs(5);
 /// The most tasks one pull request asks for.
 const MAX_BATCH: usize = 256;
 
@@ -242,15 +248,12 @@ async fn sweep(
                 asks.push(fetch(consumer, level, plan[level]));
             }
         }
-        for (level, asked, result) in futures::future::join_all(asks).await {
-            let got = match result {
-                Ok(got) => got,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot take tasks");
-                    failed = true;
-                    Vec::new()
-                }
-            };
+        for (level, asked, got, error) in futures::future::join_all(asks).await {
+            // What came before an error is delivered and leased to this worker: run it.
+            if let Some(e) = error {
+                tracing::warn!(error = %e, "cannot take tasks");
+                failed = true;
+            }
             if got.len() < asked {
                 waiting[level] = false;
                 short[level] = true;
@@ -270,21 +273,35 @@ async fn sweep(
     }
 }
 
-/// Up to `n` tasks waiting on `level`, without waiting for more.
+/// Up to `n` tasks waiting on `level`, without waiting for more: the level, `n`, the tasks
+/// that came, and the error that ended the fetch early, if one did (no answer within
+/// [`FETCH_DEADLINE`] among them).
 async fn fetch(
     consumer: &PullConsumer,
     level: usize,
     n: usize,
-) -> (usize, usize, Result<Vec<Message>, async_nats::Error>) {
-    let fetched = async {
+) -> (usize, usize, Vec<Message>, Option<async_nats::Error>) {
+    let mut got = Vec::with_capacity(n);
+    let fetched = tokio::time::timeout(FETCH_DEADLINE, async {
         let mut batch = consumer.fetch().max_messages(n).messages().await?;
-        let mut got = Vec::with_capacity(n);
         while let Some(m) = batch.next().await {
             got.push(m?);
         }
-        Ok(got)
+        Ok::<_, async_nats::Error>(())
+    })
+    .await;
+    let error = match fetched {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e),
+        Err(_) => Some(
+            format!(
+                "a pull request got no answer within {FETCH_DEADLINE:?} (lost with a server that \
+                 went down?); asking again"
+            )
+            .into(),
+        ),
     };
-    (level, n, fetched.await)
+    (level, n, got, error)
 }
 
 /// A pull request on `level` for up to `n` tasks, as a stream that ends with
