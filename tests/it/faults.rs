@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 use uuid::Uuid;
-use wharf_bus::local::{LocalNats, free_port};
 use wharf_contract::{EventKind, TaskStatus};
+use wharf_local::{LocalNats, free_port};
 use wharf_store::Store;
 use wharf_testkit::{fresh_database, wait_for_tool_at, wharf_bin};
 
@@ -281,7 +281,7 @@ impl Rig {
         self.nats.take().expect("nats-server runs").kill().await;
         tokio::time::sleep(down).await;
         let port = self.nats_url.rsplit(':').next().unwrap().parse().unwrap();
-        let bin = wharf_bus::local::find_or_install().await.unwrap();
+        let bin = wharf_local::find_or_install().await.unwrap();
         let nats = LocalNats::start_on(&bin, &self.dir.path().join("nats"), port)
             .await
             .unwrap();

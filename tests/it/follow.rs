@@ -6,8 +6,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use uuid::Uuid;
 use wharf_bus::Bus;
-use wharf_bus::local::LocalNats;
 use wharf_contract::{EventKind, TaskEvent, live_event_subject};
+use wharf_local::LocalNats;
 
 fn started(id: Uuid) -> TaskEvent {
     TaskEvent::new(

@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use uuid::Uuid;
-use wharf_bus::local::{LocalNats, free_port};
 use wharf_contract::TaskStatus;
+use wharf_local::{LocalNats, free_port};
 use wharf_store::Store;
 use wharf_testkit::{eventually, fresh_database, wharf_bin};
 

@@ -4,8 +4,8 @@
 use chrono::SubsecRound;
 use rand::seq::SliceRandom;
 use serde_json::json;
+use wharf_contract::TaskState;
 use wharf_contract::TaskStatus;
-use wharf_contract::task::TaskState;
 use wharf_store::Store;
 use wharf_testkit::{Wharf, eventually, fresh_database};
 

@@ -215,7 +215,10 @@ async fn a_redelivered_task_that_already_ended_is_acknowledged_not_run_again() {
         .unwrap();
     use futures::StreamExt;
     let m = first.next().await.unwrap().unwrap();
-    m.ack_with(wharf_bus::AckKind::Nak(None)).await.unwrap();
+    wharf_bus::Delivery::RetryAfter(Duration::ZERO)
+        .settle(&m)
+        .await
+        .unwrap();
 
     w.add_worker();
     eventually(

@@ -301,7 +301,7 @@ async fn a_token_in_a_registry_url_is_used_but_never_shown() {
     );
 
     // A worker that cannot reach a registry server says so in its log, without the token.
-    let port = wharf_bus::local::free_port().unwrap();
+    let port = wharf_local::free_port().unwrap();
     let unreachable = format!("http://127.0.0.1:{port}/mcp?token={TOKEN}");
     let (status, _) = put_config(&w, revision + 1, json!({"nowhere": {"url": unreachable}})).await;
     assert_eq!(status, 200);

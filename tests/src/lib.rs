@@ -15,9 +15,9 @@ use serde_json::Value;
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-use wharf_bus::local::LocalNats;
 use wharf_bus::{Bus, Topology};
 use wharf_contract::{TaskStatus, TaskView};
+use wharf_local::LocalNats;
 use wharf_store::Store;
 use wharf_worker::{McpServerConfig, McpTransport, WorkerConfig};
 
@@ -263,7 +263,7 @@ impl Wharf {
         // the platform's own user.
         let auth = options.gateway.nats_auth.as_ref().map(|n| {
             let keys = n.keys().unwrap();
-            wharf_bus::local::ServerAuth {
+            wharf_local::ServerAuth {
                 user: "wharf".into(),
                 password: uuid::Uuid::now_v7().simple().to_string(),
                 callout_issuer: Some(keys.issuer_public().to_owned()),
@@ -731,7 +731,7 @@ pub struct EverythingHttp {
 
 impl EverythingHttp {
     pub async fn start() -> EverythingHttp {
-        let port = wharf_bus::local::free_port().unwrap();
+        let port = wharf_local::free_port().unwrap();
         let child = tokio::process::Command::new("node")
             .arg(node_server(
                 "@modelcontextprotocol/server-everything/dist/index.js",

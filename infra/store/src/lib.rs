@@ -2,7 +2,7 @@
 //!
 //! It owns the conversions between the SeaORM entities and the contract types, and the one
 //! projection rule: [`Store::record`] applies a batch of events idempotently and in any order,
-//! mirroring `wharf_contract::task::TaskState::merge` in SQL so that two recorders, a restarted
+//! mirroring `wharf_contract::TaskState::merge` in SQL so that two recorders, a restarted
 //! recorder, or a replay all leave the same rows. Postgres and SQLite are both supported through
 //! the same code. Workers never use this crate.
 
@@ -16,7 +16,7 @@ use sea_orm::{
 use sea_orm_migration::MigratorTrait;
 use serde_json::Value;
 use uuid::Uuid;
-use wharf_contract::task::TaskState;
+use wharf_contract::TaskState;
 use wharf_contract::{TaskEvent, TaskStatus, TaskView};
 use wharf_entity::{task, task_event};
 

@@ -100,6 +100,33 @@ impl TaskEvent {
     }
 }
 
+/// A task's `submitted` event, borrowing the task: it serialises exactly as the [`TaskEvent`] of
+/// kind [`EventKind::Submitted`] that would carry the task (attempt 0, at its `submitted_at`),
+/// without copying the task into one. The gateway publishes it from the task it checked.
+#[derive(Debug, Serialize)]
+pub struct Submitted<'a> {
+    v: u32,
+    task_id: Uuid,
+    at: DateTime<Utc>,
+    attempt: u32,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    task: &'a Task,
+}
+
+impl<'a> Submitted<'a> {
+    pub fn of(task: &'a Task) -> Submitted<'a> {
+        Submitted {
+            v: EVENT_VERSION,
+            task_id: task.id,
+            at: task.submitted_at,
+            attempt: 0,
+            kind: "submitted",
+            task,
+        }
+    }
+}
+
 impl Task {
     /// Decodes a task body, refusing versions this build does not know.
     pub fn decode(body: &[u8]) -> Result<Task, DecodeError> {
@@ -134,6 +161,31 @@ fn decode_versioned<T: serde::de::DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_borrowed_submitted_event_is_the_submitted_task_event() {
+        let task: Task = serde_json::from_value(serde_json::json!({
+            "v": 1, "id": Uuid::now_v7(), "tool": "demo.echo",
+            "arguments": {"message": "hi"}, "queue": "default", "max_attempts": 3,
+            "metadata": {"k": "v"}, "submitted_at": Utc::now(), "tenant": "acme",
+        }))
+        .unwrap();
+        let owned = TaskEvent {
+            v: EVENT_VERSION,
+            task_id: task.id,
+            at: task.submitted_at,
+            attempt: 0,
+            kind: EventKind::Submitted {
+                task: Box::new(task.clone()),
+            },
+        };
+        let borrowed = serde_json::to_vec(&Submitted::of(&task)).unwrap();
+        assert_eq!(TaskEvent::decode(&borrowed).unwrap(), owned);
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&borrowed).unwrap(),
+            serde_json::to_value(&owned).unwrap()
+        );
+    }
 
     /// A v1 event as an older build wrote it must keep decoding.
     #[test]

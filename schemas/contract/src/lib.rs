@@ -15,6 +15,7 @@ pub mod event;
 pub mod names;
 pub mod ops;
 pub mod resources;
+pub mod state;
 pub mod task;
 pub mod tool;
 
@@ -34,6 +35,7 @@ pub use ops::{QueueInfo, QueueLevel, QueueList, SystemStatus, WorkerInfo, Worker
 pub use resources::{
     Agent, AgentList, AgentSpec, CallTool, CreateSession, DeletedSession, Session, SessionList,
 };
+pub use state::TaskState;
 pub use task::{Priority, Progress, RetryPolicy, Task, TaskError, TaskStatus, TaskView};
 pub use tool::{ToolInfo, ToolServer};
 

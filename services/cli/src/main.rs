@@ -13,7 +13,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use wharf_bus::Bus;
-use wharf_bus::local::LocalNats;
+use wharf_local::LocalNats;
 use wharf_store::Store;
 use wharf_telemetry::LogFormat;
 use wharf_worker::{McpServerConfig, McpTransport};

@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use axum::extract::{ConnectInfo, MatchedPath, Query, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -26,8 +26,8 @@ use wharf_store::Store;
 
 use crate::AppState;
 use crate::auth::Principal;
+use crate::http::{Page, QueryParams, query_error};
 use crate::problem::ApiError;
-use crate::tasks::query_error;
 
 /// `[gateway.audit]`.
 #[derive(Clone, Serialize, Deserialize)]
@@ -389,10 +389,10 @@ pub struct AuditQuery {
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
-    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+    query: QueryParams<AuditQuery>,
 ) -> Result<Json<AuditList>, ApiError> {
     principal.require(Permission::AuditRead)?;
-    let q = crate::tasks::read_query(query)?;
+    let q = query.read()?;
     let tenant = match q.tenant {
         Some(t) if t == "*" => {
             principal.require(Permission::TenantsAdmin)?;
@@ -410,27 +410,17 @@ pub async fn list(
         }
         _ => Some(principal.tenant().to_owned()),
     };
-    let limit = crate::tasks::page_limit(q.limit.as_deref(), 100, 1000)?;
-    let before = q
-        .cursor
-        .map(|c| c.parse::<Uuid>())
-        .transpose()
-        .map_err(|_| query_error("cursor", "not a cursor from a previous page"))?;
+    let page = Page::<Uuid>::read(q.limit.as_deref(), q.cursor.as_deref(), 100, 1000)?;
     let mut entries = state
         .store
         .audit(&wharf_store::AuditFilter {
             tenant,
             action: q.action,
-            before,
-            limit: limit + 1,
+            before: page.after,
+            limit: page.limit + 1,
         })
         .await?;
-    let next_cursor = if entries.len() as u64 > limit {
-        entries.truncate(limit as usize);
-        entries.last().map(|e| e.id.to_string())
-    } else {
-        None
-    };
+    let next_cursor = page.close(&mut entries, |e| Some(e.id.to_string()));
     Ok(Json(AuditList {
         entries,
         next_cursor,

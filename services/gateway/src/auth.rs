@@ -829,7 +829,7 @@ pub async fn keep_jwks_fresh(state: AppState) {
 
 /// Drops revoked keys from `auth`'s cache as gateways announce them, until the gateway stops.
 pub async fn follow_revocations(state: AppState) {
-    let revoked = match state.bus.key_revocations().await {
+    let revoked = match state.bus.announcements(&wharf_bus::KEY_REVOKED).await {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e, "cannot follow key revocations; the cache expiry bounds them");

@@ -9,10 +9,7 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::extract::State;
 use futures::StreamExt;
 use serde::Deserialize;
 use wharf_contract::{
@@ -23,9 +20,9 @@ use wharf_contract::{
 use wharf_bus::Published;
 
 use crate::auth::Principal;
+use crate::http::{JsonBody, Page, QueryParams};
 use crate::problem::ApiError;
 use crate::resources::{MAX_SESSION_TTL, MIN_SESSION_TTL};
-use crate::tasks::{json_body, parse_json};
 use crate::{AppState, Settings};
 
 /// How often a gateway reads the newest revision, whatever it heard.
@@ -170,12 +167,10 @@ fn check_url(url: &str) -> Result<(), String> {
 pub async fn update(
     State(state): State<AppState>,
     principal: Principal,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: JsonBody,
 ) -> Result<Json<ConfigView>, ApiError> {
     principal.require(Permission::ConfigWrite)?;
-    let body = json_body(&state, &headers, body)?;
-    let mut req: UpdateConfig = parse_json(&body)?;
+    let mut req: UpdateConfig = body.parse()?;
     // The newest stored revision, not only this gateway's view of it.
     load_latest(&state).await;
     let current = state.settings();
@@ -230,7 +225,11 @@ pub async fn update(
         .cloned()
         .collect();
     apply(&state, revision);
-    if let Err(e) = state.bus.announce_config_changed(number).await {
+    if let Err(e) = state
+        .bus
+        .announce(&wharf_bus::CONFIG_CHANGED, &number)
+        .await
+    {
         tracing::warn!(error = %e, "other gateways apply the change at their next check");
     }
     publish_registry(&state).await;
@@ -253,12 +252,12 @@ pub struct RevisionsQuery {
 pub async fn revisions(
     State(state): State<AppState>,
     principal: Principal,
-    query: Result<Query<RevisionsQuery>, axum::extract::rejection::QueryRejection>,
+    query: QueryParams<RevisionsQuery>,
 ) -> Result<Json<ConfigHistory>, ApiError> {
     principal.require(Permission::ConfigRead)?;
-    let q = crate::tasks::read_query(query)?;
-    let limit = crate::tasks::page_limit(q.limit.as_deref(), 50, 1000)?;
-    let mut revisions = state.store.config_revisions(limit).await?;
+    let q = query.read()?;
+    let page = Page::<u64>::read(q.limit.as_deref(), None, 50, 1000)?;
+    let mut revisions = state.store.config_revisions(page.limit).await?;
     for r in &mut revisions {
         r.config = redacted(&r.config);
     }
@@ -327,7 +326,7 @@ pub async fn load_latest(state: &AppState) {
 /// Applies revisions as gateways announce them, and every [`RECHECK_EVERY`], until the gateway
 /// stops.
 pub async fn follow_changes(state: AppState) {
-    let announced = match state.bus.config_changes().await {
+    let announced = match state.bus.announcements(&wharf_bus::CONFIG_CHANGED).await {
         Ok(a) => a.boxed(),
         Err(e) => {
             tracing::warn!(error = %e, "cannot follow configuration changes; checking every 30 s");

@@ -2,7 +2,7 @@
 //! could not be read. List them, inspect one, replay one as a new task.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -11,11 +11,12 @@ use wharf_contract::{DeadLetter, DeadLetterList, ErrorCode, Permission, SubmitTa
 
 use crate::AppState;
 use crate::auth::Principal;
+use crate::http::{Page, QueryParams};
 use crate::problem::{ApiError, Segment};
 use crate::tasks::{self, parse_id};
 
 /// Most dead letters one page may hold.
-const MAX_PAGE: usize = 1000;
+const MAX_PAGE: u64 = 1000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,30 +39,18 @@ fn visible(principal: &Principal, letter: &DeadLetter) -> bool {
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
-    query: Result<Query<DlqQuery>, axum::extract::rejection::QueryRejection>,
+    query: QueryParams<DlqQuery>,
 ) -> Result<Json<DeadLetterList>, ApiError> {
     principal.require(Permission::DlqRead)?;
-    let q = crate::tasks::read_query(query)?;
-    let limit = tasks::page_limit(q.limit.as_deref(), 100, MAX_PAGE as u64)? as usize;
-    let after = match q.cursor.as_deref() {
-        None => 0,
-        Some(c) => c
-            .parse::<u64>()
-            .map_err(|_| tasks::query_error("cursor", "must be a cursor from a previous page"))?,
-    };
+    let q = query.read()?;
+    let page = Page::<u64>::read(q.limit.as_deref(), q.cursor.as_deref(), 100, MAX_PAGE)?;
     let mut dead_letters = state
         .bus
-        .dead_letters(after, limit + 1, |l| visible(&principal, l))
+        .dead_letters(page.after.unwrap_or(0), page.limit as usize + 1, |l| {
+            visible(&principal, l)
+        })
         .await?;
-    let next_cursor = if dead_letters.len() > limit {
-        dead_letters.truncate(limit);
-        dead_letters
-            .last()
-            .and_then(|d| d.seq)
-            .map(|s| s.to_string())
-    } else {
-        None
-    };
+    let next_cursor = page.close(&mut dead_letters, |d| d.seq.map(|s| s.to_string()));
     Ok(Json(DeadLetterList {
         dead_letters,
         next_cursor,

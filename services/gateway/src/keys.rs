@@ -2,10 +2,8 @@
 //! listed, read and revoked, within the caller's tenant (any tenant with `tenants:admin`).
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use uuid::Uuid;
@@ -15,8 +13,8 @@ use wharf_contract::{
 
 use crate::AppState;
 use crate::auth::{Principal, mint_key};
+use crate::http::{JsonBody, QueryParams, query_error};
 use crate::problem::{ApiError, Segment};
-use crate::tasks::{json_body, parse_json, query_error};
 
 /// Shortest and longest life a key may be given.
 const MIN_EXPIRY_SECS: u64 = 60;
@@ -26,12 +24,10 @@ const MAX_EXPIRY_SECS: u64 = 3 * 366 * 24 * 3600;
 pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: JsonBody,
 ) -> Result<Response, ApiError> {
     principal.require(Permission::KeysAdmin)?;
-    let body = json_body(&state, &headers, body)?;
-    let req: CreateKey = parse_json(&body)?;
+    let req: CreateKey = body.parse()?;
     if !valid_name(&req.name) {
         return Err(ApiError::field(
             ErrorCode::InvalidField,
@@ -122,10 +118,10 @@ pub struct ListQuery {
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    query: QueryParams<ListQuery>,
 ) -> Result<Json<ApiKeyList>, ApiError> {
     principal.require(Permission::KeysAdmin)?;
-    let q = crate::tasks::read_query(query)?;
+    let q = query.read()?;
     let tenant = match q.tenant {
         Some(t) if t != principal.tenant() => {
             if !valid_name(&t) {
@@ -184,7 +180,7 @@ pub async fn revoke(
         return Err(no_key(&raw));
     };
     state.auth.forget_key(id);
-    if let Err(e) = state.bus.announce_key_revoked(id).await {
+    if let Err(e) = state.bus.announce(&wharf_bus::KEY_REVOKED, &id).await {
         tracing::warn!(key_id = %id, error = %e, "revoked; other gateways drop it when their cache expires");
     }
     tracing::info!(key_id = %id, by = %principal.actor(), "API key revoked");

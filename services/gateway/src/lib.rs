@@ -10,6 +10,7 @@ pub mod auth;
 mod catalog;
 mod config;
 mod dlq;
+mod http;
 mod keys;
 pub mod limits;
 pub mod nats_auth;

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use wharf_contract::{QueueInfo, QueueList, SystemStatus, WorkerInfo, WorkerList};
 
 use crate::AppState;
+use crate::http::{NoQuery, QueryParams};
 use crate::problem::ApiError;
 
 /// `GET /api/v1/workers`: the workers alive now (each announces itself every few seconds; one
@@ -20,13 +21,10 @@ use crate::problem::ApiError;
 pub async fn workers(
     State(state): State<AppState>,
     principal: crate::auth::Principal,
-    query: Result<
-        axum::extract::Query<crate::tasks::NoQuery>,
-        axum::extract::rejection::QueryRejection,
-    >,
+    query: QueryParams<NoQuery>,
 ) -> Result<Json<WorkerList>, ApiError> {
     principal.require(wharf_contract::Permission::OpsRead)?;
-    crate::tasks::read_query(query)?;
+    query.read()?;
     Ok(Json(WorkerList {
         workers: state.bus.workers().await?,
     }))
@@ -37,13 +35,10 @@ pub async fn workers(
 pub async fn queues(
     State(state): State<AppState>,
     principal: crate::auth::Principal,
-    query: Result<
-        axum::extract::Query<crate::tasks::NoQuery>,
-        axum::extract::rejection::QueryRejection,
-    >,
+    query: QueryParams<NoQuery>,
 ) -> Result<Json<QueueList>, ApiError> {
     principal.require(wharf_contract::Permission::OpsRead)?;
-    crate::tasks::read_query(query)?;
+    query.read()?;
     let workers = state.bus.workers().await?;
     Ok(Json(QueueList {
         queues: queue_infos(&state, &workers).await?,

@@ -4,9 +4,7 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
@@ -20,8 +18,9 @@ use wharf_store::AgentWrite;
 
 use crate::AppState;
 use crate::auth::Principal;
+use crate::http::{JsonBody, NoQuery, Page, PageQuery, QueryParams, query_error};
 use crate::problem::{ApiError, Segment};
-use crate::tasks::{self, json_body, parse_json, query_error};
+use crate::tasks;
 
 /// Longest and shortest life of a session, in seconds.
 pub(crate) const MIN_SESSION_TTL: u64 = 60;
@@ -35,12 +34,10 @@ fn no_session(raw: &str) -> ApiError {
 pub async fn create_session(
     State(state): State<AppState>,
     principal: Principal,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: JsonBody,
 ) -> Result<Response, ApiError> {
     principal.require(Permission::SessionsWrite)?;
-    let body = json_body(&state, &headers, body)?;
-    let req: CreateSession = parse_json(&body)?;
+    let req: CreateSession = body.parse()?;
     if let Some(n) = &req.name
         && (n.is_empty() || n.chars().count() > 255)
     {
@@ -81,37 +78,20 @@ pub async fn create_session(
         .into_response())
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PageQuery {
-    limit: Option<String>,
-    cursor: Option<String>,
-}
-
 /// `GET /api/v1/sessions`: the tenant's live sessions, newest first.
 pub async fn list_sessions(
     State(state): State<AppState>,
     principal: Principal,
-    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+    query: QueryParams<PageQuery>,
 ) -> Result<Json<SessionList>, ApiError> {
     principal.require(Permission::SessionsRead)?;
-    let q = crate::tasks::read_query(query)?;
-    let limit = tasks::page_limit(q.limit.as_deref(), 50, 500)?;
-    let before = q
-        .cursor
-        .map(|c| c.parse::<Uuid>())
-        .transpose()
-        .map_err(|_| query_error("cursor", "not a cursor from a previous page"))?;
+    let q = query.read()?;
+    let page = Page::<Uuid>::read(q.limit.as_deref(), q.cursor.as_deref(), 50, 500)?;
     let mut sessions = state
         .store
-        .sessions(principal.tenant(), before, limit + 1)
+        .sessions(principal.tenant(), page.after, page.limit + 1)
         .await?;
-    let next_cursor = if sessions.len() as u64 > limit {
-        sessions.truncate(limit as usize);
-        sessions.last().map(|s| s.id.to_string())
-    } else {
-        None
-    };
+    let next_cursor = page.close(&mut sessions, |s| Some(s.id.to_string()));
     Ok(Json(SessionList {
         sessions,
         next_cursor,
@@ -252,12 +232,10 @@ fn check_agent(name: &str, spec: &AgentSpec) -> Result<(), ApiError> {
 pub async fn create_agent(
     State(state): State<AppState>,
     principal: Principal,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: JsonBody,
 ) -> Result<Response, ApiError> {
     principal.require(Permission::AgentsWrite)?;
-    let body = json_body(&state, &headers, body)?;
-    let spec: AgentSpec = parse_json(&body)?;
+    let spec: AgentSpec = body.parse()?;
     let Some(name) = spec.name.clone() else {
         return Err(ApiError::field(
             ErrorCode::InvalidField,
@@ -297,12 +275,10 @@ pub async fn update_agent(
     State(state): State<AppState>,
     principal: Principal,
     Segment(name): Segment,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: JsonBody,
 ) -> Result<Json<Agent>, ApiError> {
     principal.require(Permission::AgentsWrite)?;
-    let body = json_body(&state, &headers, body)?;
-    let spec: AgentSpec = parse_json(&body)?;
+    let spec: AgentSpec = body.parse()?;
     if spec.name.as_ref().is_some_and(|n| *n != name) {
         return Err(ApiError::field(
             ErrorCode::InvalidField,
@@ -332,10 +308,10 @@ pub async fn update_agent(
 pub async fn list_agents(
     State(state): State<AppState>,
     principal: Principal,
-    query: Result<Query<tasks::NoQuery>, axum::extract::rejection::QueryRejection>,
+    query: QueryParams<NoQuery>,
 ) -> Result<Json<AgentList>, ApiError> {
     principal.require(Permission::AgentsRead)?;
-    tasks::read_query(query)?;
+    query.read()?;
     Ok(Json(AgentList {
         agents: state.store.agents(principal.tenant()).await?,
     }))
@@ -371,10 +347,10 @@ pub struct ToolsQuery {
 pub async fn tools(
     State(state): State<AppState>,
     principal: Principal,
-    query: Result<Query<ToolsQuery>, axum::extract::rejection::QueryRejection>,
+    query: QueryParams<ToolsQuery>,
 ) -> Result<Json<ToolList>, ApiError> {
     principal.require(Permission::ToolsRead)?;
-    let q = crate::tasks::read_query(query)?;
+    let q = query.read()?;
     let needle = q.q.map(|s| s.to_lowercase());
     // The catalog is kept by name, so the list comes sorted.
     let tools = state.catalog.list(|t| {
@@ -419,12 +395,12 @@ pub async fn call(
     State(state): State<AppState>,
     principal: Principal,
     Segment(tool): Segment,
-    query: Result<Query<CallQuery>, axum::extract::rejection::QueryRejection>,
+    query: QueryParams<CallQuery>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: JsonBody,
 ) -> Result<Response, ApiError> {
     principal.require(Permission::TasksSubmit)?;
-    let q = crate::tasks::read_query(query)?;
+    let q = query.read()?;
     let wait = match q.wait.as_deref() {
         None => Duration::from_secs(30),
         Some(raw) => parse_wait(raw)
@@ -439,12 +415,7 @@ pub async fn call(
             .request_timeout
             .saturating_sub(Duration::from_secs(1)),
     );
-    let body = json_body(&state, &headers, body)?;
-    let call: CallTool = if body.iter().all(u8::is_ascii_whitespace) {
-        CallTool::default()
-    } else {
-        parse_json(&body)?
-    };
+    let call: CallTool = body.parse_or_default()?;
     let req = SubmitTask {
         tool,
         arguments: call.arguments,

@@ -261,7 +261,7 @@ impl Session {
             self.refuse(None, None, e).await;
             return false;
         }
-        let message: WsClientMessage = match tasks::parse_json(text) {
+        let message: WsClientMessage = match crate::http::parse_json(text) {
             Ok(m) => m,
             Err(e) => {
                 self.refuse(None, None, e).await;

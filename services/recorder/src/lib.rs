@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
-use wharf_bus::{AckKind, Bus, decode_event};
+use wharf_bus::{Bus, Delivery, decode_event};
 use wharf_contract::event::DecodeError;
 use wharf_store::Store;
 
@@ -136,13 +136,13 @@ impl Recorder {
                                     version = v,
                                     "an event of a newer wire version; not recording it"
                                 );
-                                let _ = m
-                                    .ack_with(AckKind::Nak(Some(Duration::from_secs(30))))
+                                let _ = Delivery::RetryAfter(Duration::from_secs(30))
+                                    .settle(&m)
                                     .await;
                             }
                             Err(e) => {
                                 tracing::error!(error = %e, "dropping an unreadable event");
-                                let _ = m.ack_with(AckKind::Term).await;
+                                let _ = Delivery::GiveUp.settle(&m).await;
                             }
                         },
                         Err(e) => tracing::warn!(error = %e, "error while reading events"),
@@ -156,11 +156,14 @@ impl Recorder {
                 measure_batch(&events, writing.elapsed());
                 drop(spans);
                 for (m, (seq, _)) in acks.into_iter().zip(&events) {
+                    // Applying an event twice changes nothing: no need to wait for the server.
                     let ack = if refused.contains(seq) {
-                        m.ack_with(AckKind::Term).await
+                        Delivery::GiveUp
                     } else {
-                        m.ack().await
-                    };
+                        Delivery::DoneUnconfirmed
+                    }
+                    .settle(&m)
+                    .await;
                     if let Err(e) = ack {
                         tracing::warn!(error = %e, "could not acknowledge an event; it will be applied again");
                     }

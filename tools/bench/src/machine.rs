@@ -24,7 +24,7 @@ pub async fn describe(database_url: &str) -> Value {
         .unwrap_or_default()
         .trim()
         .to_owned();
-    let nats = match wharf_bus::local::find_or_install().await {
+    let nats = match wharf_local::find_or_install().await {
         Ok(bin) => command_output(bin.as_os_str(), &["--version"]),
         Err(e) => e.to_string(),
     };

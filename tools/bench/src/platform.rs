@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 use tokio::process::{Child, Command};
-use wharf_bus::local::{LocalNats, free_port};
+use wharf_local::{LocalNats, free_port};
 use wharf_store::Store;
 
 use crate::Options;

@@ -32,7 +32,7 @@ pub async fn jetstream_round_trip(opts: &Options, window: usize) -> anyhow::Resu
         opts.count(10_000, 1_000)
     };
     let dir = tempfile::tempdir()?;
-    let nats = wharf_bus::local::LocalNats::start(dir.path()).await?;
+    let nats = wharf_local::LocalNats::start(dir.path()).await?;
     let producer = async_nats::connect(nats.url()).await?;
     let worker = async_nats::connect(nats.url()).await?;
     let pjs = jetstream::new(producer.clone());

@@ -8,7 +8,7 @@ use rmcp::model::{CallToolResult, ContentBlock};
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tracing::Instrument;
-use wharf_bus::{AckKind, Message, attempts_used, traceparent_of};
+use wharf_bus::{Delivery, Message, RETRY_SOON, attempts_used, traceparent_of};
 use wharf_contract::event::DecodeError;
 use wharf_contract::{
     DEAD_LETTER_VERSION, DeadLetter, EventKind, Progress, TASK_ID_META, TRACEPARENT_META, Task,
@@ -129,7 +129,7 @@ async fn unreadable(shared: &Shared, message: &Message, attempt: u32, e: DecodeE
             version = v,
             "a task of a newer wire version: leaving it to a newer worker"
         );
-        let _ = message.ack_with(AckKind::Progress).await;
+        let _ = Delivery::KeepAlive.settle(message).await;
         tokio::time::sleep(shared.heartbeat).await;
         if let Err(e) = shared.bus.hand_back(message, attempt - 1).await {
             tracing::warn!(error = %e, "could not hand the task back");
@@ -166,9 +166,7 @@ async fn unreadable(shared: &Shared, message: &Message, attempt: u32, e: DecodeE
             Ok(None) => UNKNOWN_TENANT.to_owned(),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the unreadable task's tenant; trying later");
-                let _ = message
-                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                    .await;
+                let _ = Delivery::RetryAfter(RETRY_SOON).settle(message).await;
                 return;
             }
         };
@@ -182,13 +180,11 @@ async fn unreadable(shared: &Shared, message: &Message, attempt: u32, e: DecodeE
                 Err(_) => false,
             };
         if !stored {
-            let _ = message
-                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                .await;
+            let _ = Delivery::RetryAfter(RETRY_SOON).settle(message).await;
             return;
         }
     }
-    let _ = message.ack_with(AckKind::Term).await;
+    let _ = Delivery::GiveUp.settle(message).await;
 }
 
 /// The queue a task message was taken from (see `wharf_contract::task_subject`).
@@ -264,7 +260,7 @@ async fn settled_before(shared: &Shared, message: &Message, id: uuid::Uuid) -> b
     match shared.bus.terminal_event(id).await {
         Ok(Some(_)) => {
             tracing::info!("the task already ended; acknowledging the redelivery");
-            if let Err(e) = message.double_ack().await {
+            if let Err(e) = Delivery::Done.settle(message).await {
                 tracing::warn!(error = %e, "could not acknowledge an ended task");
             }
             true
@@ -272,9 +268,7 @@ async fn settled_before(shared: &Shared, message: &Message, id: uuid::Uuid) -> b
         Ok(None) => false,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the task's history; retrying shortly");
-            let _ = message
-                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                .await;
+            let _ = Delivery::RetryAfter(RETRY_SOON).settle(message).await;
             true
         }
     }
@@ -353,8 +347,7 @@ async fn finish(
                     .await
                     .is_err()
             {
-                let _ =
-                    Box::pin(message.ack_with(AckKind::Nak(Some(Duration::from_secs(1))))).await;
+                let _ = Box::pin(Delivery::RetryAfter(RETRY_SOON).settle(message)).await;
                 return;
             }
             let event = fit_in_a_message(shared, TaskEvent::new(task.id, attempt, kind));
@@ -395,14 +388,13 @@ async fn finish(
                         Box::pin(withdraw_dead_letter(shared, task.id)).await;
                     }
                     shared.cancels.forget(task.id);
-                    if let Err(e) = Box::pin(message.double_ack()).await {
+                    if let Err(e) = Box::pin(Delivery::Done.settle(message)).await {
                         tracing::warn!(error = %e, "terminal event stored but the task ack failed; it may run again");
                     }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "could not store the terminal event; handing the task back");
-                    let _ = Box::pin(message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))))
-                        .await;
+                    let _ = Box::pin(Delivery::RetryAfter(RETRY_SOON).settle(message)).await;
                 }
             }
         }
@@ -425,7 +417,7 @@ async fn finish(
             if let Ok(ack) = publisher.publish(&event, "failed").await {
                 let _ = Box::pin(ack.into_future()).await;
             }
-            let _ = Box::pin(message.ack_with(AckKind::Nak(Some(delay)))).await;
+            let _ = Box::pin(Delivery::RetryAfter(delay).settle(message)).await;
         }
     }
 }
@@ -680,7 +672,7 @@ async fn execute(
             }
             () = p.shared.abandon.cancelled() => return Outcome::HandBack,
             _ = heartbeat.tick() => {
-                match Box::pin(message.ack_with(AckKind::Progress)).await {
+                match Box::pin(Delivery::KeepAlive.settle(message)).await {
                     // A heartbeat sent after the lease may have lapsed (the process was paused,
                     // and this tick is a late one) does not count: the task may be elsewhere.
                     Ok(()) => {

@@ -23,7 +23,7 @@ use futures::stream::{self, BoxStream, SelectAll};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use wharf_bus::{AckKind, Message, PullConsumer};
+use wharf_bus::{Delivery, Message, PullConsumer};
 use wharf_contract::Priority;
 
 use crate::{Shared, run};
@@ -344,7 +344,7 @@ async fn wait_for_slot(
                 return;
             }
             _ = beat.tick() => {
-                let _ = message.ack_with(AckKind::Progress).await;
+                let _ = Delivery::KeepAlive.settle(&message).await;
             }
         }
     };

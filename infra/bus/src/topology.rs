@@ -1,0 +1,152 @@
+//! The streams, buckets and durable consumers, created or brought up to date at every start.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{consumer, kv, stream};
+use wharf_contract::{
+    CANCEL_BUCKET, DLQ_STREAM, DLQ_SUBJECTS, EVENTS_STREAM, EVENTS_SUBJECTS, IDEMPOTENCY_BUCKET,
+    LIVE_EVENTS_SUBJECTS, Priority, RECORDER_CONSUMER, REGISTRY_BUCKET, SCHEDULES_SUBJECTS,
+    TASKS_STREAM, TASKS_SUBJECTS, TOOLS_BUCKET, WORKERS_BUCKET, queue_consumer, task_subject,
+};
+
+use crate::{Bus, Error, PullConsumer, nats};
+
+impl Bus {
+    /// Creates or updates the streams and buckets. Safe to run from every process at every start.
+    pub async fn ensure_topology(&self) -> Result<(), Error> {
+        let t = &self.topology;
+        self.js
+            .create_or_update_stream(stream::Config {
+                name: TASKS_STREAM.into(),
+                description: Some("Wharf tasks waiting for a worker, one subject per queue".into()),
+                subjects: vec![TASKS_SUBJECTS.into(), SCHEDULES_SUBJECTS.into()],
+                retention: stream::RetentionPolicy::WorkQueue,
+                storage: stream::StorageType::File,
+                num_replicas: t.replicas,
+                duplicate_window: t.duplicate_window,
+                allow_message_schedules: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(nats("create the tasks stream"))?;
+        self.js
+            .create_or_update_stream(stream::Config {
+                name: EVENTS_STREAM.into(),
+                description: Some("Wharf task events, one subject per task".into()),
+                subjects: vec![EVENTS_SUBJECTS.into()],
+                retention: stream::RetentionPolicy::Limits,
+                storage: stream::StorageType::File,
+                num_replicas: t.replicas,
+                max_age: t.events_max_age,
+                duplicate_window: t.duplicate_window.min(t.events_max_age),
+                allow_direct: true,
+                republish: Some(stream::Republish {
+                    source: EVENTS_SUBJECTS.into(),
+                    destination: LIVE_EVENTS_SUBJECTS.into(),
+                    headers_only: false,
+                }),
+                ..Default::default()
+            })
+            .await
+            .map_err(nats("create the events stream"))?;
+        self.js
+            .create_or_update_stream(stream::Config {
+                name: DLQ_STREAM.into(),
+                description: Some("dead-lettered tasks, one message per task".into()),
+                subjects: vec![DLQ_SUBJECTS.into()],
+                retention: stream::RetentionPolicy::Limits,
+                storage: stream::StorageType::File,
+                num_replicas: t.replicas,
+                max_messages_per_subject: 1,
+                max_age: t.events_max_age,
+                duplicate_window: t.duplicate_window.min(t.events_max_age),
+                allow_direct: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(nats("create the dead-letter stream"))?;
+        for (bucket, description, max_age) in [
+            (
+                TOOLS_BUCKET,
+                "MCP tools advertised by workers",
+                Duration::ZERO,
+            ),
+            (
+                CANCEL_BUCKET,
+                "cancellation requests by task id",
+                t.cancel_ttl,
+            ),
+            (
+                IDEMPOTENCY_BUCKET,
+                "the task each idempotency key created",
+                t.idempotency_window,
+            ),
+            (
+                WORKERS_BUCKET,
+                "live workers, each entry renewed while its worker runs",
+                t.worker_ttl,
+            ),
+            (
+                REGISTRY_BUCKET,
+                "the MCP server registry of the runtime configuration",
+                Duration::ZERO,
+            ),
+        ] {
+            self.js
+                .create_or_update_key_value(kv::Config {
+                    bucket: bucket.into(),
+                    description: description.into(),
+                    history: 1,
+                    max_age,
+                    storage: stream::StorageType::File,
+                    num_replicas: t.replicas,
+                    ..Default::default()
+                })
+                .await
+                .map_err(nats("create a key-value bucket"))?;
+        }
+        Ok(())
+    }
+
+    /// The durable pull consumer every worker of `queue` shares for the tasks at `priority`.
+    /// The levels' filters are disjoint subjects, as a work-queue stream requires.
+    pub async fn queue_consumer(
+        &self,
+        queue: &str,
+        priority: Priority,
+    ) -> Result<PullConsumer, Error> {
+        self.stream(TASKS_STREAM)
+            .await?
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some(queue_consumer(queue, priority)),
+                description: Some(format!("workers of queue {queue}, {priority} priority")),
+                filter_subject: task_subject(queue, priority),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: self.topology.ack_wait,
+                max_deliver: -1,
+                max_ack_pending: 100_000,
+                ..Default::default()
+            })
+            .await
+            .map_err(nats("create a queue consumer"))
+    }
+
+    /// The durable pull consumer the recorder projects events from.
+    pub async fn recorder_consumer(&self) -> Result<PullConsumer, Error> {
+        let stream = self.events_stream().await?;
+        stream
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some(RECORDER_CONSUMER.into()),
+                description: Some("projects task events into the database".into()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                // A recorder that died leaves its prefetched events unacknowledged; another
+                // recorder gets them after this long. Writing a batch takes far less.
+                ack_wait: Duration::from_secs(10),
+                max_deliver: -1,
+                max_ack_pending: 50_000,
+                ..Default::default()
+            })
+            .await
+            .map_err(nats("create the recorder consumer"))
+    }
+}
