@@ -3,6 +3,7 @@
 use async_nats::jetstream::{message::PublishMessage, stream};
 use bytes::Bytes;
 use uuid::Uuid;
+use wharf_contract::msg_id;
 use wharf_contract::{DLQ_STREAM, DLQ_SUBJECTS, DeadLetter, dlq_subject};
 
 use crate::{Bus, Error, nats};
@@ -17,7 +18,7 @@ impl Bus {
                 dlq_subject(letter.task_id),
                 PublishMessage::build()
                     .payload(Bytes::from(body))
-                    .message_id(format!("{}:dead", letter.task_id)),
+                    .message_id(msg_id::dead_letter(letter.task_id)),
             )
             .await
             .map_err(nats("publish a dead letter"))?

@@ -15,6 +15,7 @@ mod dlq;
 mod history;
 mod idempotency;
 mod ops;
+pub mod retry;
 mod secrets;
 mod submit;
 mod topology;

@@ -9,11 +9,13 @@ use async_nats::jetstream::{context::PublishAckFuture, message::PublishMessage};
 use bytes::Bytes;
 use uuid::Uuid;
 use wharf_contract::event::Submitted;
+use wharf_contract::msg_id;
 use wharf_contract::{
     ATTEMPTS_USED_HEADER, EVENT_SCHEMA, TASK_SCHEMA, TASKS_STREAM, Task, TaskEvent, event_subject,
     schedule_subject, task_subject,
 };
 
+use crate::retry::Schedule;
 use crate::{Bus, Delivery, Error, Message, headers, nats};
 
 impl Bus {
@@ -63,7 +65,7 @@ impl Bus {
                 headers(TASK_SCHEMA, traceparent),
             ),
         };
-        let submitted_id = format!("{}:submitted", task.id);
+        let submitted_id = msg_id::submitted(task.id);
         let event_ack = self
             .publish_event_body(task, submitted.clone(), &submitted_id, traceparent)
             .await?;
@@ -74,7 +76,7 @@ impl Bus {
                 PublishMessage::build()
                     .payload(Bytes::from(body))
                     .headers(headers)
-                    .message_id(task.id.to_string()),
+                    .message_id(msg_id::task(task.id)),
             )
             .await;
         let task_ack = match sent {
@@ -91,26 +93,18 @@ impl Bus {
         let task_ack = task_ack.map_err(nats("store the task"))?;
         // The task is stored now; insist on its submitted event (the same message id makes a
         // repeat harmless) so that a 503 for a stored task stays the rare case it should be.
-        let mut stored = event_ack
-            .map(|_| ())
-            .map_err(nats("store the submitted event"));
-        for _ in 0..3 {
-            if stored.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            stored = match self
-                .publish_event_body(task, submitted.clone(), &submitted_id, traceparent)
-                .await
-            {
-                Ok(ack) => ack
+        if event_ack.is_err() {
+            let pause = Duration::from_millis(200);
+            tokio::time::sleep(pause).await;
+            let store = || async {
+                self.publish_event_body(task, submitted.clone(), &submitted_id, traceparent)
+                    .await?
                     .await
                     .map(|_| ())
-                    .map_err(nats("store the submitted event")),
-                Err(e) => Err(e),
+                    .map_err(nats("store the submitted event"))
             };
+            Schedule::new(3, pause).run(store).await?;
         }
-        stored?;
         Ok(task_ack.sequence)
     }
 
@@ -141,19 +135,17 @@ impl Bus {
             task.id,
             0,
             wharf_contract::EventKind::Failed {
-                error: wharf_contract::TaskError {
-                    code: "not_enqueued".into(),
-                    message: format!("the task could not be queued: {e}"),
-                    details: None,
-                    dead_letter: false,
-                },
+                error: wharf_contract::TaskError::new(
+                    wharf_contract::TaskErrorCode::NotEnqueued,
+                    format!("the task could not be queued: {e}"),
+                ),
             },
         );
         if let Ok(ack) = self
             .publish_event(
                 &task.tenant,
                 &failed,
-                &format!("{}:terminal", task.id),
+                &msg_id::terminal(task.id),
                 traceparent,
             )
             .await
@@ -176,25 +168,21 @@ impl Bus {
             HeaderValue::from(attempts_used.to_string().as_str()),
         );
         // The id names the original: a retry after a lost ack is deduplicated, never doubled.
-        let mut stored = false;
-        for _ in 0..3 {
-            let published = self
-                .js
+        let publish = || async {
+            self.js
                 .send_publish(
                     message.subject.clone(),
                     PublishMessage::build()
                         .payload(message.payload.clone())
                         .headers(h.clone())
-                        .message_id(format!("handback:{seq}")),
+                        .message_id(msg_id::handed_back(seq)),
                 )
-                .await;
-            if let Ok(ack) = published
-                && ack.await.is_ok()
-            {
-                stored = true;
-                break;
-            }
-        }
+                .await
+                .map_err(nats("hand a task back"))?
+                .await
+                .map_err(nats("hand a task back"))
+        };
+        let stored = Schedule::new(3, Duration::ZERO).run(publish).await.is_ok();
         let settled = if stored {
             Delivery::Done
         } else {

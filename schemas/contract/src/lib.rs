@@ -36,7 +36,9 @@ pub use resources::{
     Agent, AgentList, AgentSpec, CallTool, CreateSession, DeletedSession, Session, SessionList,
 };
 pub use state::TaskState;
-pub use task::{Priority, Progress, RetryPolicy, Task, TaskError, TaskStatus, TaskView};
+pub use task::{
+    Priority, Progress, RetryPolicy, Task, TaskError, TaskErrorCode, TaskStatus, TaskView,
+};
 pub use tool::{ToolInfo, ToolServer};
 
 /// Builds a JSON Schema for every wire type, keyed by the file name it is committed under in

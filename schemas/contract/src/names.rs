@@ -180,6 +180,51 @@ pub fn tenant_live_events(tenant: &str) -> String {
     format!("wharf.live.events.{tenant}.>")
 }
 
+/// Message ids (`Nats-Msg-Id`): JetStream drops a message whose id it stored within the stream's
+/// duplicate window, so each id says which repeats are the same message.
+pub mod msg_id {
+    use uuid::Uuid;
+
+    /// A task on its queue (or as a schedule): the task id itself.
+    pub fn task(id: Uuid) -> String {
+        id.to_string()
+    }
+
+    /// A task's `submitted` event.
+    pub fn submitted(id: Uuid) -> String {
+        format!("{id}:submitted")
+    }
+
+    /// A task's terminal event, whichever attempt (or the gateway) writes it: the first one
+    /// stored is the outcome, every other is dropped.
+    pub fn terminal(id: Uuid) -> String {
+        format!("{id}:terminal")
+    }
+
+    /// A request to cancel a task.
+    pub fn cancel_requested(id: Uuid) -> String {
+        format!("{id}:cancel_requested")
+    }
+
+    /// A task's dead letter.
+    pub fn dead_letter(id: Uuid) -> String {
+        format!("{id}:dead")
+    }
+
+    /// A task message a stopping worker put back, named by the stream sequence of the delivery
+    /// it replaces: a retry after a lost ack is the same message.
+    pub fn handed_back(seq: u64) -> String {
+        format!("handback:{seq}")
+    }
+
+    /// An informative event (`started`, progress, a failed attempt) of one delivery of a task
+    /// (`delivery`: the delivered message's stream sequence and delivery count), told apart by
+    /// `tag`: a task run again still gets every event of its new run stored.
+    pub fn attempt_event(id: Uuid, delivery: &str, tag: &str) -> String {
+        format!("{id}:{delivery}:{tag}")
+    }
+}
+
 /// Subject on which nats-server asks its auth callout service to authorize a connection.
 pub const AUTH_CALLOUT_SUBJECT: &str = "$SYS.REQ.USER.AUTH";
 

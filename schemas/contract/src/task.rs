@@ -235,6 +235,63 @@ pub struct TaskError {
     pub dead_letter: bool,
 }
 
+/// The kinds of [`TaskError`] Wharf writes; `TaskError::code` carries one as text (a newer
+/// build may write a kind an older reader does not know, so the wire keeps a string).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskErrorCode {
+    /// The tool returned `isError: true`.
+    ToolError,
+    /// The MCP server could not be reached, or its connection broke during the call.
+    McpUnavailable,
+    /// The MCP server refused the call (a JSON-RPC error: unknown tool, bad arguments).
+    McpError,
+    /// The attempt ran past `timeout_secs`.
+    Timeout,
+    /// The task message could not be read.
+    BadMessage,
+    /// The worker serves no such tool.
+    UnknownTool,
+    /// The task was delivered more times than its attempts without finishing.
+    AttemptsExhausted,
+    /// The task could not be put on its queue after its submission was recorded.
+    NotEnqueued,
+    /// The tool's result would not fit in one NATS message.
+    ResultTooLarge,
+}
+
+impl TaskErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskErrorCode::ToolError => "tool_error",
+            TaskErrorCode::McpUnavailable => "mcp_unavailable",
+            TaskErrorCode::McpError => "mcp_error",
+            TaskErrorCode::Timeout => "timeout",
+            TaskErrorCode::BadMessage => "bad_message",
+            TaskErrorCode::UnknownTool => "unknown_tool",
+            TaskErrorCode::AttemptsExhausted => "attempts_exhausted",
+            TaskErrorCode::NotEnqueued => "not_enqueued",
+            TaskErrorCode::ResultTooLarge => "result_too_large",
+        }
+    }
+}
+
+impl TaskError {
+    /// An error of kind `code`, not dead-lettered, without details.
+    pub fn new(code: TaskErrorCode, message: impl Into<String>) -> TaskError {
+        TaskError {
+            code: code.as_str().to_owned(),
+            message: message.into(),
+            details: None,
+            dead_letter: false,
+        }
+    }
+
+    /// Whether this error is of kind `code`.
+    pub fn is(&self, code: TaskErrorCode) -> bool {
+        self.code == code.as_str()
+    }
+}
+
 /// A task as the API shows it: its spec plus everything its events said so far.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TaskView {

@@ -27,7 +27,7 @@ use wharf_store::Store;
 use crate::AppState;
 use crate::auth::Principal;
 use crate::http::{Page, QueryParams, query_error};
-use crate::problem::ApiError;
+use crate::problem::{ApiError, Refusal};
 
 /// `[gateway.audit]`.
 #[derive(Clone, Serialize, Deserialize)]
@@ -249,13 +249,6 @@ async fn write(
 /// The request id `ops::measure` gave the request.
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
-
-/// What a refusal said, for the audit entry (put in the response by `ApiError`).
-#[derive(Debug, Clone)]
-pub struct Refusal {
-    pub code: ErrorCode,
-    pub detail: String,
-}
 
 /// The action a refusal of the caller is recorded as, whatever was asked: over HTTP and over
 /// the WebSocket alike.

@@ -22,7 +22,7 @@ use wharf_bus::Published;
 use crate::auth::Principal;
 use crate::http::{JsonBody, Page, QueryParams};
 use crate::problem::ApiError;
-use crate::resources::{MAX_SESSION_TTL, MIN_SESSION_TTL};
+use crate::sessions::{MAX_SESSION_TTL, MIN_SESSION_TTL};
 use crate::{AppState, Settings};
 
 /// How often a gateway reads the newest revision, whatever it heard.

@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
@@ -28,7 +28,7 @@ use governor::{Quota, RateLimiter};
 use wharf_contract::ErrorCode;
 
 use crate::AppState;
-use crate::problem::ApiError;
+use crate::problem::{Allowance, ApiError};
 
 pub use wharf_contract::{LimitsConfig, Rate};
 
@@ -89,25 +89,6 @@ type Keyed<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock, StateInf
 
 fn limiter<K: std::hash::Hash + Eq + Clone>(rate: Rate) -> Keyed<K> {
     RateLimiter::keyed(quota(rate)).with_middleware::<StateInformationMiddleware>()
-}
-
-/// What a counted request is told about its allowance.
-#[derive(Debug, Clone, Copy)]
-pub struct Allowance {
-    limit: u32,
-    remaining: u32,
-    reset: Duration,
-}
-
-impl Allowance {
-    pub fn apply(self, headers: &mut HeaderMap) {
-        headers.insert("ratelimit-limit", HeaderValue::from(self.limit));
-        headers.insert("ratelimit-remaining", HeaderValue::from(self.remaining));
-        headers.insert(
-            "ratelimit-reset",
-            HeaderValue::from(self.reset.as_secs_f64().ceil() as u64),
-        );
-    }
 }
 
 /// Every limiter of a gateway.

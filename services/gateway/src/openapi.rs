@@ -800,7 +800,7 @@ mod tests {
     /// its source, `.route("<path>", get(..).post(..))`.
     #[test]
     fn the_document_lists_exactly_the_routes_of_the_router() {
-        let source = include_str!("lib.rs");
+        let source = include_str!("router.rs");
         let mut routed = BTreeSet::new();
         for chunk in source.split(".route(").skip(1) {
             let Some(chunk) = chunk.trim_start().strip_prefix('"') else {

@@ -15,7 +15,7 @@ pub struct ApiError(pub Box<Problem>, Hints);
 #[derive(Debug, Default)]
 struct Hints {
     retry_after: Option<std::time::Duration>,
-    rate_limit: Option<crate::limits::Allowance>,
+    rate_limit: Option<Allowance>,
 }
 
 impl ApiError {
@@ -30,7 +30,7 @@ impl ApiError {
     }
 
     /// Sends the `RateLimit-*` headers of the allowance that refused the request.
-    pub fn rate_limit(mut self, allowance: crate::limits::Allowance) -> ApiError {
+    pub fn rate_limit(mut self, allowance: Allowance) -> ApiError {
         self.1.rate_limit = Some(allowance);
         self
     }
@@ -112,7 +112,7 @@ impl IntoResponse for ApiError {
         if let Some(a) = self.1.rate_limit {
             a.apply(response.headers_mut());
         }
-        response.extensions_mut().insert(crate::audit::Refusal {
+        response.extensions_mut().insert(Refusal {
             code: self.0.code,
             detail: self.0.detail.clone(),
         });
@@ -143,4 +143,30 @@ impl<S: Send + Sync> FromRequestParts<S> for Segment {
             Err(e) => Err(ApiError::internal(e.body_text())),
         }
     }
+}
+
+/// What a counted request is told about its allowance.
+#[derive(Debug, Clone, Copy)]
+pub struct Allowance {
+    pub limit: u32,
+    pub remaining: u32,
+    pub reset: std::time::Duration,
+}
+
+impl Allowance {
+    pub fn apply(self, headers: &mut axum::http::HeaderMap) {
+        headers.insert("ratelimit-limit", HeaderValue::from(self.limit));
+        headers.insert("ratelimit-remaining", HeaderValue::from(self.remaining));
+        headers.insert(
+            "ratelimit-reset",
+            HeaderValue::from(self.reset.as_secs_f64().ceil() as u64),
+        );
+    }
+}
+
+/// What a refusal said, for the audit entry (put in the response by `ApiError`).
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub code: ErrorCode,
+    pub detail: String,
 }

@@ -23,7 +23,7 @@ use crate::auth::Principal;
 use crate::limits::Class;
 use crate::problem::ApiError;
 use crate::serve::Received;
-use crate::tasks;
+use crate::tasks::{self, client_error};
 
 /// `GET /ws/v1/tasks`: the socket acts as the principal that opened it.
 pub async fn upgrade(
@@ -473,21 +473,6 @@ async fn forward_all(
         if out.send(m).await.is_err() {
             return;
         }
-    }
-}
-
-/// A refusal as the `error` message of the WebSocket protocol (and the `error` event of SSE).
-pub(crate) fn client_error(
-    reference: Option<String>,
-    task_id: Option<Uuid>,
-    e: ApiError,
-) -> WsServerMessage {
-    WsServerMessage::ClientError {
-        code: e.0.code.as_str().to_owned(),
-        message: e.0.detail.clone(),
-        reference,
-        task_id,
-        problem: Some(e.0),
     }
 }
 

@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
+use wharf_contract::msg_id;
 use wharf_contract::{ErrorCode, EventKind, TaskEvent, TaskStatus, TaskView};
 
 use super::*;
@@ -50,7 +51,7 @@ pub async fn request_cancel(
         );
         state
             .bus
-            .publish_event(&view.tenant, &event, &format!("{id}:terminal"), None)
+            .publish_event(&view.tenant, &event, &msg_id::terminal(id), None)
             .await?
             .await
             .map_err(ApiError::unavailable)?;
@@ -66,12 +67,7 @@ pub async fn request_cancel(
     );
     state
         .bus
-        .publish_event(
-            &view.tenant,
-            &event,
-            &format!("{id}:cancel_requested"),
-            None,
-        )
+        .publish_event(&view.tenant, &event, &msg_id::cancel_requested(id), None)
         .await?
         .await
         .map_err(ApiError::unavailable)?;

@@ -91,17 +91,15 @@ pub async fn events(
     // credential is revoked or expires: then with an `error` event that says so.
     let stopping = Box::pin(state.stopping.clone().cancelled_owned());
     let lapsed = Box::pin(state.auth.lapse(&principal));
-    let messages = futures::stream::unfold(
-        Some((messages, lapsed, stopping)),
-        move |open| async move {
+    let messages =
+        futures::stream::unfold(Some((messages, lapsed, stopping)), move |open| async move {
             let (mut messages, mut lapsed, mut stopping) = open?;
             tokio::select! {
                 m = messages.next() => m.map(|m| (m, Some((messages, lapsed, stopping)))),
-                refusal = &mut lapsed => Some((crate::ws::client_error(None, Some(id), refusal), None)),
+                refusal = &mut lapsed => Some((client_error(None, Some(id), refusal), None)),
                 () = &mut stopping => None,
             }
-        },
-    );
+        });
     let stream = messages.map(|m| {
         let seq = match &m {
             WsServerMessage::Accepted { seq, .. } => *seq,
@@ -123,4 +121,19 @@ pub async fn events(
         Ok(event)
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// A refusal as the `error` message of the WebSocket protocol (and the `error` event of SSE).
+pub fn client_error(
+    reference: Option<String>,
+    task_id: Option<Uuid>,
+    e: ApiError,
+) -> WsServerMessage {
+    WsServerMessage::ClientError {
+        code: e.0.code.as_str().to_owned(),
+        message: e.0.detail.clone(),
+        reference,
+        task_id,
+        problem: Some(e.0),
+    }
 }

@@ -8,7 +8,7 @@ mod submit;
 
 pub use batch::create_batch;
 pub use cancel::{cancel, request_cancel};
-pub use follow::{events, follow, submit_and_follow};
+pub use follow::{client_error, events, follow, submit_and_follow};
 use read::find_latest;
 pub use read::{find, find_owned, get, list, not_found};
 pub use submit::{Admission, Origin, REPLAY_KEY_PREFIX, admit, create, submit};

@@ -132,7 +132,7 @@ pub async fn admit(state: &AppState, task: &mut Task) -> Result<Admission, ApiEr
                 && view
                     .error
                     .as_ref()
-                    .is_some_and(|e| e.code == "not_enqueued");
+                    .is_some_and(|e| e.is(wharf_contract::TaskErrorCode::NotEnqueued));
             if never_queued {
                 return if state
                     .bus

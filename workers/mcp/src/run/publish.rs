@@ -1,0 +1,178 @@
+//! An attempt's events: publishing them under ids that make repeats harmless, storing the
+//! terminal one (which must fit in a message), and fencing an attempt that lost its lease.
+
+use std::future::IntoFuture;
+use std::time::{Duration, Instant};
+
+use tracing::Instrument;
+use wharf_bus::retry::Schedule;
+use wharf_contract::{Task, TaskErrorCode, TaskEvent, msg_id};
+
+use super::outcome::failure;
+use crate::Shared;
+
+/// How a terminal event is stored: five tries a second apart (its message id makes every try
+/// after the first harmless).
+const STORE_TERMINAL: Schedule = Schedule::new(5, Duration::from_secs(1));
+
+/// One attempt of one task, and how it writes its events.
+pub(super) struct Publisher<'a> {
+    pub shared: &'a Shared,
+    pub task: &'a Task,
+    pub attempt: u32,
+    /// When the lease was last renewed: the start, then each heartbeat sent.
+    pub lease_renewed: std::sync::Mutex<Instant>,
+    /// When this attempt began.
+    pub begun: Instant,
+    /// Names this delivery (`<stream seq>.<delivery count>`): event ids are unique per run, so a
+    /// task run again (handed back, redelivered) still gets all its events stored.
+    pub delivery: String,
+    pub traceparent: &'a str,
+}
+
+impl Publisher<'_> {
+    /// Publishes an event that must be stored: the caller awaits the returned ack. Boxed (as
+    /// are the other rare awaits of a task): a task's future lives as long as the task, and
+    /// inline it would carry room for every such await it might ever make. Boxed, a waiting
+    /// task holds only what it is waiting on; memory per in-flight task roughly halves.
+    pub fn publish<'s>(
+        &'s self,
+        event: &'s TaskEvent,
+        tag: &'s str,
+    ) -> futures::future::BoxFuture<
+        's,
+        Result<async_nats::jetstream::context::PublishAckFuture, wharf_bus::Error>,
+    > {
+        Box::pin(async move {
+            self.shared
+                .bus
+                .publish_event(
+                    &self.task.tenant,
+                    event,
+                    &self.msg_id(tag),
+                    Some(self.traceparent),
+                )
+                .await
+        })
+    }
+
+    /// Publishes an informative event (`started`, progress) without asking for an ack; see
+    /// `Bus::emit_event`. Boxed like `publish`.
+    pub fn emit<'s>(
+        &'s self,
+        event: &'s TaskEvent,
+        tag: &'s str,
+    ) -> futures::future::BoxFuture<'s, Result<(), wharf_bus::Error>> {
+        Box::pin(async move {
+            self.shared
+                .bus
+                .emit_event(
+                    &self.task.tenant,
+                    event,
+                    &self.msg_id(tag),
+                    Some(self.traceparent),
+                )
+                .await
+        })
+    }
+
+    /// The message id of this attempt's event `tag`. The terminal event's id is the same for
+    /// every attempt: JetStream keeps only the first.
+    fn msg_id(&self, tag: &str) -> String {
+        if tag == "terminal" {
+            msg_id::terminal(self.task.id)
+        } else {
+            msg_id::attempt_event(self.task.id, &self.delivery, tag)
+        }
+    }
+
+    /// Stores the terminal event: whether another was stored first (a duplicate: a stale
+    /// attempt's, a cancellation's), or why it could not be stored.
+    pub async fn store_terminal(&self, event: &TaskEvent) -> Result<bool, String> {
+        STORE_TERMINAL
+            .run(|| async {
+                let span = if wharf_telemetry::traces::exporting() {
+                    tracing::info_span!(
+                        "publish",
+                        otel.name = %format!("publish {}", event.kind_name()),
+                        otel.kind = "producer",
+                    )
+                } else {
+                    tracing::Span::none()
+                };
+                match self.publish(event, "terminal").instrument(span).await {
+                    Ok(ack) => Box::pin(ack.into_future())
+                        .await
+                        .map(|ack| ack.duplicate)
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            })
+            .await
+    }
+
+    /// Fencing: true when this attempt's lease may have lapsed (no heartbeat got through for a
+    /// whole lease, say the process was paused) and a newer attempt has since started
+    /// elsewhere. Its outcome is then dropped, unrecorded and unacknowledged: the task belongs
+    /// to the newer attempt, whose outcome is the one recorded. Only a possibly lapsed lease
+    /// costs the check (a read of the task's history: its newest event may be this attempt's
+    /// own late progress).
+    pub async fn fenced(&self) -> bool {
+        let since = self
+            .lease_renewed
+            .lock()
+            .map(|t| t.elapsed())
+            .unwrap_or_default();
+        if since < self.shared.heartbeat * 3 {
+            return false;
+        }
+        match self.shared.bus.latest_attempt(self.task.id).await {
+            Ok(newer) if newer > self.attempt => {
+                tracing::warn!(
+                    newer_attempt = newer,
+                    "this attempt lost its lease to a newer one; dropping its outcome"
+                );
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                // Unknown: record the outcome; the first stored terminal event still wins.
+                tracing::warn!(error = %e, "could not check for a newer attempt");
+                false
+            }
+        }
+    }
+
+    /// Renews the lease after a heartbeat went out, unless it went out late: a heartbeat sent
+    /// after the lease may have lapsed (the process was paused, and this tick is a late one)
+    /// does not count, the task may be elsewhere.
+    pub fn renewed(&self) {
+        if let Ok(mut t) = self.lease_renewed.lock()
+            && t.elapsed() < self.shared.heartbeat * 3
+        {
+            *t = Instant::now();
+        }
+    }
+}
+
+/// The terminal event as it can be stored: one whose result would not fit in a NATS message
+/// (the server's `max_payload`) could never be published, and the task would run again and
+/// again until its attempts ran out; it ends `failed` with `result_too_large` instead (final:
+/// the same call gives the same result).
+pub(super) fn fit_in_a_message(shared: &Shared, event: TaskEvent) -> TaskEvent {
+    let room = shared.bus.body_room();
+    let size = wharf_bus::encoded_len(&event);
+    if size <= room {
+        return event;
+    }
+    tracing::warn!(size, room, "the tool's result is too large to store");
+    let kind = failure(
+        TaskErrorCode::ResultTooLarge,
+        format!(
+            "the tool's result is {size} bytes once encoded; a result travels in one NATS \
+             message, which holds at most {room} bytes here (max_payload, less headers): \
+             return less (a reference to where the data is), or raise max_payload"
+        ),
+    );
+    TaskEvent::new(event.task_id, event.attempt, kind)
+}
