@@ -3,144 +3,92 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// Every error the API can answer with. The code string is stable: clients may match on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    /// The body is not valid JSON, or not the expected shape.
-    MalformedBody,
-    /// A field has a value outside what it accepts.
-    InvalidField,
-    /// The `tool` names no tool in the catalog.
-    UnknownTool,
-    /// The `arguments` fail the tool's `inputSchema`.
-    InvalidArguments,
-    /// The body is larger than the configured limit.
-    BodyTooLarge,
-    /// A query parameter is malformed.
-    InvalidQuery,
-    /// No task has this id.
-    TaskNotFound,
-    /// No resource at this path.
-    NotFound,
-    /// The task has already ended; it cannot be cancelled.
-    TaskFinished,
-    /// The idempotency key belongs to a task with a different tool, arguments or queue.
-    IdempotencyKeyReused,
-    /// A request with this idempotency key is still being handled; retry shortly.
-    IdempotencyKeyInUse,
-    /// The dead letter holds no readable task to submit again.
-    NotReplayable,
-    /// The body's media type is not `application/json`.
-    UnsupportedMediaType,
-    /// The task's agent may not use this tool.
-    ToolNotAllowed,
-    /// An agent with this name already exists in the tenant.
-    AgentExists,
-    /// The agent changed while this update was being written; read it and update it again.
-    AgentConflict,
-    /// The configuration changed since the revision the update names; read it and retry.
-    ConfigConflict,
-    /// No credentials, or credentials that do not prove who the caller is (unknown, revoked
-    /// or expired key; token with a bad signature, issuer, audience or expiry).
-    Unauthenticated,
-    /// The caller is known but lacks the permission the route needs (named in the detail).
-    Forbidden,
-    /// Too many requests from this caller or address; retry after `Retry-After` seconds.
-    RateLimited,
-    /// The tenant has as many tasks queued or running as it may; retry when some have ended.
-    TooManyTasks,
-    /// The request took longer than `gateway.request_timeout_secs`; it may or may not have
-    /// been done (look before retrying, or retry with an idempotency key).
-    Timeout,
-    /// NATS or the database cannot be reached right now; nothing was done. Retry later.
-    Unavailable,
-    /// An unexpected failure inside Wharf.
-    Internal,
+/// Declares [`ErrorCode`] once: each variant with its HTTP status, its stable code string (how
+/// it is written on the wire) and its title. The serde names come from the same strings.
+macro_rules! error_codes {
+    ($($(#[doc = $doc:literal])* $variant:ident = ($status:literal, $code:literal, $title:literal),)*) => {
+        /// Every error the API can answer with. The code string is stable: clients may match on it.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+        pub enum ErrorCode {
+            $($(#[doc = $doc])* #[serde(rename = $code)] $variant,)*
+        }
+
+        impl ErrorCode {
+            /// Every code, in the order of the table.
+            pub const ALL: &[ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            pub fn status(self) -> u16 {
+                match self {
+                    $(ErrorCode::$variant => $status,)*
+                }
+            }
+
+            pub fn title(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $title,)*
+                }
+            }
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $code,)*
+                }
+            }
+        }
+    };
 }
 
-impl ErrorCode {
-    pub fn status(self) -> u16 {
-        match self {
-            ErrorCode::MalformedBody | ErrorCode::InvalidQuery => 400,
-            ErrorCode::Unauthenticated => 401,
-            ErrorCode::Forbidden => 403,
-            ErrorCode::RateLimited | ErrorCode::TooManyTasks => 429,
-            ErrorCode::TaskNotFound | ErrorCode::NotFound => 404,
-            ErrorCode::TaskFinished
-            | ErrorCode::IdempotencyKeyReused
-            | ErrorCode::IdempotencyKeyInUse
-            | ErrorCode::NotReplayable
-            | ErrorCode::AgentExists
-            | ErrorCode::AgentConflict
-            | ErrorCode::ConfigConflict => 409,
-            ErrorCode::ToolNotAllowed => 403,
-            ErrorCode::BodyTooLarge => 413,
-            ErrorCode::UnsupportedMediaType => 415,
-            ErrorCode::InvalidField | ErrorCode::UnknownTool | ErrorCode::InvalidArguments => 422,
-            ErrorCode::Unavailable => 503,
-            ErrorCode::Timeout => 504,
-            ErrorCode::Internal => 500,
-        }
-    }
-
-    pub fn title(self) -> &'static str {
-        match self {
-            ErrorCode::MalformedBody => "malformed request body",
-            ErrorCode::InvalidField => "invalid field",
-            ErrorCode::UnknownTool => "unknown tool",
-            ErrorCode::InvalidArguments => "arguments do not match the tool's input schema",
-            ErrorCode::BodyTooLarge => "request body too large",
-            ErrorCode::InvalidQuery => "invalid query parameter",
-            ErrorCode::TaskNotFound => "task not found",
-            ErrorCode::NotFound => "not found",
-            ErrorCode::TaskFinished => "task already finished",
-            ErrorCode::IdempotencyKeyReused => "idempotency key used for a different task",
-            ErrorCode::IdempotencyKeyInUse => "a request with this idempotency key is in progress",
-            ErrorCode::NotReplayable => "the dead letter cannot be replayed",
-            ErrorCode::UnsupportedMediaType => "unsupported media type",
-            ErrorCode::ToolNotAllowed => "the agent may not use this tool",
-            ErrorCode::AgentExists => "an agent with this name exists",
-            ErrorCode::AgentConflict => "the agent changed meanwhile",
-            ErrorCode::ConfigConflict => "the configuration changed meanwhile",
-            ErrorCode::Unauthenticated => "authentication required",
-            ErrorCode::Forbidden => "permission denied",
-            ErrorCode::RateLimited => "too many requests",
-            ErrorCode::TooManyTasks => "too many tasks in flight",
-            ErrorCode::Unavailable => "service unavailable",
-            ErrorCode::Timeout => "request timed out",
-            ErrorCode::Internal => "internal error",
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::MalformedBody => "malformed_body",
-            ErrorCode::InvalidField => "invalid_field",
-            ErrorCode::UnknownTool => "unknown_tool",
-            ErrorCode::InvalidArguments => "invalid_arguments",
-            ErrorCode::BodyTooLarge => "body_too_large",
-            ErrorCode::InvalidQuery => "invalid_query",
-            ErrorCode::TaskNotFound => "task_not_found",
-            ErrorCode::NotFound => "not_found",
-            ErrorCode::TaskFinished => "task_finished",
-            ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
-            ErrorCode::IdempotencyKeyInUse => "idempotency_key_in_use",
-            ErrorCode::NotReplayable => "not_replayable",
-            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
-            ErrorCode::ToolNotAllowed => "tool_not_allowed",
-            ErrorCode::AgentExists => "agent_exists",
-            ErrorCode::AgentConflict => "agent_conflict",
-            ErrorCode::ConfigConflict => "config_conflict",
-            ErrorCode::Unauthenticated => "unauthenticated",
-            ErrorCode::Forbidden => "forbidden",
-            ErrorCode::RateLimited => "rate_limited",
-            ErrorCode::TooManyTasks => "too_many_tasks",
-            ErrorCode::Unavailable => "unavailable",
-            ErrorCode::Timeout => "timeout",
-            ErrorCode::Internal => "internal",
-        }
-    }
+error_codes! {
+    /// The body is not valid JSON, or not the expected shape.
+    MalformedBody = (400, "malformed_body", "malformed request body"),
+    /// A field has a value outside what it accepts.
+    InvalidField = (422, "invalid_field", "invalid field"),
+    /// The `tool` names no tool in the catalog.
+    UnknownTool = (422, "unknown_tool", "unknown tool"),
+    /// The `arguments` fail the tool's `inputSchema`.
+    InvalidArguments = (422, "invalid_arguments", "arguments do not match the tool's input schema"),
+    /// The body is larger than the configured limit.
+    BodyTooLarge = (413, "body_too_large", "request body too large"),
+    /// A query parameter is malformed.
+    InvalidQuery = (400, "invalid_query", "invalid query parameter"),
+    /// No task has this id.
+    TaskNotFound = (404, "task_not_found", "task not found"),
+    /// No resource at this path.
+    NotFound = (404, "not_found", "not found"),
+    /// The task has already ended; it cannot be cancelled.
+    TaskFinished = (409, "task_finished", "task already finished"),
+    /// The idempotency key belongs to a task with a different tool, arguments or queue.
+    IdempotencyKeyReused = (409, "idempotency_key_reused", "idempotency key used for a different task"),
+    /// A request with this idempotency key is still being handled; retry shortly.
+    IdempotencyKeyInUse = (409, "idempotency_key_in_use", "a request with this idempotency key is in progress"),
+    /// The dead letter holds no readable task to submit again.
+    NotReplayable = (409, "not_replayable", "the dead letter cannot be replayed"),
+    /// The body's media type is not `application/json`.
+    UnsupportedMediaType = (415, "unsupported_media_type", "unsupported media type"),
+    /// The task's agent may not use this tool.
+    ToolNotAllowed = (403, "tool_not_allowed", "the agent may not use this tool"),
+    /// An agent with this name already exists in the tenant.
+    AgentExists = (409, "agent_exists", "an agent with this name exists"),
+    /// The agent changed while this update was being written; read it and update it again.
+    AgentConflict = (409, "agent_conflict", "the agent changed meanwhile"),
+    /// The configuration changed since the revision the update names; read it and retry.
+    ConfigConflict = (409, "config_conflict", "the configuration changed meanwhile"),
+    /// No credentials, or credentials that do not prove who the caller is (unknown, revoked
+    /// or expired key; token with a bad signature, issuer, audience or expiry).
+    Unauthenticated = (401, "unauthenticated", "authentication required"),
+    /// The caller is known but lacks the permission the route needs (named in the detail).
+    Forbidden = (403, "forbidden", "permission denied"),
+    /// Too many requests from this caller or address; retry after `Retry-After` seconds.
+    RateLimited = (429, "rate_limited", "too many requests"),
+    /// The tenant has as many tasks queued or running as it may; retry when some have ended.
+    TooManyTasks = (429, "too_many_tasks", "too many tasks in flight"),
+    /// The request took longer than `gateway.request_timeout_secs`; it may or may not have
+    /// been done (look before retrying, or retry with an idempotency key).
+    Timeout = (504, "timeout", "request timed out"),
+    /// NATS or the database cannot be reached right now; nothing was done. Retry later.
+    Unavailable = (503, "unavailable", "service unavailable"),
+    /// An unexpected failure inside Wharf.
+    Internal = (500, "internal", "internal error"),
 }
 
 /// One failing field: where (a JSON pointer into the request body) and why.

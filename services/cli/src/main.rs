@@ -413,7 +413,7 @@ async fn bootstrap_key(
 ) -> anyhow::Result<()> {
     let config = load(&args, LogFormat::Pretty, "wharf-bootstrap")?;
     if !wharf_contract::valid_name(&name) || !wharf_contract::valid_name(&tenant) {
-        anyhow::bail!("--name and --tenant are 1-64 letters, digits, '-' or '_'");
+        anyhow::bail!("--name and --tenant: each {}", wharf_contract::NAME_RULE);
     }
     let known = wharf_contract::auth::builtin_role(&role).is_some()
         || config.gateway.auth.roles.contains_key(&role);

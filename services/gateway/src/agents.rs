@@ -5,6 +5,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use wharf_contract::NAME_RULE;
+use wharf_contract::task::{MAX_ATTEMPTS, TIMEOUT_SECS, range_rule};
 use wharf_contract::{Agent, AgentList, AgentSpec, ErrorCode, Permission, valid_name};
 use wharf_store::AgentWrite;
 
@@ -23,7 +25,7 @@ fn check_agent(name: &str, spec: &AgentSpec) -> Result<(), ApiError> {
         Err(ApiError::field(ErrorCode::InvalidField, pointer, detail))
     };
     if !valid_name(name) {
-        return bad("/name", "must be 1-64 letters, digits, '-' or '_'".into());
+        return bad("/name", NAME_RULE.into());
     }
     if spec.allowed_tools.is_empty() || spec.allowed_tools.len() > 1000 {
         return bad(
@@ -61,19 +63,19 @@ fn check_agent(name: &str, spec: &AgentSpec) -> Result<(), ApiError> {
     if let Some(q) = &spec.default_queue
         && !valid_name(q)
     {
-        return bad(
-            "/default_queue",
-            "must be 1-64 letters, digits, '-' or '_'".into(),
-        );
+        return bad("/default_queue", NAME_RULE.into());
     }
-    if spec.max_attempts.is_some_and(|a| !(1..=100).contains(&a)) {
-        return bad("/max_attempts", "must be between 1 and 100".into());
+    if spec
+        .max_attempts
+        .is_some_and(|a| !MAX_ATTEMPTS.contains(&a))
+    {
+        return bad("/max_attempts", range_rule(&MAX_ATTEMPTS));
     }
     if spec
         .timeout_secs
-        .is_some_and(|t| !(1..=86_400).contains(&t))
+        .is_some_and(|t| !TIMEOUT_SECS.contains(&t))
     {
-        return bad("/timeout_secs", "must be between 1 and 86400".into());
+        return bad("/timeout_secs", range_rule(&TIMEOUT_SECS));
     }
     if spec
         .description

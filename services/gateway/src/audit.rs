@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use uuid::Uuid;
+use wharf_contract::NAME_RULE;
 use wharf_contract::{AuditEntry, AuditList, ErrorCode, Permission, valid_name};
 use wharf_store::Store;
 
@@ -393,10 +394,7 @@ pub async fn list(
         }
         Some(t) if t != principal.tenant() => {
             if !valid_name(&t) {
-                return Err(query_error(
-                    "tenant",
-                    "must be 1-64 letters, digits, '-' or '_'",
-                ));
+                return Err(query_error("tenant", NAME_RULE));
             }
             principal.require(Permission::TenantsAdmin)?;
             Some(t)

@@ -12,6 +12,8 @@ use axum::Json;
 use axum::extract::State;
 use futures::StreamExt;
 use serde::Deserialize;
+use wharf_contract::NAME_RULE;
+use wharf_contract::task::{MAX_ATTEMPTS, TIMEOUT_SECS, range_rule};
 use wharf_contract::{
     ConfigHistory, ConfigRevision, ConfigView, ErrorCode, MCP_REGISTRY_VERSION, McpRegistry,
     Permission, RuntimeConfig, UpdateConfig, valid_name,
@@ -86,13 +88,13 @@ pub fn validate(c: &RuntimeConfig) -> Result<(), (String, String)> {
     for (name, q) in &c.queues {
         let at = |field: &str| format!("queues/{name}{field}");
         if !valid_name(name) {
-            return bad(at(""), "a queue name is 1-64 letters, digits, '-' or '_'");
+            return bad(at(""), &format!("a queue name {NAME_RULE}"));
         }
-        if q.max_attempts.is_some_and(|a| !(1..=100).contains(&a)) {
-            return bad(at("/max_attempts"), "must be between 1 and 100");
+        if q.max_attempts.is_some_and(|a| !MAX_ATTEMPTS.contains(&a)) {
+            return bad(at("/max_attempts"), &range_rule(&MAX_ATTEMPTS));
         }
-        if q.timeout_secs.is_some_and(|t| !(1..=86_400).contains(&t)) {
-            return bad(at("/timeout_secs"), "must be between 1 and 86400");
+        if q.timeout_secs.is_some_and(|t| !TIMEOUT_SECS.contains(&t)) {
+            return bad(at("/timeout_secs"), &range_rule(&TIMEOUT_SECS));
         }
         let retry = crate::QueueDefaults::from_settings(q).retry;
         if let Some(r) = retry
@@ -113,7 +115,7 @@ pub fn validate(c: &RuntimeConfig) -> Result<(), (String, String)> {
     for (name, server) in &c.mcp_servers {
         let at = |field: &str| format!("mcp_servers/{name}{field}");
         if !valid_name(name) {
-            return bad(at(""), "a server name is 1-64 letters, digits, '-' or '_'");
+            return bad(at(""), &format!("a server name {NAME_RULE}"));
         }
         if let Err(why) = check_url(&server.url) {
             return bad(at("/url"), &why);
@@ -121,7 +123,7 @@ pub fn validate(c: &RuntimeConfig) -> Result<(), (String, String)> {
         if let Some(i) = server.queues.iter().position(|q| !valid_name(q)) {
             return bad(
                 at(&format!("/queues/{i}")),
-                "a queue name is 1-64 letters, digits, '-' or '_'",
+                &format!("a queue name {NAME_RULE}"),
             );
         }
     }

@@ -7,6 +7,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use uuid::Uuid;
+use wharf_contract::NAME_RULE;
 use wharf_contract::{
     ApiKeyInfo, ApiKeyList, CreateKey, CreatedKey, ErrorCode, Permission, valid_name,
 };
@@ -29,11 +30,7 @@ pub async fn create(
     principal.require(Permission::KeysAdmin)?;
     let req: CreateKey = body.parse()?;
     if !valid_name(&req.name) {
-        return Err(ApiError::field(
-            ErrorCode::InvalidField,
-            "/name",
-            "must be 1-64 letters, digits, '-' or '_'",
-        ));
+        return Err(ApiError::field(ErrorCode::InvalidField, "/name", NAME_RULE));
     }
     let Some(granted) = state.auth.role(&req.role) else {
         return Err(ApiError::field(
@@ -67,7 +64,7 @@ pub async fn create(
             return Err(ApiError::field(
                 ErrorCode::InvalidField,
                 "/tenant",
-                "must be 1-64 letters, digits, '-' or '_'",
+                NAME_RULE,
             ));
         }
         Some(t) if t != principal.tenant() => {
@@ -125,10 +122,7 @@ pub async fn list(
     let tenant = match q.tenant {
         Some(t) if t != principal.tenant() => {
             if !valid_name(&t) {
-                return Err(query_error(
-                    "tenant",
-                    "must be 1-64 letters, digits, '-' or '_'",
-                ));
+                return Err(query_error("tenant", NAME_RULE));
             }
             principal.require(Permission::TenantsAdmin)?;
             t

@@ -22,6 +22,7 @@ use sha2::Digest;
 use wharf_contract::{AUTH_CALLOUT_SUBJECT, Permission, tenant_live_events};
 
 use crate::AppState;
+use crate::auth::Principal;
 
 /// The `[gateway.nats_auth]` settings.
 #[derive(Clone, Serialize, Deserialize)]
@@ -230,44 +231,7 @@ async fn answer(
     message: &async_nats::Message,
 ) -> Option<(Vec<u8>, wharf_contract::AuditEntry)> {
     let issuer = &keys.issuer;
-    // Encrypted to our xkey when one is configured; nats-server names its own key in a header.
-    let server_xkey = message
-        .headers
-        .as_ref()
-        .and_then(|h| h.get(SERVER_XKEY_HEADER))
-        .map(|v| v.as_str().to_owned());
-    let (payload, seal_to) = match (&keys.xkey, server_xkey) {
-        (Some(ours), Some(theirs)) => {
-            let theirs = match nkeys::XKey::from_public_key(&theirs) {
-                Ok(k) => k,
-                Err(e) => {
-                    tracing::warn!(error = %e, "a nats authorization request names a bad xkey");
-                    return None;
-                }
-            };
-            match ours.open(&message.payload, &theirs) {
-                Ok(plain) => (plain, Some(theirs)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot decrypt a nats authorization request");
-                    return None;
-                }
-            }
-        }
-        (Some(_), None) => {
-            tracing::warn!(
-                "an unencrypted nats authorization request, though xkey_seed is set: \
-                 give nats-server's auth_callout the xkey; refusing to answer"
-            );
-            return None;
-        }
-        (None, Some(_)) => {
-            tracing::warn!(
-                "an encrypted nats authorization request, but no xkey_seed is configured"
-            );
-            return None;
-        }
-        (None, None) => (message.payload.to_vec(), None),
-    };
+    let (payload, seal_to) = open(keys, message)?;
     let request: Request = match claims_of(&payload) {
         Ok(r) => r,
         Err(e) => {
@@ -276,66 +240,17 @@ async fn answer(
         }
     };
     let body = &request.nats;
-    let credential = body
-        .connect_opts
-        .auth_token
-        .as_deref()
-        .or(body.connect_opts.pass.as_deref())
-        .filter(|c| !c.is_empty());
     let ip = body.client_info.host.clone().unwrap_or_default();
-    // Each attempt counts against its address's allowance, as an HTTP request would: a flood
-    // of made-up keys must not become a flood of database reads.
-    let limited = ip
-        .parse::<std::net::IpAddr>()
-        .ok()
-        .and_then(|addr| state.settings().limits.admit_ip(addr).err());
-    let outcome = match (limited, credential) {
-        (Some(e), _) => Err(e.0.detail.clone()),
-        (None, None) => {
-            Err("no credential: connect with a Wharf API key or token as the token".into())
-        }
-        (None, Some(c)) => match state.auth.resolve(c).await {
-            Err(e) => Err(e.0.detail.clone()),
-            Ok(p) if !p.can(Permission::TasksRead) => {
-                Err(format!("{} lacks {}", p.actor(), Permission::TasksRead))
-            }
-            Ok(p) => Ok(p),
-        },
-    };
+    let outcome = decide(state, body, &ip).await;
     let now = chrono::Utc::now().timestamp();
     let nats = match &outcome {
         Ok(principal) => {
-            // The session ends with the credential, or after max_session_secs if sooner.
-            let longest = now + keys.max_session_secs;
-            let exp = principal
-                .expires_at()
-                .map_or(longest, |at| at.timestamp().min(longest));
-            let user = sign(
-                issuer,
-                json!({
-                    "iat": now,
-                    "exp": exp,
-                    "iss": keys.issuer_public,
-                    "sub": body.user_nkey,
-                    "aud": keys.account,
-                    "name": principal.actor(),
-                    "nats": {
-                        "pub": {"deny": [">"]},
-                        "sub": {"allow": [tenant_live_events(principal.tenant())]},
-                        "allowed_connection_types": ["STANDARD", "WEBSOCKET"],
-                        "subs": MAX_SUBSCRIPTIONS,
-                        "data": -1,
-                        "payload": -1,
-                        "type": "user",
-                        "version": 2,
-                    },
-                }),
-            );
             tracing::debug!(
                 actor = principal.actor(),
                 tenant = principal.tenant(),
                 "nats connection authorized"
             );
+            let user = user_jwt(keys, &body.user_nkey, principal, now);
             json!({"jwt": user, "type": "authorization_response", "version": 2})
         }
         Err(why) => {
@@ -381,6 +296,109 @@ async fn answer(
         _ => response.into_bytes(),
     };
     Some((response, audit))
+}
+
+/// The request's payload, opened with this gateway's xkey when one is configured (nats-server
+/// names its own key in a header), and the key to seal the answer to; `None` when the request
+/// and this gateway do not agree on encryption.
+fn open(keys: &Keys, message: &async_nats::Message) -> Option<(Vec<u8>, Option<nkeys::XKey>)> {
+    let server_xkey = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(SERVER_XKEY_HEADER))
+        .map(|v| v.as_str().to_owned());
+    match (&keys.xkey, server_xkey) {
+        (Some(ours), Some(theirs)) => {
+            let theirs = match nkeys::XKey::from_public_key(&theirs) {
+                Ok(k) => k,
+                Err(e) => {
+                    tracing::warn!(error = %e, "a nats authorization request names a bad xkey");
+                    return None;
+                }
+            };
+            match ours.open(&message.payload, &theirs) {
+                Ok(plain) => Some((plain, Some(theirs))),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot decrypt a nats authorization request");
+                    None
+                }
+            }
+        }
+        (Some(_), None) => {
+            tracing::warn!(
+                "an unencrypted nats authorization request, though xkey_seed is set: \
+                 give nats-server's auth_callout the xkey; refusing to answer"
+            );
+            None
+        }
+        (None, Some(_)) => {
+            tracing::warn!(
+                "an encrypted nats authorization request, but no xkey_seed is configured"
+            );
+            None
+        }
+        (None, None) => Some((message.payload.to_vec(), None)),
+    }
+}
+
+/// Who the connecting client is: the principal its credential names, if it may follow its
+/// tasks' events; else why not. Each attempt counts against its address's allowance, as an HTTP
+/// request would: a flood of made-up keys must not become a flood of database reads.
+async fn decide(state: &AppState, body: &RequestBody, ip: &str) -> Result<Principal, String> {
+    let credential = body
+        .connect_opts
+        .auth_token
+        .as_deref()
+        .or(body.connect_opts.pass.as_deref())
+        .filter(|c| !c.is_empty());
+    let limited = ip
+        .parse::<std::net::IpAddr>()
+        .ok()
+        .and_then(|addr| state.settings().limits.admit_ip(addr).err());
+    match (limited, credential) {
+        (Some(e), _) => Err(e.0.detail.clone()),
+        (None, None) => {
+            Err("no credential: connect with a Wharf API key or token as the token".into())
+        }
+        (None, Some(c)) => match state.auth.resolve(c).await {
+            Err(e) => Err(e.0.detail.clone()),
+            Ok(p) if !p.can(Permission::TasksRead) => {
+                Err(format!("{} lacks {}", p.actor(), Permission::TasksRead))
+            }
+            Ok(p) => Ok(p),
+        },
+    }
+}
+
+/// The user JWT of an authorized connection: it may subscribe to its tenant's live events and
+/// nothing else, publish nothing, and lasts as long as its credential, or `max_session_secs`
+/// if that is sooner.
+fn user_jwt(keys: &Keys, user_nkey: &str, principal: &Principal, now: i64) -> String {
+    let longest = now + keys.max_session_secs;
+    let exp = principal
+        .expires_at()
+        .map_or(longest, |at| at.timestamp().min(longest));
+    sign(
+        &keys.issuer,
+        json!({
+            "iat": now,
+            "exp": exp,
+            "iss": keys.issuer_public,
+            "sub": user_nkey,
+            "aud": keys.account,
+            "name": principal.actor(),
+            "nats": {
+                "pub": {"deny": [">"]},
+                "sub": {"allow": [tenant_live_events(principal.tenant())]},
+                "allowed_connection_types": ["STANDARD", "WEBSOCKET"],
+                "subs": MAX_SUBSCRIPTIONS,
+                "data": -1,
+                "payload": -1,
+                "type": "user",
+                "version": 2,
+            },
+        }),
+    )
 }
 
 /// The claims of a JWT, unverified: the request is signed by the server's own key, which Wharf

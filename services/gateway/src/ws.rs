@@ -86,22 +86,11 @@ async fn session(
     connections.increment(1.0);
     // Counted down however the session ends.
     let _open = scopeguard(move || connections.decrement(1.0));
-    let (mut sink, mut incoming) = socket.split();
-    let (out, mut outbox) = mpsc::channel::<WsServerMessage>(256);
+    let (sink, incoming) = socket.split();
+    let (out, outbox) = mpsc::channel::<WsServerMessage>(256);
     // How the socket closes, once the session knows: sent after the messages still queued.
     let (closing, close_with) = tokio::sync::oneshot::channel::<Option<CloseFrame>>();
-    let writer = tokio::spawn(async move {
-        while let Some(m) = outbox.recv().await {
-            let text = serde_json::to_string(&m).expect("a message serialises");
-            if sink.send(Message::Text(text.into())).await.is_err() {
-                break;
-            }
-        }
-        if let Ok(Some(frame)) = close_with.await {
-            let _ = sink.send(Message::Close(Some(frame))).await;
-        }
-        let _ = sink.close().await;
-    });
+    let writer = tokio::spawn(write(sink, outbox, close_with));
     let mut s = Session {
         state,
         principal,
@@ -111,62 +100,7 @@ async fn session(
         subscriptions: HashMap::new(),
         system: None,
     };
-    let stopping = s.state.stopping.clone();
-    // The credential lapsing (its key revoked, its expiry passed) ends the session at once,
-    // whether or not the client is sending anything.
-    let lapsed = s.state.auth.lapse(&s.principal);
-    tokio::pin!(lapsed);
-    let mut arriving = Arriving::new(received, s.state.config.header_timeout);
-    let mut check = tokio::time::interval(arriving.limit / 2);
-    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let close = loop {
-        let message = tokio::select! {
-            m = incoming.next() => m,
-            () = stopping.cancelled() => break Some(close_frame(close_code::AWAY, "the gateway is stopping")),
-            refusal = &mut lapsed => {
-                let reason = refusal.0.detail.clone();
-                s.refuse(None, None, refusal).await;
-                break Some(close_frame(close_code::POLICY, &reason));
-            }
-            _ = check.tick() => {
-                if arriving.stalled() {
-                    let why = format!(
-                        "a message took longer than {} s to arrive",
-                        arriving.limit.as_secs_f64()
-                    );
-                    break Some(close_frame(close_code::POLICY, &why));
-                }
-                continue;
-            }
-        };
-        arriving.done();
-        let message = match message {
-            Some(Ok(m)) => m,
-            Some(Err(e)) => break close_for(e),
-            None => break None,
-        };
-        match message {
-            Message::Text(text) => {
-                if !s.handle(text.as_bytes()).await {
-                    break Some(close_frame(
-                        close_code::POLICY,
-                        "the credential no longer holds",
-                    ));
-                }
-            }
-            Message::Binary(_) => {
-                s.refuse(
-                    None,
-                    None,
-                    ApiError::new(ErrorCode::MalformedBody, "send JSON text messages"),
-                )
-                .await;
-            }
-            Message::Close(_) => break None,
-            Message::Ping(_) | Message::Pong(_) => {}
-        }
-        s.subscriptions.retain(|_, h| !h.is_finished());
-    };
+    let close = s.read(incoming, received).await;
     for (_, h) in s.subscriptions.drain() {
         h.abort();
     }
@@ -176,6 +110,24 @@ async fn session(
     let _ = closing.send(close);
     drop(s);
     let _ = writer.await;
+}
+
+/// Sends the session's messages as they come, then its close frame, if it has one.
+async fn write(
+    mut sink: futures::stream::SplitSink<WebSocket, Message>,
+    mut outbox: mpsc::Receiver<WsServerMessage>,
+    close_with: tokio::sync::oneshot::Receiver<Option<CloseFrame>>,
+) {
+    while let Some(m) = outbox.recv().await {
+        let text = serde_json::to_string(&m).expect("a message serialises");
+        if sink.send(Message::Text(text.into())).await.is_err() {
+            break;
+        }
+    }
+    if let Ok(Some(frame)) = close_with.await {
+        let _ = sink.send(Message::Close(Some(frame))).await;
+    }
+    let _ = sink.close().await;
 }
 
 /// Tells a message that is still arriving after `limit` (a slow or stalled sender, a frame
@@ -253,6 +205,65 @@ fn close_for(e: axum::Error) -> Option<CloseFrame> {
 }
 
 impl Session {
+    /// Reads and handles the client's messages until the session ends; how the socket closes.
+    /// The gateway stopping, the credential lapsing (its key revoked, its expiry passed), a
+    /// message arriving too slowly and a broken frame end it, whether or not the client is
+    /// sending anything.
+    async fn read(
+        &mut self,
+        mut incoming: futures::stream::SplitStream<WebSocket>,
+        received: Received,
+    ) -> Option<CloseFrame> {
+        let stopping = self.state.stopping.clone();
+        let lapsed = self.state.auth.lapse(&self.principal);
+        tokio::pin!(lapsed);
+        let mut arriving = Arriving::new(received, self.state.config.header_timeout);
+        let mut check = tokio::time::interval(arriving.limit / 2);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let message = tokio::select! {
+                m = incoming.next() => m,
+                () = stopping.cancelled() => {
+                    return Some(close_frame(close_code::AWAY, "the gateway is stopping"));
+                }
+                refusal = &mut lapsed => {
+                    let reason = refusal.0.detail.clone();
+                    self.refuse(None, None, refusal).await;
+                    return Some(close_frame(close_code::POLICY, &reason));
+                }
+                _ = check.tick() => {
+                    if arriving.stalled() {
+                        let why = format!(
+                            "a message took longer than {} s to arrive",
+                            arriving.limit.as_secs_f64()
+                        );
+                        return Some(close_frame(close_code::POLICY, &why));
+                    }
+                    continue;
+                }
+            };
+            arriving.done();
+            match message {
+                Some(Ok(Message::Text(text))) => {
+                    if !self.handle(text.as_bytes()).await {
+                        return Some(close_frame(
+                            close_code::POLICY,
+                            "the credential no longer holds",
+                        ));
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    let e = ApiError::new(ErrorCode::MalformedBody, "send JSON text messages");
+                    self.refuse(None, None, e).await;
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_))) | None => return None,
+                Some(Err(e)) => return close_for(e),
+            }
+            self.subscriptions.retain(|_, h| !h.is_finished());
+        }
+    }
+
     /// Handles one client message; `false` when the socket must close.
     async fn handle(&mut self, text: &[u8]) -> bool {
         if let Some(c) = &self.credential
@@ -274,66 +285,22 @@ impl Session {
 
     async fn act(&mut self, message: WsClientMessage) {
         // Submitting and cancelling draw on the tenant's write allowance, as over HTTP.
-        if let WsClientMessage::Submit { reference, .. } = &message
+        let writes = match &message {
+            WsClientMessage::Submit { reference, .. } => Some((reference.clone(), None)),
+            WsClientMessage::Cancel { task_id } => Some((None, Some(*task_id))),
+            _ => None,
+        };
+        if let Some((reference, task_id)) = writes
             && let Err(e) = self
                 .state
                 .settings()
                 .limits
                 .admit(self.principal.tenant(), Class::Write)
         {
-            return self.refuse(reference.clone(), None, e).await;
-        }
-        if let WsClientMessage::Cancel { task_id } = &message
-            && let Err(e) = self
-                .state
-                .settings()
-                .limits
-                .admit(self.principal.tenant(), Class::Write)
-        {
-            return self.refuse(None, Some(*task_id), e).await;
+            return self.refuse(reference, task_id, e).await;
         }
         match message {
-            WsClientMessage::Submit { reference, task } => {
-                // Each submission is a span of its own: the socket's request ended long ago.
-                let span = tracing::info_span!(
-                    "ws.submit",
-                    otel.name = "WS task:submit",
-                    otel.kind = "server",
-                );
-                let trace = wharf_telemetry::traces::context_of(&span, &TraceContext::new_root());
-                let submitted =
-                    tasks::submit_and_follow(&self.state, &self.principal, *task, trace)
-                        .instrument(span)
-                        .await;
-                let (status, target, detail) = match &submitted {
-                    Ok((view, _)) => (202, format!("/api/v1/tasks/{}", view.id), None),
-                    Err(e) => (e.0.status, "/ws/v1/tasks".to_owned(), Some((*e.0).clone())),
-                };
-                self.audit("task.submit", status, target, detail).await;
-                match submitted {
-                    Ok((view, events)) => {
-                        let id = view.id;
-                        let accepted = WsServerMessage::Accepted {
-                            task_id: id,
-                            reference,
-                            seq: None,
-                            task: Some(Box::new(view)),
-                        };
-                        let _ = self.out.send(accepted).await;
-                        // The submitter already has `task:accepted`, with the task itself.
-                        let events = events
-                            .filter(|m| {
-                                std::future::ready(!matches!(m, WsServerMessage::Accepted { .. }))
-                            })
-                            .boxed();
-                        // A repeat (same idempotency key) of a task this socket already follows.
-                        if !self.following(id) {
-                            self.forward(id, events);
-                        }
-                    }
-                    Err(e) => self.refuse(reference, None, e).await,
-                }
-            }
+            WsClientMessage::Submit { reference, task } => self.submit(reference, *task).await,
             WsClientMessage::Subscribe { task_id } => self.subscribe(task_id),
             WsClientMessage::SystemSubscribe => {
                 match self.principal.require(wharf_contract::Permission::OpsRead) {
@@ -346,20 +313,61 @@ impl Session {
                     h.abort();
                 }
             }
-            WsClientMessage::Cancel { task_id } => {
-                let cancelled = tasks::request_cancel(&self.state, &self.principal, task_id).await;
-                let (status, detail) = match &cancelled {
-                    Ok(_) => (202, None),
-                    Err(e) => (e.0.status, Some((*e.0).clone())),
-                };
-                let target = format!("/api/v1/tasks/{task_id}");
-                self.audit("task.cancel", status, target, detail).await;
-                match cancelled {
-                    // The outcome arrives as the task's events: make sure the client sees them.
-                    Ok(_) => self.subscribe(task_id),
-                    Err(e) => self.refuse(None, Some(task_id), e).await,
-                }
-            }
+            WsClientMessage::Cancel { task_id } => self.cancel(task_id).await,
+        }
+    }
+
+    /// `task:submit`: answered `task:accepted` (or an error), then the task's events follow.
+    async fn submit(&mut self, reference: Option<String>, task: wharf_contract::SubmitTask) {
+        // Each submission is a span of its own: the socket's request ended long ago.
+        let span = tracing::info_span!(
+            "ws.submit",
+            otel.name = "WS task:submit",
+            otel.kind = "server",
+        );
+        let trace = wharf_telemetry::traces::context_of(&span, &TraceContext::new_root());
+        let submitted = tasks::submit_and_follow(&self.state, &self.principal, task, trace)
+            .instrument(span)
+            .await;
+        let (status, target, detail) = match &submitted {
+            Ok((view, _)) => (202, format!("/api/v1/tasks/{}", view.id), None),
+            Err(e) => (e.0.status, "/ws/v1/tasks".to_owned(), Some((*e.0).clone())),
+        };
+        self.audit("task.submit", status, target, detail).await;
+        let (view, events) = match submitted {
+            Ok(submitted) => submitted,
+            Err(e) => return self.refuse(reference, None, e).await,
+        };
+        let id = view.id;
+        let accepted = WsServerMessage::Accepted {
+            task_id: id,
+            reference,
+            seq: None,
+            task: Some(Box::new(view)),
+        };
+        let _ = self.out.send(accepted).await;
+        // The submitter already has `task:accepted`, with the task itself.
+        let events = events
+            .filter(|m| std::future::ready(!matches!(m, WsServerMessage::Accepted { .. })))
+            .boxed();
+        // A repeat (same idempotency key) of a task this socket already follows.
+        if !self.following(id) {
+            self.forward(id, events);
+        }
+    }
+
+    /// `task:cancel`: the outcome arrives as the task's events, which the socket then follows.
+    async fn cancel(&mut self, task_id: Uuid) {
+        let cancelled = tasks::request_cancel(&self.state, &self.principal, task_id).await;
+        let (status, detail) = match &cancelled {
+            Ok(_) => (202, None),
+            Err(e) => (e.0.status, Some((*e.0).clone())),
+        };
+        let target = format!("/api/v1/tasks/{task_id}");
+        self.audit("task.cancel", status, target, detail).await;
+        match cancelled {
+            Ok(_) => self.subscribe(task_id),
+            Err(e) => self.refuse(None, Some(task_id), e).await,
         }
     }
 

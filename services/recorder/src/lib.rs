@@ -8,9 +8,9 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
-use wharf_bus::{Bus, Delivery, decode_event};
+use wharf_bus::{Bus, Delivery, Message, decode_event};
 use wharf_contract::event::DecodeError;
 use wharf_store::Store;
 
@@ -52,7 +52,7 @@ impl Recorder {
         self.bus.ensure_topology().await?;
         let consumer = self.bus.recorder_consumer().await?;
         tracing::info!("recorder running");
-        'connect: loop {
+        loop {
             // Pull in batches as large as a transaction: fewer, larger commits. Each pull
             // request lasts PULL_EXPIRES: the client asks again that much (and 5 s) after a
             // request that went unanswered, as one lost with a restarting nats-server is
@@ -69,107 +69,89 @@ impl Recorder {
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read events; retrying");
                     tokio::select! {
-                        () = tokio::time::sleep(Duration::from_secs(1)) => continue 'connect,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
                         () = shutdown.cancelled() => return Ok(()),
                     }
                 }
             };
-            let mut batches = messages.ready_chunks(MAX_BATCH);
-            // What a lingering batch gathered past MAX_BATCH: the start of the next batch.
-            let mut carry = Vec::new();
-            loop {
-                // Once shutdown is asked for, keep applying what has already arrived (the client
-                // prefetches) so it is not left waiting for its ack deadline, then stop.
-                let batch = if !carry.is_empty() {
-                    Some(std::mem::take(&mut carry))
-                } else if shutdown.is_cancelled() {
-                    match tokio::time::timeout(DRAIN_IDLE, batches.next()).await {
-                        Ok(b) => b,
-                        Err(_) => return Ok(()),
-                    }
-                } else {
-                    tokio::select! {
-                        b = batches.next() => b,
-                        () = shutdown.cancelled() => continue,
-                    }
-                };
-                let Some(mut batch) = batch else {
-                    continue 'connect;
-                };
-                if batch.len() < MAX_BATCH && !shutdown.is_cancelled() {
-                    let deadline = tokio::time::Instant::now() + LINGER;
-                    while batch.len() < MAX_BATCH {
-                        tokio::select! {
-                            more = batches.next() => match more {
-                                Some(more) => batch.extend(more),
-                                None => break,
-                            },
-                            () = tokio::time::sleep_until(deadline) => break,
-                            () = shutdown.cancelled() => break,
-                        }
-                    }
-                    if batch.len() > MAX_BATCH {
-                        carry = batch.split_off(MAX_BATCH);
-                    }
-                }
-                let mut events = Vec::with_capacity(batch.len());
-                let mut acks = Vec::with_capacity(batch.len());
-                // When spans are exported, each event's projection is a span in its task's
-                // trace, ended when the batch is committed.
-                let mut spans = Vec::new();
-                for message in batch {
-                    match message {
-                        Ok(m) => match decode_event(&m) {
-                            Ok(e) => {
-                                if wharf_telemetry::traces::exporting() {
-                                    spans.push(record_span(&m, &e.1));
-                                }
-                                events.push(e);
-                                acks.push(m);
-                            }
-                            Err(wharf_bus::Error::Decode {
-                                source: DecodeError::Version(v),
-                                ..
-                            }) => {
-                                // Written by a newer build: leave it for a newer recorder.
-                                tracing::warn!(
-                                    version = v,
-                                    "an event of a newer wire version; not recording it"
-                                );
-                                let _ = Delivery::RetryAfter(Duration::from_secs(30))
-                                    .settle(&m)
-                                    .await;
-                            }
-                            Err(e) => {
-                                tracing::error!(error = %e, "dropping an unreadable event");
-                                let _ = Delivery::GiveUp.settle(&m).await;
-                            }
-                        },
-                        Err(e) => tracing::warn!(error = %e, "error while reading events"),
-                    }
-                }
-                let writing = std::time::Instant::now();
-                let Some(refused) = self.write(&events, &shutdown).await else {
-                    // Shutdown before the batch was stored: leave it unacknowledged.
-                    return Ok(());
-                };
-                measure_batch(&events, writing.elapsed());
-                drop(spans);
-                for (m, (seq, _)) in acks.into_iter().zip(&events) {
-                    // Applying an event twice changes nothing: no need to wait for the server.
-                    let ack = if refused.contains(seq) {
-                        Delivery::GiveUp
-                    } else {
-                        Delivery::DoneUnconfirmed
-                    }
-                    .settle(&m)
-                    .await;
-                    if let Err(e) = ack {
-                        tracing::warn!(error = %e, "could not acknowledge an event; it will be applied again");
-                    }
-                }
+            if self
+                .project(messages.ready_chunks(MAX_BATCH), &shutdown)
+                .await
+                == Ended::Stopped
+            {
+                return Ok(());
             }
         }
+    }
+
+    /// Applies batches as they come until the stream ends (then it is opened again) or the
+    /// recorder stops.
+    async fn project<S, E>(&self, mut batches: S, shutdown: &CancellationToken) -> Ended
+    where
+        S: Stream<Item = Vec<Result<Message, E>>> + Unpin,
+        E: std::fmt::Display,
+    {
+        // What a lingering batch gathered past MAX_BATCH: the start of the next batch.
+        let mut carry = Vec::new();
+        loop {
+            // Once shutdown is asked for, keep applying what has already arrived (the client
+            // prefetches) so it is not left waiting for its ack deadline, then stop.
+            let batch = if !carry.is_empty() {
+                Some(std::mem::take(&mut carry))
+            } else if shutdown.is_cancelled() {
+                match tokio::time::timeout(DRAIN_IDLE, batches.next()).await {
+                    Ok(b) => b,
+                    Err(_) => return Ended::Stopped,
+                }
+            } else {
+                tokio::select! {
+                    b = batches.next() => b,
+                    () = shutdown.cancelled() => continue,
+                }
+            };
+            let Some(mut batch) = batch else {
+                return Ended::Reconnect;
+            };
+            if batch.len() < MAX_BATCH && !shutdown.is_cancelled() {
+                linger(&mut batches, &mut batch, shutdown).await;
+                if batch.len() > MAX_BATCH {
+                    carry = batch.split_off(MAX_BATCH);
+                }
+            }
+            if !self.apply(batch, shutdown).await {
+                return Ended::Stopped;
+            }
+        }
+    }
+
+    /// Records a batch, then settles its messages; false when shutdown came before it was
+    /// stored (it stays unacknowledged, for the next recorder).
+    async fn apply<E: std::fmt::Display>(
+        &self,
+        batch: Vec<Result<Message, E>>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let (events, acks, spans) = decode(batch).await;
+        let writing = std::time::Instant::now();
+        let Some(refused) = self.write(&events, shutdown).await else {
+            return false;
+        };
+        measure_batch(&events, writing.elapsed());
+        drop(spans);
+        for (m, (seq, _)) in acks.into_iter().zip(&events) {
+            // Applying an event twice changes nothing: no need to wait for the server.
+            let ack = if refused.contains(seq) {
+                Delivery::GiveUp
+            } else {
+                Delivery::DoneUnconfirmed
+            }
+            .settle(&m)
+            .await;
+            if let Err(e) = ack {
+                tracing::warn!(error = %e, "could not acknowledge an event; it will be applied again");
+            }
+        }
+        true
     }
 
     /// Writes a batch, retrying while the database cannot take it. Returns the sequences of
@@ -220,6 +202,87 @@ impl Recorder {
         }
         Some(refused)
     }
+}
+
+/// How [`Recorder::project`] ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    /// The message stream ended: open it again.
+    Reconnect,
+    /// The recorder is stopping.
+    Stopped,
+}
+
+/// Waits up to [`LINGER`] for more events to join a batch that is not full, unless shutdown
+/// comes first.
+async fn linger<S, E>(
+    batches: &mut S,
+    batch: &mut Vec<Result<Message, E>>,
+    shutdown: &CancellationToken,
+) where
+    S: Stream<Item = Vec<Result<Message, E>>> + Unpin,
+{
+    let deadline = tokio::time::Instant::now() + LINGER;
+    while batch.len() < MAX_BATCH {
+        tokio::select! {
+            more = batches.next() => match more {
+                Some(more) => batch.extend(more),
+                None => break,
+            },
+            () = tokio::time::sleep_until(deadline) => break,
+            () = shutdown.cancelled() => break,
+        }
+    }
+}
+
+/// The events of a batch with their messages (and, when spans are exported, a span per event
+/// in its task's trace, ended when the batch is committed). An event of a newer wire version
+/// is left for a newer recorder; one that cannot be read is dropped.
+async fn decode<E: std::fmt::Display>(
+    batch: Vec<Result<Message, E>>,
+) -> (
+    Vec<(u64, wharf_contract::TaskEvent)>,
+    Vec<Message>,
+    Vec<tracing::Span>,
+) {
+    let mut events = Vec::with_capacity(batch.len());
+    let mut acks = Vec::with_capacity(batch.len());
+    let mut spans = Vec::new();
+    for message in batch {
+        let m = match message {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "error while reading events");
+                continue;
+            }
+        };
+        match decode_event(&m) {
+            Ok(e) => {
+                if wharf_telemetry::traces::exporting() {
+                    spans.push(record_span(&m, &e.1));
+                }
+                events.push(e);
+                acks.push(m);
+            }
+            Err(wharf_bus::Error::Decode {
+                source: DecodeError::Version(v),
+                ..
+            }) => {
+                tracing::warn!(
+                    version = v,
+                    "an event of a newer wire version; not recording it"
+                );
+                let _ = Delivery::RetryAfter(Duration::from_secs(30))
+                    .settle(&m)
+                    .await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "dropping an unreadable event");
+                let _ = Delivery::GiveUp.settle(&m).await;
+            }
+        }
+    }
+    (events, acks, spans)
 }
 
 /// Metrics of a committed batch: its size, how long it took, and how far behind the newest of its

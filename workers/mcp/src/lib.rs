@@ -22,6 +22,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use wharf_bus::Bus;
+use wharf_contract::NAME_RULE;
 use wharf_contract::ops::WORKER_INFO_VERSION;
 use wharf_contract::tool::TOOL_SERVER_VERSION;
 use wharf_contract::{Priority, ToolInfo, ToolServer, WorkerInfo, valid_name};
@@ -53,13 +54,11 @@ impl WorkerConfig {
             return Err(Error::Config("a worker needs at least one queue".into()));
         }
         if let Some(q) = self.queues.iter().find(|q| !valid_name(q)) {
-            return Err(Error::Config(format!(
-                "queue name {q:?} must be 1-64 letters, digits, '-' or '_'"
-            )));
+            return Err(Error::Config(format!("queue name {q:?} {NAME_RULE}")));
         }
         if let Some(s) = self.servers.iter().find(|s| !valid_name(&s.name)) {
             return Err(Error::Config(format!(
-                "mcp server name {:?} must be 1-64 letters, digits, '-' or '_'",
+                "mcp server name {:?} {NAME_RULE}",
                 s.name
             )));
         }
@@ -185,19 +184,7 @@ impl Worker {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), Error> {
         let Worker { config, bus } = self;
         bus.ensure_topology().await?;
-        let consumers = {
-            let mut out = Vec::new();
-            for q in &config.queues {
-                let [high, normal, low] = Priority::ALL;
-                let levels = [
-                    bus.queue_consumer(q, high).await?,
-                    bus.queue_consumer(q, normal).await?,
-                    bus.queue_consumer(q, low).await?,
-                ];
-                out.push((q.clone(), levels));
-            }
-            out
-        };
+        let consumers = queue_consumers(&bus, &config.queues).await?;
         // MCP connections live until the process stops, not just until shutdown is asked for:
         // in-flight tasks still need them during the grace period.
         let servers_stop = CancellationToken::new();
@@ -232,7 +219,6 @@ impl Worker {
             servers.clone(),
             serving.clone(),
         ));
-
         let shared = Arc::new(Shared {
             bus: bus.clone(),
             id: config.id.clone(),
@@ -246,21 +232,7 @@ impl Worker {
             heartbeat: bus.topology().ack_wait / 3,
             abandon: CancellationToken::new(),
         });
-        // Know every cancellation made so far before taking the first task.
-        let cancel_watch = {
-            let (now, live) = bus.watch_cancels().await?;
-            for id in now {
-                shared.cancels.request(id);
-            }
-            let shared = shared.clone();
-            let mut live = Box::pin(live);
-            tokio::spawn(async move {
-                while let Some(id) = live.next().await {
-                    shared.cancels.request(id);
-                }
-            })
-        };
-
+        let cancel_watch = follow_cancels(&bus, &shared).await?;
         // Each queue has its own slots, so a backlog in one never holds up another.
         let mut loops = Vec::new();
         let mut all_slots = Vec::new();
@@ -284,16 +256,7 @@ impl Worker {
             for l in loops {
                 let _ = l.await;
             }
-            let all = u32::try_from(config.concurrency).unwrap_or(u32::MAX);
-            let drain = || futures::future::join_all(all_slots.iter().map(|s| s.acquire_many(all)));
-            if tokio::time::timeout(config.shutdown_grace, drain())
-                .await
-                .is_err()
-            {
-                tracing::warn!("shutdown grace period over: handing the running tasks back");
-                shared.abandon.cancel();
-                let _ = tokio::time::timeout(Duration::from_secs(5), drain()).await;
-            }
+            drain(&config, &shared, &all_slots).await;
         };
         tokio::select! {
             () = work => {}
@@ -308,6 +271,58 @@ impl Worker {
         }
         servers_stop.cancel();
         Ok(())
+    }
+}
+
+/// The three consumers (one per level) of each queue.
+async fn queue_consumers(
+    bus: &Bus,
+    queues: &[String],
+) -> Result<Vec<(String, [wharf_bus::PullConsumer; 3])>, Error> {
+    let mut out = Vec::new();
+    for q in queues {
+        let [high, normal, low] = Priority::ALL;
+        let levels = [
+            bus.queue_consumer(q, high).await?,
+            bus.queue_consumer(q, normal).await?,
+            bus.queue_consumer(q, low).await?,
+        ];
+        out.push((q.clone(), levels));
+    }
+    Ok(out)
+}
+
+/// Learns every cancellation made so far (before the first task is taken), then follows new
+/// ones until the returned task is aborted.
+async fn follow_cancels(
+    bus: &Bus,
+    shared: &Arc<Shared>,
+) -> Result<tokio::task::JoinHandle<()>, Error> {
+    let (now, live) = bus.watch_cancels().await?;
+    for id in now {
+        shared.cancels.request(id);
+    }
+    let shared = shared.clone();
+    let mut live = Box::pin(live);
+    Ok(tokio::spawn(async move {
+        while let Some(id) = live.next().await {
+            shared.cancels.request(id);
+        }
+    }))
+}
+
+/// Waits for the running tasks to finish, for the grace period; then hands the rest back and
+/// waits (at most 5 s more) for that.
+async fn drain(config: &WorkerConfig, shared: &Shared, all_slots: &[Arc<Semaphore>]) {
+    let all = u32::try_from(config.concurrency).unwrap_or(u32::MAX);
+    let drain = || futures::future::join_all(all_slots.iter().map(|s| s.acquire_many(all)));
+    if tokio::time::timeout(config.shutdown_grace, drain())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown grace period over: handing the running tasks back");
+        shared.abandon.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), drain()).await;
     }
 }
 

@@ -139,24 +139,18 @@ pub(crate) async fn consume(
             }
         }
     };
-    let mut polls: SelectAll<BoxStream<'static, Polled>> = SelectAll::new();
-    let mut polled = [false; LEVELS];
-    let mut picker = Picker::default();
-    let mut found_empty: [Option<Instant>; LEVELS] = [None; LEVELS];
+    let mut taker = Taker::new(&queue, &levels);
     loop {
-        let unpolled = polled.iter().any(|p| !p);
+        let unpolled = taker.polled.iter().any(|p| !p);
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
-            Some(p) = polls.next(), if !polls.is_empty() => match p {
+            Some(p) = taker.polls.next(), if !taker.polls.is_empty() => match p {
                 Polled::Task(Ok(message)) => start(message, None),
                 Polled::Task(Err(e)) => {
                     tracing::warn!(queue = %queue, error = %e, "error while waiting for tasks");
                 }
-                Polled::Ended(level) => {
-                    polled[level] = false;
-                    found_empty[level] = None;
-                }
+                Polled::Ended(level) => taker.ended(level),
             },
             permit = slots.clone().acquire_owned(), if unpolled => {
                 let mut permits = vec![permit.expect("the semaphore is never closed")];
@@ -166,37 +160,7 @@ pub(crate) async fn consume(
                         Err(_) => break,
                     }
                 }
-                let now = Instant::now();
-                let ask: [bool; LEVELS] = std::array::from_fn(|l| {
-                    !polled[l] && found_empty[l].is_none_or(|t| now - t >= RECHECK_EMPTY)
-                });
-                let swept = sweep(&levels, &mut picker, ask, permits.len()).await;
-                for l in (0..LEVELS).filter(|l| ask[*l]) {
-                    found_empty[l] = swept.short[l].then_some(now);
-                }
-                for message in swept.tasks {
-                    start(message, permits.pop());
-                }
-                let mut failed = swept.failed;
-                if !permits.is_empty() {
-                    // Every level asked came up short, and the others were found empty just
-                    // before: wait on each for what comes next.
-                    let unpolled = polled.map(|p| !p);
-                    for (level, consumer) in levels.iter().enumerate().filter(|(l, _)| unpolled[*l]) {
-                        match wait_on(consumer, level, permits.len()).await {
-                            Ok(p) => {
-                                polls.push(p);
-                                polled[level] = true;
-                            }
-                            Err(e) => {
-                                tracing::warn!(queue = %queue, error = %e, "cannot pull tasks");
-                                failed = true;
-                            }
-                        }
-                    }
-                }
-                drop(permits);
-                if failed {
+                if taker.take(permits, &start).await {
                     tokio::select! {
                         () = tokio::time::sleep(Duration::from_secs(1)) => {}
                         () = shutdown.cancelled() => break,
@@ -208,7 +172,7 @@ pub(crate) async fn consume(
     // Tasks already on their way to this worker, until its pull requests expire, go straight
     // back, as do the ones that were waiting for a slot.
     while let Ok(Some(p)) =
-        tokio::time::timeout(PULL_EXPIRES + Duration::from_secs(1), polls.next()).await
+        tokio::time::timeout(PULL_EXPIRES + Duration::from_secs(1), taker.polls.next()).await
     {
         if let Polled::Task(Ok(m)) = p {
             hand_back(&shared, &m).await;
@@ -216,6 +180,79 @@ pub(crate) async fn consume(
     }
     waiting_for_slots.close();
     waiting_for_slots.wait().await;
+}
+
+/// How one queue's levels are being asked for tasks: the rotation of the priority rule, the
+/// waiting pull requests, and the levels found empty a moment ago.
+struct Taker<'a> {
+    queue: &'a str,
+    levels: &'a [PullConsumer; LEVELS],
+    picker: Picker,
+    /// The waiting pull requests, as streams of what they bring.
+    polls: SelectAll<BoxStream<'static, Polled>>,
+    /// Levels with a waiting pull request.
+    polled: [bool; LEVELS],
+    /// When each level was last found empty (asked again after [`RECHECK_EMPTY`]).
+    found_empty: [Option<Instant>; LEVELS],
+}
+
+impl<'a> Taker<'a> {
+    fn new(queue: &'a str, levels: &'a [PullConsumer; LEVELS]) -> Taker<'a> {
+        Taker {
+            queue,
+            levels,
+            picker: Picker::default(),
+            polls: SelectAll::new(),
+            polled: [false; LEVELS],
+            found_empty: [None; LEVELS],
+        }
+    }
+
+    /// The waiting pull request on `level` is done (full or expired).
+    fn ended(&mut self, level: usize) {
+        self.polled[level] = false;
+        self.found_empty[level] = None;
+    }
+
+    /// Fills the free slots (one permit each) from the levels without waiting; leaves a
+    /// waiting pull request on each level without one when there are fewer tasks than slots.
+    /// True when NATS failed and the caller should pause.
+    async fn take(
+        &mut self,
+        mut permits: Vec<OwnedSemaphorePermit>,
+        start: &impl Fn(Message, Option<OwnedSemaphorePermit>),
+    ) -> bool {
+        let now = Instant::now();
+        let ask: [bool; LEVELS] = std::array::from_fn(|l| {
+            !self.polled[l] && self.found_empty[l].is_none_or(|t| now - t >= RECHECK_EMPTY)
+        });
+        let swept = sweep(self.levels, &mut self.picker, ask, permits.len()).await;
+        for l in (0..LEVELS).filter(|l| ask[*l]) {
+            self.found_empty[l] = swept.short[l].then_some(now);
+        }
+        for message in swept.tasks {
+            start(message, permits.pop());
+        }
+        let mut failed = swept.failed;
+        if !permits.is_empty() {
+            // Every level asked came up short, and the others were found empty just before:
+            // wait on each for what comes next.
+            let unpolled = self.polled.map(|p| !p);
+            for (level, consumer) in self.levels.iter().enumerate().filter(|(l, _)| unpolled[*l]) {
+                match wait_on(consumer, level, permits.len()).await {
+                    Ok(p) => {
+                        self.polls.push(p);
+                        self.polled[level] = true;
+                    }
+                    Err(e) => {
+                        tracing::warn!(queue = %self.queue, error = %e, "cannot pull tasks");
+                        failed = true;
+                    }
+                }
+            }
+        }
+        failed
+    }
 }
 
 /// What a sweep took, highest level first, and which levels had fewer tasks than asked.

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use axum::http::header;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
+use wharf_contract::NAME_RULE;
 use wharf_contract::valid_name;
 
 use super::*;
@@ -277,6 +278,15 @@ impl Authenticator {
                 )));
             }
         };
+        self.principal_of(&claims, jwt)
+    }
+
+    /// The principal a verified token's claims name: its subject, tenant, roles and expiry.
+    fn principal_of(
+        &self,
+        claims: &serde_json::Map<String, Value>,
+        jwt: &JwtConfig,
+    ) -> Result<Principal, ApiError> {
         // The subject is who acts (`jwt:<sub>` in the audit log): an empty one names nobody.
         let subject = claims
             .get("sub")
@@ -291,7 +301,7 @@ impl Authenticator {
             .filter(|t| valid_name(t))
             .ok_or_else(|| {
                 unauthenticated(format!(
-                    "the token's {:?} claim must name a tenant (1-64 letters, digits, '-' or '_')",
+                    "the token's {:?} claim must name a tenant: it {NAME_RULE}",
                     jwt.tenant_claim
                 ))
             })?;

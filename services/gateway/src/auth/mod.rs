@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use wharf_contract::NAME_RULE;
 use wharf_contract::{API_KEY_PREFIX, auth::builtin_role, valid_name};
 use wharf_store::Store;
 
@@ -85,7 +86,7 @@ impl Authenticator {
             if !valid_name(name) {
                 return Err(ConfigError::new(
                     setting,
-                    "a role name is 1-64 letters, digits, '-' or '_'",
+                    format!("a role name {NAME_RULE}"),
                 ));
             }
             if builtin_role(name).is_some() {

@@ -1,10 +1,12 @@
 //! `POST /api/v1/tasks/batch`: many tasks checked as one, published together.
 
+use std::collections::HashMap;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use wharf_contract::{ErrorCode, SubmitBatch, TaskBatch, TaskView};
+use wharf_contract::{ErrorCode, FieldError, SubmitBatch, SubmitTask, Task, TaskBatch, TaskView};
 
 use super::*;
 use crate::AppState;
@@ -35,11 +37,22 @@ pub async fn create_batch(
             format!("must hold 1 to {MAX_BATCH} tasks"),
         ));
     }
-    let mut tasks = Vec::with_capacity(req.tasks.len());
-    let mut keys = std::collections::HashMap::new();
-    let mut contexts: std::collections::HashMap<_, Option<wharf_contract::Agent>> =
-        std::collections::HashMap::new();
-    for (i, task) in req.tasks.into_iter().enumerate() {
+    let mut tasks = prepare_all(&state, &principal, req.tasks).await?;
+    let existing = admit_all(&state, &principal, &mut tasks).await?;
+    let views = publish_all(&state, &tasks, existing, &trace_of(&headers)).await?;
+    Ok((StatusCode::ACCEPTED, Json(TaskBatch { tasks: views })).into_response())
+}
+
+/// Checks every task of the batch (keys unique within it); the first refusal names its task.
+async fn prepare_all(
+    state: &AppState,
+    principal: &Principal,
+    submitted: Vec<SubmitTask>,
+) -> Result<Vec<Task>, ApiError> {
+    let mut tasks = Vec::with_capacity(submitted.len());
+    let mut keys = HashMap::new();
+    let mut contexts: HashMap<_, Option<wharf_contract::Agent>> = HashMap::new();
+    for (i, task) in submitted.into_iter().enumerate() {
         if let Some(key) = &task.idempotency_key
             && let Some(first) = keys.insert(key.clone(), i)
         {
@@ -55,21 +68,29 @@ pub async fn create_batch(
         let agent = match contexts.get(&named) {
             Some(agent) => agent.clone(),
             None => {
-                let agent = context(&state, &principal, &task, Origin::Client)
+                let agent = context(state, principal, &task, Origin::Client)
                     .await
                     .map_err(within)?;
                 contexts.insert(named, agent.clone());
                 agent
             }
         };
-        tasks.push(
-            prepare(&state, &principal, task, Origin::Client, agent.as_ref()).map_err(within)?,
-        );
+        tasks
+            .push(prepare(state, principal, task, Origin::Client, agent.as_ref()).map_err(within)?);
     }
-    // Keys already used give their tasks back in place; only the others are published.
-    let admitted = futures::future::join_all(tasks.iter_mut().map(|t| admit(&state, t))).await;
-    // Refused whole, by one task or by the tenant's cap on the new ones: the keys this request
-    // claimed are given back, so the batch can be sent again at once.
+    Ok(tasks)
+}
+
+/// Claims the batch's idempotency keys and counts its new tasks against the tenant's cap.
+/// Returns, per task, the task a key already names (answered in place, not published). Refused
+/// whole, by one task or by the cap, the batch gives back the keys it claimed, so it can be
+/// sent again at once.
+async fn admit_all(
+    state: &AppState,
+    principal: &Principal,
+    tasks: &mut [Task],
+) -> Result<Vec<Option<TaskView>>, ApiError> {
+    let admitted = futures::future::join_all(tasks.iter_mut().map(|t| admit(state, t))).await;
     let release = |admitted: &[Result<Admission, ApiError>]| {
         let claimed: Vec<(String, u64)> = admitted
             .iter()
@@ -80,7 +101,6 @@ pub async fn create_batch(
                 _ => None,
             })
             .collect();
-        let state = &state;
         async move {
             for (key, revision) in claimed {
                 let _ = state.bus.release_idempotency_key(&key, revision).await;
@@ -111,17 +131,26 @@ pub async fn create_batch(
         release(&admitted).await;
         return Err(e);
     }
-    let existing: Vec<Option<TaskView>> = admitted
+    Ok(admitted
         .into_iter()
         .map(|a| match a {
             Ok(Admission::Existing(view)) => Some(*view),
             _ => None,
         })
-        .collect();
-    let trace = trace_of(&headers);
+        .collect())
+}
+
+/// Publishes the new tasks together. An error does not prove a task was not stored (its ack
+/// may be what was lost): a 503 names each such task's id, so the client can look before
+/// submitting it again, and lists those that were stored.
+async fn publish_all(
+    state: &AppState,
+    tasks: &[Task],
+    existing: Vec<Option<TaskView>>,
+    trace: &wharf_telemetry::TraceContext,
+) -> Result<Vec<TaskView>, ApiError> {
     let published = futures::future::join_all(tasks.iter().zip(existing).map(|(t, existing)| {
         let trace = trace.child();
-        let state = &state;
         async move {
             match existing {
                 Some(view) => Ok(view),
@@ -132,12 +161,10 @@ pub async fn create_batch(
     .await;
     let mut views = Vec::with_capacity(published.len());
     let mut unsure = Vec::new();
-    for (i, (p, task)) in published.into_iter().zip(&tasks).enumerate() {
+    for (i, (p, task)) in published.into_iter().zip(tasks).enumerate() {
         match p {
             Ok(view) => views.push(view),
-            // An error does not prove the task was not stored (its ack may be what was lost):
-            // name the id so the client can look before submitting it again.
-            Err(e) => unsure.push(wharf_contract::FieldError {
+            Err(e) => unsure.push(FieldError {
                 pointer: format!("/tasks/{i}"),
                 detail: format!(
                     "task {} may not have been stored ({e}); check GET /api/v1/tasks/{} \
@@ -147,21 +174,21 @@ pub async fn create_batch(
             }),
         }
     }
-    if !unsure.is_empty() {
-        let stored: Vec<String> = views.iter().map(|t| t.id.to_string()).collect();
-        let mut e = ApiError::unavailable(format!(
-            "{} of {} tasks may not have been stored (named in errors); these were and will \
-             run: {}",
-            unsure.len(),
-            unsure.len() + views.len(),
-            if stored.is_empty() {
-                "none".to_owned()
-            } else {
-                stored.join(", ")
-            }
-        ));
-        e.0.errors = unsure;
-        return Err(e);
+    if unsure.is_empty() {
+        return Ok(views);
     }
-    Ok((StatusCode::ACCEPTED, Json(TaskBatch { tasks: views })).into_response())
+    let stored: Vec<String> = views.iter().map(|t| t.id.to_string()).collect();
+    let mut e = ApiError::unavailable(format!(
+        "{} of {} tasks may not have been stored (named in errors); these were and will \
+         run: {}",
+        unsure.len(),
+        unsure.len() + views.len(),
+        if stored.is_empty() {
+            "none".to_owned()
+        } else {
+            stored.join(", ")
+        }
+    ));
+    e.0.errors = unsure;
+    Err(e)
 }

@@ -10,8 +10,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
 use wharf_bus::Claim;
+use wharf_contract::NAME_RULE;
 use wharf_contract::TaskState;
 use wharf_contract::task::TASK_VERSION;
+use wharf_contract::task::{MAX_ATTEMPTS, TIMEOUT_SECS, range_rule};
 use wharf_contract::{
     DEFAULT_QUEUE, ErrorCode, IDEMPOTENCY_KEY_HEADER, SubmitTask, Task, TaskStatus, TaskView,
     valid_name,
@@ -242,8 +244,9 @@ pub(super) async fn context(
     })
 }
 
-/// Checks a submission and builds its task. Publishes nothing; errors name fields from the task's root (`/tool`, `/arguments/...`). Values the
-/// request leaves out come from its agent, then its queue's defaults, then the gateway's.
+/// Checks a submission and builds its task. Publishes nothing; errors name fields from the
+/// task's root (`/tool`, `/arguments/...`). Values the request leaves out come from its agent,
+/// then its queue's defaults, then the gateway's.
 pub(super) fn prepare(
     state: &AppState,
     principal: &Principal,
@@ -265,129 +268,26 @@ pub(super) fn prepare(
             ),
         ));
     }
-    if origin == Origin::Client
-        && req
-            .idempotency_key
-            .as_deref()
-            .is_some_and(|k| k.starts_with(REPLAY_KEY_PREFIX))
-    {
-        return Err(ApiError::field(
-            ErrorCode::InvalidField,
-            "/idempotency_key",
-            format!(
-                "keys starting with {REPLAY_KEY_PREFIX:?} are reserved for dead-letter replays"
-            ),
-        ));
-    }
+    check_reserved_key(&req, origin)?;
     let queue = req
         .queue
+        .clone()
         .or_else(|| agent.and_then(|a| a.default_queue.clone()))
         .unwrap_or_else(|| DEFAULT_QUEUE.to_owned());
     if !valid_name(&queue) {
         return Err(ApiError::field(
             ErrorCode::InvalidField,
             "/queue",
-            "must be 1-64 letters, digits, '-' or '_'",
+            NAME_RULE,
         ));
     }
     let settings = state.settings();
     let defaults = settings.queues.get(&queue);
-    let timeout_secs = req
-        .timeout_secs
-        .or_else(|| agent.and_then(|a| a.timeout_secs))
-        .or_else(|| defaults.and_then(|d| d.timeout_secs));
-    if let Some(t) = req.timeout_secs
-        && !(1..=86_400).contains(&t)
-    {
-        return Err(ApiError::field(
-            ErrorCode::InvalidField,
-            "/timeout_secs",
-            "must be between 1 and 86400",
-        ));
-    }
-    let max_attempts = req
-        .max_attempts
-        .or_else(|| agent.and_then(|a| a.max_attempts))
-        .or_else(|| defaults.and_then(|d| d.max_attempts))
-        .unwrap_or(state.config.default_max_attempts);
-    if !(1..=100).contains(&max_attempts) {
-        return Err(ApiError::field(
-            ErrorCode::InvalidField,
-            "/max_attempts",
-            "must be between 1 and 100",
-        ));
-    }
-    for (pointer, value) in [
-        ("/idempotency_key", &req.idempotency_key),
-        ("/session_id", &req.session_id),
-    ] {
-        if let Some(v) = value
-            && (v.is_empty() || v.chars().count() > MAX_KEY_LEN)
-        {
-            return Err(ApiError::field(
-                ErrorCode::InvalidField,
-                pointer,
-                format!("must be 1 to {MAX_KEY_LEN} characters"),
-            ));
-        }
-    }
-    /// The furthest ahead a task may be delayed.
-    const MAX_DELAY_SECS: u64 = 365 * 24 * 3600;
+    let (timeout_secs, max_attempts) = limits_of(state, &req, agent, defaults)?;
+    check_key_lengths(&req)?;
     let now = chrono::Utc::now();
-    let run_at = match (req.run_at, req.delay_secs) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::field(
-                ErrorCode::InvalidField,
-                "/delay_secs",
-                "give run_at or delay_secs, not both",
-            ));
-        }
-        (None, Some(d)) if !(1..=MAX_DELAY_SECS).contains(&d) => {
-            return Err(ApiError::field(
-                ErrorCode::InvalidField,
-                "/delay_secs",
-                format!("must be between 1 and {MAX_DELAY_SECS}"),
-            ));
-        }
-        (None, Some(d)) => Some(now + chrono::Duration::seconds(d as i64)),
-        (Some(t), None) if t > now + chrono::Duration::seconds(MAX_DELAY_SECS as i64) => {
-            return Err(ApiError::field(
-                ErrorCode::InvalidField,
-                "/run_at",
-                "must be at most a year from now",
-            ));
-        }
-        // A time already past runs the task at once.
-        (Some(t), None) => (t > now).then_some(t),
-        (None, None) => None,
-    };
-    match state.catalog.check(&req.tool, &req.arguments) {
-        Ok(()) => {}
-        Err(Refusal::UnknownTool { suggestions }) => {
-            let hint = if suggestions.is_empty() {
-                "see GET /api/v1/tools".to_owned()
-            } else {
-                format!("did you mean {}?", suggestions.join(", "))
-            };
-            let mut e = ApiError::field(
-                ErrorCode::UnknownTool,
-                "/tool",
-                format!("no tool named {:?}; {hint}", req.tool),
-            );
-            e.0.suggestions = suggestions;
-            return Err(e);
-        }
-        Err(Refusal::InvalidArguments(errors)) => {
-            let first = &errors[0];
-            let mut e = ApiError::new(
-                ErrorCode::InvalidArguments,
-                format!("{}: {}", first.pointer, first.detail),
-            );
-            e.0.errors = errors;
-            return Err(e);
-        }
-    }
-
+    let run_at = run_at_of(&req, now)?;
+    check_tool(state, &req)?;
     let task = Task {
         v: TASK_VERSION,
         id: Uuid::now_v7(),
@@ -412,6 +312,137 @@ pub(super) fn prepare(
     };
     fits_in_a_message(state, &task)?;
     Ok(task)
+}
+
+/// A client's idempotency key may not take the prefix of the gateway's own replays.
+fn check_reserved_key(req: &SubmitTask, origin: Origin) -> Result<(), ApiError> {
+    if origin == Origin::Client
+        && req
+            .idempotency_key
+            .as_deref()
+            .is_some_and(|k| k.starts_with(REPLAY_KEY_PREFIX))
+    {
+        return Err(ApiError::field(
+            ErrorCode::InvalidField,
+            "/idempotency_key",
+            format!(
+                "keys starting with {REPLAY_KEY_PREFIX:?} are reserved for dead-letter replays"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The idempotency key and session id: 1 to [`MAX_KEY_LEN`] characters.
+fn check_key_lengths(req: &SubmitTask) -> Result<(), ApiError> {
+    for (pointer, value) in [
+        ("/idempotency_key", &req.idempotency_key),
+        ("/session_id", &req.session_id),
+    ] {
+        if let Some(v) = value
+            && (v.is_empty() || v.chars().count() > MAX_KEY_LEN)
+        {
+            return Err(ApiError::field(
+                ErrorCode::InvalidField,
+                pointer,
+                format!("must be 1 to {MAX_KEY_LEN} characters"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The task's `timeout_secs` and `max_attempts`: the request's, else its agent's, else its
+/// queue's, else (attempts only) the gateway's; a value the request gives must be in range.
+fn limits_of(
+    state: &AppState,
+    req: &SubmitTask,
+    agent: Option<&wharf_contract::Agent>,
+    defaults: Option<&crate::QueueDefaults>,
+) -> Result<(Option<u64>, u32), ApiError> {
+    if let Some(t) = req.timeout_secs
+        && !TIMEOUT_SECS.contains(&t)
+    {
+        return Err(ApiError::field(
+            ErrorCode::InvalidField,
+            "/timeout_secs",
+            range_rule(&TIMEOUT_SECS),
+        ));
+    }
+    let timeout_secs = req
+        .timeout_secs
+        .or_else(|| agent.and_then(|a| a.timeout_secs))
+        .or_else(|| defaults.and_then(|d| d.timeout_secs));
+    let max_attempts = req
+        .max_attempts
+        .or_else(|| agent.and_then(|a| a.max_attempts))
+        .or_else(|| defaults.and_then(|d| d.max_attempts))
+        .unwrap_or(state.config.default_max_attempts);
+    if !MAX_ATTEMPTS.contains(&max_attempts) {
+        return Err(ApiError::field(
+            ErrorCode::InvalidField,
+            "/max_attempts",
+            range_rule(&MAX_ATTEMPTS),
+        ));
+    }
+    Ok((timeout_secs, max_attempts))
+}
+
+/// When the task may start: `run_at`, or `delay_secs` from `now` (not both), at most a year
+/// ahead; `None` for at once (a `run_at` already past included).
+fn run_at_of(
+    req: &SubmitTask,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+    /// The furthest ahead a task may be delayed.
+    const MAX_DELAY_SECS: u64 = 365 * 24 * 3600;
+    let bad =
+        |pointer: &str, why: String| Err(ApiError::field(ErrorCode::InvalidField, pointer, why));
+    match (req.run_at, req.delay_secs) {
+        (Some(_), Some(_)) => bad("/delay_secs", "give run_at or delay_secs, not both".into()),
+        (None, Some(d)) if !(1..=MAX_DELAY_SECS).contains(&d) => bad(
+            "/delay_secs",
+            format!("must be between 1 and {MAX_DELAY_SECS}"),
+        ),
+        (None, Some(d)) => Ok(Some(now + chrono::Duration::seconds(d as i64))),
+        (Some(t), None) if t > now + chrono::Duration::seconds(MAX_DELAY_SECS as i64) => {
+            bad("/run_at", "must be at most a year from now".into())
+        }
+        // A time already past runs the task at once.
+        (Some(t), None) => Ok((t > now).then_some(t)),
+        (None, None) => Ok(None),
+    }
+}
+
+/// The tool must be in the catalog (else 422 with close names) and the arguments must pass
+/// its `inputSchema` (else 422, a pointer per failure).
+fn check_tool(state: &AppState, req: &SubmitTask) -> Result<(), ApiError> {
+    match state.catalog.check(&req.tool, &req.arguments) {
+        Ok(()) => Ok(()),
+        Err(Refusal::UnknownTool { suggestions }) => {
+            let hint = if suggestions.is_empty() {
+                "see GET /api/v1/tools".to_owned()
+            } else {
+                format!("did you mean {}?", suggestions.join(", "))
+            };
+            let mut e = ApiError::field(
+                ErrorCode::UnknownTool,
+                "/tool",
+                format!("no tool named {:?}; {hint}", req.tool),
+            );
+            e.0.suggestions = suggestions;
+            Err(e)
+        }
+        Err(Refusal::InvalidArguments(errors)) => {
+            let first = &errors[0];
+            let mut e = ApiError::new(
+                ErrorCode::InvalidArguments,
+                format!("{}: {}", first.pointer, first.detail),
+            );
+            e.0.errors = errors;
+            Err(e)
+        }
+    }
 }
 
 /// Refuses (413 `body_too_large`) a task whose `submitted` event, the largest message it makes,
