@@ -5,7 +5,8 @@ use uuid::Uuid;
 use wharf_contract::AuditEntry;
 use wharf_entity::audit_event;
 
-use crate::{Error, Store, text};
+use crate::record::text;
+use crate::{Error, Store};
 
 /// Filters of `GET /api/v1/audit`.
 #[derive(Debug, Clone, Default)]
