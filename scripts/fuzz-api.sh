@@ -47,12 +47,14 @@ say "fuzzing $api from its OpenAPI document"
 # (a race in its own caches), and one is no slower on two cores.
 status=0
 # From the temporary directory, where schemathesis keeps its caches.
-(cd "$dir" && "$WHARF_SCHEMATHESIS" run "$api/api/v1/openapi.json" \
+# The hooks add `refused_only_for_state`; the config lets it judge every 422 (scripts/fuzz/).
+fuzz="$(pwd)/scripts/fuzz"
+(cd "$dir" && SCHEMATHESIS_HOOKS="$fuzz/hooks.py" "$WHARF_SCHEMATHESIS" \
+  --config-file "$fuzz/schemathesis.toml" run "$api/api/v1/openapi.json" \
   --header "Authorization: Bearer $key" \
-  --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
-  --phases examples,coverage,fuzzing \
+  --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,positive_data_acceptance,refused_only_for_state,negative_data_rejection \
+  --phases examples,coverage,fuzzing,stateful \
   --max-examples "${WHARF_FUZZ_EXAMPLES:-150}" \
-  --request-timeout 20 \
   --workers 1 \
   --no-color \
   "$@") || status=$?

@@ -12,25 +12,47 @@ use crate::task::{TaskError, TaskView};
 /// `POST /api/v1/tasks` body, and the `task` of a WebSocket `task:submit`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("not" = {
+    "properties": {"run_at": {"type": "string"}, "delay_secs": {"type": "integer"}},
+    "required": ["run_at", "delay_secs"]
+}))]
 pub struct SubmitTask {
     /// Tool to call, `<server>.<tool>` (see `GET /api/v1/tools`).
+    #[schemars(example = &"demo.echo")]
     pub tool: String,
     /// Arguments for the tool; must satisfy the tool's `inputSchema`.
     #[serde(default)]
+    #[schemars(example = serde_json::json!({"message": "hello"}))]
     pub arguments: Map<String, Value>,
     /// Queue to wait in; `default` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = crate::rules::NAME_PATTERN))]
     pub queue: Option<String>,
     /// Maximum run time of one attempt, in seconds (1 to 86,400).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::whole::optional"
+    )]
+    #[schemars(range(min = *crate::rules::TIMEOUT_SECS.start(), max = *crate::rules::TIMEOUT_SECS.end()))]
     pub timeout_secs: Option<u64>,
     /// How many times the task may be started (1 to 100); the gateway's default (3) when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::whole::optional"
+    )]
+    #[schemars(range(min = *crate::rules::MAX_ATTEMPTS.start(), max = *crate::rules::MAX_ATTEMPTS.end()))]
     pub max_attempts: Option<u32>,
     /// A key of the caller's choosing (1 to 255 characters) that identifies this submission.
+    /// Keys starting with `replay:` are the gateway's own (dead-letter replays).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = *crate::rules::KEY_CHARS.start(), max = *crate::rules::KEY_CHARS.end()))]
+    #[schemars(extend("not" = {"type": "string", "pattern": crate::rules::RESERVED_KEY_PATTERN}))]
     pub idempotency_key: Option<String>,
+    /// A live session of the tenant (see `POST /api/v1/sessions`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = *crate::rules::KEY_CHARS.start(), max = *crate::rules::KEY_CHARS.end()))]
     pub session_id: Option<String>,
     /// Free-form data stored with the task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -39,7 +61,12 @@ pub struct SubmitTask {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_at: Option<DateTime<Utc>>,
     /// Start no earlier than this many seconds from now (1 to 31,536,000). Not with `run_at`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::whole::optional"
+    )]
+    #[schemars(range(min = *crate::rules::DELAY_SECS.start(), max = *crate::rules::DELAY_SECS.end()))]
     pub delay_secs: Option<u64>,
     /// `high`, `normal` or `low`; the queue's default (else `normal`) when absent. Workers take
     /// higher levels first; each lower level keeps a share of the slots, so none starves.
@@ -47,13 +74,41 @@ pub struct SubmitTask {
     pub priority: Option<crate::task::Priority>,
     /// An agent of the tenant: the task may use only its tools, and gets its defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = crate::rules::NAME_PATTERN))]
     pub agent: Option<String>,
+}
+
+impl SubmitTask {
+    /// A submission of `tool` with no arguments and every setting left to its default.
+    pub fn new(tool: impl Into<String>) -> SubmitTask {
+        SubmitTask {
+            tool: tool.into(),
+            arguments: Map::new(),
+            queue: None,
+            timeout_secs: None,
+            max_attempts: None,
+            idempotency_key: None,
+            session_id: None,
+            metadata: None,
+            run_at: None,
+            delay_secs: None,
+            priority: None,
+            agent: None,
+        }
+    }
+
+    /// The same, with the argument `name` set to `value`.
+    pub fn argument(mut self, name: &str, value: impl Into<Value>) -> SubmitTask {
+        self.arguments.insert(name.to_owned(), value.into());
+        self
+    }
 }
 
 /// `POST /api/v1/tasks/batch`: up to 1,000 tasks, each checked before any is published.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitBatch {
+    #[schemars(length(min = *crate::rules::BATCH_TASKS.start(), max = *crate::rules::BATCH_TASKS.end()))]
     pub tasks: Vec<SubmitTask>,
 }
 

@@ -185,15 +185,24 @@ pub const BUILTIN_ROLES: [&str; 5] = ["admin", "tenant-admin", "operator", "subm
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     /// What the key is for, e.g. `billing-service` (1 to 64 letters, digits, '-' or '_').
+    #[schemars(regex(pattern = crate::rules::NAME_PATTERN))]
     pub name: String,
     /// Role the key acts with; it may not hold a permission its creator lacks.
+    #[schemars(example = &"submitter")]
+    #[schemars(regex(pattern = crate::rules::NAME_PATTERN))]
     pub role: String,
     /// Tenant the key belongs to; the creator's when absent. Another tenant needs
     /// `tenants:admin`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = crate::rules::NAME_PATTERN))]
     pub tenant: Option<String>,
     /// The key stops working after this many seconds (60 to 3 years); never when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::whole::optional"
+    )]
+    #[schemars(range(min = *crate::rules::KEY_EXPIRY_SECS.start(), max = *crate::rules::KEY_EXPIRY_SECS.end()))]
     pub expires_in_secs: Option<u64>,
 }
 

@@ -15,9 +15,15 @@ use crate::task::Priority;
 #[serde(deny_unknown_fields)]
 pub struct Rate {
     /// Requests per second, sustained; below 1 for fewer (0.5 is one every two seconds).
+    #[schemars(range(min = *crate::rules::RATE_PER_SEC.start(), max = *crate::rules::RATE_PER_SEC.end()))]
     pub per_sec: f64,
     /// Requests allowed at once after a quiet spell; `per_sec` (at least 1) when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::whole::optional"
+    )]
+    #[schemars(range(min = 1, max = u32::MAX))]
     pub burst: Option<u32>,
 }
 
@@ -35,7 +41,11 @@ pub struct LimitsConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub write: Option<Rate>,
     /// Most tasks one tenant may have queued or running.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::whole::optional"
+    )]
+    #[schemars(range(min = 1, max = u64::MAX))]
     pub tenant_max_unfinished: Option<u64>,
 }
 
@@ -43,15 +53,31 @@ pub struct LimitsConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueSettings {
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::whole::optional"
+    )]
+    #[schemars(range(min = *crate::rules::MAX_ATTEMPTS.start(), max = *crate::rules::MAX_ATTEMPTS.end()))]
     pub max_attempts: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::whole::optional"
+    )]
+    #[schemars(range(min = *crate::rules::TIMEOUT_SECS.start(), max = *crate::rules::TIMEOUT_SECS.end()))]
     pub timeout_secs: Option<u64>,
     /// Delay before the second attempt, doubling after each failure.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::whole::optional"
+    )]
+    #[schemars(range(min = *crate::rules::RETRY_MS.start(), max = *crate::rules::RETRY_MS.end()))]
     pub retry_initial_ms: Option<u64>,
     /// Longest delay between attempts.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::whole::optional"
+    )]
+    #[schemars(range(min = *crate::rules::RETRY_MS.start(), max = *crate::rules::RETRY_MS.end()))]
     pub retry_max_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub priority: Option<Priority>,
@@ -64,9 +90,11 @@ pub struct QueueSettings {
 #[serde(deny_unknown_fields)]
 pub struct RegistryServer {
     /// The server's streamable HTTP endpoint, `http://` or `https://`.
+    #[schemars(length(max = crate::rules::URL_BYTES), regex(pattern = "^https?://"))]
     pub url: String,
     /// The queues whose workers connect to it; every worker's when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(regex(pattern = crate::rules::NAME_PATTERN)))]
     pub queues: Vec<String>,
     /// Retry the server's tool errors (`isError: true`) like a timeout, instead of ending the
     /// task with them.
@@ -94,11 +122,15 @@ pub struct RuntimeConfig {
     pub limits: LimitsConfig,
     /// Defaults per queue name.
     #[serde(default)]
+    #[schemars(extend("propertyNames" = {"pattern": crate::rules::NAME_PATTERN}))]
     pub queues: BTreeMap<String, QueueSettings>,
     /// Life of a session created without `ttl_secs`, in seconds (60 to 30 days).
+    #[serde(deserialize_with = "crate::whole::required")]
+    #[schemars(range(min = *crate::rules::SESSION_TTL_SECS.start(), max = *crate::rules::SESSION_TTL_SECS.end()))]
     pub session_ttl_secs: u64,
     /// MCP servers workers connect to, by name (the first part of their tools' names).
     #[serde(default)]
+    #[schemars(extend("propertyNames" = {"pattern": crate::rules::NAME_PATTERN}, "maxProperties" = crate::rules::REGISTRY_SERVERS))]
     pub mcp_servers: BTreeMap<String, RegistryServer>,
 }
 
@@ -119,6 +151,8 @@ pub struct ConfigView {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateConfig {
+    #[serde(deserialize_with = "crate::whole::required")]
+    #[schemars(range(max = u64::MAX))]
     pub revision: u64,
     pub config: RuntimeConfig,
 }

@@ -15,9 +15,11 @@ pub mod event;
 pub mod names;
 pub mod ops;
 pub mod resources;
+pub mod rules;
 pub mod state;
 pub mod task;
 pub mod tool;
+pub mod whole;
 
 pub use api::*;
 pub use auth::{
@@ -35,6 +37,7 @@ pub use ops::{QueueInfo, QueueLevel, QueueList, SystemStatus, WorkerInfo, Worker
 pub use resources::{
     Agent, AgentList, AgentSpec, CallTool, CreateSession, DeletedSession, Session, SessionList,
 };
+pub use rules::{NAME_RULE, valid_name};
 pub use state::TaskState;
 pub use task::{
     Priority, Progress, RetryPolicy, Task, TaskError, TaskErrorCode, TaskStatus, TaskView,

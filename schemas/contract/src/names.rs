@@ -228,23 +228,10 @@ pub mod msg_id {
 /// Subject on which nats-server asks its auth callout service to authorize a connection.
 pub const AUTH_CALLOUT_SUBJECT: &str = "$SYS.REQ.USER.AUTH";
 
-/// What [`valid_name`] asks, as every refusal of a name says it.
-pub const NAME_RULE: &str = "must be 1-64 letters, digits, '-' or '_'";
-
-/// Checks a name (queue, MCP server, agent, tenant, role): it becomes a subject token, a
-/// consumer name or a KV key, so it is limited to ASCII letters, digits, `-` and `_`, 1 to 64
-/// characters ([`NAME_RULE`]).
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::valid_name;
 
     #[test]
     fn names_that_would_break_a_subject_are_refused() {

@@ -14,10 +14,16 @@ use crate::task::Priority;
 pub struct CreateSession {
     /// A label of the caller's choosing (1 to 255 characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = *crate::rules::KEY_CHARS.start(), max = *crate::rules::KEY_CHARS.end()))]
     pub name: Option<String>,
     /// How long the session lives, in seconds (60 to 30 days); the gateway's
     /// `session_ttl_secs` (24 h) when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::whole::optional"
+    )]
+    #[schemars(range(min = *crate::rules::SESSION_TTL_SECS.start(), max = *crate::rules::SESSION_TTL_SECS.end()))]
     pub ttl_secs: Option<u64>,
     /// Free-form data stored with the session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -65,23 +71,38 @@ pub struct DeletedSession {
 pub struct AgentSpec {
     /// 1 to 64 letters, digits, '-' or '_'; unique in the tenant. In `PUT`, the path's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = crate::rules::NAME_PATTERN))]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = crate::rules::DESCRIPTION_CHARS))]
     pub description: Option<String>,
     /// The tools its tasks may call: exact names (`demo.echo`), a server's (`demo.*`), or all
     /// (`*`). At least one.
+    #[schemars(length(min = *crate::rules::AGENT_TOOLS.start(), max = *crate::rules::AGENT_TOOLS.end()))]
+    #[schemars(inner(regex(pattern = crate::rules::ALLOWED_TOOL_PATTERN)))]
     pub allowed_tools: Vec<String>,
     /// Queue of its tasks that name none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = crate::rules::NAME_PATTERN))]
     pub default_queue: Option<String>,
     /// Level of its tasks that name none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<Priority>,
     /// `max_attempts` of its tasks that name none (1 to 100).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::whole::optional"
+    )]
+    #[schemars(range(min = *crate::rules::MAX_ATTEMPTS.start(), max = *crate::rules::MAX_ATTEMPTS.end()))]
     pub max_attempts: Option<u32>,
     /// `timeout_secs` of its tasks that name none (1 to 86,400).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::whole::optional"
+    )]
+    #[schemars(range(min = *crate::rules::TIMEOUT_SECS.start(), max = *crate::rules::TIMEOUT_SECS.end()))]
     pub timeout_secs: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Map<String, Value>>,
@@ -144,16 +165,31 @@ pub struct CallTool {
     #[serde(default)]
     pub arguments: Map<String, Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = crate::rules::NAME_PATTERN))]
     pub queue: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::whole::optional"
+    )]
+    #[schemars(range(min = *crate::rules::TIMEOUT_SECS.start(), max = *crate::rules::TIMEOUT_SECS.end()))]
     pub timeout_secs: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::whole::optional"
+    )]
+    #[schemars(range(min = *crate::rules::MAX_ATTEMPTS.start(), max = *crate::rules::MAX_ATTEMPTS.end()))]
     pub max_attempts: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = *crate::rules::KEY_CHARS.start(), max = *crate::rules::KEY_CHARS.end()))]
+    #[schemars(extend("not" = {"type": "string", "pattern": crate::rules::RESERVED_KEY_PATTERN}))]
     pub idempotency_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = *crate::rules::KEY_CHARS.start(), max = *crate::rules::KEY_CHARS.end()))]
     pub session_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = crate::rules::NAME_PATTERN))]
     pub agent: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Map<String, Value>>,

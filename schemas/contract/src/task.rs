@@ -7,16 +7,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-/// The attempts a task may have (`max_attempts`).
-pub const MAX_ATTEMPTS: std::ops::RangeInclusive<u32> = 1..=100;
-/// The time an attempt may take, in seconds (`timeout_secs`): up to a day.
-pub const TIMEOUT_SECS: std::ops::RangeInclusive<u64> = 1..=86_400;
-
-/// `must be between <start> and <end>`, the refusal of a value outside `range`.
-pub fn range_rule<T: std::fmt::Display>(range: &std::ops::RangeInclusive<T>) -> String {
-    format!("must be between {} and {}", range.start(), range.end())
-}
-
 /// Version written into every [`Task`] this build publishes.
 pub const TASK_VERSION: u32 = 1;
 

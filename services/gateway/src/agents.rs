@@ -6,7 +6,9 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use wharf_contract::NAME_RULE;
-use wharf_contract::task::{MAX_ATTEMPTS, TIMEOUT_SECS, range_rule};
+use wharf_contract::rules::{
+    AGENT_TOOLS, DESCRIPTION_CHARS, MAX_ATTEMPTS, TIMEOUT_SECS, range_rule, valid_allowed_tool,
+};
 use wharf_contract::{Agent, AgentList, AgentSpec, ErrorCode, Permission, valid_name};
 use wharf_store::AgentWrite;
 
@@ -27,30 +29,17 @@ fn check_agent(name: &str, spec: &AgentSpec) -> Result<(), ApiError> {
     if !valid_name(name) {
         return bad("/name", NAME_RULE.into());
     }
-    if spec.allowed_tools.is_empty() || spec.allowed_tools.len() > 1000 {
+    if !AGENT_TOOLS.contains(&(spec.allowed_tools.len() as u64)) {
         return bad(
             "/allowed_tools",
-            "must list 1 to 1000 tools or patterns".into(),
+            format!("must list 1 to {} tools or patterns", AGENT_TOOLS.end()),
         );
     }
     for (i, pattern) in spec.allowed_tools.iter().enumerate() {
         // The only patterns are `server.*` and `*`: a tool name with other wildcard-looking
         // characters (`demo.>`, `demo.**`, `demo.ec*`) would be taken literally and match
         // nothing, so it is refused rather than stored.
-        let wildcard = |c: char| matches!(c, '*' | '>' | '?' | '[' | ']' | '{' | '}');
-        let ok = pattern == "*"
-            || match pattern.split_once('.') {
-                Some((server, "*")) => valid_name(server),
-                Some((server, tool)) => {
-                    valid_name(server)
-                        && !tool.is_empty()
-                        && tool.len() <= 128
-                        && !tool
-                            .contains(|c: char| wildcard(c) || c.is_whitespace() || c.is_control())
-                }
-                None => false,
-            };
-        if !ok {
+        if !valid_allowed_tool(pattern) {
             return bad(
                 &format!("/allowed_tools/{i}"),
                 format!(
@@ -80,9 +69,12 @@ fn check_agent(name: &str, spec: &AgentSpec) -> Result<(), ApiError> {
     if spec
         .description
         .as_ref()
-        .is_some_and(|d| d.chars().count() > 1000)
+        .is_some_and(|d| d.chars().count() as u64 > DESCRIPTION_CHARS)
     {
-        return bad("/description", "must be at most 1000 characters".into());
+        return bad(
+            "/description",
+            format!("must be at most {DESCRIPTION_CHARS} characters"),
+        );
     }
     Ok(())
 }

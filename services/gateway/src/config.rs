@@ -13,7 +13,9 @@ use axum::extract::State;
 use futures::StreamExt;
 use serde::Deserialize;
 use wharf_contract::NAME_RULE;
-use wharf_contract::task::{MAX_ATTEMPTS, TIMEOUT_SECS, range_rule};
+use wharf_contract::rules::{
+    MAX_ATTEMPTS, REGISTRY_SERVERS, RETRY_MS, SESSION_TTL_SECS, TIMEOUT_SECS, URL_BYTES, range_rule,
+};
 use wharf_contract::{
     ConfigHistory, ConfigRevision, ConfigView, ErrorCode, MCP_REGISTRY_VERSION, McpRegistry,
     Permission, RuntimeConfig, UpdateConfig, valid_name,
@@ -24,7 +26,6 @@ use wharf_bus::Published;
 use crate::auth::Principal;
 use crate::http::{JsonBody, Page, QueryParams};
 use crate::problem::ApiError;
-use crate::sessions::{MAX_SESSION_TTL, MIN_SESSION_TTL};
 use crate::{AppState, Settings};
 
 /// How often a gateway reads the newest revision, whatever it heard.
@@ -98,7 +99,9 @@ pub fn validate(c: &RuntimeConfig) -> Result<(), (String, String)> {
         }
         let retry = crate::QueueDefaults::from_settings(q).retry;
         if let Some(r) = retry
-            && (r.initial_ms == 0 || r.max_ms < r.initial_ms || r.max_ms > 24 * 3_600_000)
+            && (!RETRY_MS.contains(&r.initial_ms)
+                || !RETRY_MS.contains(&r.max_ms)
+                || r.max_ms < r.initial_ms)
         {
             return bad(
                 at("/retry_initial_ms"),
@@ -106,10 +109,10 @@ pub fn validate(c: &RuntimeConfig) -> Result<(), (String, String)> {
             );
         }
     }
-    if c.mcp_servers.len() > MAX_REGISTRY_SERVERS {
+    if c.mcp_servers.len() as u64 > REGISTRY_SERVERS {
         return bad(
             "mcp_servers".into(),
-            &format!("at most {MAX_REGISTRY_SERVERS} servers"),
+            &format!("at most {REGISTRY_SERVERS} servers"),
         );
     }
     for (name, server) in &c.mcp_servers {
@@ -130,23 +133,17 @@ pub fn validate(c: &RuntimeConfig) -> Result<(), (String, String)> {
     if let Err((name, why)) = crate::limits::validate(&c.limits) {
         return bad(name.replace('.', "/"), &why);
     }
-    if !(MIN_SESSION_TTL..=MAX_SESSION_TTL).contains(&c.session_ttl_secs) {
-        return bad(
-            "session_ttl_secs".into(),
-            &format!("must be between {MIN_SESSION_TTL} and {MAX_SESSION_TTL}"),
-        );
+    if !SESSION_TTL_SECS.contains(&c.session_ttl_secs) {
+        return bad("session_ttl_secs".into(), &range_rule(&SESSION_TTL_SECS));
     }
     Ok(())
 }
 
-/// Most servers the registry may hold.
-const MAX_REGISTRY_SERVERS: usize = 256;
-
 /// A registry server's URL: absolute `http` or `https` with a host, at most 2,048 bytes, and no
 /// credentials in it (they would be shown to every `config:read` caller and kept in history).
 fn check_url(url: &str) -> Result<(), String> {
-    if url.len() > 2048 {
-        return Err("at most 2048 bytes".into());
+    if url.len() as u64 > URL_BYTES {
+        return Err(format!("at most {URL_BYTES} bytes"));
     }
     let uri: axum::http::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
     match uri.scheme_str() {

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use uuid::Uuid;
 use wharf_contract::NAME_RULE;
+use wharf_contract::rules::{KEY_EXPIRY_SECS, range_rule};
 use wharf_contract::{
     ApiKeyInfo, ApiKeyList, CreateKey, CreatedKey, ErrorCode, Permission, valid_name,
 };
@@ -16,10 +17,6 @@ use crate::AppState;
 use crate::auth::{Principal, mint_key};
 use crate::http::{JsonBody, QueryParams, query_error};
 use crate::problem::{ApiError, Segment};
-
-/// Shortest and longest life a key may be given.
-const MIN_EXPIRY_SECS: u64 = 60;
-const MAX_EXPIRY_SECS: u64 = 3 * 366 * 24 * 3600;
 
 /// `POST /api/v1/keys`
 pub async fn create(
@@ -78,11 +75,11 @@ pub async fn create(
     let now = chrono::Utc::now();
     let expires_at = match req.expires_in_secs {
         None => None,
-        Some(s) if !(MIN_EXPIRY_SECS..=MAX_EXPIRY_SECS).contains(&s) => {
+        Some(s) if !KEY_EXPIRY_SECS.contains(&s) => {
             return Err(ApiError::field(
                 ErrorCode::InvalidField,
                 "/expires_in_secs",
-                format!("must be between {MIN_EXPIRY_SECS} and {MAX_EXPIRY_SECS}"),
+                range_rule(&KEY_EXPIRY_SECS),
             ));
         }
         Some(s) => Some(now + chrono::Duration::seconds(s as i64)),

@@ -48,8 +48,7 @@ pub fn validate(limits: &LimitsConfig) -> Result<(), (String, String)> {
         ("write", limits.write),
     ] {
         if let Some(r) = rate
-            && (!(r.per_sec.is_finite() && r.per_sec >= 0.001 && r.per_sec <= 1e6)
-                || r.burst == Some(0))
+            && (!wharf_contract::rules::RATE_PER_SEC.contains(&r.per_sec) || r.burst == Some(0))
         {
             return Err((
                 format!("limits.{name}"),

@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
+use wharf_contract::rules::{KEY_CHARS, SESSION_TTL_SECS, chars_within, range_rule};
 use wharf_contract::{CreateSession, DeletedSession, ErrorCode, Permission, Session, SessionList};
 
 use crate::AppState;
@@ -13,10 +14,6 @@ use crate::auth::Principal;
 use crate::http::{JsonBody, Page, PageQuery, QueryParams};
 use crate::problem::{ApiError, Segment};
 use crate::tasks;
-
-/// Longest and shortest life of a session, in seconds.
-pub(crate) const MIN_SESSION_TTL: u64 = 60;
-pub(crate) const MAX_SESSION_TTL: u64 = 30 * 24 * 3600;
 
 fn no_session(raw: &str) -> ApiError {
     ApiError::new(ErrorCode::NotFound, format!("no session {raw}"))
@@ -31,22 +28,22 @@ pub async fn create(
     principal.require(Permission::SessionsWrite)?;
     let req: CreateSession = body.parse()?;
     if let Some(n) = &req.name
-        && (n.is_empty() || n.chars().count() > 255)
+        && !chars_within(n, &KEY_CHARS)
     {
         return Err(ApiError::field(
             ErrorCode::InvalidField,
             "/name",
-            "must be 1 to 255 characters",
+            format!("must be 1 to {} characters", KEY_CHARS.end()),
         ));
     }
     let ttl = req
         .ttl_secs
         .unwrap_or(state.settings().session_ttl.as_secs());
-    if !(MIN_SESSION_TTL..=MAX_SESSION_TTL).contains(&ttl) {
+    if !SESSION_TTL_SECS.contains(&ttl) {
         return Err(ApiError::field(
             ErrorCode::InvalidField,
             "/ttl_secs",
-            format!("must be between {MIN_SESSION_TTL} and {MAX_SESSION_TTL}"),
+            range_rule(&SESSION_TTL_SECS),
         ));
     }
     let now = chrono::Utc::now();

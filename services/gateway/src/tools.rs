@@ -48,7 +48,7 @@ pub async fn list(
 }
 
 /// Longest `wait` of a tool call: below the request deadline, so the answer is the caller's.
-const MAX_WAIT: Duration = Duration::from_secs(50);
+const MAX_WAIT: Duration = Duration::from_secs(wharf_contract::rules::MAX_WAIT_SECS);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,18 +56,9 @@ pub struct CallQuery {
     wait: Option<String>,
 }
 
-/// Reads `30`, `30s` or `1500ms`.
+/// Reads `30`, `30s` or `1500ms` ([`wharf_contract::rules::WAIT_PATTERN`]), at most 50 s.
 fn parse_wait(raw: &str) -> Option<Duration> {
-    if let Some(ms) = raw.strip_suffix("ms") {
-        return ms.parse().ok().map(Duration::from_millis);
-    }
-    raw.strip_suffix('s')
-        .unwrap_or(raw)
-        .parse::<f64>()
-        .ok()
-        // Bounded before it becomes a Duration, which cannot hold any f64.
-        .filter(|s| s.is_finite() && (0.0..=MAX_WAIT.as_secs_f64()).contains(s))
-        .map(Duration::from_secs_f64)
+    wharf_contract::rules::parse_wait(raw).map(Duration::from_secs_f64)
 }
 
 /// `POST /api/v1/tools/{name}/call?wait=30s`: submits a task calling the tool (through the

@@ -13,9 +13,7 @@ use crate::AppState;
 use crate::auth::Principal;
 use crate::http::JsonBody;
 use crate::problem::ApiError;
-
-/// Most tasks one batch may hold.
-pub const MAX_BATCH: usize = 1000;
+use wharf_contract::rules::BATCH_TASKS;
 
 /// `POST /api/v1/tasks/batch`: every task is checked before any is published, so one bad task
 /// refuses the whole batch (the problem names it, e.g. `/tasks/3/tool`) and nothing is
@@ -30,11 +28,11 @@ pub async fn create_batch(
 ) -> Result<Response, ApiError> {
     principal.require(wharf_contract::Permission::TasksSubmit)?;
     let req: SubmitBatch = body.parse()?;
-    if req.tasks.is_empty() || req.tasks.len() > MAX_BATCH {
+    if !BATCH_TASKS.contains(&(req.tasks.len() as u64)) {
         return Err(ApiError::field(
             ErrorCode::InvalidField,
             "/tasks",
-            format!("must hold 1 to {MAX_BATCH} tasks"),
+            format!("must hold 1 to {} tasks", BATCH_TASKS.end()),
         ));
     }
     let mut tasks = prepare_all(&state, &principal, req.tasks).await?;

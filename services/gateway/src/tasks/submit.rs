@@ -12,8 +12,10 @@ use uuid::Uuid;
 use wharf_bus::Claim;
 use wharf_contract::NAME_RULE;
 use wharf_contract::TaskState;
+use wharf_contract::rules::{
+    DELAY_SECS, KEY_CHARS, MAX_ATTEMPTS, TIMEOUT_SECS, chars_within, range_rule,
+};
 use wharf_contract::task::TASK_VERSION;
-use wharf_contract::task::{MAX_ATTEMPTS, TIMEOUT_SECS, range_rule};
 use wharf_contract::{
     DEFAULT_QUEUE, ErrorCode, IDEMPOTENCY_KEY_HEADER, SubmitTask, Task, TaskStatus, TaskView,
     valid_name,
@@ -26,9 +28,6 @@ use crate::auth::Principal;
 use crate::catalog::Refusal;
 use crate::http::JsonBody;
 use crate::problem::ApiError;
-
-/// Longest accepted idempotency key, session id.
-const MAX_KEY_LEN: usize = 255;
 
 /// Checks a submission against the limits and the catalog, then publishes it. Nothing is
 /// published unless every check passed; the answer comes after JetStream stored the task.
@@ -185,8 +184,7 @@ pub async fn admit(state: &AppState, task: &mut Task) -> Result<Admission, ApiEr
     }
 }
 
-/// Idempotency keys that start with this are the gateway's own (dead-letter replays).
-pub const REPLAY_KEY_PREFIX: &str = "replay:";
+pub use wharf_contract::rules::REPLAY_KEY_PREFIX;
 
 /// Who made a submission up: a client, or the gateway replaying a dead letter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -333,19 +331,19 @@ fn check_reserved_key(req: &SubmitTask, origin: Origin) -> Result<(), ApiError> 
     Ok(())
 }
 
-/// The idempotency key and session id: 1 to [`MAX_KEY_LEN`] characters.
+/// The idempotency key and session id: [`KEY_CHARS`] characters.
 fn check_key_lengths(req: &SubmitTask) -> Result<(), ApiError> {
     for (pointer, value) in [
         ("/idempotency_key", &req.idempotency_key),
         ("/session_id", &req.session_id),
     ] {
         if let Some(v) = value
-            && (v.is_empty() || v.chars().count() > MAX_KEY_LEN)
+            && !chars_within(v, &KEY_CHARS)
         {
             return Err(ApiError::field(
                 ErrorCode::InvalidField,
                 pointer,
-                format!("must be 1 to {MAX_KEY_LEN} characters"),
+                format!("must be 1 to {} characters", KEY_CHARS.end()),
             ));
         }
     }
@@ -394,18 +392,13 @@ fn run_at_of(
     req: &SubmitTask,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
-    /// The furthest ahead a task may be delayed.
-    const MAX_DELAY_SECS: u64 = 365 * 24 * 3600;
     let bad =
         |pointer: &str, why: String| Err(ApiError::field(ErrorCode::InvalidField, pointer, why));
     match (req.run_at, req.delay_secs) {
         (Some(_), Some(_)) => bad("/delay_secs", "give run_at or delay_secs, not both".into()),
-        (None, Some(d)) if !(1..=MAX_DELAY_SECS).contains(&d) => bad(
-            "/delay_secs",
-            format!("must be between 1 and {MAX_DELAY_SECS}"),
-        ),
+        (None, Some(d)) if !DELAY_SECS.contains(&d) => bad("/delay_secs", range_rule(&DELAY_SECS)),
         (None, Some(d)) => Ok(Some(now + chrono::Duration::seconds(d as i64))),
-        (Some(t), None) if t > now + chrono::Duration::seconds(MAX_DELAY_SECS as i64) => {
+        (Some(t), None) if t > now + chrono::Duration::seconds(*DELAY_SECS.end() as i64) => {
             bad("/run_at", "must be at most a year from now".into())
         }
         // A time already past runs the task at once.

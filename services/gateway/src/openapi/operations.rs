@@ -1,101 +1,17 @@
-//! The OpenAPI 3.1 document of the HTTP API, generated from the code: the operations are listed
-//! here, next to the router, and every body's schema is the JSON Schema (2020-12, the dialect of
-//! OpenAPI 3.1) that schemars derives from the very contract types serde reads and writes, so
-//! the document cannot describe a field the code does not have.
-//!
-//! Request bodies are described as they are read (fields with defaults are optional) and
-//! answers as they are written (fields always written are required). `schemas/openapi.json` is
-//! this document, committed; a test fails when the two differ, and another when a route of the
-//! router is missing here (or the reverse). Served at `/api/v1/openapi.json`, browsable at
-//! `/api/v1/docs`.
+//! The operations of the HTTP API, one entry each: path, method, permission, parameters,
+//! body and answers. The route table (`router.rs`) and this list are checked against each
+//! other by a test.
 
-use axum::http::{HeaderValue, header};
-use axum::response::{Html, IntoResponse, Response};
-use schemars::generate::{SchemaGenerator, SchemaSettings};
 use serde_json::{Map, Value, json};
+use wharf_contract::rules;
 use wharf_contract::{
     Agent, AgentList, AgentSpec, ApiKeyInfo, ApiKeyList, AuditList, CallTool, ConfigHistory,
     ConfigView, CreateKey, CreateSession, CreatedKey, DeadLetter, DeadLetterList, DeletedSession,
-    Identity, Permission, Problem, QueueList, Session, SessionList, SubmitBatch, SubmitTask,
-    TaskBatch, TaskList, TaskView, ToolList, UpdateConfig, WorkerList,
+    Identity, Permission, QueueList, Session, SessionList, SubmitBatch, SubmitTask, TaskBatch,
+    TaskList, TaskView, ToolList, UpdateConfig, WorkerList,
 };
 
-/// Generates the schemas of request and answer bodies into one `components.schemas`.
-struct Schemas {
-    input: SchemaGenerator,
-    output: SchemaGenerator,
-}
-
-impl Schemas {
-    fn new() -> Schemas {
-        let settings =
-            |s: SchemaSettings| s.with(|s| s.definitions_path = "/components/schemas".into());
-        Schemas {
-            input: settings(SchemaSettings::draft2020_12())
-                .for_deserialize()
-                .into_generator(),
-            output: settings(SchemaSettings::draft2020_12())
-                .for_serialize()
-                .into_generator(),
-        }
-    }
-
-    /// A request body's schema (a `$ref` for named types).
-    fn input<T: schemars::JsonSchema>(&mut self) -> Value {
-        self.input.subschema_for::<T>().to_value()
-    }
-
-    /// An answer's schema.
-    fn output<T: schemars::JsonSchema>(&mut self) -> Value {
-        self.output.subschema_for::<T>().to_value()
-    }
-
-    /// Every named schema. A type read and written differently (its written form has required
-    /// fields its read form defaults) keeps its name for the written form; the read form is
-    /// `<Name>Input`, and the `$ref`s of request bodies are renamed to match.
-    fn components(mut self, paths: &mut Value) -> Map<String, Value> {
-        let mut out = self.output.take_definitions(true);
-        let input = self.input.take_definitions(true);
-        let renamed: Vec<String> = input
-            .iter()
-            .filter(|(name, schema)| out.get(*name).is_some_and(|o| o != *schema))
-            .map(|(name, _)| name.clone())
-            .collect();
-        let rename = |v: &mut Value| {
-            let mut text = v.to_string();
-            for name in &renamed {
-                text = text.replace(
-                    &format!("\"#/components/schemas/{name}\""),
-                    &format!("\"#/components/schemas/{name}Input\""),
-                );
-            }
-            *v = serde_json::from_str(&text).expect("still JSON");
-        };
-        for (name, mut schema) in input {
-            rename(&mut schema);
-            if renamed.contains(&name) {
-                out.insert(format!("{name}Input"), schema);
-            } else {
-                out.entry(name).or_insert(schema);
-            }
-        }
-        // Only request bodies point at input schemas.
-        if let Some(map) = paths.as_object_mut() {
-            for item in map.values_mut() {
-                for op in item
-                    .as_object_mut()
-                    .into_iter()
-                    .flat_map(|o| o.values_mut())
-                {
-                    if let Some(body) = op.get_mut("requestBody") {
-                        rename(body);
-                    }
-                }
-            }
-        }
-        out
-    }
-}
+use super::Schemas;
 
 /// One query or path parameter.
 fn param(name: &str, at: &str, schema: Value, description: &str) -> Value {
@@ -122,20 +38,20 @@ fn json_content(schema: Value) -> Value {
 }
 
 /// An operation: its answers beyond the problem every error is.
-struct Op {
-    method: &'static str,
-    path: &'static str,
-    id: &'static str,
-    tag: &'static str,
-    summary: &'static str,
-    permission: Option<Permission>,
-    parameters: Vec<Value>,
-    body: Option<Value>,
-    responses: Vec<(u16, &'static str, Option<Value>)>,
+pub(super) struct Op {
+    pub(super) method: &'static str,
+    pub(super) path: &'static str,
+    pub(super) id: &'static str,
+    pub(super) tag: &'static str,
+    pub(super) summary: &'static str,
+    pub(super) permission: Option<Permission>,
+    pub(super) parameters: Vec<Value>,
+    pub(super) body: Option<Value>,
+    pub(super) responses: Vec<(u16, &'static str, Option<Value>)>,
 }
 
 impl Op {
-    fn to_value(&self, problem: &Value) -> Value {
+    pub(super) fn to_value(&self, problem: &Value) -> Value {
         let mut responses = Map::new();
         for (status, description, content) in &self.responses {
             let mut r = json!({"description": description});
@@ -213,10 +129,10 @@ fn tenant_param() -> Value {
 
 /// Every operation of the HTTP API. The WebSocket (`/ws/v1/tasks`) is not HTTP request and
 /// answer, so it is described in docs/api.md instead.
-fn operations(s: &mut Schemas) -> Vec<Op> {
+pub(super) fn operations(s: &mut Schemas) -> Vec<Op> {
     use Permission::*;
     let task = s.output::<TaskView>();
-    let name_schema = json!({"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"});
+    let name_schema = json!({"type": "string", "pattern": rules::NAME_PATTERN});
     vec![
         Op {
             method: "post",
@@ -228,8 +144,14 @@ fn operations(s: &mut Schemas) -> Vec<Op> {
             parameters: vec![param(
                 "Idempotency-Key",
                 "header",
-                json!({"type": "string", "minLength": 1, "maxLength": 255}),
-                "The same as `idempotency_key` in the body.",
+                json!({
+                    "type": "string",
+                    "minLength": rules::KEY_CHARS.start(),
+                    "maxLength": rules::KEY_CHARS.end(),
+                    "pattern": "^[\\x21-\\x7e]([\\x20-\\x7e]*[\\x21-\\x7e])?$",
+                    "not": {"pattern": rules::RESERVED_KEY_PATTERN},
+                }),
+                "The same as `idempotency_key` in the body (visible ASCII).",
             )],
             body: Some(s.input::<SubmitTask>()),
             responses: vec![
@@ -375,7 +297,7 @@ fn operations(s: &mut Schemas) -> Vec<Op> {
             permission: Some(TasksSubmit),
             parameters: vec![
                 param("name", "path", json!({"type": "string"}), "The tool, `<server>.<tool>`."),
-                param("wait", "query", json!({"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?(s|ms)?$"}), "How long to wait for the end: `30`, `30s` or `1500ms`, at most 50 s (default 30 s)."),
+                param("wait", "query", json!({"type": "string", "pattern": rules::WAIT_PATTERN}), "How long to wait for the end: `30`, `30s` or `1500ms`, at most 50 s (default 30 s)."),
             ],
             body: Some(s.input::<CallTool>()),
             responses: vec![
@@ -435,7 +357,8 @@ fn operations(s: &mut Schemas) -> Vec<Op> {
             summary: "Create an agent: allowed tools and defaults for the tasks submitted with it",
             permission: Some(AgentsWrite),
             parameters: vec![],
-            body: Some(s.input::<AgentSpec>()),
+            // The spec of a `PUT`, with its name required (see `super::new_agent`).
+            body: Some(json!({"$ref": "#/components/schemas/NewAgent"})),
             responses: vec![(201, "The agent, revision 1.", Some(json_content(s.output::<Agent>())))],
         },
         Op {
@@ -456,7 +379,7 @@ fn operations(s: &mut Schemas) -> Vec<Op> {
             tag: "agents",
             summary: "Read an agent",
             permission: Some(AgentsRead),
-            parameters: vec![param("name", "path", json!({"type": "string"}), "The agent's name.")],
+            parameters: vec![param("name", "path", name_schema.clone(), "The agent's name.")],
             body: None,
             responses: vec![(200, "The agent.", Some(json_content(s.output::<Agent>())))],
         },
@@ -467,7 +390,7 @@ fn operations(s: &mut Schemas) -> Vec<Op> {
             tag: "agents",
             summary: "Replace an agent's spec (a new revision)",
             permission: Some(AgentsWrite),
-            parameters: vec![param("name", "path", json!({"type": "string"}), "The agent's name.")],
+            parameters: vec![param("name", "path", name_schema.clone(), "The agent's name.")],
             body: Some(s.input::<AgentSpec>()),
             responses: vec![(200, "The agent, one revision on.", Some(json_content(s.output::<Agent>())))],
         },
@@ -568,7 +491,7 @@ fn operations(s: &mut Schemas) -> Vec<Op> {
             permission: Some(AuditRead),
             parameters: vec![
                 param("action", "query", json!({"type": "string"}), "Only this action, e.g. `task.submit`."),
-                param("tenant", "query", json!({"type": "string"}), "Another tenant's, or `*` for all (needs `tenants:admin`)."),
+                param("tenant", "query", json!({"type": "string", "pattern": format!("^({}|\\*)$", rules::NAME_PATTERN.trim_start_matches('^').trim_end_matches('$'))}), "Another tenant's, or `*` for all (needs `tenants:admin`)."),
                 limit_param(1000, 100),
                 cursor_param(json!({"type": "string", "format": "uuid"})),
             ],
@@ -671,168 +594,4 @@ fn operations(s: &mut Schemas) -> Vec<Op> {
         op
     })
     .collect()
-}
-
-/// The whole document.
-pub fn document() -> Value {
-    let mut s = Schemas::new();
-    let problem = s.output::<Problem>();
-    let ops = operations(&mut s);
-    let mut paths = Map::new();
-    for op in &ops {
-        let item = paths.entry(op.path.to_owned()).or_insert_with(|| json!({}));
-        item[op.method] = op.to_value(&problem);
-    }
-    let mut paths = Value::Object(paths);
-    let schemas = s.components(&mut paths);
-    json!({
-        "openapi": "3.1.0",
-        "info": {
-            "title": "Wharf",
-            "version": env!("CARGO_PKG_VERSION"),
-            "description": "A queue-backed worker platform for MCP tools: submit long-running \
-                tool calls, follow them, cancel them. Every error is RFC 9457 problem+json \
-                with a stable code. The WebSocket API (/ws/v1/tasks) is described in \
-                docs/api.md.",
-            "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"}
-        },
-        "security": [{"bearer": []}, {"apiKey": []}],
-        "paths": paths,
-        "components": {
-            "schemas": schemas,
-            "securitySchemes": {
-                "bearer": {
-                    "type": "http",
-                    "scheme": "bearer",
-                    "description": "An API key (`wharf_…`) or a JWT from the configured issuer."
-                },
-                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}
-            }
-        }
-    })
-}
-
-/// The routes the document lists, as `METHOD path`.
-#[cfg(test)]
-pub fn documented_routes() -> Vec<String> {
-    let mut s = Schemas::new();
-    operations(&mut s)
-        .iter()
-        .map(|op| format!("{} {}", op.method.to_uppercase(), op.path))
-        .collect()
-}
-
-/// `GET /api/v1/openapi.json`
-pub async fn serve_document() -> Response {
-    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let body = DOC.get_or_init(|| {
-        serde_json::to_string_pretty(&document()).expect("the document serialises")
-    });
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body.as_str(),
-    )
-        .into_response()
-}
-
-/// `GET /api/v1/docs`: Swagger UI on the document. Its script and stylesheet are served by the
-/// gateway itself (vendored, `assets/`), so the page works with no internet access.
-pub async fn docs_page() -> Html<&'static str> {
-    Html(include_str!("../assets/docs.html"))
-}
-
-/// `GET /api/v1/docs/{file}`: Swagger UI's files.
-pub async fn docs_asset(crate::problem::Segment(file): crate::problem::Segment) -> Response {
-    let (body, kind): (&'static [u8], &'static str) = match file.as_str() {
-        "swagger-ui-bundle.js" => (
-            include_bytes!("../assets/swagger-ui-bundle.js"),
-            "text/javascript; charset=utf-8",
-        ),
-        "swagger-ui.css" => (
-            include_bytes!("../assets/swagger-ui.css"),
-            "text/css; charset=utf-8",
-        ),
-        _ => {
-            return crate::ApiError::new(
-                wharf_contract::ErrorCode::NotFound,
-                format!("nothing at /api/v1/docs/{file}"),
-            )
-            .into_response();
-        }
-    };
-    (
-        [
-            (header::CONTENT_TYPE, HeaderValue::from_static(kind)),
-            (
-                header::CACHE_CONTROL,
-                HeaderValue::from_static("public, max-age=86400"),
-            ),
-        ],
-        body,
-    )
-        .into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::BTreeSet;
-    use std::path::PathBuf;
-
-    /// `schemas/openapi.json` is what the code generates. `WHARF_BLESS=1` rewrites it.
-    #[test]
-    fn the_committed_document_matches_the_code() {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../schemas/openapi.json");
-        let want = serde_json::to_string_pretty(&super::document()).unwrap() + "\n";
-        if std::env::var_os("WHARF_BLESS").is_some() {
-            std::fs::write(&path, &want).unwrap();
-        }
-        let have = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(
-            have == want,
-            "schemas/openapi.json is out of date: run `WHARF_BLESS=1 cargo test -p wharf-gateway`"
-        );
-    }
-
-    /// Every route the router serves is documented, and nothing else: the router is read from
-    /// its source, `.route("<path>", get(..).post(..))`.
-    #[test]
-    fn the_document_lists_exactly_the_routes_of_the_router() {
-        let source = include_str!("router.rs");
-        let mut routed = BTreeSet::new();
-        for chunk in source.split(".route(").skip(1) {
-            let Some(chunk) = chunk.trim_start().strip_prefix('"') else {
-                continue;
-            };
-            let (path, rest) = chunk.split_once('"').unwrap();
-            let call = &rest[..rest.find("))").map_or(rest.len(), |i| i + 2)];
-            for method in ["get", "post", "put", "delete", "patch"] {
-                if call.contains(&format!("{method}(")) {
-                    routed.insert(format!("{} {path}", method.to_uppercase()));
-                }
-            }
-        }
-        // Not HTTP request and answer: described in docs/api.md.
-        routed.remove("GET /ws/v1/tasks");
-        // Swagger UI's own files.
-        routed.remove("GET /api/v1/docs/{file}");
-        let documented: BTreeSet<String> = super::documented_routes().into_iter().collect();
-        assert_eq!(routed, documented);
-    }
-
-    #[test]
-    fn every_reference_resolves() {
-        let doc = super::document();
-        let schemas = doc["components"]["schemas"].as_object().unwrap();
-        let text = doc.to_string();
-        for r in text.split("\"$ref\":\"").skip(1) {
-            let target = r.split('"').next().unwrap();
-            let name = target
-                .strip_prefix("#/components/schemas/")
-                .unwrap_or_else(|| panic!("a reference outside the components: {target}"));
-            assert!(schemas.contains_key(name), "{target} is not defined");
-        }
-    }
 }
