@@ -8,10 +8,8 @@ use clap::Subcommand;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Map, Value};
-use wharf_contract::{
-    DeadLetter, DeadLetterList, Problem, QueueList, SubmitTask, TaskList, TaskView, ToolList,
-    WorkerList, WsServerMessage,
-};
+use wharf_client::{AuditQuery, Client, Page, TaskQuery};
+use wharf_contract::{QueueList, SubmitTask, TaskView, WorkerList, WsServerMessage};
 
 #[derive(Subcommand)]
 pub enum ClientCommand {
@@ -158,6 +156,18 @@ pub enum DlqCommand {
 }
 
 /// Parses `name=value` arguments into an object.
+/// A task id given on the command line.
+fn task_id(raw: &str) -> anyhow::Result<uuid::Uuid> {
+    raw.parse()
+        .with_context(|| format!("{raw:?} is not a task id (a UUID)"))
+}
+
+/// An API key id given on the command line.
+fn key_id(raw: &str) -> anyhow::Result<uuid::Uuid> {
+    raw.parse()
+        .with_context(|| format!("{raw:?} is not a key id (a UUID)"))
+}
+
 fn parse_args(pairs: &[String], json: Option<&str>) -> anyhow::Result<Map<String, Value>> {
     let mut out = match json {
         Some(j) => match serde_json::from_str::<Value>(j).context("--args-json is not JSON")? {
@@ -176,54 +186,16 @@ fn parse_args(pairs: &[String], json: Option<&str>) -> anyhow::Result<Map<String
     Ok(out)
 }
 
-struct Api {
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    async fn send<T: serde::de::DeserializeOwned>(
-        &self,
-        req: reqwest::RequestBuilder,
-    ) -> anyhow::Result<T> {
-        let response = req
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the gateway at {}", self.base))?;
-        let status = response.status();
-        let body = response.bytes().await?;
-        if !status.is_success() {
-            if let Ok(p) = serde_json::from_slice::<Problem>(&body) {
-                let mut msg = format!("{} ({}): {}", p.title, p.status, p.detail);
-                for e in &p.errors {
-                    msg.push_str(&format!("\n  {}: {}", e.pointer, e.detail));
-                }
-                bail!(msg);
-            }
-            bail!("{status}: {}", String::from_utf8_lossy(&body));
-        }
-        Ok(serde_json::from_slice(&body)?)
-    }
-}
-
 impl ClientCommand {
     /// Runs the command against the gateway at `base`, as `key` (an API key or token) when
     /// given.
     pub async fn run(self, base: String, key: Option<String>) -> anyhow::Result<()> {
-        let mut headers = reqwest::header::HeaderMap::new();
+        let mut api = Client::new(&base)?;
         if let Some(key) = key {
-            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+            api = api
+                .with_credential(&key)
                 .context("WHARF_API_KEY holds characters a header cannot")?;
-            value.set_sensitive(true);
-            headers.insert(reqwest::header::AUTHORIZATION, value);
         }
-        let api = Api {
-            base: base.trim_end_matches('/').to_owned(),
-            http: reqwest::Client::builder()
-                .default_headers(headers)
-                .build()?,
-        };
-        let url = |path: &str| format!("{}{path}", api.base);
         match self {
             ClientCommand::Submit {
                 tool,
@@ -254,18 +226,14 @@ impl ClientCommand {
                     priority,
                     agent,
                 };
-                let view: TaskView = api
-                    .send(api.http.post(url("/api/v1/tasks")).json(&body))
-                    .await?;
+                let view = api.submit(&body).await?.task;
                 if watch {
                     return watch_task(&api, &view).await;
                 }
                 println!("{}", view.id);
             }
             ClientCommand::Task { id } => {
-                let view: TaskView = api
-                    .send(api.http.get(url(&format!("/api/v1/tasks/{id}"))))
-                    .await?;
+                let view = api.task(task_id(&id)?).await?;
                 println!("{}", serde_json::to_string_pretty(&view)?);
             }
             ClientCommand::Tasks {
@@ -276,21 +244,16 @@ impl ClientCommand {
                 limit,
                 cursor,
             } => {
-                let mut query = vec![("limit", limit.to_string())];
-                for (k, v) in [
-                    ("status", status),
-                    ("queue", queue),
-                    ("session_id", session),
-                    ("priority", priority),
-                    ("cursor", cursor),
-                ] {
-                    if let Some(v) = v {
-                        query.push((k, v));
-                    }
-                }
-                let list: TaskList = api
-                    .send(api.http.get(url("/api/v1/tasks")).query(&query))
-                    .await?;
+                let query = TaskQuery {
+                    status,
+                    queue,
+                    session_id: session,
+                    priority,
+                    agent: None,
+                    limit: Some(limit),
+                    cursor,
+                };
+                let list = api.tasks(&query).await?;
                 println!(
                     "{:<36}  {:<9}  {:<20}  {:<10}  {:>8}  CREATED",
                     "ID", "STATUS", "TOOL", "QUEUE", "ATTEMPTS"
@@ -311,9 +274,7 @@ impl ClientCommand {
                 }
             }
             ClientCommand::Cancel { id } => {
-                let view: TaskView = api
-                    .send(api.http.post(url(&format!("/api/v1/tasks/{id}/cancel"))))
-                    .await?;
+                let view = api.cancel(task_id(&id)?).await?;
                 println!(
                     "cancellation requested for {} ({})",
                     view.id,
@@ -321,13 +282,11 @@ impl ClientCommand {
                 );
             }
             ClientCommand::Dlq(DlqCommand::List { limit, cursor }) => {
-                let mut query = vec![("limit", limit.to_string())];
-                if let Some(c) = cursor {
-                    query.push(("cursor", c));
-                }
-                let list: DeadLetterList = api
-                    .send(api.http.get(url("/api/v1/dlq")).query(&query))
-                    .await?;
+                let page = Page {
+                    limit: Some(limit),
+                    cursor,
+                };
+                let list = api.dead_letters(&page).await?;
                 println!(
                     "{:<36}  {:<20}  {:<10}  {:>8}  {:<18}  DEAD AT",
                     "TASK", "TOOL", "QUEUE", "ATTEMPTS", "ERROR"
@@ -348,16 +307,11 @@ impl ClientCommand {
                 }
             }
             ClientCommand::Dlq(DlqCommand::Show { id }) => {
-                let letter: DeadLetter = api
-                    .send(api.http.get(url(&format!("/api/v1/dlq/{id}"))))
-                    .await?;
+                let letter = api.dead_letter(task_id(&id)?).await?;
                 println!("{}", serde_json::to_string_pretty(&letter)?);
             }
             ClientCommand::Dlq(DlqCommand::Replay { id }) => {
-                let view: TaskView = api
-                    .send(api.http.post(url(&format!("/api/v1/dlq/{id}/replay"))))
-                    .await?;
-                println!("{}", view.id);
+                println!("{}", api.replay(task_id(&id)?).await?.task.id);
             }
             ClientCommand::Keys(KeysCommand::Create {
                 name,
@@ -371,9 +325,7 @@ impl ClientCommand {
                     tenant,
                     expires_in_secs: expires_in,
                 };
-                let created: wharf_contract::CreatedKey = api
-                    .send(api.http.post(url("/api/v1/keys")).json(&body))
-                    .await?;
+                let created = api.create_key(&body).await?;
                 eprintln!(
                     "key {} ({}, tenant {}); its secret, shown only now:",
                     created.key.id, created.key.role, created.key.tenant
@@ -381,11 +333,7 @@ impl ClientCommand {
                 println!("{}", created.secret);
             }
             ClientCommand::Keys(KeysCommand::List { tenant }) => {
-                let mut req = api.http.get(url("/api/v1/keys"));
-                if let Some(t) = tenant {
-                    req = req.query(&[("tenant", t)]);
-                }
-                let list: wharf_contract::ApiKeyList = api.send(req).await?;
+                let list = api.keys(tenant.as_deref()).await?;
                 println!(
                     "{:<36}  {:<20}  {:<12}  {:<14}  {:<12}  STATE",
                     "ID", "NAME", "TENANT", "ROLE", "PREFIX"
@@ -406,9 +354,7 @@ impl ClientCommand {
                 }
             }
             ClientCommand::Keys(KeysCommand::Revoke { id }) => {
-                let key: wharf_contract::ApiKeyInfo = api
-                    .send(api.http.delete(url(&format!("/api/v1/keys/{id}"))))
-                    .await?;
+                let key = api.revoke_key(key_id(&id)?).await?;
                 println!("revoked {} ({})", key.id, key.name);
             }
             ClientCommand::Audit {
@@ -446,39 +392,39 @@ impl ClientCommand {
                 limit,
                 ..
             } => {
-                let mut query = vec![("limit", limit.to_string())];
-                query.extend(action.map(|a| ("action", a)));
-                query.extend(tenant.map(|t| ("tenant", t)));
-                let list: wharf_contract::AuditList = api
-                    .send(api.http.get(url("/api/v1/audit")).query(&query))
-                    .await?;
+                let query = AuditQuery {
+                    action,
+                    tenant,
+                    limit: Some(limit),
+                    cursor: None,
+                };
+                let list = api.audit(&query).await?;
                 for e in &list.entries {
                     println!("{}", serde_json::to_string(e)?);
                 }
             }
             ClientCommand::Whoami => {
-                let me: wharf_contract::Identity =
-                    api.send(api.http.get(url("/api/v1/whoami"))).await?;
+                let me = api.whoami().await?;
                 println!("{}", serde_json::to_string_pretty(&me)?);
             }
             ClientCommand::Tools => {
-                let list: ToolList = api.send(api.http.get(url("/api/v1/tools"))).await?;
+                let list = api.tools().await?;
                 for t in &list.tools {
                     println!("{:<28}  {}", t.name, t.description.as_deref().unwrap_or(""));
                 }
             }
             ClientCommand::Workers => {
-                let list: WorkerList = api.send(api.http.get(url("/api/v1/workers"))).await?;
+                let list = api.workers().await?;
                 print!("{}", workers_table(&list));
             }
             ClientCommand::Queues => {
-                let list: QueueList = api.send(api.http.get(url("/api/v1/queues"))).await?;
+                let list = api.queues().await?;
                 print!("{}", queues_table(&list));
             }
             ClientCommand::Top { interval, once } => loop {
-                let queues: QueueList = api.send(api.http.get(url("/api/v1/queues"))).await?;
-                let workers: WorkerList = api.send(api.http.get(url("/api/v1/workers"))).await?;
-                let view = top_view(&api.base, &queues, &workers);
+                let queues = api.queues().await?;
+                let workers = api.workers().await?;
+                let view = top_view(api.base(), &queues, &workers);
                 if once {
                     print!("{view}");
                     break;
@@ -556,14 +502,9 @@ pub fn queues_table(list: &QueueList) -> String {
 }
 
 /// Follows a task's SSE stream with a progress bar, then prints its result.
-async fn watch_task(api: &Api, view: &TaskView) -> anyhow::Result<()> {
+async fn watch_task(api: &Client, view: &TaskView) -> anyhow::Result<()> {
     eprintln!("task {} accepted", view.id);
-    let response = api
-        .http
-        .get(format!("{}/api/v1/tasks/{}/events", api.base, view.id))
-        .send()
-        .await?
-        .error_for_status()?;
+    let mut events = api.follow(view.id).await?;
     let bar = ProgressBar::new(1);
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} {msg}")
@@ -571,63 +512,47 @@ async fn watch_task(api: &Api, view: &TaskView) -> anyhow::Result<()> {
     );
     bar.enable_steady_tick(Duration::from_millis(120));
     bar.set_message("queued");
-    let mut bytes = response.bytes_stream();
-    let mut buffer = String::new();
-    while let Some(chunk) = bytes.next().await {
-        buffer.push_str(&String::from_utf8_lossy(&chunk?));
-        while let Some(end) = buffer.find("\n\n") {
-            let frame: String = buffer.drain(..end + 2).collect();
-            let data: String = frame
-                .lines()
-                .filter_map(|l| l.strip_prefix("data:"))
-                .map(str::trim_start)
-                .collect();
-            if data.is_empty() {
-                continue;
+    while let Some(message) = events.next().await {
+        let message = message?;
+        match message {
+            WsServerMessage::Started {
+                worker, attempt, ..
+            } => {
+                bar.set_message(format!("running on {worker} (attempt {attempt})"));
             }
-            let Ok(message) = serde_json::from_str::<WsServerMessage>(&data) else {
-                continue;
-            };
-            match message {
-                WsServerMessage::Started {
-                    worker, attempt, ..
-                } => {
-                    bar.set_message(format!("running on {worker} (attempt {attempt})"));
+            WsServerMessage::Progress {
+                progress,
+                total,
+                message,
+                ..
+            } => {
+                if let Some(total) = total {
+                    bar.set_length(total.max(1.0) as u64);
                 }
-                WsServerMessage::Progress {
-                    progress,
-                    total,
-                    message,
-                    ..
-                } => {
-                    if let Some(total) = total {
-                        bar.set_length(total.max(1.0) as u64);
-                    }
-                    bar.set_position(progress as u64);
-                    if let Some(m) = message {
-                        bar.set_message(m);
-                    }
+                bar.set_position(progress as u64);
+                if let Some(m) = message {
+                    bar.set_message(m);
                 }
-                WsServerMessage::Retrying {
-                    error, retry_in_ms, ..
-                } => {
-                    bar.set_message(format!("retrying in {retry_in_ms} ms: {}", error.message));
-                }
-                WsServerMessage::Complete { result, .. } => {
-                    bar.finish_and_clear();
-                    println!("{}", render_result(&result));
-                    return Ok(());
-                }
-                WsServerMessage::Error { error, .. } => {
-                    bar.finish_and_clear();
-                    bail!("task failed: {} ({})", error.message, error.code);
-                }
-                WsServerMessage::Cancelled { .. } => {
-                    bar.finish_and_clear();
-                    bail!("task cancelled");
-                }
-                _ => {}
             }
+            WsServerMessage::Retrying {
+                error, retry_in_ms, ..
+            } => {
+                bar.set_message(format!("retrying in {retry_in_ms} ms: {}", error.message));
+            }
+            WsServerMessage::Complete { result, .. } => {
+                bar.finish_and_clear();
+                println!("{}", render_result(&result));
+                return Ok(());
+            }
+            WsServerMessage::Error { error, .. } => {
+                bar.finish_and_clear();
+                bail!("task failed: {} ({})", error.message, error.code);
+            }
+            WsServerMessage::Cancelled { .. } => {
+                bar.finish_and_clear();
+                bail!("task cancelled");
+            }
+            _ => {}
         }
     }
     bar.finish_and_clear();

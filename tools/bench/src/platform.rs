@@ -17,12 +17,10 @@ use crate::machine::{children, rss_kib};
 
 /// Waits until the gateway answers `/readyz`.
 async fn wait_ready(gateway: &mut Child, api: &str, log: &std::path::Path) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
+    let client = wharf_client::Client::new(api)?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(r) = http.get(format!("{api}/readyz")).send().await
-            && r.status().is_success()
-        {
+        if let Ok(true) = client.ready().await {
             return Ok(());
         }
         if let Ok(Some(status)) = gateway.try_wait() {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
+use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -28,11 +29,10 @@ fn echo_task(payload_bytes: usize) -> Value {
     json!({ "tool": "demo.echo", "arguments": { "message": "x".repeat(payload_bytes) } })
 }
 
-fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .pool_max_idle_per_host(1024)
-        .build()
-        .expect("an HTTP client builds")
+/// The Rust SDK's client; requests carry bodies serialised once, up front, so the load
+/// generator spends its CPU on sending, not on encoding.
+fn client(api: &str) -> anyhow::Result<wharf_client::Client> {
+    Ok(wharf_client::Client::new(api)?)
 }
 
 /// Submits `n` copies of `task` over `concurrency` keep-alive connections, one per request
@@ -46,32 +46,29 @@ async fn submit_http(
     task: &Value,
     batch: usize,
 ) -> anyhow::Result<(Instant, Duration, Vec<String>, Samples)> {
-    let http = http_client();
+    let http = client(api)?;
     let (url, body) = if batch > 1 {
         let tasks = vec![task.clone(); batch];
         (
-            format!("{api}/api/v1/tasks/batch"),
+            "/api/v1/tasks/batch",
             Bytes::from(serde_json::to_vec(&json!({ "tasks": tasks }))?),
         )
     } else {
-        (
-            format!("{api}/api/v1/tasks"),
-            Bytes::from(serde_json::to_vec(task)?),
-        )
+        ("/api/v1/tasks", Bytes::from(serde_json::to_vec(task)?))
     };
     let requests = n / batch.max(1);
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let mut clients = Vec::new();
     for _ in 0..concurrency.min(requests) {
-        let (http, url, next, body) = (http.clone(), url.clone(), next.clone(), body.clone());
+        let (http, next, body) = (http.clone(), next.clone(), body.clone());
         clients.push(tokio::spawn(async move {
             let mut samples = Samples::default();
             let mut ids = Vec::new();
             while next.fetch_add(1, Ordering::Relaxed) < requests {
                 let at = Instant::now();
                 let response = http
-                    .post(&url)
+                    .request(Method::POST, url)
                     .header("content-type", "application/json")
                     .body(body.clone())
                     .send()
@@ -253,41 +250,40 @@ pub async fn api_latency(opts: &Options, rate: f64) -> anyhow::Result<Vec<Value>
     let outcome = async {
         let body = Bytes::from(serde_json::to_vec(&echo_task(100))?);
         let (_, _, ids, _) = submit_http(&platform.api, 1000, 16, &echo_task(100), 1).await?;
-        platform.wait_terminal(1000, Duration::from_secs(60)).await?;
+        platform
+            .wait_terminal(1000, Duration::from_secs(60))
+            .await?;
         let duration = opts.duration(Duration::from_secs(15), Duration::from_secs(3));
-        let http = http_client();
+        let http = client(&platform.api)?;
         let ids = Arc::new(ids);
 
         let get = {
-            let (http, api, ids) = (http.clone(), platform.api.clone(), ids.clone());
+            let (http, ids) = (http.clone(), ids.clone());
             open_loop(rate, duration, move |i| {
-                let url = format!("{api}/api/v1/tasks/{}", ids[i % ids.len()]);
-                let http = http.clone();
-                async move {
-                    matches!(http.get(url).send().await, Ok(r) if r.status().is_success())
-                }
+                let read = http.request(
+                    Method::GET,
+                    &format!("/api/v1/tasks/{}", ids[i % ids.len()]),
+                );
+                async move { matches!(read.send().await, Ok(r) if r.status().is_success()) }
             })
             .await
         };
         let post = {
-            let (http, api) = (http.clone(), platform.api.clone());
+            let http = http.clone();
             open_loop(rate, duration, move |_| {
-                let (http, url, body) = (
-                    http.clone(),
-                    format!("{api}/api/v1/tasks"),
-                    body.clone(),
-                );
-                async move {
-                    matches!(
-                        http.post(url).header("content-type", "application/json").body(body).send().await,
-                        Ok(r) if r.status().as_u16() == 202
-                    )
-                }
+                let submit = http
+                    .request(Method::POST, "/api/v1/tasks")
+                    .header("content-type", "application/json")
+                    .body(body.clone());
+                async move { matches!(submit.send().await, Ok(r) if r.status().as_u16() == 202) }
             })
             .await
         };
         let mut out = Vec::new();
-        for (request, run) in [("GET /api/v1/tasks/{id}", get), ("POST /api/v1/tasks", post)] {
+        for (request, run) in [
+            ("GET /api/v1/tasks/{id}", get),
+            ("POST /api/v1/tasks", post),
+        ] {
             let lag = run.lag.summary();
             out.push(merge(
                 json!({
