@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use base64::Engine;
+use reqwest::Method;
 use serde_json::{Value, json};
 use wharf_gateway::{AuditConfig, AuthConfig, AuthMode, GatewayConfig};
 use wharf_testkit::{Options, Wharf, WsClient, eventually, wharf_bin};
@@ -30,11 +31,11 @@ async fn changes_and_refusals_are_audited_to_an_encrypted_file_and_the_database(
     })
     .await;
     let acme_key = w.key("acme", "tenant-admin").await;
-    let acme = Wharf::client_as(&acme_key);
-    let reader = Wharf::client_as(&w.key("acme", "reader").await);
-    let globex = Wharf::client_as(&w.key("globex", "tenant-admin").await);
-    let root = Wharf::client_as(&w.key("default", "admin").await);
-    wharf_testkit::wait_for_tool_at(&acme, &w.api, "demo.sleep").await;
+    let acme = w.client_with(&acme_key);
+    let reader = w.client_for("acme", "reader").await;
+    let globex = w.client_for("globex", "tenant-admin").await;
+    let root = w.client_for("default", "admin").await;
+    wharf_testkit::wait_for_tool_at(&acme, "demo.sleep").await;
 
     // What acme does, each with a request id of its own.
     let send = |req: reqwest::RequestBuilder, id: &str| {
@@ -43,7 +44,7 @@ async fn changes_and_refusals_are_audited_to_an_encrypted_file_and_the_database(
     };
     let sleep = json!({"tool": "demo.sleep", "arguments": {"seconds": 30, "steps": 30}});
     let r = acme
-        .post(w.url("/api/v1/tasks"))
+        .request(Method::POST, "/api/v1/tasks")
         .json(&sleep)
         .send()
         .await
@@ -52,7 +53,7 @@ async fn changes_and_refusals_are_audited_to_an_encrypted_file_and_the_database(
     let task_id = task["id"].as_str().unwrap().to_owned();
     assert_eq!(
         send(
-            acme.post(w.url(&format!("/api/v1/tasks/{task_id}/cancel"))),
+            acme.request(Method::POST, &format!("/api/v1/tasks/{task_id}/cancel")),
             "req-cancel"
         )
         .await,
@@ -60,7 +61,7 @@ async fn changes_and_refusals_are_audited_to_an_encrypted_file_and_the_database(
     );
     assert_eq!(
         send(
-            acme.post(w.url("/api/v1/tasks"))
+            acme.request(Method::POST, "/api/v1/tasks")
                 .json(&json!({"tool": "demo.nope"})),
             "req-bad"
         )
@@ -69,7 +70,7 @@ async fn changes_and_refusals_are_audited_to_an_encrypted_file_and_the_database(
     );
     assert_eq!(
         send(
-            reader.post(w.url("/api/v1/tasks")).json(&sleep),
+            reader.request(Method::POST, "/api/v1/tasks").json(&sleep),
             "req-forbidden"
         )
         .await,
@@ -77,14 +78,14 @@ async fn changes_and_refusals_are_audited_to_an_encrypted_file_and_the_database(
     );
     assert_eq!(
         send(
-            wharf_testkit::http().get(w.url("/api/v1/tasks")),
+            w.client().request(Method::GET, "/api/v1/tasks"),
             "req-anonymous"
         )
         .await,
         401
     );
     assert_eq!(
-        send(acme.get(w.url("/api/v1/tasks")), "req-read").await,
+        send(acme.request(Method::GET, "/api/v1/tasks"), "req-read").await,
         200
     );
     let mut ws = WsClient::connect_as(&w, &acme_key).await;
@@ -99,7 +100,7 @@ async fn changes_and_refusals_are_audited_to_an_encrypted_file_and_the_database(
         Duration::from_secs(10),
         || async {
             let list: Value = acme
-                .get(w.url("/api/v1/audit"))
+                .request(Method::GET, "/api/v1/audit")
                 .send()
                 .await
                 .unwrap()
@@ -159,7 +160,7 @@ async fn changes_and_refusals_are_audited_to_an_encrypted_file_and_the_database(
 
     // Another tenant sees none of it; an admin of every tenant sees the anonymous refusal.
     let theirs: Value = globex
-        .get(w.url("/api/v1/audit"))
+        .request(Method::GET, "/api/v1/audit")
         .send()
         .await
         .unwrap()
@@ -168,7 +169,10 @@ async fn changes_and_refusals_are_audited_to_an_encrypted_file_and_the_database(
         .unwrap();
     assert_eq!(theirs["entries"], json!([]));
     let all: Value = root
-        .get(w.url("/api/v1/audit?tenant=*&action=auth.unauthenticated"))
+        .request(
+            Method::GET,
+            "/api/v1/audit?tenant=*&action=auth.unauthenticated",
+        )
         .send()
         .await
         .unwrap()

@@ -1,5 +1,6 @@
 //! Every kind of bad submission gets a problem+json naming what is wrong, and changes nothing.
 
+use reqwest::Method;
 use serde_json::{Value, json};
 use wharf_contract::{EVENTS_STREAM, TASKS_STREAM};
 use wharf_testkit::Wharf;
@@ -7,8 +8,8 @@ use wharf_testkit::Wharf;
 /// Sends a raw body; returns status, content type and the problem document.
 async fn post_raw(w: &Wharf, content_type: &str, body: Vec<u8>) -> (u16, String, Value) {
     let r = w
-        .http
-        .post(w.url("/api/v1/tasks"))
+        .client()
+        .request(Method::POST, "/api/v1/tasks")
         .header("content-type", content_type)
         .body(body)
         .send()
@@ -211,12 +212,7 @@ async fn bad_list_queries_are_refused() {
         ("colour=red", "/query/colour"),
         ("cursor=nope", "/query/cursor"),
     ] {
-        let r = w
-            .http
-            .get(w.url(&format!("/api/v1/tasks?{query}")))
-            .send()
-            .await
-            .unwrap();
+        let r = w.get(&format!("/api/v1/tasks?{query}")).await;
         assert_eq!(r.status(), 400, "{query}");
         let problem: Value = r.json().await.unwrap();
         assert_eq!(problem["code"], "invalid_query");
@@ -273,8 +269,8 @@ async fn a_task_too_large_for_one_nats_message_is_413_not_503() {
     // A large task that fits in a message runs, result and all.
     let fits = body(limit - 64 * 1024);
     let r = w
-        .http
-        .post(w.url("/api/v1/tasks"))
+        .client()
+        .request(Method::POST, "/api/v1/tasks")
         .header("content-type", "application/json")
         .body(fits)
         .send()
@@ -356,7 +352,7 @@ async fn a_path_segment_that_is_not_utf8_is_a_problem_404() {
         "/api/v1/keys/%ff",
         "/api/v1/sessions/%ff",
     ] {
-        let r = w.http.get(w.url(path)).send().await.unwrap();
+        let r = w.get(path).await;
         assert_eq!(r.status(), 404, "{path}");
         assert_eq!(
             r.headers()["content-type"],
@@ -367,8 +363,8 @@ async fn a_path_segment_that_is_not_utf8_is_a_problem_404() {
         assert_eq!(problem["code"], "not_found", "{path}: {problem}");
     }
     let r = w
-        .http
-        .post(w.url("/api/v1/tools/%ff/call"))
+        .client()
+        .request(Method::POST, "/api/v1/tools/%ff/call")
         .json(&json!({}))
         .send()
         .await
@@ -383,17 +379,12 @@ async fn a_path_segment_that_is_not_utf8_is_a_problem_404() {
 async fn lists_without_parameters_refuse_unknown_ones() {
     let w = Wharf::start().await;
     for path in ["/api/v1/agents", "/api/v1/workers", "/api/v1/queues"] {
-        let r = w
-            .http
-            .get(w.url(&format!("{path}?tenant=acme")))
-            .send()
-            .await
-            .unwrap();
+        let r = w.get(&format!("{path}?tenant=acme")).await;
         assert_eq!(r.status(), 400, "{path}");
         let problem: Value = r.json().await.unwrap();
         assert_eq!(problem["code"], "invalid_query", "{path}");
         assert_eq!(problem["errors"][0]["pointer"], "/query/tenant", "{path}");
-        let r = w.http.get(w.url(path)).send().await.unwrap();
+        let r = w.get(path).await;
         assert_eq!(r.status(), 200, "{path} without parameters");
     }
     w.shutdown().await;

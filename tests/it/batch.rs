@@ -1,13 +1,14 @@
 //! `POST /api/v1/tasks/batch`: many tasks in one request, accepted all or none.
 
+use reqwest::Method;
 use serde_json::{Value, json};
 use wharf_contract::{EVENTS_STREAM, TASKS_STREAM, TaskStatus};
 use wharf_testkit::Wharf;
 
 async fn post_batch(w: &Wharf, body: Value) -> (u16, Value) {
     let r = w
-        .http
-        .post(w.url("/api/v1/tasks/batch"))
+        .client()
+        .request(Method::POST, "/api/v1/tasks/batch")
         .json(&body)
         .send()
         .await

@@ -1,6 +1,7 @@
 //! Delayed tasks (`delay_secs`, `run_at`): kept as JetStream message schedules outside every
 //! queue until due, then queued like any task.
 
+use reqwest::Method;
 use serde_json::json;
 use wharf_contract::{TASKS_STREAM, TaskStatus};
 use wharf_testkit::Wharf;
@@ -78,8 +79,8 @@ async fn a_delayed_task_cancelled_before_its_time_ends_at_once_and_never_runs() 
         .submit_ok(json!({"tool": "demo.sleep", "arguments": {"seconds": 0.1}, "delay_secs": 3600}))
         .await;
     let r = w
-        .http
-        .post(w.url(&format!("/api/v1/tasks/{id}/cancel")))
+        .client()
+        .request(Method::POST, &format!("/api/v1/tasks/{id}/cancel"))
         .send()
         .await
         .unwrap();

@@ -3,18 +3,19 @@
 
 use std::time::Duration;
 
+use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
 use wharf_contract::TaskStatus;
 use wharf_testkit::{Wharf, eventually};
 
 async fn get(w: &Wharf, path: &str) -> (u16, Value) {
-    let r = w.http.get(w.url(path)).send().await.unwrap();
+    let r = w.get(path).await;
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
 async fn post(w: &Wharf, path: &str) -> (u16, Value) {
-    let r = w.http.post(w.url(path)).send().await.unwrap();
+    let r = w.client().request(Method::POST, path).send().await.unwrap();
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
@@ -198,8 +199,10 @@ async fn with_queue_defaults(
 /// `POST {api}/api/v1/tasks`, asserting the 202; the task as answered.
 async fn submit_at(w: &Wharf, api: &str, body: Value) -> Value {
     let r = w
-        .http
-        .post(format!("{api}/api/v1/tasks"))
+        .client()
+        .at(api)
+        .unwrap()
+        .request(Method::POST, "/api/v1/tasks")
         .json(&body)
         .send()
         .await

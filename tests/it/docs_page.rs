@@ -25,15 +25,7 @@ async fn the_api_page_renders_every_operation_and_runs_one() {
         seen["title"].as_str().unwrap().starts_with("Wharf"),
         "{seen}"
     );
-    let document: Value = w
-        .http
-        .get(w.url("/api/v1/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let document: Value = w.get("/api/v1/openapi.json").await.json().await.unwrap();
     let mut documented: Vec<String> = document["paths"]
         .as_object()
         .unwrap()

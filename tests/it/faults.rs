@@ -9,13 +9,14 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 use wharf_contract::{EventKind, TaskStatus};
 use wharf_local::{LocalNats, free_port};
 use wharf_store::Store;
-use wharf_testkit::{fresh_database, wait_for_tool_at, wharf_bin};
+use wharf_testkit::{Client, fresh_database, wait_for_tool_at, wharf_bin};
 
 /// A task's lease without a heartbeat, the smallest Wharf accepts: a killed worker's tasks go
 /// to another worker after this.
@@ -188,8 +189,7 @@ struct Rig {
     nats_url: String,
     db: String,
     addr: String,
-    api: String,
-    http: reqwest::Client,
+    http: Client,
     store: Store,
     gateway: Child,
     _recorder: Child,
@@ -224,10 +224,9 @@ impl Rig {
             "gateway",
             &["gateway", "--http", &addr],
         );
-        let api = format!("http://{addr}");
-        let http = wharf_testkit::http();
+        let http = Client::new(&format!("http://{addr}")).unwrap();
         // The gateway migrates the database; the recorder waits for it to answer first.
-        wait_ready(&http, &api).await;
+        wait_ready(&http).await;
         let recorder = part(dir.path(), nats.url(), &db, "recorder", &["recorder"]);
         let store = Store::connect(&db).await.unwrap();
         let mut rig = Rig {
@@ -236,7 +235,6 @@ impl Rig {
             nats: Some(nats),
             db,
             addr,
-            api,
             http,
             store,
             gateway,
@@ -247,7 +245,7 @@ impl Rig {
         for _ in 0..workers {
             rig.add_worker();
         }
-        wait_for_tool_at(&rig.http, &rig.api, "demo.sleep").await;
+        wait_for_tool_at(&rig.http, "demo.sleep").await;
         rig
     }
 
@@ -299,7 +297,7 @@ impl Rig {
             "gateway",
             &["gateway", "--http", &self.addr],
         );
-        wait_ready(&self.http, &self.api).await;
+        wait_ready(&self.http).await;
     }
 
     /// Submits tasks from `clients` concurrent clients, each at most 50 a second, until `stop`
@@ -311,10 +309,10 @@ impl Rig {
         body: Value,
         stop: tokio_util::sync::CancellationToken,
     ) -> tokio::task::JoinHandle<(Vec<Uuid>, usize)> {
-        let (http, api) = (self.http.clone(), self.api.clone());
+        let http = self.http.clone();
         tokio::spawn(async move {
-            let one = |http: reqwest::Client| {
-                let (api, body, stop) = (api.clone(), body.clone(), stop.clone());
+            let one = |http: Client| {
+                let (body, stop) = (body.clone(), stop.clone());
                 async move {
                     let (mut ids, mut refused) = (Vec::<Uuid>::new(), 0usize);
                     // Paced: a few hundred tasks a second in all, a load the checks can read back.
@@ -323,7 +321,7 @@ impl Rig {
                     while !stop.is_cancelled() {
                         pace.tick().await;
                         let r = http
-                            .post(format!("{api}/api/v1/tasks"))
+                            .request(Method::POST, "/api/v1/tasks")
                             .timeout(Duration::from_secs(10))
                             .json(&body)
                             .send()
@@ -358,7 +356,7 @@ impl Rig {
         for _ in 0..n {
             let Ok(r) = self
                 .http
-                .post(format!("{}/api/v1/tasks", self.api))
+                .request(Method::POST, "/api/v1/tasks")
                 .json(body)
                 .send()
                 .await
@@ -378,7 +376,7 @@ impl Rig {
     async fn submit_batch(&self, n: usize, body: &Value) -> Vec<Uuid> {
         let r = self
             .http
-            .post(format!("{}/api/v1/tasks/batch", self.api))
+            .request(Method::POST, "/api/v1/tasks/batch")
             .json(&json!({ "tasks": vec![body; n] }))
             .send()
             .await
@@ -574,9 +572,9 @@ impl Rig {
 }
 
 /// Waits until the gateway answers its readiness probe.
-async fn wait_ready(http: &reqwest::Client, api: &str) {
+async fn wait_ready(http: &Client) {
     wharf_testkit::eventually("the gateway ready", Duration::from_secs(30), || async {
-        let r = http.get(format!("{api}/readyz")).send().await.ok()?;
+        let r = http.request(Method::GET, "/readyz").send().await.ok()?;
         r.status().is_success().then_some(())
     })
     .await;

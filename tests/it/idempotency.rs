@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
 use wharf_contract::{TASKS_STREAM, TaskStatus};
@@ -44,8 +45,8 @@ async fn a_repeated_key_returns_the_first_task_and_it_runs_once() {
 
     // The same through the Idempotency-Key header.
     let post = |body: Value| {
-        w.http
-            .post(w.url("/api/v1/tasks"))
+        w.client()
+            .request(Method::POST, "/api/v1/tasks")
             .header("Idempotency-Key", "order-18")
             .json(&body)
             .send()
@@ -102,8 +103,8 @@ async fn a_key_reused_for_a_different_task_is_refused_and_changes_nothing() {
 
     // Header and body must agree.
     let r = w
-        .http
-        .post(w.url("/api/v1/tasks"))
+        .client()
+        .request(Method::POST, "/api/v1/tasks")
         .header("Idempotency-Key", "other")
         .json(&echo("one", "k"))
         .send()
@@ -124,10 +125,12 @@ async fn two_gateways_racing_on_one_key_create_one_task() {
     let (other, other_gateway) = w.another_gateway().await;
     let apis = [w.api.clone(), other];
     let answers = futures::future::join_all((0..20).map(|i| {
-        let (http, api) = (w.http.clone(), apis[i % 2].clone());
+        let (http, api) = (w.client().clone(), apis[i % 2].clone());
         async move {
             let r = http
-                .post(format!("{api}/api/v1/tasks"))
+                .at(&api)
+                .unwrap()
+                .request(Method::POST, "/api/v1/tasks")
                 .json(&echo("race", "the-key"))
                 .send()
                 .await
@@ -186,11 +189,13 @@ async fn a_key_names_a_new_task_once_its_window_has_passed() {
 async fn batches_and_websocket_submissions_honour_keys() {
     let w = Wharf::start().await;
     let batch = json!({"tasks": [echo("a", "b-1"), echo("b", "b-2")]});
-    let (http, url) = (w.http.clone(), w.url("/api/v1/tasks/batch"));
+    let client = w.client();
     let post = |body: Value| {
-        let (http, url) = (http.clone(), url.clone());
+        let req = client
+            .request(Method::POST, "/api/v1/tasks/batch")
+            .json(&body);
         async move {
-            let r = http.post(url).json(&body).send().await.unwrap();
+            let r = req.send().await.unwrap();
             (r.status().as_u16(), r.json::<Value>().await.unwrap())
         }
     };
@@ -271,9 +276,12 @@ async fn a_refused_batch_gives_its_keys_back() {
     let w = Wharf::start().await;
     w.submit_ok(echo("original", "held")).await;
     let post = |body: Value| {
-        let (http, url) = (w.http.clone(), w.url("/api/v1/tasks/batch"));
+        let req = w
+            .client()
+            .request(Method::POST, "/api/v1/tasks/batch")
+            .json(&body);
         async move {
-            let r = http.post(url).json(&body).send().await.unwrap();
+            let r = req.send().await.unwrap();
             (r.status().as_u16(), r.json::<Value>().await.unwrap())
         }
     };

@@ -35,7 +35,7 @@ fn series(name: &str, labels: &[(&str, &str)]) -> String {
 }
 
 async fn scrape(w: &Wharf) -> (String, BTreeMap<String, f64>) {
-    let r = w.http.get(w.url("/metrics")).send().await.unwrap();
+    let r = w.get("/metrics").await;
     assert_eq!(r.status(), 200);
     assert!(
         r.headers()["content-type"]

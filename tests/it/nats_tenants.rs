@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
+use reqwest::Method;
 use serde_json::json;
 use tokio::sync::mpsc;
 use wharf_contract::{TaskStatus, tenant_live_events};
@@ -39,8 +40,9 @@ async fn connect(
 
 /// Submits an echo of `message` over HTTP with `credential`; the task's id.
 async fn submit_as(w: &Wharf, credential: &str, message: &str) -> uuid::Uuid {
-    let r = Wharf::client_as(credential)
-        .post(w.url("/api/v1/tasks"))
+    let r = w
+        .client_with(credential)
+        .request(Method::POST, "/api/v1/tasks")
         .json(&json!({"tool": "demo.echo", "arguments": {"message": message}}))
         .send()
         .await
@@ -201,8 +203,8 @@ async fn a_tenant_follows_its_own_tasks_on_nats_and_nothing_else() {
         .unwrap()
         .unwrap();
     let revoked = w
-        .http
-        .delete(w.url(&format!("/api/v1/keys/{}", info.info.id)))
+        .client()
+        .request(Method::DELETE, &format!("/api/v1/keys/{}", info.info.id))
         .send()
         .await
         .unwrap();
@@ -286,8 +288,8 @@ async fn connection_attempts_count_against_the_address_limit() {
     let key = w.key("acme", "reader").await;
     // Two attempts at once, then one every 100 s: the third attempt in a row is refused.
     let r = w
-        .http
-        .put(w.url("/api/v1/config"))
+        .client()
+        .request(Method::PUT, "/api/v1/config")
         .json(&json!({"revision": 0, "config": {
             "session_ttl_secs": 86400,
             "limits": {"per_ip": {"per_sec": 0.01, "burst": 2}}

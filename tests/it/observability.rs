@@ -6,10 +6,11 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use reqwest::Method;
 use serde_json::{Value, json};
 use wharf_contract::TaskStatus;
 use wharf_telemetry::metrics::{Kind, METRICS};
-use wharf_testkit::{Wharf, WsClient, eventually};
+use wharf_testkit::{Client, Wharf, WsClient, eventually};
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
@@ -219,9 +220,9 @@ async fn worker_and_recorder_processes_serve_metrics_when_asked() {
         (recorder_addr, "process_resident_memory_bytes"),
     ] {
         let text = eventually("metrics served", Duration::from_secs(30), || async {
-            let r = w
-                .http
-                .get(format!("http://{addr}/metrics"))
+            let r = Client::new(&format!("http://{addr}"))
+                .unwrap()
+                .request(Method::GET, "/metrics")
                 .send()
                 .await
                 .ok()?;

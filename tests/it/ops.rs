@@ -2,12 +2,13 @@
 
 use std::time::Duration;
 
+use reqwest::Method;
 use serde_json::{Value, json};
 use wharf_bus::Topology;
 use wharf_testkit::{Options, Wharf, eventually};
 
 async fn get(w: &Wharf, path: &str) -> Value {
-    let r = w.http.get(w.url(path)).send().await.unwrap();
+    let r = w.get(path).await;
     assert_eq!(r.status(), 200, "{path}");
     r.json().await.unwrap()
 }
@@ -225,8 +226,8 @@ async fn a_websocket_follows_the_system_status() {
 async fn every_answer_names_its_request() {
     let w = Wharf::start().await;
     let given = w
-        .http
-        .get(w.url("/api/v1/queues"))
+        .client()
+        .request(Method::GET, "/api/v1/queues")
         .header("x-request-id", "order-7/retry-2")
         .send()
         .await
@@ -236,13 +237,13 @@ async fn every_answer_names_its_request() {
         "order-7/retry-2",
         "the caller's id is kept"
     );
-    let made = w.http.get(w.url("/api/v1/nothing")).send().await.unwrap();
+    let made = w.get("/api/v1/nothing").await;
     assert_eq!(made.status(), 404);
     let id = made.headers()["x-request-id"].to_str().unwrap();
     assert!(id.parse::<uuid::Uuid>().is_ok(), "a new id: {id}");
     let unusable = w
-        .http
-        .get(w.url("/api/v1/queues"))
+        .client()
+        .request(Method::GET, "/api/v1/queues")
         .header("x-request-id", "x".repeat(200))
         .send()
         .await

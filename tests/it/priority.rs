@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
 use wharf_bus::Topology;
@@ -104,23 +105,15 @@ async fn higher_levels_run_first_and_lower_ones_are_not_starved() {
 
     // The list filters by level.
     let low: Value = w
-        .http
-        .get(w.url("/api/v1/tasks?priority=low&limit=500"))
-        .send()
+        .get("/api/v1/tasks?priority=low&limit=500")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     let low = low["tasks"].as_array().unwrap();
     assert_eq!(low.len(), PER_LEVEL);
     assert!(low.iter().all(|t| t["priority"] == "low"));
-    let bad = w
-        .http
-        .get(w.url("/api/v1/tasks?priority=urgent"))
-        .send()
-        .await
-        .unwrap();
+    let bad = w.get("/api/v1/tasks?priority=urgent").await;
     assert_eq!(bad.status(), 400);
     let problem: Value = bad.json().await.unwrap();
     assert_eq!(problem["errors"][0]["pointer"], "/query/priority");
@@ -208,8 +201,8 @@ async fn tasks_waiting_for_a_slot_keep_their_lease_and_go_back_at_shutdown() {
         let w = &w;
         async move {
             let r = w
-                .http
-                .post(w.url("/api/v1/tasks/batch"))
+                .client()
+                .request(Method::POST, "/api/v1/tasks/batch")
                 .json(&body)
                 .send()
                 .await

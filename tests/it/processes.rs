@@ -4,6 +4,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -11,7 +12,7 @@ use uuid::Uuid;
 use wharf_contract::TaskStatus;
 use wharf_local::{LocalNats, free_port};
 use wharf_store::Store;
-use wharf_testkit::{eventually, fresh_database, wharf_bin};
+use wharf_testkit::{Client, eventually, fresh_database, wharf_bin};
 
 fn wharf(args: &[&str]) -> Command {
     let mut cmd = Command::new(wharf_bin());
@@ -317,16 +318,18 @@ async fn gateway_worker_and_recorder_as_separate_processes() {
     let mut recorder = spawn_part("recorder", nats.url(), &db, &[]).await;
     let api = format!("http://{addr}");
     wharf_testkit::eventually("the gateway up", Duration::from_secs(30), || async {
-        wharf_testkit::http()
-            .get(format!("{api}/healthz"))
+        Client::new(&api)
+            .unwrap()
+            .request(Method::GET, "/healthz")
             .send()
             .await
             .ok()
             .map(|_| ())
     })
     .await;
-    let anonymous = wharf_testkit::http()
-        .get(format!("{api}/api/v1/tools"))
+    let anonymous = Client::new(&api)
+        .unwrap()
+        .request(Method::GET, "/api/v1/tools")
         .send()
         .await
         .unwrap();
@@ -335,25 +338,15 @@ async fn gateway_worker_and_recorder_as_separate_processes() {
         401,
         "a gateway with no auth configured is closed"
     );
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        format!("Bearer {secret}").parse().unwrap(),
-    );
-    wharf_telemetry::install_crypto();
-    let http = reqwest::Client::builder()
-        .default_headers(headers)
-        .build()
-        .unwrap();
-    wharf_testkit::wait_for_tool_at(&http, &api, "demo.echo").await;
+    let http = Client::new(&api).unwrap().with_credential(&secret).unwrap();
+    wharf_testkit::wait_for_tool_at(&http, "demo.echo").await;
     let submit = |n: usize| {
         let http = http.clone();
-        let api = api.clone();
         async move {
             let mut ids = Vec::new();
             for i in 0..n {
                 let r = http
-                    .post(format!("{api}/api/v1/tasks"))
+                    .request(Method::POST, "/api/v1/tasks")
                     .json(&json!({"tool": "demo.echo", "arguments": {"message": format!("m{i}")}}))
                     .send()
                     .await

@@ -122,12 +122,7 @@ async fn listing_filters_and_paginates_newest_first() {
     let get = |q: String| {
         let w = &w;
         async move {
-            let r = w
-                .http
-                .get(w.url(&format!("/api/v1/tasks?{q}")))
-                .send()
-                .await
-                .unwrap();
+            let r = w.get(&format!("/api/v1/tasks?{q}")).await;
             assert_eq!(r.status(), 200, "{q}");
             r.json::<Value>().await.unwrap()
         }

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use reqwest::Method;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use wharf_contract::TaskStatus;
@@ -12,8 +13,8 @@ use wharf_testkit::{EverythingHttp, Options, Wharf, eventually, send};
 /// The tool names the gateway lists for `server`.
 async fn catalog(w: &Wharf, server: &str) -> Vec<String> {
     let (status, body) = send(
-        w.http
-            .get(w.url("/api/v1/tools"))
+        w.client()
+            .request(Method::GET, "/api/v1/tools")
             .query(&[("server", server)]),
     )
     .await;
@@ -28,7 +29,7 @@ async fn catalog(w: &Wharf, server: &str) -> Vec<String> {
 
 /// The tools each live worker says it serves, by worker id.
 async fn served(w: &Wharf) -> Vec<(String, Vec<String>)> {
-    let (_, body) = send(w.http.get(w.url("/api/v1/workers"))).await;
+    let (_, body) = send(w.client().request(Method::GET, "/api/v1/workers")).await;
     body["workers"]
         .as_array()
         .unwrap()
@@ -46,10 +47,14 @@ async fn served(w: &Wharf) -> Vec<(String, Vec<String>)> {
 }
 
 async fn put_config(w: &Wharf, revision: u64, servers: Value) -> (StatusCode, Value) {
-    send(w.http.put(w.url("/api/v1/config")).json(&json!({
-        "revision": revision,
-        "config": {"session_ttl_secs": 86400, "mcp_servers": servers}
-    })))
+    send(
+        w.client()
+            .request(Method::PUT, "/api/v1/config")
+            .json(&json!({
+                "revision": revision,
+                "config": {"session_ttl_secs": 86400, "mcp_servers": servers}
+            })),
+    )
     .await
 }
 
@@ -99,7 +104,7 @@ async fn a_registry_server_is_served_while_listed_and_leaves_when_removed() {
     let (status, problem) = put_config(&w, 0, json!({"demo": {"url": everything.url}})).await;
     assert_eq!(status, 422, "{problem}");
     assert_eq!(problem["errors"][0]["pointer"], "/config/mcp_servers/demo");
-    let (_, now) = send(w.http.get(w.url("/api/v1/config"))).await;
+    let (_, now) = send(w.client().request(Method::GET, "/api/v1/config")).await;
     assert_eq!(now["revision"], 0);
 
     // Added while the worker runs: its tools reach the catalog and tasks run on it.
@@ -109,7 +114,7 @@ async fn a_registry_server_is_served_while_listed_and_leaves_when_removed() {
         applied["config"]["mcp_servers"]["tools"]["url"],
         everything.url
     );
-    let (_, history) = send(w.http.get(w.url("/api/v1/config/revisions"))).await;
+    let (_, history) = send(w.client().request(Method::GET, "/api/v1/config/revisions")).await;
     assert_eq!(
         history["revisions"][0]["changed"],
         json!(["mcp_servers.tools"])
@@ -270,18 +275,22 @@ async fn a_token_in_a_registry_url_is_used_but_never_shown() {
     )
     .await;
     for path in ["/api/v1/config", "/api/v1/config/revisions"] {
-        let (status, read) = send(w.http.get(w.url(path))).await;
+        let (status, read) = send(w.client().request(Method::GET, path)).await;
         assert_eq!(status, 200);
         assert!(!read.to_string().contains(TOKEN), "{path}: {read}");
         assert!(read.to_string().contains(&shown), "{path}: {read}");
     }
 
     // Read, change another setting, write back as read: the stored URL keeps its token.
-    let (_, mut read) = send(w.http.get(w.url("/api/v1/config"))).await;
+    let (_, mut read) = send(w.client().request(Method::GET, "/api/v1/config")).await;
     read["config"]["session_ttl_secs"] = json!(7200);
-    let (status, body) = send(w.http.put(w.url("/api/v1/config")).json(&json!({
-        "revision": read["revision"], "config": read["config"]
-    })))
+    let (status, body) = send(
+        w.client()
+            .request(Method::PUT, "/api/v1/config")
+            .json(&json!({
+                "revision": read["revision"], "config": read["config"]
+            })),
+    )
     .await;
     assert_eq!(status, 200, "{body}");
     let stored = w.store.config_revisions(1).await.unwrap();

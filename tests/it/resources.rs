@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use reqwest::Method;
 use serde_json::{Value, json};
 use wharf_contract::TaskStatus;
 use wharf_gateway::{AuthConfig, AuthMode, GatewayConfig};
@@ -12,8 +13,8 @@ async fn a_session_groups_tasks_and_deleting_it_cancels_the_unfinished_ones() {
     let w = Wharf::start().await;
     w.wait_for_tool("demo.sleep").await;
     let (status, session) = send(
-        w.http
-            .post(w.url("/api/v1/sessions"))
+        w.client()
+            .request(Method::POST, "/api/v1/sessions")
             .json(&json!({"name": "chat-1", "metadata": {"user": "ada"}})),
     )
     .await;
@@ -50,10 +51,14 @@ async fn a_session_groups_tasks_and_deleting_it_cancels_the_unfinished_ones() {
         },
     )
     .await;
-    let (_, list) = send(w.http.get(w.url("/api/v1/sessions"))).await;
+    let (_, list) = send(w.client().request(Method::GET, "/api/v1/sessions")).await;
     assert_eq!(list["sessions"][0]["id"], id.as_str());
 
-    let (status, deleted) = send(w.http.delete(w.url(&format!("/api/v1/sessions/{id}")))).await;
+    let (status, deleted) = send(
+        w.client()
+            .request(Method::DELETE, &format!("/api/v1/sessions/{id}")),
+    )
+    .await;
     assert_eq!(status, 200, "{deleted}");
     assert_eq!(
         deleted["cancelled"],
@@ -83,13 +88,17 @@ async fn a_session_groups_tasks_and_deleting_it_cancels_the_unfinished_ones() {
         w.stream_last_sequence(wharf_contract::TASKS_STREAM).await,
         stored_before
     );
-    let (_, list) = send(w.http.get(w.url("/api/v1/sessions"))).await;
+    let (_, list) = send(w.client().request(Method::GET, "/api/v1/sessions")).await;
     assert_eq!(
         list["sessions"],
         json!([]),
         "a deleted session is not listed"
     );
-    let (status, _) = send(w.http.get(w.url(&format!("/api/v1/sessions/{id}")))).await;
+    let (status, _) = send(
+        w.client()
+            .request(Method::GET, &format!("/api/v1/sessions/{id}")),
+    )
+    .await;
     assert_eq!(status, 200, "but can still be read");
 
     // Nor does an expired one.
@@ -112,8 +121,8 @@ async fn a_session_groups_tasks_and_deleting_it_cancels_the_unfinished_ones() {
         .await;
     assert_eq!(status, 422, "{problem}");
     let (status, problem) = send(
-        w.http
-            .post(w.url("/api/v1/sessions"))
+        w.client()
+            .request(Method::POST, "/api/v1/sessions")
             .json(&json!({"ttl_secs": 5})),
     )
     .await;
@@ -134,13 +143,17 @@ async fn sessions_and_agents_are_the_tenants_own() {
         ..Options::default()
     })
     .await;
-    let acme = Wharf::client_as(&w.key("acme", "tenant-admin").await);
-    let globex = Wharf::client_as(&w.key("globex", "tenant-admin").await);
-    wharf_testkit::wait_for_tool_at(&acme, &w.api, "demo.echo").await;
-    let (_, session) = send(acme.post(w.url("/api/v1/sessions")).json(&json!({}))).await;
+    let acme = w.client_for("acme", "tenant-admin").await;
+    let globex = w.client_for("globex", "tenant-admin").await;
+    wharf_testkit::wait_for_tool_at(&acme, "demo.echo").await;
+    let (_, session) = send(
+        acme.request(Method::POST, "/api/v1/sessions")
+            .json(&json!({})),
+    )
+    .await;
     let sid = session["id"].as_str().unwrap();
     let (status, _) = send(
-        acme.post(w.url("/api/v1/agents"))
+        acme.request(Method::POST, "/api/v1/agents")
             .json(&json!({"name": "helper", "allowed_tools": ["demo.*"]})),
     )
     .await;
@@ -150,12 +163,12 @@ async fn sessions_and_agents_are_the_tenants_own() {
         (reqwest::Method::DELETE, format!("/api/v1/sessions/{sid}")),
         (reqwest::Method::GET, "/api/v1/agents/helper".to_owned()),
     ] {
-        let (status, _) = send(globex.request(method.clone(), w.url(&path))).await;
+        let (status, _) = send(globex.request(method.clone(), &path)).await;
         assert_eq!(status, 404, "globex {method} {path}");
     }
-    let (_, list) = send(globex.get(w.url("/api/v1/sessions"))).await;
+    let (_, list) = send(globex.request(Method::GET, "/api/v1/sessions")).await;
     assert_eq!(list["sessions"], json!([]));
-    let (_, list) = send(globex.get(w.url("/api/v1/agents"))).await;
+    let (_, list) = send(globex.request(Method::GET, "/api/v1/agents")).await;
     assert_eq!(list["agents"], json!([]));
     // Nor can globex submit into acme's session or with acme's agent.
     for (field, task) in [
@@ -168,19 +181,20 @@ async fn sessions_and_agents_are_the_tenants_own() {
             json!({"tool": "demo.echo", "arguments": {"message": "x"}, "agent": "helper"}),
         ),
     ] {
-        let (status, problem) = send(globex.post(w.url("/api/v1/tasks")).json(&task)).await;
+        let (status, problem) =
+            send(globex.request(Method::POST, "/api/v1/tasks").json(&task)).await;
         assert_eq!(status, 422, "{problem}");
         assert_eq!(problem["errors"][0]["pointer"], field);
     }
     // A globex agent of the same name is globex's own.
     let (status, _) = send(
         globex
-            .post(w.url("/api/v1/agents"))
+            .request(Method::POST, "/api/v1/agents")
             .json(&json!({"name": "helper", "allowed_tools": ["*"]})),
     )
     .await;
     assert_eq!(status, 201);
-    let (_, mine) = send(acme.get(w.url("/api/v1/agents/helper"))).await;
+    let (_, mine) = send(acme.request(Method::GET, "/api/v1/agents/helper")).await;
     assert_eq!(mine["allowed_tools"], json!(["demo.*"]));
 }
 
@@ -197,10 +211,20 @@ async fn an_agent_limits_the_tools_and_gives_its_defaults() {
         "max_attempts": 7,
         "timeout_secs": 12,
     });
-    let (status, agent) = send(w.http.post(w.url("/api/v1/agents")).json(&spec)).await;
+    let (status, agent) = send(
+        w.client()
+            .request(Method::POST, "/api/v1/agents")
+            .json(&spec),
+    )
+    .await;
     assert_eq!(status, 201, "{agent}");
     assert_eq!(agent["revision"], 1);
-    let (status, problem) = send(w.http.post(w.url("/api/v1/agents")).json(&spec)).await;
+    let (status, problem) = send(
+        w.client()
+            .request(Method::POST, "/api/v1/agents")
+            .json(&spec),
+    )
+    .await;
     assert_eq!(status, 409);
     assert_eq!(problem["code"], "agent_exists");
 
@@ -222,7 +246,11 @@ async fn an_agent_limits_the_tools_and_gives_its_defaults() {
     // The list reads the database: both tasks must be recorded first.
     w.wait_recorded(task, TaskStatus::Succeeded).await;
     w.wait_recorded(own, TaskStatus::Succeeded).await;
-    let (_, listed) = send(w.http.get(w.url("/api/v1/tasks?agent=summariser"))).await;
+    let (_, listed) = send(
+        w.client()
+            .request(Method::GET, "/api/v1/tasks?agent=summariser"),
+    )
+    .await;
     assert_eq!(listed["tasks"].as_array().unwrap().len(), 2);
 
     // Only its tools: refused before anything is queued.
@@ -240,8 +268,8 @@ async fn an_agent_limits_the_tools_and_gives_its_defaults() {
 
     // An update is a new revision, and applies to the next task.
     let (status, updated) = send(
-        w.http
-            .put(w.url("/api/v1/agents/summariser"))
+        w.client()
+            .request(Method::PUT, "/api/v1/agents/summariser")
             .json(&json!({"allowed_tools": ["demo.*"]})),
     )
     .await;
@@ -256,15 +284,15 @@ async fn an_agent_limits_the_tools_and_gives_its_defaults() {
     )
     .await;
     let (status, problem) = send(
-        w.http
-            .put(w.url("/api/v1/agents/nobody"))
+        w.client()
+            .request(Method::PUT, "/api/v1/agents/nobody")
             .json(&json!({"allowed_tools": ["*"]})),
     )
     .await;
     assert_eq!(status, 404, "{problem}");
     let (status, problem) = send(
-        w.http
-            .post(w.url("/api/v1/agents"))
+        w.client()
+            .request(Method::POST, "/api/v1/agents")
             .json(&json!({"name": "bad", "allowed_tools": ["demo"]})),
     )
     .await;
@@ -280,8 +308,8 @@ async fn an_agent_limits_the_tools_and_gives_its_defaults() {
         "demo.a b",
     ] {
         let (status, problem) = send(
-            w.http
-                .post(w.url("/api/v1/agents"))
+            w.client()
+                .request(Method::POST, "/api/v1/agents")
                 .json(&json!({"name": "bad", "allowed_tools": ["demo.echo", pattern]})),
         )
         .await;
@@ -291,7 +319,7 @@ async fn an_agent_limits_the_tools_and_gives_its_defaults() {
             "{pattern}"
         );
     }
-    let (status, _) = send(w.http.get(w.url("/api/v1/agents/bad"))).await;
+    let (status, _) = send(w.client().request(Method::GET, "/api/v1/agents/bad")).await;
     assert_eq!(status, 404, "nothing was stored");
 }
 
@@ -300,8 +328,8 @@ async fn calling_a_tool_waits_for_its_result_or_answers_202() {
     let w = Wharf::start().await;
     w.wait_for_tool("demo.sleep").await;
     let (status, done) = send(
-        w.http
-            .post(w.url("/api/v1/tools/demo.echo/call"))
+        w.client()
+            .request(Method::POST, "/api/v1/tools/demo.echo/call")
             .json(&json!({"arguments": {"message": "waited"}})),
     )
     .await;
@@ -311,8 +339,8 @@ async fn calling_a_tool_waits_for_its_result_or_answers_202() {
 
     // A failing tool: 200 with the error, the task ended.
     let (status, failed) = send(
-        w.http
-            .post(w.url("/api/v1/tools/demo.fail/call"))
+        w.client()
+            .request(Method::POST, "/api/v1/tools/demo.fail/call")
             .json(&json!({"arguments": {}})),
     )
     .await;
@@ -322,8 +350,8 @@ async fn calling_a_tool_waits_for_its_result_or_answers_202() {
     // Longer than the wait: 202 with the task, which runs on to its end.
     let started = std::time::Instant::now();
     let r = w
-        .http
-        .post(w.url("/api/v1/tools/demo.sleep/call?wait=500ms"))
+        .client()
+        .request(Method::POST, "/api/v1/tools/demo.sleep/call?wait=500ms")
         .json(&json!({"arguments": {"seconds": 2}}))
         .send()
         .await
@@ -348,8 +376,8 @@ async fn calling_a_tool_waits_for_its_result_or_answers_202() {
         ("/api/v1/tools/demo.sleep/call?wait=2h", "/query/wait"),
     ] {
         let (status, problem) = send(
-            w.http
-                .post(w.url(path))
+            w.client()
+                .request(Method::POST, path)
                 .json(&json!({"arguments": {"seconds": 1}})),
         )
         .await;
@@ -358,7 +386,11 @@ async fn calling_a_tool_waits_for_its_result_or_answers_202() {
     }
 
     // The catalog, filtered.
-    let (_, demo) = send(w.http.get(w.url("/api/v1/tools?server=demo&q=SLEEP"))).await;
+    let (_, demo) = send(
+        w.client()
+            .request(Method::GET, "/api/v1/tools?server=demo&q=SLEEP"),
+    )
+    .await;
     let names: Vec<&str> = demo["tools"]
         .as_array()
         .unwrap()
@@ -366,6 +398,10 @@ async fn calling_a_tool_waits_for_its_result_or_answers_202() {
         .map(|t| t["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["demo.sleep"]);
-    let (_, none) = send(w.http.get(w.url("/api/v1/tools?server=elsewhere"))).await;
+    let (_, none) = send(
+        w.client()
+            .request(Method::GET, "/api/v1/tools?server=elsewhere"),
+    )
+    .await;
     assert_eq!(none["tools"], json!([]));
 }

@@ -4,12 +4,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
 use wharf_contract::{Permission, TaskStatus};
 use wharf_gateway::{AuthConfig, AuthMode, GatewayConfig, LimitsConfig, Rate};
-use wharf_testkit::{Options, Wharf, WsClient, eventually};
+use wharf_testkit::{Options, Wharf, WsClient, call, eventually};
 
 fn required(auth: AuthConfig) -> Options {
     Options {
@@ -27,37 +27,9 @@ fn required(auth: AuthConfig) -> Options {
 /// Starts a platform that requires credentials, and waits for the demo tools.
 async fn closed(auth: AuthConfig) -> Wharf {
     let w = Wharf::start_with(required(auth)).await;
-    let admin = Wharf::client_as(&w.key("default", "admin").await);
-    wharf_testkit::wait_for_tool_at(&admin, &w.api, "demo.sleep").await;
+    let admin = w.client_for("default", "admin").await;
+    wharf_testkit::wait_for_tool_at(&admin, "demo.sleep").await;
     w
-}
-
-async fn call(
-    http: &reqwest::Client,
-    method: Method,
-    url: String,
-    body: Option<Value>,
-) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-    let mut req = http.request(method, url);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let r = req.send().await.unwrap();
-    let status = r.status();
-    let headers = r.headers().clone();
-    if headers
-        .get("content-type")
-        .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"))
-    {
-        // A live stream: its head is the answer; the body lasts as long as the task.
-        return (status, headers, Value::Null);
-    }
-    let text = r.text().await.unwrap();
-    (
-        status,
-        headers,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
 }
 
 /// Every route behind authentication, the permission it needs, and a request to it.
@@ -241,9 +213,9 @@ fn routes(task: Uuid, key: Uuid) -> Vec<(Method, String, Option<Value>, Permissi
 #[tokio::test]
 async fn without_credentials_every_route_but_the_health_checks_is_refused() {
     let w = closed(AuthConfig::default()).await;
-    let anonymous = wharf_testkit::http();
+    let anonymous = w.client();
     for (method, path, body, _) in routes(Uuid::now_v7(), Uuid::now_v7()) {
-        let (status, headers, problem) = call(&anonymous, method.clone(), w.url(&path), body).await;
+        let (status, headers, problem) = call(&anonymous, method.clone(), &path, body).await;
         assert_eq!(status, 401, "{method} {path}: {problem}");
         assert_eq!(problem["code"], "unauthenticated", "{method} {path}");
         assert_eq!(headers["content-type"], "application/problem+json");
@@ -257,7 +229,7 @@ async fn without_credentials_every_route_but_the_health_checks_is_refused() {
     ws.make_ascii_lowercase();
     assert!(ws.contains("401"), "the WebSocket upgrade is refused: {ws}");
     for open in ["/healthz", "/readyz"] {
-        let (status, _, _) = call(&anonymous, Method::GET, w.url(open), None).await;
+        let (status, _, _) = call(&anonymous, Method::GET, open, None).await;
         assert_eq!(status, 200, "{open} needs no credentials");
     }
     // Credentials that prove nothing are refused with the reason.
@@ -269,9 +241,9 @@ async fn without_credentials_every_route_but_the_health_checks_is_refused() {
         ("not-a-key-nor-a-token", "takes no tokens"),
     ] {
         let (status, _, problem) = call(
-            &Wharf::client_as(credential),
+            &w.client_with(credential),
             Method::GET,
-            w.url("/api/v1/tasks"),
+            "/api/v1/tasks",
             None,
         )
         .await;
@@ -298,23 +270,23 @@ async fn each_permission_opens_exactly_its_routes() {
         ..AuthConfig::default()
     })
     .await;
-    let admin = Wharf::client_as(&w.key("default", "admin").await);
+    let admin = w.client_for("default", "admin").await;
     let (_, _, task) = call(
         &admin,
         Method::POST,
-        w.url("/api/v1/tasks"),
+        "/api/v1/tasks",
         Some(json!({"tool": "demo.sleep", "arguments": {"seconds": 30}})),
     )
     .await;
     let task: Uuid = task["id"].as_str().unwrap().parse().unwrap();
     for (role, perms) in &roles {
         let held = perms[0];
-        let client = Wharf::client_as(&w.key("default", role).await);
+        let client = w.client_for("default", role).await;
         // A key of its own to read and revoke, so revoking never removes the caller's.
         let (_, _, victim) = call(
             &admin,
             Method::POST,
-            w.url("/api/v1/keys"),
+            "/api/v1/keys",
             Some(json!({"name": "victim", "role": "reader"})),
         )
         .await;
@@ -323,7 +295,7 @@ async fn each_permission_opens_exactly_its_routes() {
             if needs == Permission::TasksCancel && held == needs {
                 continue; // checked below, once the other routes have seen the task
             }
-            let (status, _, answer) = call(&client, method.clone(), w.url(&path), body).await;
+            let (status, _, answer) = call(&client, method.clone(), &path, body).await;
             if needs == held {
                 assert_ne!(status, 403, "{role} may {method} {path}: {answer}");
                 assert_ne!(status, 401, "{role}: {answer}");
@@ -347,11 +319,11 @@ async fn each_permission_opens_exactly_its_routes() {
             assert_eq!(m["code"], "forbidden");
         }
     }
-    let canceller = Wharf::client_as(&w.key("default", "only-tasks-cancel").await);
+    let canceller = w.client_for("default", "only-tasks-cancel").await;
     let (status, _, _) = call(
         &canceller,
         Method::POST,
-        w.url(&format!("/api/v1/tasks/{task}/cancel")),
+        &format!("/api/v1/tasks/{task}/cancel"),
         None,
     )
     .await;
@@ -361,7 +333,7 @@ async fn each_permission_opens_exactly_its_routes() {
 #[tokio::test]
 async fn a_key_cannot_hand_out_more_than_its_creator_holds() {
     let w = closed(AuthConfig::default()).await;
-    let tenant_admin = Wharf::client_as(&w.key("acme", "tenant-admin").await);
+    let tenant_admin = w.client_for("acme", "tenant-admin").await;
     for (body, pointer, permission) in [
         (json!({"name": "x", "role": "admin"}), "/role", "ops:read"),
         (
@@ -378,7 +350,7 @@ async fn a_key_cannot_hand_out_more_than_its_creator_holds() {
         let (status, _, problem) = call(
             &tenant_admin,
             Method::POST,
-            w.url("/api/v1/keys"),
+            "/api/v1/keys",
             Some(body.clone()),
         )
         .await;
@@ -392,7 +364,7 @@ async fn a_key_cannot_hand_out_more_than_its_creator_holds() {
     let (status, _, problem) = call(
         &tenant_admin,
         Method::POST,
-        w.url("/api/v1/keys"),
+        "/api/v1/keys",
         Some(json!({"name": "x", "role": "superuser"})),
     )
     .await;
@@ -410,11 +382,11 @@ async fn keys_are_shown_once_stored_hashed_and_revoked_everywhere_at_once() {
     let (second_api, _second) = w
         .gateway_with(required(AuthConfig::default()).gateway)
         .await;
-    let admin = Wharf::client_as(&w.key("acme", "tenant-admin").await);
+    let admin = w.client_for("acme", "tenant-admin").await;
     let (status, headers, created) = call(
         &admin,
         Method::POST,
-        w.url("/api/v1/keys"),
+        "/api/v1/keys",
         Some(json!({"name": "billing", "role": "submitter"})),
     )
     .await;
@@ -426,7 +398,7 @@ async fn keys_are_shown_once_stored_hashed_and_revoked_everywhere_at_once() {
     assert!(secret.starts_with(created["key"]["prefix"].as_str().unwrap()));
 
     // Neither the listing nor the database holds the secret.
-    let (_, _, list) = call(&admin, Method::GET, w.url("/api/v1/keys"), None).await;
+    let (_, _, list) = call(&admin, Method::GET, "/api/v1/keys", None).await;
     assert!(!list.to_string().contains(&secret[10..]), "{list}");
     use sea_orm::ConnectionTrait;
     let db = w.store.connection();
@@ -447,10 +419,15 @@ async fn keys_are_shown_once_stored_hashed_and_revoked_everywhere_at_once() {
     }
 
     // The key works on both gateways (each now has it cached).
-    let billing = Wharf::client_as(&secret);
+    let billing = w.client_with(&secret);
     for api in [&w.api, &second_api] {
-        let (status, _, me) =
-            call(&billing, Method::GET, format!("{api}/api/v1/whoami"), None).await;
+        let (status, _, me) = call(
+            &billing.at(api).unwrap(),
+            Method::GET,
+            "/api/v1/whoami",
+            None,
+        )
+        .await;
         assert_eq!(status, 200, "{me}");
         assert_eq!(me["tenant"], "acme");
         assert_eq!(me["actor"], format!("key:{id}"));
@@ -475,27 +452,22 @@ async fn keys_are_shown_once_stored_hashed_and_revoked_everywhere_at_once() {
     let (status, _, task) = call(
         &billing,
         Method::POST,
-        w.url("/api/v1/tasks"),
+        "/api/v1/tasks",
         Some(json!({"tool": "demo.sleep", "arguments": {"seconds": 60}})),
     )
     .await;
     assert_eq!(status, 202, "{task}");
     let events = billing
-        .get(w.url(&format!(
-            "/api/v1/tasks/{}/events",
-            task["id"].as_str().unwrap()
-        )))
+        .request(
+            Method::GET,
+            &format!("/api/v1/tasks/{}/events", task["id"].as_str().unwrap()),
+        )
         .send()
         .await
         .unwrap();
     assert_eq!(events.status(), 200);
-    let (status, _, revoked) = call(
-        &admin,
-        Method::DELETE,
-        w.url(&format!("/api/v1/keys/{id}")),
-        None,
-    )
-    .await;
+    let (status, _, revoked) =
+        call(&admin, Method::DELETE, &format!("/api/v1/keys/{id}"), None).await;
     assert_eq!(status, 200);
     assert!(revoked["revoked_at"].is_string());
     // The open socket is told and closed at once, though its client sends nothing.
@@ -531,7 +503,7 @@ async fn keys_are_shown_once_stored_hashed_and_revoked_everywhere_at_once() {
         body.trim_end().ends_with('}') && body.contains("event: error") && body.contains("revoked"),
         "the stream's last event says why it ended: {body}"
     );
-    let (status, _, problem) = call(&billing, Method::GET, w.url("/api/v1/whoami"), None).await;
+    let (status, _, problem) = call(&billing, Method::GET, "/api/v1/whoami", None).await;
     assert_eq!(status, 401);
     assert!(problem["detail"].as_str().unwrap().contains("revoked"));
     // The other gateway hears of it over NATS, well before its 30 s cache would expire.
@@ -540,9 +512,9 @@ async fn keys_are_shown_once_stored_hashed_and_revoked_everywhere_at_once() {
         Duration::from_secs(5),
         || async {
             let (status, _, _) = call(
-                &billing,
+                &billing.at(&second_api).unwrap(),
                 Method::GET,
-                format!("{second_api}/api/v1/whoami"),
+                "/api/v1/whoami",
                 None,
             )
             .await;
@@ -561,9 +533,9 @@ async fn keys_are_shown_once_stored_hashed_and_revoked_everywhere_at_once() {
     );
     w.store.create_key(&info, &hash).await.unwrap();
     let (status, _, problem) = call(
-        &Wharf::client_as(&expired),
+        &w.client_with(&expired),
         Method::GET,
-        w.url("/api/v1/whoami"),
+        "/api/v1/whoami",
         None,
     )
     .await;
@@ -579,13 +551,13 @@ async fn a_tenant_sees_and_touches_nothing_of_another() {
     let w = closed(AuthConfig::default()).await;
     let acme_key = w.key("acme", "tenant-admin").await;
     let globex_key = w.key("globex", "tenant-admin").await;
-    let (acme, globex) = (Wharf::client_as(&acme_key), Wharf::client_as(&globex_key));
+    let (acme, globex) = (w.client_with(&acme_key), w.client_with(&globex_key));
 
     // acme: a running task (with an idempotency key) and a dead letter.
     let (status, _, running) = call(
         &acme,
         Method::POST,
-        w.url("/api/v1/tasks"),
+        "/api/v1/tasks",
         Some(
             json!({"tool": "demo.sleep", "arguments": {"seconds": 30, "steps": 30},
                     "idempotency_key": "order-1"}),
@@ -598,7 +570,7 @@ async fn a_tenant_sees_and_touches_nothing_of_another() {
     let (_, _, dead) = call(
         &acme,
         Method::POST,
-        w.url("/api/v1/tasks"),
+        "/api/v1/tasks",
         Some(
             json!({"tool": "demo.sleep", "arguments": {"seconds": 30, "steps": 1},
                     "timeout_secs": 1, "max_attempts": 1}),
@@ -625,14 +597,14 @@ async fn a_tenant_sees_and_touches_nothing_of_another() {
         (Method::GET, format!("/api/v1/dlq/{dead}")),
         (Method::POST, format!("/api/v1/dlq/{dead}/replay")),
     ] {
-        let (status, _, problem) = call(&globex, method.clone(), w.url(&path), None).await;
+        let (status, _, problem) = call(&globex, method.clone(), &path, None).await;
         assert_eq!(status, 404, "globex {method} {path}: {problem}");
     }
-    let (_, _, tasks) = call(&globex, Method::GET, w.url("/api/v1/tasks"), None).await;
+    let (_, _, tasks) = call(&globex, Method::GET, "/api/v1/tasks", None).await;
     assert_eq!(tasks["tasks"], json!([]));
-    let (_, _, dlq) = call(&globex, Method::GET, w.url("/api/v1/dlq"), None).await;
+    let (_, _, dlq) = call(&globex, Method::GET, "/api/v1/dlq", None).await;
     assert_eq!(dlq["dead_letters"], json!([]));
-    let (_, _, keys) = call(&globex, Method::GET, w.url("/api/v1/keys"), None).await;
+    let (_, _, keys) = call(&globex, Method::GET, "/api/v1/keys", None).await;
     assert!(
         keys["keys"]
             .as_array()
@@ -645,26 +617,20 @@ async fn a_tenant_sees_and_touches_nothing_of_another() {
         let (status, _, _) = call(
             &globex,
             method,
-            w.url(&format!("/api/v1/keys/{acme_key_id}")),
+            &format!("/api/v1/keys/{acme_key_id}"),
             None,
         )
         .await;
         assert_eq!(status, 404);
     }
-    let (status, _, _) = call(
-        &globex,
-        Method::GET,
-        w.url("/api/v1/keys?tenant=acme"),
-        None,
-    )
-    .await;
+    let (status, _, _) = call(&globex, Method::GET, "/api/v1/keys?tenant=acme", None).await;
     assert_eq!(status, 403);
 
     // The same idempotency key is another tenant's own: a new task, not acme's.
     let (status, _, theirs) = call(
         &globex,
         Method::POST,
-        w.url("/api/v1/tasks"),
+        "/api/v1/tasks",
         Some(
             json!({"tool": "demo.sleep", "arguments": {"seconds": 30, "steps": 30},
                     "idempotency_key": "order-1"}),
@@ -698,14 +664,14 @@ async fn a_tenant_sees_and_touches_nothing_of_another() {
     let (_, _, v) = call(
         &acme,
         Method::GET,
-        w.url(&format!("/api/v1/tasks/{running}")),
+        &format!("/api/v1/tasks/{running}"),
         None,
     )
     .await;
     assert_eq!(v["status"], "running", "globex's cancel changed nothing");
-    let (_, _, list) = call(&acme, Method::GET, w.url("/api/v1/tasks"), None).await;
+    let (_, _, list) = call(&acme, Method::GET, "/api/v1/tasks", None).await;
     assert_eq!(list["tasks"].as_array().unwrap().len(), 2);
-    let (_, _, dlq) = call(&acme, Method::GET, w.url("/api/v1/dlq"), None).await;
+    let (_, _, dlq) = call(&acme, Method::GET, "/api/v1/dlq", None).await;
     assert_eq!(dlq["dead_letters"].as_array().unwrap().len(), 1);
     let mut ws = WsClient::connect_as(&w, &acme_key).await;
     ws.send(json!({"type": "task:subscribe", "task_id": running}))
@@ -714,7 +680,7 @@ async fn a_tenant_sees_and_touches_nothing_of_another() {
     let (status, _, _) = call(
         &acme,
         Method::POST,
-        w.url(&format!("/api/v1/tasks/{running}/cancel")),
+        &format!("/api/v1/tasks/{running}/cancel"),
         None,
     )
     .await;
@@ -734,21 +700,16 @@ async fn rate_limits_answer_429_with_when_to_retry() {
     };
     let w = Wharf::start_with(options).await;
     let acme_key = w.key("acme", "submitter").await;
-    let acme = Wharf::client_as(&acme_key);
-    let globex = Wharf::client_as(&w.key("globex", "submitter").await);
-    wharf_testkit::wait_for_tool_at(&acme, &w.api, "demo.echo").await;
+    let acme = w.client_with(&acme_key);
+    let globex = w.client_for("globex", "submitter").await;
+    wharf_testkit::wait_for_tool_at(&acme, "demo.echo").await;
     let echo = json!({"tool": "demo.echo", "arguments": {"message": "hi"}});
     let mut remaining = Vec::new();
     let mut refused = None;
     // The allowance refills one per five seconds: of five quick requests, some are refused.
     for _ in 0..5 {
-        let (status, headers, body) = call(
-            &acme,
-            Method::POST,
-            w.url("/api/v1/tasks"),
-            Some(echo.clone()),
-        )
-        .await;
+        let (status, headers, body) =
+            call(&acme, Method::POST, "/api/v1/tasks", Some(echo.clone())).await;
         assert_eq!(headers["ratelimit-limit"], "3");
         if status == 429 {
             refused = Some((headers, body));
@@ -764,15 +725,9 @@ async fn rate_limits_answer_429_with_when_to_retry() {
     assert!((1..=5).contains(&retry), "Retry-After {retry}");
     assert_eq!(remaining.first().map(String::as_str), Some("2"));
     // Another tenant has its own allowance; reads are not limited here.
-    let (status, _, _) = call(
-        &globex,
-        Method::POST,
-        w.url("/api/v1/tasks"),
-        Some(echo.clone()),
-    )
-    .await;
+    let (status, _, _) = call(&globex, Method::POST, "/api/v1/tasks", Some(echo.clone())).await;
     assert_eq!(status, 202);
-    let (status, _, _) = call(&acme, Method::GET, w.url("/api/v1/tasks"), None).await;
+    let (status, _, _) = call(&acme, Method::GET, "/api/v1/tasks", None).await;
     assert_eq!(status, 200);
     // WebSocket submissions draw on the same allowance.
     let mut ws = WsClient::connect_as(&w, &acme_key).await;
@@ -786,7 +741,7 @@ async fn rate_limits_answer_429_with_when_to_retry() {
     );
     // After the wait it names, the tenant may submit again.
     tokio::time::sleep(Duration::from_secs(retry)).await;
-    let (status, _, body) = call(&acme, Method::POST, w.url("/api/v1/tasks"), Some(echo)).await;
+    let (status, _, body) = call(&acme, Method::POST, "/api/v1/tasks", Some(echo)).await;
     assert_eq!(status, 202, "{body}");
 }
 
@@ -798,10 +753,10 @@ async fn addresses_are_limited_before_authentication() {
         burst: Some(2),
     });
     let w = Wharf::start_with(options).await;
-    let anonymous = wharf_testkit::http();
+    let anonymous = w.client();
     let mut statuses = Vec::new();
     for _ in 0..4 {
-        let (status, _, _) = call(&anonymous, Method::GET, w.url("/api/v1/tasks"), None).await;
+        let (status, _, _) = call(&anonymous, Method::GET, "/api/v1/tasks", None).await;
         statuses.push(status.as_u16());
     }
     assert_eq!(&statuses[..2], [401, 401], "{statuses:?}");
@@ -811,7 +766,7 @@ async fn addresses_are_limited_before_authentication() {
     );
     // The health checks are not counted: load balancers probe them often.
     for _ in 0..3 {
-        let (status, _, _) = call(&anonymous, Method::GET, w.url("/healthz"), None).await;
+        let (status, _, _) = call(&anonymous, Method::GET, "/healthz", None).await;
         assert_eq!(status, 200);
     }
 }
@@ -821,48 +776,31 @@ async fn a_tenant_may_have_only_so_many_unfinished_tasks() {
     let mut options = required(AuthConfig::default());
     options.gateway.limits.tenant_max_unfinished = Some(2);
     let w = Wharf::start_with(options).await;
-    let acme = Wharf::client_as(&w.key("acme", "submitter").await);
-    let globex = Wharf::client_as(&w.key("globex", "submitter").await);
-    wharf_testkit::wait_for_tool_at(&acme, &w.api, "demo.sleep").await;
+    let acme = w.client_for("acme", "submitter").await;
+    let globex = w.client_for("globex", "submitter").await;
+    wharf_testkit::wait_for_tool_at(&acme, "demo.sleep").await;
     let long = json!({"tool": "demo.sleep", "arguments": {"seconds": 30, "steps": 30}});
     let keyed = json!({"tool": "demo.sleep", "arguments": {"seconds": 30, "steps": 30},
                        "idempotency_key": "first"});
     let mut ids = Vec::new();
     for body in [&keyed, &long] {
-        let (status, _, v) = call(
-            &acme,
-            Method::POST,
-            w.url("/api/v1/tasks"),
-            Some(body.clone()),
-        )
-        .await;
+        let (status, _, v) = call(&acme, Method::POST, "/api/v1/tasks", Some(body.clone())).await;
         assert_eq!(status, 202);
         ids.push(v["id"].as_str().unwrap().parse::<Uuid>().unwrap());
     }
-    let (status, headers, problem) = call(
-        &acme,
-        Method::POST,
-        w.url("/api/v1/tasks"),
-        Some(long.clone()),
-    )
-    .await;
+    let (status, headers, problem) =
+        call(&acme, Method::POST, "/api/v1/tasks", Some(long.clone())).await;
     assert_eq!(status, 429, "{problem}");
     assert_eq!(problem["code"], "too_many_tasks");
     // A repeat of an accepted submission is not a new task: the cap does not refuse it.
-    let (status, _, again) = call(
-        &acme,
-        Method::POST,
-        w.url("/api/v1/tasks"),
-        Some(keyed.clone()),
-    )
-    .await;
+    let (status, _, again) = call(&acme, Method::POST, "/api/v1/tasks", Some(keyed.clone())).await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["id"], ids[0].to_string());
     assert!(headers.contains_key("retry-after"));
     let (status, _, _) = call(
         &acme,
         Method::POST,
-        w.url("/api/v1/tasks/batch"),
+        "/api/v1/tasks/batch",
         Some(json!({"tasks": [long.clone()]})),
     )
     .await;
@@ -871,7 +809,7 @@ async fn a_tenant_may_have_only_so_many_unfinished_tasks() {
     let (status, _, batch) = call(
         &acme,
         Method::POST,
-        w.url("/api/v1/tasks/batch"),
+        "/api/v1/tasks/batch",
         Some(json!({"tasks": [keyed.clone()]})),
     )
     .await;
@@ -883,25 +821,19 @@ async fn a_tenant_may_have_only_so_many_unfinished_tasks() {
     let (status, _, _) = call(
         &acme,
         Method::POST,
-        w.url("/api/v1/tasks/batch"),
+        "/api/v1/tasks/batch",
         Some(json!({"tasks": [keyed.clone(), fresh.clone()]})),
     )
     .await;
     assert_eq!(status, 429, "the new task of the batch is over the cap");
-    let (status, _, _) = call(
-        &globex,
-        Method::POST,
-        w.url("/api/v1/tasks"),
-        Some(long.clone()),
-    )
-    .await;
+    let (status, _, _) = call(&globex, Method::POST, "/api/v1/tasks", Some(long.clone())).await;
     assert_eq!(status, 202, "the cap is per tenant");
     // Once they end, there is room again.
     for id in &ids {
         call(
             &acme,
             Method::POST,
-            w.url(&format!("/api/v1/tasks/{id}/cancel")),
+            &format!("/api/v1/tasks/{id}/cancel"),
             None,
         )
         .await;
@@ -910,32 +842,26 @@ async fn a_tenant_may_have_only_so_many_unfinished_tasks() {
         w.wait_recorded(*id, TaskStatus::Cancelled).await;
     }
     eventually("room for a new task", Duration::from_secs(10), || async {
-        let (status, _, _) = call(
-            &acme,
-            Method::POST,
-            w.url("/api/v1/tasks"),
-            Some(long.clone()),
-        )
-        .await;
+        let (status, _, _) = call(&acme, Method::POST, "/api/v1/tasks", Some(long.clone())).await;
         (status == 202).then_some(())
     })
     .await;
     // The refused batch's key was given back: the task it names is new now.
-    let (status, _, v) = call(&acme, Method::POST, w.url("/api/v1/tasks"), Some(fresh)).await;
+    let (status, _, v) = call(&acme, Method::POST, "/api/v1/tasks", Some(fresh)).await;
     assert_eq!(status, 202, "{v}");
 }
 
 #[tokio::test]
 async fn an_open_gateway_still_checks_the_credentials_it_is_given() {
     let w = Wharf::start_with(Options::default()).await;
-    let (status, _, me) = call(&w.http, Method::GET, w.url("/api/v1/whoami"), None).await;
+    let (status, _, me) = call(&w.client(), Method::GET, "/api/v1/whoami", None).await;
     assert_eq!(
         (status.as_u16(), me["actor"].as_str()),
         (200, Some("anonymous"))
     );
     let basic = w
-        .http
-        .get(w.url("/api/v1/whoami"))
+        .client()
+        .request(Method::GET, "/api/v1/whoami")
         .header("authorization", "Basic dXNlcjpwYXNz")
         .send()
         .await
@@ -946,15 +872,15 @@ async fn an_open_gateway_still_checks_the_credentials_it_is_given() {
         "another scheme is not taken for no credentials"
     );
     let (status, _, _) = call(
-        &Wharf::client_as("wharf_00"),
+        &w.client_with("wharf_00"),
         Method::GET,
-        w.url("/api/v1/whoami"),
+        "/api/v1/whoami",
         None,
     )
     .await;
     assert_eq!(status, 401, "an unknown key is refused, not made anonymous");
-    let acme = Wharf::client_as(&w.key("acme", "reader").await);
-    let (_, _, me) = call(&acme, Method::GET, w.url("/api/v1/whoami"), None).await;
+    let acme = w.client_for("acme", "reader").await;
+    let (_, _, me) = call(&acme, Method::GET, "/api/v1/whoami", None).await;
     assert_eq!(me["tenant"], "acme");
 }
 
@@ -964,8 +890,8 @@ async fn browsers_may_call_from_the_configured_origins_only() {
     options.gateway.cors_origins = vec!["https://console.example".into()];
     let w = Wharf::start_with(options).await;
     let preflight = |origin: &'static str| {
-        w.http
-            .request(Method::OPTIONS, w.url("/api/v1/tasks"))
+        w.client()
+            .request(Method::OPTIONS, "/api/v1/tasks")
             .header("origin", origin)
             .header("access-control-request-method", "POST")
             .header(

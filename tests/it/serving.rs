@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -96,13 +97,13 @@ async fn oversized_and_slow_request_heads_are_cut_off() {
     .await;
     let big = "x".repeat(10_000);
     let r = w
-        .http
-        .get(w.url("/api/v1/tasks"))
+        .client()
+        .request(Method::GET, "/api/v1/tasks")
         .header("x-padding", &big)
         .send()
         .await;
     assert_eq!(r.unwrap().status(), 431);
-    let small = w.http.get(w.url("/api/v1/tasks")).send().await.unwrap();
+    let small = w.get("/api/v1/tasks").await;
     assert_eq!(small.status(), 200, "an ordinary request still passes");
 
     // A client that starts a request head and never finishes it is disconnected.
@@ -142,8 +143,8 @@ async fn a_request_that_takes_too_long_is_answered_504() {
         .unwrap();
     let started = std::time::Instant::now();
     let r = w
-        .http
-        .post(w.url("/api/v1/tasks"))
+        .client()
+        .request(Method::POST, "/api/v1/tasks")
         .json(
             &json!({"tool": "demo.echo", "arguments": {"message": "x"}, "idempotency_key": "held"}),
         )
@@ -159,8 +160,8 @@ async fn a_request_that_takes_too_long_is_answered_504() {
     );
     // A tool call's wait ends before the deadline: 202 with the running task, not 504.
     let r = w
-        .http
-        .post(w.url("/api/v1/tools/demo.sleep/call?wait=30s"))
+        .client()
+        .request(Method::POST, "/api/v1/tools/demo.sleep/call?wait=30s")
         .json(&json!({"arguments": {"seconds": 3, "steps": 3}}))
         .send()
         .await
@@ -171,11 +172,8 @@ async fn a_request_that_takes_too_long_is_answered_504() {
         .submit_ok(json!({"tool": "demo.sleep", "arguments": {"seconds": 3, "steps": 3}}))
         .await;
     let text = w
-        .http
-        .get(w.url(&format!("/api/v1/tasks/{id}/events")))
-        .send()
+        .get(&format!("/api/v1/tasks/{id}/events"))
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();

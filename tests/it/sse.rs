@@ -1,6 +1,7 @@
 //! `GET /api/v1/tasks/{id}/events`: Server-Sent Events, history then live, closing at the end.
 
 use futures::StreamExt;
+use reqwest::Method;
 use serde_json::{Value, json};
 use wharf_contract::TaskStatus;
 use wharf_testkit::Wharf;
@@ -36,8 +37,8 @@ async fn read_sse(response: reqwest::Response) -> Vec<(String, Option<u64>, Valu
 
 /// `GET /api/v1/tasks/{id}/events`
 async fn open_events(w: &Wharf, id: uuid::Uuid) -> reqwest::Response {
-    w.http
-        .get(w.url(&format!("/api/v1/tasks/{id}/events")))
+    w.client()
+        .request(Method::GET, &format!("/api/v1/tasks/{id}/events"))
         .send()
         .await
         .unwrap()

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use reqwest::Method;
 use serde_json::json;
 use wharf_contract::TaskStatus;
 use wharf_testkit::{Options, Wharf, eventually};
@@ -37,8 +38,8 @@ async fn echo_round_trip_is_recorded_in_postgres() {
 async fn location_header_points_at_the_task() {
     let w = Wharf::start().await;
     let r = w
-        .http
-        .post(w.url("/api/v1/tasks"))
+        .client()
+        .request(Method::POST, "/api/v1/tasks")
         .json(&json!({"tool": "demo.echo", "arguments": {"message": "x"}}))
         .send()
         .await
@@ -50,7 +51,7 @@ async fn location_header_points_at_the_task() {
         location,
         format!("/api/v1/tasks/{}", body["id"].as_str().unwrap())
     );
-    let again = w.http.get(w.url(&location)).send().await.unwrap();
+    let again = w.get(&location).await;
     assert_eq!(again.status(), 200);
     w.shutdown().await;
 }
@@ -148,13 +149,16 @@ async fn unknown_task_ids_are_404() {
         "/api/v1/tasks/not-a-uuid".to_owned(),
         format!("/api/v1/tasks/{}/events", uuid::Uuid::now_v7()),
     ] {
-        let r = w.http.get(w.url(&path)).send().await.unwrap();
+        let r = w.get(&path).await;
         assert_eq!(r.status(), 404, "{path}");
         assert_eq!(r.headers()["content-type"], "application/problem+json");
     }
     let r = w
-        .http
-        .post(w.url(&format!("/api/v1/tasks/{}/cancel", uuid::Uuid::now_v7())))
+        .client()
+        .request(
+            Method::POST,
+            &format!("/api/v1/tasks/{}/cancel", uuid::Uuid::now_v7()),
+        )
         .send()
         .await
         .unwrap();
@@ -184,8 +188,8 @@ async fn the_trace_context_travels_from_the_request_to_every_event() {
     let w = Wharf::start().await;
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let r = w
-        .http
-        .post(w.url("/api/v1/tasks"))
+        .client()
+        .request(Method::POST, "/api/v1/tasks")
         .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
         .json(&json!({"tool": "demo.echo", "arguments": {"message": "traced"}}))
         .send()
@@ -232,13 +236,13 @@ async fn the_trace_context_travels_from_the_request_to_every_event() {
 #[tokio::test]
 async fn health_and_readiness() {
     let w = Wharf::start().await;
-    let health = w.http.get(w.url("/healthz")).send().await.unwrap();
+    let health = w.get("/healthz").await;
     assert_eq!(health.status(), 200);
-    let ready = w.http.get(w.url("/readyz")).send().await.unwrap();
+    let ready = w.get("/readyz").await;
     assert_eq!(ready.status(), 200);
     let body: serde_json::Value = ready.json().await.unwrap();
     assert_eq!(body, json!({"nats": true, "database": true}));
-    let missing = w.http.get(w.url("/api/v1/nothing")).send().await.unwrap();
+    let missing = w.get("/api/v1/nothing").await;
     assert_eq!(missing.status(), 404);
     assert_eq!(
         missing.json::<serde_json::Value>().await.unwrap()["code"],

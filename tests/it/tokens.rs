@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reqwest::Method;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use wharf_gateway::{AuthConfig, AuthMode, GatewayConfig, JwtConfig};
@@ -76,8 +77,9 @@ fn hs256(claims: &Value, secret: &str) -> String {
 
 /// `GET /api/v1/whoami` with `token`: status and answer.
 async fn whoami(w: &Wharf, token: &str) -> (StatusCode, Value) {
-    let r = Wharf::client_as(token)
-        .get(w.url("/api/v1/whoami"))
+    let r = w
+        .client_with(token)
+        .request(Method::GET, "/api/v1/whoami")
         .send()
         .await
         .unwrap();
@@ -104,9 +106,10 @@ async fn every_wrong_token_is_refused_with_its_reason() {
             .contains(&json!("tasks:submit"))
     );
     // What a token submits belongs to its tenant.
-    wharf_testkit::wait_for_tool_at(&Wharf::client_as(&good), &w.api, "demo.echo").await;
-    let r = Wharf::client_as(&good)
-        .post(w.url("/api/v1/tasks"))
+    wharf_testkit::wait_for_tool_at(&w.client_with(&good), "demo.echo").await;
+    let r = w
+        .client_with(&good)
+        .request(Method::POST, "/api/v1/tasks")
         .json(&json!({"tool": "demo.echo", "arguments": {"message": "hi"}}))
         .send()
         .await
@@ -194,8 +197,9 @@ async fn every_wrong_token_is_refused_with_its_reason() {
     let (status, me) = whoami(&w, &nobody).await;
     assert_eq!(status, 200);
     assert_eq!(me["permissions"], json!([]));
-    let r = Wharf::client_as(&nobody)
-        .get(w.url("/api/v1/tasks"))
+    let r = w
+        .client_with(&nobody)
+        .request(Method::GET, "/api/v1/tasks")
         .send()
         .await
         .unwrap();
@@ -242,12 +246,12 @@ async fn an_open_websocket_ends_when_its_token_expires() {
     );
     // An SSE stream opened with such a token ends when it expires too.
     let lasting = hs256(&claims(json!({})), SECRET);
-    wharf_testkit::wait_for_tool_at(&Wharf::client_as(&lasting), &w.api, "demo.sleep").await;
+    wharf_testkit::wait_for_tool_at(&w.client_with(&lasting), "demo.sleep").await;
     let exp = chrono::Utc::now().timestamp() + 3;
     let token = hs256(&claims(json!({"exp": exp})), SECRET);
-    let client = Wharf::client_as(&token);
+    let client = w.client_with(&token);
     let r = client
-        .post(w.url("/api/v1/tasks"))
+        .request(Method::POST, "/api/v1/tasks")
         .json(&json!({"tool": "demo.sleep", "arguments": {"seconds": 60}}))
         .send()
         .await
@@ -257,7 +261,7 @@ async fn an_open_websocket_ends_when_its_token_expires() {
         .unwrap()
         .to_owned();
     let events = client
-        .get(w.url(&format!("/api/v1/tasks/{id}/events")))
+        .request(Method::GET, &format!("/api/v1/tasks/{id}/events"))
         .send()
         .await
         .unwrap();

@@ -8,6 +8,7 @@ use std::time::Duration;
 use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
+use reqwest::Method;
 use serde_json::json;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -61,8 +62,8 @@ async fn one_task_is_one_trace_from_the_request_to_the_history() {
 
     let caller = TraceContext::new_root();
     let r = w
-        .http
-        .post(w.url("/api/v1/tasks"))
+        .client()
+        .request(Method::POST, "/api/v1/tasks")
         .header("traceparent", caller.header())
         .json(&json!({"tool": "demo.sleep", "arguments": {"seconds": 0.1, "steps": 1}}))
         .send()

@@ -158,6 +158,16 @@ impl Client {
         })
     }
 
+    /// Another gateway (e.g. a second instance behind the same load balancer), asked with
+    /// the same credential; the connection pool is shared.
+    pub fn at(&self, base: &str) -> Result<Client> {
+        let other = Client::new(base)?;
+        Ok(Client {
+            base: other.base,
+            ..self.clone()
+        })
+    }
+
     /// The same gateway, asked without credentials.
     pub fn anonymous(&self) -> Client {
         Client {
