@@ -29,7 +29,10 @@ trap cleanup EXIT
 # A gateway that requires keys, and an admin key for the fuzzer (every route is reachable).
 export WHARF_DATABASE_URL="sqlite://$dir/wharf.db?mode=rwc"
 key="$("$bin" bootstrap-key --name fuzz --role admin 2>/dev/null)"
-WHARF_GATEWAY__AUTH__MODE=required WHARF_LOG_FORMAT=json \
+# A 5 s request deadline: a tool call on a queue no worker serves (the fuzz picks queues at
+# random) then answers 202 after 4 s, as the deadline cuts its wait, instead of holding the
+# request for its default 30 s wait, past the fuzzer's own 20 s timeout.
+WHARF_GATEWAY__AUTH__MODE=required WHARF_GATEWAY__REQUEST_TIMEOUT_SECS=5 WHARF_LOG_FORMAT=json \
   "$bin" dev --http "127.0.0.1:$port" --data-dir "$dir" >"$dir/dev.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 300); do

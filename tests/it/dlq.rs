@@ -7,7 +7,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
 use wharf_contract::TaskStatus;
-use wharf_testkit::{Wharf, eventually};
+use wharf_testkit::{Wharf, eventually, send};
 
 async fn get(w: &Wharf, path: &str) -> (u16, Value) {
     let r = w.get(path).await;
@@ -362,5 +362,22 @@ async fn a_dead_letter_is_withdrawn_when_another_outcome_was_recorded_first() {
         w.wait_recorded(id, TaskStatus::Cancelled).await.status,
         TaskStatus::Cancelled
     );
+    w.shutdown().await;
+}
+
+/// A cursor is a stream sequence: one past every sequence there can be is an empty page (it
+/// was a 400, or a panic at `u64::MAX`), and a signed one is refused.
+#[tokio::test]
+async fn a_cursor_past_every_dead_letter_is_an_empty_page() {
+    let w = Wharf::start().await;
+    for cursor in ["18446744073709551615", "69492934490049231641"] {
+        let path = format!("/api/v1/dlq?cursor={cursor}");
+        let (status, body) = send(w.client().request(Method::GET, &path)).await;
+        assert_eq!(status, 200, "{cursor}: {body}");
+        assert_eq!(body["dead_letters"], json!([]), "{cursor}");
+    }
+    let (status, body) = send(w.client().request(Method::GET, "/api/v1/dlq?cursor=%2B5")).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["code"], "invalid_query");
     w.shutdown().await;
 }

@@ -37,7 +37,10 @@ impl Bus {
     ) -> Result<Vec<DeadLetter>, Error> {
         let stream = self.stream(DLQ_STREAM).await?;
         let mut out = Vec::new();
-        let mut next = after + 1;
+        // A cursor past every sequence names an empty page.
+        let Some(mut next) = after.checked_add(1) else {
+            return Ok(Vec::new());
+        };
         while out.len() < limit {
             match stream
                 .direct_get_next_for_subject(DLQ_SUBJECTS, Some(next))

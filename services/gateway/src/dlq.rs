@@ -11,7 +11,7 @@ use wharf_contract::{DeadLetter, DeadLetterList, ErrorCode, Permission, SubmitTa
 
 use crate::AppState;
 use crate::auth::Principal;
-use crate::http::{Page, QueryParams};
+use crate::http::{Page, QueryParams, Seq};
 use crate::problem::{ApiError, Segment};
 use crate::tasks::{self, parse_id};
 
@@ -43,12 +43,14 @@ pub async fn list(
 ) -> Result<Json<DeadLetterList>, ApiError> {
     principal.require(Permission::DlqRead)?;
     let q = query.read()?;
-    let page = Page::<u64>::read(q.limit.as_deref(), q.cursor.as_deref(), 100, MAX_PAGE)?;
+    let page = Page::<Seq>::read(q.limit.as_deref(), q.cursor.as_deref(), 100, MAX_PAGE)?;
     let mut dead_letters = state
         .bus
-        .dead_letters(page.after.unwrap_or(0), page.limit as usize + 1, |l| {
-            visible(&principal, l)
-        })
+        .dead_letters(
+            page.after.map_or(0, |Seq(s)| s),
+            page.limit as usize + 1,
+            |l| visible(&principal, l),
+        )
         .await?;
     let next_cursor = page.close(&mut dead_letters, |d| d.seq.map(|s| s.to_string()));
     Ok(Json(DeadLetterList {

@@ -182,6 +182,22 @@ pub struct PageQuery {
     pub cursor: Option<String>,
 }
 
+/// A cursor that is a stream sequence (`^[0-9]+$`, as the document says): digits only, no sign;
+/// one past every sequence there can be names an empty page, not an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seq(pub u64);
+
+impl std::str::FromStr for Seq {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Seq, ()> {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(());
+        }
+        Ok(Seq(s.parse().unwrap_or(u64::MAX)))
+    }
+}
+
 /// Where a page of a list starts and how long it is, from its `limit` and `cursor`.
 #[derive(Debug)]
 pub struct Page<C> {
@@ -228,5 +244,19 @@ impl<C: std::str::FromStr> Page<C> {
         }
         items.truncate(limit);
         items.last().and_then(cursor_of)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Seq;
+
+    #[test]
+    fn a_sequence_cursor_is_digits_and_a_huge_one_is_past_the_end() {
+        assert_eq!("42".parse(), Ok(Seq(42)));
+        assert_eq!("69492934490049231641".parse(), Ok(Seq(u64::MAX)));
+        for bad in ["", "+5", "-1", "1.0", " 1", "x"] {
+            assert_eq!(bad.parse::<Seq>(), Err(()), "{bad:?}");
+        }
     }
 }
