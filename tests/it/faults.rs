@@ -574,8 +574,7 @@ impl Rig {
 /// Waits until the gateway answers its readiness probe.
 async fn wait_ready(http: &Client) {
     wharf_testkit::eventually("the gateway ready", Duration::from_secs(30), || async {
-        let r = http.request(Method::GET, "/readyz").send().await.ok()?;
-        r.status().is_success().then_some(())
+        http.ready().await.ok()?.then_some(())
     })
     .await;
 }

@@ -3,6 +3,7 @@
 mod audit;
 mod bad_input;
 mod batch;
+mod client;
 mod config;
 mod delayed;
 mod dlq;

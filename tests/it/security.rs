@@ -221,11 +221,12 @@ async fn without_credentials_every_route_but_the_health_checks_is_refused() {
         assert_eq!(headers["content-type"], "application/problem+json");
         assert!(headers.contains_key("www-authenticate"), "{method} {path}");
     }
-    let mut ws = tokio_tungstenite::connect_async(w.url("/ws/v1/tasks").replacen("http", "ws", 1))
-        .await
-        .map(|_| ())
-        .unwrap_err()
-        .to_string();
+    let mut ws =
+        tokio_tungstenite::connect_async(w.client().url("/ws/v1/tasks").replacen("http", "ws", 1))
+            .await
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
     ws.make_ascii_lowercase();
     assert!(ws.contains("401"), "the WebSocket upgrade is refused: {ws}");
     for open in ["/healthz", "/readyz"] {

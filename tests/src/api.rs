@@ -15,15 +15,10 @@ use wharf_contract::{CreateSession, TaskView};
 use crate::{Wharf, eventually};
 
 impl Wharf {
-    /// `path` (from `/`) on the gateway.
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.api)
-    }
-
     /// The API asked without credentials (what that may do is the gateway's `auth.mode`; in
     /// the default open mode, an admin of the `default` tenant).
     pub fn client(&self) -> Client {
-        Client::new(&self.api).unwrap()
+        self.client.clone().expect("the gateway has started")
     }
 
     /// The API asked with `credential` (an API key or token).

@@ -149,6 +149,9 @@ pub struct Wharf {
     pub database_url: String,
     /// `http://127.0.0.1:<port>`
     pub api: String,
+    /// The API asked without credentials (see [`Wharf::client`]); one connection pool for
+    /// every client of the test.
+    pub(crate) client: Option<wharf_client::Client>,
     pub options: Options,
     pub gateway: Option<Part>,
     pub recorder: Option<Part>,
@@ -198,6 +201,7 @@ impl Wharf {
             store,
             database_url,
             api: String::new(),
+            client: None,
             options,
             gateway: None,
             recorder: None,
@@ -254,6 +258,7 @@ impl Wharf {
             .await
             .unwrap();
         self.api = format!("http://{}", gateway.local_addr());
+        self.client = Some(wharf_client::Client::new(&self.api).unwrap());
         self.gateway = Some(Part::spawn("gateway", |stop| async move {
             gateway.run_until_stopped(stop).await?;
             Ok(())

@@ -32,30 +32,7 @@ impl WsClient {
     }
 
     pub async fn send(&mut self, message: Value) {
-        use futures::SinkExt;
-        self.socket
-            .send(tokio_tungstenite::tungstenite::Message::Text(
-                message.to_string().into(),
-            ))
-            .await
-            .unwrap();
-    }
-
-    /// Waits (up to 5 s) for the server to close the socket, skipping any message before the
-    /// close; false if it stays open.
-    pub async fn closed(&mut self) -> bool {
-        use futures::StreamExt;
-        use tokio_tungstenite::tungstenite::Message;
-        tokio::time::timeout(Duration::from_secs(5), async {
-            loop {
-                match self.socket.next().await {
-                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return true,
-                    Some(Ok(_)) => continue,
-                }
-            }
-        })
-        .await
-        .unwrap_or(false)
+        self.send_text(&message.to_string()).await;
     }
 
     /// Waits up to `deadline` for the server to close the socket, skipping any message before

@@ -128,17 +128,16 @@ impl Client {
     pub fn new(base: &str) -> Result<Client> {
         // The HTTP client is built without a TLS provider of its own, so that one serves a
         // whole binary; install ring's unless the program chose one already.
-        let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(Error::Config(format!(
-                "the gateway's URL must start with http:// or https://, not {base:?}"
-            )));
-        }
+        static CRYPTO: std::sync::Once = std::sync::Once::new();
+        CRYPTO.call_once(|| {
+            let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+        });
+        let base = checked_base(base)?;
         let http = reqwest::Client::builder()
             .build()
             .map_err(|e| Error::Config(format!("cannot build an HTTP client: {e}")))?;
         Ok(Client {
-            base: base.trim_end_matches('/').to_owned(),
+            base,
             http,
             credential: None,
         })
@@ -161,9 +160,8 @@ impl Client {
     /// Another gateway (e.g. a second instance behind the same load balancer), asked with
     /// the same credential; the connection pool is shared.
     pub fn at(&self, base: &str) -> Result<Client> {
-        let other = Client::new(base)?;
         Ok(Client {
-            base: other.base,
+            base: checked_base(base)?,
             ..self.clone()
         })
     }
@@ -212,9 +210,14 @@ impl Client {
         if status.is_success() {
             return Ok(response);
         }
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .map(Duration::from_secs);
         let body = response.bytes().await.map_err(|e| self.transport(e))?;
         Err(match serde_json::from_slice::<Problem>(&body) {
-            Ok(p) => Error::Api(Box::new(p)),
+            Ok(p) => Error::api(p, retry_after),
             Err(_) => Error::Status {
                 status: status.as_u16(),
                 body: String::from_utf8_lossy(&body).into_owned(),
@@ -286,19 +289,26 @@ impl Client {
     }
 
     /// `GET /api/v1/tasks/{id}/events`: the task's history, then its live events; the stream
-    /// ends after the terminal event.
+    /// ends after the terminal event. An `error` the gateway ends a stream with (the
+    /// credential revoked or expired) is an [`Error::Api`] item.
     pub async fn follow(&self, id: Uuid) -> Result<Events> {
         let req = self.request(Method::GET, &format!("/api/v1/tasks/{id}/events"));
         let response = self.send(req).await?;
         Ok(Box::pin(sse::messages(response.bytes_stream())))
     }
 
-    /// Follows the task to its end, then reads it (the result or error is in the view).
+    /// Follows the task to its end, then reads it (the result or error is in the view);
+    /// [`Error::StreamEnded`] if the stream ends first.
     pub async fn wait(&self, id: Uuid) -> Result<TaskView> {
         let mut events = self.follow(id).await?;
-        while let Some(message) = events.next().await {
-            if message?.is_terminal() {
-                break;
+        loop {
+            match events.next().await {
+                Some(message) => {
+                    if message?.is_terminal() {
+                        break;
+                    }
+                }
+                None => return Err(Error::StreamEnded(id)),
             }
         }
         // The read side may trail the event by a moment: read until it shows the end.
@@ -446,6 +456,11 @@ impl Client {
         self.get_with("/api/v1/keys", &[("tenant", tenant)]).await
     }
 
+    /// `GET /api/v1/keys/{id}`
+    pub async fn key(&self, id: Uuid) -> Result<ApiKeyInfo> {
+        self.get(&format!("/api/v1/keys/{id}")).await
+    }
+
     /// `DELETE /api/v1/keys/{id}`: revoked on every gateway at once.
     pub async fn revoke_key(&self, id: Uuid) -> Result<ApiKeyInfo> {
         let req = self.request(Method::DELETE, &format!("/api/v1/keys/{id}"));
@@ -480,4 +495,14 @@ impl Client {
         self.get_with("/api/v1/config/revisions", &[("limit", limit)])
             .await
     }
+}
+
+/// `base` without its trailing `/`, if it is an http(s) URL.
+fn checked_base(base: &str) -> Result<String> {
+    if !(base.starts_with("http://") || base.starts_with("https://")) {
+        return Err(Error::Config(format!(
+            "the gateway's URL must start with http:// or https://, not {base:?}"
+        )));
+    }
+    Ok(base.trim_end_matches('/').to_owned())
 }

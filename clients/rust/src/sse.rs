@@ -56,12 +56,33 @@ fn decode(frame: &str) -> Option<Result<WsServerMessage>> {
         return None;
     }
     let data = data.join("\n");
-    Some(serde_json::from_str(&data).map_err(|e| Error::Decode(format!("an event: {e}"))))
+    let message = serde_json::from_str(&data).map_err(|e| Error::Decode(format!("an event: {e}")));
+    Some(match message {
+        // The gateway ends a stream with its problem when the credential lapses.
+        Ok(WsServerMessage::ClientError {
+            problem: Some(problem),
+            ..
+        }) => Err(Error::api(*problem, None)),
+        Ok(WsServerMessage::ClientError { code, message, .. }) => Err(Error::Decode(format!(
+            "the stream ended with an error: {code}: {message}"
+        ))),
+        other => other,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_error_event_is_the_problem_it_carries() {
+        let text = "event: error\ndata: {\"type\":\"error\",\"code\":\"unauthenticated\",\"message\":\"revoked\",\"problem\":{\"type\":\"urn:wharf:problem:unauthenticated\",\"title\":\"authentication required\",\"status\":401,\"detail\":\"the key was revoked\",\"code\":\"unauthenticated\"}}\n\n";
+        let chunks = vec![Ok(bytes::Bytes::from(text))];
+        let got: Vec<_> = messages(futures::stream::iter(chunks)).collect().await;
+        let e = got.into_iter().next().unwrap().unwrap_err();
+        assert_eq!(e.status(), Some(401), "{e}");
+        assert_eq!(e.problem().unwrap().detail, "the key was revoked");
+    }
 
     #[tokio::test]
     async fn frames_split_anywhere_are_read_whole_and_comments_skipped() {

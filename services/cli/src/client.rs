@@ -51,7 +51,7 @@ pub enum ClientCommand {
         watch: bool,
     },
     /// Show one task.
-    Task { id: String },
+    Task { id: uuid::Uuid },
     /// List tasks, newest first.
     Tasks {
         #[arg(long)]
@@ -69,7 +69,7 @@ pub enum ClientCommand {
         cursor: Option<String>,
     },
     /// Cancel a queued or running task.
-    Cancel { id: String },
+    Cancel { id: uuid::Uuid },
     /// List the tools workers serve.
     Tools,
     /// Live workers: queues, concurrency, tasks in flight, last seen.
@@ -137,7 +137,7 @@ pub enum KeysCommand {
         tenant: Option<String>,
     },
     /// Revoke a key at once.
-    Revoke { id: String },
+    Revoke { id: uuid::Uuid },
 }
 
 #[derive(Subcommand)]
@@ -150,24 +150,12 @@ pub enum DlqCommand {
         cursor: Option<String>,
     },
     /// Show one dead letter (by the dead task's id) as JSON.
-    Show { id: String },
+    Show { id: uuid::Uuid },
     /// Submit the dead task again as a new task and print the new task's id.
-    Replay { id: String },
+    Replay { id: uuid::Uuid },
 }
 
 /// Parses `name=value` arguments into an object.
-/// A task id given on the command line.
-fn task_id(raw: &str) -> anyhow::Result<uuid::Uuid> {
-    raw.parse()
-        .with_context(|| format!("{raw:?} is not a task id (a UUID)"))
-}
-
-/// An API key id given on the command line.
-fn key_id(raw: &str) -> anyhow::Result<uuid::Uuid> {
-    raw.parse()
-        .with_context(|| format!("{raw:?} is not a key id (a UUID)"))
-}
-
 fn parse_args(pairs: &[String], json: Option<&str>) -> anyhow::Result<Map<String, Value>> {
     let mut out = match json {
         Some(j) => match serde_json::from_str::<Value>(j).context("--args-json is not JSON")? {
@@ -194,7 +182,7 @@ impl ClientCommand {
         if let Some(key) = key {
             api = api
                 .with_credential(&key)
-                .context("WHARF_API_KEY holds characters a header cannot")?;
+                .map_err(|_| anyhow::anyhow!("WHARF_API_KEY holds characters a header cannot"))?;
         }
         match self {
             ClientCommand::Submit {
@@ -233,7 +221,7 @@ impl ClientCommand {
                 println!("{}", view.id);
             }
             ClientCommand::Task { id } => {
-                let view = api.task(task_id(&id)?).await?;
+                let view = api.task(id).await?;
                 println!("{}", serde_json::to_string_pretty(&view)?);
             }
             ClientCommand::Tasks {
@@ -274,7 +262,7 @@ impl ClientCommand {
                 }
             }
             ClientCommand::Cancel { id } => {
-                let view = api.cancel(task_id(&id)?).await?;
+                let view = api.cancel(id).await?;
                 println!(
                     "cancellation requested for {} ({})",
                     view.id,
@@ -307,11 +295,11 @@ impl ClientCommand {
                 }
             }
             ClientCommand::Dlq(DlqCommand::Show { id }) => {
-                let letter = api.dead_letter(task_id(&id)?).await?;
+                let letter = api.dead_letter(id).await?;
                 println!("{}", serde_json::to_string_pretty(&letter)?);
             }
             ClientCommand::Dlq(DlqCommand::Replay { id }) => {
-                println!("{}", api.replay(task_id(&id)?).await?.task.id);
+                println!("{}", api.replay(id).await?.task.id);
             }
             ClientCommand::Keys(KeysCommand::Create {
                 name,
@@ -354,7 +342,7 @@ impl ClientCommand {
                 }
             }
             ClientCommand::Keys(KeysCommand::Revoke { id }) => {
-                let key = api.revoke_key(key_id(&id)?).await?;
+                let key = api.revoke_key(id).await?;
                 println!("revoked {} ({})", key.id, key.name);
             }
             ClientCommand::Audit {

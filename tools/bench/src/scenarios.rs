@@ -29,12 +29,6 @@ fn echo_task(payload_bytes: usize) -> Value {
     json!({ "tool": "demo.echo", "arguments": { "message": "x".repeat(payload_bytes) } })
 }
 
-/// The Rust SDK's client; requests carry bodies serialised once, up front, so the load
-/// generator spends its CPU on sending, not on encoding.
-fn client(api: &str) -> anyhow::Result<wharf_client::Client> {
-    Ok(wharf_client::Client::new(api)?)
-}
-
 /// Submits `n` copies of `task` over `concurrency` keep-alive connections, one per request
 /// (`batch` 1, `POST /api/v1/tasks`) or `batch` per request (`POST /api/v1/tasks/batch`; `n` is
 /// rounded down to a multiple). Returns when the first request went out, how long submitting
@@ -46,7 +40,8 @@ async fn submit_http(
     task: &Value,
     batch: usize,
 ) -> anyhow::Result<(Instant, Duration, Vec<String>, Samples)> {
-    let http = client(api)?;
+    // Bodies are serialised once, up front: the load generator spends its CPU sending.
+    let http = wharf_client::Client::new(api)?;
     let (url, body) = if batch > 1 {
         let tasks = vec![task.clone(); batch];
         (
@@ -254,7 +249,7 @@ pub async fn api_latency(opts: &Options, rate: f64) -> anyhow::Result<Vec<Value>
             .wait_terminal(1000, Duration::from_secs(60))
             .await?;
         let duration = opts.duration(Duration::from_secs(15), Duration::from_secs(3));
-        let http = client(&platform.api)?;
+        let http = wharf_client::Client::new(&platform.api)?;
         let ids = Arc::new(ids);
 
         let get = {
