@@ -42,7 +42,7 @@ pub const AGENT_TOOLS: RangeInclusive<u64> = 1..=1000;
 /// Characters of an agent's description.
 pub const DESCRIPTION_CHARS: u64 = 1000;
 /// Characters of the tool part of a `server.tool` name in `allowed_tools`.
-pub const TOOL_PART_CHARS: u64 = 128;
+const TOOL_PART_CHARS: u64 = 128;
 /// One entry of `allowed_tools`: every tool (`*`), one server's tools (`server.*`), or one tool
 /// (`server.tool`, the tool part without wildcard-looking characters, whitespace or control
 /// characters). The character class spells out what Rust's `char::is_whitespace` and
@@ -62,6 +62,39 @@ pub const WAIT_PATTERN: &str =
     "^(0*([0-9]|[1-4][0-9])(\\.[0-9]+)?s?|0*50(\\.0+)?s?|0*([0-9]{1,4}|[1-4][0-9]{4}|50000)ms)$";
 /// The longest `wait` of a tool call, in seconds.
 pub const MAX_WAIT_SECS: u64 = 50;
+
+/// The page sizes of a list: its `limit` when the request gives none, and the largest it takes.
+#[derive(Debug, Clone, Copy)]
+pub struct PageSize {
+    pub default: u64,
+    pub max: u64,
+}
+
+/// `GET /api/v1/tasks`
+pub const TASKS_PAGE: PageSize = PageSize {
+    default: 50,
+    max: 500,
+};
+/// `GET /api/v1/sessions`
+pub const SESSIONS_PAGE: PageSize = PageSize {
+    default: 50,
+    max: 500,
+};
+/// `GET /api/v1/dlq`
+pub const DLQ_PAGE: PageSize = PageSize {
+    default: 100,
+    max: 1000,
+};
+/// `GET /api/v1/audit`
+pub const AUDIT_PAGE: PageSize = PageSize {
+    default: 100,
+    max: 1000,
+};
+/// `GET /api/v1/config/revisions`
+pub const CONFIG_PAGE: PageSize = PageSize {
+    default: 50,
+    max: 1000,
+};
 
 /// `must be between <start> and <end>`, the refusal of a value outside `range`.
 pub fn range_rule<T: std::fmt::Display>(range: &RangeInclusive<T>) -> String {

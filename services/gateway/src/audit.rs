@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use uuid::Uuid;
-use wharf_contract::NAME_RULE;
 use wharf_contract::{AuditEntry, AuditList, ErrorCode, Permission, valid_name};
+use wharf_contract::{NAME_RULE, rules};
 use wharf_store::Store;
 
 use crate::AppState;
@@ -401,7 +401,7 @@ pub async fn list(
         }
         _ => Some(principal.tenant().to_owned()),
     };
-    let page = Page::<Uuid>::read(q.limit.as_deref(), q.cursor.as_deref(), 100, 1000)?;
+    let page = Page::<Uuid>::read(q.limit.as_deref(), q.cursor.as_deref(), rules::AUDIT_PAGE)?;
     let mut entries = state
         .store
         .audit(&wharf_store::AuditFilter {

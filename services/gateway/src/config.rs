@@ -12,7 +12,6 @@ use axum::Json;
 use axum::extract::State;
 use futures::StreamExt;
 use serde::Deserialize;
-use wharf_contract::NAME_RULE;
 use wharf_contract::rules::{
     MAX_ATTEMPTS, REGISTRY_SERVERS, RETRY_MS, SESSION_TTL_SECS, TIMEOUT_SECS, URL_BYTES, range_rule,
 };
@@ -20,6 +19,7 @@ use wharf_contract::{
     ConfigHistory, ConfigRevision, ConfigView, ErrorCode, MCP_REGISTRY_VERSION, McpRegistry,
     Permission, RuntimeConfig, UpdateConfig, valid_name,
 };
+use wharf_contract::{NAME_RULE, rules};
 
 use wharf_bus::Published;
 
@@ -97,15 +97,22 @@ pub fn validate(c: &RuntimeConfig) -> Result<(), (String, String)> {
         if q.timeout_secs.is_some_and(|t| !TIMEOUT_SECS.contains(&t)) {
             return bad(at("/timeout_secs"), &range_rule(&TIMEOUT_SECS));
         }
-        let retry = crate::QueueDefaults::from_settings(q).retry;
-        if let Some(r) = retry
-            && (!RETRY_MS.contains(&r.initial_ms)
-                || !RETRY_MS.contains(&r.max_ms)
-                || r.max_ms < r.initial_ms)
+        for (field, value) in [
+            ("/retry_initial_ms", q.retry_initial_ms),
+            ("/retry_max_ms", q.retry_max_ms),
+        ] {
+            if value.is_some_and(|v| !RETRY_MS.contains(&v)) {
+                return bad(at(field), &range_rule(&RETRY_MS));
+            }
+        }
+        // The one rule no schema states: the first delay is at most the longest (its default
+        // when left out).
+        if let Some(r) = crate::QueueDefaults::from_settings(q).retry
+            && r.max_ms < r.initial_ms
         {
             return bad(
                 at("/retry_initial_ms"),
-                "must be at least 1 and at most the longest retry delay, itself at most a day",
+                &format!("must be at most the longest retry delay ({} ms)", r.max_ms),
             );
         }
     }
@@ -255,7 +262,7 @@ pub async fn revisions(
 ) -> Result<Json<ConfigHistory>, ApiError> {
     principal.require(Permission::ConfigRead)?;
     let q = query.read()?;
-    let page = Page::<u64>::read(q.limit.as_deref(), None, 50, 1000)?;
+    let page = Page::<u64>::read(q.limit.as_deref(), None, rules::CONFIG_PAGE)?;
     let mut revisions = state.store.config_revisions(page.limit).await?;
     for r in &mut revisions {
         r.config = redacted(&r.config);

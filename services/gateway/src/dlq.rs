@@ -5,25 +5,14 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 use serde_json::Value;
 use wharf_contract::{DeadLetter, DeadLetterList, ErrorCode, Permission, SubmitTask};
 
 use crate::AppState;
 use crate::auth::Principal;
-use crate::http::{Page, QueryParams, Seq};
+use crate::http::{Page, PageQuery, QueryParams, Seq};
 use crate::problem::{ApiError, Segment};
 use crate::tasks::{self, parse_id};
-
-/// Most dead letters one page may hold.
-const MAX_PAGE: u64 = 1000;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DlqQuery {
-    limit: Option<String>,
-    cursor: Option<String>,
-}
 
 /// True when `principal` may see `letter`: its task is the principal's tenant's. A letter whose
 /// message could not be read has no known tenant; only `tenants:admin` sees those.
@@ -39,11 +28,15 @@ fn visible(principal: &Principal, letter: &DeadLetter) -> bool {
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
-    query: QueryParams<DlqQuery>,
+    query: QueryParams<PageQuery>,
 ) -> Result<Json<DeadLetterList>, ApiError> {
     principal.require(Permission::DlqRead)?;
     let q = query.read()?;
-    let page = Page::<Seq>::read(q.limit.as_deref(), q.cursor.as_deref(), 100, MAX_PAGE)?;
+    let page = Page::<Seq>::read(
+        q.limit.as_deref(),
+        q.cursor.as_deref(),
+        wharf_contract::rules::DLQ_PAGE,
+    )?;
     let mut dead_letters = state
         .bus
         .dead_letters(

@@ -6,12 +6,13 @@
 //! so a caller who may not act learns nothing about what is wrong with its request.
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use wharf_contract::rules::PageSize;
 use wharf_contract::{ErrorCode, FieldError};
 
 use crate::AppState;
@@ -19,21 +20,43 @@ use crate::problem::ApiError;
 
 /// A request's JSON body, within `gateway.max_body_bytes`, not parsed yet.
 pub struct JsonBody {
-    body: Result<Bytes, BytesRejection>,
+    body: Result<Bytes, ApiError>,
     content_type: Option<HeaderValue>,
-    limit: usize,
 }
 
 impl FromRequest<AppState> for JsonBody {
     type Rejection = std::convert::Infallible;
 
+    /// A body whose `Content-Length` is over the limit is not read at all (nor is a `100
+    /// Continue` sent for it): the 413 goes out at once, and the connection ends with a
+    /// lingering close (`serve.rs`), so a client still sending reads it. A body without a length
+    /// is cut off at the limit as it is read.
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let content_type = request.headers().get(header::CONTENT_TYPE).cloned();
-        Ok(JsonBody {
-            body: Bytes::from_request(request, state).await,
-            content_type,
-            limit: state.config.max_body_bytes,
-        })
+        let limit = state.config.max_body_bytes;
+        let announced = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let too_large = |size: &str| {
+            ApiError::new(
+                ErrorCode::BodyTooLarge,
+                format!(
+                    "the body is {size}; at most {limit} bytes are accepted (gateway.max_body_bytes)"
+                ),
+            )
+        };
+        let body = match announced {
+            Some(n) if n > limit as u64 => Err(too_large(&format!("{n} bytes"))),
+            _ => Bytes::from_request(request, state).await.map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    too_large("larger than that")
+                } else {
+                    ApiError::new(ErrorCode::MalformedBody, e.body_text())
+                }
+            }),
+        };
+        Ok(JsonBody { body, content_type })
     }
 }
 
@@ -54,17 +77,7 @@ impl JsonBody {
     }
 
     fn bytes(self) -> Result<Bytes, ApiError> {
-        let limit = self.limit;
-        let body = self.body.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    ErrorCode::BodyTooLarge,
-                    format!("the body is larger than {limit} bytes"),
-                )
-            } else {
-                ApiError::new(ErrorCode::MalformedBody, e.body_text())
-            }
-        })?;
+        let body = self.body?;
         if let Some(ct) = &self.content_type {
             let ct = ct.to_str().unwrap_or_default();
             let essence = ct.split(';').next().unwrap_or_default().trim();
@@ -213,8 +226,7 @@ impl<C: std::str::FromStr> Page<C> {
     pub fn read(
         limit: Option<&str>,
         cursor: Option<&str>,
-        default: u64,
-        max: u64,
+        PageSize { default, max }: PageSize,
     ) -> Result<Page<C>, ApiError> {
         let limit = match limit {
             None => default,

@@ -97,38 +97,9 @@ pub(crate) fn router(state: AppState) -> Router {
         },
     ));
     router
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            refuse_announced_oversize,
-        ))
         .layer(axum::middleware::from_fn(ops::measure))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
-}
-
-/// Answers 413 at once to a request whose `Content-Length` is over `max_body_bytes`, before any
-/// of its body is read (or a `100 Continue` asks for it). A body without a length is cut off at
-/// the limit as it is read; either way the connection is closed with a lingering close
-/// (`serve.rs`), so a client still sending reads the answer.
-async fn refuse_announced_oversize(
-    State(state): State<AppState>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let limit = state.config.max_body_bytes;
-    let announced = request
-        .headers()
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    match announced {
-        Some(n) if n > limit as u64 => ApiError::new(
-            ErrorCode::BodyTooLarge,
-            format!("the body is {n} bytes; at most {limit} are accepted (gateway.max_body_bytes)"),
-        )
-        .into_response(),
-        _ => next.run(request).await,
-    }
 }
 
 /// Answers 504 `timeout` when a request takes longer than `request_timeout` to start its

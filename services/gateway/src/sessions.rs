@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
-use wharf_contract::rules::{KEY_CHARS, SESSION_TTL_SECS, chars_within, range_rule};
+use wharf_contract::rules::{self, KEY_CHARS, SESSION_TTL_SECS, chars_within, range_rule};
 use wharf_contract::{CreateSession, DeletedSession, ErrorCode, Permission, Session, SessionList};
 
 use crate::AppState;
@@ -38,7 +38,7 @@ pub async fn create(
     }
     let ttl = req
         .ttl_secs
-        .unwrap_or(state.settings().session_ttl.as_secs());
+        .unwrap_or(state.settings().runtime.session_ttl_secs);
     if !SESSION_TTL_SECS.contains(&ttl) {
         return Err(ApiError::field(
             ErrorCode::InvalidField,
@@ -75,7 +75,11 @@ pub async fn list(
 ) -> Result<Json<SessionList>, ApiError> {
     principal.require(Permission::SessionsRead)?;
     let q = query.read()?;
-    let page = Page::<Uuid>::read(q.limit.as_deref(), q.cursor.as_deref(), 50, 500)?;
+    let page = Page::<Uuid>::read(
+        q.limit.as_deref(),
+        q.cursor.as_deref(),
+        rules::SESSIONS_PAGE,
+    )?;
     let mut sessions = state
         .store
         .sessions(principal.tenant(), page.after, page.limit + 1)

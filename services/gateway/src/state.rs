@@ -80,7 +80,6 @@ pub struct Settings {
     pub queues: std::collections::BTreeMap<String, QueueDefaults>,
     /// Rebuilt at each change: allowances start whole again.
     pub limits: Arc<limits::Limits>,
-    pub session_ttl: std::time::Duration,
 }
 
 impl Settings {
@@ -98,7 +97,6 @@ impl Settings {
         Settings {
             revision,
             limits: Arc::new(limits::Limits::new(runtime.limits.clone())),
-            session_ttl: std::time::Duration::from_secs(runtime.session_ttl_secs),
             queues,
             runtime,
             updated_at,

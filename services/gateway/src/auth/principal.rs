@@ -111,10 +111,6 @@ impl Principal {
         &self.0.tenant
     }
 
-    pub fn permissions(&self) -> Permissions {
-        self.0.permissions
-    }
-
     pub fn can(&self, p: Permission) -> bool {
         self.0.permissions.contains(p)
     }

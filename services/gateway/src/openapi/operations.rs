@@ -100,12 +100,12 @@ impl Op {
     }
 }
 
-fn limit_param(max: u64, default: u64) -> Value {
+fn limit_param(size: rules::PageSize) -> Value {
     param(
         "limit",
         "query",
-        json!({"type": "integer", "minimum": 1, "maximum": max}),
-        &format!("Page size (default {default})."),
+        json!({"type": "integer", "minimum": 1, "maximum": size.max}),
+        &format!("Page size (default {}).", size.default),
     )
 }
 
@@ -172,7 +172,7 @@ pub(super) fn operations(s: &mut Schemas) -> Vec<Op> {
                 param("session_id", "query", json!({"type": "string"}), "Only this session's tasks."),
                 param("priority", "query", json!({"type": "string", "enum": ["high", "normal", "low"]}), "Only this level."),
                 param("agent", "query", json!({"type": "string"}), "Only tasks submitted with this agent."),
-                limit_param(500, 50),
+                limit_param(rules::TASKS_PAGE),
                 cursor_param(json!({"type": "string", "format": "uuid"})),
             ],
             body: None,
@@ -245,7 +245,7 @@ pub(super) fn operations(s: &mut Schemas) -> Vec<Op> {
             tag: "dead letters",
             summary: "List the tenant's dead letters, oldest first",
             permission: Some(DlqRead),
-            parameters: vec![limit_param(1000, 100), cursor_param(json!({"type": "string", "pattern": "^[0-9]+$"}))],
+            parameters: vec![limit_param(rules::DLQ_PAGE), cursor_param(json!({"type": "string", "pattern": "^[0-9]+$"}))],
             body: None,
             responses: vec![(200, "A page of dead letters.", Some(json_content(s.output::<DeadLetterList>())))],
         },
@@ -323,7 +323,7 @@ pub(super) fn operations(s: &mut Schemas) -> Vec<Op> {
             tag: "sessions",
             summary: "The tenant's live sessions, newest first",
             permission: Some(SessionsRead),
-            parameters: vec![limit_param(500, 50), cursor_param(json!({"type": "string", "format": "uuid"}))],
+            parameters: vec![limit_param(rules::SESSIONS_PAGE), cursor_param(json!({"type": "string", "format": "uuid"}))],
             body: None,
             responses: vec![(200, "A page of sessions.", Some(json_content(s.output::<SessionList>())))],
         },
@@ -492,7 +492,7 @@ pub(super) fn operations(s: &mut Schemas) -> Vec<Op> {
             parameters: vec![
                 param("action", "query", json!({"type": "string"}), "Only this action, e.g. `task.submit`."),
                 param("tenant", "query", json!({"type": "string", "pattern": format!("^({}|\\*)$", rules::NAME_PATTERN.trim_start_matches('^').trim_end_matches('$'))}), "Another tenant's, or `*` for all (needs `tenants:admin`)."),
-                limit_param(1000, 100),
+                limit_param(rules::AUDIT_PAGE),
                 cursor_param(json!({"type": "string", "format": "uuid"})),
             ],
             body: None,
@@ -527,7 +527,7 @@ pub(super) fn operations(s: &mut Schemas) -> Vec<Op> {
             tag: "configuration",
             summary: "Every change of the runtime settings, newest first: who, when, what",
             permission: Some(ConfigRead),
-            parameters: vec![limit_param(1000, 50)],
+            parameters: vec![limit_param(rules::CONFIG_PAGE)],
             body: None,
             responses: vec![(200, "The revisions.", Some(json_content(s.output::<ConfigHistory>())))],
         },

@@ -105,7 +105,11 @@ pub async fn list(
         .map(|p| p.parse::<wharf_contract::Priority>())
         .transpose()
         .map_err(|e| query_error("priority", e))?;
-    let page = Page::<Uuid>::read(q.limit.as_deref(), q.cursor.as_deref(), 50, 500)?;
+    let page = Page::<Uuid>::read(
+        q.limit.as_deref(),
+        q.cursor.as_deref(),
+        wharf_contract::rules::TASKS_PAGE,
+    )?;
     // One more than asked tells whether another page exists.
     let filter = wharf_store::TaskFilter {
         status,

@@ -461,12 +461,7 @@ fn fits_in_a_message(state: &AppState, task: &Task) -> Result<(), ApiError> {
          for headers): send less, or raise max_payload in nats-server's configuration",
         state.bus.max_payload()
     );
-    let mut e = ApiError::new(ErrorCode::BodyTooLarge, format!("{pointer}: {detail}"));
-    e.0.errors.push(wharf_contract::FieldError {
-        pointer: pointer.to_owned(),
-        detail,
-    });
-    Err(e)
+    Err(ApiError::field(ErrorCode::BodyTooLarge, pointer, detail))
 }
 
 /// Publishes a prepared task and its `submitted` event; returns once JetStream stored both.
