@@ -7,8 +7,8 @@ use std::time::Duration;
 /// How many tries an operation gets, and the pause between two of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Schedule {
-    pub tries: u32,
-    pub pause: Duration,
+    tries: u32,
+    pause: Duration,
 }
 
 impl Schedule {

@@ -67,7 +67,12 @@ impl Bus {
         };
         let submitted_id = msg_id::submitted(task.id);
         let event_ack = self
-            .publish_event_body(task, submitted.clone(), &submitted_id, traceparent)
+            .publish_event_body(
+                (&task.tenant, task.id),
+                submitted.clone(),
+                &submitted_id,
+                traceparent,
+            )
             .await?;
         let sent = self
             .js
@@ -97,28 +102,33 @@ impl Bus {
             let pause = Duration::from_millis(200);
             tokio::time::sleep(pause).await;
             let store = || async {
-                self.publish_event_body(task, submitted.clone(), &submitted_id, traceparent)
-                    .await?
-                    .await
-                    .map(|_| ())
-                    .map_err(nats("store the submitted event"))
+                self.publish_event_body(
+                    (&task.tenant, task.id),
+                    submitted.clone(),
+                    &submitted_id,
+                    traceparent,
+                )
+                .await?
+                .await
+                .map(|_| ())
+                .map_err(nats("store the submitted event"))
             };
             Schedule::new(3, pause).run(store).await?;
         }
         Ok(task_ack.sequence)
     }
 
-    /// Publishes an event of `task` already encoded; see [`Bus::publish_event`].
+    /// Publishes an event of task `id` of `tenant` already encoded; see [`Bus::publish_event`].
     async fn publish_event_body(
         &self,
-        task: &Task,
+        (tenant, id): (&str, uuid::Uuid),
         body: Bytes,
         msg_id: &str,
         traceparent: Option<&str>,
     ) -> Result<PublishAckFuture, Error> {
         self.js
             .send_publish(
-                event_subject(&task.tenant, task.id),
+                event_subject(tenant, id),
                 PublishMessage::build()
                     .payload(body)
                     .headers(headers(EVENT_SCHEMA, traceparent))
@@ -202,16 +212,8 @@ impl Bus {
         traceparent: Option<&str>,
     ) -> Result<PublishAckFuture, Error> {
         let body = serde_json::to_vec(event).expect("an event serialises");
-        self.js
-            .send_publish(
-                event_subject(tenant, event.task_id),
-                PublishMessage::build()
-                    .payload(Bytes::from(body))
-                    .headers(headers(EVENT_SCHEMA, traceparent))
-                    .message_id(msg_id),
-            )
+        self.publish_event_body((tenant, event.task_id), body.into(), msg_id, traceparent)
             .await
-            .map_err(nats("publish an event"))
     }
 
     /// Publishes an event and asks for no acknowledgement: JetStream stores it all the same, and

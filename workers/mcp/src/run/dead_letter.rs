@@ -2,10 +2,7 @@
 //! replay; so is a task message no worker can read. A letter is stored before the terminal
 //! event, and withdrawn when another attempt's outcome turns out to be the task's.
 
-use std::time::Duration;
-
 use serde_json::Value;
-use wharf_bus::retry::Schedule;
 use wharf_bus::{Delivery, Message, RETRY_SOON};
 use wharf_contract::event::DecodeError;
 use wharf_contract::{
@@ -14,10 +11,6 @@ use wharf_contract::{
 };
 
 use crate::Shared;
-
-/// How a dead letter is stored: five tries a second apart (its message id makes repeats
-/// harmless).
-const STORE: Schedule = Schedule::new(5, Duration::from_secs(1));
 
 /// Keeps a task that failed for good as a dead letter, with its last error.
 pub(super) async fn keep(
@@ -66,7 +59,7 @@ pub(super) async fn withdraw(shared: &Shared, id: uuid::Uuid) {
 
 /// Stores a dead letter, trying a few times.
 async fn store(shared: &Shared, letter: &DeadLetter) -> Result<(), wharf_bus::Error> {
-    let stored = STORE
+    let stored = super::STORE
         .run(|| Box::pin(shared.bus.publish_dead_letter(letter)))
         .await;
     if let Err(e) = &stored {

@@ -17,6 +17,11 @@ use wharf_telemetry::TraceContext;
 
 use crate::Shared;
 use outcome::Outcome;
+use wharf_bus::retry::Schedule;
+
+/// How an ending write (the terminal event, a dead letter) is stored: five tries a second
+/// apart; its message id makes every try after the first harmless.
+const STORE: Schedule = Schedule::new(5, Duration::from_secs(1));
 use publish::{Publisher, fit_in_a_message};
 
 /// The attempt a delivery is: the attempts used before the message was last put back on the
@@ -203,9 +208,14 @@ async fn run_attempt(p: &Publisher<'_>, message: &Message) -> Outcome {
 /// terminal event, then the acknowledgement.
 async fn end(p: &Publisher<'_>, message: &Message, kind: EventKind) {
     let (shared, task) = (p.shared, p.task);
-    let dead = matches!(&kind, EventKind::Failed { error } if error.dead_letter);
-    if let EventKind::Failed { error } = &kind
-        && error.dead_letter
+    // Fitted first: an outcome too large to store is replaced before its dead letter, which
+    // would carry the same bulk, is written.
+    let event = fit_in_a_message(shared, TaskEvent::new(task.id, p.attempt, kind));
+    let dead_error = match &event.kind {
+        EventKind::Failed { error } if error.dead_letter => Some(error),
+        _ => None,
+    };
+    if let Some(error) = dead_error
         && dead_letter::keep(shared, task, p.attempt, error)
             .await
             .is_err()
@@ -213,7 +223,7 @@ async fn end(p: &Publisher<'_>, message: &Message, kind: EventKind) {
         let _ = Delivery::RetryAfter(RETRY_SOON).settle(message).await;
         return;
     }
-    let event = fit_in_a_message(shared, TaskEvent::new(task.id, p.attempt, kind));
+    let dead = dead_error.is_some();
     match p.store_terminal(&event).await {
         Ok(duplicate) => {
             if !duplicate {

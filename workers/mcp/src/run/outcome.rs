@@ -148,7 +148,7 @@ mod tests {
             }
             Outcome::Terminal(EventKind::Cancelled { .. }) => ("cancelled", None, false),
             Outcome::Terminal(_) => ("other", None, false),
-            Outcome::Retry(error, _) => ("retry", Some(error.code.as_str()), false),
+            Outcome::Retry(error, _) => ("retry", Some(error.code.as_str()), error.dead_letter),
             Outcome::HandBack => ("hand back", None, false),
         }
     }

@@ -2,18 +2,13 @@
 //! terminal one (which must fit in a message), and fencing an attempt that lost its lease.
 
 use std::future::IntoFuture;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tracing::Instrument;
-use wharf_bus::retry::Schedule;
 use wharf_contract::{Task, TaskErrorCode, TaskEvent, msg_id};
 
 use super::outcome::failure;
 use crate::Shared;
-
-/// How a terminal event is stored: five tries a second apart (its message id makes every try
-/// after the first harmless).
-const STORE_TERMINAL: Schedule = Schedule::new(5, Duration::from_secs(1));
 
 /// One attempt of one task, and how it writes its events.
 pub(super) struct Publisher<'a> {
@@ -89,7 +84,7 @@ impl Publisher<'_> {
     /// Stores the terminal event: whether another was stored first (a duplicate: a stale
     /// attempt's, a cancellation's), or why it could not be stored.
     pub async fn store_terminal(&self, event: &TaskEvent) -> Result<bool, String> {
-        STORE_TERMINAL
+        super::STORE
             .run(|| async {
                 let span = if wharf_telemetry::traces::exporting() {
                     tracing::info_span!(
@@ -155,7 +150,7 @@ impl Publisher<'_> {
     }
 }
 
-/// The terminal event as it can be stored: one whose result would not fit in a NATS message
+/// The terminal event as it can be stored: one whose result (or error) would not fit in a NATS message
 /// (the server's `max_payload`) could never be published, and the task would run again and
 /// again until its attempts ran out; it ends `failed` with `result_too_large` instead (final:
 /// the same call gives the same result).
@@ -165,11 +160,15 @@ pub(super) fn fit_in_a_message(shared: &Shared, event: TaskEvent) -> TaskEvent {
     if size <= room {
         return event;
     }
-    tracing::warn!(size, room, "the tool's result is too large to store");
+    tracing::warn!(
+        size,
+        room,
+        "the tool's result or error is too large to store"
+    );
     let kind = failure(
         TaskErrorCode::ResultTooLarge,
         format!(
-            "the tool's result is {size} bytes once encoded; a result travels in one NATS \
+            "the tool's result or error is {size} bytes once encoded; it travels in one NATS \
              message, which holds at most {room} bytes here (max_payload, less headers): \
              return less (a reference to where the data is), or raise max_payload"
         ),
