@@ -23,6 +23,7 @@ mod config;
 mod keys;
 mod record;
 mod resources;
+mod task_row;
 pub use audit::AuditFilter;
 pub use keys::StoredKey;
 pub use resources::AgentWrite;
