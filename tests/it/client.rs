@@ -42,15 +42,23 @@ async fn tasks_through_the_sdk() {
 
     let batch = c.submit_batch(vec![echo("a"), echo("b")]).await.unwrap();
     assert_eq!(batch.len(), 2);
-    let page = c
-        .tasks(&TaskQuery {
-            limit: Some(1),
-            ..TaskQuery::default()
-        })
-        .await
-        .unwrap();
+    // Lists read the recorded history: page through two tasks once both are in it.
+    w.wait_recorded(done.id, TaskStatus::Succeeded).await;
+    w.wait_recorded(first.task.id, TaskStatus::Succeeded).await;
+    let one = TaskQuery {
+        limit: Some(1),
+        status: Some("succeeded".into()),
+        ..TaskQuery::default()
+    };
+    let page = c.tasks(&one).await.unwrap();
     assert_eq!(page.tasks.len(), 1);
-    assert!(page.next_cursor.is_some());
+    let next = TaskQuery {
+        cursor: Some(page.next_cursor.expect("a second page")),
+        ..one
+    };
+    let second = c.tasks(&next).await.unwrap();
+    assert_eq!(second.tasks.len(), 1);
+    assert_ne!(second.tasks[0].id, page.tasks[0].id);
 
     let sleeping = c
         .submit(&SubmitTask::new("demo.sleep").argument("seconds", 30))

@@ -86,40 +86,20 @@ impl Recorder {
 
     /// Applies batches as they come until the stream ends (then it is opened again) or the
     /// recorder stops.
-    async fn project<S, E>(&self, mut batches: S, shutdown: &CancellationToken) -> Ended
+    async fn project<S, E>(&self, chunks: S, shutdown: &CancellationToken) -> Ended
     where
         S: Stream<Item = Vec<Result<Message, E>>> + Unpin,
         E: std::fmt::Display,
     {
-        // What a lingering batch gathered past MAX_BATCH: the start of the next batch.
-        let mut carry = Vec::new();
+        let mut batches = Batches::new(chunks);
         loop {
-            // Once shutdown is asked for, keep applying what has already arrived (the client
-            // prefetches) so it is not left waiting for its ack deadline, then stop.
-            let batch = if !carry.is_empty() {
-                Some(std::mem::take(&mut carry))
-            } else if shutdown.is_cancelled() {
-                match tokio::time::timeout(DRAIN_IDLE, batches.next()).await {
-                    Ok(b) => b,
-                    Err(_) => return Ended::Stopped,
+            match batches.next(shutdown).await {
+                Next::Batch(batch) => {
+                    if !self.apply(batch, shutdown).await {
+                        return Ended::Stopped;
+                    }
                 }
-            } else {
-                tokio::select! {
-                    b = batches.next() => b,
-                    () = shutdown.cancelled() => continue,
-                }
-            };
-            let Some(mut batch) = batch else {
-                return Ended::Reconnect;
-            };
-            if batch.len() < MAX_BATCH && !shutdown.is_cancelled() {
-                linger(&mut batches, &mut batch, shutdown).await;
-                if batch.len() > MAX_BATCH {
-                    carry = batch.split_off(MAX_BATCH);
-                }
-            }
-            if !self.apply(batch, shutdown).await {
-                return Ended::Stopped;
+                Next::End(ended) => return ended,
             }
         }
     }
@@ -213,24 +193,77 @@ enum Ended {
     Stopped,
 }
 
-/// Waits up to [`LINGER`] for more events to join a batch that is not full, unless shutdown
-/// comes first.
-async fn linger<S, E>(
-    batches: &mut S,
-    batch: &mut Vec<Result<Message, E>>,
-    shutdown: &CancellationToken,
-) where
-    S: Stream<Item = Vec<Result<Message, E>>> + Unpin,
+/// Shapes the chunks of messages the client hands over into the batches the recorder writes:
+/// a batch that is not full lingers up to [`LINGER`] for more, none holds more than
+/// [`MAX_BATCH`] (the rest starts the next), and nothing is dropped or reordered.
+struct Batches<S, T> {
+    chunks: S,
+    /// What a lingering batch gathered past [`MAX_BATCH`]: the start of the next batch.
+    carry: Vec<T>,
+}
+
+/// What [`Batches::next`] gives.
+#[derive(Debug, PartialEq, Eq)]
+enum Next<T> {
+    Batch(Vec<T>),
+    End(Ended),
+}
+
+impl<S, T> Batches<S, T>
+where
+    S: Stream<Item = Vec<T>> + Unpin,
 {
-    let deadline = tokio::time::Instant::now() + LINGER;
-    while batch.len() < MAX_BATCH {
-        tokio::select! {
-            more = batches.next() => match more {
-                Some(more) => batch.extend(more),
-                None => break,
-            },
-            () = tokio::time::sleep_until(deadline) => break,
-            () = shutdown.cancelled() => break,
+    fn new(chunks: S) -> Batches<S, T> {
+        Batches {
+            chunks,
+            carry: Vec::new(),
+        }
+    }
+
+    /// The next batch to write. Once shutdown is asked for, what has already arrived (the
+    /// client prefetches) still comes out, so it is not left waiting for its ack deadline;
+    /// then, after [`DRAIN_IDLE`] without any, [`Ended::Stopped`].
+    async fn next(&mut self, shutdown: &CancellationToken) -> Next<T> {
+        let batch = if !self.carry.is_empty() {
+            Some(std::mem::take(&mut self.carry))
+        } else if shutdown.is_cancelled() {
+            match tokio::time::timeout(DRAIN_IDLE, self.chunks.next()).await {
+                Ok(b) => b,
+                Err(_) => return Next::End(Ended::Stopped),
+            }
+        } else {
+            tokio::select! {
+                b = self.chunks.next() => b,
+                () = shutdown.cancelled() => {
+                    return Box::pin(self.next(shutdown)).await;
+                }
+            }
+        };
+        let Some(mut batch) = batch else {
+            return Next::End(Ended::Reconnect);
+        };
+        if batch.len() < MAX_BATCH && !shutdown.is_cancelled() {
+            self.linger(&mut batch, shutdown).await;
+            if batch.len() > MAX_BATCH {
+                self.carry = batch.split_off(MAX_BATCH);
+            }
+        }
+        Next::Batch(batch)
+    }
+
+    /// Waits up to [`LINGER`] for more to join a batch that is not full, unless shutdown
+    /// comes first.
+    async fn linger(&mut self, batch: &mut Vec<T>, shutdown: &CancellationToken) {
+        let deadline = tokio::time::Instant::now() + LINGER;
+        while batch.len() < MAX_BATCH {
+            tokio::select! {
+                more = self.chunks.next() => match more {
+                    Some(more) => batch.extend(more),
+                    None => break,
+                },
+                () = tokio::time::sleep_until(deadline) => break,
+                () = shutdown.cancelled() => break,
+            }
         }
     }
 }
@@ -316,4 +349,100 @@ fn record_span(m: &wharf_bus::Message, event: &wharf_contract::TaskEvent) -> tra
         wharf_telemetry::traces::set_parent(&span, &parent);
     }
     span
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::channel::mpsc;
+
+    use super::*;
+
+    type Feed = mpsc::UnboundedSender<Vec<u32>>;
+
+    /// A stream of chunks fed by the test, and the batcher reading it.
+    fn batches() -> (Feed, Batches<mpsc::UnboundedReceiver<Vec<u32>>, u32>) {
+        let (tx, rx) = mpsc::unbounded();
+        (tx, Batches::new(rx))
+    }
+
+    fn batch(range: std::ops::RangeInclusive<u32>) -> Next<u32> {
+        Next::Batch(range.collect())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn chunks_within_the_linger_make_one_batch_and_later_ones_the_next() {
+        let (tx, mut batches) = batches();
+        let stop = CancellationToken::new();
+        tx.unbounded_send(vec![1]).unwrap();
+        tx.unbounded_send(vec![2, 3]).unwrap();
+        tokio::spawn(async move {
+            tokio::time::sleep(LINGER / 2).await;
+            tx.unbounded_send(vec![4]).unwrap();
+            tokio::time::sleep(LINGER * 3).await;
+            tx.unbounded_send(vec![5]).unwrap();
+        });
+        assert_eq!(batches.next(&stop).await, batch(1..=4));
+        assert_eq!(batches.next(&stop).await, batch(5..=5));
+        assert_eq!(batches.next(&stop).await, Next::End(Ended::Reconnect));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_batch_passes_the_limit_and_the_rest_starts_the_next_in_order() {
+        let (tx, mut batches) = batches();
+        let stop = CancellationToken::new();
+        let max = MAX_BATCH as u32;
+        let half = max * 3 / 4;
+        tx.unbounded_send((1..=half).collect()).unwrap();
+        tx.unbounded_send((half + 1..=2 * half).collect()).unwrap();
+        tx.unbounded_send((2 * half + 1..=3 * half).collect())
+            .unwrap();
+        drop(tx);
+        assert_eq!(batches.next(&stop).await, batch(1..=max));
+        assert_eq!(batches.next(&stop).await, batch(max + 1..=2 * max));
+        assert_eq!(batches.next(&stop).await, batch(2 * max + 1..=3 * half));
+        assert_eq!(batches.next(&stop).await, Next::End(Ended::Reconnect));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_chunk_is_written_without_lingering() {
+        let (tx, mut batches) = batches();
+        let stop = CancellationToken::new();
+        let max = MAX_BATCH as u32;
+        tx.unbounded_send((1..=max).collect()).unwrap();
+        tx.unbounded_send(vec![max + 1]).unwrap();
+        let start = tokio::time::Instant::now();
+        assert_eq!(batches.next(&stop).await, batch(1..=max));
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "a full batch does not wait"
+        );
+        assert_eq!(batches.next(&stop).await, batch(max + 1..=max + 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_drains_what_arrives_then_stops() {
+        let (tx, mut batches) = batches();
+        let stop = CancellationToken::new();
+        tx.unbounded_send(vec![1, 2]).unwrap();
+        let feeder = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(LINGER * 5).await;
+                stop.cancel();
+                // Already prefetched by the client: still recorded.
+                tokio::time::sleep(DRAIN_IDLE / 2).await;
+                tx.unbounded_send(vec![3]).unwrap();
+                // Past the drain: left for the next recorder.
+                tokio::time::sleep(DRAIN_IDLE * 2).await;
+                tx.unbounded_send(vec![4]).unwrap();
+                tx
+            })
+        };
+        assert_eq!(batches.next(&stop).await, batch(1..=2));
+        // Waiting for more when shutdown comes: the wait turns into the drain.
+        assert_eq!(batches.next(&stop).await, batch(3..=3));
+        assert_eq!(batches.next(&stop).await, Next::End(Ended::Stopped));
+        let _tx = feeder.await.unwrap();
+    }
 }
