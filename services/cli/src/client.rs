@@ -14,60 +14,11 @@ use wharf_contract::{QueueList, SubmitTask, TaskView, WorkerList, WsServerMessag
 #[derive(Subcommand)]
 pub enum ClientCommand {
     /// Submit a task and print its id (or, with --watch, follow it to the end).
-    Submit {
-        /// Tool to run, `<server>.<tool>`, e.g. `demo.sleep`.
-        tool: String,
-        /// An argument `name=value`; the value is read as JSON when it parses, else as a string.
-        #[arg(long = "arg", value_name = "NAME=VALUE")]
-        args: Vec<String>,
-        /// All arguments as one JSON object (merged under any --arg).
-        #[arg(long = "args-json", value_name = "JSON")]
-        args_json: Option<String>,
-        #[arg(long)]
-        queue: Option<String>,
-        /// Timeout of one attempt, in seconds.
-        #[arg(long)]
-        timeout: Option<u64>,
-        #[arg(long)]
-        max_attempts: Option<u32>,
-        #[arg(long)]
-        idempotency_key: Option<String>,
-        #[arg(long)]
-        session: Option<String>,
-        /// Start no earlier than this many seconds from now.
-        #[arg(long, conflicts_with = "run_at")]
-        delay: Option<u64>,
-        /// Start no earlier than this time (RFC 3339, e.g. 2026-12-01T09:00:00Z).
-        #[arg(long)]
-        run_at: Option<chrono::DateTime<chrono::Utc>>,
-        /// `high`, `normal` or `low` (the queue's default when absent).
-        #[arg(long)]
-        priority: Option<wharf_contract::Priority>,
-        /// Submit as this agent: its tools only, its defaults.
-        #[arg(long)]
-        agent: Option<String>,
-        /// Follow progress live and print the result.
-        #[arg(long)]
-        watch: bool,
-    },
+    Submit(SubmitArgs),
     /// Show one task.
     Task { id: uuid::Uuid },
     /// List tasks, newest first.
-    Tasks {
-        #[arg(long)]
-        status: Option<String>,
-        #[arg(long)]
-        queue: Option<String>,
-        #[arg(long)]
-        session: Option<String>,
-        /// high, normal or low.
-        #[arg(long)]
-        priority: Option<String>,
-        #[arg(long, default_value_t = 20)]
-        limit: u32,
-        #[arg(long)]
-        cursor: Option<String>,
-    },
+    Tasks(TasksArgs),
     /// Cancel a queued or running task.
     Cancel { id: uuid::Uuid },
     /// List the tools workers serve.
@@ -96,22 +47,80 @@ pub enum ClientCommand {
     Whoami,
     /// The audit log, newest first: from the gateway (needs audit:read), or read straight from
     /// an audit file with --file (decrypted with --key when its lines are encrypted).
-    Audit {
-        /// An audit JSON Lines file to read instead of asking the gateway.
-        #[arg(long)]
-        file: Option<std::path::PathBuf>,
-        /// The file's encryption key (base64 of 32 bytes).
-        #[arg(long, env = "WHARF_AUDIT_KEY", hide_env_values = true)]
-        key: Option<String>,
-        /// Only this action, e.g. task.submit or auth.unauthenticated.
-        #[arg(long)]
-        action: Option<String>,
-        /// Another tenant's log (needs tenants:admin; gateway only).
-        #[arg(long)]
-        tenant: Option<String>,
-        #[arg(long, default_value_t = 50)]
-        limit: u32,
-    },
+    Audit(AuditArgs),
+}
+
+#[derive(clap::Args)]
+pub struct SubmitArgs {
+    /// Tool to run, `<server>.<tool>`, e.g. `demo.sleep`.
+    tool: String,
+    /// An argument `name=value`; the value is read as JSON when it parses, else as a string.
+    #[arg(long = "arg", value_name = "NAME=VALUE")]
+    args: Vec<String>,
+    /// All arguments as one JSON object (merged under any --arg).
+    #[arg(long = "args-json", value_name = "JSON")]
+    args_json: Option<String>,
+    #[arg(long)]
+    queue: Option<String>,
+    /// Timeout of one attempt, in seconds.
+    #[arg(long)]
+    timeout: Option<u64>,
+    #[arg(long)]
+    max_attempts: Option<u32>,
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    #[arg(long)]
+    session: Option<String>,
+    /// Start no earlier than this many seconds from now.
+    #[arg(long, conflicts_with = "run_at")]
+    delay: Option<u64>,
+    /// Start no earlier than this time (RFC 3339, e.g. 2026-12-01T09:00:00Z).
+    #[arg(long)]
+    run_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// `high`, `normal` or `low` (the queue's default when absent).
+    #[arg(long)]
+    priority: Option<wharf_contract::Priority>,
+    /// Submit as this agent: its tools only, its defaults.
+    #[arg(long)]
+    agent: Option<String>,
+    /// Follow progress live and print the result.
+    #[arg(long)]
+    watch: bool,
+}
+
+#[derive(clap::Args)]
+pub struct TasksArgs {
+    #[arg(long)]
+    status: Option<String>,
+    #[arg(long)]
+    queue: Option<String>,
+    #[arg(long)]
+    session: Option<String>,
+    /// high, normal or low.
+    #[arg(long)]
+    priority: Option<String>,
+    #[arg(long, default_value_t = 20)]
+    limit: u32,
+    #[arg(long)]
+    cursor: Option<String>,
+}
+
+#[derive(clap::Args)]
+pub struct AuditArgs {
+    /// An audit JSON Lines file to read instead of asking the gateway.
+    #[arg(long)]
+    file: Option<std::path::PathBuf>,
+    /// The file's encryption key (base64 of 32 bytes).
+    #[arg(long, env = "WHARF_AUDIT_KEY", hide_env_values = true)]
+    key: Option<String>,
+    /// Only this action, e.g. task.submit or auth.unauthenticated.
+    #[arg(long)]
+    action: Option<String>,
+    /// Another tenant's log (needs tenants:admin; gateway only).
+    #[arg(long)]
+    tenant: Option<String>,
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
 }
 
 #[derive(Subcommand)]
@@ -185,82 +194,9 @@ impl ClientCommand {
                 .map_err(|_| anyhow::anyhow!("WHARF_API_KEY holds characters a header cannot"))?;
         }
         match self {
-            ClientCommand::Submit {
-                tool,
-                args,
-                args_json,
-                queue,
-                timeout,
-                max_attempts,
-                idempotency_key,
-                session,
-                delay,
-                run_at,
-                priority,
-                agent,
-                watch,
-            } => {
-                let body = SubmitTask {
-                    tool,
-                    arguments: parse_args(&args, args_json.as_deref())?,
-                    queue,
-                    timeout_secs: timeout,
-                    max_attempts,
-                    idempotency_key,
-                    session_id: session,
-                    metadata: None,
-                    run_at,
-                    delay_secs: delay,
-                    priority,
-                    agent,
-                };
-                let view = api.submit(&body).await?.task;
-                if watch {
-                    return watch_task(&api, &view).await;
-                }
-                println!("{}", view.id);
-            }
-            ClientCommand::Task { id } => {
-                let view = api.task(id).await?;
-                println!("{}", serde_json::to_string_pretty(&view)?);
-            }
-            ClientCommand::Tasks {
-                status,
-                queue,
-                session,
-                priority,
-                limit,
-                cursor,
-            } => {
-                let query = TaskQuery {
-                    status,
-                    queue,
-                    session_id: session,
-                    priority,
-                    agent: None,
-                    limit: Some(limit),
-                    cursor,
-                };
-                let list = api.tasks(&query).await?;
-                println!(
-                    "{:<36}  {:<9}  {:<20}  {:<10}  {:>8}  CREATED",
-                    "ID", "STATUS", "TOOL", "QUEUE", "ATTEMPTS"
-                );
-                for t in &list.tasks {
-                    println!(
-                        "{:<36}  {:<9}  {:<20}  {:<10}  {:>8}  {}",
-                        t.id,
-                        t.status.as_str(),
-                        t.tool,
-                        t.queue,
-                        t.attempts,
-                        t.created_at.map(|c| c.to_rfc3339()).unwrap_or_default()
-                    );
-                }
-                if let Some(next) = list.next_cursor {
-                    println!("more: wharf tasks --cursor {next}");
-                }
-            }
+            ClientCommand::Submit(submit) => submit.run(&api).await,
+            ClientCommand::Task { id } => print_json(&api.task(id).await?),
+            ClientCommand::Tasks(tasks) => tasks.run(&api).await,
             ClientCommand::Cancel { id } => {
                 let view = api.cancel(id).await?;
                 println!(
@@ -268,8 +204,99 @@ impl ClientCommand {
                     view.id,
                     view.status.as_str()
                 );
+                Ok(())
             }
-            ClientCommand::Dlq(DlqCommand::List { limit, cursor }) => {
+            ClientCommand::Dlq(dlq) => dlq.run(&api).await,
+            ClientCommand::Keys(keys) => keys.run(&api).await,
+            ClientCommand::Audit(audit) => audit.run(&api).await,
+            ClientCommand::Whoami => print_json(&api.whoami().await?),
+            ClientCommand::Tools => {
+                for t in &api.tools().await?.tools {
+                    println!("{:<28}  {}", t.name, t.description.as_deref().unwrap_or(""));
+                }
+                Ok(())
+            }
+            ClientCommand::Workers => {
+                print!("{}", workers_table(&api.workers().await?));
+                Ok(())
+            }
+            ClientCommand::Queues => {
+                print!("{}", queues_table(&api.queues().await?));
+                Ok(())
+            }
+            ClientCommand::Top { interval, once } => top(&api, interval, once).await,
+        }
+    }
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+impl SubmitArgs {
+    async fn run(self, api: &Client) -> anyhow::Result<()> {
+        let body = SubmitTask {
+            tool: self.tool,
+            arguments: parse_args(&self.args, self.args_json.as_deref())?,
+            queue: self.queue,
+            timeout_secs: self.timeout,
+            max_attempts: self.max_attempts,
+            idempotency_key: self.idempotency_key,
+            session_id: self.session,
+            metadata: None,
+            run_at: self.run_at,
+            delay_secs: self.delay,
+            priority: self.priority,
+            agent: self.agent,
+        };
+        let view = api.submit(&body).await?.task;
+        if self.watch {
+            return watch_task(api, &view).await;
+        }
+        println!("{}", view.id);
+        Ok(())
+    }
+}
+
+impl TasksArgs {
+    async fn run(self, api: &Client) -> anyhow::Result<()> {
+        let query = TaskQuery {
+            status: self.status,
+            queue: self.queue,
+            session_id: self.session,
+            priority: self.priority,
+            agent: None,
+            limit: Some(self.limit),
+            cursor: self.cursor,
+        };
+        let list = api.tasks(&query).await?;
+        println!(
+            "{:<36}  {:<9}  {:<20}  {:<10}  {:>8}  CREATED",
+            "ID", "STATUS", "TOOL", "QUEUE", "ATTEMPTS"
+        );
+        for t in &list.tasks {
+            println!(
+                "{:<36}  {:<9}  {:<20}  {:<10}  {:>8}  {}",
+                t.id,
+                t.status.as_str(),
+                t.tool,
+                t.queue,
+                t.attempts,
+                t.created_at.map(|c| c.to_rfc3339()).unwrap_or_default()
+            );
+        }
+        if let Some(next) = list.next_cursor {
+            println!("more: wharf tasks --cursor {next}");
+        }
+        Ok(())
+    }
+}
+
+impl DlqCommand {
+    async fn run(self, api: &Client) -> anyhow::Result<()> {
+        match self {
+            DlqCommand::List { limit, cursor } => {
                 let page = Page {
                     limit: Some(limit),
                     cursor,
@@ -294,19 +321,22 @@ impl ClientCommand {
                     println!("more: wharf dlq list --cursor {next}");
                 }
             }
-            ClientCommand::Dlq(DlqCommand::Show { id }) => {
-                let letter = api.dead_letter(id).await?;
-                println!("{}", serde_json::to_string_pretty(&letter)?);
-            }
-            ClientCommand::Dlq(DlqCommand::Replay { id }) => {
-                println!("{}", api.replay(id).await?.task.id);
-            }
-            ClientCommand::Keys(KeysCommand::Create {
+            DlqCommand::Show { id } => print_json(&api.dead_letter(id).await?)?,
+            DlqCommand::Replay { id } => println!("{}", api.replay(id).await?.task.id),
+        }
+        Ok(())
+    }
+}
+
+impl KeysCommand {
+    async fn run(self, api: &Client) -> anyhow::Result<()> {
+        match self {
+            KeysCommand::Create {
                 name,
                 role,
                 tenant,
                 expires_in,
-            }) => {
+            } => {
                 let body = wharf_contract::CreateKey {
                     name,
                     role,
@@ -320,7 +350,7 @@ impl ClientCommand {
                 );
                 println!("{}", created.secret);
             }
-            ClientCommand::Keys(KeysCommand::List { tenant }) => {
+            KeysCommand::List { tenant } => {
                 let list = api.keys(tenant.as_deref()).await?;
                 println!(
                     "{:<36}  {:<20}  {:<12}  {:<14}  {:<12}  STATE",
@@ -341,90 +371,77 @@ impl ClientCommand {
                     );
                 }
             }
-            ClientCommand::Keys(KeysCommand::Revoke { id }) => {
+            KeysCommand::Revoke { id } => {
                 let key = api.revoke_key(id).await?;
                 println!("revoked {} ({})", key.id, key.name);
             }
-            ClientCommand::Audit {
-                file: Some(file),
-                key,
-                action,
-                tenant,
-                limit,
-            } => {
-                let key = key
-                    .as_deref()
-                    .map(wharf_gateway::audit::cipher)
-                    .transpose()
-                    .map_err(|e| anyhow::anyhow!(e))?;
-                let text = std::fs::read_to_string(&file)
-                    .with_context(|| format!("cannot read {}", file.display()))?;
-                let mut entries = Vec::new();
-                for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.is_empty()) {
-                    let entry = wharf_gateway::audit::open_line(line, key.as_ref())
-                        .map_err(|e| anyhow::anyhow!("{}:{}: {e}", file.display(), n + 1))?;
-                    if action.as_ref().is_none_or(|a| *a == entry.action)
-                        && tenant.as_ref().is_none_or(|t| *t == entry.tenant)
-                    {
-                        entries.push(entry);
-                    }
-                }
-                for e in entries.iter().rev().take(limit as usize) {
-                    println!("{}", serde_json::to_string(e)?);
-                }
-            }
-            ClientCommand::Audit {
-                file: None,
-                action,
-                tenant,
-                limit,
-                ..
-            } => {
-                let query = AuditQuery {
-                    action,
-                    tenant,
-                    limit: Some(limit),
-                    cursor: None,
-                };
-                let list = api.audit(&query).await?;
-                for e in &list.entries {
-                    println!("{}", serde_json::to_string(e)?);
-                }
-            }
-            ClientCommand::Whoami => {
-                let me = api.whoami().await?;
-                println!("{}", serde_json::to_string_pretty(&me)?);
-            }
-            ClientCommand::Tools => {
-                let list = api.tools().await?;
-                for t in &list.tools {
-                    println!("{:<28}  {}", t.name, t.description.as_deref().unwrap_or(""));
-                }
-            }
-            ClientCommand::Workers => {
-                let list = api.workers().await?;
-                print!("{}", workers_table(&list));
-            }
-            ClientCommand::Queues => {
-                let list = api.queues().await?;
-                print!("{}", queues_table(&list));
-            }
-            ClientCommand::Top { interval, once } => loop {
-                let queues = api.queues().await?;
-                let workers = api.workers().await?;
-                let view = top_view(api.base(), &queues, &workers);
-                if once {
-                    print!("{view}");
-                    break;
-                }
-                // Home the cursor and clear the screen, then draw.
-                print!("\x1b[H\x1b[2J{view}");
-                use std::io::Write;
-                std::io::stdout().flush()?;
-                tokio::time::sleep(std::time::Duration::from_secs(interval.max(1))).await;
-            },
         }
         Ok(())
+    }
+}
+
+impl AuditArgs {
+    /// Prints the newest entries, from the file given or else from the gateway.
+    async fn run(self, api: &Client) -> anyhow::Result<()> {
+        let entries = match &self.file {
+            Some(file) => self.read_file(file)?,
+            None => {
+                let query = AuditQuery {
+                    action: self.action,
+                    tenant: self.tenant,
+                    limit: Some(self.limit),
+                    cursor: None,
+                };
+                api.audit(&query).await?.entries
+            }
+        };
+        for e in &entries {
+            println!("{}", serde_json::to_string(e)?);
+        }
+        Ok(())
+    }
+
+    /// The newest `limit` entries of an audit file that match the filters, newest first.
+    fn read_file(&self, file: &std::path::Path) -> anyhow::Result<Vec<wharf_contract::AuditEntry>> {
+        let key = self
+            .key
+            .as_deref()
+            .map(wharf_gateway::audit::cipher)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!(e))?;
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        let mut entries = Vec::new();
+        for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.is_empty()) {
+            let entry = wharf_gateway::audit::open_line(line, key.as_ref())
+                .map_err(|e| anyhow::anyhow!("{}:{}: {e}", file.display(), n + 1))?;
+            if self.action.as_ref().is_none_or(|a| *a == entry.action)
+                && self.tenant.as_ref().is_none_or(|t| *t == entry.tenant)
+            {
+                entries.push(entry);
+            }
+        }
+        entries.reverse();
+        entries.truncate(self.limit as usize);
+        Ok(entries)
+    }
+}
+
+/// `wharf top`: redraws the view every `interval` seconds, or prints it once.
+async fn top(api: &Client, interval: u64, once: bool) -> anyhow::Result<()> {
+    loop {
+        let queues = api.queues().await?;
+        let workers = api.workers().await?;
+        let view = top_view(api.base(), &queues, &workers);
+        if once {
+            print!("{view}");
+            return Ok(());
+        }
+        // Home the cursor and clear the screen, then draw.
+        print!("\x1b[H\x1b[2J{view}");
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        tokio::time::sleep(std::time::Duration::from_secs(interval.max(1))).await;
     }
 }
 
