@@ -76,7 +76,26 @@ pub fn render(results: &str) -> String {
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
     let mut md = String::new();
-    let w = &mut md;
+    for section in [
+        header,
+        machine,
+        targets,
+        history_limit,
+        hops,
+        throughput,
+        latency,
+        api,
+        scaling,
+        memory,
+    ] {
+        section(&mut md, &lines);
+    }
+    md.push_str(HOW);
+    md
+}
+
+/// The title, what generated the page, and the headline ratio.
+fn header(w: &mut String, lines: &[Value]) {
     let _ = writeln!(w, "# Benchmarks\n");
     let _ = writeln!(
         w,
@@ -85,8 +104,7 @@ pub fn render(results: &str) -> String {
          each scenario does: [the end of this page](#how-these-figures-are-made).\n"
     );
 
-    let throughput = latest(&lines, "e2e_throughput");
-    let ratio = throughput.first().map(|t| &t["ratio"]);
+    let ratio = latest(lines, "e2e_throughput").first().map(|t| &t["ratio"]);
     let _ = writeln!(
         w,
         "ratio: {}\n",
@@ -97,8 +115,11 @@ pub fn render(results: &str) -> String {
         "(end-to-end throughput divided by the composed limit of the two raw hops, measured in \
          the same run)\n"
     );
+}
 
-    if let Some(m) = latest(&lines, "machine").first() {
+/// The machine the newest run measured on.
+fn machine(w: &mut String, lines: &[Value]) {
+    if let Some(m) = latest(lines, "machine").first() {
         let _ = writeln!(
             w,
             "## The machine\n\nAs recorded by the newest run; each section below names the run \
@@ -124,24 +145,21 @@ pub fn render(results: &str) -> String {
         }
         let _ = writeln!(w);
     }
+}
 
+/// The targets the harness was asked for, each with its figure and verdict.
+fn targets(w: &mut String, lines: &[Value]) {
     // Targets from the issue that asked for this harness.
-    let composed_line = latest(&lines, "composed_limit").first().copied();
+    let composed_line = latest(lines, "composed_limit").first().copied();
     let composed = composed_line.and_then(|c| c["per_sec"].as_f64());
-    let composed_of = |run: &Value| {
-        lines
-            .iter()
-            .find(|l| l["scenario"] == "composed_limit" && &l["run"] == run)
-            .and_then(|l| l["per_sec"].as_f64())
-    };
-    let latency = latest(&lines, "e2e_latency");
+    let latency = latest(lines, "e2e_latency");
     let at500 = latency.iter().find(|l| l["offered_per_sec"] == 500.0);
-    let api = latest(&lines, "api_latency");
-    let memory = latest(&lines, "memory");
+    let api = latest(lines, "api_latency");
+    let memory = latest(lines, "memory");
     let mem = memory.first();
     let _ = writeln!(w, "## Targets\n");
     let _ = writeln!(w, "| target | measured | |\n|---|---|---|");
-    let t = throughput.first();
+    let t = latest(lines, "e2e_throughput").first().copied();
     let _ = writeln!(
         w,
         "| end-to-end throughput >= 65 % of the composed limit | {} tasks/s = {} % of {} | {} |",
@@ -194,8 +212,14 @@ pub fn render(results: &str) -> String {
         ),
     );
     let _ = writeln!(w);
-    let history = latest(&lines, "raw_history");
-    let history = history.first();
+}
+
+/// What storing the history durably allows, composed with the two hops.
+fn history_limit(w: &mut String, lines: &[Value]) {
+    let t = latest(lines, "e2e_throughput").first().copied();
+    let composed_line = latest(lines, "composed_limit").first().copied();
+    let composed = composed_line.and_then(|c| c["per_sec"].as_f64());
+    let history = latest(lines, "raw_history").first().copied();
     if let (Some(t), Some(h), Some(two), Some(three)) = (
         t,
         history,
@@ -226,11 +250,17 @@ pub fn render(results: &str) -> String {
             ),
         );
     }
+}
 
+/// The raw hops and the history alone, and the limits they compose to.
+fn hops(w: &mut String, lines: &[Value]) {
+    let composed_line = latest(lines, "composed_limit").first().copied();
+    let composed = composed_line.and_then(|c| c["per_sec"].as_f64());
+    let history = latest(lines, "raw_history").first().copied();
     let _ = writeln!(
         w,
         "## The hops, raw, and the history alone\n\nRun {}.\n",
-        latest(&lines, "raw_jetstream")
+        latest(lines, "raw_jetstream")
             .first()
             .and_then(|r| r["run"].as_str())
             .unwrap_or("–")
@@ -251,7 +281,7 @@ pub fn render(results: &str) -> String {
             "calls",
         ),
     ] {
-        for r in latest(&lines, scenario) {
+        for r in latest(lines, scenario) {
             let label = label
                 .replace("{in_flight}", &r["in_flight"].to_string())
                 .replace("{window}", &r["window"].to_string());
@@ -297,43 +327,58 @@ pub fn render(results: &str) -> String {
         );
     }
     let _ = writeln!(w);
+}
 
-    let runs = |w: &mut String, title: &str, rows: Vec<&Value>| {
-        if rows.is_empty() {
-            return;
-        }
-        let _ = writeln!(w, "## {title}\n");
-        let _ = writeln!(w, "Run {}.\n", rows[0]["run"].as_str().unwrap_or("–"));
+/// The composed limit measured in `run`, if that run measured one.
+fn composed_of(lines: &[Value], run: &Value) -> Option<f64> {
+    lines
+        .iter()
+        .find(|l| l["scenario"] == "composed_limit" && &l["run"] == run)
+        .and_then(|l| l["per_sec"].as_f64())
+}
+
+/// A table of end-to-end runs (throughput, scaling) under `title`; nothing when there are none.
+fn runs(w: &mut String, lines: &[Value], title: &str, rows: Vec<&Value>) {
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(w, "## {title}\n");
+    let _ = writeln!(w, "Run {}.\n", rows[0]["run"].as_str().unwrap_or("–"));
+    let _ = writeln!(
+        w,
+        "| workers | payload B | tasks per request | tasks | tasks/s | ratio | submit/s | request p50 ms | request p99 ms | history lag ms | cores busy |\n|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for r in rows {
         let _ = writeln!(
             w,
-            "| workers | payload B | tasks per request | tasks | tasks/s | ratio | submit/s | request p50 ms | request p99 ms | history lag ms | cores busy |\n|---|---|---|---|---|---|---|---|---|---|---|"
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r["workers"],
+            int(&r["payload_bytes"]),
+            r["batch"].as_u64().unwrap_or(1),
+            int(&r["tasks"]),
+            int(&r["per_sec"]),
+            // The composed limit of the row's own run, if that run measured one.
+            composed_of(lines, &r["run"])
+                .and_then(|c| Some(r["per_sec"].as_f64()? / c))
+                .map(|x| format!("{x:.2}"))
+                .unwrap_or_else(|| "–".into()),
+            int(&r["submit_per_sec"]),
+            num(&r["submit_p50_ms"], 2),
+            num(&r["submit_p99_ms"], 2),
+            num(&r["history_lag_ms"], 0),
+            cpu(r)
         );
-        for r in rows {
-            let _ = writeln!(
-                w,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                r["workers"],
-                int(&r["payload_bytes"]),
-                r["batch"].as_u64().unwrap_or(1),
-                int(&r["tasks"]),
-                int(&r["per_sec"]),
-                // The composed limit of the row's own run, if that run measured one.
-                composed_of(&r["run"])
-                    .and_then(|c| Some(r["per_sec"].as_f64()? / c))
-                    .map(|x| format!("{x:.2}"))
-                    .unwrap_or_else(|| "–".into()),
-                int(&r["submit_per_sec"]),
-                num(&r["submit_p50_ms"], 2),
-                num(&r["submit_p99_ms"], 2),
-                num(&r["history_lag_ms"], 0),
-                cpu(r)
-            );
-        }
-        let _ = writeln!(w);
-    };
+    }
+    let _ = writeln!(w);
+}
+
+/// End-to-end throughput, and the CPU each process spent per task in the newest run.
+fn throughput(w: &mut String, lines: &[Value]) {
+    let throughput = latest(lines, "e2e_throughput");
     let first = throughput.first().copied();
     runs(
         w,
+        lines,
         "End to end: throughput (HTTP submit to history in Postgres)",
         throughput,
     );
@@ -360,7 +405,11 @@ pub fn render(results: &str) -> String {
         }
         let _ = writeln!(w);
     }
+}
 
+/// End-to-end latency at each offered rate, and where the time goes.
+fn latency(w: &mut String, lines: &[Value]) {
+    let latency = latest(lines, "e2e_latency");
     if !latency.is_empty() {
         let _ = writeln!(
             w,
@@ -420,7 +469,11 @@ pub fn render(results: &str) -> String {
         }
         let _ = writeln!(w);
     }
+}
 
+/// The gateway's own API latency.
+fn api(w: &mut String, lines: &[Value]) {
+    let api = latest(lines, "api_latency");
     if !api.is_empty() {
         let _ = writeln!(
             w,
@@ -448,18 +501,21 @@ pub fn render(results: &str) -> String {
         }
         let _ = writeln!(w);
     }
+}
 
-    let scaling = latest(&lines, "scale_workers");
+/// Scaling with worker processes and with payload size, and what bounds it.
+fn scaling(w: &mut String, lines: &[Value]) {
+    let scaling = latest(lines, "scale_workers");
     let busiest = scaling
         .iter()
         .filter_map(|r| r["cpu"]["total"].as_f64())
         .fold(0.0, f64::max);
-    let cores = latest(&lines, "machine")
+    let cores = latest(lines, "machine")
         .first()
         .and_then(|m| m["cores"].as_f64())
         .unwrap_or(0.0);
     let has_scaling = !scaling.is_empty();
-    runs(w, "Scaling: worker processes", scaling);
+    runs(w, lines, "Scaling: worker processes", scaling);
     if has_scaling && cores > 0.0 {
         let bound = if busiest >= 0.8 * cores {
             "the CPU: the processes kept the cores busy (kernel time not counted), so more \
@@ -473,8 +529,17 @@ pub fn render(results: &str) -> String {
             "Bound: {bound}. At most {busiest:.2} of {cores:.0} cores busy.\n"
         );
     }
-    runs(w, "Scaling: payload size", latest(&lines, "scale_payload"));
+    runs(
+        w,
+        lines,
+        "Scaling: payload size",
+        latest(lines, "scale_payload"),
+    );
+}
 
+/// Memory per in-flight task and per idle subscriber.
+fn memory(w: &mut String, lines: &[Value]) {
+    let mem = latest(lines, "memory").first().copied();
     if let Some(m) = mem {
         let _ = writeln!(
             w,
@@ -510,9 +575,6 @@ pub fn render(results: &str) -> String {
         }
         let _ = writeln!(w);
     }
-
-    md.push_str(HOW);
-    md
 }
 
 const HOW: &str = "\
