@@ -13,6 +13,7 @@ use rmcp::ServiceExt;
 use rmcp::model::CallToolRequestParams;
 use rmcp::transport::TokioChildProcess;
 use serde_json::{Value, json};
+use wharf_contract::{EventKind, Task, TaskEvent};
 
 use crate::Options;
 use crate::machine::CpuTimes;
@@ -36,8 +37,38 @@ pub async fn jetstream_round_trip(opts: &Options, window: usize) -> anyhow::Resu
     let producer = async_nats::connect(nats.url()).await?;
     let worker = async_nats::connect(nats.url()).await?;
     let pjs = jetstream::new(producer.clone());
-    let wjs = jetstream::new(worker.clone());
-    pjs.create_stream(stream::Config {
+    let worker_task = spawn_worker(jetstream::new(worker)).await?;
+    let mut results = producer.subscribe("bench.results").await?;
+    producer.flush().await?;
+    let cpu = CpuTimes::now();
+    let start = Instant::now();
+    let latencies = if window == 1 {
+        lockstep(&pjs, &mut results, n).await
+    } else {
+        windowed(pjs, &mut results, n, window, start).await
+    };
+    let elapsed = start.elapsed().as_secs_f64();
+    let busy = CpuTimes::now().busy_since(&cpu, elapsed);
+    worker_task.abort();
+    nats.stop().await;
+    Ok(merge(
+        json!({
+            "tasks": n,
+            "window": window,
+            "seconds": elapsed,
+            "per_sec": n as f64 / elapsed,
+            "cpu": busy,
+        }),
+        latencies?.summary(),
+    ))
+}
+
+/// The two streams (tasks, a work queue; results) and, on the worker's connection, its
+/// consumer pulling tasks with many in flight, like a Wharf worker with its slots.
+async fn spawn_worker(
+    wjs: jetstream::Context,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
+    wjs.create_stream(stream::Config {
         name: "BENCH_TASKS".into(),
         subjects: vec!["bench.tasks".into()],
         retention: stream::RetentionPolicy::WorkQueue,
@@ -45,15 +76,16 @@ pub async fn jetstream_round_trip(opts: &Options, window: usize) -> anyhow::Resu
         ..Default::default()
     })
     .await?;
-    pjs.create_stream(stream::Config {
+    wjs.create_stream(stream::Config {
         name: "BENCH_RESULTS".into(),
         subjects: vec!["bench.results".into()],
         storage: stream::StorageType::File,
         ..Default::default()
     })
     .await?;
-    let tasks = wjs.get_stream("BENCH_TASKS").await?;
-    let consumer = tasks
+    let consumer = wjs
+        .get_stream("BENCH_TASKS")
+        .await?
         .create_consumer(consumer::pull::Config {
             durable_name: Some("bench-worker".into()),
             ack_policy: consumer::AckPolicy::Explicit,
@@ -61,14 +93,11 @@ pub async fn jetstream_round_trip(opts: &Options, window: usize) -> anyhow::Resu
             ..Default::default()
         })
         .await?;
-
-    // The worker: many tasks in flight, like a Wharf worker with its slots.
-    let worker_js = wjs.clone();
-    let worker_task = tokio::spawn(async move {
+    Ok(tokio::spawn(async move {
         let messages = consumer.messages().await?;
         messages
             .for_each_concurrent(512, |m| {
-                let js = worker_js.clone();
+                let js = wjs.clone();
                 async move {
                     let Ok(m) = m else { return };
                     let result = m.payload.slice(0..8);
@@ -81,38 +110,41 @@ pub async fn jetstream_round_trip(opts: &Options, window: usize) -> anyhow::Resu
             })
             .await;
         anyhow::Ok(())
-    });
+    }))
+}
 
-    let mut results = producer.subscribe("bench.results").await?;
-    producer.flush().await?;
-    if window == 1 {
-        let cpu = CpuTimes::now();
-        let start = Instant::now();
-        let mut latencies = Samples::with_capacity(n);
-        for i in 0..n {
-            let at = Instant::now();
-            let mut body = vec![b'x'; 200];
-            body[..8].copy_from_slice(&(i as u64).to_be_bytes());
-            pjs.publish("bench.tasks", Bytes::from(body)).await?.await?;
-            tokio::time::timeout(Duration::from_secs(10), results.next())
-                .await
-                .context("raw JetStream round trip: a result did not come back")?
-                .context("results subscription ended")?;
-            latencies.push(at.elapsed());
-        }
-        let elapsed = start.elapsed().as_secs_f64();
-        let busy = CpuTimes::now().busy_since(&cpu, elapsed);
-        worker_task.abort();
-        nats.stop().await;
-        return Ok(merge(
-            json!({ "tasks": n, "window": 1, "seconds": elapsed, "per_sec": n as f64 / elapsed, "cpu": busy }),
-            latencies.summary(),
-        ));
+/// One task at a time: the next is sent only when the previous result came back.
+async fn lockstep(
+    pjs: &jetstream::Context,
+    results: &mut async_nats::Subscriber,
+    n: usize,
+) -> anyhow::Result<Samples> {
+    let mut latencies = Samples::with_capacity(n);
+    for i in 0..n {
+        let at = Instant::now();
+        let mut body = vec![b'x'; 200];
+        body[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        pjs.publish("bench.tasks", Bytes::from(body)).await?.await?;
+        tokio::time::timeout(Duration::from_secs(10), results.next())
+            .await
+            .context("raw JetStream round trip: a result did not come back")?
+            .context("results subscription ended")?;
+        latencies.push(at.elapsed());
     }
+    Ok(latencies)
+}
+
+/// Up to `window` tasks whose publish is not yet acknowledged; latency from each publish to its
+/// result.
+async fn windowed(
+    pjs: jetstream::Context,
+    results: &mut async_nats::Subscriber,
+    n: usize,
+    window: usize,
+    start: Instant,
+) -> anyhow::Result<Samples> {
     // Publish times, as nanoseconds after `start` (+1, so 0 means not yet sent).
     let sent: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
-    let start = Instant::now();
-    let cpu = CpuTimes::now();
     let publisher = {
         let sent = sent.clone();
         tokio::spawn(async move {
@@ -154,21 +186,8 @@ pub async fn jetstream_round_trip(opts: &Options, window: usize) -> anyhow::Resu
             latencies.push(start.elapsed().saturating_sub(Duration::from_nanos(at - 1)));
         }
     }
-    let elapsed = start.elapsed().as_secs_f64();
-    let busy = CpuTimes::now().busy_since(&cpu, elapsed);
     publisher.await??;
-    worker_task.abort();
-    nats.stop().await;
-    Ok(merge(
-        json!({
-            "tasks": n,
-            "window": window,
-            "seconds": elapsed,
-            "per_sec": n as f64 / elapsed,
-            "cpu": busy,
-        }),
-        latencies.summary(),
-    ))
+    Ok(latencies)
 }
 
 /// (b) An rmcp client calling the demo server's `echo` over stdio, `in_flight` calls at once on
@@ -244,8 +263,6 @@ pub async fn mcp_hop(opts: &Options, in_flight: usize) -> anyhow::Result<Value> 
 /// Each batch holds all three events of its tasks, so each task row is written once: the
 /// cheapest the history can be. What it costs per task bounds what the whole platform can reach.
 pub async fn history_floor(opts: &Options) -> anyhow::Result<Value> {
-    use wharf_contract::{EventKind, Task, TaskEvent};
-
     /// Events per transaction, as the recorder pulls them.
     const BATCH_EVENTS: usize = 2_000;
     /// Transactions at once, as from that many recorders: one alone waits on each commit's
@@ -255,63 +272,14 @@ pub async fn history_floor(opts: &Options) -> anyhow::Result<Value> {
     let db = crate::platform::BenchDatabase::create(opts).await?;
     let measured = async {
         let store = wharf_store::Store::connect(&db.url).await?;
-        // The events of one task, shaped like a `demo.echo` task of the throughput scenario.
         let message = "x".repeat(100);
-        let task_events = |seq: u64| -> [(u64, TaskEvent); 3] {
-            let id = uuid::Uuid::now_v7();
-            let task = Task {
-                v: wharf_contract::task::TASK_VERSION,
-                id,
-                tool: "demo.echo".into(),
-                arguments: json!({ "message": message })
-                    .as_object()
-                    .cloned()
-                    .unwrap_or_default(),
-                queue: "default".into(),
-                timeout_secs: None,
-                max_attempts: 3,
-                idempotency_key: None,
-                session_id: None,
-                metadata: Default::default(),
-                submitted_at: chrono::Utc::now(),
-                run_at: None,
-                retry: None,
-                priority: Default::default(),
-                tenant: wharf_contract::DEFAULT_TENANT.into(),
-                agent: None,
-            };
-            let started = EventKind::Started {
-                worker: "bench-worker".into(),
-                tool: task.tool.clone(),
-                queue: task.queue.clone(),
-            };
-            let result =
-                json!({ "content": [{ "type": "text", "text": message }], "isError": false });
-            [
-                (
-                    seq,
-                    TaskEvent::new(
-                        id,
-                        0,
-                        EventKind::Submitted {
-                            task: Box::new(task),
-                        },
-                    ),
-                ),
-                (seq + 1, TaskEvent::new(id, 1, started)),
-                (
-                    seq + 2,
-                    TaskEvent::new(id, 1, EventKind::Succeeded { result }),
-                ),
-            ]
-        };
         let tasks_per_batch = BATCH_EVENTS / 3;
         let mut batches = Vec::new();
         let mut seq = 1;
         for first in (0..n).step_by(tasks_per_batch) {
             let mut batch = Vec::with_capacity(BATCH_EVENTS);
             for _ in first..(first + tasks_per_batch).min(n) {
-                batch.extend(task_events(seq));
+                batch.extend(echo_task_events(seq, &message));
                 seq += 3;
             }
             batches.push(batch);
@@ -361,4 +329,48 @@ pub async fn history_floor(opts: &Options) -> anyhow::Result<Value> {
     .await;
     db.drop_now().await;
     measured
+}
+
+/// The events of one finished task at sequences `seq`, `seq + 1` and `seq + 2`, shaped like a
+/// `demo.echo` task of the throughput scenario.
+fn echo_task_events(seq: u64, message: &str) -> [(u64, TaskEvent); 3] {
+    let id = uuid::Uuid::now_v7();
+    let task = Task {
+        v: wharf_contract::task::TASK_VERSION,
+        id,
+        tool: "demo.echo".into(),
+        arguments: json!({ "message": message })
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+        queue: "default".into(),
+        timeout_secs: None,
+        max_attempts: 3,
+        idempotency_key: None,
+        session_id: None,
+        metadata: Default::default(),
+        submitted_at: chrono::Utc::now(),
+        run_at: None,
+        retry: None,
+        priority: Default::default(),
+        tenant: wharf_contract::DEFAULT_TENANT.into(),
+        agent: None,
+    };
+    let started = EventKind::Started {
+        worker: "bench-worker".into(),
+        tool: task.tool.clone(),
+        queue: task.queue.clone(),
+    };
+    let result = json!({ "content": [{ "type": "text", "text": message }], "isError": false });
+    let submitted = EventKind::Submitted {
+        task: Box::new(task),
+    };
+    [
+        (seq, TaskEvent::new(id, 0, submitted)),
+        (seq + 1, TaskEvent::new(id, 1, started)),
+        (
+            seq + 2,
+            TaskEvent::new(id, 1, EventKind::Succeeded { result }),
+        ),
+    ]
 }
