@@ -13,7 +13,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use wharf_bus::Bus;
-use wharf_contract::RegistryServer;
+use wharf_contract::{McpRegistry, RegistryServer};
 
 use crate::mcp::{McpServer, McpServerConfig, McpTransport, ToolsUpdate};
 use crate::{Servers, Serving, WorkerConfig};
@@ -85,12 +85,19 @@ pub(crate) async fn follow(
     tools: mpsc::UnboundedSender<ToolsUpdate>,
     servers_stop: CancellationToken,
 ) {
-    let local: HashSet<String> = config.servers.iter().map(|s| s.name.clone()).collect();
-    let mut running: BTreeMap<String, Running> = BTreeMap::new();
-    // Refusals are logged once per server and revision, not at every change of the registry.
-    let mut warned: HashSet<(String, u64)> = HashSet::new();
+    let mut follower = Follower {
+        local: config.servers.iter().map(|s| s.name.clone()).collect(),
+        bus,
+        config,
+        servers,
+        serving,
+        tools,
+        servers_stop,
+        running: BTreeMap::new(),
+        warned: HashSet::new(),
+    };
     loop {
-        let mut registry = match bus.watch_registry().await {
+        let mut registry = match follower.bus.watch_registry().await {
             Ok(r) => Box::pin(r),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot follow the mcp registry; trying again in 5 s");
@@ -99,84 +106,119 @@ pub(crate) async fn follow(
             }
         };
         while let Some(next) = registry.next().await {
-            warned.retain(|(_, revision)| *revision == next.revision);
-            let wanted: BTreeMap<&String, &RegistryServer> = next
-                .servers
-                .iter()
-                .filter(|(name, entry)| {
-                    let for_us = entry.queues.is_empty()
-                        || entry.queues.iter().any(|q| config.queues.contains(q));
-                    if !for_us {
-                        return false;
-                    }
-                    let why = if local.contains(*name) {
-                        Some("this worker's configuration file has a server of that name, which wins")
-                    } else if !config.registry.allows(&entry.url) {
-                        Some("its host is not in this worker's registry allow_hosts")
-                    } else {
-                        None
-                    };
-                    if let Some(why) = why {
-                        if warned.insert(((*name).clone(), next.revision)) {
-                            tracing::warn!(server = %name, revision = next.revision, "not connecting to a registry server: {why}");
-                        }
-                        return false;
-                    }
-                    true
-                })
-                .collect();
-            // Stop what left the registry (or this worker's part of it), or changed how it is
-            // reached.
-            let gone: Vec<String> = running
-                .iter()
-                .filter(|(name, r)| wanted.get(name).is_none_or(|e| needs_restart(&r.entry, e)))
-                .map(|(name, _)| name.clone())
-                .collect();
-            for name in gone {
-                let r = running.remove(&name).expect("listed above");
-                servers.write().unwrap().remove(&name);
-                serving.lock().unwrap().remove(&name);
-                r.stop.cancel();
-                if !next.servers.contains_key(&name) {
-                    // The gateway withdrew its tools already; this covers an advertisement
-                    // made in between.
-                    if let Err(e) = bus.withdraw_registry_tools(&name).await {
-                        tracing::warn!(server = %name, error = %e, "cannot withdraw a removed server's tools");
-                    }
-                }
-                tracing::info!(server = %name, revision = next.revision, "registry server stopped");
-            }
-            for (name, entry) in wanted {
-                if let Some(r) = running.get_mut(name) {
-                    // Still served the same way; keep what the entry says now.
-                    r.entry = entry.clone();
-                    continue;
-                }
-                let stop = servers_stop.child_token();
-                let server = McpServer::start_from(
-                    McpServerConfig {
-                        name: name.clone(),
-                        transport: McpTransport::Http {
-                            url: entry.url.clone(),
-                        },
-                        retry_tool_errors: entry.retry_tool_errors,
-                    },
-                    true,
-                    tools.clone(),
-                    stop.clone(),
-                );
-                servers.write().unwrap().insert(name.clone(), server);
-                running.insert(
-                    name.clone(),
-                    Running {
-                        entry: entry.clone(),
-                        stop,
-                    },
-                );
-                tracing::info!(server = %name, revision = next.revision, "registry server added");
-            }
+            follower.apply(&next).await;
         }
         tracing::warn!("the mcp registry watch ended; watching again");
+    }
+}
+
+/// What [`follow`] keeps between revisions of the registry.
+struct Follower {
+    bus: Bus,
+    config: WorkerConfig,
+    servers: Servers,
+    serving: Serving,
+    tools: mpsc::UnboundedSender<ToolsUpdate>,
+    servers_stop: CancellationToken,
+    /// The servers of the worker's own configuration file.
+    local: HashSet<String>,
+    running: BTreeMap<String, Running>,
+    /// Refusals are logged once per server and revision, not at every change of the registry.
+    warned: HashSet<(String, u64)>,
+}
+
+impl Follower {
+    /// Brings the running servers in line with a revision of the registry.
+    async fn apply(&mut self, next: &McpRegistry) {
+        self.warned
+            .retain(|(_, revision)| *revision == next.revision);
+        let wanted = self.wanted(next);
+        // Stop what left the registry (or this worker's part of it), or changed how it is
+        // reached.
+        let gone: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(name, r)| wanted.get(*name).is_none_or(|e| needs_restart(&r.entry, e)))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            self.stop(&name, next).await;
+        }
+        for (name, entry) in wanted {
+            if let Some(r) = self.running.get_mut(&name) {
+                // Still served the same way; keep what the entry says now.
+                r.entry = entry;
+                continue;
+            }
+            self.start(name, entry, next.revision);
+        }
+    }
+
+    /// The registry's servers this worker should serve: meant for one of its queues, not
+    /// shadowed by its own configuration, on an allowed host.
+    fn wanted(&mut self, next: &McpRegistry) -> BTreeMap<String, RegistryServer> {
+        let mut wanted = BTreeMap::new();
+        for (name, entry) in &next.servers {
+            let for_us = entry.queues.is_empty()
+                || entry.queues.iter().any(|q| self.config.queues.contains(q));
+            if !for_us {
+                continue;
+            }
+            let why = if self.local.contains(name) {
+                Some("this worker's configuration file has a server of that name, which wins")
+            } else if !self.config.registry.allows(&entry.url) {
+                Some("its host is not in this worker's registry allow_hosts")
+            } else {
+                None
+            };
+            match why {
+                Some(why) => {
+                    if self.warned.insert((name.clone(), next.revision)) {
+                        tracing::warn!(server = %name, revision = next.revision, "not connecting to a registry server: {why}");
+                    }
+                }
+                None => {
+                    wanted.insert(name.clone(), entry.clone());
+                }
+            }
+        }
+        wanted
+    }
+
+    async fn stop(&mut self, name: &str, next: &McpRegistry) {
+        let Some(r) = self.running.remove(name) else {
+            return;
+        };
+        self.servers.write().unwrap().remove(name);
+        self.serving.lock().unwrap().remove(name);
+        r.stop.cancel();
+        if !next.servers.contains_key(name) {
+            // The gateway withdrew its tools already; this covers an advertisement made in
+            // between.
+            if let Err(e) = self.bus.withdraw_registry_tools(name).await {
+                tracing::warn!(server = %name, error = %e, "cannot withdraw a removed server's tools");
+            }
+        }
+        tracing::info!(server = %name, revision = next.revision, "registry server stopped");
+    }
+
+    fn start(&mut self, name: String, entry: RegistryServer, revision: u64) {
+        let stop = self.servers_stop.child_token();
+        let server = McpServer::start_from(
+            McpServerConfig {
+                name: name.clone(),
+                transport: McpTransport::Http {
+                    url: entry.url.clone(),
+                },
+                retry_tool_errors: entry.retry_tool_errors,
+            },
+            true,
+            self.tools.clone(),
+            stop.clone(),
+        );
+        self.servers.write().unwrap().insert(name.clone(), server);
+        tracing::info!(server = %name, revision, "registry server added");
+        self.running.insert(name, Running { entry, stop });
     }
 }
 
