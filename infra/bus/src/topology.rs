@@ -9,62 +9,22 @@ use wharf_contract::{
     TASKS_STREAM, TASKS_SUBJECTS, TOOLS_BUCKET, WORKERS_BUCKET, queue_consumer, task_subject,
 };
 
-use crate::{Bus, Error, PullConsumer, nats};
+use crate::{Bus, Error, PullConsumer, Topology, nats};
 
 impl Bus {
     /// Creates or updates the streams and buckets. Safe to run from every process at every start.
     pub async fn ensure_topology(&self) -> Result<(), Error> {
         let t = &self.topology;
-        self.js
-            .create_or_update_stream(stream::Config {
-                name: TASKS_STREAM.into(),
-                description: Some("Wharf tasks waiting for a worker, one subject per queue".into()),
-                subjects: vec![TASKS_SUBJECTS.into(), SCHEDULES_SUBJECTS.into()],
-                retention: stream::RetentionPolicy::WorkQueue,
-                storage: stream::StorageType::File,
-                num_replicas: t.replicas,
-                duplicate_window: t.duplicate_window,
-                allow_message_schedules: true,
-                ..Default::default()
-            })
-            .await
-            .map_err(nats("create the tasks stream"))?;
-        self.js
-            .create_or_update_stream(stream::Config {
-                name: EVENTS_STREAM.into(),
-                description: Some("Wharf task events, one subject per task".into()),
-                subjects: vec![EVENTS_SUBJECTS.into()],
-                retention: stream::RetentionPolicy::Limits,
-                storage: stream::StorageType::File,
-                num_replicas: t.replicas,
-                max_age: t.events_max_age,
-                duplicate_window: t.duplicate_window.min(t.events_max_age),
-                allow_direct: true,
-                republish: Some(stream::Republish {
-                    source: EVENTS_SUBJECTS.into(),
-                    destination: LIVE_EVENTS_SUBJECTS.into(),
-                    headers_only: false,
-                }),
-                ..Default::default()
-            })
-            .await
-            .map_err(nats("create the events stream"))?;
-        self.js
-            .create_or_update_stream(stream::Config {
-                name: DLQ_STREAM.into(),
-                description: Some("dead-lettered tasks, one message per task".into()),
-                subjects: vec![DLQ_SUBJECTS.into()],
-                retention: stream::RetentionPolicy::Limits,
-                storage: stream::StorageType::File,
-                num_replicas: t.replicas,
-                max_messages_per_subject: 1,
-                max_age: t.events_max_age,
-                duplicate_window: t.duplicate_window.min(t.events_max_age),
-                allow_direct: true,
-                ..Default::default()
-            })
-            .await
-            .map_err(nats("create the dead-letter stream"))?;
+        for (config, what) in [
+            (tasks_stream(t), "create the tasks stream"),
+            (events_stream(t), "create the events stream"),
+            (dlq_stream(t), "create the dead-letter stream"),
+        ] {
+            self.js
+                .create_or_update_stream(config)
+                .await
+                .map_err(nats(what))?;
+        }
         for (bucket, description, max_age) in [
             (
                 TOOLS_BUCKET,
@@ -148,5 +108,60 @@ impl Bus {
             })
             .await
             .map_err(nats("create the recorder consumer"))
+    }
+}
+
+/// Tasks waiting for a worker: a work queue (a message leaves once a worker acknowledges it),
+/// one subject per queue and level, with the delayed tasks' schedules beside them.
+fn tasks_stream(t: &Topology) -> stream::Config {
+    stream::Config {
+        name: TASKS_STREAM.into(),
+        description: Some("Wharf tasks waiting for a worker, one subject per queue".into()),
+        subjects: vec![TASKS_SUBJECTS.into(), SCHEDULES_SUBJECTS.into()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        num_replicas: t.replicas,
+        duplicate_window: t.duplicate_window,
+        allow_message_schedules: true,
+        ..Default::default()
+    }
+}
+
+/// Every task's history, one subject per task, kept `events_max_age`; each event is
+/// republished on the live subjects the gateway's followers listen to.
+fn events_stream(t: &Topology) -> stream::Config {
+    stream::Config {
+        name: EVENTS_STREAM.into(),
+        description: Some("Wharf task events, one subject per task".into()),
+        subjects: vec![EVENTS_SUBJECTS.into()],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        num_replicas: t.replicas,
+        max_age: t.events_max_age,
+        duplicate_window: t.duplicate_window.min(t.events_max_age),
+        allow_direct: true,
+        republish: Some(stream::Republish {
+            source: EVENTS_SUBJECTS.into(),
+            destination: LIVE_EVENTS_SUBJECTS.into(),
+            headers_only: false,
+        }),
+        ..Default::default()
+    }
+}
+
+/// Dead letters, one message per task (a letter written again for the same task replaces it).
+fn dlq_stream(t: &Topology) -> stream::Config {
+    stream::Config {
+        name: DLQ_STREAM.into(),
+        description: Some("dead-lettered tasks, one message per task".into()),
+        subjects: vec![DLQ_SUBJECTS.into()],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        num_replicas: t.replicas,
+        max_messages_per_subject: 1,
+        max_age: t.events_max_age,
+        duplicate_window: t.duplicate_window.min(t.events_max_age),
+        allow_direct: true,
+        ..Default::default()
     }
 }
