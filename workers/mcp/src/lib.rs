@@ -189,17 +189,7 @@ impl Worker {
         // in-flight tasks still need them during the grace period.
         let servers_stop = CancellationToken::new();
         let (tools_tx, tools_rx) = mpsc::unbounded_channel();
-        let servers: Servers = Arc::new(RwLock::new(
-            config
-                .servers
-                .iter()
-                .map(|s| {
-                    let server =
-                        McpServer::start(s.clone(), tools_tx.clone(), servers_stop.clone());
-                    (s.name.clone(), server)
-                })
-                .collect(),
-        ));
+        let servers = start_servers(&config, &tools_tx, &servers_stop);
         let serving: Serving = Arc::default();
         let registry = config.registry.enabled.then(|| {
             tokio::spawn(registry::follow(
@@ -233,20 +223,7 @@ impl Worker {
             abandon: CancellationToken::new(),
         });
         let cancel_watch = follow_cancels(&bus, &shared).await?;
-        // Each queue has its own slots, so a backlog in one never holds up another.
-        let mut loops = Vec::new();
-        let mut all_slots = Vec::new();
-        for (queue, consumer) in consumers {
-            let slots = Arc::new(Semaphore::new(config.concurrency));
-            all_slots.push(slots.clone());
-            loops.push(tokio::spawn(take::consume(
-                queue,
-                consumer,
-                shared.clone(),
-                slots,
-                shutdown.clone(),
-            )));
-        }
+        let (loops, all_slots) = start_taking(consumers, &shared, config.concurrency, &shutdown);
         // The announcements are part of this future, not a task of their own: a worker that is
         // dropped (in-process, as a killed process would be) stops announcing with it.
         let announcing = announce(bus.clone(), config.clone(), all_slots.clone(), serving);
@@ -272,6 +249,47 @@ impl Worker {
         servers_stop.cancel();
         Ok(())
     }
+}
+
+/// The MCP servers of the configuration file, each connecting in the background.
+fn start_servers(
+    config: &WorkerConfig,
+    tools: &mpsc::UnboundedSender<mcp::ToolsUpdate>,
+    stop: &CancellationToken,
+) -> Servers {
+    let servers = config
+        .servers
+        .iter()
+        .map(|s| {
+            let server = McpServer::start(s.clone(), tools.clone(), stop.clone());
+            (s.name.clone(), server)
+        })
+        .collect();
+    Arc::new(RwLock::new(servers))
+}
+
+/// Starts taking tasks from every queue. Each queue has its own slots, so a backlog in one
+/// never holds up another; the loops end when `shutdown` fires.
+fn start_taking(
+    consumers: Vec<(String, [wharf_bus::PullConsumer; 3])>,
+    shared: &Arc<Shared>,
+    concurrency: usize,
+    shutdown: &CancellationToken,
+) -> (Vec<tokio::task::JoinHandle<()>>, Vec<Arc<Semaphore>>) {
+    let mut loops = Vec::new();
+    let mut all_slots = Vec::new();
+    for (queue, consumer) in consumers {
+        let slots = Arc::new(Semaphore::new(concurrency));
+        all_slots.push(slots.clone());
+        loops.push(tokio::spawn(take::consume(
+            queue,
+            consumer,
+            shared.clone(),
+            slots,
+            shutdown.clone(),
+        )));
+    }
+    (loops, all_slots)
 }
 
 /// The three consumers (one per level) of each queue.
