@@ -37,34 +37,7 @@ impl Bus {
         let body = serde_json::to_vec(task).expect("a task serialises");
         let submitted =
             Bytes::from(serde_json::to_vec(&Submitted::of(task)).expect("an event serialises"));
-        // A delayed task is stored as a message schedule outside every queue; when it is due,
-        // the server publishes it on its queue's subject.
-        let (subject, headers) = match task.run_at {
-            Some(at) => {
-                // Whole milliseconds, rounded up: a task must never start before its `run_at`.
-                let ms =
-                    at.timestamp_millis() + i64::from(at.timestamp_subsec_nanos() % 1_000_000 != 0);
-                let at = chrono::DateTime::from_timestamp_millis(ms).unwrap_or(at);
-                let mut h = headers(TASK_SCHEMA, traceparent);
-                h.insert(
-                    async_nats::header::NATS_SCHEDULE,
-                    format!(
-                        "@at {}",
-                        at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-                    )
-                    .as_str(),
-                );
-                h.insert(
-                    async_nats::header::NATS_SCHEDULE_TARGET,
-                    task_subject(&task.queue, task.priority).as_str(),
-                );
-                (schedule_subject(task.id), h)
-            }
-            None => (
-                task_subject(&task.queue, task.priority),
-                headers(TASK_SCHEMA, traceparent),
-            ),
-        };
+        let (subject, headers) = destination(task, traceparent);
         let submitted_id = msg_id::submitted(task.id);
         let event_ack = self
             .publish_event_body(
@@ -248,5 +221,36 @@ impl Bus {
             .await
             .map_err(nats("remove a task's schedule"))?;
         Ok(purged.purged > 0)
+    }
+}
+
+/// Where a task message goes, with its headers: its queue's subject, or, for a delayed task, a
+/// message schedule that the server publishes there when it is due.
+fn destination(task: &Task, traceparent: Option<&str>) -> (String, async_nats::HeaderMap) {
+    match task.run_at {
+        Some(at) => {
+            // Whole milliseconds, rounded up: a task must never start before its `run_at`.
+            let ms =
+                at.timestamp_millis() + i64::from(at.timestamp_subsec_nanos() % 1_000_000 != 0);
+            let at = chrono::DateTime::from_timestamp_millis(ms).unwrap_or(at);
+            let mut h = headers(TASK_SCHEMA, traceparent);
+            h.insert(
+                async_nats::header::NATS_SCHEDULE,
+                format!(
+                    "@at {}",
+                    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                )
+                .as_str(),
+            );
+            h.insert(
+                async_nats::header::NATS_SCHEDULE_TARGET,
+                task_subject(&task.queue, task.priority).as_str(),
+            );
+            (schedule_subject(task.id), h)
+        }
+        None => (
+            task_subject(&task.queue, task.priority),
+            headers(TASK_SCHEMA, traceparent),
+        ),
     }
 }
