@@ -301,33 +301,7 @@ async fn dev(args: ServeArgs) -> anyhow::Result<()> {
     let data_dir = config.data_dir.canonicalize()?;
     let shutdown = shutdown_on_signal();
 
-    let mut local_nats = None;
-    let nats_note = match &config.nats_url {
-        Some(url) => wharf_bus::redact_url(&url.0),
-        None => {
-            let store = data_dir.join("nats");
-            let nats = LocalNats::start(&store).await?;
-            config.nats_url = Some(config::Secret(nats.url().to_owned()));
-            let note = format!(
-                "{} (started here, store in {})",
-                nats.url(),
-                store.display()
-            );
-            local_nats = Some(nats);
-            note
-        }
-    };
-    let db_note = match &config.database_url {
-        Some(_) => "from WHARF_DATABASE_URL".to_owned(),
-        None => {
-            let path = data_dir.join("wharf.db");
-            config.database_url = Some(config::Secret(format!(
-                "sqlite://{}?mode=rwc",
-                path.display()
-            )));
-            format!("SQLite at {}", path.display())
-        }
-    };
+    let (local_nats, nats_note, db_note) = embedded_defaults(&mut config, &data_dir).await?;
 
     let bus = connect_bus(&config, "wharf-dev").await?;
     bus.ensure_topology().await?;
@@ -360,6 +334,59 @@ async fn dev(args: ServeArgs) -> anyhow::Result<()> {
             .map_err(anyhow::Error::from)
     });
 
+    print_banner(addr, open, &nats_note, &db_note, &data_dir);
+
+    let result = wait_all(parts, &shutdown).await;
+    if let Some(nats) = local_nats {
+        nats.stop().await;
+    }
+    result
+}
+
+/// What `wharf dev` provides where the configuration names nothing: a nats-server of its own
+/// (returned, to stop at the end) and SQLite, both under `data_dir`; with a line on each.
+async fn embedded_defaults(
+    config: &mut config::Config,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<(Option<LocalNats>, String, String)> {
+    let mut local_nats = None;
+    let nats_note = match &config.nats_url {
+        Some(url) => wharf_bus::redact_url(&url.0),
+        None => {
+            let store = data_dir.join("nats");
+            let nats = LocalNats::start(&store).await?;
+            config.nats_url = Some(config::Secret(nats.url().to_owned()));
+            let note = format!(
+                "{} (started here, store in {})",
+                nats.url(),
+                store.display()
+            );
+            local_nats = Some(nats);
+            note
+        }
+    };
+    let db_note = match &config.database_url {
+        Some(_) => "from WHARF_DATABASE_URL".to_owned(),
+        None => {
+            let path = data_dir.join("wharf.db");
+            config.database_url = Some(config::Secret(format!(
+                "sqlite://{}?mode=rwc",
+                path.display()
+            )));
+            format!("SQLite at {}", path.display())
+        }
+    };
+    Ok((local_nats, nats_note, db_note))
+}
+
+/// Where everything `wharf dev` started can be reached.
+fn print_banner(
+    addr: std::net::SocketAddr,
+    open: bool,
+    nats_note: &str,
+    db_note: &str,
+    data_dir: &std::path::Path,
+) {
     println!("Wharf dev is running (Ctrl-C stops it)");
     if open {
         println!("  !!! OPEN MODE: no credentials needed; every request is an admin of the");
@@ -372,12 +399,6 @@ async fn dev(args: ServeArgs) -> anyhow::Result<()> {
     println!("  Database   {db_note}");
     println!("  Data       {}", data_dir.display());
     println!("  Try        wharf --api http://{addr} submit demo.sleep --arg seconds=5 --watch");
-
-    let result = wait_all(parts, &shutdown).await;
-    if let Some(nats) = local_nats {
-        nats.stop().await;
-    }
-    result
 }
 
 async fn recorder_task(

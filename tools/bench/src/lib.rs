@@ -105,20 +105,9 @@ impl Results {
     }
 }
 
-/// Runs the chosen scenarios, appending results to `opts.out`.
-pub async fn run(opts: &Options) -> anyhow::Result<()> {
-    for name in &opts.only {
-        anyhow::ensure!(
-            SCENARIOS.contains(&name.as_str()),
-            "unknown scenario {name:?}; the scenarios are {}",
-            SCENARIOS.join(", ")
-        );
-    }
-    let mut results = Results::open(opts)?;
-    let mut machine = machine::describe(&opts.database_url).await;
-    machine["scale"] = json!(opts.scale);
-    results.record("machine", machine)?;
-
+/// The raw hops and the history alone, when asked for or needed by the end-to-end
+/// throughput's ratio; returns the two hops' composed limit when both were measured.
+async fn raw_hops(opts: &Options, results: &mut Results) -> anyhow::Result<Option<f64>> {
     let mut raw_js = None;
     let mut raw_mcp = None;
     if opts.wants("raw_jetstream") || opts.wants("e2e_throughput") {
@@ -152,6 +141,24 @@ pub async fn run(opts: &Options) -> anyhow::Result<()> {
         }
         results.record("composed_limit", line)?;
     }
+    Ok(composed)
+}
+
+/// Runs the chosen scenarios, appending results to `opts.out`.
+pub async fn run(opts: &Options) -> anyhow::Result<()> {
+    for name in &opts.only {
+        anyhow::ensure!(
+            SCENARIOS.contains(&name.as_str()),
+            "unknown scenario {name:?}; the scenarios are {}",
+            SCENARIOS.join(", ")
+        );
+    }
+    let mut results = Results::open(opts)?;
+    let mut machine = machine::describe(&opts.database_url).await;
+    machine["scale"] = json!(opts.scale);
+    results.record("machine", machine)?;
+
+    let composed = raw_hops(opts, &mut results).await?;
     if opts.wants("e2e_throughput") {
         for r in scenarios::throughput(opts).await? {
             let mut r = r;

@@ -119,46 +119,10 @@ pub async fn admit(state: &AppState, task: &mut Task) -> Result<Admission, ApiEr
             revision,
         } => (task_id, claimed_at, revision),
     };
-    let in_use = || {
-        ApiError::field(
-            ErrorCode::IdempotencyKeyInUse,
-            "/idempotency_key",
-            format!("task {holder} is being submitted with this key; retry in a few seconds"),
-        )
-    };
     let waited = tokio::time::Instant::now();
     loop {
         if let Some(view) = find(state, holder).await? {
-            let never_queued = view.status == TaskStatus::Failed
-                && view
-                    .error
-                    .as_ref()
-                    .is_some_and(|e| e.is(wharf_contract::TaskErrorCode::NotEnqueued));
-            if never_queued {
-                return if state
-                    .bus
-                    .take_over_idempotency_key(key, task.id, revision)
-                    .await?
-                {
-                    Ok(Admission::New { claimed: None })
-                } else {
-                    Err(in_use())
-                };
-            }
-            if view.tool == task.tool
-                && view.arguments == task.arguments
-                && view.queue == task.queue
-            {
-                return Ok(Admission::Existing(Box::new(view)));
-            }
-            return Err(ApiError::field(
-                ErrorCode::IdempotencyKeyReused,
-                "/idempotency_key",
-                format!(
-                    "task {holder} was submitted with this key and a different tool, arguments \
-                     or queue"
-                ),
-            ));
+            return found(state, key, task, view, revision).await;
         }
         let age = (chrono::Utc::now() - claimed_at)
             .to_std()
@@ -174,14 +138,61 @@ pub async fn admit(state: &AppState, task: &mut Task) -> Result<Admission, ApiEr
                 task.id = holder;
                 Ok(Admission::New { claimed: None })
             } else {
-                Err(in_use())
+                Err(in_use(holder))
             };
         }
         if waited.elapsed() > WAIT_FOR_CLAIMED {
-            return Err(in_use());
+            return Err(in_use(holder));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// What a key held by a task already stored (`view`) means for `task`: that task when it is
+/// the same submission, a refusal when it is another, a new task when it was never queued.
+async fn found(
+    state: &AppState,
+    key: &str,
+    task: &Task,
+    view: TaskView,
+    revision: u64,
+) -> Result<Admission, ApiError> {
+    let holder = view.id;
+    let never_queued = view.status == TaskStatus::Failed
+        && view
+            .error
+            .as_ref()
+            .is_some_and(|e| e.is(wharf_contract::TaskErrorCode::NotEnqueued));
+    if never_queued {
+        return if state
+            .bus
+            .take_over_idempotency_key(key, task.id, revision)
+            .await?
+        {
+            Ok(Admission::New { claimed: None })
+        } else {
+            Err(in_use(holder))
+        };
+    }
+    if view.tool == task.tool && view.arguments == task.arguments && view.queue == task.queue {
+        return Ok(Admission::Existing(Box::new(view)));
+    }
+    Err(ApiError::field(
+        ErrorCode::IdempotencyKeyReused,
+        "/idempotency_key",
+        format!(
+            "task {holder} was submitted with this key and a different tool, arguments or queue"
+        ),
+    ))
+}
+
+/// The refusal of a key whose task is still being submitted.
+fn in_use(holder: Uuid) -> ApiError {
+    ApiError::field(
+        ErrorCode::IdempotencyKeyInUse,
+        "/idempotency_key",
+        format!("task {holder} is being submitted with this key; retry in a few seconds"),
+    )
 }
 
 pub use wharf_contract::rules::REPLAY_KEY_PREFIX;
