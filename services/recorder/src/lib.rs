@@ -226,16 +226,15 @@ where
     async fn next(&mut self, shutdown: &CancellationToken) -> Next<T> {
         let batch = if !self.carry.is_empty() {
             Some(std::mem::take(&mut self.carry))
-        } else if shutdown.is_cancelled() {
-            match tokio::time::timeout(DRAIN_IDLE, self.chunks.next()).await {
-                Ok(b) => b,
-                Err(_) => return Next::End(Ended::Stopped),
-            }
         } else {
+            // As long as it takes until shutdown; from then on, only DRAIN_IDLE.
             tokio::select! {
                 b = self.chunks.next() => b,
                 () = shutdown.cancelled() => {
-                    return Box::pin(self.next(shutdown)).await;
+                    match tokio::time::timeout(DRAIN_IDLE, self.chunks.next()).await {
+                        Ok(b) => b,
+                        Err(_) => return Next::End(Ended::Stopped),
+                    }
                 }
             }
         };
