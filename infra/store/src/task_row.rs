@@ -3,6 +3,8 @@
 //! SQL form of `TaskState::merge`). The portable multi-row insert, the Postgres arrays and
 //! their types, and the ON CONFLICT clause both paths share are all read off it.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict, Query, SimpleExpr};
 use sea_orm::sqlx::types::Json;
@@ -39,16 +41,16 @@ pub(crate) static ROW: [Column; 27] = [
         cell: |s| Cell::Uuid(s.view.id),
     },
     col(C::Status, Merge::ByStatus, |s| {
-        Cell::Text(Some(s.view.status.as_str().to_owned()))
+        Cell::Text(Some(s.view.status.as_str().into()))
     }),
     col(C::StatusRank, Merge::ByStatus, |s| {
         Cell::Small(s.view.status.rank())
     }),
     col(C::Tool, Merge::FirstNonEmpty, |s| {
-        Cell::Text(Some(text(&s.view.tool)))
+        Cell::Text(Some(text(&s.view.tool).into()))
     }),
     col(C::Queue, Merge::FirstNonEmpty, |s| {
-        Cell::Text(Some(text(&s.view.queue)))
+        Cell::Text(Some(text(&s.view.queue).into()))
     }),
     col(C::Arguments, Merge::Spec, |s| {
         Cell::Json(Some(json(&s.view.arguments)))
@@ -66,10 +68,10 @@ pub(crate) static ROW: [Column; 27] = [
         Cell::Big(s.view.timeout_secs.map(|t| t as i64))
     }),
     col(C::IdempotencyKey, Merge::Spec, |s| {
-        Cell::Text(s.view.idempotency_key.as_deref().map(text))
+        Cell::Text(s.view.idempotency_key.as_deref().map(|t| text(t).into()))
     }),
     col(C::SessionId, Merge::Spec, |s| {
-        Cell::Text(s.view.session_id.as_deref().map(text))
+        Cell::Text(s.view.session_id.as_deref().map(|t| text(t).into()))
     }),
     col(C::Progress, Merge::NewerProgress, |s| {
         Cell::Json(s.view.progress.as_ref().map(json))
@@ -104,13 +106,13 @@ pub(crate) static ROW: [Column; 27] = [
     }),
     col(C::RunAt, Merge::Spec, |s| Cell::Time(s.view.run_at)),
     col(C::Priority, Merge::Spec, |s| {
-        Cell::Text(Some(s.view.priority.as_str().to_owned()))
+        Cell::Text(Some(s.view.priority.as_str().into()))
     }),
     col(C::Tenant, Merge::Spec, |s| {
-        Cell::Text(Some(text(&s.view.tenant)))
+        Cell::Text(Some(text(&s.view.tenant).into()))
     }),
     col(C::Agent, Merge::Spec, |s| {
-        Cell::Text(s.view.agent.as_deref().map(text))
+        Cell::Text(s.view.agent.as_deref().map(|t| text(t).into()))
     }),
 ];
 
@@ -120,7 +122,8 @@ enum Cell {
     Small(i16),
     Int(i32),
     Big(Option<i64>),
-    Text(Option<String>),
+    /// Owned, or borrowed for the names the contract spells (status, priority).
+    Text(Option<Cow<'static, str>>),
     Json(Option<Value>),
     Time(Option<DateTime<Utc>>),
 }
@@ -157,7 +160,7 @@ pub(crate) fn values(s: &TaskState) -> Vec<SimpleExpr> {
                 Cell::Small(v) => v.into(),
                 Cell::Int(v) => v.into(),
                 Cell::Big(v) => v.into(),
-                Cell::Text(v) => v.into(),
+                Cell::Text(v) => v.map(Cow::into_owned).into(),
                 Cell::Json(v) => v.into(),
                 Cell::Time(v) => v.into(),
             };
@@ -172,7 +175,7 @@ pub(crate) enum Array {
     Small(Vec<i16>),
     Int(Vec<i32>),
     Big(Vec<Option<i64>>),
-    Text(Vec<Option<String>>),
+    Text(Vec<Option<Cow<'static, str>>>),
     Json(Vec<Option<Json<Value>>>),
     Time(Vec<Option<DateTime<Utc>>>),
 }
