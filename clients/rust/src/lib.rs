@@ -49,7 +49,8 @@ pub use error::{Error, Result};
 pub struct Client {
     base: String,
     http: reqwest::Client,
-    credential: Option<String>,
+    /// `Authorization: Bearer …`, built and checked once, marked sensitive.
+    credential: Option<reqwest::header::HeaderValue>,
 }
 
 impl std::fmt::Debug for Client {
@@ -146,13 +147,11 @@ impl Client {
     /// The same gateway, asked with `credential`: an API key (`wharf_…`) or a JWT, sent as
     /// `Authorization: Bearer`.
     pub fn with_credential(&self, credential: &str) -> Result<Client> {
-        if reqwest::header::HeaderValue::from_str(&format!("Bearer {credential}")).is_err() {
-            return Err(Error::Config(
-                "the credential holds characters a header cannot".into(),
-            ));
-        }
+        let mut header = reqwest::header::HeaderValue::from_str(&format!("Bearer {credential}"))
+            .map_err(|_| Error::Config("the credential holds characters a header cannot".into()))?;
+        header.set_sensitive(true);
         Ok(Client {
-            credential: Some(credential.to_owned()),
+            credential: Some(header),
             ..self.clone()
         })
     }
@@ -188,7 +187,7 @@ impl Client {
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
         let req = self.http.request(method, self.url(path));
         match &self.credential {
-            Some(c) => req.bearer_auth(c),
+            Some(c) => req.header(reqwest::header::AUTHORIZATION, c.clone()),
             None => req,
         }
     }
@@ -232,22 +231,31 @@ impl Client {
         }
     }
 
+    /// Sends `req` and reads a success as `T`, whatever its status.
+    async fn read<T: DeserializeOwned>(&self, req: RequestBuilder) -> Result<T> {
+        Ok(self.call(req).await?.1)
+    }
+
+    /// Sends a submission (`req`): 202 is a new task, 200 the one its idempotency key names.
+    async fn accepted(&self, req: RequestBuilder) -> Result<Accepted> {
+        let (status, task) = self.call(req).await?;
+        Ok(Accepted {
+            task,
+            existing: status == StatusCode::OK,
+        })
+    }
+
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        Ok(self.call(self.request(Method::GET, path)).await?.1)
+        self.read(self.request(Method::GET, path)).await
     }
 
     async fn get_with<T: DeserializeOwned>(&self, path: &str, query: &impl Serialize) -> Result<T> {
-        Ok(self
-            .call(self.request(Method::GET, path).query(query))
-            .await?
-            .1)
+        self.read(self.request(Method::GET, path).query(query))
+            .await
     }
 
     async fn post<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T> {
-        Ok(self
-            .call(self.request(Method::POST, path).json(body))
-            .await?
-            .1)
+        self.read(self.request(Method::POST, path).json(body)).await
     }
 
     // Tasks.
@@ -255,11 +263,7 @@ impl Client {
     /// `POST /api/v1/tasks`: durably queued once this returns.
     pub async fn submit(&self, task: &SubmitTask) -> Result<Accepted> {
         let req = self.request(Method::POST, "/api/v1/tasks").json(task);
-        let (status, task) = self.call(req).await?;
-        Ok(Accepted {
-            task,
-            existing: status == StatusCode::OK,
-        })
+        self.accepted(req).await
     }
 
     /// `POST /api/v1/tasks/batch`: all stored, or none.
@@ -282,10 +286,8 @@ impl Client {
 
     /// `POST /api/v1/tasks/{id}/cancel`
     pub async fn cancel(&self, id: Uuid) -> Result<TaskView> {
-        Ok(self
-            .call(self.request(Method::POST, &format!("/api/v1/tasks/{id}/cancel")))
-            .await?
-            .1)
+        self.read(self.request(Method::POST, &format!("/api/v1/tasks/{id}/cancel")))
+            .await
     }
 
     /// `GET /api/v1/tasks/{id}/events`: the task's history, then its live events; the stream
@@ -363,11 +365,7 @@ impl Client {
     /// `POST /api/v1/dlq/{id}/replay`: the dead task again, as a new task.
     pub async fn replay(&self, task_id: Uuid) -> Result<Accepted> {
         let req = self.request(Method::POST, &format!("/api/v1/dlq/{task_id}/replay"));
-        let (status, task) = self.call(req).await?;
-        Ok(Accepted {
-            task,
-            existing: status == StatusCode::OK,
-        })
+        self.accepted(req).await
     }
 
     // Sessions and agents.
@@ -390,7 +388,7 @@ impl Client {
     /// `DELETE /api/v1/sessions/{id}`: cancels its unfinished tasks.
     pub async fn delete_session(&self, id: Uuid) -> Result<DeletedSession> {
         let req = self.request(Method::DELETE, &format!("/api/v1/sessions/{id}"));
-        Ok(self.call(req).await?.1)
+        self.read(req).await
     }
 
     /// `POST /api/v1/agents` (`spec.name` names it).
@@ -413,7 +411,7 @@ impl Client {
         let req = self
             .request(Method::PUT, &format!("/api/v1/agents/{name}"))
             .json(spec);
-        Ok(self.call(req).await?.1)
+        self.read(req).await
     }
 
     // Operations.
@@ -464,7 +462,7 @@ impl Client {
     /// `DELETE /api/v1/keys/{id}`: revoked on every gateway at once.
     pub async fn revoke_key(&self, id: Uuid) -> Result<ApiKeyInfo> {
         let req = self.request(Method::DELETE, &format!("/api/v1/keys/{id}"));
-        Ok(self.call(req).await?.1)
+        self.read(req).await
     }
 
     /// `GET /api/v1/whoami`
@@ -487,7 +485,7 @@ impl Client {
     /// `PUT /api/v1/config`: replaces revision `update.revision` (409 if it is not the latest).
     pub async fn update_config(&self, update: &UpdateConfig) -> Result<ConfigView> {
         let req = self.request(Method::PUT, "/api/v1/config").json(update);
-        Ok(self.call(req).await?.1)
+        self.read(req).await
     }
 
     /// `GET /api/v1/config/revisions`: newest first.

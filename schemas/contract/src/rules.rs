@@ -101,6 +101,11 @@ pub fn range_rule<T: std::fmt::Display>(range: &RangeInclusive<T>) -> String {
     format!("must be between {} and {}", range.start(), range.end())
 }
 
+/// `must be <start> to <end> characters`, the refusal of a text whose length is outside `range`.
+pub fn chars_rule(range: &RangeInclusive<u64>) -> String {
+    format!("must be {} to {} characters", range.start(), range.end())
+}
+
 /// Whether `n` characters fit in `range`.
 pub fn chars_within(s: &str, range: &RangeInclusive<u64>) -> bool {
     range.contains(&(s.chars().count() as u64))

@@ -32,7 +32,11 @@ fn check_agent(name: &str, spec: &AgentSpec) -> Result<(), ApiError> {
     if !AGENT_TOOLS.contains(&(spec.allowed_tools.len() as u64)) {
         return bad(
             "/allowed_tools",
-            format!("must list 1 to {} tools or patterns", AGENT_TOOLS.end()),
+            format!(
+                "must list {} to {} tools or patterns",
+                AGENT_TOOLS.start(),
+                AGENT_TOOLS.end()
+            ),
         );
     }
     for (i, pattern) in spec.allowed_tools.iter().enumerate() {

@@ -111,7 +111,7 @@ pub async fn replay(
         queue: Some(task.queue),
         timeout_secs: task.timeout_secs,
         max_attempts: Some(task.max_attempts),
-        idempotency_key: Some(format!("{}{id}", tasks::REPLAY_KEY_PREFIX)),
+        idempotency_key: Some(format!("{}{id}", wharf_contract::rules::REPLAY_KEY_PREFIX)),
         session_id: task.session_id,
         metadata: Some(metadata),
         run_at: None,

@@ -33,7 +33,7 @@ pub async fn create(
         return Err(ApiError::field(
             ErrorCode::InvalidField,
             "/name",
-            format!("must be 1 to {} characters", KEY_CHARS.end()),
+            wharf_contract::rules::chars_rule(&KEY_CHARS),
         ));
     }
     let ttl = req

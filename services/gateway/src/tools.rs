@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde::Deserialize;
+use wharf_contract::rules::MAX_WAIT_SECS;
 use wharf_contract::{CallTool, Permission, SubmitTask, ToolList, WsServerMessage};
 
 use crate::AppState;
@@ -59,6 +60,11 @@ fn parse_wait(raw: &str) -> Option<Duration> {
     wharf_contract::rules::parse_wait(raw).map(Duration::from_secs_f64)
 }
 
+/// How a `wait` is refused.
+fn wait_rule() -> String {
+    format!("a duration up to {MAX_WAIT_SECS} s: 30, 30s or 1500ms")
+}
+
 /// `POST /api/v1/tools/{name}/call?wait=30s`: submits a task calling the tool (through the
 /// queue, as any task), then waits up to `wait` (default 30 s, at most 50 s) for it to end:
 /// 200 with the finished task, else 202 with the task as it is, to follow or read later.
@@ -74,8 +80,7 @@ pub async fn call(
     let q = query.read()?;
     let wait = match q.wait.as_deref() {
         None => Duration::from_secs(30),
-        Some(raw) => parse_wait(raw)
-            .ok_or_else(|| query_error("wait", "a duration up to 50 s: 30, 30s or 1500ms"))?,
+        Some(raw) => parse_wait(raw).ok_or_else(|| query_error("wait", wait_rule()))?,
     };
     // The answer must start before the request deadline (else 504): a wait that would reach it
     // is cut short, leaving a second to read the task and answer.

@@ -32,7 +32,11 @@ pub async fn create_batch(
         return Err(ApiError::field(
             ErrorCode::InvalidField,
             "/tasks",
-            format!("must hold 1 to {} tasks", BATCH_TASKS.end()),
+            format!(
+                "must hold {} to {} tasks",
+                BATCH_TASKS.start(),
+                BATCH_TASKS.end()
+            ),
         ));
     }
     let mut tasks = prepare_all(&state, &principal, req.tasks).await?;

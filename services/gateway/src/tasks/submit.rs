@@ -195,7 +195,7 @@ fn in_use(holder: Uuid) -> ApiError {
     )
 }
 
-pub use wharf_contract::rules::REPLAY_KEY_PREFIX;
+use wharf_contract::rules::REPLAY_KEY_PREFIX;
 
 /// Who made a submission up: a client, or the gateway replaying a dead letter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -354,7 +354,7 @@ fn check_key_lengths(req: &SubmitTask) -> Result<(), ApiError> {
             return Err(ApiError::field(
                 ErrorCode::InvalidField,
                 pointer,
-                format!("must be 1 to {} characters", KEY_CHARS.end()),
+                wharf_contract::rules::chars_rule(&KEY_CHARS),
             ));
         }
     }
