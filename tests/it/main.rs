@@ -4,6 +4,7 @@ mod audit;
 mod bad_input;
 mod batch;
 mod client;
+mod cluster;
 mod config;
 mod delayed;
 mod dlq;

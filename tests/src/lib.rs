@@ -10,7 +10,8 @@
 //!
 //! By concern: `platform.rs` (the parts and what a test reads of NATS and the database),
 //! `api.rs` (the HTTP API, through `wharf-client`: one client per credential), `ws.rs` (the
-//! WebSocket), `mcp.rs` (MCP servers), `tls.rs` (certificates and an HTTPS proxy).
+//! WebSocket), `mcp.rs` (MCP servers), `tls.rs` (certificates and an HTTPS proxy), `rig.rs` (a
+//! platform of separate processes, for the tests that break them with signals).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 mod api;
 mod mcp;
 mod platform;
+pub mod rig;
 mod tls;
 mod ws;
 

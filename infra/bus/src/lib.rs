@@ -77,6 +77,11 @@ pub struct Topology {
     /// How long a worker stays listed after its last announcement; it announces itself every
     /// third of this.
     pub worker_ttl: Duration,
+    /// How long a submission rides out a hiccup of JetStream (a stream's leader being elected,
+    /// a reconnect to another server) before it is refused with 503. A leader that steps down
+    /// gracefully is replaced well within the default; one that crashed takes a Raft election
+    /// (seconds), which this is meant to outlast too.
+    pub submit_patience: Duration,
 }
 
 impl Default for Topology {
@@ -89,6 +94,7 @@ impl Default for Topology {
             cancel_ttl: Duration::from_secs(7 * 24 * 3600),
             idempotency_window: Duration::from_secs(24 * 3600),
             worker_ttl: Duration::from_secs(10),
+            submit_patience: Duration::from_secs(10),
         }
     }
 }
@@ -156,11 +162,29 @@ pub fn traceparent_of(message: &async_nats::Message) -> Option<String> {
 
 impl Bus {
     /// Connects to `url`, naming the connection `name` (shown in the server's monitoring).
+    /// `url` may name several servers of a cluster, comma-separated: the client picks one,
+    /// learns the others from it, and moves to another when its server goes away.
     pub async fn connect(url: &str, name: &str, topology: Topology) -> Result<Bus, Error> {
+        let failed = |source| Error::Connect {
+            url: redact_url(url),
+            source,
+        };
+        let urls = secrets::url_list(url).unwrap_or_else(|| vec![url.trim()]);
+        let addrs = urls
+            .iter()
+            .map(|u| u.parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                failed(async_nats::ConnectError::with_source(
+                    async_nats::ConnectErrorKind::ServerParse,
+                    e,
+                ))
+            })?;
         // Credentials in the URL (`nats://user:password@host`, `nats://token@host`) are sent
-        // as such: the client library would otherwise leave them out.
+        // as such: the client library would otherwise leave them out. With several URLs, the
+        // first that carries any speaks for all (a cluster has one set of users).
         let mut options = async_nats::ConnectOptions::new();
-        if let Ok(addr) = url.parse::<async_nats::ServerAddr>() {
+        if let Some(addr) = addrs.iter().find(|a| a.username().is_some()) {
             match (addr.username(), addr.password()) {
                 (Some(user), Some(password)) => {
                     options =
@@ -174,12 +198,9 @@ impl Bus {
             .name(name)
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
-            .connect(url)
+            .connect(addrs)
             .await
-            .map_err(|source| Error::Connect {
-                url: redact_url(url),
-                source,
-            })?;
+            .map_err(failed)?;
         let js = jetstream::ContextBuilder::new()
             .timeout(Duration::from_secs(10))
             .max_ack_inflight(16_384)

@@ -8,6 +8,13 @@
 /// URL with an `@` or a `?` that does not parse is not shown at all: where its secrets end
 /// cannot be told.
 pub fn redact_url(raw: &str) -> String {
+    if let Some(urls) = url_list(raw) {
+        return urls
+            .into_iter()
+            .map(redact_url)
+            .collect::<Vec<_>>()
+            .join(",");
+    }
     if !raw.contains('@') && !raw.contains('?') {
         return raw.to_owned();
     }
@@ -49,6 +56,15 @@ fn redact_query(query: &str) -> String {
 /// password, a user part long enough to be a token, each query value. For
 /// `wharf_telemetry::redact::keep_out_of_logs`.
 pub fn url_secrets(url: &str) -> Vec<String> {
+    if let Some(urls) = url_list(url) {
+        let mut out: Vec<String> = Vec::new();
+        for secret in urls.into_iter().flat_map(url_secrets) {
+            if !out.contains(&secret) {
+                out.push(secret);
+            }
+        }
+        return out;
+    }
     let Ok(u) = url::Url::parse(url) else {
         return Vec::new();
     };
@@ -100,6 +116,13 @@ pub fn scrub_url(text: &str, url: &str) -> String {
     out
 }
 
+/// The URLs of a comma-separated list (`nats://a:4222,nats://b:4222`, how several NATS servers
+/// are named), or `None` when `raw` is one URL (which may hold a comma in its query).
+pub(crate) fn url_list(raw: &str) -> Option<Vec<&str>> {
+    let parts: Vec<&str> = raw.split(',').map(str::trim).collect();
+    (parts.len() > 1 && parts.iter().all(|p| p.contains("://"))).then_some(parts)
+}
+
 /// Undoes the percent-encoding of a URL's user or password.
 pub(crate) fn decode(s: &str) -> String {
     percent_encoding::percent_decode_str(s)
@@ -118,6 +141,14 @@ mod tests {
             "nats://***@nats:4222"
         );
         assert_eq!(redact_url("nats://token@nats"), "nats://***@nats");
+        assert_eq!(
+            redact_url("nats://u:s3cret@a:4222, nats://u:s3cret@b:4222"),
+            "nats://***@a:4222,nats://***@b:4222"
+        );
+        assert_eq!(
+            redact_url("https://mcp.example.com/mcp?ids=1,2"),
+            "https://mcp.example.com/mcp?ids=***"
+        );
         assert_eq!(redact_url("nats://nats:4222"), "nats://nats:4222");
         assert_eq!(redact_url("nats://nats/a@b"), "nats://nats/a@b");
         assert_eq!(
@@ -158,6 +189,10 @@ mod tests {
             ["p%40ss", "p@ss", "a%2Fb", "a/b", "x"]
         );
         assert!(url_secrets("https://h/mcp").is_empty());
+        assert_eq!(
+            url_secrets("nats://u:one1@a:4222,nats://u:two2@b:4222"),
+            ["one1", "two2"]
+        );
         assert_eq!(decode("p%40ss%3Aword"), "p@ss:word");
         assert_eq!(decode("p%C3%A4ss%2Fw"), "päss/w");
         assert_eq!(decode("plain"), "plain");

@@ -2,10 +2,11 @@
 //! running task, handing a task back, and removing a delayed task's schedule.
 
 use std::future::IntoFuture;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::HeaderValue;
-use async_nats::jetstream::{context::PublishAckFuture, message::PublishMessage};
+use async_nats::jetstream::context::{PublishAckFuture, PublishError, PublishErrorKind};
+use async_nats::jetstream::message::PublishMessage;
 use bytes::Bytes;
 use uuid::Uuid;
 use wharf_contract::event::Submitted;
@@ -18,10 +19,20 @@ use wharf_contract::{
 use crate::retry::Schedule;
 use crate::{Bus, Delivery, Error, Message, headers, nats};
 
+/// How long one publish of a submission waits for its ack before it is sent again (with the same
+/// message id: a copy already stored is not stored twice). Far above an ack's time under load
+/// (milliseconds); an ack lost with a connection to a server that went away is not waited for
+/// long.
+const ACK_WAIT: Duration = Duration::from_secs(2);
+
+/// The longest pause between two tries within [`crate::Topology::submit_patience`].
+const MAX_PAUSE: Duration = Duration::from_millis(500);
+
 impl Bus {
     /// Publishes a task's `submitted` event, then the task, and waits until JetStream stored
     /// both (the two acks are awaited together: one round trip). Returns the task's sequence in
-    /// the stream.
+    /// the stream. A task that is stored is answered for, even if its `submitted` event still
+    /// waits (it is then published in the background).
     ///
     /// The event is sent first, on the same connection. The server reads a connection's
     /// messages in order and queues each to its stream as it reads it, so the `submitted` event
@@ -29,35 +40,34 @@ impl Bus {
     /// `started` event, which needs the task, is queued after it. Two streams give no other
     /// order: sending the task first let a fast worker's `started` be stored before
     /// `submitted`. (This holds on one server; in a cluster the streams may have different
-    /// leaders.)
+    /// leaders, and the recorder puts a history in order whatever order it arrives in.)
+    ///
+    /// A hiccup of JetStream (a stream's leader being elected, a reconnect to another server)
+    /// is ridden out for up to [`crate::Topology::submit_patience`], publishing again with the same
+    /// message ids; after that the caller hears the error (503).
     pub async fn submit(&self, task: &Task, traceparent: Option<&str>) -> Result<u64, Error> {
+        let deadline = Instant::now() + self.topology.submit_patience;
         // Everything the task message needs is ready before the event goes out, so that the
         // two are sent back to back: a gateway killed between them leaves a `submitted` event
         // with no task (see docs/delivery.md), and the gap is kept as short as it can be.
-        let body = serde_json::to_vec(task).expect("a task serialises");
+        let body = Bytes::from(serde_json::to_vec(task).expect("a task serialises"));
         let submitted =
             Bytes::from(serde_json::to_vec(&Submitted::of(task)).expect("an event serialises"));
         let (subject, headers) = destination(task, traceparent);
-        let submitted_id = msg_id::submitted(task.id);
-        let event_ack = self
-            .publish_event_body(
-                (&task.tenant, task.id),
-                submitted.clone(),
-                &submitted_id,
-                traceparent,
-            )
-            .await?;
-        let sent = self
-            .js
-            .send_publish(
-                subject,
-                PublishMessage::build()
-                    .payload(Bytes::from(body))
-                    .headers(headers)
-                    .message_id(msg_id::task(task.id)),
-            )
-            .await;
-        let task_ack = match sent {
+        let message = || {
+            PublishMessage::build()
+                .payload(body.clone())
+                .headers(headers.clone())
+                .message_id(msg_id::task(task.id))
+        };
+        let event = SubmittedEvent {
+            tenant: &task.tenant,
+            id: task.id,
+            body: submitted,
+            traceparent,
+        };
+        let event_ack = event.send(self).await?;
+        let task_ack = match self.js.send_publish(subject.clone(), message()).await {
             Ok(ack) => ack,
             Err(e) => {
                 let e = nats("publish the task")(e);
@@ -65,30 +75,80 @@ impl Bus {
                 return Err(e);
             }
         };
-        // Sent: whether it was stored is only known from the ack. Without one the task may
-        // well be queued, so its history is left as it is and the caller hears 503.
-        let (task_ack, event_ack) = futures::join!(task_ack.into_future(), event_ack.into_future());
-        let task_ack = task_ack.map_err(nats("store the task"))?;
-        // The task is stored now; insist on its submitted event (the same message id makes a
-        // repeat harmless) so that a 503 for a stored task stays the rare case it should be.
+        let acks = futures::future::join(task_ack.into_future(), event_ack.into_future());
+        let (task_ack, event_ack) = match tokio::time::timeout(ACK_WAIT, acks).await {
+            Ok(acks) => acks,
+            Err(_) => {
+                let lost = || Err(PublishError::new(PublishErrorKind::TimedOut));
+                (lost(), lost())
+            }
+        };
+        let sequence = match task_ack {
+            Ok(ack) => ack.sequence,
+            Err(first) => {
+                let again = self.publish_until(deadline, &subject, message, first).await;
+                match again {
+                    Ok(sequence) => sequence,
+                    Err((e, Stored::No)) => {
+                        self.not_enqueued(task, &e, traceparent).await;
+                        return Err(e);
+                    }
+                    // Without an ack the task may well be queued, so its history is left as
+                    // it is and the caller hears 503.
+                    Err((e, Stored::Unknown)) => return Err(e),
+                }
+            }
+        };
         if event_ack.is_err() {
-            let pause = Duration::from_millis(200);
-            tokio::time::sleep(pause).await;
-            let store = || async {
-                self.publish_event_body(
-                    (&task.tenant, task.id),
-                    submitted.clone(),
-                    &submitted_id,
-                    traceparent,
-                )
-                .await?
-                .await
-                .map(|_| ())
-                .map_err(nats("store the submitted event"))
-            };
-            Schedule::new(3, pause).run(store).await?;
+            event.insist(self, deadline).await;
         }
-        Ok(task_ack.sequence)
+        Ok(sequence)
+    }
+
+    /// Publishes `message` to `subject` again, with its message id (a copy already stored is
+    /// not stored twice, and its ack is given again), until JetStream acknowledges it or
+    /// `deadline` passes. `first` is the error of the publish before. On failure, whether the
+    /// message may have been stored after all: only a publish that went unanswered (a lost ack,
+    /// a lost connection) may have; a refusal or "no responders" (no stream leader took it)
+    /// says it was not.
+    async fn publish_until(
+        &self,
+        deadline: Instant,
+        subject: &str,
+        message: impl Fn() -> PublishMessage,
+        first: PublishError,
+    ) -> Result<u64, (Error, Stored)> {
+        let mut stored = Stored::of(&first);
+        let mut last = first.to_string();
+        let mut pause = Duration::from_millis(50);
+        while Instant::now() + pause < deadline {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(MAX_PAUSE);
+            let attempt = async {
+                let ack = self.js.send_publish(subject.to_owned(), message()).await?;
+                ack.await
+            };
+            let wait = ACK_WAIT.min(deadline.saturating_duration_since(Instant::now()));
+            match tokio::time::timeout(wait, attempt).await {
+                Ok(Ok(ack)) => return Ok(ack.sequence),
+                Ok(Err(e)) => {
+                    stored = stored.or(Stored::of(&e));
+                    last = e.to_string();
+                }
+                Err(_) => {
+                    stored = Stored::Unknown;
+                    last = "no acknowledgement".into();
+                }
+            }
+        }
+        let message = format!("{last} (for {} s)", self.topology.submit_patience.as_secs());
+        Err((
+            Error::Nats {
+                op: "store the task",
+                message,
+            },
+            stored,
+        ))
     }
 
     /// Publishes an event of task `id` of `tenant` already encoded; see [`Bus::publish_event`].
@@ -225,6 +285,109 @@ impl Bus {
 }
 
 /// Where a task message goes, with its headers: its queue's subject, or, for a delayed task, a
+/// Whether a message whose publish failed may be stored all the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stored {
+    /// The server refused it, or no stream took it.
+    No,
+    /// The ack was lost: it may be.
+    Unknown,
+}
+
+impl Stored {
+    fn of(e: &PublishError) -> Stored {
+        match e.kind() {
+            PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => Stored::Unknown,
+            _ => Stored::No,
+        }
+    }
+
+    fn or(self, other: Stored) -> Stored {
+        if self == Stored::Unknown || other == Stored::Unknown {
+            Stored::Unknown
+        } else {
+            Stored::No
+        }
+    }
+}
+
+/// A task's `submitted` event, encoded, and where it goes.
+struct SubmittedEvent<'a> {
+    tenant: &'a str,
+    id: Uuid,
+    body: Bytes,
+    traceparent: Option<&'a str>,
+}
+
+/// The same, kept by a task of its own.
+struct OwnedSubmittedEvent {
+    tenant: String,
+    id: Uuid,
+    body: Bytes,
+    traceparent: Option<String>,
+}
+
+impl OwnedSubmittedEvent {
+    fn as_borrowed(&self) -> SubmittedEvent<'_> {
+        SubmittedEvent {
+            tenant: &self.tenant,
+            id: self.id,
+            body: self.body.clone(),
+            traceparent: self.traceparent.as_deref(),
+        }
+    }
+}
+
+impl SubmittedEvent<'_> {
+    async fn send(&self, bus: &Bus) -> Result<PublishAckFuture, Error> {
+        bus.publish_event_body(
+            (self.tenant, self.id),
+            self.body.clone(),
+            &msg_id::submitted(self.id),
+            self.traceparent,
+        )
+        .await
+    }
+
+    /// Stores the event of a task that is stored: until `deadline`, then in the background for
+    /// as long as JetStream would still drop a copy already stored (its duplicate window), so
+    /// that the task's history starts as it should.
+    async fn insist(&self, bus: &Bus, deadline: Instant) {
+        if self.store_until(bus, deadline).await {
+            return;
+        }
+        tracing::warn!(task = %self.id, "the submitted event is not stored yet; trying on");
+        let owned = OwnedSubmittedEvent {
+            tenant: self.tenant.to_owned(),
+            id: self.id,
+            body: self.body.clone(),
+            traceparent: self.traceparent.map(str::to_owned),
+        };
+        let bus = bus.clone();
+        tokio::spawn(async move {
+            let give_up = Instant::now() + bus.topology.duplicate_window;
+            if !owned.as_borrowed().store_until(&bus, give_up).await {
+                tracing::error!(task = %owned.id, "the submitted event could not be stored");
+            }
+        });
+    }
+
+    /// Publishes the event again until it is stored or `deadline` passes; true once stored.
+    async fn store_until(&self, bus: &Bus, deadline: Instant) -> bool {
+        let mut pause = Duration::from_millis(50);
+        while Instant::now() + pause < deadline {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(MAX_PAUSE);
+            let attempt = async { self.send(bus).await.ok()?.await.ok() };
+            let wait = ACK_WAIT.min(deadline.saturating_duration_since(Instant::now()));
+            if let Ok(Some(_)) = tokio::time::timeout(wait, attempt).await {
+                return true;
+            }
+        }
+        false
+    }
+}
+
 /// message schedule that the server publishes there when it is due.
 fn destination(task: &Task, traceparent: Option<&str>) -> (String, async_nats::HeaderMap) {
     match task.run_at {
@@ -252,5 +415,24 @@ fn destination(task: &Task, traceparent: Option<&str>) -> (String, async_nats::H
             task_subject(&task.queue, task.priority),
             headers(TASK_SCHEMA, traceparent),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_unanswered_publish_may_have_stored_its_message() {
+        let failed = |kind| Stored::of(&PublishError::new(kind));
+        assert_eq!(failed(PublishErrorKind::TimedOut), Stored::Unknown);
+        assert_eq!(failed(PublishErrorKind::BrokenPipe), Stored::Unknown);
+        // "No responders": no stream leader took it. A refusal names a reason.
+        assert_eq!(failed(PublishErrorKind::StreamNotFound), Stored::No);
+        assert_eq!(failed(PublishErrorKind::WrongLastSequence), Stored::No);
+        // Once a try may have stored it, later refusals do not say otherwise.
+        assert_eq!(Stored::Unknown.or(Stored::No), Stored::Unknown);
+        assert_eq!(Stored::No.or(Stored::Unknown), Stored::Unknown);
+        assert_eq!(Stored::No.or(Stored::No), Stored::No);
     }
 }

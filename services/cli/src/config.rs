@@ -18,8 +18,10 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// Where `wharf dev` keeps its state (NATS store, SQLite database).
     pub data_dir: PathBuf,
-    /// NATS server URL, possibly with credentials (`nats://user:password@host:4222`).
+    /// NATS server URL, possibly with credentials (`nats://user:password@host:4222`); the
+    /// servers of a cluster as a list or comma-separated (`WHARF_NATS_URL=nats://a,nats://b`).
     /// `wharf dev` starts its own nats-server when this is unset.
+    #[serde(default, deserialize_with = "one_or_many_urls")]
     pub nats_url: Option<Secret>,
     /// Database URL, `postgres://…` or `sqlite://…`. `wharf dev` uses SQLite in the data
     /// directory when this is unset.
@@ -40,6 +42,43 @@ impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("\"<redacted>\"")
     }
+}
+
+/// A URL, or several as a list or comma-separated, kept as one comma-separated string.
+fn one_or_many_urls<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
+    struct Urls;
+    impl<'de> serde::de::Visitor<'de> for Urls {
+        type Value = Option<Secret>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a URL, a comma-separated list of URLs, or a list of URLs")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(Secret(v.to_owned())))
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut urls: Vec<String> = Vec::new();
+            while let Some(url) = seq.next_element::<String>()? {
+                urls.push(url);
+            }
+            if urls.is_empty() {
+                return Err(serde::de::Error::invalid_length(0, &"at least one URL"));
+            }
+            Ok(Some(Secret(urls.join(","))))
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(Urls)
+        }
+    }
+    d.deserialize_any(Urls)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +103,9 @@ pub struct NatsConfig {
     /// How long a worker stays in `GET /api/v1/workers` after its last announcement, in
     /// seconds (at least 3); workers announce themselves every third of it.
     pub worker_ttl_secs: u64,
+    /// How long a submission waits through a hiccup of JetStream (a stream leader's election, a
+    /// reconnect), publishing again, before it is answered 503, in seconds (at least 1).
+    pub submit_patience_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -148,6 +190,7 @@ impl Default for Config {
                 ack_wait_secs: 6,
                 idempotency_window_secs: 24 * 3600,
                 worker_ttl_secs: 10,
+                submit_patience_secs: 10,
             },
             gateway: GatewaySection {
                 max_body_bytes: 1024 * 1024,
@@ -210,6 +253,7 @@ impl Config {
             ack_wait: Duration::from_secs(self.nats.ack_wait_secs.max(3)),
             idempotency_window: Duration::from_secs(self.nats.idempotency_window_secs.max(1)),
             worker_ttl: Duration::from_secs(self.nats.worker_ttl_secs.max(3)),
+            submit_patience: Duration::from_secs(self.nats.submit_patience_secs.max(1)),
             ..wharf_bus::Topology::default()
         }
     }
@@ -350,6 +394,38 @@ mod tests {
             std::fs::write(&file, bad).unwrap();
             assert!(Config::load(Some(&file)).is_err(), "{bad}");
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_nats_url_may_name_several_servers() {
+        let dir = std::env::temp_dir().join(format!("wharf-config-urls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("wharf.toml");
+        for (toml, want) in [
+            (
+                "nats_url = [\"nats://a:4222\", \"nats://b:4222\"]\n",
+                Some("nats://a:4222,nats://b:4222"),
+            ),
+            (
+                "nats_url = \"nats://a:4222,nats://b:4222\"\n",
+                Some("nats://a:4222,nats://b:4222"),
+            ),
+            ("http_addr = \"127.0.0.1:1\"\n", None),
+        ] {
+            std::fs::write(&file, toml).unwrap();
+            let config = Config::load(Some(&file)).unwrap();
+            assert_eq!(
+                config.nats_url.as_ref().map(|u| u.0.as_str()),
+                want,
+                "{toml}"
+            );
+        }
+        std::fs::write(&file, "nats_url = []\n").unwrap();
+        assert!(
+            Config::load(Some(&file)).is_err(),
+            "an empty list names no server"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
