@@ -108,7 +108,7 @@ async fn losing_the_leader_of_each_stream_loses_no_accepted_task() {
     let submitted_for = started.elapsed();
 
     let what = "cluster node leading a stream crashed (SIGKILL), twice";
-    let (got, f, _) = settle(&rig, stop, submitter, what, 2, true).await;
+    let (got, f, _) = settle(&rig, (stop, submitter), &[], what, 2, true).await;
     println!(
         "{TASKS_STREAM} leader {tasks_leader} killed, new leader after {:.1} s; {EVENTS_STREAM} \
          leader {events_leader} killed, new leader after {:.1} s; submitted for {:.0} s",
@@ -148,7 +148,7 @@ async fn a_rolling_restart_of_every_node_refuses_no_submission() {
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
     let what = "every cluster node stopped (SIGTERM) and started again, in turn";
-    let (got, _, _) = settle(&rig, stop, submitter, what, cluster.size(), false).await;
+    let (got, _, _) = settle(&rig, (stop, submitter), &[], what, cluster.size(), false).await;
     assert_eq!(
         got.refused(),
         0,
@@ -171,7 +171,7 @@ async fn a_submission_that_outwaits_its_patience_is_answered_503_with_retry_afte
         crash_leader(&mut cluster, &rig, TASKS_STREAM, Duration::from_secs(6)).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     let what = "the queue stream's leader crashed, submissions waiting at most 1 s";
-    let (got, _, _) = settle(&rig, stop, submitter, what, 1, true).await;
+    let (got, _, _) = settle(&rig, (stop, submitter), &[], what, 1, true).await;
     println!(
         "{TASKS_STREAM} leader {leader} killed, new leader after {:.1} s",
         election.as_secs_f64()

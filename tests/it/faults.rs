@@ -211,7 +211,7 @@ async fn nats_server_crashing_mid_run_loses_no_accepted_task() {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let what = "nats-server crashed (SIGKILL) and restarted";
-    settle(&rig, stop, submitter, what, faults, true).await;
+    settle(&rig, (stop, submitter), &[], what, faults, true).await;
 }
 
 /// The harsher case: a backlog keeps every worker taking tasks without pause (a pull request
@@ -286,7 +286,7 @@ async fn gateway_crashing_mid_run_loses_no_accepted_task() {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let what = "gateway crashed (SIGKILL) and restarted";
-    settle(&rig, stop, submitter, what, faults, true).await;
+    settle(&rig, (stop, submitter), &[], what, faults, true).await;
 }
 
 #[tokio::test]
@@ -303,7 +303,7 @@ async fn postgres_stopped_mid_run_delays_the_history_and_loses_nothing() {
     let restarted = Instant::now();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let what = "Postgres stopped (immediate) and started again";
-    let (got, _, all_ended) = settle(&rig, stop, submitter, what, 1, false).await;
+    let (got, _, all_ended) = settle(&rig, (stop, submitter), &[], what, 1, false).await;
     assert_eq!(got.refused(), 0, "submissions never needed the database");
     println!(
         "history complete {:.1} s after Postgres came back (a second of it still submitting)",

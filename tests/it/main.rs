@@ -12,6 +12,7 @@ mod docs_page;
 mod faults;
 mod follow;
 mod idempotency;
+mod leaf;
 mod mcp;
 mod metrics;
 mod nats_tenants;

@@ -177,26 +177,30 @@ impl Rig {
         for _ in 0..setup.workers {
             rig.add_worker();
         }
-        wait_for_tool_at(&rig.http, "demo.sleep").await;
+        if setup.workers > 0 {
+            wait_for_tool_at(&rig.http, "demo.sleep").await;
+        }
         rig
     }
 
     pub fn add_worker(&mut self) {
         let url = self.nats_url.clone();
-        self.add_worker_on(&url);
+        self.add_worker_on(&url, &[]);
     }
 
-    /// Starts a worker connected to the NATS servers `nats_url` (a leaf node, say); returns its
-    /// id.
-    pub fn add_worker_on(&mut self, nats_url: &str) -> String {
+    /// Starts a worker connected to the NATS servers `nats_url` (a leaf node, say), with `env`
+    /// besides the rig's; returns its id.
+    pub fn add_worker_on(&mut self, nats_url: &str, env: &[(&str, &str)]) -> String {
         let id = format!("worker-{}", self.workers_started);
         self.workers_started += 1;
+        let mut all = self.env.clone();
+        all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let child = part(
             self.dir.path(),
             (nats_url, &self.db),
             &id,
             &["worker", "--id", &id],
-            &self.env,
+            &all,
         );
         self.workers.push((id.clone(), child));
         id
@@ -670,11 +674,15 @@ pub fn sleep_task(seconds: f64) -> Value {
 /// Ends a run under a steady submitter: stops it, waits until every task ended, reads the
 /// history back, prints the figures and checks each accepted task ended exactly once. When the
 /// fault could cut a submission off after it was stored (`cut_off_may_be_stored`), the history
-/// may hold up to that many tasks besides the accepted ones.
+/// may hold up to that many tasks besides the accepted ones. The figures count the submitter's
+/// tasks and `also`, tasks the test submitted itself.
 pub async fn settle(
     rig: &Rig,
-    stop: tokio_util::sync::CancellationToken,
-    submitter: tokio::task::JoinHandle<Submissions>,
+    (stop, submitter): (
+        tokio_util::sync::CancellationToken,
+        tokio::task::JoinHandle<Submissions>,
+    ),
+    also: &[Uuid],
     what: &str,
     faults: usize,
     cut_off_may_be_stored: bool,
@@ -685,10 +693,11 @@ pub async fn settle(
         got.ids.len() >= 100,
         "tasks were accepted around the faults"
     );
-    rig.wait_all_ended(got.ids.len(), Duration::from_secs(120))
+    let all: Vec<Uuid> = got.ids.iter().chain(also).copied().collect();
+    rig.wait_all_ended(all.len(), Duration::from_secs(120))
         .await;
     let all_ended = Instant::now();
-    let f = rig.check(&got.ids, &[]).await;
+    let f = rig.check(&all, &[]).await;
     f.print(what, faults);
     println!(
         "submissions refused or cut off: {} (503 with Retry-After: {}, other: {})",

@@ -82,6 +82,9 @@ pub struct Topology {
     /// gracefully is replaced well within the default; one that crashed takes a Raft election
     /// (seconds), which this is meant to outlast too.
     pub submit_patience: Duration,
+    /// The JetStream domain to ask, when the server connected to is not the one that stores the
+    /// streams: a worker on a leaf node names the hub's domain (docs/deployment.md).
+    pub domain: Option<String>,
 }
 
 impl Default for Topology {
@@ -95,6 +98,7 @@ impl Default for Topology {
             idempotency_window: Duration::from_secs(24 * 3600),
             worker_ttl: Duration::from_secs(10),
             submit_patience: Duration::from_secs(10),
+            domain: None,
         }
     }
 }
@@ -201,7 +205,12 @@ impl Bus {
             .connect(addrs)
             .await
             .map_err(failed)?;
+        let api = match &topology.domain {
+            Some(domain) => format!("$JS.{domain}.API"),
+            None => "$JS.API".to_owned(),
+        };
         let js = jetstream::ContextBuilder::new()
+            .api_prefix(api)
             .timeout(Duration::from_secs(10))
             .max_ack_inflight(16_384)
             .backpressure_on_inflight(true)

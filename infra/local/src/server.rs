@@ -60,6 +60,8 @@ pub struct ServerSpec {
     pub port: u16,
     /// Store messages (JetStream), in the server's store directory.
     pub jetstream: bool,
+    /// The JetStream domain, which clients of a leaf node name to reach this server's streams.
+    pub domain: Option<String>,
     /// The monitoring port (`/healthz`, `/jsz`, `/varz`), when wanted.
     pub monitor_port: Option<u16>,
     /// Membership of a cluster.
@@ -106,9 +108,13 @@ impl ServerSpec {
         }
         if self.jetstream {
             out.push_str(&format!(
-                "jetstream {{\n  store_dir: {:?}\n}}\n",
+                "jetstream {{\n  store_dir: {:?}\n",
                 store_dir.display().to_string()
             ));
+            if let Some(domain) = &self.domain {
+                out.push_str(&format!("  domain: {domain:?}\n"));
+            }
+            out.push_str("}\n");
         }
         if let Some(c) = &self.cluster {
             let routes: Vec<String> = c
@@ -316,4 +322,45 @@ async fn stop_stale(pid_file: &Path) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spec_says_what_the_server_joins() {
+        let dir = Path::new("/data/n1");
+        let node = ServerSpec {
+            name: Some("n1".into()),
+            monitor_port: Some(8222),
+            cluster: Some(ClusterSpec {
+                name: "wharf".into(),
+                port: 6222,
+                routes: vec![6223, 6224],
+            }),
+            domain: Some("hub".into()),
+            leaf_port: Some(7422),
+            ..ServerSpec::single(4222)
+        };
+        let config = node.config(dir);
+        for line in [
+            "server_name: \"n1\"",
+            "listen: \"127.0.0.1:4222\"",
+            "http: \"127.0.0.1:8222\"",
+            "store_dir: \"/data/n1\"",
+            "domain: \"hub\"",
+            "routes: [\"nats-route://127.0.0.1:6223\", \"nats-route://127.0.0.1:6224\"]",
+            "listen: \"127.0.0.1:7422\"",
+        ] {
+            assert!(config.contains(line), "{line} in\n{config}");
+        }
+        let leaf = ServerSpec {
+            leaf_remotes: vec![7422],
+            ..ServerSpec::default()
+        };
+        let config = leaf.config(dir);
+        assert!(config.contains("remotes: [ { urls: [\"nats-leaf://127.0.0.1:7422\"] } ]"));
+        assert!(!config.contains("jetstream"), "a leaf without a store:\n{config}");
+    }
 }

@@ -106,6 +106,10 @@ pub struct NatsConfig {
     /// How long a submission waits through a hiccup of JetStream (a stream leader's election, a
     /// reconnect), publishing again, before it is answered 503, in seconds (at least 1).
     pub submit_patience_secs: u64,
+    /// The hub's JetStream domain, for a part connected to a leaf node without JetStream of its
+    /// own (docs/deployment.md). Unset: the JetStream of the servers connected to.
+    #[serde(default)]
+    pub domain: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -191,6 +195,7 @@ impl Default for Config {
                 idempotency_window_secs: 24 * 3600,
                 worker_ttl_secs: 10,
                 submit_patience_secs: 10,
+                domain: None,
             },
             gateway: GatewaySection {
                 max_body_bytes: 1024 * 1024,
@@ -254,6 +259,7 @@ impl Config {
             idempotency_window: Duration::from_secs(self.nats.idempotency_window_secs.max(1)),
             worker_ttl: Duration::from_secs(self.nats.worker_ttl_secs.max(3)),
             submit_patience: Duration::from_secs(self.nats.submit_patience_secs.max(1)),
+            domain: self.nats.domain.clone().filter(|d| !d.is_empty()),
             ..wharf_bus::Topology::default()
         }
     }
