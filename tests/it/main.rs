@@ -7,6 +7,7 @@ mod client;
 mod cluster;
 mod config;
 mod delayed;
+mod deployment;
 mod dlq;
 mod docs_page;
 mod faults;

@@ -195,9 +195,10 @@ async fn the_scrape_dashboard_and_docs_agree_on_the_metrics() {
 }
 
 /// `wharf worker` and `wharf recorder` run as processes of their own serve `/metrics` on the
-/// address given with `--metrics`.
+/// address given with `--metrics`, and the probes an orchestrator asks: `/livez` while the
+/// process answers, `/readyz` while it is connected to NATS.
 #[tokio::test]
-async fn worker_and_recorder_processes_serve_metrics_when_asked() {
+async fn worker_and_recorder_processes_serve_metrics_and_probes_when_asked() {
     let w = Wharf::start().await;
     let free = || {
         std::net::TcpListener::bind("127.0.0.1:0")
@@ -231,6 +232,29 @@ async fn worker_and_recorder_processes_serve_metrics_when_asked() {
         })
         .await;
         promtool_ok(&["check", "metrics"], Some(&text)).await;
+        let client = Client::new(&format!("http://{addr}")).unwrap();
+        for probe in ["/livez", "/readyz"] {
+            let r = client.request(Method::GET, probe).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{probe} of {addr}");
+        }
     }
-    w.shutdown().await;
+    // Without NATS, a part is alive but not ready.
+    let (worker, _) = (worker_addr, recorder_addr);
+    w.nats.kill().await;
+    let probe = |path: &'static str| async move {
+        let r = Client::new(&format!("http://{worker}"))
+            .unwrap()
+            .request(Method::GET, path)
+            .send()
+            .await
+            .unwrap();
+        r.status().as_u16()
+    };
+    eventually(
+        "the worker not ready without NATS",
+        Duration::from_secs(30),
+        || async { (probe("/readyz").await == 503).then_some(()) },
+    )
+    .await;
+    assert_eq!(probe("/livez").await, 200, "alive all the same");
 }

@@ -229,7 +229,7 @@ async fn without_credentials_every_route_but_the_health_checks_is_refused() {
             .to_string();
     ws.make_ascii_lowercase();
     assert!(ws.contains("401"), "the WebSocket upgrade is refused: {ws}");
-    for open in ["/healthz", "/readyz"] {
+    for open in ["/healthz", "/livez", "/readyz"] {
         let (status, _, _) = call(&anonymous, Method::GET, open, None).await;
         assert_eq!(status, 200, "{open} needs no credentials");
     }

@@ -47,6 +47,7 @@ impl Bus {
     /// message ids; after that the caller hears the error (503).
     pub async fn submit(&self, task: &Task, traceparent: Option<&str>) -> Result<u64, Error> {
         let deadline = Instant::now() + self.topology.submit_patience;
+        self.ensure_queue_consumers(&task.queue).await;
         // Everything the task message needs is ready before the event goes out, so that the
         // two are sent back to back: a gateway killed between them leaves a `submitted` event
         // with no task (see docs/delivery.md), and the gap is kept as short as it can be.

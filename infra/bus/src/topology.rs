@@ -91,6 +91,26 @@ impl Bus {
             .map_err(nats("create a queue consumer"))
     }
 
+    /// Makes sure the three consumers of `queue` exist, once per process and queue, before any
+    /// worker serves it: an autoscaler reading a queue's backlog from its consumers (KEDA's
+    /// `nats-jetstream` trigger) then sees the tasks of a queue no worker has taken from yet,
+    /// and can start the first worker. A failure is logged and tried again at the next call.
+    pub async fn ensure_queue_consumers(&self, queue: &str) {
+        let known = |served: &std::collections::HashSet<String>| served.contains(queue);
+        if self.queues_served.read().is_ok_and(|s| known(&s)) {
+            return;
+        }
+        for priority in Priority::ALL {
+            if let Err(e) = self.queue_consumer(queue, priority).await {
+                tracing::warn!(queue, error = %e, "cannot create the queue's consumers yet");
+                return;
+            }
+        }
+        if let Ok(mut served) = self.queues_served.write() {
+            served.insert(queue.to_owned());
+        }
+    }
+
     /// The durable pull consumer the recorder projects events from.
     pub async fn recorder_consumer(&self) -> Result<PullConsumer, Error> {
         let stream = self.events_stream().await?;

@@ -361,6 +361,9 @@ mod tests {
         };
         let config = leaf.config(dir);
         assert!(config.contains("remotes: [ { urls: [\"nats-leaf://127.0.0.1:7422\"] } ]"));
-        assert!(!config.contains("jetstream"), "a leaf without a store:\n{config}");
+        assert!(
+            !config.contains("jetstream"),
+            "a leaf without a store:\n{config}"
+        );
     }
 }

@@ -251,6 +251,31 @@ impl Config {
         fig.merge(env.split("__")).extract().map_err(Box::new)
     }
 
+    /// Reads the URLs named by `WHARF_NATS_URL_FILE` and `WHARF_DATABASE_URL_FILE` (a file
+    /// holding the URL, e.g. a mounted Kubernetes Secret), which win over the other sources.
+    /// Secrets in files stay out of the environment, which every child process (a stdio MCP
+    /// server, say) inherits.
+    pub fn read_secret_files(
+        &mut self,
+        var: impl Fn(&str) -> Option<std::ffi::OsString>,
+    ) -> Result<(), String> {
+        for (slot, name) in [
+            (&mut self.nats_url, "WHARF_NATS_URL_FILE"),
+            (&mut self.database_url, "WHARF_DATABASE_URL_FILE"),
+        ] {
+            if let Some(path) = var(name) {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("{name}: cannot read {}: {e}", path.display()))?;
+                let url = text.trim();
+                if url.is_empty() {
+                    return Err(format!("{name}: {} is empty", path.display()));
+                }
+                *slot = Some(Secret(url.to_owned()));
+            }
+        }
+        Ok(())
+    }
+
     pub fn topology(&self) -> wharf_bus::Topology {
         wharf_bus::Topology {
             replicas: self.nats.replicas,
@@ -387,6 +412,31 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// The configuration files of the Kubernetes manifests load, make a valid gateway, and
+    /// give workers less time to finish than their pods get to stop.
+    #[test]
+    fn the_kubernetes_configurations_load() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/k8s");
+        let worker = std::fs::read_to_string(root.join("base/worker.yaml")).unwrap();
+        let pod_grace: u64 = worker
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("terminationGracePeriodSeconds:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("the worker pods' grace period");
+        for file in ["base", "overlays/dev", "overlays/prod"] {
+            let config = Config::load(Some(&root.join(file).join("wharf.toml")))
+                .unwrap_or_else(|e| panic!("{file}/wharf.toml: {e}"));
+            assert!(
+                config.gateway(false).validate().is_ok(),
+                "{file}/wharf.toml"
+            );
+            assert!(
+                config.worker.shutdown_grace_secs + 10 <= pod_grace,
+                "{file}: workers hand their tasks back before the pod is killed"
+            );
+        }
+    }
+
     #[test]
     fn unknown_keys_are_refused() {
         let dir = std::env::temp_dir().join(format!("wharf-config-bad-{}", std::process::id()));
@@ -432,6 +482,23 @@ mod tests {
             Config::load(Some(&file)).is_err(),
             "an empty list names no server"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn urls_may_come_from_files() {
+        let dir = std::env::temp_dir().join(format!("wharf-config-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("db");
+        std::fs::write(&file, "postgres://u:p@db/w\n").unwrap();
+        let mut config = Config::default();
+        let vars = |name: &str| (name == "WHARF_DATABASE_URL_FILE").then(|| file.clone().into());
+        config.read_secret_files(vars).unwrap();
+        assert_eq!(config.database_url.unwrap().0, "postgres://u:p@db/w");
+        assert!(config.nats_url.is_none());
+        let missing = |_: &str| Some(dir.join("absent").into());
+        let e = Config::default().read_secret_files(missing).unwrap_err();
+        assert!(e.starts_with("WHARF_NATS_URL_FILE: cannot read"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -6,6 +6,7 @@
 
 mod client;
 mod config;
+mod probes;
 
 use std::path::PathBuf;
 
@@ -53,8 +54,8 @@ struct ServeArgs {
     /// State directory (overrides WHARF_DATA_DIR and the file).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Serve Prometheus metrics at http://ADDR/metrics (`wharf worker` and `wharf recorder`; the
-    /// gateway serves them on its API address).
+    /// Serve Prometheus metrics at http://ADDR/metrics and the probes /livez and /readyz
+    /// (`wharf worker` and `wharf recorder`; the gateway serves them on its API address).
     #[arg(long, env = "WHARF_METRICS_ADDR")]
     metrics: Option<std::net::SocketAddr>,
 }
@@ -211,6 +212,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn load(args: &ServeArgs, default_format: LogFormat, service: &str) -> anyhow::Result<Config> {
     let mut config = Config::load(args.config.as_ref())?;
+    config
+        .read_secret_files(|name| std::env::var_os(name))
+        .map_err(anyhow::Error::msg)?;
     if let Some(http) = args.http {
         config.http_addr = http;
     }
@@ -467,8 +471,8 @@ async fn worker(args: ServeArgs, id: Option<String>) -> anyhow::Result<()> {
     let config = load(&args, LogFormat::Json, "wharf-worker")?;
     let bus = connect_bus(&config, "wharf-worker").await?;
     let id = id.unwrap_or_else(default_worker_id);
-    let worker = wharf_worker::Worker::new(config.worker(id, demo_server()?), bus)?;
-    serve_metrics(args.metrics).await?;
+    let worker = wharf_worker::Worker::new(config.worker(id, demo_server()?), bus.clone())?;
+    probes::serve(args.metrics, bus).await?;
     worker.run_until_stopped(shutdown_on_signal()).await?;
     Ok(())
 }
@@ -477,37 +481,8 @@ async fn recorder(args: ServeArgs) -> anyhow::Result<()> {
     let config = load(&args, LogFormat::Json, "wharf-recorder")?;
     let bus = connect_bus(&config, "wharf-recorder").await?;
     let store = connect_store(&config).await?;
-    let recorder = wharf_recorder::Recorder::new(bus, store);
-    serve_metrics(args.metrics).await?;
+    let recorder = wharf_recorder::Recorder::new(bus.clone(), store);
+    probes::serve(args.metrics, bus).await?;
     recorder.run_until_stopped(shutdown_on_signal()).await?;
-    Ok(())
-}
-
-/// Serves `GET /metrics` on `addr` in the background, for the processes without an API.
-async fn serve_metrics(addr: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
-    let Some(addr) = addr else {
-        return Ok(());
-    };
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen for metrics on {addr}"))?;
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(|| async {
-            (
-                [(
-                    axum::http::header::CONTENT_TYPE,
-                    "text/plain; version=0.0.4; charset=utf-8",
-                )],
-                wharf_telemetry::metrics::render(),
-            )
-        }),
-    );
-    tracing::info!(%addr, "serving metrics");
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "the metrics listener stopped");
-        }
-    });
     Ok(())
 }

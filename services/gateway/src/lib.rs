@@ -195,6 +195,13 @@ impl Gateway {
         };
         wharf_telemetry::metrics::install();
         bus.ensure_topology().await?;
+        // The queues it knows of get their consumers now, so that an autoscaler sees their
+        // backlog before any worker started (the others at their first task).
+        bus.ensure_queue_consumers(wharf_contract::DEFAULT_QUEUE)
+            .await;
+        for queue in config.queues.keys() {
+            bus.ensure_queue_consumers(queue).await;
+        }
         let catalog = Catalog::watch(&bus).await?;
         let listener = TcpListener::bind(config.listen)
             .await

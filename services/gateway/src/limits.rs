@@ -253,7 +253,7 @@ fn check<K: std::hash::Hash + Eq + Clone>(
 /// Counts every request against its client address's allowance, before anything else runs.
 pub async fn per_ip(State(state): State<AppState>, request: Request, next: Next) -> Response {
     // Load balancers probe the health checks from a few addresses, often.
-    if matches!(request.uri().path(), "/healthz" | "/readyz") {
+    if matches!(request.uri().path(), "/healthz" | "/livez" | "/readyz") {
         return next.run(request).await;
     }
     let limits = state.settings().limits.clone();

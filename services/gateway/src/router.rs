@@ -60,6 +60,7 @@ pub(crate) fn router(state: AppState) -> Router {
     let mut router = Router::new()
         .merge(authenticated)
         .route("/healthz", get(healthz))
+        .route("/livez", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/v1/openapi.json", get(openapi::serve_document))
         .route("/api/v1/docs", get(openapi::docs_page))
@@ -160,7 +161,7 @@ fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
     )
 }
 
-/// `GET /healthz`: the process is up.
+/// `GET /healthz` and `GET /livez` (the name Kubernetes' liveness probes use): the process is up.
 async fn healthz() -> &'static str {
     "ok"
 }

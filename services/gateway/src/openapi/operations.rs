@@ -566,6 +566,17 @@ pub(super) fn operations(s: &mut Schemas) -> Vec<Op> {
         },
         Op {
             method: "get",
+            path: "/livez",
+            id: "livez",
+            tag: "health",
+            summary: "The process is up (for liveness probes; the same as /healthz)",
+            permission: None,
+            parameters: vec![],
+            body: None,
+            responses: vec![(200, "`ok`.", Some(json!({"text/plain": {"schema": {"type": "string"}}})))],
+        },
+        Op {
+            method: "get",
             path: "/readyz",
             id: "readyz",
             tag: "health",

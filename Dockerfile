@@ -1,0 +1,25 @@
+# Wharf's image: the `wharf` binary (gateway, recorder, worker, the CLI, and the bundled demo MCP
+# server `wharf mcp-demo`) on a distroless base, as a non-root user. Build from the repository:
+#   docker build -t wharf:0.1.0 .
+# Workers that run stdio MCP servers needing an interpreter (node, python) use an image of their
+# own that adds it (docs/deployment.md).
+
+FROM rust:1.95-slim-bookworm AS build
+WORKDIR /src
+COPY . .
+# --locked: exactly the dependencies of Cargo.lock. The caches survive between builds.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked -p wharf \
+    && cp target/release/wharf /wharf
+
+# glibc, CA certificates and a `nonroot` user (65532), nothing else: no shell, no package manager.
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /wharf /usr/local/bin/wharf
+USER 65532:65532
+EXPOSE 8080 9101 9102
+# Kubernetes probes /livez and /readyz (infra/k8s); an image without a shell cannot run a
+# HEALTHCHECK command of its own.
+#checkov:skip=CKV_DOCKER_2:the orchestrator's probes (/livez, /readyz) check health; distroless has no shell for a HEALTHCHECK
+ENTRYPOINT ["/usr/local/bin/wharf"]
+CMD ["gateway"]
