@@ -11,9 +11,31 @@ use wharf_contract::{
 
 use crate::{Bus, Error, PullConsumer, Topology, nats};
 
+/// How long a starting process keeps trying to set up the streams and buckets before it gives
+/// up: NATS may be starting too, or a cluster electing its leaders.
+const SETUP_PATIENCE: Duration = Duration::from_secs(60);
+
 impl Bus {
     /// Creates or updates the streams and buckets. Safe to run from every process at every start.
+    /// A failure is logged and tried again, with backoff, for up to a minute (a cluster still
+    /// electing its leaders answers late or not at all); then the last error is returned.
     pub async fn ensure_topology(&self) -> Result<(), Error> {
+        let give_up = tokio::time::Instant::now() + SETUP_PATIENCE;
+        let mut pause = Duration::from_millis(250);
+        loop {
+            match self.set_up_topology().await {
+                Ok(()) => return Ok(()),
+                Err(e) if tokio::time::Instant::now() + pause < give_up => {
+                    tracing::warn!(error = %e, "cannot set up the streams yet; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn set_up_topology(&self) -> Result<(), Error> {
         let t = &self.topology;
         for (config, what) in [
             (tasks_stream(t), "create the tasks stream"),

@@ -43,7 +43,7 @@ pub struct Options {
 }
 
 /// Every scenario, in the order a full run takes them.
-pub const SCENARIOS: [&str; 9] = [
+pub const SCENARIOS: [&str; 10] = [
     "raw_jetstream",
     "raw_mcp",
     "raw_history",
@@ -51,6 +51,7 @@ pub const SCENARIOS: [&str; 9] = [
     "e2e_latency",
     "api_latency",
     "scale_workers",
+    "scale_io",
     "scale_payload",
     "memory",
 ];
@@ -184,6 +185,17 @@ pub async fn run(opts: &Options) -> anyhow::Result<()> {
         for workers in [1, 2, 4] {
             let r = scenarios::scale_workers(opts, workers).await?;
             results.record("scale_workers", r)?;
+        }
+    }
+    if opts.wants("scale_io") {
+        let mut one = None;
+        for workers in [1, 2, 4, 8] {
+            let mut r = scenarios::scale_io(opts, workers).await?;
+            let per_sec = r["per_sec"].as_f64().unwrap_or(0.0);
+            // Against linear: the one-worker rate times the workers.
+            let base = *one.get_or_insert(per_sec);
+            r["of_linear"] = json!(per_sec / (base * workers as f64));
+            results.record("scale_io", r)?;
         }
     }
     if opts.wants("scale_payload") {

@@ -191,6 +191,18 @@ fn targets(w: &mut String, lines: &[Value]) {
             verdict(a["p99_ms"].as_f64().map(|p| p <= 5.0)),
         );
     }
+    if let Some(eight) = latest(lines, "scale_io")
+        .into_iter()
+        .find(|r| r["workers"] == 8)
+    {
+        let _ = writeln!(
+            w,
+            "| I/O-bound tasks through 8 workers >= 0.9x linear | {}x ({} tasks/s) | {} |",
+            num(&eight["of_linear"], 2),
+            int(&eight["per_sec"]),
+            verdict(eight["of_linear"].as_f64().map(|x| x >= 0.9)),
+        );
+    }
     let _ = writeln!(
         w,
         "| <= 10 KB resident per in-flight long task in a worker | {} B | {} |",
@@ -529,12 +541,56 @@ fn scaling(w: &mut String, lines: &[Value]) {
             "Bound: {bound}. At most {busiest:.2} of {cores:.0} cores busy.\n"
         );
     }
+    scaling_io(w, lines);
     runs(
         w,
         lines,
         "Scaling: payload size",
         latest(lines, "scale_payload"),
     );
+}
+
+/// I/O-bound tasks through 1, 2, 4 and 8 workers: the capacity each added worker brings.
+fn scaling_io(w: &mut String, lines: &[Value]) {
+    let rows = latest(lines, "scale_io");
+    let Some(first) = rows.first() else {
+        return;
+    };
+    let _ = writeln!(
+        w,
+        "## Scaling: I/O-bound tasks and worker processes
+"
+    );
+    let _ = writeln!(
+        w,
+        "Run {}. Each task waits {} s in its tool (`demo.sleep`); each worker runs {} at once, \
+         so a worker's ceiling is {} tasks/s. `of linear` is the rate against the one-worker \
+         rate times the workers: the capacity a worker (a pod KEDA adds) brings while the CPU is \
+         not the bound.\n",
+        first["run"].as_str().unwrap_or("–"),
+        num(&first["task_secs"], 1),
+        first["concurrency"],
+        int(&(first["ceiling_per_sec"].as_f64().unwrap_or(0.0)
+            / first["workers"].as_f64().unwrap_or(1.0))
+        .into()),
+    );
+    let _ = writeln!(
+        w,
+        "| workers | tasks | tasks/s | ceiling tasks/s | of linear | cores busy |\n|---|---|---|---|---|---|"
+    );
+    for r in &rows {
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} | {} | {} |",
+            r["workers"],
+            int(&r["tasks"]),
+            int(&r["per_sec"]),
+            int(&r["ceiling_per_sec"]),
+            num(&r["of_linear"], 2),
+            cpu(r)
+        );
+    }
+    let _ = writeln!(w);
 }
 
 /// Memory per in-flight task and per idle subscriber.

@@ -95,12 +95,28 @@ async fn submit_http(
     Ok((start, start.elapsed(), ids, all))
 }
 
-/// Submits `n` tasks over HTTP and measures until all are recorded terminal in Postgres.
+/// Submits `n` echo tasks of `payload_bytes` over HTTP and measures until all are recorded
+/// terminal in Postgres.
 async fn run_throughput(
     opts: &Options,
     shape: &Shape,
     n: usize,
     payload_bytes: usize,
+    batch: usize,
+) -> anyhow::Result<Value> {
+    let task = echo_task(payload_bytes);
+    let mut r = run_tasks(opts, shape, n, &task, batch).await?;
+    r["payload_bytes"] = json!(payload_bytes);
+    Ok(r)
+}
+
+/// Submits `n` copies of `task` over HTTP and measures until all are recorded terminal in
+/// Postgres.
+async fn run_tasks(
+    opts: &Options,
+    shape: &Shape,
+    n: usize,
+    task: &Value,
     batch: usize,
 ) -> anyhow::Result<Value> {
     let platform = Platform::start(opts, shape).await?;
@@ -109,14 +125,8 @@ async fn run_throughput(
     let connections = if batch > 1 { 8 } else { HTTP_CONCURRENCY };
     let outcome = async {
         let cpu = CpuTimes::now();
-        let (start, submitting, _, submit_latency) = submit_http(
-            &platform.api,
-            n,
-            connections,
-            &echo_task(payload_bytes),
-            batch,
-        )
-        .await?;
+        let (start, submitting, _, submit_latency) =
+            submit_http(&platform.api, n, connections, task, batch).await?;
         let within = Duration::from_secs(120).max(Duration::from_millis(n as u64 * 4));
         let (end, succeeded) = platform.wait_terminal(n as u64, within).await?;
         let seen = chrono::Utc::now();
@@ -137,8 +147,8 @@ async fn run_throughput(
         let submit = submit_latency.summary();
         anyhow::Ok(json!({
             "tasks": n,
-            "payload_bytes": payload_bytes,
             "workers": shape.workers,
+            "concurrency": shape.concurrency,
             "batch": batch,
             "http_connections": connections,
             "seconds": wall,
@@ -172,6 +182,32 @@ pub async fn scale_workers(opts: &Options, workers: usize) -> anyhow::Result<Val
         ..Shape::default()
     };
     run_throughput(opts, &shape, n, 100, 1).await
+}
+
+/// How long each task of the I/O-bound scaling scenario waits in its tool.
+const IO_TASK_SECS: f64 = 0.1;
+/// Tasks each worker of the I/O-bound scaling scenario runs at once.
+const IO_CONCURRENCY: usize = 16;
+
+/// Scenario 4c: I/O-bound tasks (`demo.sleep`, 100 ms) through `workers` worker processes, each
+/// running 16 at once: the capacity each worker (a pod KEDA adds) brings while the CPU is not
+/// the bound. A worker's ceiling is `concurrency / task time`, 160 tasks/s.
+pub async fn scale_io(opts: &Options, workers: usize) -> anyhow::Result<Value> {
+    let shape = Shape {
+        workers,
+        concurrency: IO_CONCURRENCY,
+    };
+    // Enough rounds of every slot for the ramp at both ends to be small beside the run.
+    let rounds = ((80.0 * opts.scale) as usize).max(20);
+    let n = workers * IO_CONCURRENCY * rounds;
+    let task = json!({
+        "tool": "demo.sleep",
+        "arguments": { "seconds": IO_TASK_SECS, "steps": 1 },
+    });
+    let mut r = run_tasks(opts, &shape, n, &task, 100).await?;
+    r["task_secs"] = json!(IO_TASK_SECS);
+    r["ceiling_per_sec"] = json!(workers as f64 * IO_CONCURRENCY as f64 / IO_TASK_SECS);
+    Ok(r)
 }
 
 /// Scenario 4b: throughput with a given payload size (the echoed message).
