@@ -95,7 +95,7 @@ async fn losing_the_leader_of_each_stream_loses_no_accepted_task() {
     let (_dir, mut cluster, rig) = start(&[]).await;
     let stop = CancellationToken::new();
     let started = Instant::now();
-    let submitter = rig.submit_until(6, mixed_tasks(), stop.clone());
+    let submitter = rig.submit_until(8, mixed_tasks(), stop.clone());
 
     tokio::time::sleep(Duration::from_secs(6)).await;
     let (tasks_leader, tasks_election) =
@@ -105,6 +105,16 @@ async fn losing_the_leader_of_each_stream_loses_no_accepted_task() {
         crash_leader(&mut cluster, &rig, EVENTS_STREAM, Duration::from_secs(8)).await;
     let rest = Duration::from_secs(36).saturating_sub(started.elapsed());
     tokio::time::sleep(rest.max(Duration::from_secs(4))).await;
+    // At least 5,000 tasks: a slow machine (a debug build, a busy CI host) submits on for longer.
+    wharf_testkit::eventually(
+        "5,000 tasks in the history",
+        Duration::from_secs(120),
+        || async {
+            let counts = rig.store.count_by_status().await.ok()?;
+            (counts.values().sum::<u64>() >= 5_100).then_some(())
+        },
+    )
+    .await;
     let submitted_for = started.elapsed();
 
     let what = "cluster node leading a stream crashed (SIGKILL), twice";

@@ -123,9 +123,10 @@ async fn a_worker_on_a_leaf_node_runs_reports_obeys_and_survives_a_cut_link() {
     let cut = Utc::now();
     leaf_server.stop().await;
     tokio::time::sleep(Duration::from_secs(10)).await;
+    // Taken before the link is back: nothing on the leaf can run a task before this.
+    let restored = Utc::now();
     let leaf_server = LocalNats::run(&bin, &leaf_dir, &leaf).await.unwrap();
     linked(&leaf).await;
-    let restored = Utc::now();
     tokio::time::sleep(Duration::from_secs(4)).await;
     let what = "the leaf node's link cut for 10 s under load";
     let (got, f, _) = settle(&rig, (stop, submitter), &long, what, 1, false).await;

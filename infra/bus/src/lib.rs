@@ -111,7 +111,8 @@ pub struct Bus {
     topology: Topology,
     /// The idempotency bucket, opened once (opening asks the server for the stream's info).
     idempotency: std::sync::Arc<tokio::sync::OnceCell<kv::Store>>,
-    /// Queues whose consumers this process made sure of (see [`Bus::ensure_queue_consumers`]).
+    /// Queues whose consumers this process made sure of, or is making (see
+    /// [`Bus::ensure_queue_consumers`]).
     queues_served: std::sync::Arc<std::sync::RwLock<std::collections::HashSet<String>>>,
 }
 

@@ -47,7 +47,6 @@ impl Bus {
     /// message ids; after that the caller hears the error (503).
     pub async fn submit(&self, task: &Task, traceparent: Option<&str>) -> Result<u64, Error> {
         let deadline = Instant::now() + self.topology.submit_patience;
-        self.ensure_queue_consumers(&task.queue).await;
         // Everything the task message needs is ready before the event goes out, so that the
         // two are sent back to back: a gateway killed between them leaves a `submitted` event
         // with no task (see docs/delivery.md), and the gap is kept as short as it can be.
@@ -76,14 +75,14 @@ impl Bus {
                 return Err(e);
             }
         };
-        let acks = futures::future::join(task_ack.into_future(), event_ack.into_future());
-        let (task_ack, event_ack) = match tokio::time::timeout(ACK_WAIT, acks).await {
-            Ok(acks) => acks,
-            Err(_) => {
-                let lost = || Err(PublishError::new(PublishErrorKind::TimedOut));
-                (lost(), lost())
-            }
+        // Each ack waits on its own: a slow events stream must not hide the task's own answer.
+        let wait = ACK_WAIT.min(self.topology.submit_patience);
+        let bounded = |ack: PublishAckFuture| async move {
+            tokio::time::timeout(wait, ack.into_future())
+                .await
+                .unwrap_or_else(|_| Err(PublishError::new(PublishErrorKind::TimedOut)))
         };
+        let (task_ack, event_ack) = futures::join!(bounded(task_ack), bounded(event_ack));
         let sequence = match task_ack {
             Ok(ack) => ack.sequence,
             Err(first) => {
@@ -101,7 +100,8 @@ impl Bus {
             }
         };
         if event_ack.is_err() {
-            event.insist(self, deadline).await;
+            let started = deadline - self.topology.submit_patience;
+            event.insist(self, started, deadline).await;
         }
         Ok(sequence)
     }
@@ -185,17 +185,21 @@ impl Bus {
                 ),
             },
         );
-        if let Ok(ack) = self
-            .publish_event(
-                &task.tenant,
-                &failed,
-                &msg_id::terminal(task.id),
-                traceparent,
-            )
-            .await
-        {
-            let _ = ack.await;
-        }
+        // Bounded: the caller's 503 waits on it. Should it fail, the history reads `queued`
+        // until the task's events expire (a stranded submission, docs/delivery.md).
+        let publish = async {
+            let ack = self
+                .publish_event(
+                    &task.tenant,
+                    &failed,
+                    &msg_id::terminal(task.id),
+                    traceparent,
+                )
+                .await
+                .ok()?;
+            ack.await.ok()
+        };
+        let _ = tokio::time::timeout(ACK_WAIT, publish).await;
     }
 
     /// Puts a delivered task back on its queue as a new message that records the attempts it
@@ -285,7 +289,6 @@ impl Bus {
     }
 }
 
-/// Where a task message goes, with its headers: its queue's subject, or, for a delayed task, a
 /// Whether a message whose publish failed may be stored all the same.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stored {
@@ -351,9 +354,9 @@ impl SubmittedEvent<'_> {
     }
 
     /// Stores the event of a task that is stored: until `deadline`, then in the background for
-    /// as long as JetStream would still drop a copy already stored (its duplicate window), so
-    /// that the task's history starts as it should.
-    async fn insist(&self, bus: &Bus, deadline: Instant) {
+    /// as long as JetStream would still drop a copy already stored (its duplicate window, from
+    /// the first publish at `started`), so that the task's history starts as it should, once.
+    async fn insist(&self, bus: &Bus, started: Instant, deadline: Instant) {
         if self.store_until(bus, deadline).await {
             return;
         }
@@ -365,8 +368,9 @@ impl SubmittedEvent<'_> {
             traceparent: self.traceparent.map(str::to_owned),
         };
         let bus = bus.clone();
+        let margin = Duration::from_secs(10);
+        let give_up = started + bus.topology.duplicate_window.saturating_sub(margin);
         tokio::spawn(async move {
-            let give_up = Instant::now() + bus.topology.duplicate_window;
             if !owned.as_borrowed().store_until(&bus, give_up).await {
                 tracing::error!(task = %owned.id, "the submitted event could not be stored");
             }
@@ -389,6 +393,7 @@ impl SubmittedEvent<'_> {
     }
 }
 
+/// Where a task message goes, with its headers: its queue's subject, or, for a delayed task, a
 /// message schedule that the server publishes there when it is due.
 fn destination(task: &Task, traceparent: Option<&str>) -> (String, async_nats::HeaderMap) {
     match task.run_at {

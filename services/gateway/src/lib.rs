@@ -195,8 +195,8 @@ impl Gateway {
         };
         wharf_telemetry::metrics::install();
         bus.ensure_topology().await?;
-        // The queues it knows of get their consumers now, so that an autoscaler sees their
-        // backlog before any worker started (the others at their first task).
+        // The queues it is configured with get their consumers now, so that an autoscaler sees
+        // their backlog before any worker started (other queues once a worker serves them).
         bus.ensure_queue_consumers(wharf_contract::DEFAULT_QUEUE)
             .await;
         for queue in config.queues.keys() {

@@ -108,6 +108,20 @@ impl Rig {
         Some(open.len() as u64)
     }
 
+    /// Task `id` as recorded once it ended, or as it is at `by`.
+    async fn settled_task(&self, id: Uuid, by: Instant) -> Option<wharf_contract::TaskView> {
+        loop {
+            let task = self.store.task(id).await.unwrap();
+            let open = task
+                .as_ref()
+                .is_none_or(|t| matches!(t.status, TaskStatus::Queued | TaskStatus::Running));
+            if !open || Instant::now() >= by {
+                return task;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Reads every task's history back and checks it; returns the figures.
     pub async fn check(&self, ids: &[Uuid], kills: &[(String, DateTime<Utc>)]) -> Figures {
         let mut f = Figures {
@@ -115,8 +129,11 @@ impl Rig {
             ..Figures::default()
         };
         let mut finished = Vec::with_capacity(ids.len());
+        // `wait_all_ended` counted rows: tasks outside `ids` (stored though refused) may have
+        // made up the count while one of these was still on its way to the database.
+        let settle_by = Instant::now() + Duration::from_secs(30);
         for id in ids {
-            let task = self.store.task(*id).await.unwrap();
+            let task = self.settled_task(*id, settle_by).await;
             finished.extend(task.as_ref().and_then(|t| t.finished_at));
             let events = self.store.events(*id).await.unwrap();
             let terminal = events
