@@ -120,8 +120,9 @@ async fn a_worker_on_a_leaf_node_runs_reports_obeys_and_survives_a_cut_link() {
     // Calls that outlast the cut: their leases lapse while the link is down.
     let long = rig.submit(10, &sleep_task(24.0, 24)).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let cut = Utc::now();
     leaf_server.stop().await;
+    // Taken once the leaf server is gone: until then its worker may still take tasks.
+    let cut = Utc::now();
     tokio::time::sleep(Duration::from_secs(10)).await;
     // Taken before the link is back: nothing on the leaf can run a task before this.
     let restored = Utc::now();
