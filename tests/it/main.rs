@@ -12,6 +12,7 @@ mod dlq;
 mod docs_page;
 mod faults;
 mod follow;
+mod history;
 mod idempotency;
 mod leaf;
 mod mcp;

@@ -26,7 +26,7 @@ mod ws;
 pub use anyhow;
 pub use api::{call, send, wait_for_tool_at};
 pub use mcp::{EverythingHttp, demo_server, everything_stdio, node_server};
-pub use platform::{Options, Part, Wharf, fresh_database};
+pub use platform::{Options, Part, Wharf, empty_database, fresh_database};
 pub use tls::{certificate, tls_proxy};
 pub use wharf_client::Client;
 pub use ws::WsClient;

@@ -57,6 +57,22 @@ pub async fn fresh_database() -> String {
     with_db(&admin, &name)
 }
 
+/// An empty Postgres database, no migration applied, for a test of the migrations themselves.
+pub async fn empty_database() -> String {
+    let admin = std::env::var("WHARF_TEST_DATABASE_URL").expect(
+        "WHARF_TEST_DATABASE_URL must name a Postgres server (./test.sh starts one and sets it)",
+    );
+    let db = Database::connect(&admin)
+        .await
+        .expect("connect to the test postgres");
+    let name = format!("wharf_empty_{}", Uuid::now_v7().simple());
+    db.execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    db.close().await.unwrap();
+    with_db(&admin, &name)
+}
+
 fn with_db(url: &str, db: &str) -> String {
     let (base, _) = url.rsplit_once('/').expect("a database url ends in /<db>");
     format!("{base}/{db}")

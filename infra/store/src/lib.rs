@@ -20,11 +20,13 @@ use wharf_entity::{task, task_event};
 
 mod audit;
 mod config;
+mod history;
 mod keys;
 mod record;
 mod resources;
 mod task_row;
 pub use audit::AuditFilter;
+pub use history::{HistoryPolicy, Maintenance};
 pub use keys::StoredKey;
 pub use resources::AgentWrite;
 
@@ -105,6 +107,12 @@ impl Store {
         Ok(Store { db })
     }
 
+    /// A store over a connection as it is, migrations not applied (tools and tests that
+    /// manage the schema themselves).
+    pub fn from_connection(db: DatabaseConnection) -> Store {
+        Store { db }
+    }
+
     pub fn connection(&self) -> &DatabaseConnection {
         &self.db
     }
@@ -124,7 +132,49 @@ impl Store {
     }
 
     /// Tasks newest first.
+    ///
+    /// On Postgres the history is partitioned by day of id (see `history.rs`), and a query
+    /// over the whole table plans every partition, milliseconds with a few dozen of them. So
+    /// the page is read newest days first, in windows of ids that double in width (today,
+    /// then the 2 days before, 4, 8, ... and past 127 days all the rest), each window
+    /// planning only its own partitions; most pages are filled by the first.
     pub async fn tasks(&self, filter: &TaskFilter) -> Result<Vec<TaskView>, Error> {
+        if self.db.get_database_backend() != DbBackend::Postgres {
+            return self
+                .tasks_between(filter, None, filter.before, filter.limit)
+                .await;
+        }
+        use wharf_migration::partitions::{DAY_MS, day_start, uuid_at};
+        let bound = |ms: i64| Uuid::parse_str(&uuid_at(ms)).expect("uuid_at makes UUIDs");
+        let anchor = filter
+            .before
+            .and_then(|u| wharf_migration::partitions::ms_of(&u.to_string()))
+            .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+        let oldest_window = day_start(anchor) - 127 * DAY_MS;
+        let (mut upper, mut lower, mut width) = (filter.before, day_start(anchor), DAY_MS);
+        let mut page = Vec::new();
+        loop {
+            let last = lower <= oldest_window;
+            let from = (!last).then(|| bound(lower));
+            let left = filter.limit.saturating_sub(page.len() as u64);
+            page.extend(self.tasks_between(filter, from, upper, left).await?);
+            if last || page.len() as u64 >= filter.limit {
+                return Ok(page);
+            }
+            upper = from;
+            width *= 2;
+            lower -= width;
+        }
+    }
+
+    /// Tasks newest first whose ids are at least `from` and below `to`.
+    async fn tasks_between(
+        &self,
+        filter: &TaskFilter,
+        from: Option<Uuid>,
+        to: Option<Uuid>,
+        limit: u64,
+    ) -> Result<Vec<TaskView>, Error> {
         let mut q = task::Entity::find();
         if let Some(status) = filter.status {
             q = q.filter(task::Column::Status.eq(status.as_str()));
@@ -147,11 +197,14 @@ impl Store {
         if filter.unfinished {
             q = q.filter(task::Column::StatusRank.lt(2));
         }
-        if let Some(before) = filter.before {
-            q = q.filter(task::Column::Id.lt(before));
+        if let Some(from) = from {
+            q = q.filter(task::Column::Id.gte(from));
+        }
+        if let Some(to) = to {
+            q = q.filter(task::Column::Id.lt(to));
         }
         q.order_by_desc(task::Column::Id)
-            .limit(filter.limit)
+            .limit(limit)
             .all(&self.db)
             .await?
             .into_iter()

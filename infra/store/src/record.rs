@@ -97,7 +97,7 @@ impl Store {
         sea_orm::sqlx::query(
             "INSERT INTO task_events (seq, task_id, kind, attempt, at, body) \
              SELECT * FROM unnest($1::int8[], $2::uuid[], $3::text[], $4::int4[], \
-             $5::timestamptz[], $6::jsonb[]) ON CONFLICT (seq) DO NOTHING",
+             $5::timestamptz[], $6::jsonb[]) ON CONFLICT (task_id, seq) DO NOTHING",
         )
         .bind(seq)
         .bind(task_id)
@@ -121,7 +121,7 @@ impl Store {
 
 /// A driver error as the [`sea_orm::DbErr`] the rest of the store reports, so
 /// [`Error::is_refusal`] reads it the same way.
-fn sqlx_error(e: sea_orm::sqlx::Error) -> Error {
+pub(crate) fn sqlx_error(e: sea_orm::sqlx::Error) -> Error {
     Error::Db(sea_orm::DbErr::Exec(sea_orm::RuntimeErr::SqlxError(
         std::sync::Arc::new(e),
     )))

@@ -231,6 +231,18 @@ pub const METRICS: &[Metric] = &[
         unit: Some(Unit::Seconds),
         help: "Time to write one batch of events to the database.",
     },
+    Metric {
+        name: "wharf_history_partitions_dropped_total",
+        kind: Kind::Counter,
+        unit: None,
+        help: "Days of history (a partition of tasks and one of their events) the retention dropped.",
+    },
+    Metric {
+        name: "wharf_history_tasks_deleted_total",
+        kind: Kind::Counter,
+        unit: None,
+        help: "Finished tasks the retention deleted row by row (SQLite; on Postgres, the tasks outside the days' partitions).",
+    },
 ];
 
 /// Help texts, so a scrape explains itself.

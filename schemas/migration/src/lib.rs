@@ -12,6 +12,8 @@ mod m0005_tenants_and_keys;
 mod m0006_audit;
 mod m0007_sessions_agents;
 mod m0008_config_revisions;
+mod m0009_history_partitions;
+pub mod partitions;
 
 pub struct Migrator;
 
@@ -27,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0006_audit::Migration),
             Box::new(m0007_sessions_agents::Migration),
             Box::new(m0008_config_revisions::Migration),
+            Box::new(m0009_history_partitions::Migration),
         ]
     }
 }

@@ -31,6 +31,8 @@ pub struct Config {
     pub nats: NatsConfig,
     pub gateway: GatewaySection,
     pub worker: WorkerSection,
+    #[serde(default)]
+    pub history: HistorySection,
 }
 
 /// A value that must never be printed (it may hold a password).
@@ -163,6 +165,43 @@ pub struct QueueSection {
     pub priority: Option<wharf_contract::Priority>,
 }
 
+/// `[history]`: how long the database keeps finished tasks (docs/operations.md, "The history
+/// at scale"). The recorder applies it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistorySection {
+    /// Days a finished task and its events stay after the task ended; 0 keeps them forever.
+    /// Unfinished tasks are never removed.
+    pub retention_days: u32,
+    /// Seconds between two upkeep passes (partitions made ahead, expired tasks removed).
+    pub upkeep_every_secs: u64,
+    /// Days of partitions made ahead of today (Postgres).
+    pub partitions_ahead_days: u32,
+}
+
+impl Default for HistorySection {
+    fn default() -> Self {
+        let d = wharf_recorder::HistorySettings::default();
+        HistorySection {
+            retention_days: d.policy.retention_days,
+            upkeep_every_secs: d.every.as_secs(),
+            partitions_ahead_days: d.policy.days_ahead,
+        }
+    }
+}
+
+impl HistorySection {
+    pub fn settings(&self) -> wharf_recorder::HistorySettings {
+        wharf_recorder::HistorySettings {
+            policy: wharf_store::HistoryPolicy {
+                retention_days: self.retention_days,
+                days_ahead: self.partitions_ahead_days,
+            },
+            every: Duration::from_secs(self.upkeep_every_secs.max(1)),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerSection {
@@ -221,6 +260,7 @@ impl Default for Config {
                 registry: true,
                 registry_hosts: Vec::new(),
             },
+            history: HistorySection::default(),
         }
     }
 }
@@ -232,7 +272,7 @@ impl Config {
         if let Some(file) = file {
             fig = fig.merge(Toml::file_exact(file));
         }
-        const KEYS: [&str; 8] = [
+        const KEYS: [&str; 9] = [
             "http_addr",
             "data_dir",
             "nats_url",
@@ -241,6 +281,7 @@ impl Config {
             "nats",
             "gateway",
             "worker",
+            "history",
         ];
         // Other WHARF_ variables (WHARF_API for the client commands, ...) are not config keys.
         let env = Env::prefixed("WHARF_").filter(|key| {

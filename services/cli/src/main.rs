@@ -312,7 +312,8 @@ async fn dev(args: ServeArgs) -> anyhow::Result<()> {
     let store = connect_store(&config).await?;
 
     let mut parts = tokio::task::JoinSet::new();
-    let recorder = wharf_recorder::Recorder::new(bus.clone(), store.clone());
+    let recorder = wharf_recorder::Recorder::new(bus.clone(), store.clone())
+        .with_history(config.history.settings());
     parts.spawn(recorder_task(recorder, shutdown.clone()));
     let demo = demo_server()?;
     for n in 0..config.worker.count.max(1) {
@@ -481,7 +482,8 @@ async fn recorder(args: ServeArgs) -> anyhow::Result<()> {
     let config = load(&args, LogFormat::Json, "wharf-recorder")?;
     let bus = connect_bus(&config, "wharf-recorder").await?;
     let store = connect_store(&config).await?;
-    let recorder = wharf_recorder::Recorder::new(bus.clone(), store);
+    let recorder =
+        wharf_recorder::Recorder::new(bus.clone(), store).with_history(config.history.settings());
     probes::serve(args.metrics, bus).await?;
     recorder.run_until_stopped(shutdown_on_signal()).await?;
     Ok(())

@@ -14,6 +14,9 @@ use wharf_bus::{Bus, Delivery, Message, decode_event};
 use wharf_contract::event::DecodeError;
 use wharf_store::Store;
 
+mod upkeep;
+pub use upkeep::HistorySettings;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
@@ -38,12 +41,23 @@ const DRAIN_IDLE: Duration = Duration::from_millis(200);
 pub struct Recorder {
     bus: Bus,
     store: Store,
+    history: HistorySettings,
 }
 
 impl Recorder {
     pub fn new(bus: Bus, store: Store) -> Recorder {
         wharf_telemetry::metrics::install();
-        Recorder { bus, store }
+        Recorder {
+            bus,
+            store,
+            history: HistorySettings::default(),
+        }
+    }
+
+    /// The history's retention and upkeep (`[history]`); the defaults otherwise.
+    pub fn with_history(mut self, history: HistorySettings) -> Recorder {
+        self.history = history;
+        self
     }
 
     /// Projects events until `shutdown` fires. Database errors are retried with backoff (the
@@ -51,6 +65,12 @@ impl Recorder {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), Error> {
         self.bus.ensure_topology().await?;
         let consumer = self.bus.recorder_consumer().await?;
+        let upkeep = tokio::spawn(upkeep::run(
+            self.store.clone(),
+            self.history,
+            shutdown.child_token(),
+        ));
+        let _stop_upkeep = AbortOnDrop(upkeep);
         tracing::info!("recorder running");
         loop {
             // Pull in batches as large as a transaction: fewer, larger commits. Each pull
@@ -181,6 +201,15 @@ impl Recorder {
             }
         }
         Some(refused)
+    }
+}
+
+/// Stops the upkeep when the projection ends, however it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

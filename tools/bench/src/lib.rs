@@ -13,6 +13,8 @@
 //! Every scenario appends one JSON object per line to the results file; `docs/benchmarks.md` is
 //! rendered from that file by [`report::render`], never edited by hand.
 
+pub mod history;
+pub mod latency;
 pub mod machine;
 pub mod platform;
 pub mod raw;
@@ -43,7 +45,7 @@ pub struct Options {
 }
 
 /// Every scenario, in the order a full run takes them.
-pub const SCENARIOS: [&str; 10] = [
+pub const SCENARIOS: [&str; 11] = [
     "raw_jetstream",
     "raw_mcp",
     "raw_history",
@@ -54,6 +56,7 @@ pub const SCENARIOS: [&str; 10] = [
     "scale_io",
     "scale_payload",
     "memory",
+    "history_scale",
 ];
 
 impl Options {
@@ -172,7 +175,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<()> {
     }
     if opts.wants("e2e_latency") {
         for rate in [500.0, 2000.0] {
-            let r = scenarios::ws_latency(opts, rate).await?;
+            let r = latency::ws_latency(opts, rate).await?;
             results.record("e2e_latency", r)?;
         }
     }
@@ -207,6 +210,11 @@ pub async fn run(opts: &Options) -> anyhow::Result<()> {
     if opts.wants("memory") {
         let r = scenarios::memory(opts).await?;
         results.record("memory", r)?;
+    }
+    if opts.wants("history_scale") {
+        for r in history::history_scale(opts).await? {
+            results.record("history_scale", r)?;
+        }
     }
     Ok(())
 }

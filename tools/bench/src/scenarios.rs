@@ -1,10 +1,9 @@
 //! Wharf end to end: each scenario starts a fresh platform, drives it from outside over HTTP or
 //! WebSocket as a client would, and reads the outcome from the history in Postgres.
 
-use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -22,10 +21,7 @@ use crate::stats::{Samples, merge};
 
 /// HTTP connections a throughput run submits over (keep-alive, one request at a time each).
 const HTTP_CONCURRENCY: usize = 64;
-/// WebSocket connections a latency run spreads its submissions over.
-const WS_CONNECTIONS: usize = 16;
-
-fn echo_task(payload_bytes: usize) -> Value {
+pub(crate) fn echo_task(payload_bytes: usize) -> Value {
     json!({ "tool": "demo.echo", "arguments": { "message": "x".repeat(payload_bytes) } })
 }
 
@@ -33,7 +29,7 @@ fn echo_task(payload_bytes: usize) -> Value {
 /// (`batch` 1, `POST /api/v1/tasks`) or `batch` per request (`POST /api/v1/tasks/batch`; `n` is
 /// rounded down to a multiple). Returns when the first request went out, how long submitting
 /// took, the ids, and the request latencies.
-async fn submit_http(
+pub(crate) async fn submit_http(
     api: &str,
     n: usize,
     concurrency: usize,
@@ -221,7 +217,7 @@ pub async fn scale_payload(opts: &Options, bytes: usize, n: usize) -> anyhow::Re
 /// Runs `request(i)` at `rate` per second for `duration`, open loop: each request starts at its
 /// scheduled time whether or not earlier ones finished, and its latency counts from then, so a
 /// stall shows up in the figures instead of slowing the load.
-async fn open_loop<F, Fut>(rate: f64, duration: Duration, request: F) -> OpenLoop
+pub(crate) async fn open_loop<F, Fut>(rate: f64, duration: Duration, request: F) -> OpenLoop
 where
     F: Fn(usize) -> Fut,
     Fut: Future<Output = bool> + Send + 'static,
@@ -268,13 +264,31 @@ where
 }
 
 /// What an open-loop run measured.
-struct OpenLoop {
+pub(crate) struct OpenLoop {
     samples: Samples,
     errors: usize,
     /// Successful requests per second, to the last completion.
     achieved: f64,
     /// How late the scheduler woke for each request.
     lag: Samples,
+}
+
+impl OpenLoop {
+    /// The result line of a run of `request` offered at `rate` per second.
+    pub(crate) fn line(self, request: &str, rate: f64) -> Value {
+        let requests = self.samples.len() + self.errors;
+        merge(
+            json!({
+                "request": request,
+                "offered_per_sec": rate,
+                "achieved_per_sec": self.achieved,
+                "requests": requests,
+                "errors": self.errors,
+                "schedule_lag_p99_ms": self.lag.summary()["p99_ms"],
+            }),
+            self.samples.summary(),
+        )
+    }
 }
 
 /// The gateway's own latency at `rate` requests per second: reading a task, and submitting one.
@@ -312,220 +326,11 @@ pub async fn api_latency(opts: &Options, rate: f64) -> anyhow::Result<Vec<Value>
             })
             .await
         };
-        let mut out = Vec::new();
-        for (request, run) in [
-            ("GET /api/v1/tasks/{id}", get),
-            ("POST /api/v1/tasks", post),
-        ] {
-            let lag = run.lag.summary();
-            out.push(merge(
-                json!({
-                    "request": request,
-                    "offered_per_sec": rate,
-                    "achieved_per_sec": run.achieved,
-                    "requests": run.samples.len() + run.errors,
-                    "errors": run.errors,
-                    "schedule_lag_p99_ms": lag["p99_ms"],
-                }),
-                run.samples.summary(),
-            ));
-        }
+        let out = vec![
+            get.line("GET /api/v1/tasks/{id}", rate),
+            post.line("POST /api/v1/tasks", rate),
+        ];
         anyhow::Ok(out)
-    }
-    .await;
-    platform.stop(false).await;
-    outcome
-}
-
-/// One task of a latency run, as the client saw it.
-struct Trip {
-    task_id: uuid::Uuid,
-    sent: Instant,
-    received: Instant,
-}
-
-/// Splits each task's latency at the timestamps Wharf recorded (same machine, same clock): the
-/// gateway's `created_at`, the worker's `started_at` and `finished_at`. Phases: `ingest` (client
-/// send to the gateway accepting), `queue` (accepted to a worker starting it), `execution` (the
-/// MCP call), `delivery` (the worker finishing to the client reading `task:complete`).
-async fn phases(platform: &Platform, trips: &[Trip]) -> anyhow::Result<Value> {
-    use sea_orm::{ConnectionTrait, Statement};
-    let db = platform.store.connection();
-    let rows = db
-        .query_all_raw(Statement::from_string(
-            db.get_database_backend(),
-            "SELECT id, created_at, started_at, finished_at FROM tasks WHERE status = 'succeeded'",
-        ))
-        .await?;
-    type Stamp = Option<chrono::DateTime<chrono::Utc>>;
-    let mut stamps: HashMap<uuid::Uuid, (Stamp, Stamp, Stamp)> = HashMap::new();
-    for row in rows {
-        stamps.insert(
-            row.try_get_by_index(0)?,
-            (
-                row.try_get_by_index(1)?,
-                row.try_get_by_index(2)?,
-                row.try_get_by_index(3)?,
-            ),
-        );
-    }
-    // Instants to wall-clock time: one reading of both clocks.
-    let (now_i, now_w) = (Instant::now(), chrono::Utc::now());
-    let wall = |i: Instant| now_w - chrono::Duration::from_std(now_i - i).unwrap_or_default();
-    let gap = |a: chrono::DateTime<chrono::Utc>, b: chrono::DateTime<chrono::Utc>| {
-        (b - a).to_std().unwrap_or_default()
-    };
-    let mut out = [(); 4].map(|_| Samples::with_capacity(trips.len()));
-    for t in trips {
-        let Some((Some(created), Some(started), Some(finished))) = stamps.get(&t.task_id) else {
-            continue;
-        };
-        out[0].push(gap(wall(t.sent), *created));
-        out[1].push(gap(*created, *started));
-        out[2].push(gap(*started, *finished));
-        out[3].push(gap(*finished, wall(t.received)));
-    }
-    let mut v = serde_json::Map::new();
-    for (name, samples) in ["ingest", "queue", "execution", "delivery"].iter().zip(out) {
-        let s = samples.summary();
-        v.insert(format!("{name}_p50_ms"), s["p50_ms"].clone());
-        v.insert(format!("{name}_p99_ms"), s["p99_ms"].clone());
-    }
-    Ok(Value::Object(v))
-}
-
-/// One WebSocket connection of a latency run: submits what it is handed, and times each task
-/// from its scheduled submit time to `task:complete`.
-struct WsLoad {
-    to_send: mpsc::UnboundedSender<(usize, Instant)>,
-    done: tokio::task::JoinHandle<anyhow::Result<(Samples, usize, Vec<Trip>)>>,
-}
-
-async fn ws_connection(url: &str, expected: usize, task: Value) -> anyhow::Result<WsLoad> {
-    let (socket, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
-    let (mut sink, mut stream) = socket.split();
-    let (to_send, mut rx) = mpsc::unbounded_channel::<(usize, Instant)>();
-    let scheduled: Arc<Mutex<HashMap<usize, Instant>>> = Arc::default();
-    let sent = scheduled.clone();
-    tokio::spawn(async move {
-        while let Some((i, at)) = rx.recv().await {
-            sent.lock().unwrap().insert(i, at);
-            let text = json!({ "type": "task:submit", "ref": i.to_string(), "task": task });
-            if sink.send(Message::text(text.to_string())).await.is_err() {
-                break;
-            }
-        }
-    });
-    let done = tokio::spawn(async move {
-        let mut by_task: HashMap<String, Instant> = HashMap::new();
-        let mut trips = Vec::with_capacity(expected);
-        let mut samples = Samples::with_capacity(expected);
-        let mut errors = 0;
-        while samples.len() + errors < expected {
-            let Some(message) = stream.next().await else {
-                anyhow::bail!("the gateway closed a WebSocket");
-            };
-            let Message::Text(text) = message? else {
-                continue;
-            };
-            let v: Value = serde_json::from_str(&text)?;
-            let task_id = v["task_id"].as_str().unwrap_or_default().to_owned();
-            match v["type"].as_str().unwrap_or_default() {
-                "task:accepted" => {
-                    let i: usize = v["ref"].as_str().unwrap_or_default().parse()?;
-                    if let Some(at) = scheduled.lock().unwrap().remove(&i) {
-                        by_task.insert(task_id, at);
-                    }
-                }
-                "task:complete" => {
-                    if let Some(at) = by_task.remove(&task_id) {
-                        samples.push(at.elapsed());
-                        trips.push(Trip {
-                            task_id: task_id.parse()?,
-                            sent: at,
-                            received: Instant::now(),
-                        });
-                    }
-                }
-                "task:error" | "task:cancelled" | "error" => {
-                    if errors == 0 {
-                        eprintln!("wharf bench: a WebSocket task failed: {text}");
-                    }
-                    errors += 1;
-                }
-                _ => {}
-            }
-        }
-        Ok((samples, errors, trips))
-    });
-    Ok(WsLoad { to_send, done })
-}
-
-/// Scenario 3: tasks submitted over WebSocket at a fixed `rate` for 30 s; latency from each
-/// task's scheduled submit time to the client receiving `task:complete` on the same socket.
-pub async fn ws_latency(opts: &Options, rate: f64) -> anyhow::Result<Value> {
-    let platform = Platform::start(opts, &Shape::default()).await?;
-    let outcome = async {
-        // Warm up connections and caches before measuring.
-        submit_http(&platform.api, 2000, 16, &echo_task(100), 1).await?;
-        platform
-            .wait_terminal(2000, Duration::from_secs(60))
-            .await?;
-
-        let duration = opts.duration(Duration::from_secs(30), Duration::from_secs(5));
-        let total = (rate * duration.as_secs_f64()) as usize;
-        let mut loads = Vec::new();
-        for c in 0..WS_CONNECTIONS {
-            let expected = (c..total).step_by(WS_CONNECTIONS).count();
-            loads.push(ws_connection(&platform.ws, expected, echo_task(100)).await?);
-        }
-        let cpu = CpuTimes::now();
-        let start = Instant::now();
-        let tick = tokio::time::Instant::from_std(start);
-        let mut lag = Samples::with_capacity(total);
-        for i in 0..total {
-            let due = tick + Duration::from_secs_f64(i as f64 / rate);
-            tokio::time::sleep_until(due).await;
-            // From when the scheduler woke; the lag is reported (see `open_loop`).
-            let at = Instant::now();
-            lag.push(at - due.into_std());
-            let _ = loads[i % WS_CONNECTIONS].to_send.send((i, at));
-        }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        let mut samples = Samples::with_capacity(total);
-        let mut errors = 0;
-        let mut trips = Vec::with_capacity(total);
-        for load in loads {
-            let (s, e, t) = tokio::time::timeout_at(deadline, load.done)
-                .await
-                .context("tasks were still unfinished a minute after the load stopped")???;
-            samples.extend(s);
-            trips.extend(t);
-            errors += e;
-        }
-        let wall = start.elapsed().as_secs_f64();
-        let busy = CpuTimes::now().busy_since(&cpu, wall);
-        // Let the history catch up, then see where the time went (warm-up tasks included).
-        platform
-            .wait_terminal(total as u64 + 2000, Duration::from_secs(60))
-            .await?;
-        let phases = phases(&platform, &trips).await?;
-        anyhow::Ok(merge(
-            merge(
-                json!({
-                    "offered_per_sec": rate,
-                    "seconds": duration.as_secs_f64(),
-                    "tasks": total,
-                    "completed": samples.len(),
-                    "errors": errors,
-                    "ws_connections": WS_CONNECTIONS,
-                    "schedule_lag_p99_ms": lag.summary()["p99_ms"],
-                    "cpu": busy,
-                }),
-                samples.summary(),
-            ),
-            phases,
-        ))
     }
     .await;
     platform.stop(false).await;

@@ -1,0 +1,62 @@
+//! The history's upkeep, beside the projection: at start and then every
+//! [`HistorySettings::every`], partitions are made ahead and expired tasks removed
+//! (`wharf_store::Store::maintain_history`). Several recorders may run it; the store lets one
+//! at a time do the work. A failed pass is logged and tried again at the next.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use wharf_store::{HistoryPolicy, Store};
+
+/// `[history]`: the retention and how often the upkeep runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistorySettings {
+    pub policy: HistoryPolicy,
+    pub every: Duration,
+}
+
+impl Default for HistorySettings {
+    fn default() -> Self {
+        HistorySettings {
+            policy: HistoryPolicy::default(),
+            every: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Runs passes until `shutdown`.
+pub(crate) async fn run(store: Store, settings: HistorySettings, shutdown: CancellationToken) {
+    loop {
+        pass(&store, &settings.policy).await;
+        tokio::select! {
+            () = tokio::time::sleep(settings.every) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+async fn pass(store: &Store, policy: &HistoryPolicy) {
+    let started = std::time::Instant::now();
+    match store.maintain_history(policy, chrono::Utc::now()).await {
+        Ok(done) if !done.ran => {
+            tracing::debug!("history upkeep: another recorder is at it");
+        }
+        Ok(done) => {
+            metrics::counter!("wharf_history_partitions_dropped_total")
+                .increment(done.dropped.len() as u64);
+            metrics::counter!("wharf_history_tasks_deleted_total").increment(done.deleted);
+            let (created, dropped) = (done.created.join(","), done.dropped.join(","));
+            tracing::info!(
+                created,
+                dropped,
+                kept = done.kept,
+                deleted = done.deleted,
+                ms = started.elapsed().as_millis() as u64,
+                "history upkeep"
+            );
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "history upkeep failed; trying again at the next pass")
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! The history at scale: the platform over a database that already holds millions of
+//! finished tasks (45 days of them, each day in its partition, two events per task), then
+//! the API's reads against it and the task latency while the retention drops the oldest days.
+//!
+//! The history is loaded by Postgres itself (`generate_series`, one statement per day and
+//! table) rather than through NATS: ten million tasks through the platform would take an
+//! hour on this machine and measure nothing new. The past days' partitions are made by the
+//! store's own upkeep, called with each day's date, as a recorder running then would have.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use reqwest::Method;
+use sea_orm::{ConnectionTrait, Statement};
+use serde_json::{Value, json};
+use wharf_contract::{TaskError, TaskErrorCode};
+use wharf_migration::partitions::{DAY_MS, day_start};
+use wharf_store::{HistoryPolicy, Store};
+
+use crate::Options;
+use crate::latency::{WsWindow, ws_window};
+use crate::platform::{Platform, Shape};
+use crate::scenarios::{echo_task, open_loop, submit_http};
+use crate::stats::merge;
+
+/// Days of history loaded; the retention pass keeps [`RETENTION_DAYS`] of them.
+const DAYS: i64 = 45;
+const RETENTION_DAYS: u32 = 30;
+/// Rate of `GET /api/v1/tasks/{id}` (the API latency target's) and of each list query.
+const GET_RATE: f64 = 2000.0;
+const LIST_RATE: f64 = 200.0;
+/// Tasks per second submitted while the retention runs (the latency target's rate).
+const TASK_RATE: f64 = 500.0;
+
+/// The scenario: one result line per measurement.
+pub async fn history_scale(opts: &Options) -> anyhow::Result<Vec<Value>> {
+    let platform = Platform::start(opts, &Shape::default()).await?;
+    let outcome = measure(opts, &platform).await;
+    platform.stop(false).await;
+    outcome
+}
+
+async fn measure(opts: &Options, platform: &Platform) -> anyhow::Result<Vec<Value>> {
+    let n = opts.count(10_000_000, 90_000);
+    let loading = Instant::now();
+    let loaded = load(&platform.store, n).await?;
+    let load_secs = loading.elapsed().as_secs_f64();
+    let size = database_size(&platform.store).await?;
+    eprintln!("wharf bench: {loaded} finished tasks loaded in {load_secs:.0} s ({size} bytes)");
+    let mut out = vec![json!({
+        "measure": "load",
+        "tasks": loaded,
+        "events": loaded * 2,
+        "days": DAYS,
+        "seconds": load_secs,
+        "database_bytes": size,
+    })];
+    // Warm-up: connections, and today's partition has rows.
+    submit_http(&platform.api, 2000, 16, &echo_task(100), 1).await?;
+    wait_recorded_today(&platform.store, 2000).await?;
+    out.extend(reads(opts, platform).await?);
+    out.extend(retention_under_load(opts, platform).await?);
+    Ok(out)
+}
+
+/// Fills the database with `n` finished tasks spread evenly over the [`DAYS`] before today.
+/// Returns how many were loaded.
+async fn load(store: &Store, n: usize) -> anyhow::Result<usize> {
+    let now = Utc::now();
+    let keep_all = HistoryPolicy {
+        retention_days: 0,
+        days_ahead: 0,
+    };
+    for d in (1..=DAYS).rev() {
+        // The recorder's own pass at start may hold the upkeep lock a moment.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !store
+            .maintain_history(&keep_all, now - chrono::Duration::days(d))
+            .await?
+            .ran
+        {
+            anyhow::ensure!(Instant::now() < deadline, "the upkeep lock stayed taken");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let per_day = n / DAYS as usize;
+    let today = day_start(now.timestamp_millis());
+    let result = json!({"content": [{"type": "text", "text": "x".repeat(100)}]}).to_string();
+    let error = serde_json::to_string(&TaskError::new(TaskErrorCode::ToolError, "failed"))?;
+    // Two days at a time: one statement keeps one core of Postgres busy.
+    let mut days: Vec<i64> = (1..=DAYS).collect();
+    while !days.is_empty() {
+        let batch: Vec<i64> = days.drain(..days.len().min(2)).collect();
+        let loads = batch.iter().map(|d| {
+            let day_ms = today - d * DAY_MS;
+            // Far above the live stream's sequences, which the platform's own tasks get.
+            let first_seq = 1_000_000_000_000 + (DAYS - d) * per_day as i64 * 2;
+            load_day(store, day_ms, per_day, first_seq, &result, &error)
+        });
+        for r in futures::future::join_all(loads).await {
+            r?;
+        }
+    }
+    // As a history that has been in use a while: vacuumed, its statistics gathered, and the
+    // load's writes flushed by a checkpoint (else that flush lands in the measurements).
+    for sql in [
+        "VACUUM (ANALYZE) tasks",
+        "VACUUM (ANALYZE) task_events",
+        "CHECKPOINT",
+    ] {
+        store.connection().execute_unprepared(sql).await?;
+    }
+    Ok(per_day * DAYS as usize)
+}
+
+/// One day's tasks and their events (`submitted` and the outcome). One in fifty failed; four
+/// queues; one in seven in one of a thousand sessions; one tenant.
+async fn load_day(
+    store: &Store,
+    day_ms: i64,
+    per_day: usize,
+    first_seq: i64,
+    result: &str,
+    error: &str,
+) -> anyhow::Result<()> {
+    let step = DAY_MS / per_day as i64;
+    let rows = format!(
+        "SELECT i, {first_seq} + 2 * i AS seq, \
+           to_timestamp(({day_ms} + i * {step}) / 1000.0) AS t, \
+           (lpad(to_hex({day_ms} + i * {step}), 12, '0') || '7' || \
+            substr(md5(i::text || '{day_ms}'), 1, 3) || '8' || \
+            substr(md5(i::text || '{day_ms}'), 4, 15))::uuid AS id, \
+           i % 50 = 0 AS failed \
+         FROM generate_series(0, {per_day} - 1) i"
+    );
+    let tasks = format!(
+        "INSERT INTO tasks (id, status, status_rank, tool, queue, arguments, metadata, attempts, \
+           max_attempts, session_id, progress_seq, result, error, terminal_seq, created_at, \
+           started_at, finished_at, updated_at, last_seq, priority, tenant) \
+         SELECT g.id, CASE WHEN g.failed THEN 'failed' ELSE 'succeeded' END, 2, 'demo.echo', \
+           (ARRAY['default', 'bulk', 'mail', 'reports'])[1 + g.i % 4], \
+           jsonb_build_object('message', repeat('x', 100)), '{{}}'::jsonb, 1, 3, \
+           CASE WHEN g.i % 7 = 0 THEN 'session-' || (g.i % 1000) END, 0, \
+           CASE WHEN g.failed THEN NULL ELSE $1::jsonb END, \
+           CASE WHEN g.failed THEN $2::jsonb END, \
+           g.seq + 1, g.t, g.t, g.t + interval '5 ms', g.t + interval '5 ms', g.seq + 1, \
+           'normal', 'default' \
+         FROM ({rows}) g"
+    );
+    let events = format!(
+        "INSERT INTO task_events (seq, task_id, kind, attempt, at, body) \
+         SELECT g.seq + k.k, g.id, \
+           CASE WHEN k.k = 0 THEN 'submitted' WHEN g.failed THEN 'failed' ELSE 'succeeded' END, \
+           k.k, g.t, \
+           jsonb_build_object('v', 1, 'task_id', g.id, 'at', g.t, 'attempt', k.k, 'type', \
+             CASE WHEN k.k = 0 THEN 'submitted' WHEN g.failed THEN 'failed' ELSE 'succeeded' END, \
+             'arguments', jsonb_build_object('message', repeat('x', 100))) \
+         FROM ({rows}) g, (VALUES (0), (1)) AS k(k)"
+    );
+    let db = store.connection();
+    db.execute_raw(Statement::from_sql_and_values(
+        db.get_database_backend(),
+        tasks,
+        [result.into(), error.into()],
+    ))
+    .await?;
+    db.execute_unprepared(&events).await?;
+    Ok(())
+}
+
+/// Waits until `n` tasks of today are recorded finished (today's partitions only: a count
+/// over the whole history would take seconds).
+async fn wait_recorded_today(store: &Store, n: i64) -> anyhow::Result<()> {
+    let today = wharf_migration::partitions::uuid_at(day_start(Utc::now().timestamp_millis()));
+    let db = store.connection();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let row = db
+            .query_one_raw(Statement::from_string(
+                db.get_database_backend(),
+                format!("SELECT count(*) FROM tasks WHERE id >= '{today}' AND status_rank = 2"),
+            ))
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("count() returns a row"))?;
+        if row.try_get_by_index::<i64>(0)? >= n {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the warm-up tasks were not recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn database_size(store: &Store) -> anyhow::Result<i64> {
+    let db = store.connection();
+    let row = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT pg_database_size(current_database())",
+        ))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no size"))?;
+    Ok(row.try_get_by_index::<i64>(0)?)
+}
+
+/// Ids of loaded tasks, spread over every day, and one id from the middle of the history
+/// (a deep page's cursor).
+async fn sample_ids(store: &Store) -> anyhow::Result<(Vec<String>, String)> {
+    let db = store.connection();
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT id::text FROM tasks TABLESAMPLE SYSTEM (1) LIMIT 30000",
+        ))
+        .await?;
+    let mut ids: Vec<String> = rows
+        .iter()
+        .map(|r| r.try_get_by_index::<String>(0))
+        .collect::<Result<_, _>>()?;
+    anyhow::ensure!(!ids.is_empty(), "no task to read");
+    ids.sort();
+    let middle = ids[ids.len() / 2].clone();
+    // Sorted, then scattered again, so each read lands on another part of the table.
+    let len = ids.len();
+    let scattered = (0..len).map(|i| ids[(i * 7919) % len].clone()).collect();
+    Ok((scattered, middle))
+}
+
+/// `GET /api/v1/tasks/{id}` over the whole history, then filtered list pages.
+async fn reads(opts: &Options, platform: &Platform) -> anyhow::Result<Vec<Value>> {
+    let (ids, middle) = sample_ids(&platform.store).await?;
+    let ids = Arc::new(ids);
+    let http = wharf_client::Client::new(&platform.api)?;
+    let duration = opts.duration(Duration::from_secs(15), Duration::from_secs(3));
+    let get = {
+        let (http, ids) = (http.clone(), ids.clone());
+        open_loop(GET_RATE, duration, move |i| {
+            let read = http.request(
+                Method::GET,
+                &format!("/api/v1/tasks/{}", ids[i % ids.len()]),
+            );
+            async move { matches!(read.send().await, Ok(r) if r.status().is_success()) }
+        })
+        .await
+    };
+    let mut out = vec![get.line("GET /api/v1/tasks/{id}", GET_RATE)];
+    let lists = [
+        "/api/v1/tasks?limit=50".to_owned(),
+        "/api/v1/tasks?status=failed&limit=50".to_owned(),
+        "/api/v1/tasks?queue=mail&status=failed&limit=50".to_owned(),
+        "/api/v1/tasks?session_id=session-7&limit=50".to_owned(),
+        format!("/api/v1/tasks?status=failed&limit=50&cursor={middle}"),
+    ];
+    let duration = opts.duration(Duration::from_secs(10), Duration::from_secs(3));
+    for path in lists {
+        let http = http.clone();
+        let request = path.clone();
+        let run = open_loop(LIST_RATE, duration, move |_| {
+            let read = http.request(Method::GET, &request);
+            async move {
+                match read.send().await {
+                    Ok(r) if r.status().is_success() => r
+                        .json::<Value>()
+                        .await
+                        .is_ok_and(|v| v["tasks"].as_array().is_some_and(|t| !t.is_empty())),
+                    _ => false,
+                }
+            }
+        })
+        .await;
+        let shown = path.replace(&middle, "<a task from 22 days ago>");
+        out.push(run.line(&format!("GET {shown}"), LIST_RATE));
+    }
+    Ok(out)
+}
+
+/// The task latency at [`TASK_RATE`], first alone, then with the retention pass (dropping the
+/// oldest days) started a few seconds into the window.
+async fn retention_under_load(opts: &Options, platform: &Platform) -> anyhow::Result<Vec<Value>> {
+    let duration = opts.duration(Duration::from_secs(30), Duration::from_secs(10));
+    let alone = ws_window(platform, TASK_RATE, duration).await?;
+    let store = platform.store.clone();
+    let pass = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let policy = HistoryPolicy {
+            retention_days: RETENTION_DAYS,
+            days_ahead: 3,
+        };
+        let started = Instant::now();
+        let done = store.maintain_history(&policy, Utc::now()).await;
+        (done, started.elapsed())
+    });
+    let during = ws_window(platform, TASK_RATE, duration).await?;
+    let (done, took) = pass.await?;
+    let done = done?;
+    anyhow::ensure!(done.ran, "the retention pass did not run");
+    let line = |window: &str, w: WsWindow| {
+        merge(
+            json!({
+                "measure": "task latency",
+                "window": window,
+                "offered_per_sec": TASK_RATE,
+                "seconds": duration.as_secs_f64(),
+                "completed": w.samples.len(),
+                "errors": w.errors,
+                "schedule_lag_p99_ms": w.lag.summary()["p99_ms"],
+            }),
+            w.samples.summary(),
+        )
+    };
+    let mut during_line = line("retention running", during);
+    during_line["retention"] = json!({
+        "seconds": took.as_secs_f64(),
+        "days_dropped": done.dropped.len(),
+        "tasks_kept": done.kept,
+        "tasks_deleted": done.deleted,
+        "retention_days": RETENTION_DAYS,
+    });
+    Ok(vec![line("alone", alone), during_line])
+}

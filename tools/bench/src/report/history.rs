@@ -1,0 +1,142 @@
+//! The page's section on the history at scale: the API's reads over millions of finished
+//! tasks, and the task latency while the retention drops old days.
+
+use std::fmt::Write;
+
+use serde_json::Value;
+
+use super::{int, latest, num, verdict};
+
+/// How much the retention pass may raise the task latency's p99 and still count as not
+/// raising it: the noise between two 30 s windows on this machine.
+pub(super) const P99_NOISE: f64 = 1.25;
+
+fn parts<'a>(lines: &'a [Value]) -> (Option<&'a Value>, Vec<&'a Value>, Vec<&'a Value>) {
+    let rows = latest(lines, "history_scale");
+    let load = rows.iter().find(|r| r["measure"] == "load").copied();
+    let reads = rows
+        .iter()
+        .filter(|r| r["request"].is_string())
+        .copied()
+        .collect();
+    let windows = rows
+        .iter()
+        .filter(|r| r["measure"] == "task latency")
+        .copied()
+        .collect();
+    (load, reads, windows)
+}
+
+/// The targets' lines: reads within the API latency target over the loaded history, and the
+/// retention pass not raising the tasks' p99.
+pub(super) fn targets(w: &mut String, lines: &[Value]) {
+    let (Some(load), reads, windows) = parts(lines) else {
+        return;
+    };
+    let tasks = int(&load["tasks"]);
+    for r in &reads {
+        let _ = writeln!(
+            w,
+            "| over {tasks} finished tasks, `{}` at {}/s: p99 <= 5 ms | {} ms | {} |",
+            r["request"].as_str().unwrap_or_default(),
+            int(&r["offered_per_sec"]),
+            num(&r["p99_ms"], 2),
+            verdict(r["p99_ms"].as_f64().map(|p| p <= 5.0 && r["errors"] == 0)),
+        );
+    }
+    let alone = windows.iter().find(|r| r["window"] == "alone");
+    let during = windows.iter().find(|r| r["window"] == "retention running");
+    if let (Some(alone), Some(during)) = (alone, during) {
+        let (a, d) = (alone["p99_ms"].as_f64(), during["p99_ms"].as_f64());
+        let _ = writeln!(
+            w,
+            "| retention dropping {} days while tasks flow at {}/s: p99 not raised (<= {P99_NOISE}x) | {} ms against {} ms | {} |",
+            int(&during["retention"]["days_dropped"]),
+            int(&during["offered_per_sec"]),
+            num(&during["p99_ms"], 2),
+            num(&alone["p99_ms"], 2),
+            verdict(a.zip(d).map(|(a, d)| d <= a * P99_NOISE)),
+        );
+    }
+}
+
+/// The section itself.
+pub(super) fn history(w: &mut String, lines: &[Value]) {
+    let (Some(load), reads, windows) = parts(lines) else {
+        return;
+    };
+    let _ = writeln!(w, "## The history at scale\n");
+    let gib = load["database_bytes"].as_f64().unwrap_or(0.0) / (1u64 << 30) as f64;
+    let per_task = load["database_bytes"].as_f64().unwrap_or(0.0)
+        / load["tasks"].as_f64().unwrap_or(1.0).max(1.0);
+    let _ = writeln!(
+        w,
+        "Run {}. The database held {} finished tasks and {} events over {} days, one partition \
+         per day and table ({:.1} GiB with indexes, {} B per task; loaded in {} s by Postgres \
+         itself), then the platform ran over it. Reads are of random tasks across all days, \
+         and list pages of the newest tasks matching each filter; the cursor names a task from \
+         the middle of the history.\n",
+        load["run"].as_str().unwrap_or("–"),
+        int(&load["tasks"]),
+        int(&load["events"]),
+        load["days"],
+        gib,
+        int(&per_task.into()),
+        int(&load["seconds"]),
+    );
+    let _ = writeln!(
+        w,
+        "| request | offered/s | achieved/s | requests | errors | p50 ms | p99 ms | max ms | schedule lag p99 ms |\n|---|---|---|---|---|---|---|---|---|"
+    );
+    for a in &reads {
+        let _ = writeln!(
+            w,
+            "| `{}` | {} | {} | {} | {} | {} | {} | {} | {} |",
+            a["request"].as_str().unwrap_or_default(),
+            int(&a["offered_per_sec"]),
+            int(&a["achieved_per_sec"]),
+            int(&a["requests"]),
+            int(&a["errors"]),
+            num(&a["p50_ms"], 2),
+            num(&a["p99_ms"], 2),
+            num(&a["max_ms"], 2),
+            num(&a["schedule_lag_p99_ms"], 2),
+        );
+    }
+    let _ = writeln!(
+        w,
+        "\nTask latency (WebSocket submit to `task:complete`) in two windows, one alone and one \
+         with the retention pass started 3 s in:\n"
+    );
+    let _ = writeln!(
+        w,
+        "| window | tasks/s | tasks | errors | p50 ms | p99 ms | max ms | retention pass |\n|---|---|---|---|---|---|---|---|"
+    );
+    for r in &windows {
+        let pass = &r["retention"];
+        let pass = if pass.is_object() {
+            format!(
+                "{} days dropped, {} tasks kept, {} deleted, in {} s",
+                int(&pass["days_dropped"]),
+                int(&pass["tasks_kept"]),
+                int(&pass["tasks_deleted"]),
+                num(&pass["seconds"], 2)
+            )
+        } else {
+            "–".to_owned()
+        };
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            r["window"].as_str().unwrap_or_default(),
+            int(&r["offered_per_sec"]),
+            int(&r["completed"]),
+            int(&r["errors"]),
+            num(&r["p50_ms"], 2),
+            num(&r["p99_ms"], 2),
+            num(&r["max_ms"], 2),
+            pass,
+        );
+    }
+    let _ = writeln!(w);
+}
