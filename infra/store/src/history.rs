@@ -57,6 +57,9 @@ pub struct Maintenance {
 
 /// Tasks per batch delete (and their events with them).
 const DELETE_BATCH: i64 = 2000;
+/// A session holding a lock: pid, state, its query, seconds in its transaction.
+type LockHolder = (i32, Option<String>, Option<String>, Option<f64>);
+
 /// How long a DDL statement waits for its lock before it gives up until the next pass: the
 /// queries that arrive meanwhile queue behind it.
 const LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '1s'";
@@ -280,7 +283,7 @@ impl Store {
     /// An error of a statement that waited too long for its lock, with who held the lock.
     async fn explain_lock_wait(&self, e: Error, table: &str) -> Error {
         let pool = self.db.get_postgres_connection_pool();
-        let holders: Vec<(i32, Option<String>, Option<String>, Option<f64>)> = sqlx::query_as(
+        let holders: Vec<LockHolder> = sqlx::query_as(
             "SELECT a.pid, a.state, left(a.query, 200), \
                    extract(epoch FROM now() - a.xact_start)::float8 \
                  FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \

@@ -11,7 +11,8 @@ use super::{int, latest, num, verdict};
 /// raising it: the noise between two 30 s windows on this machine.
 pub(super) const P99_NOISE: f64 = 1.25;
 
-fn parts<'a>(lines: &'a [Value]) -> (Option<&'a Value>, Vec<&'a Value>, Vec<&'a Value>) {
+/// The newest run's load line, read lines and latency windows.
+fn parts(lines: &[Value]) -> (Option<&Value>, Vec<&Value>, Vec<&Value>) {
     let rows = latest(lines, "history_scale");
     let load = rows.iter().find(|r| r["measure"] == "load").copied();
     let reads = rows
