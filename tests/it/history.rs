@@ -193,6 +193,21 @@ async fn old_days_are_dropped_whole_and_what_must_stay_stays() {
     );
     assert_eq!(events_of(&store, today).await, 3);
     assert!(!partitions(&store, "tasks").await.contains(&past_day));
+    let left = store
+        .connection()
+        .query_all_raw(Statement::from_string(
+            DbBackend::Postgres,
+            format!(
+                "SELECT relname FROM pg_class WHERE relname LIKE '%{}'",
+                &past_day[6..]
+            ),
+        ))
+        .await
+        .unwrap();
+    assert!(
+        left.is_empty(),
+        "the dropped days' tables are gone, detached or not"
+    );
     assert_eq!(
         partitions(&store, "tasks").await.len(),
         partitions(&store, "task_events").await.len(),

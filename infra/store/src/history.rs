@@ -63,6 +63,8 @@ type LockHolder = (i32, Option<String>, Option<String>, Option<f64>);
 /// How long a DDL statement waits for its lock before it gives up until the next pass: the
 /// queries that arrive meanwhile queue behind it.
 const LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '1s'";
+/// The prefix a detached day's tables get until they are dropped.
+const DROPPING: &str = "wharf_dropping_";
 /// One upkeep at a time across recorders (`pg_try_advisory_xact_lock`).
 const UPKEEP_LOCK: i64 = 0x7768_6172_6668_6973; // "wharfhis"
 
@@ -99,6 +101,7 @@ impl Store {
             ran: true,
             ..Maintenance::default()
         };
+        self.drop_detached().await?;
         let today = day_start(now.timestamp_millis());
         for day in 0..=i64::from(policy.days_ahead) {
             let from = today + day * DAY_MS;
@@ -250,11 +253,41 @@ impl Store {
                 .await
                 .map_err(sqlx_error)?;
             }
-            exec(&mut tx, &format!("DROP TABLE {tasks}, {events}")).await?;
+            // Dropped after the commit, which then holds the parents' locks only for the
+            // detach: unlinking a day's files takes long enough to stall every writer.
+            for t in [&events, &tasks] {
+                exec(&mut tx, &format!("ALTER TABLE {t} RENAME TO {DROPPING}{t}")).await?;
+            }
             Ok(kept)
         }
         .await;
-        finish(tx, steps).await.map(Some)
+        let kept = finish(tx, steps).await?;
+        self.drop_detached().await?;
+        Ok(Some(kept))
+    }
+
+    /// Drops the tables a drop step detached (`wharf_dropping_*`), left over too when a
+    /// process died between the two steps. Tables an operator detached by hand keep their
+    /// names and are left alone.
+    async fn drop_detached(&self) -> Result<(), Error> {
+        let pool = self.db.get_postgres_connection_pool();
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT relname::text FROM pg_class \
+             WHERE relkind = 'r' AND relname LIKE 'wharf\\_dropping\\_%' AND NOT relispartition \
+             AND relnamespace = current_schema()::regnamespace",
+        )
+        .fetch_all(pool)
+        .await
+        .map_err(sqlx_error)?;
+        for name in names {
+            if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {name}")))
+                    .execute(pool)
+                    .await
+                    .map_err(sqlx_error)?;
+            }
+        }
+        Ok(())
     }
 
     /// A transaction for one step of the upkeep, holding the upkeep lock and with a short

@@ -229,7 +229,26 @@ async fn sample_ids(store: &Store) -> anyhow::Result<(Vec<String>, String)> {
     Ok((scattered, middle))
 }
 
-/// `GET /api/v1/tasks/{id}` over the whole history, then filtered list pages.
+/// Ids of tasks submitted today (the warm-up's).
+async fn todays_ids(store: &Store) -> anyhow::Result<Vec<String>> {
+    let today = wharf_migration::partitions::uuid_at(day_start(Utc::now().timestamp_millis()));
+    let db = store.connection();
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            format!("SELECT id::text FROM tasks WHERE id >= '{today}' LIMIT 5000"),
+        ))
+        .await?;
+    let ids: Vec<String> = rows
+        .iter()
+        .map(|r| r.try_get_by_index::<String>(0))
+        .collect::<Result<_, _>>()?;
+    anyhow::ensure!(!ids.is_empty(), "no task of today to read");
+    Ok(ids)
+}
+
+/// `GET /api/v1/tasks/{id}` over the whole history and over today's tasks, then filtered
+/// list pages.
 async fn reads(opts: &Options, platform: &Platform) -> anyhow::Result<Vec<Value>> {
     let (ids, middle) = sample_ids(&platform.store).await?;
     let ids = Arc::new(ids);
@@ -247,6 +266,20 @@ async fn reads(opts: &Options, platform: &Platform) -> anyhow::Result<Vec<Value>
         .await
     };
     let mut out = vec![get.line("GET /api/v1/tasks/{id}", GET_RATE)];
+    // The tasks clients mostly read: today's, whose pages are in memory.
+    let recent = Arc::new(todays_ids(&platform.store).await?);
+    let get_recent = {
+        let (http, ids) = (http.clone(), recent.clone());
+        open_loop(GET_RATE, duration, move |i| {
+            let read = http.request(
+                Method::GET,
+                &format!("/api/v1/tasks/{}", ids[i % ids.len()]),
+            );
+            async move { matches!(read.send().await, Ok(r) if r.status().is_success()) }
+        })
+        .await
+    };
+    out.push(get_recent.line("GET /api/v1/tasks/{id} (today's tasks)", GET_RATE));
     let lists = [
         "/api/v1/tasks?limit=50".to_owned(),
         "/api/v1/tasks?status=failed&limit=50".to_owned(),
