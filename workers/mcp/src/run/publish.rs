@@ -106,8 +106,8 @@ impl Publisher<'_> {
             .await
     }
 
-    /// Fencing: true when this attempt's lease may have lapsed (no heartbeat got through for a
-    /// whole lease, say the process was paused) and a newer attempt has since started
+    /// Fencing: true when this attempt's lease may have lapsed (no heartbeat got through for two
+    /// thirds of a lease, say the process was paused) and a newer attempt has since started
     /// elsewhere. Its outcome is then dropped, unrecorded and unacknowledged: the task belongs
     /// to the newer attempt, whose outcome is the one recorded. Only a possibly lapsed lease
     /// costs the check (a read of the task's history: its newest event may be this attempt's
@@ -118,7 +118,7 @@ impl Publisher<'_> {
             .lock()
             .map(|t| t.elapsed())
             .unwrap_or_default();
-        if since < self.shared.heartbeat * 3 {
+        if since < lease_safe(self.shared.heartbeat) {
             return false;
         }
         match self.shared.bus.latest_attempt(self.task.id).await {
@@ -143,11 +143,19 @@ impl Publisher<'_> {
     /// does not count, the task may be elsewhere.
     pub fn renewed(&self) {
         if let Ok(mut t) = self.lease_renewed.lock()
-            && t.elapsed() < self.shared.heartbeat * 3
+            && t.elapsed() < lease_safe(self.shared.heartbeat)
         {
             *t = Instant::now();
         }
     }
+}
+
+/// How long after the last renewal a lease is surely still held: two of its three heartbeat
+/// periods. The server times the lease from when it handled the delivery or the heartbeat,
+/// which the worker only sees later, so a whole lease by the worker's clock may already be
+/// past on the server's; the last period is the margin for that and for a slow tick.
+fn lease_safe(heartbeat: std::time::Duration) -> std::time::Duration {
+    heartbeat * 2
 }
 
 /// The terminal event as it can be stored: one whose result (or error) would not fit in a NATS message
