@@ -74,8 +74,9 @@ pub(super) fn history(w: &mut String, lines: &[Value]) {
         w,
         "Run {}. The database held {} finished tasks and {} events over {} days, one partition \
          per day and table ({:.1} GiB with indexes, {} B per task; loaded in {} s by Postgres \
-         itself), then the platform ran over it. Reads are of random tasks across all days, \
-         and list pages of the newest tasks matching each filter; the cursor names a task from \
+         itself), then the platform ran over it. `GET` reads random tasks across all days (most \
+         of their pages are not in memory), then today's tasks, the ones clients poll; list \
+         pages are of the newest tasks matching each filter, and the cursor names a task from \
          the middle of the history.\n",
         load["run"].as_str().unwrap_or("–"),
         int(&load["tasks"]),
