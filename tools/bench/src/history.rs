@@ -7,7 +7,6 @@
 //! hour on this machine and measure nothing new. The past days' partitions are made by the
 //! store's own upkeep, called with each day's date, as a recorder running then would have.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -21,7 +20,7 @@ use wharf_store::{HistoryPolicy, Store};
 use crate::Options;
 use crate::latency::{WsWindow, ws_window};
 use crate::platform::{Platform, Shape};
-use crate::scenarios::{echo_task, open_loop, submit_http};
+use crate::scenarios::{echo_task, open_loop, read_tasks, submit_http};
 use crate::stats::merge;
 
 /// Days of history loaded; the retention pass keeps [`RETENTION_DAYS`] of them.
@@ -251,35 +250,14 @@ async fn todays_ids(store: &Store) -> anyhow::Result<Vec<String>> {
 /// list pages.
 async fn reads(opts: &Options, platform: &Platform) -> anyhow::Result<Vec<Value>> {
     let (ids, middle) = sample_ids(&platform.store).await?;
-    let ids = Arc::new(ids);
     let http = wharf_client::Client::new(&platform.api)?;
     let duration = opts.duration(Duration::from_secs(15), Duration::from_secs(3));
-    let get = {
-        let (http, ids) = (http.clone(), ids.clone());
-        open_loop(GET_RATE, duration, move |i| {
-            let read = http.request(
-                Method::GET,
-                &format!("/api/v1/tasks/{}", ids[i % ids.len()]),
-            );
-            async move { matches!(read.send().await, Ok(r) if r.status().is_success()) }
-        })
-        .await
-    };
+    let get = read_tasks(&http, ids, GET_RATE, duration).await;
     let mut out = vec![get.line("GET /api/v1/tasks/{id}", GET_RATE)];
     // The tasks clients mostly read: today's, whose pages are in memory.
-    let recent = Arc::new(todays_ids(&platform.store).await?);
-    let get_recent = {
-        let (http, ids) = (http.clone(), recent.clone());
-        open_loop(GET_RATE, duration, move |i| {
-            let read = http.request(
-                Method::GET,
-                &format!("/api/v1/tasks/{}", ids[i % ids.len()]),
-            );
-            async move { matches!(read.send().await, Ok(r) if r.status().is_success()) }
-        })
-        .await
-    };
-    out.push(get_recent.line("GET /api/v1/tasks/{id} (today's tasks)", GET_RATE));
+    let recent = todays_ids(&platform.store).await?;
+    let get = read_tasks(&http, recent, GET_RATE, duration).await;
+    out.push(get.line("GET /api/v1/tasks/{id} (today's tasks)", GET_RATE));
     let lists = [
         "/api/v1/tasks?limit=50".to_owned(),
         "/api/v1/tasks?status=failed&limit=50".to_owned(),

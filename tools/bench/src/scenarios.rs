@@ -291,6 +291,24 @@ impl OpenLoop {
     }
 }
 
+/// `GET /api/v1/tasks/{id}` at `rate` for `duration`, going round `ids`.
+pub(crate) async fn read_tasks(
+    http: &wharf_client::Client,
+    ids: Vec<String>,
+    rate: f64,
+    duration: Duration,
+) -> OpenLoop {
+    let (http, ids) = (http.clone(), Arc::new(ids));
+    open_loop(rate, duration, move |i| {
+        let read = http.request(
+            Method::GET,
+            &format!("/api/v1/tasks/{}", ids[i % ids.len()]),
+        );
+        async move { matches!(read.send().await, Ok(r) if r.status().is_success()) }
+    })
+    .await
+}
+
 /// The gateway's own latency at `rate` requests per second: reading a task, and submitting one.
 pub async fn api_latency(opts: &Options, rate: f64) -> anyhow::Result<Vec<Value>> {
     let platform = Platform::start(opts, &Shape::default()).await?;
@@ -302,19 +320,7 @@ pub async fn api_latency(opts: &Options, rate: f64) -> anyhow::Result<Vec<Value>
             .await?;
         let duration = opts.duration(Duration::from_secs(15), Duration::from_secs(3));
         let http = wharf_client::Client::new(&platform.api)?;
-        let ids = Arc::new(ids);
-
-        let get = {
-            let (http, ids) = (http.clone(), ids.clone());
-            open_loop(rate, duration, move |i| {
-                let read = http.request(
-                    Method::GET,
-                    &format!("/api/v1/tasks/{}", ids[i % ids.len()]),
-                );
-                async move { matches!(read.send().await, Ok(r) if r.status().is_success()) }
-            })
-            .await
-        };
+        let get = read_tasks(&http, ids, rate, duration).await;
         let post = {
             let http = http.clone();
             open_loop(rate, duration, move |_| {

@@ -86,28 +86,10 @@ pub(super) fn history(w: &mut String, lines: &[Value]) {
         int(&per_task.into()),
         int(&load["seconds"]),
     );
+    super::requests(w, &reads);
     let _ = writeln!(
         w,
-        "| request | offered/s | achieved/s | requests | errors | p50 ms | p99 ms | max ms | schedule lag p99 ms |\n|---|---|---|---|---|---|---|---|---|"
-    );
-    for a in &reads {
-        let _ = writeln!(
-            w,
-            "| `{}` | {} | {} | {} | {} | {} | {} | {} | {} |",
-            a["request"].as_str().unwrap_or_default(),
-            int(&a["offered_per_sec"]),
-            int(&a["achieved_per_sec"]),
-            int(&a["requests"]),
-            int(&a["errors"]),
-            num(&a["p50_ms"], 2),
-            num(&a["p99_ms"], 2),
-            num(&a["max_ms"], 2),
-            num(&a["schedule_lag_p99_ms"], 2),
-        );
-    }
-    let _ = writeln!(
-        w,
-        "\nTask latency (WebSocket submit to `task:complete`) in two windows, one alone and one \
+        "Task latency (WebSocket submit to `task:complete`) in two windows, one alone and one \
          with the retention pass started 3 s in:\n"
     );
     let _ = writeln!(

@@ -499,27 +499,32 @@ fn api(w: &mut String, lines: &[Value]) {
             "## The gateway's own API latency\n\nRun {}.\n",
             api[0]["run"].as_str().unwrap_or("–")
         );
+        requests(w, &api);
+    }
+}
+
+/// A table of open-loop request runs (`OpenLoop::line`), one row each.
+fn requests(w: &mut String, rows: &[&Value]) {
+    let _ = writeln!(
+        w,
+        "| request | offered/s | achieved/s | requests | errors | p50 ms | p99 ms | max ms | schedule lag p99 ms |\n|---|---|---|---|---|---|---|---|---|"
+    );
+    for a in rows {
         let _ = writeln!(
             w,
-            "| request | offered/s | achieved/s | requests | errors | p50 ms | p99 ms | max ms | schedule lag p99 ms |\n|---|---|---|---|---|---|---|---|---|"
+            "| `{}` | {} | {} | {} | {} | {} | {} | {} | {} |",
+            a["request"].as_str().unwrap_or_default(),
+            int(&a["offered_per_sec"]),
+            int(&a["achieved_per_sec"]),
+            int(&a["requests"]),
+            int(&a["errors"]),
+            num(&a["p50_ms"], 2),
+            num(&a["p99_ms"], 2),
+            num(&a["max_ms"], 2),
+            num(&a["schedule_lag_p99_ms"], 2),
         );
-        for a in &api {
-            let _ = writeln!(
-                w,
-                "| `{}` | {} | {} | {} | {} | {} | {} | {} | {} |",
-                a["request"].as_str().unwrap_or_default(),
-                int(&a["offered_per_sec"]),
-                int(&a["achieved_per_sec"]),
-                int(&a["requests"]),
-                int(&a["errors"]),
-                num(&a["p50_ms"], 2),
-                num(&a["p99_ms"], 2),
-                num(&a["max_ms"], 2),
-                num(&a["schedule_lag_p99_ms"], 2),
-            );
-        }
-        let _ = writeln!(w);
     }
+    let _ = writeln!(w);
 }
 
 const HOW: &str = "\
