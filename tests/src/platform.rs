@@ -17,14 +17,20 @@ use wharf_worker::{McpServerConfig, WorkerConfig};
 
 use crate::{demo_server, eventually, wharf_bin};
 
-/// A fresh Postgres database for one test, cloned from a migrated template.
-pub async fn fresh_database() -> String {
+/// The test Postgres server's URL and a connection to it.
+async fn admin() -> (String, sea_orm::DatabaseConnection) {
     let admin = std::env::var("WHARF_TEST_DATABASE_URL").expect(
         "WHARF_TEST_DATABASE_URL must name a Postgres server (./test.sh starts one and sets it)",
     );
     let db = Database::connect(&admin)
         .await
         .expect("connect to the test postgres");
+    (admin, db)
+}
+
+/// A fresh Postgres database for one test, cloned from a migrated template.
+pub async fn fresh_database() -> String {
+    let (admin, db) = admin().await;
     // One test process creates the template; the others wait on the lock, then clone it.
     db.execute_unprepared("SELECT pg_advisory_lock(727274)")
         .await
@@ -59,12 +65,7 @@ pub async fn fresh_database() -> String {
 
 /// An empty Postgres database, no migration applied, for a test of the migrations themselves.
 pub async fn empty_database() -> String {
-    let admin = std::env::var("WHARF_TEST_DATABASE_URL").expect(
-        "WHARF_TEST_DATABASE_URL must name a Postgres server (./test.sh starts one and sets it)",
-    );
-    let db = Database::connect(&admin)
-        .await
-        .expect("connect to the test postgres");
+    let (admin, db) = admin().await;
     let name = format!("wharf_empty_{}", Uuid::now_v7().simple());
     db.execute_unprepared(&format!("CREATE DATABASE {name}"))
         .await
