@@ -20,7 +20,8 @@ use wharf_migration::partitions::{
     DAY_MS, DEFAULT_SUFFIX, TABLES, day_start, day_suffix, ms_of, uuid_at,
 };
 
-use crate::{Error, Store, record::sqlx_error};
+use crate::record::{finish, sqlx_error};
+use crate::{Error, Store};
 
 /// How long the history keeps finished tasks (`[history]` in the configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,9 +104,9 @@ impl Store {
         };
         self.drop_detached().await?;
         let today = day_start(now.timestamp_millis());
+        let partitions = self.partitions().await?;
         for day in 0..=i64::from(policy.days_ahead) {
             let from = today + day * DAY_MS;
-            let partitions = self.partitions().await?;
             let taken = partitions.iter().any(|p| {
                 !p.default
                     && p.from.is_none_or(|f| f < from + DAY_MS)
@@ -406,25 +407,6 @@ impl Store {
             if (ids.len() as i64) < DELETE_BATCH {
                 return Ok(deleted);
             }
-        }
-    }
-}
-
-/// Commits a step's transaction when the step went well, else rolls it back at once: a
-/// transaction merely dropped is rolled back only when its connection is next used, and until
-/// then it would hold its locks (on `tasks`, for a failed detach).
-async fn finish<T>(
-    tx: sqlx::Transaction<'static, sqlx::Postgres>,
-    step: Result<T, Error>,
-) -> Result<T, Error> {
-    match step {
-        Ok(v) => {
-            tx.commit().await.map_err(sqlx_error)?;
-            Ok(v)
-        }
-        Err(e) => {
-            let _ = tx.rollback().await;
-            Err(e)
         }
     }
 }

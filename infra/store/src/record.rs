@@ -94,28 +94,51 @@ impl Store {
         }
         let pool = self.db.get_postgres_connection_pool();
         let mut tx = pool.begin().await.map_err(sqlx_error)?;
-        sea_orm::sqlx::query(
-            "INSERT INTO task_events (seq, task_id, kind, attempt, at, body) \
-             SELECT * FROM unnest($1::int8[], $2::uuid[], $3::text[], $4::int4[], \
-             $5::timestamptz[], $6::jsonb[]) ON CONFLICT (task_id, seq) DO NOTHING",
-        )
-        .bind(seq)
-        .bind(task_id)
-        .bind(kind)
-        .bind(attempt)
-        .bind(at)
-        .bind(body)
-        .execute(&mut *tx)
-        .await
-        .map_err(sqlx_error)?;
+        let written = async {
+            sea_orm::sqlx::query(
+                "INSERT INTO task_events (seq, task_id, kind, attempt, at, body) \
+                 SELECT * FROM unnest($1::int8[], $2::uuid[], $3::text[], $4::int4[], \
+                 $5::timestamptz[], $6::jsonb[]) ON CONFLICT (task_id, seq) DO NOTHING",
+            )
+            .bind(seq)
+            .bind(task_id)
+            .bind(kind)
+            .bind(attempt)
+            .bind(at)
+            .bind(body)
+            .execute(&mut *tx)
+            .await
+            .map_err(sqlx_error)?;
 
-        let mut query = sea_orm::sqlx::query(task_row::upsert_sql());
-        for column in task_row::arrays(states) {
-            query = column.bind(query);
+            let mut query = sea_orm::sqlx::query(task_row::upsert_sql());
+            for column in task_row::arrays(states) {
+                query = column.bind(query);
+            }
+            query.execute(&mut *tx).await.map_err(sqlx_error)?;
+            Ok(())
         }
-        query.execute(&mut *tx).await.map_err(sqlx_error)?;
-        tx.commit().await.map_err(sqlx_error)?;
-        Ok(())
+        .await;
+        finish(tx, written).await
+    }
+}
+
+/// Commits a transaction when its work went well, else rolls it back at once: a sqlx
+/// transaction merely dropped is rolled back only when its connection is next used, and until
+/// then it holds its locks (rows of `tasks`, for a failed batch; both tables, for a failed
+/// partition detach).
+pub(crate) async fn finish<T>(
+    tx: sea_orm::sqlx::Transaction<'static, sea_orm::sqlx::Postgres>,
+    work: Result<T, Error>,
+) -> Result<T, Error> {
+    match work {
+        Ok(v) => {
+            tx.commit().await.map_err(sqlx_error)?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = tx.rollback().await;
+            Err(e)
+        }
     }
 }
 
