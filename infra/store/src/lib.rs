@@ -20,6 +20,7 @@ use wharf_entity::{task, task_event};
 
 mod audit;
 mod config;
+mod days;
 mod history;
 mod keys;
 mod record;
@@ -117,6 +118,11 @@ impl Store {
         &self.db
     }
 
+    /// True on Postgres, whose history is partitioned by day (SQLite's is not).
+    fn partitioned(&self) -> bool {
+        self.db.get_database_backend() == DbBackend::Postgres
+    }
+
     /// True when the database answers.
     pub async fn ping(&self) -> bool {
         self.db.ping().await.is_ok()
@@ -124,11 +130,11 @@ impl Store {
 
     /// One task, if the recorder has seen any of its events.
     pub async fn task(&self, id: Uuid) -> Result<Option<TaskView>, Error> {
-        task::Entity::find_by_id(id)
-            .one(&self.db)
-            .await?
-            .map(view_of)
-            .transpose()
+        let mut q = task::Entity::find_by_id(id);
+        if self.partitioned() {
+            q = q.filter(days::same_day((task::Entity, task::Column::Id), id));
+        }
+        q.one(&self.db).await?.map(view_of).transpose()
     }
 
     /// Tasks newest first.
@@ -136,26 +142,25 @@ impl Store {
     /// On Postgres the history is partitioned by day of id (see `history.rs`), and a query
     /// over the whole table plans every partition, milliseconds with a few dozen of them. So
     /// the page is read newest days first, in windows of ids that double in width (today,
-    /// then the 2 days before, 4, 8, ... and past 127 days all the rest), each window
-    /// planning only its own partitions; most pages are filled by the first.
+    /// then the 2 days before, 4, 8, ... and past 127 days all the rest), each window's
+    /// bounds written into its statement so that its plan holds only its own partitions
+    /// (`days.rs`); most pages are filled by the first.
     pub async fn tasks(&self, filter: &TaskFilter) -> Result<Vec<TaskView>, Error> {
-        if self.db.get_database_backend() != DbBackend::Postgres {
-            return self
-                .tasks_between(filter, None, filter.before, filter.limit)
-                .await;
+        if !self.partitioned() {
+            return self.tasks_between(filter, None, None, filter.limit).await;
         }
-        use wharf_migration::partitions::{DAY_MS, day_start, uuid_at};
-        let bound = |ms: i64| Uuid::parse_str(&uuid_at(ms)).expect("uuid_at makes UUIDs");
+        use wharf_migration::partitions::{DAY_MS, day_start, ms_of};
         let anchor = filter
             .before
-            .and_then(|u| wharf_migration::partitions::ms_of(&u.to_string()))
+            .and_then(|u| ms_of(&u.to_string()))
             .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
         let oldest_window = day_start(anchor) - 127 * DAY_MS;
-        let (mut upper, mut lower, mut width) = (filter.before, day_start(anchor), DAY_MS);
+        // The first window ends at the cursor (a parameter); the others at a day's start.
+        let (mut upper, mut lower, mut width) = (None, day_start(anchor), DAY_MS);
         let mut page = Vec::new();
         loop {
             let last = lower <= oldest_window;
-            let from = (!last).then(|| bound(lower));
+            let from = (!last).then(|| days::day_bound(lower));
             let left = filter.limit.saturating_sub(page.len() as u64);
             page.extend(self.tasks_between(filter, from, upper, left).await?);
             if last || page.len() as u64 >= filter.limit {
@@ -167,7 +172,8 @@ impl Store {
         }
     }
 
-    /// Tasks newest first whose ids are at least `from` and below `to`.
+    /// Tasks newest first, before the filter's cursor, whose ids are at least `from` and
+    /// below `to` (day bounds, written into the statement).
     async fn tasks_between(
         &self,
         filter: &TaskFilter,
@@ -197,11 +203,15 @@ impl Store {
         if filter.unfinished {
             q = q.filter(task::Column::StatusRank.lt(2));
         }
+        if let Some(before) = filter.before {
+            q = q.filter(task::Column::Id.lt(before));
+        }
+        let id = (task::Entity, task::Column::Id);
         if let Some(from) = from {
-            q = q.filter(task::Column::Id.gte(from));
+            q = q.filter(days::at_least(id, from));
         }
         if let Some(to) = to {
-            q = q.filter(task::Column::Id.lt(to));
+            q = q.filter(days::below(id, to));
         }
         q.order_by_desc(task::Column::Id)
             .limit(limit)
@@ -214,9 +224,12 @@ impl Store {
 
     /// A task's events as recorded, in order.
     pub async fn events(&self, id: Uuid) -> Result<Vec<(u64, TaskEvent)>, Error> {
-        task_event::Entity::find()
-            .filter(task_event::Column::TaskId.eq(id))
-            .order_by_asc(task_event::Column::Seq)
+        let mut q = task_event::Entity::find().filter(task_event::Column::TaskId.eq(id));
+        if self.partitioned() {
+            let column = (task_event::Entity, task_event::Column::TaskId);
+            q = q.filter(days::same_day(column, id));
+        }
+        q.order_by_asc(task_event::Column::Seq)
             .all(&self.db)
             .await?
             .into_iter()
