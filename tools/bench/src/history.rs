@@ -20,7 +20,7 @@ use wharf_store::{HistoryPolicy, Store};
 use crate::Options;
 use crate::latency::{WsWindow, ws_window};
 use crate::platform::{Platform, Shape};
-use crate::scenarios::{echo_task, open_loop, read_tasks, submit_http};
+use crate::scenarios::{OpenLoop, echo_task, open_loop, read_tasks, submit_http};
 use crate::stats::merge;
 
 /// Days of history loaded; the retention pass keeps [`RETENTION_DAYS`] of them.
@@ -31,6 +31,8 @@ const GET_RATE: f64 = 2000.0;
 const LIST_RATE: f64 = 200.0;
 /// Tasks per second submitted while the retention runs (the latency target's rate).
 const TASK_RATE: f64 = 500.0;
+/// Tasks sampled for `GET` by id: a quarter for the warm-up, the rest for the measure.
+const SAMPLE: usize = 40_000;
 
 /// The scenario: one result line per measurement.
 pub async fn history_scale(opts: &Options) -> anyhow::Result<Vec<Value>> {
@@ -58,7 +60,7 @@ async fn measure(opts: &Options, platform: &Platform) -> anyhow::Result<Vec<Valu
     // Warm-up: connections, and today's partition has rows.
     submit_http(&platform.api, 2000, 16, &echo_task(100), 1).await?;
     wait_recorded_today(&platform.store, 2000).await?;
-    out.extend(reads(opts, platform).await?);
+    out.extend(reads(opts, platform, loaded).await?);
     out.extend(retention_under_load(opts, platform).await?);
     Ok(out)
 }
@@ -205,27 +207,29 @@ async fn database_size(store: &Store) -> anyhow::Result<i64> {
     Ok(row.try_get_by_index::<i64>(0)?)
 }
 
-/// Ids of loaded tasks, spread over every day, and one id from the middle of the history
-/// (a deep page's cursor).
-async fn sample_ids(store: &Store) -> anyhow::Result<(Vec<String>, String)> {
+/// Ids of loaded tasks, sampled row by row over every day in a random order, and one id from
+/// the middle of the history (a deep page's cursor).
+async fn sample_ids(store: &Store, tasks: usize) -> anyhow::Result<(Vec<String>, String)> {
+    let percent = (100.0 * SAMPLE as f64 / tasks.max(1) as f64).min(100.0);
     let db = store.connection();
     let rows = db
         .query_all_raw(Statement::from_string(
             db.get_database_backend(),
-            "SELECT id::text FROM tasks TABLESAMPLE SYSTEM (1) LIMIT 30000",
+            format!(
+                "SELECT id::text FROM tasks TABLESAMPLE BERNOULLI ({percent}) \
+                 ORDER BY random() LIMIT {SAMPLE}"
+            ),
         ))
         .await?;
-    let mut ids: Vec<String> = rows
+    let ids: Vec<String> = rows
         .iter()
         .map(|r| r.try_get_by_index::<String>(0))
         .collect::<Result<_, _>>()?;
     anyhow::ensure!(!ids.is_empty(), "no task to read");
-    ids.sort();
-    let middle = ids[ids.len() / 2].clone();
-    // Sorted, then scattered again, so each read lands on another part of the table.
-    let len = ids.len();
-    let scattered = (0..len).map(|i| ids[(i * 7919) % len].clone()).collect();
-    Ok((scattered, middle))
+    let mut sorted = ids.clone();
+    sorted.sort();
+    let middle = sorted[sorted.len() / 2].clone();
+    Ok((ids, middle))
 }
 
 /// Ids of tasks submitted today (the warm-up's).
@@ -247,17 +251,38 @@ async fn todays_ids(store: &Store) -> anyhow::Result<Vec<String>> {
 }
 
 /// `GET /api/v1/tasks/{id}` over the whole history and over today's tasks, then filtered
-/// list pages.
-async fn reads(opts: &Options, platform: &Platform) -> anyhow::Result<Vec<Value>> {
-    let (ids, middle) = sample_ids(&platform.store).await?;
+/// list pages. Each is measured after a warm-up at the same rate, reported on its own line:
+/// the gateway's pooled connections meet each day's partition for the first time then, and
+/// Postgres loads its metadata into that connection and plans each statement afresh (see
+/// docs/operations.md, "The history at scale").
+async fn reads(opts: &Options, platform: &Platform, tasks: usize) -> anyhow::Result<Vec<Value>> {
+    let (mut ids, middle) = sample_ids(&platform.store, tasks).await?;
     let http = wharf_client::Client::new(&platform.api)?;
-    let duration = opts.duration(Duration::from_secs(15), Duration::from_secs(3));
-    let get = read_tasks(&http, ids, GET_RATE, duration).await;
-    let mut out = vec![get.line("GET /api/v1/tasks/{id}", GET_RATE)];
+    let (warm, duration) = (
+        opts.duration(Duration::from_secs(5), Duration::from_secs(2)),
+        opts.duration(Duration::from_secs(15), Duration::from_secs(3)),
+    );
+    // Distinct tasks for the warm-up and the measure: a task read twice is in memory.
+    let warm_ids = ids.split_off(ids.len() / 4 * 3);
+    let mut out = Vec::new();
+    let name = "GET /api/v1/tasks/{id}";
+    let run = read_tasks(&http, warm_ids, GET_RATE, warm).await;
+    out.push(warm_up(run.line(name, GET_RATE), warm));
+    out.push(
+        read_tasks(&http, ids, GET_RATE, duration)
+            .await
+            .line(name, GET_RATE),
+    );
     // The tasks clients mostly read: today's, whose pages are in memory.
     let recent = todays_ids(&platform.store).await?;
-    let get = read_tasks(&http, recent, GET_RATE, duration).await;
-    out.push(get.line("GET /api/v1/tasks/{id} (today's tasks)", GET_RATE));
+    let name = "GET /api/v1/tasks/{id} (today's tasks)";
+    let run = read_tasks(&http, recent.clone(), GET_RATE, warm).await;
+    out.push(warm_up(run.line(name, GET_RATE), warm));
+    out.push(
+        read_tasks(&http, recent, GET_RATE, duration)
+            .await
+            .line(name, GET_RATE),
+    );
     let lists = [
         "/api/v1/tasks?limit=50".to_owned(),
         "/api/v1/tasks?status=failed&limit=50".to_owned(),
@@ -265,27 +290,45 @@ async fn reads(opts: &Options, platform: &Platform) -> anyhow::Result<Vec<Value>
         "/api/v1/tasks?session_id=session-7&limit=50".to_owned(),
         format!("/api/v1/tasks?status=failed&limit=50&cursor={middle}"),
     ];
-    let duration = opts.duration(Duration::from_secs(10), Duration::from_secs(3));
+    let (warm, duration) = (
+        opts.duration(Duration::from_secs(3), Duration::from_secs(1)),
+        opts.duration(Duration::from_secs(10), Duration::from_secs(3)),
+    );
     for path in lists {
-        let http = http.clone();
-        let request = path.clone();
-        let run = open_loop(LIST_RATE, duration, move |_| {
-            let read = http.request(Method::GET, &request);
-            async move {
-                match read.send().await {
-                    Ok(r) if r.status().is_success() => r
-                        .json::<Value>()
-                        .await
-                        .is_ok_and(|v| v["tasks"].as_array().is_some_and(|t| !t.is_empty())),
-                    _ => false,
-                }
-            }
-        })
-        .await;
-        let shown = path.replace(&middle, "<a task from 22 days ago>");
-        out.push(run.line(&format!("GET {shown}"), LIST_RATE));
+        let name = format!("GET {}", path.replace(&middle, "<a task from 22 days ago>"));
+        let run = list_pages(&http, &path, warm).await;
+        out.push(warm_up(run.line(&name, LIST_RATE), warm));
+        out.push(
+            list_pages(&http, &path, duration)
+                .await
+                .line(&name, LIST_RATE),
+        );
     }
     Ok(out)
+}
+
+/// `path` (a list of tasks) at [`LIST_RATE`]; a request counts when its page is not empty.
+async fn list_pages(http: &wharf_client::Client, path: &str, duration: Duration) -> OpenLoop {
+    let (http, path) = (http.clone(), path.to_owned());
+    open_loop(LIST_RATE, duration, move |_| {
+        let read = http.request(Method::GET, &path);
+        async move {
+            match read.send().await {
+                Ok(r) if r.status().is_success() => r
+                    .json::<Value>()
+                    .await
+                    .is_ok_and(|v| v["tasks"].as_array().is_some_and(|t| !t.is_empty())),
+                _ => false,
+            }
+        }
+    })
+    .await
+}
+
+/// Marks a result line as a warm-up's: shown, not held against the target.
+fn warm_up(mut line: Value, took: Duration) -> Value {
+    line["warm_up_secs"] = json!(took.as_secs_f64());
+    line
 }
 
 /// The task latency at [`TASK_RATE`], first alone, then with the retention pass (dropping the

@@ -510,9 +510,14 @@ fn requests(w: &mut String, rows: &[&Value]) {
         "| request | offered/s | achieved/s | requests | errors | p50 ms | p99 ms | max ms | schedule lag p99 ms |\n|---|---|---|---|---|---|---|---|---|"
     );
     for a in rows {
+        // A warm-up's line (the history at scale) is marked as such.
+        let warm_up = a["warm_up_secs"]
+            .as_f64()
+            .map(|s| format!(", first {s:.0} s"))
+            .unwrap_or_default();
         let _ = writeln!(
             w,
-            "| `{}` | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| `{}`{warm_up} | {} | {} | {} | {} | {} | {} | {} | {} |",
             a["request"].as_str().unwrap_or_default(),
             int(&a["offered_per_sec"]),
             int(&a["achieved_per_sec"]),
