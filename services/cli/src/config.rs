@@ -289,7 +289,29 @@ impl Config {
             KEYS.iter()
                 .any(|t| k == *t || k.starts_with(&format!("{t}__")))
         });
-        fig.merge(env.split("__")).extract().map_err(Box::new)
+        let config: Config = fig.merge(env.split("__")).extract().map_err(Box::new)?;
+        config
+            .check()
+            .map_err(|m| Box::new(figment::Error::from(m)))?;
+        Ok(config)
+    }
+
+    /// What the fields cannot say one by one. The database must keep a finished task at least
+    /// as long as the events stream keeps its events: else a removed task would still be found
+    /// by `GET` (from the stream) but not in the list.
+    fn check(&self) -> Result<(), String> {
+        let retention = u64::from(self.history.retention_days) * 24 * 3600;
+        if retention > 0 && retention < self.nats.events_max_age_secs {
+            return Err(format!(
+                "history.retention_days ({} days) must keep finished tasks at least as long as \
+                 the events stream keeps their events (nats.events_max_age_secs = {} s, {:.1} \
+                 days); raise the retention, set it to 0 (keep everything), or shorten the stream's",
+                self.history.retention_days,
+                self.nats.events_max_age_secs,
+                self.nats.events_max_age_secs as f64 / 86400.0,
+            ));
+        }
+        Ok(())
     }
 
     /// Reads the URLs named by `WHARF_NATS_URL_FILE` and `WHARF_DATABASE_URL_FILE` (a file
@@ -491,6 +513,28 @@ mod tests {
             std::fs::write(&file, bad).unwrap();
             assert!(Config::load(Some(&file)).is_err(), "{bad}");
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_retention_must_outlast_the_events_stream() {
+        let dir = std::env::temp_dir().join(format!("wharf-config-ret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("wharf.toml");
+        let load = |toml: &str| {
+            std::fs::write(&file, toml).unwrap();
+            Config::load(Some(&file))
+        };
+        // The stream keeps events 7 days by default.
+        let err = load("[history]\nretention_days = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("history.retention_days (3 days)"), "{err}");
+        assert!(err.contains("nats.events_max_age_secs = 604800 s"), "{err}");
+        assert!(load("[history]\nretention_days = 7\n").is_ok());
+        assert!(load("[history]\nretention_days = 0\n").is_ok());
+        let shorter = "[history]\nretention_days = 3\n[nats]\nevents_max_age_secs = 86400\n";
+        assert!(load(shorter).is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
