@@ -18,6 +18,12 @@ pub(crate) fn day_bound(ms: i64) -> Uuid {
     Uuid::parse_str(&uuid_at(ms)).expect("uuid_at makes UUIDs")
 }
 
+/// The first id of the day after the one starting at `start`; `None` for the last day UUIDs
+/// can spell, whose end is past the 48 bits of time a UUIDv7 holds.
+pub(crate) fn next_day_bound(start: i64) -> Option<Uuid> {
+    (start + DAY_MS < 1 << 48).then(|| day_bound(start + DAY_MS))
+}
+
 /// `column >= 'from'`, with `from` written into the statement.
 pub(crate) fn at_least(column: impl IntoColumnRef, from: Uuid) -> SimpleExpr {
     Expr::col(column).gte(Expr::cust(format!("'{from}'::uuid")))
@@ -35,11 +41,10 @@ pub(crate) fn same_day(column: impl IntoColumnRef + Clone, id: Uuid) -> SimpleEx
     let ms = ms_of(&id.to_string()).unwrap_or_default();
     let start = day_start(ms);
     let lower = at_least(column.clone(), day_bound(start));
-    // The last day's end is past the 48 bits of time a UUIDv7 holds.
-    if start + DAY_MS >= 1 << 48 {
-        return lower;
+    match next_day_bound(start) {
+        Some(end) => lower.and(below(column, end)),
+        None => lower,
     }
-    lower.and(below(column, day_bound(start + DAY_MS)))
 }
 
 #[cfg(test)]

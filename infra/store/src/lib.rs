@@ -154,9 +154,12 @@ impl Store {
             .before
             .and_then(|u| ms_of(&u.to_string()))
             .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
-        let oldest_window = day_start(anchor) - 127 * DAY_MS;
-        // The first window ends at the cursor (a parameter); the others at a day's start.
-        let (mut upper, mut lower, mut width) = (None, day_start(anchor), DAY_MS);
+        let first = day_start(anchor);
+        let oldest_window = first - 127 * DAY_MS;
+        // The first window is the cursor's day (the cursor itself is a parameter), or today
+        // and anything later (a gateway's clock ahead); the others end at a day's start.
+        let mut upper = filter.before.and_then(|_| days::next_day_bound(first));
+        let (mut lower, mut width) = (first, DAY_MS);
         let mut page = Vec::new();
         loop {
             let last = lower <= oldest_window;
