@@ -258,31 +258,28 @@ async fn todays_ids(store: &Store) -> anyhow::Result<Vec<String>> {
 async fn reads(opts: &Options, platform: &Platform, tasks: usize) -> anyhow::Result<Vec<Value>> {
     let (mut ids, middle) = sample_ids(&platform.store, tasks).await?;
     let http = wharf_client::Client::new(&platform.api)?;
-    let (warm, duration) = (
+    let times = (
         opts.duration(Duration::from_secs(5), Duration::from_secs(2)),
         opts.duration(Duration::from_secs(15), Duration::from_secs(3)),
     );
     // Distinct tasks for the warm-up and the measure: a task read twice is in memory.
     let warm_ids = ids.split_off(ids.len() / 4 * 3);
     let mut out = Vec::new();
-    let name = "GET /api/v1/tasks/{id}";
-    let run = read_tasks(&http, warm_ids, GET_RATE, warm).await;
-    out.push(warm_up(run.line(name, GET_RATE), warm));
-    out.push(
-        read_tasks(&http, ids, GET_RATE, duration)
-            .await
-            .line(name, GET_RATE),
-    );
+    let mut samples = [warm_ids, ids].into_iter();
+    let run = |time| {
+        read_tasks(
+            &http,
+            samples.next().expect("one sample per run"),
+            GET_RATE,
+            time,
+        )
+    };
+    warmed(&mut out, "GET /api/v1/tasks/{id}", GET_RATE, times, run).await;
     // The tasks clients mostly read: today's, whose pages are in memory.
     let recent = todays_ids(&platform.store).await?;
     let name = "GET /api/v1/tasks/{id} (today's tasks)";
-    let run = read_tasks(&http, recent.clone(), GET_RATE, warm).await;
-    out.push(warm_up(run.line(name, GET_RATE), warm));
-    out.push(
-        read_tasks(&http, recent, GET_RATE, duration)
-            .await
-            .line(name, GET_RATE),
-    );
+    let run = |time| read_tasks(&http, recent.clone(), GET_RATE, time);
+    warmed(&mut out, name, GET_RATE, times, run).await;
     let lists = [
         "/api/v1/tasks?limit=50".to_owned(),
         "/api/v1/tasks?status=failed&limit=50".to_owned(),
@@ -290,21 +287,34 @@ async fn reads(opts: &Options, platform: &Platform, tasks: usize) -> anyhow::Res
         "/api/v1/tasks?session_id=session-7&limit=50".to_owned(),
         format!("/api/v1/tasks?status=failed&limit=50&cursor={middle}"),
     ];
-    let (warm, duration) = (
+    let list_times = (
         opts.duration(Duration::from_secs(3), Duration::from_secs(1)),
         opts.duration(Duration::from_secs(10), Duration::from_secs(3)),
     );
     for path in lists {
         let name = format!("GET {}", path.replace(&middle, "<a task from 22 days ago>"));
-        let run = list_pages(&http, &path, warm).await;
-        out.push(warm_up(run.line(&name, LIST_RATE), warm));
-        out.push(
-            list_pages(&http, &path, duration)
-                .await
-                .line(&name, LIST_RATE),
-        );
+        let run = |time| list_pages(&http, &path, time);
+        warmed(&mut out, &name, LIST_RATE, list_times, run).await;
     }
     Ok(out)
+}
+
+/// `run` for the warm-up's time, then for the measure's, each a line of `out`; the warm-up's
+/// is marked (`warm_up_secs`): shown, not held against the target.
+async fn warmed<F, Fut>(
+    out: &mut Vec<Value>,
+    name: &str,
+    rate: f64,
+    (warm, measure): (Duration, Duration),
+    mut run: F,
+) where
+    F: FnMut(Duration) -> Fut,
+    Fut: std::future::Future<Output = OpenLoop>,
+{
+    let mut line = run(warm).await.line(name, rate);
+    line["warm_up_secs"] = json!(warm.as_secs_f64());
+    out.push(line);
+    out.push(run(measure).await.line(name, rate));
 }
 
 /// `path` (a list of tasks) at [`LIST_RATE`]; a request counts when its page is not empty.
@@ -323,12 +333,6 @@ async fn list_pages(http: &wharf_client::Client, path: &str, duration: Duration)
         }
     })
     .await
-}
-
-/// Marks a result line as a warm-up's: shown, not held against the target.
-fn warm_up(mut line: Value, took: Duration) -> Value {
-    line["warm_up_secs"] = json!(took.as_secs_f64());
-    line
 }
 
 /// The task latency at [`TASK_RATE`], first alone, then with the retention pass (dropping the
