@@ -211,6 +211,7 @@ async fn bad_list_queries_are_refused() {
         ("limit=lots", "/query/limit"),
         ("colour=red", "/query/colour"),
         ("cursor=nope", "/query/cursor"),
+        ("view=everything", "/query/view"),
     ] {
         let r = w.get(&format!("/api/v1/tasks?{query}")).await;
         assert_eq!(r.status(), 400, "{query}");

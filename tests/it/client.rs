@@ -52,6 +52,21 @@ async fn tasks_through_the_sdk() {
     };
     let page = c.tasks(&one).await.unwrap();
     assert_eq!(page.tasks.len(), 1);
+    // A page holds summaries; `view=full` adds what the task was called with and returned.
+    let summary = &page.tasks[0];
+    assert!(
+        summary.arguments.is_empty() && summary.result.is_none(),
+        "{summary:?}"
+    );
+    let full = TaskQuery {
+        view: Some("full".into()),
+        ..one.clone()
+    };
+    let full = c.tasks(&full).await.unwrap();
+    assert_eq!(full.tasks[0].id, summary.id);
+    assert_eq!(full.tasks[0].status, summary.status);
+    assert!(!full.tasks[0].arguments.is_empty(), "{:?}", full.tasks[0]);
+    assert!(full.tasks[0].result.is_some(), "{:?}", full.tasks[0]);
     let next = TaskQuery {
         cursor: Some(page.next_cursor.expect("a second page")),
         ..one

@@ -92,6 +92,10 @@ pub struct TaskQuery {
     pub priority: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    /// `full` to have each task's `arguments`, `metadata` and `result` in the page; a page
+    /// holds summaries without them otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub view: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]

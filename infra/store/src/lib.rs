@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use sea_orm::{
     ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select,
 };
 use sea_orm_migration::MigratorTrait;
 use serde_json::Value;
@@ -68,6 +68,12 @@ impl Error {
     }
 }
 
+/// How far ahead of the reading gateway's clock a task's id may be and still head the first
+/// page of a list: the skew allowed between the clocks of the gateways that make ids (a
+/// UUIDv7 is its submission time) and the one that reads. An id further ahead is listed once
+/// the reader's clock is within this of it, and is read by id at any time.
+pub const CLOCK_SKEW_MS: i64 = 3_600_000;
+
 /// The database.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -90,6 +96,9 @@ pub struct TaskFilter {
     /// Only tasks older than this id (ids sort by submission time).
     pub before: Option<Uuid>,
     pub limit: u64,
+    /// Leave each task's `arguments`, `metadata` and `result` out (a list page's summary):
+    /// they are most of a row's bytes, and a page reads fifty rows.
+    pub summary: bool,
 }
 
 impl Store {
@@ -145,20 +154,28 @@ impl Store {
     /// then the 2 days before, 4, 8, ... and past 127 days all the rest), each window's
     /// bounds written into its statement so that its plan holds only its own partitions
     /// (`days.rs`); most pages are filled by the first.
+    ///
+    /// A first page starts at the end of today, or of tomorrow in the last hour of today
+    /// ([`CLOCK_SKEW_MS`]): the days made ahead and the default partition would each cost
+    /// the planner as much as today's, at every page, for ids that a sane clock never makes.
     pub async fn tasks(&self, filter: &TaskFilter) -> Result<Vec<TaskView>, Error> {
         if !self.partitioned() {
             return self.tasks_between(filter, None, None, filter.limit).await;
         }
         use wharf_migration::partitions::{DAY_MS, day_start, ms_of};
+        let now = chrono::Utc::now().timestamp_millis();
         let anchor = filter
             .before
             .and_then(|u| ms_of(&u.to_string()))
-            .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+            .unwrap_or(now);
         let first = day_start(anchor);
         let oldest_window = first - 127 * DAY_MS;
         // The first window is the cursor's day (the cursor itself is a parameter), or today
-        // and anything later (a gateway's clock ahead); the others end at a day's start.
-        let mut upper = filter.before.and_then(|_| days::next_day_bound(first));
+        // up to the skew; the others end at a day's start.
+        let mut upper = match filter.before {
+            Some(_) => days::next_day_bound(first),
+            None => days::next_day_bound(day_start(now + CLOCK_SKEW_MS)),
+        };
         let (mut lower, mut width) = (first, DAY_MS);
         let mut page = Vec::new();
         loop {
@@ -215,6 +232,12 @@ impl Store {
         }
         if let Some(to) = to {
             q = q.filter(days::below(id, to));
+        }
+        if filter.summary {
+            q = summary_columns(q, self.db.get_database_backend());
+        }
+        if let Some(lead) = lead_column(filter) {
+            q = q.order_by_desc(lead);
         }
         q.order_by_desc(task::Column::Id)
             .limit(limit)
@@ -273,6 +296,47 @@ impl Store {
             .await?;
         Ok(rows.into_iter().map(|(s, n)| (s, n as u64)).collect())
     }
+}
+
+/// The filtered column a page is ordered by ahead of the id. All the page's rows hold the
+/// same value in it, so the order is the id's; but only that column's `(column, id)` index
+/// gives it without a sort, so Postgres walks that index from the cursor down, whatever
+/// the plan. Without it, the plan Postgres caches for a statement (its "generic" plan,
+/// made without the filter's values) may walk the primary key and read every task of the
+/// window until fifty match, thousands for a rare status. The most selective filter leads:
+/// a session, then a state (a failed or running task is rare among finished ones), then a
+/// queue, then the tenant.
+fn lead_column(filter: &TaskFilter) -> Option<task::Column> {
+    use task::Column;
+    [
+        (filter.session_id.is_some(), Column::SessionId),
+        (filter.status.is_some(), Column::Status),
+        (filter.queue.is_some(), Column::Queue),
+        (filter.tenant.is_some(), Column::Tenant),
+    ]
+    .into_iter()
+    .find_map(|(filtered, column)| filtered.then_some(column))
+}
+
+/// Every column of `tasks` but the payloads, which read as empty (`{}`, or no result), so a
+/// summary decodes as a whole row does and [`view_of`] leaves them out.
+fn summary_columns(q: Select<task::Entity>, backend: DbBackend) -> Select<task::Entity> {
+    use sea_orm::{IdenStatic, Iterable, sea_query::Expr};
+    let (empty, none) = match backend {
+        DbBackend::Postgres => ("'{}'::jsonb", "NULL::jsonb"),
+        _ => ("'{}'", "NULL"),
+    };
+    let mut q = q.select_only();
+    for column in task::Column::iter() {
+        q = match column {
+            task::Column::Arguments | task::Column::Metadata => {
+                q.expr_as(Expr::cust(empty), column.as_str())
+            }
+            task::Column::Result => q.expr_as(Expr::cust(none), column.as_str()),
+            _ => q.column(column),
+        };
+    }
+    q
 }
 
 fn view_of(m: task::Model) -> Result<TaskView, Error> {

@@ -299,6 +299,9 @@ pub struct TaskView {
     pub status: TaskStatus,
     pub tool: String,
     pub queue: String,
+    /// The arguments the tool is called with; absent when empty, and in list pages unless
+    /// they ask for `view=full`.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub arguments: Map<String, Value>,
     /// Attempts started so far.
     pub attempts: u32,
@@ -309,11 +312,13 @@ pub struct TaskView {
     pub idempotency_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
+    /// The submitter's labels; absent when empty, and in list pages unless `view=full`.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub metadata: Map<String, Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,
-    /// The tool's result (MCP `CallToolResult`) once the task succeeded.
+    /// The tool's result (MCP `CallToolResult`) once the task succeeded; absent in list pages
+    /// unless `view=full`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -267,6 +267,7 @@ impl TasksArgs {
             session_id: self.session,
             priority: self.priority,
             agent: None,
+            view: None,
             limit: Some(self.limit),
             cursor: self.cursor,
         };

@@ -172,6 +172,7 @@ pub(super) fn operations(s: &mut Schemas) -> Vec<Op> {
                 param("session_id", "query", json!({"type": "string"}), "Only this session's tasks."),
                 param("priority", "query", json!({"type": "string", "enum": ["high", "normal", "low"]}), "Only this level."),
                 param("agent", "query", json!({"type": "string"}), "Only tasks submitted with this agent."),
+                param("view", "query", json!({"type": "string", "enum": ["summary", "full"], "default": "summary"}), "`summary` leaves each task's `arguments`, `metadata` and `result` out (read one task for them); `full` includes them."),
                 limit_param(rules::TASKS_PAGE),
                 cursor_param(json!({"type": "string", "format": "uuid"})),
             ],

@@ -83,6 +83,7 @@ pub struct ListQuery {
     session_id: Option<String>,
     priority: Option<String>,
     agent: Option<String>,
+    view: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
 }
@@ -105,6 +106,18 @@ pub async fn list(
         .map(|p| p.parse::<wharf_contract::Priority>())
         .transpose()
         .map_err(|e| query_error("priority", e))?;
+    // A page holds summaries unless asked for more, as Temporal's list does: the payloads
+    // are most of a task's bytes, and a list is read to find tasks, not to read them.
+    let summary = match q.view.as_deref() {
+        None | Some("summary") => true,
+        Some("full") => false,
+        Some(other) => {
+            return Err(query_error(
+                "view",
+                format!("`{other}` is not a view: `summary` or `full`"),
+            ));
+        }
+    };
     let page = Page::<Uuid>::read(
         q.limit.as_deref(),
         q.cursor.as_deref(),
@@ -121,6 +134,7 @@ pub async fn list(
         unfinished: false,
         before: page.after,
         limit: page.limit + 1,
+        summary,
     };
     let mut tasks = state.store.tasks(&filter).await?;
     let next_cursor = page.close(&mut tasks, |t| Some(t.id.to_string()));

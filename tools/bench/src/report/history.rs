@@ -76,7 +76,8 @@ pub(super) fn history(w: &mut String, lines: &[Value]) {
          per day and table ({:.1} GiB with indexes, {} B per task; loaded in {} s by Postgres \
          itself), then the platform ran over it. `GET` reads random tasks across all days (far \
          more pages than the 256 MB of Postgres' own cache under bench.sh), then today's tasks, the ones clients poll; list \
-         pages are of the newest tasks matching each filter, and the cursor names a task from \
+         pages are of the newest tasks matching each filter, as summaries (the list's default \
+         view, without the payloads), and the cursor names a task from \
          the middle of the history. Each read is measured after a warm-up at the same rate, shown \
          on the line above it: the gateway's connections meet each day's partition for the \
          first time then (see operations.md, \"The history at scale\").\n",
