@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use sea_orm::{
     ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select,
 };
 use sea_orm_migration::MigratorTrait;
 use serde_json::Value;
@@ -181,11 +181,9 @@ impl Store {
         loop {
             let last = lower <= oldest_window;
             let from = (!last).then(|| days::day_bound(lower));
-            // Each window asks for a whole page, so its statement is the same whatever the
-            // windows before it found; what passes the page is cut off.
-            page.extend(self.tasks_between(filter, from, upper, filter.limit).await?);
+            let left = filter.limit.saturating_sub(page.len() as u64);
+            page.extend(self.tasks_between(filter, from, upper, left).await?);
             if last || page.len() as u64 >= filter.limit {
-                page.truncate(filter.limit as usize);
                 return Ok(page);
             }
             upper = from;
@@ -241,16 +239,8 @@ impl Store {
         if let Some(lead) = lead_column(filter) {
             q = q.order_by_desc(lead);
         }
-        // The limit is written into the statement, as the day bounds are: with it known,
-        // Postgres costs the plan it caches for the statement (made without the filter's
-        // values) as a short walk of the lead column's index and keeps it, instead of
-        // planning the statement again at every page. It is a number, never request text.
-        let mut statement = q
-            .order_by_desc(task::Column::Id)
-            .build(self.db.get_database_backend());
-        statement.sql.push_str(&format!(" LIMIT {limit}"));
-        task::Entity::find()
-            .from_raw_sql(statement)
+        q.order_by_desc(task::Column::Id)
+            .limit(limit)
             .all(&self.db)
             .await?
             .into_iter()
