@@ -236,9 +236,6 @@ impl Store {
         if filter.summary {
             q = summary_columns(q, self.db.get_database_backend());
         }
-        if let Some(lead) = lead_column(filter) {
-            q = q.order_by_desc(lead);
-        }
         q.order_by_desc(task::Column::Id)
             .limit(limit)
             .all(&self.db)
@@ -296,26 +293,6 @@ impl Store {
             .await?;
         Ok(rows.into_iter().map(|(s, n)| (s, n as u64)).collect())
     }
-}
-
-/// The filtered column a page is ordered by ahead of the id. All the page's rows hold the
-/// same value in it, so the order is the id's; but only that column's `(column, id)` index
-/// gives it without a sort, so Postgres walks that index from the cursor down, whatever
-/// the plan. Without it, the plan Postgres caches for a statement (its "generic" plan,
-/// made without the filter's values) may walk the primary key and read every task of the
-/// window until fifty match, thousands for a rare status. The most selective filter leads:
-/// a session, then a state (a failed or running task is rare among finished ones), then a
-/// queue, then the tenant.
-fn lead_column(filter: &TaskFilter) -> Option<task::Column> {
-    use task::Column;
-    [
-        (filter.session_id.is_some(), Column::SessionId),
-        (filter.status.is_some(), Column::Status),
-        (filter.queue.is_some(), Column::Queue),
-        (filter.tenant.is_some(), Column::Tenant),
-    ]
-    .into_iter()
-    .find_map(|(filtered, column)| filtered.then_some(column))
 }
 
 /// Every column of `tasks` but the payloads, which read as empty (`{}`, or no result), so a
