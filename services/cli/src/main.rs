@@ -142,7 +142,17 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
-        runtime.block_on(wharf_bench::run(&opts))?;
+        // Interrupted, the run is dropped, and with it the platform it started: every
+        // process it spawned is killed on drop, instead of outliving the bench.
+        runtime.block_on(async {
+            let stop = shutdown_on_signal();
+            tokio::select! {
+                r = wharf_bench::run(&opts) => r,
+                _ = stop.cancelled() => {
+                    anyhow::bail!("interrupted; the processes the bench started are stopped")
+                }
+            }
+        })?;
     }
     if let Some(page) = &args.page {
         let results = std::fs::read_to_string(&args.out)
