@@ -352,6 +352,7 @@ fn measure_batch(events: &[(u64, wharf_contract::TaskEvent)], took: Duration) {
     if events.is_empty() {
         return;
     }
+    warn_of_ids_ahead(events, chrono::Utc::now().timestamp_millis());
     metrics::counter!("wharf_recorder_events_total").increment(events.len() as u64);
     metrics::histogram!("wharf_recorder_batch_duration_seconds").record(took.as_secs_f64());
     if let Some(newest) = events.iter().map(|(_, e)| e.at).max() {
@@ -361,6 +362,41 @@ fn measure_batch(events: &[(u64, wharf_contract::TaskEvent)], took: Duration) {
             .max(0);
         metrics::gauge!("wharf_recorder_lag_seconds").set(lag as f64 / 1e6);
     }
+}
+
+/// Warns, at most once a minute, of a task whose id (a UUIDv7: its submission time on the
+/// clock of the gateway that took it) is further ahead of this recorder's clock than the skew a
+/// list's first page allows ([`wharf_store::CLOCK_SKEW_MS`]): such a task is missing from the
+/// lists until the clocks meet, so a gateway's clock needs fixing.
+fn warn_of_ids_ahead(events: &[(u64, wharf_contract::TaskEvent)], now_ms: i64) {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST_WARNED_MS: AtomicI64 = AtomicI64::new(i64::MIN);
+    let Some(ahead) = events
+        .iter()
+        .map(|(_, e)| ms_ahead(e.task_id, now_ms))
+        .max()
+        .filter(|&ms| ms > wharf_store::CLOCK_SKEW_MS)
+    else {
+        return;
+    };
+    let last = LAST_WARNED_MS.load(Ordering::Relaxed);
+    if now_ms.saturating_sub(last) >= 60_000
+        && LAST_WARNED_MS
+            .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(
+            ahead_secs = ahead / 1000,
+            "a task id is ahead of this recorder's clock by more than an hour: a gateway's \
+             clock is wrong, and lists will leave such tasks out until the clocks meet"
+        );
+    }
+}
+
+/// How many milliseconds the time in a UUIDv7's first 48 bits is ahead of `now_ms`.
+fn ms_ahead(id: uuid::Uuid, now_ms: i64) -> i64 {
+    let minted = (u128::from_be_bytes(*id.as_bytes()) >> 80) as i64;
+    minted - now_ms
 }
 
 /// The span of one event's projection, a child of the span that published the event.
@@ -384,6 +420,22 @@ mod tests {
     use futures::channel::mpsc;
 
     use super::*;
+
+    #[test]
+    fn a_task_id_is_read_as_its_minting_time() {
+        let now = chrono::Utc::now();
+        let ahead = now + chrono::Duration::hours(2);
+        let ts = uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            ahead.timestamp() as u64,
+            ahead.timestamp_subsec_nanos(),
+        );
+        let id = uuid::Uuid::new_v7(ts);
+        let ms = ms_ahead(id, now.timestamp_millis());
+        assert!((7_199_000..=7_200_000).contains(&ms), "{ms}");
+        assert!(ms > wharf_store::CLOCK_SKEW_MS);
+        assert!(ms_ahead(uuid::Uuid::now_v7(), now.timestamp_millis()) < 1_000);
+    }
 
     type Feed = mpsc::UnboundedSender<Vec<u32>>;
 
