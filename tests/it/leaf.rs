@@ -154,21 +154,36 @@ async fn a_worker_on_a_leaf_node_runs_reports_obeys_and_survives_a_cut_link() {
         }
     }
     assert!(queued_meanwhile > 0, "tasks were submitted during the cut");
-    // Running through the cut: their leases lapsed, so each was delivered again once the link
-    // was back, within a lease, and still ended once.
-    let mut again_after = Duration::ZERO;
+    // Running through the cut: their leases lapsed while the link was down, so each was
+    // delivered again once the link was back, within a lease, and still ended once (`settle`).
+    // Except one case, which is right too: the first heartbeat of the attempt still running
+    // on the leaf reached the hub before the hub had handed the task out again (JetStream
+    // keeps a lapsed lease until it redelivers, and a heartbeat renews it); that attempt then
+    // ran to its end, the only one.
+    let (mut again_after, mut kept) = (Duration::ZERO, 0);
     for id in &long {
         let runs = starts(&rig, *id).await;
-        let (_, again) = runs
-            .iter()
-            .find(|(_, at)| *at > restored)
-            .unwrap_or_else(|| panic!("{id} was not delivered again: {runs:?}"));
-        again_after = again_after.max((*again - restored).to_std().unwrap_or_default());
+        match runs.iter().find(|(_, at)| *at > restored) {
+            Some((_, again)) => {
+                again_after = again_after.max((*again - restored).to_std().unwrap_or_default());
+            }
+            None => {
+                assert_eq!(runs.len(), 1, "{id}: {runs:?}");
+                let ended = rig.store.task(*id).await.unwrap().unwrap();
+                assert_eq!(ended.status, TaskStatus::Succeeded, "{id} kept its lease");
+                assert!(
+                    ended.finished_at.unwrap() > restored,
+                    "{id} ended during the cut"
+                );
+                kept += 1;
+            }
+        }
     }
+    assert!(kept < long.len(), "none of the calls was delivered again");
     println!(
         "tasks queued while the link was cut: {queued_meanwhile}; calls running through the cut: \
-         {}, delivered again at most {:.1} s after the link came back (lease {ACK_WAIT_SECS} s); \
-         tasks run more than once: {}",
+         {}, delivered again at most {:.1} s after the link came back (lease {ACK_WAIT_SECS} s), \
+         {kept} kept their lease; tasks run more than once: {}",
         long.len(),
         again_after.as_secs_f64(),
         f.runs_repeated
