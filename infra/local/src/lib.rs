@@ -31,45 +31,29 @@ pub enum LocalError {
 /// could not start). Below the range only another caller of this function can take it, and
 /// each draws at random among some twenty thousand ports.
 pub fn free_port() -> std::io::Result<u16> {
-    let (low, high) = port_range();
-    let mut seed = random_seed();
-    for _ in 0..200 {
-        // xorshift64: random enough to spread callers over the range.
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let port = low + (seed % u64::from(high - low)) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
+    use std::hash::BuildHasher;
+    if let Some((low, high)) = below_ephemeral() {
+        for attempt in 0..200u32 {
+            // Each `RandomState` is seeded anew: a random draw without a dependency.
+            let draw = std::collections::hash_map::RandomState::new().hash_one(attempt);
+            let port = low + (draw % u64::from(high - low)) as u16;
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
         }
     }
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// The ports [`free_port`] draws from: from 10000 up to the start of the ephemeral range
-/// (`/proc/sys/net/ipv4/ip_local_port_range`, 32768 by default on Linux).
-fn port_range() -> (u16, u16) {
-    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+/// (`/proc/sys/net/ipv4/ip_local_port_range`, 32768 by default on Linux); `None` when that
+/// range starts too low to leave room below it.
+fn below_ephemeral() -> Option<(u16, u16)> {
+    let start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
         .unwrap_or(32768);
-    if ephemeral_start > 12_000 {
-        (10_000, ephemeral_start)
-    } else {
-        // An unusual range: draw above it instead.
-        (61_000, 65_535)
-    }
-}
-
-/// A seed that differs between processes and between calls.
-fn random_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-        h.write_u128(t.as_nanos());
-    }
-    h.finish() | 1
+    (start > 12_000).then_some((10_000, start))
 }
 
 #[cfg(test)]
@@ -78,7 +62,7 @@ mod tests {
 
     #[test]
     fn a_free_port_is_outside_the_ephemeral_range_and_can_be_bound() {
-        let (low, high) = port_range();
+        let (low, high) = below_ephemeral().expect("a usual ephemeral range");
         for _ in 0..20 {
             let port = free_port().unwrap();
             assert!((low..high).contains(&port), "{port} not in {low}..{high}");
