@@ -137,6 +137,7 @@ impl Recorder {
             return false;
         };
         measure_batch(&events, writing.elapsed());
+        warn_of_ids_ahead(&events, chrono::Utc::now().timestamp_millis());
         drop(spans);
         for (m, (seq, _)) in acks.into_iter().zip(&events) {
             // Applying an event twice changes nothing: no need to wait for the server.
@@ -352,7 +353,6 @@ fn measure_batch(events: &[(u64, wharf_contract::TaskEvent)], took: Duration) {
     if events.is_empty() {
         return;
     }
-    warn_of_ids_ahead(events, chrono::Utc::now().timestamp_millis());
     metrics::counter!("wharf_recorder_events_total").increment(events.len() as u64);
     metrics::histogram!("wharf_recorder_batch_duration_seconds").record(took.as_secs_f64());
     if let Some(newest) = events.iter().map(|(_, e)| e.at).max() {
@@ -393,10 +393,12 @@ fn warn_of_ids_ahead(events: &[(u64, wharf_contract::TaskEvent)], now_ms: i64) {
     }
 }
 
-/// How many milliseconds the time in a UUIDv7's first 48 bits is ahead of `now_ms`.
+/// How many milliseconds a UUIDv7's time is ahead of `now_ms` (0 for another kind of id).
 fn ms_ahead(id: uuid::Uuid, now_ms: i64) -> i64 {
-    let minted = (u128::from_be_bytes(*id.as_bytes()) >> 80) as i64;
-    minted - now_ms
+    id.get_timestamp().map_or(0, |t| {
+        let (secs, nanos) = t.to_unix();
+        secs as i64 * 1000 + i64::from(nanos / 1_000_000) - now_ms
+    })
 }
 
 /// The span of one event's projection, a child of the span that published the event.
