@@ -66,6 +66,8 @@ type LockHolder = (i32, Option<String>, Option<String>, Option<f64>);
 const LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '1s'";
 /// The prefix a detached day's tables get until they are dropped.
 const DROPPING: &str = "wharf_dropping_";
+/// The longest rest between two days' drops in one pass.
+const MAX_REST: std::time::Duration = std::time::Duration::from_secs(5);
 /// One upkeep at a time across recorders (`pg_try_advisory_xact_lock`).
 const UPKEEP_LOCK: i64 = 0x7768_6172_6668_6973; // "wharfhis"
 
@@ -124,9 +126,19 @@ impl Store {
             return Ok(done);
         };
         let cutoff_ms = cutoff.timestamp_millis();
+        let mut rest = std::time::Duration::ZERO;
         for p in self.partitions().await? {
             if !p.default && p.to.is_some_and(|t| t <= cutoff_ms) {
-                match self.drop_day(&p.suffix, cutoff).await? {
+                if !done.dropped.is_empty() {
+                    // A pass catching up on many days (a retention shortened, a recorder
+                    // back after days away) rests between them as long as the last one took:
+                    // half the cores' time is left to the tasks flowing meanwhile.
+                    tokio::time::sleep(rest.min(MAX_REST)).await;
+                }
+                let step = std::time::Instant::now();
+                let dropped = self.drop_day(&p.suffix, cutoff).await?;
+                rest = step.elapsed();
+                match dropped {
                     Some(kept) => {
                         done.kept += kept;
                         done.dropped.push(format!("tasks_{}", p.suffix));
