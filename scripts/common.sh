@@ -49,6 +49,19 @@ ensure_schemathesis() {
   export WHARF_SCHEMATHESIS="$venv/bin/schemathesis"
 }
 
+# Sets WHARF_MCP_PYTHON to a Python with the official MCP SDK (PyPI `mcp`), the third-party
+# client the /mcp tests run, installed into a virtual environment in the cache when missing.
+MCP_PYTHON_SDK=2.3.0
+ensure_mcp_python() {
+  local venv="${XDG_CACHE_HOME:-$HOME/.cache}/wharf/mcp-python-$MCP_PYTHON_SDK"
+  if ! "$venv/bin/python" -c 'import mcp' >/dev/null 2>&1; then
+    say "installing the MCP Python SDK $MCP_PYTHON_SDK from PyPI into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "mcp==$MCP_PYTHON_SDK"
+  fi
+  export WHARF_MCP_PYTHON="$venv/bin/python"
+}
+
 # Sets WHARF_K8S_PYTHON to a Python with kubernetes-validate (the Kubernetes schemas) and checkov
 # (a policy scanner), installed from PyPI into a virtual environment in the cache when missing.
 K8S_CHECKERS="kubernetes-validate==1.37.0 checkov==3.3.30"

@@ -16,6 +16,8 @@ mod history;
 mod idempotency;
 mod leaf;
 mod mcp;
+mod mcp_endpoint;
+mod mcp_python;
 mod metrics;
 mod nats_tenants;
 mod observability;

@@ -5,7 +5,6 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 use wharf_contract::TaskStatus;
-use wharf_gateway::{AuthConfig, AuthMode, GatewayConfig};
 use wharf_testkit::{Options, Wharf, eventually, send};
 
 #[tokio::test]
@@ -132,17 +131,7 @@ async fn a_session_groups_tasks_and_deleting_it_cancels_the_unfinished_ones() {
 
 #[tokio::test]
 async fn sessions_and_agents_are_the_tenants_own() {
-    let w = Wharf::start_with(Options {
-        gateway: GatewayConfig {
-            auth: AuthConfig {
-                mode: Some(AuthMode::Required),
-                ..AuthConfig::default()
-            },
-            ..GatewayConfig::default()
-        },
-        ..Options::default()
-    })
-    .await;
+    let w = Wharf::start_with(Options::closed()).await;
     let acme = w.client_for("acme", "tenant-admin").await;
     let globex = w.client_for("globex", "tenant-admin").await;
     wharf_testkit::wait_for_tool_at(&acme, "demo.echo").await;

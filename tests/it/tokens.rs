@@ -488,3 +488,56 @@ async fn a_key_the_provider_adds_at_its_jwks_url_works_at_once() {
     let (status, _) = whoami(&w, &signed("first", &first_private)).await;
     assert_eq!(status, 200);
 }
+
+/// MCP clients find where to get a token: a 401 on `/mcp` points to the protected-resource
+/// metadata (RFC 9728), which names the token issuer; a token from it then works on `/mcp`.
+#[tokio::test]
+async fn mcp_clients_are_told_where_tokens_come_from() {
+    let w = start(JwtConfig {
+        hs256_secret: Some(SECRET.into()),
+        ..jwt_config()
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
+    let refused = http
+        .post(format!("{}/mcp", w.api))
+        .header("accept", "application/json, text/event-stream")
+        .json(&list)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let challenge = refused.headers()["www-authenticate"].to_str().unwrap();
+    let metadata_url = format!("{}/.well-known/oauth-protected-resource/mcp", w.api);
+    assert!(
+        challenge.contains(&format!("resource_metadata=\"{metadata_url}\"")),
+        "{challenge}"
+    );
+    let metadata: Value = http
+        .get(&metadata_url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(metadata["resource"], format!("{}/mcp", w.api));
+    assert_eq!(metadata["authorization_servers"], json!([ISSUER]));
+
+    let token = hs256(&claims(json!({})), SECRET);
+    wharf_testkit::wait_for_tool_at(&w.client_with(&token), "demo.echo").await;
+    let listed = http
+        .post(format!("{}/mcp", w.api))
+        .bearer_auth(&token)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .json(&list)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200);
+    let body = listed.text().await.unwrap();
+    assert!(body.contains("demo.echo"), "{body}");
+    w.shutdown().await;
+}

@@ -10,7 +10,7 @@
 //!
 //! By concern: `platform.rs` (the parts and what a test reads of NATS and the database),
 //! `api.rs` (the HTTP API, through `wharf-client`: one client per credential), `ws.rs` (the
-//! WebSocket), `mcp.rs` (MCP servers), `tls.rs` (certificates and an HTTPS proxy), `rig.rs` (a
+//! WebSocket), `mcp.rs` (MCP servers), `tls.rs` (certificates, an HTTPS proxy, a round-robin TCP proxy), `rig.rs` (a
 //! platform of separate processes, for the tests that break them with signals).
 
 use std::path::PathBuf;
@@ -27,7 +27,7 @@ pub use anyhow;
 pub use api::{call, send, wait_for_tool_at};
 pub use mcp::{EverythingHttp, demo_server, everything_stdio, node_server};
 pub use platform::{Options, Part, Wharf, empty_database, fresh_database};
-pub use tls::{certificate, tls_proxy};
+pub use tls::{certificate, round_robin_proxy, tls_proxy};
 pub use wharf_client::Client;
 pub use ws::WsClient;
 

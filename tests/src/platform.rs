@@ -118,6 +118,16 @@ impl Default for Options {
     }
 }
 
+impl Options {
+    /// The default options, with credentials required (`auth.mode = "required"`): requests
+    /// need a key ([`Wharf::key`]) or token.
+    pub fn closed() -> Options {
+        let mut options = Options::default();
+        options.gateway.auth.mode = Some(wharf_gateway::AuthMode::Required);
+        options
+    }
+}
+
 /// A part of the platform running in the test process.
 pub struct Part {
     stop: CancellationToken,
@@ -340,6 +350,24 @@ impl Wharf {
             .iter()
             .map(|(seq, _)| *seq)
             .collect()
+    }
+
+    /// Waits until the demo MCP server logged starting a `sleep` for a task not in `known`,
+    /// and returns that task (for calls whose task id the caller does not see, e.g. over MCP).
+    pub async fn started_sleep(&self, known: &[Uuid]) -> Uuid {
+        eventually(
+            "the demo server starting a sleep",
+            Duration::from_secs(15),
+            || async {
+                let log = std::fs::read_to_string(self.demo_log()).unwrap_or_default();
+                log.lines()
+                    .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                    .filter(|l| l["event"] == "started" && l["tool"] == "sleep")
+                    .filter_map(|l| l["task_id"].as_str()?.parse().ok())
+                    .find(|id| !known.contains(id))
+            },
+        )
+        .await
     }
 
     /// Waits until the demo MCP server logged that it saw `task`'s call cancelled.

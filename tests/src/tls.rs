@@ -100,3 +100,30 @@ pub async fn tls_proxy(
     });
     port
 }
+
+/// A TCP proxy on a free loopback port that sends each connection to the next of `targets`
+/// (`http://host:port`) in turn, as a load balancer without affinity would: a client that opens
+/// a connection per request has its requests answered by each gateway in turn. Returns
+/// `http://127.0.0.1:<port>`; the proxy runs until the test's runtime ends.
+pub async fn round_robin_proxy(targets: Vec<String>) -> String {
+    let targets: Vec<String> = targets
+        .into_iter()
+        .map(|t| t.trim_start_matches("http://").to_owned())
+        .collect();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut next = 0;
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let target = targets[next % targets.len()].clone();
+            next += 1;
+            tokio::spawn(async move {
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(target).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut socket, &mut upstream).await;
+            });
+        }
+    });
+    format!("http://127.0.0.1:{port}")
+}

@@ -21,7 +21,8 @@ pub struct Announcement<T> {
 }
 
 impl<T> Announcement<T> {
-    const fn on(subject: &'static str) -> Announcement<T> {
+    /// Announcements of `T` on core subject `subject`.
+    pub const fn on(subject: &'static str) -> Announcement<T> {
         Announcement {
             subject,
             _says: PhantomData,

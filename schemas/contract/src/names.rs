@@ -43,6 +43,9 @@ pub const KEY_REVOKED_SUBJECT: &str = "wharf.control.keys.revoked";
 /// Core NATS subject on which a gateway announces a new revision of the runtime configuration
 /// (the payload is its number), so every gateway applies it at once.
 pub const CONFIG_CHANGED_SUBJECT: &str = "wharf.control.config.changed";
+/// Core NATS subject on which a gateway announces an MCP client's `notifications/cancelled`
+/// (the caller and the request id), for the gateway running that call to cancel its task.
+pub const MCP_CANCELLED_SUBJECT: &str = "wharf.control.mcp.cancelled";
 /// HTTP header that may carry a submission's idempotency key (the body field is the other way).
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 

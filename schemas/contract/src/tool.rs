@@ -36,4 +36,17 @@ pub struct ToolInfo {
     /// The tool's JSON Schema for its arguments, as the MCP server declares it.
     #[serde(rename = "inputSchema")]
     pub input_schema: Value,
+    /// A human-readable name, as the MCP server gives it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// The JSON Schema of the tool's `structuredContent`, as the MCP server declares it.
+    #[serde(
+        default,
+        rename = "outputSchema",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub output_schema: Option<Value>,
+    /// The MCP server's hints about the tool (`readOnlyHint`, `destructiveHint`, ...), as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<Value>,
 }

@@ -149,6 +149,9 @@ pub struct GatewaySection {
     /// tasks on NATS with their own credentials (docs/security.md).
     #[serde(default)]
     pub nats_auth: Option<wharf_gateway::nats_auth::NatsAuthConfig>,
+    /// `[gateway.mcp]`: how `/mcp` answers MCP clients (docs/mcp.md).
+    #[serde(default)]
+    pub mcp: wharf_gateway::mcp::McpConfig,
 }
 
 /// `[gateway.queues.<name>]`: what tasks submitted to that queue get when they say nothing.
@@ -250,6 +253,7 @@ impl Default for Config {
                 request_timeout_secs: 60,
                 session_ttl_secs: 24 * 3600,
                 nats_auth: None,
+                mcp: Default::default(),
             },
             worker: WorkerSection {
                 count: 1,
@@ -372,6 +376,7 @@ impl Config {
             request_timeout: Duration::from_secs(self.gateway.request_timeout_secs),
             session_ttl: Duration::from_secs(self.gateway.session_ttl_secs),
             nats_auth: self.gateway.nats_auth.clone(),
+            mcp: self.gateway.mcp.clone(),
             limits: self.gateway.limits.clone(),
             cors_origins: self.gateway.cors_origins.clone(),
             listen: self.http_addr,

@@ -17,9 +17,21 @@ struct Entry {
 }
 
 /// Tools by qualified name.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Catalog {
     tools: Arc<RwLock<BTreeMap<String, Arc<Entry>>>>,
+    /// Counts the changes to the list of tools (what `tools/list` shows), for MCP clients
+    /// listening for `notifications/tools/list_changed`.
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Default for Catalog {
+    fn default() -> Self {
+        Catalog {
+            tools: Arc::default(),
+            changes: Arc::new(tokio::sync::watch::channel(0).0),
+        }
+    }
 }
 
 /// Why arguments were refused.
@@ -51,7 +63,19 @@ impl Catalog {
         Ok(catalog)
     }
 
+    /// Follows the changes to the list of tools: the receiver sees a new value after each.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+
     fn replace_server(&self, server: ToolServer) {
+        // Every worker that starts or reconnects to a server advertises it again: most of
+        // these are no change.
+        let changed = self.list(|t| t.server == server.server) != server.tools;
         let mut tools = self.tools.write().unwrap();
         tools.retain(|_, e| e.info.server != server.server);
         for info in server.tools {
@@ -71,6 +95,10 @@ impl Catalog {
                 }),
             );
         }
+        drop(tools);
+        if changed {
+            self.changed();
+        }
     }
 
     /// Whether a worker serves a server called `name` from its own configuration file (as far
@@ -84,10 +112,14 @@ impl Catalog {
     }
 
     fn remove_server(&self, name: &str) {
-        self.tools
-            .write()
-            .unwrap()
-            .retain(|_, e| e.info.server != name);
+        let mut tools = self.tools.write().unwrap();
+        let before = tools.len();
+        tools.retain(|_, e| e.info.server != name);
+        let removed = tools.len() != before;
+        drop(tools);
+        if removed {
+            self.changed();
+        }
     }
 
     /// The tools `keep` keeps, by name; only those are copied.

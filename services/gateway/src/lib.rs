@@ -14,6 +14,7 @@ mod dlq;
 mod http;
 mod keys;
 pub mod limits;
+pub mod mcp;
 pub mod nats_auth;
 mod openapi;
 mod ops;
@@ -75,6 +76,8 @@ pub struct GatewayConfig {
     /// Answer nats-server's auth callout, letting tenants follow their tasks' events on NATS
     /// with their own credentials (see `nats_auth`).
     pub nats_auth: Option<nats_auth::NatsAuthConfig>,
+    /// How `/mcp` answers.
+    pub mcp: mcp::McpConfig,
 }
 
 impl Default for GatewayConfig {
@@ -99,6 +102,7 @@ impl Default for GatewayConfig {
             request_timeout: std::time::Duration::from_secs(60),
             session_ttl: std::time::Duration::from_secs(24 * 3600),
             nats_auth: None,
+            mcp: mcp::McpConfig::default(),
         }
     }
 }

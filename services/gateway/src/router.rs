@@ -10,8 +10,8 @@ use wharf_contract::ErrorCode;
 
 use crate::problem::ApiError;
 use crate::{
-    AppState, agents, audit, auth, config, dlq, keys, limits, openapi, ops, sessions, tasks, tools,
-    ws,
+    AppState, agents, audit, auth, config, dlq, keys, limits, mcp, openapi, ops, sessions, tasks,
+    tools, ws,
 };
 
 /// Every route of the gateway.
@@ -52,6 +52,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/v1/config/revisions", get(config::revisions))
         .route("/ws/v1/tasks", get(ws::upgrade))
         .route("/metrics", get(ops::metrics))
+        .merge(mcp::routes(&state))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
@@ -59,6 +60,7 @@ pub(crate) fn router(state: AppState) -> Router {
     // Routes here and in `openapi::operations` go together: a test compares the two lists.
     let mut router = Router::new()
         .merge(authenticated)
+        .merge(mcp::public_routes())
         .route("/healthz", get(healthz))
         .route("/livez", get(healthz))
         .route("/readyz", get(readyz))

@@ -343,7 +343,10 @@ async fn retention_under_load(opts: &Options, platform: &Platform) -> anyhow::Re
     let duration = opts.duration(Duration::from_secs(30), Duration::from_secs(10));
     let alone = ws_window(platform, TASK_RATE, duration).await?;
     let mut lines = vec![latency_line("alone", duration, alone)];
-    let retention = [("daily retention pass", DAYS as u32 - 1), ("catching up", RETENTION_DAYS)];
+    let retention = [
+        ("daily retention pass", DAYS as u32 - 1),
+        ("catching up", RETENTION_DAYS),
+    ];
     for (window, days) in retention {
         let store = platform.store.clone();
         let pass = tokio::spawn(async move {

@@ -419,6 +419,11 @@ async fn advertise(
                     server: server.clone(),
                     description: t.description.map(|d| d.to_string()),
                     input_schema: serde_json::Value::Object((*t.input_schema).clone()),
+                    title: t.title,
+                    output_schema: t
+                        .output_schema
+                        .map(|o| serde_json::Value::Object((*o).clone())),
+                    annotations: t.annotations.and_then(|a| serde_json::to_value(a).ok()),
                 })
                 .collect(),
             updated_at: chrono::Utc::now(),

@@ -78,10 +78,12 @@ pub async fn authenticate(
         Ok(p) => p,
         Err(e) => {
             tracing::info!(reason = %e.0.detail, "request refused: not authenticated");
+            let challenge = crate::mcp::challenge(&state, request.headers(), path);
             let mut response = e.into_response();
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"wharf\""),
+                HeaderValue::from_str(&challenge)
+                    .unwrap_or_else(|_| HeaderValue::from_static("Bearer realm=\"wharf\"")),
             );
             return response;
         }
