@@ -19,10 +19,11 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 
-# Third-party MCP servers and playwright-core for the tests (npm).
+# Third-party MCP servers, the MCP Inspector and playwright-core for the tests (npm).
 if [ ! -d tests/node/node_modules/@modelcontextprotocol/server-everything ] \
   || [ ! -d tests/node/node_modules/playwright-core ] \
-  || [ ! -d tests/node/node_modules/@kubernetes-models/keda ]; then
+  || [ ! -d tests/node/node_modules/@kubernetes-models/keda ] \
+  || [ ! -d tests/node/node_modules/@modelcontextprotocol/inspector ]; then
   say "installing the tests' node packages with npm"
   npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
 fi

@@ -222,3 +222,116 @@ async fn third_party_tools_keep_their_schemas_and_structured_results() {
     mcp.cancel().await.unwrap();
     w.shutdown().await;
 }
+
+/// One tenant's `/mcp` never reaches another's agents or tasks.
+#[tokio::test]
+async fn a_tenant_sees_only_its_own_agents_and_tasks() {
+    use rmcp::model::{CancelTaskParams, ErrorCode, GetTaskParams};
+    let w = Wharf::start_with(Options::closed()).await;
+    let acme = w.key("acme", "tenant-admin").await;
+    let globex = w.key("globex", "tenant-admin").await;
+    let acme_api = w.client_with(&acme);
+    wharf_testkit::wait_for_tool_at(&acme_api, "demo.echo").await;
+    let (status, _, _) = wharf_testkit::call(
+        &acme_api,
+        reqwest::Method::POST,
+        "/api/v1/agents",
+        Some(json!({"name": "helper", "allowed_tools": ["demo.*"]})),
+    )
+    .await;
+    assert!(status.is_success(), "{status}");
+    let agent = format!("{}/mcp/agents/helper", w.api);
+    let theirs = bare_list_with(&agent, &globex).await;
+    assert_eq!(theirs.status(), 404, "another tenant's agent is not found");
+
+    let mine = connect(&agent, Some(&acme), true, Protocol::Current).await;
+    let echo = mine
+        .call_tool(call_params("demo.echo", json!({"message": "acme's"})))
+        .await
+        .unwrap();
+    let task = task_of(&echo).to_string();
+    assert!(
+        mine.get_task(GetTaskParams::new(task.clone()))
+            .await
+            .is_ok()
+    );
+    mine.cancel().await.unwrap();
+
+    let other = connect(
+        &format!("{}/mcp", w.api),
+        Some(&globex),
+        true,
+        Protocol::Current,
+    )
+    .await;
+    let e = rpc_error(other.get_task(GetTaskParams::new(task.clone())).await);
+    assert_eq!(e.code, ErrorCode::INVALID_PARAMS, "{e:?}");
+    let e = rpc_error(other.cancel_task(CancelTaskParams::new(task.clone())).await);
+    assert_eq!(e.code, ErrorCode::INVALID_PARAMS, "{e:?}");
+    other.cancel().await.unwrap();
+    w.shutdown().await;
+}
+
+/// The MCP Inspector's command line (npm `@modelcontextprotocol/inspector`) lists the tools
+/// and calls one.
+#[tokio::test]
+async fn the_mcp_inspector_lists_and_calls_a_tool() {
+    let w = Wharf::start().await;
+    w.wait_for_tool("demo.echo").await;
+    let launcher = wharf_testkit::node_server(
+        "@modelcontextprotocol/inspector/clients/launcher/build/index.js",
+    );
+    let catalog = w.dir.path().join("inspector-catalog.json");
+    let inspector = |args: &[&str]| {
+        let mut cmd = tokio::process::Command::new("node");
+        cmd.arg(&launcher)
+            .arg("--cli")
+            .arg(format!("{}/mcp", w.api))
+            .args(args)
+            .env("MCP_CATALOG_PATH", &catalog)
+            .kill_on_drop(true);
+        async move {
+            let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+                .await
+                .expect("the Inspector answers within a minute")
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "the Inspector failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            serde_json::from_slice::<Value>(&out.stdout).expect("the Inspector prints JSON")
+        }
+    };
+    let listed = inspector(&["--method", "tools/list"]).await;
+    let names: Vec<&str> = listed["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"demo.echo") && names.contains(&"demo.sleep"),
+        "{listed}"
+    );
+    let called = inspector(&[
+        "--method",
+        "tools/call",
+        "--tool-name",
+        "demo.echo",
+        "--tool-arg",
+        "message=from the inspector",
+    ])
+    .await;
+    assert_eq!(
+        called["content"][0]["text"], "from the inspector",
+        "{called}"
+    );
+    let task = called["_meta"]["wharf/taskId"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    w.wait_recorded(task, TaskStatus::Succeeded).await;
+    w.shutdown().await;
+}

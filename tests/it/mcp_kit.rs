@@ -142,13 +142,23 @@ pub(crate) async fn ended(mcp: &Mcp, id: &str) -> rmcp::model::GetTaskResult {
 
 /// A bare `tools/list` POST to `url`, without credentials.
 pub(crate) async fn bare_list(url: &str) -> reqwest::Response {
+    list_request(url).send().await.unwrap()
+}
+
+/// A bare `tools/list` POST to `url` with `credential`.
+pub(crate) async fn bare_list_with(url: &str, credential: &str) -> reqwest::Response {
+    list_request(url)
+        .bearer_auth(credential)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn list_request(url: &str) -> reqwest::RequestBuilder {
     reqwest::Client::new()
         .post(url)
         .header("accept", "application/json, text/event-stream")
         .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
-        .send()
-        .await
-        .unwrap()
 }
 
 pub(crate) fn with_mcp(mcp: McpConfig) -> Options {

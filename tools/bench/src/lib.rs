@@ -7,7 +7,8 @@
 //!   else running, and the composed limit of all three;
 //! - Wharf end to end, started as real processes (`wharf gateway`, `wharf recorder`,
 //!   `wharf worker` with the demo MCP server) on a nats-server and a Postgres database of their
-//!   own: throughput, latency at a fixed offered load, the gateway's own API latency, scaling
+//!   own: throughput, latency at a fixed offered load, the gateway's own API latency, the MCP
+//!   facade (`/mcp`) against the REST call of the same tool, scaling
 //!   with workers and payload size, and memory per in-flight task and per WebSocket subscriber.
 //!
 //! Every scenario appends one JSON object per line to the results file; `docs/benchmarks.md` is
@@ -16,6 +17,7 @@
 pub mod history;
 pub mod latency;
 pub mod machine;
+pub mod mcp;
 pub mod platform;
 pub mod raw;
 pub mod report;
@@ -45,13 +47,14 @@ pub struct Options {
 }
 
 /// Every scenario, in the order a full run takes them.
-pub const SCENARIOS: [&str; 11] = [
+pub const SCENARIOS: [&str; 12] = [
     "raw_jetstream",
     "raw_mcp",
     "raw_history",
     "e2e_throughput",
     "e2e_latency",
     "api_latency",
+    "mcp_facade",
     "scale_workers",
     "scale_io",
     "scale_payload",
@@ -182,6 +185,11 @@ pub async fn run(opts: &Options) -> anyhow::Result<()> {
     if opts.wants("api_latency") {
         for r in scenarios::api_latency(opts, 2000.0).await? {
             results.record("api_latency", r)?;
+        }
+    }
+    if opts.wants("mcp_facade") {
+        for r in mcp::mcp_facade(opts).await? {
+            results.record("mcp_facade", r)?;
         }
     }
     if opts.wants("scale_workers") {

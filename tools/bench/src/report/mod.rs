@@ -7,8 +7,10 @@ use std::fmt::Write;
 use serde_json::Value;
 
 mod history;
+mod mcp;
 mod scale;
 use history::history;
+use mcp::mcp_facade;
 use scale::{memory, scaling};
 
 /// The scenario's lines from the newest run that measured it.
@@ -90,6 +92,7 @@ pub fn render(results: &str) -> String {
         throughput,
         latency,
         api,
+        mcp_facade,
         scaling,
         memory,
         history,
@@ -229,6 +232,7 @@ fn targets(w: &mut String, lines: &[Value]) {
                 .map(|b| b <= 64.0 * 1024.0)
         ),
     );
+    mcp::targets(w, lines);
     history::targets(w, lines);
     let _ = writeln!(w);
 }
@@ -532,52 +536,8 @@ fn requests(w: &mut String, rows: &[&Value]) {
     let _ = writeln!(w);
 }
 
-const HOW: &str = "\
-## How these figures are made
-
-`just bench` starts a throwaway Postgres cluster (durable settings: fsync on), builds the release
-binary and runs `wharf bench --database-url … --out docs/benchmarks.jsonl --page
-docs/benchmarks.md`; `just bench-render` renders the page again from the results alone.
-`just bench --scale 0.1` is a quick look; `--only <scenario>` runs one. What the figures mean and
-what limits them: [performance.md](performance.md).
-
-- **Raw JetStream round trip**: a producer publishes task messages (200 B, acks awaited, up to
-  4,096 outstanding) to a file-storage work-queue stream; a worker on its own connection pulls
-  them (512 in flight), publishes an 8-byte result to a second stream, waits for that ack, then
-  acks the task. The producer waits for every result on a subscription. Latency: publish to
-  result received.
-- **Raw MCP hop**: an rmcp client calls the demo server's `echo` (100 B) over stdio, 256 calls in
-  flight on one connection, after 2,000 warm-up calls.
-- **Composed limit**: 1 / (1/a + 1/b), what a platform doing nothing but those two hops could
-  reach on this machine.
-- **History alone** (c): the recorder's own write path (`wharf_store::Store::record`, 2,000
-  events per transaction) storing finished `demo.echo` tasks (`submitted`, `started`,
-  `succeeded` and the task row) in a fresh database, four transactions at once (as four
-  recorders would; one alone leaves the cores idle while each commit is flushed), nothing else
-  running. Each transaction holds whole tasks, so a task row is written once: the cheapest
-  the history can be. 1 / (1/a + 1/b + 1/c) is the composed limit with the history.
-- **End to end** runs start real processes: `wharf gateway`, `wharf recorder` and `wharf worker`
-  (each worker with its own demo MCP server over stdio), a fresh nats-server (file storage) and a
-  fresh Postgres database. Tasks are `demo.echo` calls. Throughput: 64 keep-alive HTTP
-  connections submit one task per request (8 connections for batches of 100); the clock stops
-  when the history in Postgres holds every task as `succeeded` (polled every 20 ms). Latency: 16
-  WebSocket connections submit at a fixed rate (open loop) and each task is timed from the moment
-  the scheduler woke to send it (tokio rounds timers up to the next millisecond, which is not
-  Wharf's time) to `task:complete` on the same socket; how late the scheduler woke is reported as
-  *schedule lag*, so a stalled load generator shows. The load generator runs on the same cores
-  as everything else; its share is the `bench` entry under *cores busy*.
-- **Cores busy**: CPU seconds per process group (from `/proc`) divided by wall time; a total
-  equal to the number of cores means they were saturated. Processes that exit between the two
-  readings are not counted.
-- **History at scale**: Postgres itself loads 10 million finished tasks (two events each) over
-  the 45 days before today, a partition per day, then vacuums and analyzes; the platform then
-  serves reads of random tasks at 2,000/s and list pages at 200/s, and runs tasks at 500/s over
-  WebSocket in two 30 s windows, the second with the retention pass (30 days: the 15 oldest days
-  dropped) started 3 s in.
-- **Memory**: worker and MCP server resident memory (VmRSS) after a warm-up, then with every long
-  task running; gateway resident memory before and after that many WebSocket clients each
-  subscribe to one running task and receive its history.
-";
+/// How the figures are made: the page's last section, as written.
+const HOW: &str = include_str!("how.md");
 
 #[cfg(test)]
 mod tests {
