@@ -308,3 +308,71 @@ impl ServerHandler for WharfMcp {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(status: &str, extra: Value) -> TaskView {
+        let mut v = json!({
+            "id": "01a241d8-1b53-72e1-b6c2-2a1bcb417ee0",
+            "status": status,
+            "tool": "demo.sleep",
+            "queue": "default",
+            "attempts": 1,
+            "max_attempts": 3,
+            "created_at": "2026-12-04T16:00:00Z",
+        });
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn wire(v: &TaskView) -> Value {
+        serde_json::to_value(detailed(v, 500)).unwrap()
+    }
+
+    #[test]
+    fn tasks_read_as_mcp_tasks() {
+        let running = wire(&view(
+            "running",
+            json!({"progress": {"progress": 2.0, "total": 4.0, "message": "step 2"}}),
+        ));
+        assert_eq!(running["status"], "working");
+        assert_eq!(running["statusMessage"], "running: 2 of 4, step 2");
+        assert_eq!(running["pollIntervalMs"], 500);
+
+        let done = wire(&view(
+            "succeeded",
+            json!({"result": {"content": [{"type": "text", "text": "ok"}]}}),
+        ));
+        assert_eq!(done["status"], "completed");
+        assert_eq!(done["result"]["content"][0]["text"], "ok");
+        assert_eq!(done["result"]["resultType"], "complete");
+        assert!(done.get("pollIntervalMs").is_none());
+
+        // The tool said it failed: the call completed, with the tool's own result.
+        let tool_error = json!({"content": [{"type": "text", "text": "no luck"}], "isError": true});
+        let refused = wire(&view(
+            "failed",
+            json!({"error": {"code": "tool_error", "message": "no luck", "details": tool_error}}),
+        ));
+        assert_eq!(refused["status"], "completed");
+        assert_eq!(refused["result"]["isError"], true);
+
+        // It ended without a result from its tool: a JSON-RPC error naming the task.
+        let timed_out = wire(&view(
+            "failed",
+            json!({"error": {"code": "timeout", "message": "the call took longer than 30 s"}}),
+        ));
+        assert_eq!(timed_out["status"], "failed");
+        assert_eq!(timed_out["error"]["code"], -32603);
+        assert_eq!(
+            timed_out["error"]["data"]["taskId"],
+            "01a241d8-1b53-72e1-b6c2-2a1bcb417ee0"
+        );
+
+        assert_eq!(wire(&view("cancelled", json!({})))["status"], "cancelled");
+    }
+}

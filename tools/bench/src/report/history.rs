@@ -52,14 +52,22 @@ pub(super) fn targets(w: &mut String, lines: &[Value]) {
         let (a, d) = (alone["p99_ms"].as_f64(), during["p99_ms"].as_f64());
         let _ = writeln!(
             w,
-            "| {}, dropping {} days while tasks flow at {}/s: p99 not raised (<= {P99_NOISE}x) | {} ms against {} ms | {} |",
+            "| {}, dropping {} while tasks flow at {}/s: p99 not raised (<= {P99_NOISE}x) | {} ms against {} ms | {} |",
             during["window"].as_str().unwrap_or_default(),
-            int(&during["retention"]["days_dropped"]),
+            days(&during["retention"]["days_dropped"]),
             int(&during["offered_per_sec"]),
             num(&during["p99_ms"], 2),
             num(&alone["p99_ms"], 2),
             verdict(a.zip(d).map(|(a, d)| d <= a * P99_NOISE)),
         );
+    }
+}
+
+/// "1 day", "14 days".
+fn days(n: &Value) -> String {
+    match n.as_u64() {
+        Some(1) => "1 day".to_owned(),
+        _ => format!("{} days", int(n)),
     }
 }
 
