@@ -101,6 +101,19 @@ async fn a_key_reused_for_a_different_task_is_refused_and_changes_nothing() {
         "the problem names the task that holds the key: {problem}"
     );
 
+    // A header key of visible ASCII only (HTTP lets a tab through; the API does not).
+    let r = w
+        .client()
+        .request(Method::POST, "/api/v1/tasks")
+        .header("Idempotency-Key", "a\tb")
+        .json(&json!({"tool": "demo.echo", "arguments": {"message": "tab"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let problem: Value = r.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["pointer"], "/idempotency_key");
+
     // Header and body must agree.
     let r = w
         .client()

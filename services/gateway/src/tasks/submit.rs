@@ -516,7 +516,10 @@ pub async fn create(
     principal.require(wharf_contract::Permission::TasksSubmit)?;
     let mut req: SubmitTask = body.parse()?;
     if let Some(value) = headers.get(IDEMPOTENCY_KEY_HEADER) {
-        let key = value.to_str().map_err(|_| {
+        // Visible ASCII and spaces, as documented: HTTP also lets a tab through a header's
+        // value, which `to_str` accepts.
+        let visible = |k: &&str| k.bytes().all(|b| (0x20..0x7f).contains(&b));
+        let key = value.to_str().ok().filter(visible).ok_or_else(|| {
             ApiError::field(
                 ErrorCode::InvalidField,
                 "/idempotency_key",
