@@ -74,8 +74,11 @@ impl Catalog {
 
     fn replace_server(&self, server: ToolServer) {
         // Every worker that starts or reconnects to a server advertises it again: most of
-        // these are no change.
-        let changed = self.list(|t| t.server == server.server) != server.tools;
+        // these are no change. The catalog lists by name; a server lists in its own order.
+        let mut advertised: Vec<&ToolInfo> = server.tools.iter().collect();
+        advertised.sort_by(|a, b| a.name.cmp(&b.name));
+        let known = self.list(|t| t.server == server.server);
+        let changed = !known.iter().eq(advertised.iter().copied());
         let mut tools = self.tools.write().unwrap();
         tools.retain(|_, e| e.info.server != server.server);
         for info in server.tools {
@@ -176,5 +179,51 @@ impl Catalog {
             .collect();
         scored.sort_by(|a, b| b.0.total_cmp(&a.0));
         scored.into_iter().take(5).map(|(_, n)| n.clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(names: &[&str]) -> ToolServer {
+        ToolServer {
+            v: 1,
+            server: "s".into(),
+            queues: vec!["default".into()],
+            tools: names
+                .iter()
+                .map(|n| ToolInfo {
+                    name: format!("s.{n}"),
+                    server: "s".into(),
+                    description: None,
+                    input_schema: serde_json::json!({"type": "object"}),
+                    title: None,
+                    output_schema: None,
+                    annotations: None,
+                })
+                .collect(),
+            updated_at: chrono::Utc::now(),
+            registry: false,
+        }
+    }
+
+    #[test]
+    fn the_same_tools_again_in_another_order_are_no_change() {
+        let catalog = Catalog::default();
+        let changes = catalog.changes();
+        catalog.replace_server(server(&["zeta", "alpha"]));
+        assert_eq!(*changes.borrow(), 1);
+        catalog.replace_server(server(&["zeta", "alpha"]));
+        catalog.replace_server(server(&["alpha", "zeta"]));
+        assert_eq!(
+            *changes.borrow(),
+            1,
+            "re-advertising the same tools is no change"
+        );
+        catalog.replace_server(server(&["alpha"]));
+        catalog.remove_server("s");
+        catalog.remove_server("s");
+        assert_eq!(*changes.borrow(), 3);
     }
 }
