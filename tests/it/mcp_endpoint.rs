@@ -182,9 +182,10 @@ async fn any_gateway_answers_any_request_of_a_client() {
     let w = Wharf::start().await;
     w.wait_for_tool("demo.sleep").await;
     let (other, other_gateway) = w.another_gateway().await;
+    let other = other.as_str();
     // Each request on its own connection (rmcp's client keeps none idle), each connection
     // to the next gateway.
-    let proxy = round_robin_proxy(vec![w.api.clone(), other]).await;
+    let proxy = round_robin_proxy(vec![w.api.clone(), other.to_owned()]).await;
     let url = format!("{proxy}/mcp");
 
     let mcp = connect(&url, None, true, Protocol::Current).await;
@@ -202,12 +203,26 @@ async fn any_gateway_answers_any_request_of_a_client() {
     assert_eq!(done.task.task.status, McpStatus::Completed);
     mcp.cancel().await.unwrap();
 
-    // A 2025 client sends notifications/cancelled as a request of its own: it reaches the
-    // other gateway, which tells the one running the call.
-    let legacy = connect(&url, None, false, Protocol::Legacy).await;
+    // A 2025 client sends notifications/cancelled as a request of its own, which a balancer
+    // may send to another gateway than the call's: here the call runs on the first gateway
+    // and its cancellation goes to the other, which tells the first.
+    let legacy = connect(&format!("{}/mcp", w.api), None, false, Protocol::Legacy).await;
     let handle = long_call(&legacy).await;
     let task = w.started_sleep(&[first]).await;
-    handle.cancel(Some("stop".into())).await.unwrap();
+    let cancel = json!({
+        "jsonrpc": "2.0",
+        "method": "notifications/cancelled",
+        "params": {"requestId": handle.id, "reason": "stop"},
+    });
+    let posted = reqwest::Client::new()
+        .post(format!("{other}/mcp"))
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .json(&cancel)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 202);
     w.wait_demo_cancelled(task).await;
     w.wait_recorded(task, TaskStatus::Cancelled).await;
     legacy.cancel().await.unwrap();

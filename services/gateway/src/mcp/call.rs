@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 use wharf_contract::{ErrorCode, SubmitTask, TaskError, WsServerMessage};
 
-use super::server::{Caller, TASK_ID_META, WharfMcp, detailed, rpc_error};
+use super::server::{Caller, TASK_ID_META, WharfMcp, detailed, rpc_error, tool_result};
 use crate::problem::ApiError;
 use crate::tasks;
 
@@ -34,7 +34,7 @@ pub(super) async fn call(
         Ok(req) => req,
         Err(e) => return Ok(refused(e).into()),
     };
-    let trace = tasks::trace_of(&caller.headers);
+    let trace = caller.trace;
     let (view, events) = match tasks::submit_and_follow(state, &caller.principal, req, trace).await
     {
         Ok(submitted) => submitted,
@@ -207,13 +207,9 @@ fn refused(e: ApiError) -> CallToolResult {
 /// error result saying why the task ended without one.
 fn outcome(id: Uuid, m: WsServerMessage) -> CallToolResult {
     let r = match m {
-        WsServerMessage::Complete { result, .. } => serde_json::from_value(result.clone())
-            .unwrap_or_else(|_| CallToolResult::structured(result)),
+        WsServerMessage::Complete { result, .. } => succeeded(result),
         WsServerMessage::Error { error, .. } => failed(id, &error),
-        WsServerMessage::Cancelled { reason, .. } => {
-            let why = reason.unwrap_or_else(|| "the task was cancelled".into());
-            CallToolResult::error(vec![ContentBlock::text(why)])
-        }
+        WsServerMessage::Cancelled { reason, .. } => cancelled(reason),
         _ => CallToolResult::error(vec![ContentBlock::text(
             "the task ended without an outcome",
         )]),
@@ -221,14 +217,24 @@ fn outcome(id: Uuid, m: WsServerMessage) -> CallToolResult {
     with_task_id(r, id)
 }
 
+/// The result of a task found ended when the wait was over.
+fn result_of_view(view: &wharf_contract::TaskView) -> CallToolResult {
+    let r = match (&view.result, &view.error) {
+        (Some(result), _) => succeeded(result.clone()),
+        (None, Some(error)) => failed(view.id, error),
+        (None, None) => cancelled(None),
+    };
+    with_task_id(r, view.id)
+}
+
+/// The tool's result, as the worker recorded it.
+fn succeeded(result: Value) -> CallToolResult {
+    serde_json::from_value(result.clone()).unwrap_or_else(|_| CallToolResult::structured(result))
+}
+
 /// A failed task as a call's result: the tool's own error result, or the task's error.
 fn failed(id: Uuid, error: &TaskError) -> CallToolResult {
-    if error.is(wharf_contract::TaskErrorCode::ToolError)
-        && let Some(r) = error
-            .details
-            .clone()
-            .and_then(|d| serde_json::from_value::<CallToolResult>(d).ok())
-    {
+    if let Some(r) = tool_result(error) {
         return r;
     }
     let mut r = CallToolResult::error(vec![ContentBlock::text(format!(
@@ -239,28 +245,9 @@ fn failed(id: Uuid, error: &TaskError) -> CallToolResult {
     r
 }
 
-/// The result of a task found ended when the wait was over.
-fn result_of_view(view: &wharf_contract::TaskView) -> CallToolResult {
-    let m = match (&view.result, &view.error) {
-        (Some(result), _) => WsServerMessage::Complete {
-            task_id: view.id,
-            seq: 0,
-            attempt: view.attempts,
-            result: result.clone(),
-        },
-        (None, Some(error)) => WsServerMessage::Error {
-            task_id: view.id,
-            seq: 0,
-            attempt: view.attempts,
-            error: error.clone(),
-        },
-        (None, None) => WsServerMessage::Cancelled {
-            task_id: view.id,
-            seq: 0,
-            reason: None,
-        },
-    };
-    outcome(view.id, m)
+fn cancelled(reason: Option<String>) -> CallToolResult {
+    let why = reason.unwrap_or_else(|| "the task was cancelled".into());
+    CallToolResult::error(vec![ContentBlock::text(why)])
 }
 
 /// Names the Wharf task in the result's `_meta`. A result read back from the history has lost

@@ -41,7 +41,8 @@ impl WharfMcp {
 pub(super) struct Caller {
     pub principal: Principal,
     pub agent: Option<wharf_contract::Agent>,
-    pub headers: axum::http::HeaderMap,
+    /// The request's trace context (its `traceparent`), for the task it submits.
+    pub trace: wharf_telemetry::TraceContext,
 }
 
 impl Caller {
@@ -61,7 +62,7 @@ impl Caller {
         Ok(Caller {
             principal,
             agent,
-            headers: parts.headers.clone(),
+            trace: tasks::trace_of(&parts.headers),
         })
     }
 
@@ -150,9 +151,9 @@ pub(super) fn detailed(view: &TaskView, poll_interval_ms: u64) -> DetailedTask {
                     .unwrap_or_else(|| json!({"content": []})),
             )),
         },
-        TaskStatus::Failed => match tool_error_result(view) {
+        TaskStatus::Failed => match view.error.as_ref().and_then(tool_result) {
             Some(result) => TaskPayload::Completed {
-                result: complete(result),
+                result: complete(object(serde_json::to_value(result).unwrap_or_default())),
             },
             None => TaskPayload::Failed {
                 error: object(json!({
@@ -168,14 +169,11 @@ pub(super) fn detailed(view: &TaskView, poll_interval_ms: u64) -> DetailedTask {
 }
 
 /// The `CallToolResult` a failed task's tool returned (`isError`), if that is why it failed.
-pub(super) fn tool_error_result(view: &TaskView) -> Option<serde_json::Map<String, Value>> {
-    let error = view.error.as_ref()?;
+pub(super) fn tool_result(error: &wharf_contract::TaskError) -> Option<CallToolResult> {
     if !error.is(wharf_contract::TaskErrorCode::ToolError) {
         return None;
     }
-    let details = error.details.clone()?;
-    serde_json::from_value::<CallToolResult>(details.clone()).ok()?;
-    Some(object(details))
+    serde_json::from_value(error.details.clone()?).ok()
 }
 
 /// A tool's result as MCP 2026-07-28 spells it (the history keeps it without `resultType`).
