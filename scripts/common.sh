@@ -62,6 +62,21 @@ ensure_mcp_python() {
   export WHARF_MCP_PYTHON="$venv/bin/python"
 }
 
+# Sets WHARF_WIRING_PYTHON to a Python with the Standard Webhooks reference library and the
+# NATS client, installed from PyPI into a virtual environment in the cache when missing: the
+# independent implementations the webhook and NATS service tests check Wharf against.
+WIRING_PYTHON="standardwebhooks==1.3.0"
+ensure_wiring_python() {
+  local venv="${XDG_CACHE_HOME:-$HOME/.cache}/wharf/wiring-python-$(echo "$WIRING_PYTHON" | cksum | cut -d' ' -f1)"
+  if ! "$venv/bin/python" -c 'import standardwebhooks' >/dev/null 2>&1; then
+    say "installing $WIRING_PYTHON from PyPI into $venv"
+    python3 -m venv "$venv"
+    # shellcheck disable=SC2086
+    "$venv/bin/pip" install --quiet --disable-pip-version-check $WIRING_PYTHON
+  fi
+  export WHARF_WIRING_PYTHON="$venv/bin/python"
+}
+
 # Sets WHARF_K8S_PYTHON to a Python with kubernetes-validate (the Kubernetes schemas) and checkov
 # (a policy scanner), installed from PyPI into a virtual environment in the cache when missing.
 K8S_CHECKERS="kubernetes-validate==1.37.0 checkov==3.3.30"

@@ -31,6 +31,10 @@ EXCEPTIONS = {
         r"/config/queues/[^/]+/retry_initial_ms",  # above the longest retry delay
         r"/config/mcp_servers/[^/]+/url",  # not a URL the gateway's HTTP parser reads
         r"/config/mcp_servers/[^/]+",  # a server a worker serves from its own file
+        r"/config/hooks/[^/]+/secrets/\d+",  # not base64 of 24 to 64 bytes
+        r"/config/hooks/[^/]+/tool",  # no such tool in the catalog
+        r"/config/hooks/[^/]+/arguments",  # a required argument of the tool left unmapped
+        r"/config/hooks/[^/]+/agent",  # no such agent in the tenant, or it forbids the tool
     ],
 }
 

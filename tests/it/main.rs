@@ -13,6 +13,7 @@ mod docs_page;
 mod faults;
 mod follow;
 mod history;
+mod hooks;
 mod idempotency;
 mod leaf;
 mod mcp;

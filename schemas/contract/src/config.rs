@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::hooks::Hook;
 use crate::task::Priority;
 
 /// A sustained rate with a burst allowance.
@@ -132,6 +133,10 @@ pub struct RuntimeConfig {
     #[serde(default)]
     #[schemars(extend("propertyNames" = {"pattern": crate::rules::NAME_PATTERN}, "maxProperties" = crate::rules::REGISTRY_SERVERS))]
     pub mcp_servers: BTreeMap<String, RegistryServer>,
+    /// Inbound webhooks by name: `POST /hooks/{name}` starts a task ([`Hook`]).
+    #[serde(default)]
+    #[schemars(extend("propertyNames" = {"pattern": crate::rules::NAME_PATTERN}, "maxProperties" = crate::rules::HOOKS))]
+    pub hooks: BTreeMap<String, Hook>,
 }
 
 /// `GET /api/v1/config`: the settings in force.
@@ -219,6 +224,7 @@ impl RuntimeConfig {
             &other.mcp_servers,
             &self.mcp_servers,
         );
+        changed_entries(&mut changed, "hooks", &other.hooks, &self.hooks);
         changed
     }
 }
@@ -234,6 +240,7 @@ mod tests {
             queues: [("a".to_owned(), QueueSettings::default())].into(),
             session_ttl_secs: 60,
             mcp_servers: BTreeMap::new(),
+            hooks: BTreeMap::new(),
         };
         let mut after = before.clone();
         assert!(after.changes_from(&before).is_empty());

@@ -76,6 +76,9 @@ error_codes! {
     /// No credentials, or credentials that do not prove who the caller is (unknown, revoked
     /// or expired key; token with a bad signature, issuer, audience or expiry).
     Unauthenticated = (401, "unauthenticated", "authentication required"),
+    /// An inbound webhook's call is not signed by one of the hook's secrets, or its timestamp
+    /// is outside the five minutes allowed (the detail says which).
+    BadSignature = (401, "bad_signature", "webhook signature not accepted"),
     /// The caller is known but lacks the permission the route needs (named in the detail).
     Forbidden = (403, "forbidden", "permission denied"),
     /// Too many requests from this caller or address; retry after `Retry-After` seconds.

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod hooks;
 pub mod names;
 pub mod ops;
 pub mod resources;
@@ -32,6 +33,7 @@ pub use config::{
 };
 pub use error::{ErrorCode, FieldError, Problem};
 pub use event::{EventKind, TaskEvent};
+pub use hooks::{ArgumentSource, Hook};
 pub use names::*;
 pub use ops::{QueueInfo, QueueLevel, QueueList, SystemStatus, WorkerInfo, WorkerList};
 pub use resources::{

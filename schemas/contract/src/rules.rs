@@ -54,6 +54,10 @@ pub const RETRY_MS: RangeInclusive<u64> = 1..=24 * 3_600_000;
 pub const RATE_PER_SEC: RangeInclusive<f64> = 0.001..=1_000_000.0;
 /// Most servers the MCP registry may hold.
 pub const REGISTRY_SERVERS: u64 = 256;
+/// Most inbound webhooks the runtime configuration may hold.
+pub const HOOKS: u64 = 256;
+/// Most secrets one webhook may accept at once (rotation needs two).
+pub const HOOK_SECRETS: u64 = 8;
 /// Longest URL of a registry server, in bytes.
 pub const URL_BYTES: u64 = 2048;
 /// `wait` of a tool call: seconds (`30`, `2.5s`) or whole milliseconds (`1500ms`), at most 50

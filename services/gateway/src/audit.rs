@@ -280,6 +280,7 @@ fn action(method: &Method, route: &str, refused: Option<ErrorCode>) -> String {
         ("PUT", "/api/v1/agents/{name}") => "agent.update",
         ("POST", "/api/v1/tools/{name}/call") => "tool.call",
         ("PUT", "/api/v1/config") => "config.update",
+        ("POST", "/hooks/{name}") => "hook.receive",
         _ => return format!("{method} {route}"),
     };
     named.into()

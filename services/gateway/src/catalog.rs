@@ -136,6 +136,21 @@ impl Catalog {
             .collect()
     }
 
+    /// One tool, if the catalog has it.
+    pub fn tool(&self, name: &str) -> Option<ToolInfo> {
+        let tools = self.tools.read().unwrap();
+        tools.get(name).map(|e| e.info.clone())
+    }
+
+    /// The arguments `tool`'s input schema requires (none for a tool the catalog lacks).
+    pub fn required_arguments(&self, tool: &str) -> Vec<String> {
+        let tools = self.tools.read().unwrap();
+        tools
+            .get(tool)
+            .map(|e| required_of(&e.info.input_schema))
+            .unwrap_or_default()
+    }
+
     /// Checks that `tool` exists and that `arguments` satisfy its schema. Field pointers are
     /// relative to the request body (`/arguments/...`).
     pub fn check(&self, tool: &str, arguments: &Map<String, Value>) -> Result<(), Refusal> {
@@ -180,6 +195,20 @@ impl Catalog {
         scored.sort_by(|a, b| b.0.total_cmp(&a.0));
         scored.into_iter().take(5).map(|(_, n)| n.clone()).collect()
     }
+}
+
+/// The property names an object schema lists as `required`.
+pub fn required_of(schema: &Value) -> Vec<String> {
+    schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| {
+            r.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! `/api/v1/config`: the runtime settings (rate limits, queue defaults, the life of sessions,
-//! the registry of MCP servers), changed while the platform runs. Each change is a numbered revision in the database, with
+//! the registry of MCP servers, the inbound webhooks), changed while the platform runs. Each change is a numbered revision in the database, with
 //! who made it and what it changed; a change names the revision it replaces, so two operators
 //! cannot overwrite each other unawares. Every gateway applies a new revision as soon as one
 //! announces it on NATS, and reads the newest again every half minute, should it miss that. The
@@ -48,6 +48,7 @@ fn redacted(c: &RuntimeConfig) -> RuntimeConfig {
     for server in c.mcp_servers.values_mut() {
         server.url = wharf_bus::redact_url(&server.url);
     }
+    crate::hooks::redact(&mut c.hooks);
     c
 }
 
@@ -63,6 +64,7 @@ fn restore_secrets(new: &mut RuntimeConfig, current: &RuntimeConfig) {
             server.url.clone_from(&stored.url);
         }
     }
+    crate::hooks::restore_secrets(&mut new.hooks, &current.hooks);
 }
 
 /// `GET /api/v1/config`
@@ -137,6 +139,7 @@ pub fn validate(c: &RuntimeConfig) -> Result<(), (String, String)> {
             );
         }
     }
+    crate::hooks::validate(&c.hooks)?;
     if let Err((name, why)) = crate::limits::validate(&c.limits) {
         return bad(name.replace('.', "/"), &why);
     }
@@ -194,6 +197,7 @@ pub async fn update(
              give the registry server another name",
         ));
     }
+    crate::hooks::check_hooks(&state, &req.config.hooks, &current.runtime.hooks).await?;
     let conflict = || {
         ApiError::field(
             ErrorCode::ConfigConflict,

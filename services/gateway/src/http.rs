@@ -76,6 +76,12 @@ impl JsonBody {
         parse_json(&body)
     }
 
+    /// The body as it arrived, of whatever media type (a signature is checked over these bytes
+    /// before anything reads them): only the size limit applies.
+    pub fn raw(self) -> Result<Bytes, ApiError> {
+        self.body
+    }
+
     fn bytes(self) -> Result<Bytes, ApiError> {
         let body = self.body?;
         if let Some(ct) = &self.content_type {

@@ -11,6 +11,7 @@ pub mod auth;
 mod catalog;
 mod config;
 mod dlq;
+pub mod hooks;
 mod http;
 mod keys;
 pub mod limits;

@@ -10,8 +10,8 @@ use wharf_contract::ErrorCode;
 
 use crate::problem::ApiError;
 use crate::{
-    AppState, agents, audit, auth, config, dlq, keys, limits, mcp, openapi, ops, sessions, tasks,
-    tools, ws,
+    AppState, agents, audit, auth, config, dlq, hooks, keys, limits, mcp, openapi, ops, sessions,
+    tasks, tools, ws,
 };
 
 /// Every route of the gateway.
@@ -61,6 +61,8 @@ pub(crate) fn router(state: AppState) -> Router {
     let mut router = Router::new()
         .merge(authenticated)
         .merge(mcp::public_routes())
+        // A webhook's signature is its credential (`hooks::receive`).
+        .route("/hooks/{name}", post(hooks::receive))
         .route("/healthz", get(healthz))
         .route("/livez", get(healthz))
         .route("/readyz", get(readyz))

@@ -147,6 +147,7 @@ impl GatewayConfig {
                 .collect(),
             session_ttl_secs: self.session_ttl.as_secs(),
             mcp_servers: Default::default(),
+            hooks: Default::default(),
         }
     }
 }
