@@ -65,10 +65,10 @@ ensure_mcp_python() {
 # Sets WHARF_WIRING_PYTHON to a Python with the Standard Webhooks reference library and the
 # NATS client, installed from PyPI into a virtual environment in the cache when missing: the
 # independent implementations the webhook and NATS service tests check Wharf against.
-WIRING_PYTHON="standardwebhooks==1.3.0"
+WIRING_PYTHON="standardwebhooks==1.3.0 nats-py==2.16.0"
 ensure_wiring_python() {
   local venv="${XDG_CACHE_HOME:-$HOME/.cache}/wharf/wiring-python-$(echo "$WIRING_PYTHON" | cksum | cut -d' ' -f1)"
-  if ! "$venv/bin/python" -c 'import standardwebhooks' >/dev/null 2>&1; then
+  if ! "$venv/bin/python" -c 'import standardwebhooks, nats' >/dev/null 2>&1; then
     say "installing $WIRING_PYTHON from PyPI into $venv"
     python3 -m venv "$venv"
     # shellcheck disable=SC2086

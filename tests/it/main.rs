@@ -22,6 +22,7 @@ mod mcp_endpoint;
 mod mcp_kit;
 mod mcp_python;
 mod metrics;
+mod nats_api;
 mod nats_tenants;
 mod observability;
 mod ops;

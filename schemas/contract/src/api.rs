@@ -112,6 +112,13 @@ pub struct SubmitBatch {
     pub tasks: Vec<SubmitTask>,
 }
 
+/// The body of the NATS service's `get` and `cancel` requests: the task they concern.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskRef {
+    pub id: Uuid,
+}
+
 /// The answer to a batch: the tasks in the order they were submitted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TaskBatch {

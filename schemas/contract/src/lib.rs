@@ -59,6 +59,7 @@ pub fn json_schemas() -> Vec<(&'static str, serde_json::Value)> {
         ("submit-task.json", schema::<SubmitTask>()),
         ("submit-batch.json", schema::<SubmitBatch>()),
         ("task-batch.json", schema::<TaskBatch>()),
+        ("task-ref.json", schema::<TaskRef>()),
         ("tool-server.v1.json", schema::<ToolServer>()),
         ("ws-client-message.json", schema::<WsClientMessage>()),
         ("ws-server-message.json", schema::<WsServerMessage>()),

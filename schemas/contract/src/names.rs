@@ -231,6 +231,40 @@ pub mod msg_id {
 /// Subject on which nats-server asks its auth callout service to authorize a connection.
 pub const AUTH_CALLOUT_SUBJECT: &str = "$SYS.REQ.USER.AUTH";
 
+/// The NATS service (NATS Services API: `$SRV.PING|INFO|STATS.wharf`) that every gateway
+/// answers in one queue group: submit, batch, get and cancel over request and reply.
+pub const NATS_API_SERVICE: &str = "wharf";
+/// The queue group of the gateways' NATS service, so each request is answered once.
+pub const NATS_API_QUEUE_GROUP: &str = "wharf-gateways";
+/// Endpoints of the NATS service, each a subject `wharf.api.<tenant>.tasks.<endpoint>`.
+pub const NATS_API_ENDPOINTS: [&str; 4] = ["submit", "batch", "get", "cancel"];
+/// Header of a NATS service reply giving the HTTP status the same request would get over
+/// HTTP (`202` for a new task, `200` for the one an idempotency key named).
+pub const STATUS_HEADER: &str = "Wharf-Status";
+
+/// The subject of one endpoint of the NATS service for `tenant`.
+pub fn nats_api_subject(tenant: &str, endpoint: &str) -> String {
+    format!("wharf.api.{tenant}.tasks.{endpoint}")
+}
+
+/// What an endpoint of the NATS service listens on: every tenant's subject.
+pub fn nats_api_filter(endpoint: &str) -> String {
+    nats_api_subject("*", endpoint)
+}
+
+/// The tenant a NATS service subject names.
+pub fn tenant_of_api_subject(subject: &str) -> Option<&str> {
+    let rest = subject.strip_prefix("wharf.api.")?;
+    let (tenant, rest) = rest.split_once('.')?;
+    rest.starts_with("tasks.").then_some(tenant)
+}
+
+/// The reply subjects of a tenant's connection: it connects with this inbox prefix, and may
+/// subscribe below it only, so no tenant reads another's replies.
+pub fn tenant_inbox_prefix(tenant: &str) -> String {
+    format!("_INBOX_{tenant}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,6 +295,15 @@ mod tests {
         }
         assert_eq!(parse_task_subject("wharf.tasks.a.urgent"), None);
         assert_eq!(parse_task_subject("wharf.events.a"), None);
+    }
+
+    #[test]
+    fn api_subjects_name_their_tenant() {
+        let subject = nats_api_subject("acme", "submit");
+        assert_eq!(subject, "wharf.api.acme.tasks.submit");
+        assert_eq!(tenant_of_api_subject(&subject), Some("acme"));
+        assert_eq!(tenant_of_api_subject("wharf.api.acme.other.x"), None);
+        assert_eq!(nats_api_filter("get"), "wharf.api.*.tasks.get");
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod http;
 mod keys;
 pub mod limits;
 pub mod mcp;
+pub mod nats_api;
 pub mod nats_auth;
 mod openapi;
 mod ops;
@@ -244,6 +245,7 @@ impl Gateway {
         tokio::spawn(auth::follow_revocations(state.clone()));
         tokio::spawn(auth::keep_jwks_fresh(state.clone()));
         tokio::spawn(limits::shrink_periodically(state.clone()));
+        tokio::spawn(nats_api::serve(state.clone()));
         if let Some(n) = state.config.nats_auth.clone() {
             tokio::spawn(nats_auth::serve(state.clone(), n));
         }

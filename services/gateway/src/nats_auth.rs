@@ -1,12 +1,14 @@
 //! NATS authorization for tenants: the gateway answers nats-server's auth callout, so a
-//! tenant's own program may connect to NATS with its Wharf API key or token and follow its
-//! tasks' events there, and nothing else.
+//! tenant's own program may connect to NATS with its Wharf API key or token, follow its tasks'
+//! events there and use the NATS service API for its own tenant, and nothing else.
 //!
 //! nats-server sends every connection that is not one of its configured `auth_users` (the
 //! platform's own) to `$SYS.REQ.USER.AUTH` as a signed authorization request. The gateway reads
 //! the credential the client sent (its token, or its password), resolves it exactly like an
 //! HTTP credential, and answers with a user JWT signed by the issuer account key. The user may
-//! subscribe to `wharf.live.events.<its tenant>.>` only, and publish nothing; it expires after
+//! subscribe to `wharf.live.events.<its tenant>.>` and its replies (`_INBOX_<its tenant>.>`),
+//! and publish only requests to its tenant's endpoints of the NATS service
+//! (`wharf.api.<its tenant>.tasks.<endpoint>`, those its permissions allow); it expires after
 //! `max_session_secs`, when the client reconnects and is checked again (so a revoked key is shut
 //! out by then). Anything else is answered with an error, and the server refuses the client.
 //!
@@ -19,7 +21,9 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::Digest;
-use wharf_contract::{AUTH_CALLOUT_SUBJECT, Permission, tenant_live_events};
+use wharf_contract::{
+    AUTH_CALLOUT_SUBJECT, Permission, nats_api_subject, tenant_inbox_prefix, tenant_live_events,
+};
 
 use crate::AppState;
 use crate::auth::Principal;
@@ -370,8 +374,24 @@ async fn decide(state: &AppState, body: &RequestBody, ip: &str) -> Result<Princi
     }
 }
 
+/// What a tenant user may publish: requests to its own tenant's endpoints of the NATS service
+/// that its permissions allow, nothing else.
+fn publish_allowed(principal: &Principal) -> Value {
+    let allowed: Vec<String> = crate::nats_api::Endpoint::ALL
+        .into_iter()
+        .filter(|e| principal.can(e.permission()))
+        .map(|e| nats_api_subject(principal.tenant(), e.name()))
+        .collect();
+    if allowed.is_empty() {
+        json!({"deny": [">"]})
+    } else {
+        json!({"allow": allowed})
+    }
+}
+
 /// The user JWT of an authorized connection: it may subscribe to its tenant's live events and
-/// nothing else, publish nothing, and lasts as long as its credential, or `max_session_secs`
+/// to replies below its tenant's inbox prefix, publish requests to its tenant's endpoints of
+/// the NATS service ([`publish_allowed`]) and nothing else, and lasts as long as its credential, or `max_session_secs`
 /// if that is sooner.
 fn user_jwt(keys: &Keys, user_nkey: &str, principal: &Principal, now: i64) -> String {
     let longest = now + keys.max_session_secs;
@@ -388,8 +408,11 @@ fn user_jwt(keys: &Keys, user_nkey: &str, principal: &Principal, now: i64) -> St
             "aud": keys.account,
             "name": principal.actor(),
             "nats": {
-                "pub": {"deny": [">"]},
-                "sub": {"allow": [tenant_live_events(principal.tenant())]},
+                "pub": publish_allowed(principal),
+                "sub": {"allow": [
+                    tenant_live_events(principal.tenant()),
+                    format!("{}.>", tenant_inbox_prefix(principal.tenant())),
+                ]},
                 "allowed_connection_types": ["STANDARD", "WEBSOCKET"],
                 "subs": MAX_SUBSCRIPTIONS,
                 "data": -1,

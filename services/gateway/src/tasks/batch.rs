@@ -28,6 +28,19 @@ pub async fn create_batch(
 ) -> Result<Response, ApiError> {
     principal.require(wharf_contract::Permission::TasksSubmit)?;
     let req: SubmitBatch = body.parse()?;
+    let batch = submit_batch(&state, &principal, req, &trace_of(&headers)).await?;
+    Ok((StatusCode::ACCEPTED, Json(batch)).into_response())
+}
+
+/// Checks every task of a batch, then publishes them all (the HTTP route's and the NATS
+/// service's).
+pub async fn submit_batch(
+    state: &AppState,
+    principal: &Principal,
+    req: SubmitBatch,
+    trace: &wharf_telemetry::TraceContext,
+) -> Result<TaskBatch, ApiError> {
+    principal.require(wharf_contract::Permission::TasksSubmit)?;
     if !BATCH_TASKS.contains(&(req.tasks.len() as u64)) {
         return Err(ApiError::field(
             ErrorCode::InvalidField,
@@ -39,10 +52,10 @@ pub async fn create_batch(
             ),
         ));
     }
-    let mut tasks = prepare_all(&state, &principal, req.tasks).await?;
-    let existing = admit_all(&state, &principal, &mut tasks).await?;
-    let views = publish_all(&state, &tasks, existing, &trace_of(&headers)).await?;
-    Ok((StatusCode::ACCEPTED, Json(TaskBatch { tasks: views })).into_response())
+    let mut tasks = prepare_all(state, principal, req.tasks).await?;
+    let existing = admit_all(state, principal, &mut tasks).await?;
+    let views = publish_all(state, &tasks, existing, trace).await?;
+    Ok(TaskBatch { tasks: views })
 }
 
 /// Checks every task of the batch (keys unique within it); the first refusal names its task.

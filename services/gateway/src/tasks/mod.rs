@@ -6,7 +6,7 @@ mod follow;
 mod read;
 mod submit;
 
-pub use batch::create_batch;
+pub use batch::{create_batch, submit_batch};
 pub use cancel::{cancel, request_cancel};
 pub use follow::{client_error, events, follow, submit_and_follow};
 use read::find_latest;
