@@ -18,6 +18,8 @@ _TASK = [
     r"/agent",  # no such agent in the tenant
     r"/session_id",  # no live session with this id in the tenant
     r"/run_at",  # more than a year from now
+    r"/callback/url",  # a target the callback policy refuses (an internal address, a host list)
+    r"/callback",  # the tenant has no callback secrets configured
 ]
 EXCEPTIONS = {
     "POST /api/v1/tasks": _TASK + [r"/idempotency_key"],  # header and body keys differ
@@ -35,6 +37,8 @@ EXCEPTIONS = {
         r"/config/hooks/[^/]+/tool",  # no such tool in the catalog
         r"/config/hooks/[^/]+/arguments",  # a required argument of the tool left unmapped
         r"/config/hooks/[^/]+/agent",  # no such agent in the tenant, or it forbids the tool
+        r"/config/callbacks/[^/]+/secrets/\d+",  # not base64 of 24 to 64 bytes
+        r"/config/callbacks/[^/]+/default/url",  # a target the callback policy refuses
     ],
 }
 

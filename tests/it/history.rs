@@ -41,6 +41,7 @@ fn task_events(at: DateTime<Utc>, ended: Option<DateTime<Utc>>) -> (Uuid, Vec<Ta
         priority: Priority::Normal,
         tenant: "default".into(),
         agent: None,
+        callback: None,
     };
     let event = |attempt, kind, when| TaskEvent {
         at: when,

@@ -3,6 +3,7 @@
 mod audit;
 mod bad_input;
 mod batch;
+mod callbacks;
 mod client;
 mod cluster;
 mod config;

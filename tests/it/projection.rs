@@ -194,6 +194,7 @@ fn history(rng: &mut impl rand::Rng) -> Vec<TaskEvent> {
         priority: [Priority::High, Priority::Normal, Priority::Low][rng.random_range(0..3)],
         tenant: ["default", "acme"][rng.random_range(0..2)].to_owned(),
         agent: rng.random_bool(0.3).then(|| "agent-1".to_owned()),
+        callback: None,
     };
     let started = |attempt: u32| {
         TaskEvent::new(

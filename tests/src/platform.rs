@@ -98,6 +98,8 @@ pub struct Options {
     /// The gateway's configuration (its `listen` is replaced by a free loopback port). Open by
     /// default: requests without credentials act as an admin of the `default` tenant.
     pub gateway: wharf_gateway::GatewayConfig,
+    /// How the recorder delivers callbacks (`[callbacks]`).
+    pub callbacks: wharf_recorder::CallbackSettings,
 }
 
 impl Default for Options {
@@ -114,6 +116,7 @@ impl Default for Options {
             shutdown_grace: Duration::from_secs(5),
             registry: wharf_worker::RegistryPolicy::default(),
             gateway: wharf_gateway::GatewayConfig::default(),
+            callbacks: wharf_recorder::CallbackSettings::default(),
         }
     }
 }
@@ -248,7 +251,8 @@ impl Wharf {
     }
 
     pub fn start_recorder(&mut self) {
-        let recorder = wharf_recorder::Recorder::new(self.bus.clone(), self.store.clone());
+        let recorder = wharf_recorder::Recorder::new(self.bus.clone(), self.store.clone())
+            .with_callbacks(self.options.callbacks.clone());
         self.recorder = Some(Part::spawn("recorder", |stop| async move {
             recorder.run_until_stopped(stop).await?;
             Ok(())

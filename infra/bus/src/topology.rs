@@ -4,9 +4,10 @@ use std::time::Duration;
 
 use async_nats::jetstream::{consumer, kv, stream};
 use wharf_contract::{
-    CANCEL_BUCKET, DLQ_STREAM, DLQ_SUBJECTS, EVENTS_STREAM, EVENTS_SUBJECTS, IDEMPOTENCY_BUCKET,
-    LIVE_EVENTS_SUBJECTS, Priority, RECORDER_CONSUMER, REGISTRY_BUCKET, SCHEDULES_SUBJECTS,
-    TASKS_STREAM, TASKS_SUBJECTS, TOOLS_BUCKET, WORKERS_BUCKET, queue_consumer, task_subject,
+    CALLBACKS_CONSUMER, CANCEL_BUCKET, DLQ_STREAM, DLQ_SUBJECTS, EVENTS_STREAM, EVENTS_SUBJECTS,
+    IDEMPOTENCY_BUCKET, LIVE_EVENTS_SUBJECTS, Priority, RECORDER_CONSUMER, REGISTRY_BUCKET,
+    SCHEDULES_SUBJECTS, TASKS_STREAM, TASKS_SUBJECTS, TOOLS_BUCKET, WORKERS_BUCKET, queue_consumer,
+    task_subject,
 };
 
 use crate::{Bus, Error, PullConsumer, Topology, nats};
@@ -145,6 +146,24 @@ impl Bus {
             })
             .await
             .map_err(nats("create the recorder consumer"))
+    }
+
+    /// The durable consumer the recorders' callback dispatchers share: every event, from the
+    /// first, so none a callback asks for is skipped.
+    pub async fn callbacks_consumer(&self) -> Result<PullConsumer, Error> {
+        let stream = self.events_stream().await?;
+        stream
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some(CALLBACKS_CONSUMER.into()),
+                description: Some("records the events task callbacks ask for".into()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                max_deliver: -1,
+                max_ack_pending: 10_000,
+                ..Default::default()
+            })
+            .await
+            .map_err(nats("create the callbacks consumer"))
     }
 }
 

@@ -76,6 +76,10 @@ pub struct SubmitTask {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = crate::rules::NAME_PATTERN))]
     pub agent: Option<String>,
+    /// POST the task's events to this URL, signed with the tenant's callback secrets; the
+    /// tenant's default callback when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<crate::callbacks::Callback>,
 }
 
 impl SubmitTask {
@@ -94,6 +98,7 @@ impl SubmitTask {
             delay_secs: None,
             priority: None,
             agent: None,
+            callback: None,
         }
     }
 

@@ -137,6 +137,11 @@ pub struct RuntimeConfig {
     #[serde(default)]
     #[schemars(extend("propertyNames" = {"pattern": crate::rules::NAME_PATTERN}, "maxProperties" = crate::rules::HOOKS))]
     pub hooks: BTreeMap<String, Hook>,
+    /// Callback settings by tenant: the secrets its callbacks are signed with, and its
+    /// tasks' default callback.
+    #[serde(default)]
+    #[schemars(extend("propertyNames" = {"pattern": crate::rules::NAME_PATTERN}))]
+    pub callbacks: crate::callbacks::CallbackSettings,
 }
 
 /// `GET /api/v1/config`: the settings in force.
@@ -225,6 +230,7 @@ impl RuntimeConfig {
             &self.mcp_servers,
         );
         changed_entries(&mut changed, "hooks", &other.hooks, &self.hooks);
+        changed_entries(&mut changed, "callbacks", &other.callbacks, &self.callbacks);
         changed
     }
 }
@@ -241,6 +247,7 @@ mod tests {
             session_ttl_secs: 60,
             mcp_servers: BTreeMap::new(),
             hooks: BTreeMap::new(),
+            callbacks: BTreeMap::new(),
         };
         let mut after = before.clone();
         assert!(after.changes_from(&before).is_empty());

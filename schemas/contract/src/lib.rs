@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod callbacks;
 pub mod config;
 pub mod error;
 pub mod event;
@@ -26,6 +27,10 @@ pub use api::*;
 pub use auth::{
     API_KEY_PREFIX, ApiKeyInfo, ApiKeyList, AuditEntry, AuditList, CreateKey, CreatedKey,
     DEFAULT_TENANT, Identity, Permission,
+};
+pub use callbacks::{
+    Callback, CallbackEvent, Delivery, DeliveryAttempt, DeliveryList, DeliveryStatus,
+    TenantCallbacks,
 };
 pub use config::{
     ConfigHistory, ConfigRevision, ConfigView, LimitsConfig, MCP_REGISTRY_VERSION, McpRegistry,
@@ -60,6 +65,7 @@ pub fn json_schemas() -> Vec<(&'static str, serde_json::Value)> {
         ("submit-batch.json", schema::<SubmitBatch>()),
         ("task-batch.json", schema::<TaskBatch>()),
         ("task-ref.json", schema::<TaskRef>()),
+        ("delivery-list.json", schema::<DeliveryList>()),
         ("tool-server.v1.json", schema::<ToolServer>()),
         ("ws-client-message.json", schema::<WsClientMessage>()),
         ("ws-server-message.json", schema::<WsServerMessage>()),

@@ -231,6 +231,7 @@ mod tests {
             priority: Priority::Low,
             tenant: "acme".into(),
             agent: Some("helper".into()),
+            callback: None,
         };
         let ev = |attempt, kind| TaskEvent::new(id, attempt, kind);
         vec![

@@ -54,6 +54,9 @@ pub struct Task {
     /// The agent it was submitted with, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    /// Where its events are POSTed, signed, as they happen (`docs/wiring.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<crate::callbacks::Callback>,
 }
 
 fn default_tenant() -> String {

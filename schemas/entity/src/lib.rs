@@ -7,6 +7,8 @@
 pub mod agent;
 pub mod api_key;
 pub mod audit_event;
+pub mod callback_attempt;
+pub mod callback_delivery;
 pub mod config_revision;
 pub mod session;
 pub mod task;

@@ -13,6 +13,7 @@ mod m0006_audit;
 mod m0007_sessions_agents;
 mod m0008_config_revisions;
 mod m0009_history_partitions;
+mod m0010_callback_deliveries;
 pub mod partitions;
 
 pub struct Migrator;
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0007_sessions_agents::Migration),
             Box::new(m0008_config_revisions::Migration),
             Box::new(m0009_history_partitions::Migration),
+            Box::new(m0010_callback_deliveries::Migration),
         ]
     }
 }

@@ -83,6 +83,9 @@ pub struct SubmitArgs {
     /// Submit as this agent: its tools only, its defaults.
     #[arg(long)]
     agent: Option<String>,
+    /// POST the task's end, signed, to this URL (docs/wiring.md).
+    #[arg(long)]
+    callback: Option<String>,
     /// Follow progress live and print the result.
     #[arg(long)]
     watch: bool,
@@ -249,6 +252,11 @@ impl SubmitArgs {
             delay_secs: self.delay,
             priority: self.priority,
             agent: self.agent,
+            callback: self.callback.map(|url| wharf_contract::Callback {
+                url,
+                events: vec![wharf_contract::CallbackEvent::Terminal],
+                cloudevents: false,
+            }),
         };
         let view = api.submit(&body).await?.task;
         if self.watch {

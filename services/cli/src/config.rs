@@ -33,6 +33,8 @@ pub struct Config {
     pub worker: WorkerSection,
     #[serde(default)]
     pub history: HistorySection,
+    #[serde(default)]
+    pub callbacks: CallbacksSection,
 }
 
 /// A value that must never be printed (it may hold a password).
@@ -205,6 +207,60 @@ impl HistorySection {
     }
 }
 
+/// `[callbacks]`: where task callbacks may go (the gateway refuses other URLs at submission,
+/// the recorder checks again on every attempt), and how the recorder delivers them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallbacksSection {
+    /// Also call loopback, private and link-local addresses. Off, except under `wharf dev`,
+    /// whose receivers are usually on the same machine.
+    pub allow_private: Option<bool>,
+    /// When not empty, only these hosts (`hooks.example.com`, or `*.example.com`).
+    pub allowed_hosts: Vec<String>,
+    /// Never these hosts.
+    pub denied_hosts: Vec<String>,
+    /// How long a delivery is retried after its event, in seconds.
+    pub retry_for_secs: u64,
+    /// How long one attempt may take, in seconds.
+    pub timeout_secs: u64,
+    /// Attempts in flight to one host at once, per recorder.
+    pub per_host_concurrency: usize,
+}
+
+impl Default for CallbacksSection {
+    fn default() -> Self {
+        let d = wharf_recorder::CallbackSettings::default();
+        CallbacksSection {
+            allow_private: None,
+            allowed_hosts: Vec::new(),
+            denied_hosts: Vec::new(),
+            retry_for_secs: d.retry_for.as_secs(),
+            timeout_secs: d.timeout.as_secs(),
+            per_host_concurrency: d.per_host,
+        }
+    }
+}
+
+impl CallbacksSection {
+    pub fn policy(&self, dev: bool) -> wharf_webhooks::TargetPolicy {
+        wharf_webhooks::TargetPolicy {
+            allow_private: self.allow_private.unwrap_or(dev),
+            allowed_hosts: self.allowed_hosts.clone(),
+            denied_hosts: self.denied_hosts.clone(),
+        }
+    }
+
+    pub fn settings(&self, dev: bool) -> wharf_recorder::CallbackSettings {
+        wharf_recorder::CallbackSettings {
+            policy: self.policy(dev),
+            retry_for: Duration::from_secs(self.retry_for_secs.max(1)),
+            timeout: Duration::from_secs(self.timeout_secs.clamp(1, 300)),
+            per_host: self.per_host_concurrency.max(1),
+            ..wharf_recorder::CallbackSettings::default()
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerSection {
@@ -265,6 +321,7 @@ impl Default for Config {
                 registry_hosts: Vec::new(),
             },
             history: HistorySection::default(),
+            callbacks: CallbacksSection::default(),
         }
     }
 }
@@ -377,6 +434,7 @@ impl Config {
             session_ttl: Duration::from_secs(self.gateway.session_ttl_secs),
             nats_auth: self.gateway.nats_auth.clone(),
             mcp: self.gateway.mcp.clone(),
+            callback_policy: self.callbacks.policy(dev),
             limits: self.gateway.limits.clone(),
             cors_origins: self.gateway.cors_origins.clone(),
             listen: self.http_addr,

@@ -323,7 +323,8 @@ async fn dev(args: ServeArgs) -> anyhow::Result<()> {
 
     let mut parts = tokio::task::JoinSet::new();
     let recorder = wharf_recorder::Recorder::new(bus.clone(), store.clone())
-        .with_history(config.history.settings());
+        .with_history(config.history.settings())
+        .with_callbacks(config.callbacks.settings(true));
     parts.spawn(recorder_task(recorder, shutdown.clone()));
     let demo = demo_server()?;
     for n in 0..config.worker.count.max(1) {
@@ -492,8 +493,9 @@ async fn recorder(args: ServeArgs) -> anyhow::Result<()> {
     let config = load(&args, LogFormat::Json, "wharf-recorder")?;
     let bus = connect_bus(&config, "wharf-recorder").await?;
     let store = connect_store(&config).await?;
-    let recorder =
-        wharf_recorder::Recorder::new(bus.clone(), store).with_history(config.history.settings());
+    let recorder = wharf_recorder::Recorder::new(bus.clone(), store)
+        .with_history(config.history.settings())
+        .with_callbacks(config.callbacks.settings(false));
     probes::serve(args.metrics, bus).await?;
     recorder.run_until_stopped(shutdown_on_signal()).await?;
     Ok(())

@@ -1,5 +1,5 @@
 //! `/api/v1/config`: the runtime settings (rate limits, queue defaults, the life of sessions,
-//! the registry of MCP servers, the inbound webhooks), changed while the platform runs. Each change is a numbered revision in the database, with
+//! the registry of MCP servers, the inbound webhooks, the tenants' callback settings), changed while the platform runs. Each change is a numbered revision in the database, with
 //! who made it and what it changed; a change names the revision it replaces, so two operators
 //! cannot overwrite each other unawares. Every gateway applies a new revision as soon as one
 //! announces it on NATS, and reads the newest again every half minute, should it miss that. The
@@ -49,6 +49,7 @@ fn redacted(c: &RuntimeConfig) -> RuntimeConfig {
         server.url = wharf_bus::redact_url(&server.url);
     }
     crate::hooks::redact(&mut c.hooks);
+    crate::callbacks::redact(&mut c.callbacks);
     c
 }
 
@@ -65,6 +66,7 @@ fn restore_secrets(new: &mut RuntimeConfig, current: &RuntimeConfig) {
         }
     }
     crate::hooks::restore_secrets(&mut new.hooks, &current.hooks);
+    crate::callbacks::restore_secrets(&mut new.callbacks, &current.callbacks);
 }
 
 /// `GET /api/v1/config`
@@ -140,6 +142,7 @@ pub fn validate(c: &RuntimeConfig) -> Result<(), (String, String)> {
         }
     }
     crate::hooks::validate(&c.hooks)?;
+    crate::callbacks::validate(&c.callbacks)?;
     if let Err((name, why)) = crate::limits::validate(&c.limits) {
         return bad(name.replace('.', "/"), &why);
     }
@@ -198,6 +201,7 @@ pub async fn update(
         ));
     }
     crate::hooks::check_hooks(&state, &req.config.hooks, &current.runtime.hooks).await?;
+    crate::callbacks::check_defaults(&state, &req.config.callbacks)?;
     let conflict = || {
         ApiError::field(
             ErrorCode::ConfigConflict,

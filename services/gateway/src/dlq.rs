@@ -119,6 +119,7 @@ pub async fn replay(
         priority: Some(task.priority),
         // The agent must still allow the tool.
         agent: task.agent,
+        callback: task.callback,
     };
     // The replay runs in the dead task's tenant, which is the caller's (`visible`). Replaying
     // is the permission here, not submitting.

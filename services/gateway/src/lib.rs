@@ -8,6 +8,7 @@
 mod agents;
 pub mod audit;
 pub mod auth;
+mod callbacks;
 mod catalog;
 mod config;
 mod dlq;
@@ -80,6 +81,9 @@ pub struct GatewayConfig {
     pub nats_auth: Option<nats_auth::NatsAuthConfig>,
     /// How `/mcp` answers.
     pub mcp: mcp::McpConfig,
+    /// Where task callbacks may point (`[callbacks]`): a submission naming another target is
+    /// refused.
+    pub callback_policy: wharf_webhooks::TargetPolicy,
 }
 
 impl Default for GatewayConfig {
@@ -105,6 +109,7 @@ impl Default for GatewayConfig {
             session_ttl: std::time::Duration::from_secs(24 * 3600),
             nats_auth: None,
             mcp: mcp::McpConfig::default(),
+            callback_policy: wharf_webhooks::TargetPolicy::default(),
         }
     }
 }

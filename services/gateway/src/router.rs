@@ -10,8 +10,8 @@ use wharf_contract::ErrorCode;
 
 use crate::problem::ApiError;
 use crate::{
-    AppState, agents, audit, auth, config, dlq, hooks, keys, limits, mcp, openapi, ops, sessions,
-    tasks, tools, ws,
+    AppState, agents, audit, auth, callbacks, config, dlq, hooks, keys, limits, mcp, openapi, ops,
+    sessions, tasks, tools, ws,
 };
 
 /// Every route of the gateway.
@@ -24,6 +24,12 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/v1/tasks/{id}", get(tasks::get))
         .route("/api/v1/tasks/{id}/cancel", post(tasks::cancel))
         .route("/api/v1/tasks/{id}/events", get(tasks::events))
+        .route("/api/v1/tasks/{id}/deliveries", get(callbacks::of_task))
+        .route("/api/v1/deliveries", get(callbacks::list))
+        .route(
+            "/api/v1/deliveries/{id}/redeliver",
+            post(callbacks::redeliver),
+        )
         .route("/api/v1/dlq", get(dlq::list))
         .route("/api/v1/dlq/{id}", get(dlq::get))
         .route("/api/v1/dlq/{id}/replay", post(dlq::replay))

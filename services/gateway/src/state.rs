@@ -148,6 +148,7 @@ impl GatewayConfig {
             session_ttl_secs: self.session_ttl.as_secs(),
             mcp_servers: Default::default(),
             hooks: Default::default(),
+            callbacks: Default::default(),
         }
     }
 }

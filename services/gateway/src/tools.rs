@@ -104,6 +104,7 @@ pub async fn call(
         delay_secs: None,
         priority: call.priority,
         agent: call.agent,
+        callback: None,
     };
     let (view, events) =
         tasks::submit_and_follow(&state, &principal, req, tasks::trace_of(&headers)).await?;

@@ -14,7 +14,9 @@ use wharf_bus::{Bus, Delivery, Message, decode_event};
 use wharf_contract::event::DecodeError;
 use wharf_store::Store;
 
+pub mod callbacks;
 mod upkeep;
+pub use callbacks::CallbackSettings;
 pub use upkeep::HistorySettings;
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +44,7 @@ pub struct Recorder {
     bus: Bus,
     store: Store,
     history: HistorySettings,
+    callbacks: CallbackSettings,
 }
 
 impl Recorder {
@@ -51,7 +54,14 @@ impl Recorder {
             bus,
             store,
             history: HistorySettings::default(),
+            callbacks: CallbackSettings::default(),
         }
+    }
+
+    /// Where callbacks may go and how long they are retried (`[callbacks]`).
+    pub fn with_callbacks(mut self, callbacks: CallbackSettings) -> Recorder {
+        self.callbacks = callbacks;
+        self
     }
 
     /// The history's retention and upkeep (`[history]`); the defaults otherwise.
@@ -71,6 +81,13 @@ impl Recorder {
             shutdown.child_token(),
         ));
         let _stop_upkeep = AbortOnDrop(upkeep);
+        let callbacks = tokio::spawn(callbacks::run(
+            self.bus.clone(),
+            self.store.clone(),
+            self.callbacks.clone(),
+            shutdown.child_token(),
+        ));
+        let _stop_callbacks = AbortOnDrop(callbacks);
         tracing::info!("recorder running");
         loop {
             // Pull in batches as large as a transaction: fewer, larger commits. Each pull

@@ -355,6 +355,7 @@ fn echo_task_events(seq: u64, message: &str) -> [(u64, TaskEvent); 3] {
         priority: Default::default(),
         tenant: wharf_contract::DEFAULT_TENANT.into(),
         agent: None,
+        callback: None,
     };
     let started = EventKind::Started {
         worker: "bench-worker".into(),

@@ -8,10 +8,9 @@
 //! behind the per-address limit, and counts against the hook's tenant's write limit.
 
 mod settings;
-mod signature;
 
 pub use settings::{check_hooks, redact, restore_secrets, validate};
-pub use signature::{decode_secret, sign};
+use wharf_webhooks::{decode_secret, signature};
 
 use axum::Json;
 use axum::extract::State;

@@ -8,9 +8,9 @@ use wharf_contract::hooks::{ArgumentSource, Hook};
 use wharf_contract::rules::{HOOK_SECRETS, HOOKS};
 use wharf_contract::{ErrorCode, NAME_RULE, valid_name};
 
-use super::signature::{decode_secret, redact_secret};
 use crate::AppState;
 use crate::problem::ApiError;
+use wharf_webhooks::decode_secret;
 
 /// The rules every hook keeps to, whatever the catalog holds: on failure, the path of the
 /// setting at fault (`hooks/deploy/secrets/0`) and why.
@@ -130,9 +130,7 @@ pub async fn check_hooks(
 /// Every hook's secrets as reads show them.
 pub fn redact(hooks: &mut BTreeMap<String, Hook>) {
     for hook in hooks.values_mut() {
-        for secret in &mut hook.secrets {
-            *secret = redact_secret(secret);
-        }
+        wharf_webhooks::redact_all(&mut hook.secrets);
     }
 }
 
@@ -141,13 +139,8 @@ pub fn redact(hooks: &mut BTreeMap<String, Hook>) {
 /// taken as it is.
 pub fn restore_secrets(new: &mut BTreeMap<String, Hook>, current: &BTreeMap<String, Hook>) {
     for (name, hook) in new.iter_mut() {
-        let Some(stored) = current.get(name) else {
-            continue;
-        };
-        for secret in &mut hook.secrets {
-            if let Some(original) = stored.secrets.iter().find(|s| redact_secret(s) == *secret) {
-                secret.clone_from(original);
-            }
+        if let Some(stored) = current.get(name) {
+            wharf_webhooks::restore_redacted(&mut hook.secrets, &stored.secrets);
         }
     }
 }

@@ -110,6 +110,7 @@ fn submission(
         delay_secs: None,
         priority: None,
         agent: caller.agent.as_ref().map(|a| a.name.clone()),
+        callback: None,
     })
 }
 

@@ -7,8 +7,8 @@ use wharf_contract::rules;
 use wharf_contract::{
     Agent, AgentList, AgentSpec, ApiKeyInfo, ApiKeyList, AuditList, CallTool, ConfigHistory,
     ConfigView, CreateKey, CreateSession, CreatedKey, DeadLetter, DeadLetterList, DeletedSession,
-    Identity, Permission, QueueList, Session, SessionList, SubmitBatch, SubmitTask, TaskBatch,
-    TaskList, TaskView, ToolList, UpdateConfig, WorkerList,
+    Delivery, DeliveryList, Identity, Permission, QueueList, Session, SessionList, SubmitBatch,
+    SubmitTask, TaskBatch, TaskList, TaskView, ToolList, UpdateConfig, WorkerList,
 };
 
 use super::Schemas;
@@ -238,6 +238,43 @@ pub(super) fn operations(s: &mut Schemas) -> Vec<Op> {
                     }
                 }
             }}})))],
+        },
+        Op {
+            method: "get",
+            path: "/api/v1/tasks/{id}/deliveries",
+            id: "listTaskDeliveries",
+            tag: "callbacks",
+            summary: "A task's callback deliveries in order, with every attempt",
+            permission: Some(TasksRead),
+            parameters: vec![id_param("task")],
+            body: None,
+            responses: vec![(200, "The task's deliveries.", Some(json_content(s.output::<DeliveryList>())))],
+        },
+        Op {
+            method: "get",
+            path: "/api/v1/deliveries",
+            id: "listDeliveries",
+            tag: "callbacks",
+            summary: "The tenant's callback deliveries, newest first",
+            permission: Some(TasksRead),
+            parameters: vec![
+                param("status", "query", json!({"type": "string", "enum": ["pending", "delivered", "failed"]}), "Only deliveries in this state."),
+                limit_param(rules::PageSize { default: 100, max: 1000 }),
+                cursor_param(json!({"type": "string"})),
+            ],
+            body: None,
+            responses: vec![(200, "A page of deliveries.", Some(json_content(s.output::<DeliveryList>())))],
+        },
+        Op {
+            method: "post",
+            path: "/api/v1/deliveries/{id}/redeliver",
+            id: "redeliver",
+            tag: "callbacks",
+            summary: "Deliver a callback again, whatever came of it before",
+            permission: Some(TasksSubmit),
+            parameters: vec![param("id", "path", json!({"type": "string"}), "The delivery's id (`<task id>-<event sequence>`).")],
+            body: None,
+            responses: vec![(200, "The delivery, pending again.", Some(json_content(s.output::<Delivery>())))],
         },
         Op {
             method: "get",

@@ -46,6 +46,24 @@ pub fn redact_secret(secret: &str) -> String {
     format!("{HOOK_SECRET_REDACTED}{}", &hex::encode(digest)[..8])
 }
 
+/// Redacts every secret of a list in place.
+pub fn redact_all(secrets: &mut [String]) {
+    for s in secrets {
+        *s = redact_secret(s);
+    }
+}
+
+/// Puts back, in a list read redacted and sent back, each secret still in its redacted form
+/// (found among `stored` in any order, so adding a new secret before an old one keeps the old
+/// one). A secret sent in any other form is taken as it is.
+pub fn restore_redacted(secrets: &mut [String], stored: &[String]) {
+    for s in secrets {
+        if let Some(original) = stored.iter().find(|o| redact_secret(o) == *s) {
+            s.clone_from(original);
+        }
+    }
+}
+
 /// The `v1,<base64>` signature of one message.
 pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
     let key = hmac::Key::new(hmac::HMAC_SHA256, key);

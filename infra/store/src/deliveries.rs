@@ -1,0 +1,322 @@
+//! Callback deliveries: the recorder's dispatcher records each event a callback asks for, takes
+//! the due ones in order per task, and writes each attempt; the gateway reads the log and asks
+//! for redeliveries. The table is the deliveries' durable queue: a dispatcher that dies leaves
+//! its deliveries to the next one.
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set, TransactionTrait,
+};
+use serde_json::Value;
+use uuid::Uuid;
+use wharf_contract::{Delivery, DeliveryAttempt, DeliveryStatus};
+use wharf_entity::{callback_attempt, callback_delivery};
+
+use crate::record::text;
+use crate::{Error, Store};
+
+/// A delivery to record.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub id: String,
+    pub task_id: Uuid,
+    pub tenant: String,
+    pub seq: u64,
+    pub event: String,
+    pub url: String,
+    pub cloudevents: bool,
+    pub body: Value,
+    pub retry_until: DateTime<Utc>,
+}
+
+/// A delivery the dispatcher took: what to send, and where.
+#[derive(Debug, Clone)]
+pub struct Due {
+    pub id: String,
+    pub task_id: Uuid,
+    pub tenant: String,
+    pub url: String,
+    pub cloudevents: bool,
+    pub body: Value,
+    pub attempts: u32,
+    pub retry_until: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What an attempt made of its delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    Delivered,
+    /// Try again at this time.
+    RetryAt(DateTime<Utc>),
+    Failed,
+}
+
+fn delivery_of(m: callback_delivery::Model) -> Delivery {
+    Delivery {
+        status: DeliveryStatus::parse(&m.status).unwrap_or(DeliveryStatus::Pending),
+        next_attempt_at: m.next_attempt_at.filter(|_| m.status == "pending"),
+        id: m.id,
+        task_id: m.task_id,
+        tenant: m.tenant,
+        event: m.event,
+        seq: m.seq.max(0) as u64,
+        url: m.url,
+        attempts: m.attempts.max(0) as u32,
+        retry_until: m.retry_until,
+        created_at: m.created_at,
+        updated_at: m.updated_at,
+        log: Vec::new(),
+        last_status: m.last_status.and_then(|s| u16::try_from(s).ok()),
+        last_error: m.last_error,
+    }
+}
+
+impl Store {
+    /// Records a delivery to make; one already recorded (the same event again) is left as it
+    /// is. Returns whether it is new.
+    pub async fn record_delivery(&self, d: &NewDelivery) -> Result<bool, Error> {
+        let now = Utc::now();
+        let row = callback_delivery::ActiveModel {
+            id: Set(d.id.clone()),
+            task_id: Set(d.task_id),
+            tenant: Set(d.tenant.clone()),
+            seq: Set(d.seq as i64),
+            event: Set(d.event.clone()),
+            url: Set(d.url.clone()),
+            cloudevents: Set(d.cloudevents),
+            body: Set(d.body.clone()),
+            status: Set(DeliveryStatus::Pending.as_str().into()),
+            attempts: Set(0),
+            next_attempt_at: Set(Some(now)),
+            retry_until: Set(d.retry_until),
+            last_status: Set(None),
+            last_error: Set(None),
+            created_at: Set(now),
+            updated_at: Set(now),
+        };
+        let inserted = callback_delivery::Entity::insert(row)
+            .on_conflict_do_nothing_on([callback_delivery::Column::Id])
+            .exec_without_returning(self.connection())
+            .await?;
+        Ok(matches!(inserted, sea_orm::TryInsertResult::Inserted(n) if n > 0))
+    }
+
+    /// Pending deliveries due at `now`, up to `limit`, each the first pending one of its task
+    /// (a task's deliveries go out in order: a later event waits for the earlier ones).
+    pub async fn due_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<(Due, DateTime<Utc>)>, Error> {
+        use callback_delivery::Column as C;
+        let candidates = callback_delivery::Entity::find()
+            .filter(C::Status.eq(DeliveryStatus::Pending.as_str()))
+            .filter(C::NextAttemptAt.lte(now))
+            .order_by_asc(C::NextAttemptAt)
+            .limit(limit)
+            .all(self.connection())
+            .await?;
+        let mut due = Vec::with_capacity(candidates.len());
+        for m in candidates {
+            let earlier = callback_delivery::Entity::find()
+                .filter(C::TaskId.eq(m.task_id))
+                .filter(C::Status.eq(DeliveryStatus::Pending.as_str()))
+                .filter(C::Seq.lt(m.seq))
+                .count(self.connection())
+                .await?;
+            if earlier > 0 {
+                continue;
+            }
+            let seen = m.next_attempt_at.unwrap_or(now);
+            due.push((
+                Due {
+                    id: m.id,
+                    task_id: m.task_id,
+                    tenant: m.tenant,
+                    url: m.url,
+                    cloudevents: m.cloudevents,
+                    body: m.body,
+                    attempts: m.attempts.max(0) as u32,
+                    retry_until: m.retry_until,
+                    created_at: m.created_at,
+                },
+                seen,
+            ));
+        }
+        Ok(due)
+    }
+
+    /// Takes a due delivery for one attempt, until `lease_until`: `false` when another
+    /// dispatcher took it first (its due time changed). A dispatcher that dies holding it
+    /// leaves it due again when the lease ends.
+    pub async fn claim_delivery(
+        &self,
+        id: &str,
+        seen: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<bool, Error> {
+        use callback_delivery::Column as C;
+        let updated = callback_delivery::Entity::update_many()
+            .col_expr(C::NextAttemptAt, Expr::value(lease_until))
+            .filter(C::Id.eq(id))
+            .filter(C::Status.eq(DeliveryStatus::Pending.as_str()))
+            .filter(C::NextAttemptAt.eq(seen))
+            .exec(self.connection())
+            .await?;
+        Ok(updated.rows_affected == 1)
+    }
+
+    /// Writes one attempt and what it made of its delivery, together.
+    pub async fn finish_attempt(
+        &self,
+        id: &str,
+        attempt: &DeliveryAttempt,
+        outcome: AttemptOutcome,
+    ) -> Result<(), Error> {
+        use callback_delivery::Column as C;
+        let tx = self.connection().begin().await?;
+        callback_attempt::Entity::insert(callback_attempt::ActiveModel {
+            delivery_id: Set(id.to_owned()),
+            attempt: Set(attempt.attempt as i32),
+            at: Set(attempt.at),
+            status: Set(attempt.status.map(i32::from)),
+            error: Set(attempt.error.as_deref().map(text)),
+            latency_ms: Set(attempt.latency_ms as i64),
+        })
+        .on_conflict_do_nothing_on([
+            callback_attempt::Column::DeliveryId,
+            callback_attempt::Column::Attempt,
+        ])
+        .exec_without_returning(&tx)
+        .await?;
+        let (status, next) = match outcome {
+            AttemptOutcome::Delivered => (DeliveryStatus::Delivered, None),
+            AttemptOutcome::RetryAt(at) => (DeliveryStatus::Pending, Some(at)),
+            AttemptOutcome::Failed => (DeliveryStatus::Failed, None),
+        };
+        callback_delivery::Entity::update_many()
+            .col_expr(C::Status, Expr::value(status.as_str()))
+            .col_expr(C::Attempts, Expr::value(attempt.attempt as i32))
+            .col_expr(C::NextAttemptAt, Expr::value(next))
+            .col_expr(C::LastStatus, Expr::value(attempt.status.map(i32::from)))
+            .col_expr(
+                C::LastError,
+                Expr::value(attempt.error.as_deref().map(text)),
+            )
+            .col_expr(C::UpdatedAt, Expr::value(Utc::now()))
+            .filter(C::Id.eq(id))
+            .exec(&tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A task's deliveries in order, each with its attempts.
+    pub async fn task_deliveries(&self, task_id: Uuid) -> Result<Vec<Delivery>, Error> {
+        use callback_delivery::Column as C;
+        let rows = callback_delivery::Entity::find()
+            .filter(C::TaskId.eq(task_id))
+            .order_by_asc(C::Seq)
+            .all(self.connection())
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for m in rows {
+            let mut d = delivery_of(m);
+            d.log = self.attempts_of(&d.id).await?;
+            out.push(d);
+        }
+        Ok(out)
+    }
+
+    async fn attempts_of(&self, id: &str) -> Result<Vec<DeliveryAttempt>, Error> {
+        Ok(callback_attempt::Entity::find()
+            .filter(callback_attempt::Column::DeliveryId.eq(id))
+            .order_by_asc(callback_attempt::Column::Attempt)
+            .all(self.connection())
+            .await?
+            .into_iter()
+            .map(|a| DeliveryAttempt {
+                attempt: a.attempt.max(0) as u32,
+                at: a.at,
+                status: a.status.and_then(|s| u16::try_from(s).ok()),
+                error: a.error,
+                latency_ms: a.latency_ms.max(0) as u64,
+            })
+            .collect())
+    }
+
+    /// A tenant's deliveries newest first, of one status if given, older than `before` (a
+    /// previous page's last `created_at` and id).
+    pub async fn deliveries(
+        &self,
+        tenant: &str,
+        status: Option<DeliveryStatus>,
+        before: Option<(DateTime<Utc>, String)>,
+        limit: u64,
+    ) -> Result<Vec<Delivery>, Error> {
+        use callback_delivery::Column as C;
+        let mut q = callback_delivery::Entity::find().filter(C::Tenant.eq(tenant));
+        if let Some(s) = status {
+            q = q.filter(C::Status.eq(s.as_str()));
+        }
+        if let Some((at, id)) = before {
+            q = q.filter(
+                sea_orm::Condition::any().add(C::CreatedAt.lt(at)).add(
+                    sea_orm::Condition::all()
+                        .add(C::CreatedAt.eq(at))
+                        .add(C::Id.lt(id)),
+                ),
+            );
+        }
+        Ok(q.order_by_desc(C::CreatedAt)
+            .order_by_desc(C::Id)
+            .limit(limit)
+            .all(self.connection())
+            .await?
+            .into_iter()
+            .map(delivery_of)
+            .collect())
+    }
+
+    /// One of a tenant's deliveries, with its attempts.
+    pub async fn delivery(&self, tenant: &str, id: &str) -> Result<Option<Delivery>, Error> {
+        let Some(m) = callback_delivery::Entity::find_by_id(id.to_owned())
+            .filter(callback_delivery::Column::Tenant.eq(tenant))
+            .one(self.connection())
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut d = delivery_of(m);
+        d.log = self.attempts_of(&d.id).await?;
+        Ok(Some(d))
+    }
+
+    /// Makes one of a tenant's deliveries due again now, retried until `retry_until`, whatever
+    /// its status; `None` when the tenant has no such delivery.
+    pub async fn redeliver(
+        &self,
+        tenant: &str,
+        id: &str,
+        retry_until: DateTime<Utc>,
+    ) -> Result<Option<Delivery>, Error> {
+        let Some(m) = callback_delivery::Entity::find_by_id(id.to_owned())
+            .filter(callback_delivery::Column::Tenant.eq(tenant))
+            .one(self.connection())
+            .await?
+        else {
+            return Ok(None);
+        };
+        let now = Utc::now();
+        let mut row: callback_delivery::ActiveModel = m.into();
+        row.status = Set(DeliveryStatus::Pending.as_str().into());
+        row.next_attempt_at = Set(Some(now));
+        row.retry_until = Set(retry_until);
+        row.updated_at = Set(now);
+        row.update(self.connection()).await?;
+        self.delivery(tenant, id).await
+    }
+}

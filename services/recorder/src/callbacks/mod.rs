@@ -1,0 +1,56 @@
+//! Task callbacks, delivered by the recorder: `record.rs` reads every event through the durable
+//! consumer `wharf-callbacks` and records, in the database, a delivery for each event a task's
+//! callback asks for, acknowledging the event only then; `deliver.rs` takes the due deliveries
+//! (in order per task), POSTs each one signed, and writes the attempt and what follows from it
+//! (delivered, retried with backoff, or failed). The database is the deliveries' queue, so a
+//! recorder that dies loses none: its leases lapse and another recorder delivers them.
+
+mod deliver;
+mod record;
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use wharf_bus::Bus;
+use wharf_store::Store;
+use wharf_webhooks::TargetPolicy;
+
+/// `[callbacks]`: where callbacks may go and how long they are retried.
+#[derive(Debug, Clone)]
+pub struct CallbackSettings {
+    pub policy: TargetPolicy,
+    /// How long a delivery is retried after its event (24 h by default).
+    pub retry_for: Duration,
+    /// How long one attempt may take.
+    pub timeout: Duration,
+    /// Attempts in flight to one host at once, so a slow receiver holds up only itself.
+    pub per_host: usize,
+    /// Attempts in flight from one recorder at once.
+    pub concurrency: usize,
+}
+
+impl Default for CallbackSettings {
+    fn default() -> Self {
+        CallbackSettings {
+            policy: TargetPolicy::default(),
+            retry_for: Duration::from_secs(24 * 3600),
+            timeout: Duration::from_secs(10),
+            per_host: 4,
+            concurrency: 64,
+        }
+    }
+}
+
+/// Records and delivers callbacks until `shutdown`.
+pub async fn run(bus: Bus, store: Store, settings: CallbackSettings, shutdown: CancellationToken) {
+    let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+    let recording = tokio::spawn(record::run(
+        bus,
+        store.clone(),
+        settings.clone(),
+        wake.clone(),
+        shutdown.clone(),
+    ));
+    deliver::run(store, settings, wake, shutdown).await;
+    let _ = recording.await;
+}

@@ -1,0 +1,348 @@
+//! Task callbacks: Wharf POSTs a task's end to the URL it names, signed per Standard Webhooks
+//! with its tenant's secrets (checked by the reference library from PyPI), retried through a
+//! receiver's failures with the same `webhook-id`, every attempt in the delivery log; internal
+//! targets refused by the default policy, redirects never followed.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use uuid::Uuid;
+use wharf_contract::{DeliveryList, DeliveryStatus, TaskStatus};
+use wharf_testkit::{Options, Wharf, eventually, send};
+
+const SECRET: &str = "whsec_LNUhPuNf4DD96excS18OjjIKB2NLvcaKaptaiKut2IA=";
+
+/// What the receiver does with one request.
+#[derive(Debug, Clone, Copy)]
+enum Answer {
+    Status(u16),
+    /// Never answers (the sender's timeout ends it).
+    Hang,
+    /// Closes the connection without a word.
+    Drop,
+    /// A redirect to `/elsewhere` on the same receiver.
+    Redirect,
+}
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+struct Received {
+    path: String,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Received {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A receiver on loopback answering its requests by `script`, in order (the last answer
+/// repeats), keeping what each request held.
+async fn receiver(script: Vec<Answer>) -> (String, Arc<Mutex<Vec<Received>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let Some(request) = read_request(&mut socket).await else {
+                continue;
+            };
+            let n = {
+                let mut log = log.lock().unwrap();
+                log.push(request);
+                log.len()
+            };
+            let answer = script[(n - 1).min(script.len() - 1)];
+            tokio::spawn(async move {
+                let text = match answer {
+                    Answer::Status(s) => format!("HTTP/1.1 {s} X\r\ncontent-length: 0\r\n\r\n"),
+                    Answer::Redirect => {
+                        "HTTP/1.1 302 Found\r\nlocation: /elsewhere\r\ncontent-length: 0\r\n\r\n"
+                            .into()
+                    }
+                    Answer::Hang => {
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                        return;
+                    }
+                    Answer::Drop => return,
+                };
+                let _ = socket.write_all(text.as_bytes()).await;
+            });
+        }
+    });
+    (base, seen)
+}
+
+async fn read_request(socket: &mut tokio::net::TcpStream) -> Option<Received> {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        let n = socket.read(&mut buf).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        data.extend_from_slice(&buf[..n]);
+        if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&data[..head_end]).to_string();
+    let mut lines = head.split("\r\n");
+    let path = lines.next()?.split(' ').nth(1)?.to_owned();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let length: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    while data.len() < head_end + length {
+        let n = socket.read(&mut buf).await.ok()?;
+        if n == 0 {
+            break;
+        }
+        data.extend_from_slice(&buf[..n]);
+    }
+    let body = String::from_utf8_lossy(&data[head_end..]).to_string();
+    Some(Received {
+        path,
+        headers,
+        body,
+    })
+}
+
+/// Whether the Standard Webhooks reference library accepts `request` as signed by `secret`.
+async fn verified(request: &Received, secret: &str) -> bool {
+    let python = std::env::var("WHARF_WIRING_PYTHON")
+        .expect("WHARF_WIRING_PYTHON is not set: run the tests with ./test.sh, which installs it");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/webhooks.py");
+    let headers: serde_json::Map<String, Value> = request
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+        .collect();
+    let input = json!({"headers": headers, "body": request.body}).to_string();
+    let mut child = tokio::process::Command::new(python)
+        .arg(script)
+        .args(["verify", secret])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    drop(stdin);
+    child.wait().await.unwrap().success()
+}
+
+/// A platform whose gateway and recorder may call loopback receivers.
+async fn open_platform() -> Wharf {
+    let mut options = Options::default();
+    options.gateway.callback_policy.allow_private = true;
+    options.callbacks.policy.allow_private = true;
+    options.callbacks.timeout = Duration::from_secs(1);
+    let w = Wharf::start_with(options).await;
+    let change = json!({"revision": 0, "config": {"session_ttl_secs": 86400,
+        "callbacks": {"default": {"secrets": [SECRET]}}}});
+    let (status, applied) = send(
+        w.client()
+            .request(Method::PUT, "/api/v1/config")
+            .json(&change),
+    )
+    .await;
+    assert_eq!(status, 200, "{applied}");
+    w
+}
+
+async fn deliveries_of(w: &Wharf, id: Uuid) -> DeliveryList {
+    let (status, list) = send(
+        w.client()
+            .request(Method::GET, &format!("/api/v1/tasks/{id}/deliveries")),
+    )
+    .await;
+    assert_eq!(status, 200, "{list}");
+    serde_json::from_value(list).unwrap()
+}
+
+async fn submit_with_callback(w: &Wharf, url: &str) -> Uuid {
+    w.submit_ok(json!({"tool": "demo.echo", "arguments": {"message": "hi"},
+                       "callback": {"url": url}}))
+        .await
+}
+
+#[tokio::test]
+async fn a_callback_is_retried_through_failures_with_one_webhook_id_and_logged() {
+    let w = open_platform().await;
+    let (base, seen) = receiver(vec![
+        Answer::Status(503),
+        Answer::Hang,
+        Answer::Drop,
+        Answer::Status(200),
+    ])
+    .await;
+    let id = submit_with_callback(&w, &format!("{base}/hook")).await;
+    w.wait_recorded(id, TaskStatus::Succeeded).await;
+    let list = eventually(
+        "the callback delivered",
+        Duration::from_secs(60),
+        || async {
+            let list = deliveries_of(&w, id).await;
+            (list.deliveries.first()?.status == DeliveryStatus::Delivered).then_some(list)
+        },
+    )
+    .await;
+    assert_eq!(
+        list.deliveries.len(),
+        1,
+        "only the terminal event by default"
+    );
+    let d = &list.deliveries[0];
+    assert_eq!((d.event.as_str(), d.attempts), ("succeeded", 4), "{d:?}");
+    let statuses: Vec<Option<u16>> = d.log.iter().map(|a| a.status).collect();
+    assert_eq!(statuses, [Some(503), None, None, Some(200)], "{d:?}");
+    assert!(
+        d.log[1]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("no answer in time"),
+        "{d:?}"
+    );
+
+    let requests = seen.lock().unwrap().clone();
+    assert_eq!(requests.len(), 4);
+    for r in &requests {
+        assert_eq!(r.path, "/hook");
+        assert_eq!(
+            r.header("webhook-id"),
+            Some(d.id.as_str()),
+            "one id on every attempt"
+        );
+    }
+    let last = requests.last().unwrap();
+    assert!(
+        verified(last, SECRET).await,
+        "the reference library verifies it"
+    );
+    assert!(!verified(last, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").await);
+    let body: Value = serde_json::from_str(&last.body).unwrap();
+    assert_eq!(body["type"], "task.succeeded");
+    assert_eq!(body["data"]["task_id"], id.to_string());
+
+    let (status, delivered) = send(
+        w.client()
+            .request(Method::GET, "/api/v1/deliveries?status=delivered"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(delivered["deliveries"][0]["id"], d.id.as_str());
+    w.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_redirect_is_not_followed_and_a_failed_delivery_can_be_redelivered() {
+    let w = open_platform().await;
+    let (base, seen) = receiver(vec![Answer::Redirect, Answer::Status(204)]).await;
+    let id = submit_with_callback(&w, &format!("{base}/hook")).await;
+    let failed = eventually("the delivery failed", Duration::from_secs(30), || async {
+        let list = deliveries_of(&w, id).await;
+        let d = list.deliveries.into_iter().next()?;
+        (d.status == DeliveryStatus::Failed).then_some(d)
+    })
+    .await;
+    assert_eq!(failed.attempts, 1, "a redirect is final: {failed:?}");
+    assert!(
+        failed
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("redirects are not followed")
+    );
+    assert!(
+        seen.lock().unwrap().iter().all(|r| r.path == "/hook"),
+        "the target was not called"
+    );
+    let (status, list) = send(
+        w.client()
+            .request(Method::GET, "/api/v1/deliveries?status=failed"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(list["deliveries"][0]["id"], failed.id.as_str());
+
+    // Redelivered by hand: the receiver takes it now.
+    let path = format!("/api/v1/deliveries/{}/redeliver", failed.id);
+    let (status, again) = send(w.client().request(Method::POST, &path)).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["status"], "pending");
+    eventually(
+        "the redelivery delivered",
+        Duration::from_secs(30),
+        || async {
+            let d = deliveries_of(&w, id).await.deliveries.into_iter().next()?;
+            (d.status == DeliveryStatus::Delivered && d.attempts == 2).then_some(())
+        },
+    )
+    .await;
+    w.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_default_policy_refuses_internal_targets_at_submission() {
+    let w = Wharf::start().await;
+    let change = json!({"revision": 0, "config": {"session_ttl_secs": 86400,
+        "callbacks": {"default": {"secrets": [SECRET]}}}});
+    let (status, _) = send(
+        w.client()
+            .request(Method::PUT, "/api/v1/config")
+            .json(&change),
+    )
+    .await;
+    assert_eq!(status, 200);
+    for url in [
+        "http://127.0.0.1:9/hook",
+        "http://10.0.0.5/hook",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::1]/hook",
+    ] {
+        let (status, problem) = w
+            .submit(json!({"tool": "demo.echo", "arguments": {"message": "x"},
+                           "callback": {"url": url}}))
+            .await;
+        assert_eq!(status, 422, "{url}: {problem}");
+        assert_eq!(
+            problem["errors"][0]["pointer"], "/callback/url",
+            "{problem}"
+        );
+    }
+    // A tenant without secrets cannot have callbacks at all.
+    let acme = w.client_for("acme", "submitter").await;
+    let (status, problem) = send(acme.request(Method::POST, "/api/v1/tasks").json(&json!({
+        "tool": "demo.echo", "arguments": {"message": "x"},
+        "callback": {"url": "https://example.com/hook"}})))
+    .await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(problem["errors"][0]["pointer"], "/callback", "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("secrets"),
+        "{problem}"
+    );
+    let all = w.client().tasks(&Default::default()).await.unwrap();
+    assert!(all.tasks.is_empty(), "nothing was enqueued");
+    w.shutdown().await;
+}
