@@ -346,3 +346,91 @@ async fn the_default_policy_refuses_internal_targets_at_submission() {
     assert!(all.tasks.is_empty(), "nothing was enqueued");
     w.shutdown().await;
 }
+
+/// Under load, the recorder delivering the callbacks is killed with SIGKILL mid-delivery and
+/// replaced: every task's terminal event still reaches the receiver, and a delivery made twice
+/// carries the same `webhook-id` both times.
+#[tokio::test]
+async fn a_killed_recorder_loses_no_callback() {
+    use std::collections::{HashMap, HashSet};
+    use wharf_testkit::rig::{Rig, Setup};
+    const TASKS: usize = 1000;
+    let mut rig = Rig::start_with(Setup {
+        workers: 2,
+        env: vec![
+            ("WHARF_CALLBACKS__ALLOW_PRIVATE".into(), "true".into()),
+            ("WHARF_CALLBACKS__TIMEOUT_SECS".into(), "2".into()),
+        ],
+        ..Setup::default()
+    })
+    .await;
+    let change = json!({"revision": 0, "config": {"session_ttl_secs": 86400,
+        "callbacks": {"default": {"secrets": [SECRET]}}}});
+    let (status, _) = send(
+        rig.http
+            .request(Method::PUT, "/api/v1/config")
+            .json(&change),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (base, seen) = receiver(vec![Answer::Status(200)]).await;
+    let body = json!({"tool": "demo.echo", "arguments": {"message": "x"},
+                      "callback": {"url": format!("{base}/hook")}});
+    let batch = json!({"tasks": vec![&body; TASKS]});
+    let (status, answer) = send(
+        rig.http
+            .request(Method::POST, "/api/v1/tasks/batch")
+            .json(&batch),
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    let ids: Vec<String> = answer["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_owned())
+        .collect();
+    eventually("deliveries under way", Duration::from_secs(60), || async {
+        (seen.lock().unwrap().len() >= 150).then_some(())
+    })
+    .await;
+    rig.kill_recorder().await;
+    let killed_at = seen.lock().unwrap().len();
+    eventually(
+        "every callback delivered",
+        Duration::from_secs(180),
+        || async {
+            let delivered = rig
+                .store
+                .deliveries("default", Some(DeliveryStatus::Delivered), None, 5000)
+                .await
+                .ok()?;
+            (delivered.len() >= TASKS).then_some(())
+        },
+    )
+    .await;
+    let requests = seen.lock().unwrap().clone();
+    let mut by_task: HashMap<String, HashSet<String>> = HashMap::new();
+    for r in &requests {
+        let body: Value = serde_json::from_str(&r.body).unwrap();
+        let task = body["data"]["task_id"].as_str().unwrap().to_owned();
+        let id = r.header("webhook-id").unwrap().to_owned();
+        assert!(id.starts_with(&task), "{id} is {task}'s");
+        by_task.entry(task).or_default().insert(id);
+    }
+    for id in &ids {
+        let got = by_task
+            .get(id)
+            .unwrap_or_else(|| panic!("task {id}'s callback never arrived"));
+        assert_eq!(
+            got.len(),
+            1,
+            "task {id}: one webhook-id for all its deliveries: {got:?}"
+        );
+    }
+    println!(
+        "callbacks: {TASKS} tasks, {} requests received ({} repeated), recorder killed after {killed_at}",
+        requests.len(),
+        requests.len() - TASKS
+    );
+}

@@ -157,7 +157,7 @@ impl Bus {
                 durable_name: Some(CALLBACKS_CONSUMER.into()),
                 description: Some("records the events task callbacks ask for".into()),
                 ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
+                ack_wait: Duration::from_secs(10),
                 max_deliver: -1,
                 max_ack_pending: 10_000,
                 ..Default::default()

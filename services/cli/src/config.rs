@@ -333,7 +333,7 @@ impl Config {
         if let Some(file) = file {
             fig = fig.merge(Toml::file_exact(file));
         }
-        const KEYS: [&str; 9] = [
+        const KEYS: [&str; 10] = [
             "http_addr",
             "data_dir",
             "nats_url",
@@ -343,6 +343,7 @@ impl Config {
             "gateway",
             "worker",
             "history",
+            "callbacks",
         ];
         // Other WHARF_ variables (WHARF_API for the client commands, ...) are not config keys.
         let env = Env::prefixed("WHARF_").filter(|key| {

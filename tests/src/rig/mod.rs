@@ -80,7 +80,7 @@ pub struct Rig {
     pub http: Client,
     pub store: Store,
     gateway: Child,
-    _recorder: Child,
+    recorder: Child,
     /// (worker id, process)
     pub workers: Vec<(String, Child)>,
     workers_started: usize,
@@ -172,7 +172,7 @@ impl Rig {
             http,
             store,
             gateway,
-            _recorder: recorder,
+            recorder,
             workers: Vec::new(),
             workers_started: 0,
             env,
@@ -184,6 +184,21 @@ impl Rig {
             wait_for_tool_at(&rig.http, "demo.sleep").await;
         }
         rig
+    }
+
+    /// Kills the recorder with SIGKILL and starts another in its place.
+    pub async fn kill_recorder(&mut self) {
+        if let Some(pid) = self.recorder.id() {
+            sigkill(pid);
+        }
+        let _ = self.recorder.wait().await;
+        self.recorder = part(
+            self.dir.path(),
+            (&self.nats_url, &self.db),
+            "recorder",
+            &["recorder"],
+            &self.env,
+        );
     }
 
     pub fn add_worker(&mut self) {

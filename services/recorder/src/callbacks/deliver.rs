@@ -41,7 +41,8 @@ pub(super) async fn run(
         secrets: Secrets::default(),
         hosts: Mutex::default(),
         per_host: settings.per_host.max(1),
-        lease: settings.timeout + Duration::from_secs(30),
+        // Long enough for an attempt and the write of its outcome.
+        lease: settings.timeout * 2 + Duration::from_secs(5),
     });
     let slots = Arc::new(Semaphore::new(settings.concurrency.max(1)));
     loop {
