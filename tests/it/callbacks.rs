@@ -169,6 +169,16 @@ async fn open_platform() -> Wharf {
     w
 }
 
+/// Runs the `wharf` CLI against `w`'s gateway: what it printed.
+async fn cli(w: &Wharf, args: &[&str]) -> String {
+    let mut cmd = w.process(args);
+    cmd.env("WHARF_API", &w.api)
+        .stdout(std::process::Stdio::piped());
+    let out = cmd.output().await.unwrap();
+    assert!(out.status.success(), "wharf {args:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
 async fn deliveries_of(w: &Wharf, id: Uuid) -> DeliveryList {
     let (status, list) = send(
         w.client()
@@ -251,6 +261,18 @@ async fn a_callback_is_retried_through_failures_with_one_webhook_id_and_logged()
     .await;
     assert_eq!(status, 200);
     assert_eq!(delivered["deliveries"][0]["id"], d.id.as_str());
+
+    // The history's upkeep removes ended deliveries past the retention, with their attempts.
+    let later = chrono::Utc::now() + chrono::Duration::days(1);
+    assert_eq!(
+        w.store
+            .prune_deliveries(chrono::Utc::now() - chrono::Duration::days(1))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(w.store.prune_deliveries(later).await.unwrap(), 1);
+    assert!(deliveries_of(&w, id).await.deliveries.is_empty());
     w.shutdown().await;
 }
 
@@ -285,11 +307,14 @@ async fn a_redirect_is_not_followed_and_a_failed_delivery_can_be_redelivered() {
     assert_eq!(status, 200);
     assert_eq!(list["deliveries"][0]["id"], failed.id.as_str());
 
-    // Redelivered by hand: the receiver takes it now.
-    let path = format!("/api/v1/deliveries/{}/redeliver", failed.id);
-    let (status, again) = send(w.client().request(Method::POST, &path)).await;
-    assert_eq!(status, 200, "{again}");
-    assert_eq!(again["status"], "pending");
+    // The CLI lists it, and redelivers it by hand: the receiver takes it now.
+    let listed = cli(&w, &["deliveries", "list", "--status", "failed"]).await;
+    assert!(
+        listed.contains(&failed.id) && listed.contains("302"),
+        "{listed}"
+    );
+    let again = cli(&w, &["deliveries", "redeliver", &failed.id]).await;
+    assert!(again.contains("pending"), "{again}");
     eventually(
         "the redelivery delivered",
         Duration::from_secs(30),

@@ -38,8 +38,8 @@ use uuid::Uuid;
 use wharf_contract::{
     Agent, AgentList, AgentSpec, ApiKeyInfo, ApiKeyList, AuditList, CallTool, ConfigHistory,
     ConfigView, CreateKey, CreateSession, CreatedKey, DeadLetter, DeadLetterList, DeletedSession,
-    Identity, Problem, QueueList, Session, SessionList, SubmitBatch, SubmitTask, TaskBatch,
-    TaskList, TaskView, ToolList, UpdateConfig, WorkerList, WsServerMessage,
+    Delivery, DeliveryList, Identity, Problem, QueueList, Session, SessionList, SubmitBatch,
+    SubmitTask, TaskBatch, TaskList, TaskView, ToolList, UpdateConfig, WorkerList, WsServerMessage,
 };
 
 pub use error::{Error, Result};
@@ -96,6 +96,18 @@ pub struct TaskQuery {
     /// holds summaries without them otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub view: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// Filter and page of `GET /api/v1/deliveries`; all optional.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DeliveryQuery {
+    /// `pending`, `delivered` or `failed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -370,6 +382,28 @@ impl Client {
     pub async fn replay(&self, task_id: Uuid) -> Result<Accepted> {
         let req = self.request(Method::POST, &format!("/api/v1/dlq/{task_id}/replay"));
         self.accepted(req).await
+    }
+
+    // Callback deliveries.
+
+    /// `GET /api/v1/tasks/{id}/deliveries`: a task's deliveries in order, with every attempt.
+    pub async fn task_deliveries(&self, task_id: Uuid) -> Result<DeliveryList> {
+        self.get(&format!("/api/v1/tasks/{task_id}/deliveries"))
+            .await
+    }
+
+    /// `GET /api/v1/deliveries`: the tenant's deliveries, newest first.
+    pub async fn deliveries(&self, query: &DeliveryQuery) -> Result<DeliveryList> {
+        self.get_with("/api/v1/deliveries", query).await
+    }
+
+    /// `POST /api/v1/deliveries/{id}/redeliver`: due again now.
+    pub async fn redeliver(&self, id: &str) -> Result<Delivery> {
+        self.post(
+            &format!("/api/v1/deliveries/{id}/redeliver"),
+            &serde_json::json!({}),
+        )
+        .await
     }
 
     // Sessions and agents.

@@ -295,6 +295,35 @@ impl Store {
         Ok(Some(d))
     }
 
+    /// Removes the deliveries that ended (delivered or failed) before `before`, with their
+    /// attempts, as the history's retention does for tasks. Returns how many.
+    pub async fn prune_deliveries(&self, before: DateTime<Utc>) -> Result<u64, Error> {
+        use callback_delivery::Column as C;
+        let ended = callback_delivery::Entity::find()
+            .select_only()
+            .column(C::Id)
+            .filter(C::Status.ne(DeliveryStatus::Pending.as_str()))
+            .filter(C::UpdatedAt.lt(before))
+            .limit(10_000)
+            .into_tuple::<String>()
+            .all(self.connection())
+            .await?;
+        if ended.is_empty() {
+            return Ok(0);
+        }
+        let tx = self.connection().begin().await?;
+        callback_attempt::Entity::delete_many()
+            .filter(callback_attempt::Column::DeliveryId.is_in(ended.clone()))
+            .exec(&tx)
+            .await?;
+        let gone = callback_delivery::Entity::delete_many()
+            .filter(C::Id.is_in(ended))
+            .exec(&tx)
+            .await?;
+        tx.commit().await?;
+        Ok(gone.rows_affected)
+    }
+
     /// Makes one of a tenant's deliveries due again now, retried until `retry_until`, whatever
     /// its status; `None` when the tenant has no such delivery.
     pub async fn redeliver(

@@ -40,6 +40,9 @@ pub enum ClientCommand {
     /// Dead letters: tasks that failed after every attempt, kept for replay.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Callback deliveries: what was sent where, every attempt, and redelivery.
+    #[command(subcommand)]
+    Deliveries(crate::deliveries::DeliveriesCommand),
     /// API keys of your tenant (needs keys:admin).
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -210,6 +213,7 @@ impl ClientCommand {
                 Ok(())
             }
             ClientCommand::Dlq(dlq) => dlq.run(&api).await,
+            ClientCommand::Deliveries(d) => d.run(&api).await,
             ClientCommand::Keys(keys) => keys.run(&api).await,
             ClientCommand::Audit(audit) => audit.run(&api).await,
             ClientCommand::Whoami => print_json(&api.whoami().await?),

@@ -6,7 +6,9 @@
 
 mod client;
 mod config;
+mod deliveries;
 mod probes;
+mod sections;
 
 use std::path::PathBuf;
 

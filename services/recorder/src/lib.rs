@@ -4,6 +4,8 @@
 //! transaction (`wharf_store::Store::record`, idempotent and order-tolerant), and acknowledges the
 //! messages only after the commit. A crash between the two re-applies a batch, which changes
 //! nothing; two recorders can share the consumer. It never publishes and never calls MCP.
+//! Beside the projection it delivers task callbacks (`callbacks`) and keeps the history's
+//! upkeep (`upkeep`).
 
 use std::collections::HashSet;
 use std::time::Duration;

@@ -1,7 +1,8 @@
 //! The history's upkeep, beside the projection: at start and then every
 //! [`HistorySettings::every`], partitions are made ahead and expired tasks removed
-//! (`wharf_store::Store::maintain_history`). Several recorders may run it; the store lets one
-//! at a time do the work. A failed pass is logged and tried again at the next.
+//! (`wharf_store::Store::maintain_history`), and callback deliveries that ended before the
+//! retention removed. Several recorders may run it; the store lets one at a time do the work
+//! (removing deliveries twice at once is harmless). A failed pass is logged and tried again at the next.
 
 use std::time::Duration;
 
@@ -36,6 +37,7 @@ pub(crate) async fn run(store: Store, settings: HistorySettings, shutdown: Cance
 }
 
 async fn pass(store: &Store, policy: &HistoryPolicy) {
+    prune_deliveries(store, policy).await;
     let started = std::time::Instant::now();
     match store.maintain_history(policy, chrono::Utc::now()).await {
         Ok(done) if !done.ran => {
@@ -58,5 +60,22 @@ async fn pass(store: &Store, policy: &HistoryPolicy) {
         Err(e) => {
             tracing::warn!(error = %e, "history upkeep failed; trying again at the next pass")
         }
+    }
+}
+
+/// Callback deliveries that ended go with the history's retention (none while it keeps
+/// everything); ten thousand at a time, the rest at the next passes.
+async fn prune_deliveries(store: &Store, policy: &HistoryPolicy) {
+    if policy.retention_days == 0 {
+        return;
+    }
+    let before = chrono::Utc::now() - chrono::Duration::days(i64::from(policy.retention_days));
+    match store.prune_deliveries(before).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            deliveries = n,
+            "callback deliveries past the retention removed"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot remove old callback deliveries"),
     }
 }
