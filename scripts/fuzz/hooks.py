@@ -28,7 +28,8 @@ EXCEPTIONS = {
     # The tool is the path's (an unknown one is still reported at /tool); no run_at here.
     "POST /api/v1/tools/{name}/call": [p for p in _TASK if p != r"/run_at"],
     "POST /api/v1/keys": [r"/role"],  # no such role in the gateway's configuration
-    "PUT /api/v1/agents/{name}": [r"/name"],  # differs from the name in the path
+    "PUT /api/v1/agents/{name}": [r"/name", r"/callback/url"],  # differs from the path's name
+    "POST /api/v1/agents": [r"/callback/url"],  # a target the callback policy refuses
     "PUT /api/v1/config": [
         r"/config/queues/[^/]+/retry_initial_ms",  # above the longest retry delay
         r"/config/mcp_servers/[^/]+/url",  # not a URL the gateway's HTTP parser reads

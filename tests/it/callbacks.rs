@@ -280,7 +280,21 @@ async fn a_callback_is_retried_through_failures_with_one_webhook_id_and_logged()
 async fn a_redirect_is_not_followed_and_a_failed_delivery_can_be_redelivered() {
     let w = open_platform().await;
     let (base, seen) = receiver(vec![Answer::Redirect, Answer::Status(204)]).await;
-    let id = submit_with_callback(&w, &format!("{base}/hook")).await;
+    // The callback comes from the task's agent this time.
+    let agent = json!({"name": "notifier", "allowed_tools": ["demo.*"],
+                       "callback": {"url": format!("{base}/hook")}});
+    let (status, created) = send(
+        w.client()
+            .request(Method::POST, "/api/v1/agents")
+            .json(&agent),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let id = w
+        .submit_ok(
+            json!({"tool": "demo.echo", "arguments": {"message": "hi"}, "agent": "notifier"}),
+        )
+        .await;
     let failed = eventually("the delivery failed", Duration::from_secs(30), || async {
         let list = deliveries_of(&w, id).await;
         let d = list.deliveries.into_iter().next()?;
@@ -355,6 +369,20 @@ async fn the_default_policy_refuses_internal_targets_at_submission() {
             "{problem}"
         );
     }
+    // Nor can an agent's default callback point there.
+    let agent = json!({"name": "inside", "allowed_tools": ["*"],
+                       "callback": {"url": "http://192.168.1.1/hook"}});
+    let (status, problem) = send(
+        w.client()
+            .request(Method::POST, "/api/v1/agents")
+            .json(&agent),
+    )
+    .await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(
+        problem["errors"][0]["pointer"], "/callback/url",
+        "{problem}"
+    );
     // A tenant without secrets cannot have callbacks at all.
     let acme = w.client_for("acme", "submitter").await;
     let (status, problem) = send(acme.request(Method::POST, "/api/v1/tasks").json(&json!({

@@ -37,6 +37,7 @@ fn agent_of(m: agent::Model) -> Result<Agent, Error> {
         max_attempts: spec.max_attempts,
         timeout_secs: spec.timeout_secs,
         metadata: spec.metadata.unwrap_or_default(),
+        callback: spec.callback,
         revision: m.revision.max(0) as u32,
         created_at: m.created_at,
         updated_at: m.updated_at,

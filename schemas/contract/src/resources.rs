@@ -106,6 +106,9 @@ pub struct AgentSpec {
     pub timeout_secs: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Map<String, Value>>,
+    /// The callback of the agent's tasks that name none (before the tenant's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<crate::callbacks::Callback>,
 }
 
 /// An agent as stored.
@@ -126,6 +129,8 @@ pub struct Agent {
     pub timeout_secs: Option<u64>,
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub metadata: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<crate::callbacks::Callback>,
     /// 1 when created, one more at each update.
     pub revision: u32,
     pub created_at: DateTime<Utc>,

@@ -22,7 +22,11 @@ fn no_agent(name: &str) -> ApiError {
 }
 
 /// Checks an agent's spec; `name` is the agent's.
-fn check_agent(name: &str, spec: &AgentSpec) -> Result<(), ApiError> {
+fn check_agent(
+    policy: &wharf_webhooks::TargetPolicy,
+    name: &str,
+    spec: &AgentSpec,
+) -> Result<(), ApiError> {
     let bad = |pointer: &str, detail: String| {
         Err(ApiError::field(ErrorCode::InvalidField, pointer, detail))
     };
@@ -57,6 +61,11 @@ fn check_agent(name: &str, spec: &AgentSpec) -> Result<(), ApiError> {
         && !valid_name(q)
     {
         return bad("/default_queue", NAME_RULE.into());
+    }
+    if let Some(c) = &spec.callback {
+        crate::callbacks::check_callback(policy, c).map_err(|(field, why)| {
+            ApiError::field(ErrorCode::InvalidField, &format!("/callback{field}"), why)
+        })?;
     }
     if spec
         .max_attempts
@@ -98,7 +107,7 @@ pub async fn create(
             "an agent needs a name",
         ));
     };
-    check_agent(&name, &spec)?;
+    check_agent(&state.config.callback_policy, &name, &spec)?;
     let Some(agent) = state
         .store
         .write_agent(
@@ -144,7 +153,7 @@ pub async fn update(
     if !valid_name(&name) {
         return Err(no_agent(&name));
     }
-    check_agent(&name, &spec)?;
+    check_agent(&state.config.callback_policy, &name, &spec)?;
     state
         .store
         .write_agent(
@@ -200,10 +209,20 @@ mod tests {
             allowed_tools: tools.iter().map(|t| (*t).to_owned()).collect(),
             ..AgentSpec::default()
         };
-        assert!(check_agent("helper", &spec(&["demo.*", "x.y", "*"])).is_ok());
+        assert!(
+            check_agent(
+                &Default::default(),
+                "helper",
+                &spec(&["demo.*", "x.y", "*"])
+            )
+            .is_ok()
+        );
         for bad in [&[][..], &["demo"][..], &["de mo.*"][..], &["demo."][..]] {
-            assert!(check_agent("helper", &spec(bad)).is_err(), "{bad:?}");
+            assert!(
+                check_agent(&Default::default(), "helper", &spec(bad)).is_err(),
+                "{bad:?}"
+            );
         }
-        assert!(check_agent("no.dots", &spec(&["*"])).is_err());
+        assert!(check_agent(&Default::default(), "no.dots", &spec(&["*"])).is_err());
     }
 }

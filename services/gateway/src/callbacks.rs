@@ -26,16 +26,21 @@ const DELIVERY_PAGE: PageSize = PageSize {
     max: 1000,
 };
 
-/// The callback a task gets: its own, else its tenant's default; refused (naming `/callback`)
-/// when the policy refuses its URL or the tenant has no secrets to sign it with.
+/// The callback a task gets: its own, else its agent's, else its tenant's default; refused
+/// (naming `/callback`) when the policy refuses its URL or the tenant has no secrets to sign
+/// it with.
 pub fn callback_of(
     state: &AppState,
     principal: &Principal,
     given: Option<Callback>,
+    agent: Option<&wharf_contract::Agent>,
 ) -> Result<Option<Callback>, ApiError> {
     let settings = state.settings();
     let tenant = settings.runtime.callbacks.get(principal.tenant());
-    let Some(callback) = given.or_else(|| tenant.and_then(|t| t.default.clone())) else {
+    let Some(callback) = given
+        .or_else(|| agent.and_then(|a| a.callback.clone()))
+        .or_else(|| tenant.and_then(|t| t.default.clone()))
+    else {
         return Ok(None);
     };
     check_callback(&state.config.callback_policy, &callback).map_err(|(field, why)| {
@@ -57,7 +62,7 @@ pub fn callback_of(
 }
 
 /// A callback's URL and events: on failure, the field below the callback and why.
-fn check_callback(policy: &TargetPolicy, c: &Callback) -> Result<(), (&'static str, String)> {
+pub fn check_callback(policy: &TargetPolicy, c: &Callback) -> Result<(), (&'static str, String)> {
     if c.url.len() as u64 > URL_BYTES {
         return Err(("/url", format!("at most {URL_BYTES} bytes")));
     }

@@ -318,7 +318,7 @@ pub(super) fn prepare(
             .unwrap_or_default(),
         tenant: principal.tenant().to_owned(),
         agent: agent.map(|a| a.name.clone()),
-        callback: crate::callbacks::callback_of(state, principal, req.callback)?,
+        callback: crate::callbacks::callback_of(state, principal, req.callback, agent)?,
     };
     fits_in_a_message(state, &task)?;
     Ok(task)
