@@ -149,7 +149,7 @@ impl Sender {
     }
 }
 
-/// At most [`ANSWER_BYTES`] of an answer's body, as text.
+/// At most [`ANSWER_BYTES`] of an answer's body, as one line of text.
 async fn read_bounded(mut response: reqwest::Response) -> String {
     let mut kept = Vec::new();
     while kept.len() < ANSWER_BYTES {
@@ -159,7 +159,11 @@ async fn read_bounded(mut response: reqwest::Response) -> String {
         }
     }
     kept.truncate(ANSWER_BYTES);
-    String::from_utf8_lossy(&kept).trim().to_owned()
+    // One line, for logs and tables: runs of white space become one space.
+    String::from_utf8_lossy(&kept)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// An error with its causes, one line.

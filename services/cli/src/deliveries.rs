@@ -51,13 +51,15 @@ impl DeliveriesCommand {
                     println!("{}", row(d));
                     for a in &d.log {
                         let answer = a.status.map_or("-".to_owned(), |s| s.to_string());
+                        let error: String =
+                            a.error.as_deref().unwrap_or("").chars().take(120).collect();
                         println!(
                             "    #{:<3} {}  {:>4}  {:>6} ms  {}",
                             a.attempt,
                             a.at.to_rfc3339(),
                             answer,
                             a.latency_ms,
-                            a.error.as_deref().unwrap_or("")
+                            error
                         );
                     }
                 }
