@@ -487,3 +487,61 @@ async fn a_killed_recorder_loses_no_callback() {
         requests.len() - TASKS
     );
 }
+
+/// A callback asking for several events gets them in the order they happened, as CloudEvents
+/// when it says so.
+#[tokio::test]
+async fn several_events_arrive_in_order_as_cloudevents() {
+    let w = open_platform().await;
+    let (base, seen) = receiver(vec![Answer::Status(200)]).await;
+    let id = w
+        .submit_ok(
+            json!({"tool": "demo.sleep", "arguments": {"seconds": 1, "steps": 3},
+                          "callback": {"url": format!("{base}/ce"), "cloudevents": true,
+                                       "events": ["started", "progress", "terminal"]}}),
+        )
+        .await;
+    let list = eventually("every event delivered", Duration::from_secs(30), || async {
+        let list = deliveries_of(&w, id).await;
+        (list.deliveries.len() >= 5
+            && list
+                .deliveries
+                .iter()
+                .all(|d| d.status == DeliveryStatus::Delivered))
+        .then_some(list)
+    })
+    .await;
+    let events: Vec<&str> = list.deliveries.iter().map(|d| d.event.as_str()).collect();
+    assert_eq!(
+        events,
+        ["started", "progress", "progress", "progress", "succeeded"]
+    );
+    // The receiver got them in that order: each waited for the one before.
+    let requests = seen.lock().unwrap().clone();
+    let types: Vec<String> = requests
+        .iter()
+        .map(|r| {
+            assert_eq!(
+                r.header("content-type"),
+                Some("application/cloudevents+json")
+            );
+            let body: Value = serde_json::from_str(&r.body).unwrap();
+            assert_eq!(body["specversion"], "1.0");
+            assert_eq!(body["id"], r.header("webhook-id").unwrap());
+            assert_eq!(body["subject"], id.to_string());
+            body["type"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "dev.wharf.task.started",
+            "dev.wharf.task.progress",
+            "dev.wharf.task.progress",
+            "dev.wharf.task.progress",
+            "dev.wharf.task.succeeded"
+        ]
+    );
+    assert!(verified(&requests[4], SECRET).await);
+    w.shutdown().await;
+}
