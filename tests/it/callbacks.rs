@@ -152,11 +152,15 @@ async fn verified(request: &Received, secret: &str) -> bool {
 
 /// A platform whose gateway and recorder may call loopback receivers.
 async fn open_platform() -> Wharf {
-    let mut options = Options::default();
+    open_platform_with(Options::default()).await
+}
+
+async fn open_platform_with(mut options: Options) -> Wharf {
     options.gateway.callback_policy.allow_private = true;
     options.callbacks.policy.allow_private = true;
     options.callbacks.timeout = Duration::from_secs(1);
     let w = Wharf::start_with(options).await;
+    w.wait_for_tool("demo.sleep").await;
     let change = json!({"revision": 0, "config": {"session_ttl_secs": 86400,
         "callbacks": {"default": {"secrets": [SECRET]}}}});
     let (status, applied) = send(
@@ -543,5 +547,33 @@ async fn several_events_arrive_in_order_as_cloudevents() {
         ]
     );
     assert!(verified(&requests[4], SECRET).await);
+    w.shutdown().await;
+}
+
+/// With `per_host_per_sec`, one host gets no more attempts a second than that.
+#[tokio::test]
+async fn a_host_rate_spaces_the_attempts() {
+    let mut options = Options::default();
+    options.callbacks.per_host_per_sec = Some(2.0);
+    let w = open_platform_with(options).await;
+    let (base, _seen) = receiver(vec![Answer::Status(200)]).await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(submit_with_callback(&w, &format!("{base}/hook")).await);
+    }
+    let mut firsts = Vec::new();
+    for id in ids {
+        let d = eventually("delivered", Duration::from_secs(30), || async {
+            let d = deliveries_of(&w, id).await.deliveries.into_iter().next()?;
+            (d.status == DeliveryStatus::Delivered).then_some(d)
+        })
+        .await;
+        firsts.push(d.log[0].at);
+    }
+    firsts.sort();
+    let span = (firsts[4] - firsts[0]).num_milliseconds();
+    // Five attempts at two a second: the last at least 2 s after the first (less a margin for
+    // the limiter's clock).
+    assert!(span >= 1900, "five attempts within {span} ms");
     w.shutdown().await;
 }

@@ -61,6 +61,8 @@ pub struct CallbacksSection {
     pub timeout_secs: u64,
     /// Attempts in flight to one host at once, per recorder.
     pub per_host_concurrency: usize,
+    /// Attempts started per second at one host, per recorder; 0 for no limit.
+    pub per_host_per_sec: f64,
 }
 
 impl Default for CallbacksSection {
@@ -73,6 +75,7 @@ impl Default for CallbacksSection {
             retry_for_secs: d.retry_for.as_secs(),
             timeout_secs: d.timeout.as_secs(),
             per_host_concurrency: d.per_host,
+            per_host_per_sec: 0.0,
         }
     }
 }
@@ -92,6 +95,7 @@ impl CallbacksSection {
             retry_for: Duration::from_secs(self.retry_for_secs.max(1)),
             timeout: Duration::from_secs(self.timeout_secs.clamp(1, 300)),
             per_host: self.per_host_concurrency.max(1),
+            per_host_per_sec: (self.per_host_per_sec > 0.0).then_some(self.per_host_per_sec),
             ..wharf_recorder::CallbackSettings::default()
         }
     }

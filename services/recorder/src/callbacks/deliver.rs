@@ -40,7 +40,12 @@ pub(super) async fn run(
         sender,
         secrets: Secrets::default(),
         hosts: Mutex::default(),
+        in_flight: Mutex::default(),
         per_host: settings.per_host.max(1),
+        per_host_quota: settings
+            .per_host_per_sec
+            .filter(|r| *r > 0.0)
+            .and_then(|r| governor::Quota::with_period(Duration::from_secs_f64(1.0 / r))),
         // Long enough for an attempt and the write of its outcome.
         lease: settings.timeout * 2 + Duration::from_secs(5),
     });
@@ -61,8 +66,12 @@ struct Context {
     store: Store,
     sender: Sender,
     secrets: Secrets,
-    hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
+    hosts: Mutex<HashMap<String, Arc<Gate>>>,
+    /// Deliveries this recorder is attempting (waiting for their host included): not taken
+    /// again should their lease end meanwhile.
+    in_flight: Mutex<std::collections::HashSet<String>>,
     per_host: usize,
+    per_host_quota: Option<governor::Quota>,
     /// How long a delivery taken for an attempt stays this recorder's.
     lease: Duration,
 }
@@ -82,6 +91,9 @@ async fn take_due(ctx: &Arc<Context>, slots: &Arc<Semaphore>) {
         }
     };
     for (delivery, seen) in due {
+        if ctx.in_flight.lock().unwrap().contains(&delivery.id) {
+            continue;
+        }
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             return;
         };
@@ -98,10 +110,13 @@ async fn take_due(ctx: &Arc<Context>, slots: &Arc<Semaphore>) {
                 return;
             }
         }
+        ctx.in_flight.lock().unwrap().insert(delivery.id.clone());
         let ctx = ctx.clone();
         tokio::spawn(async move {
             let _slot = slot;
+            let id = delivery.id.clone();
             attempt(&ctx, delivery).await;
+            ctx.in_flight.lock().unwrap().remove(&id);
         });
     }
 }
@@ -109,26 +124,34 @@ async fn take_due(ctx: &Arc<Context>, slots: &Arc<Semaphore>) {
 /// One attempt at one delivery, and what it leaves.
 async fn attempt(ctx: &Context, due: Due) {
     let number = due.attempts + 1;
-    let at = Utc::now();
-    let result = match ctx.secrets.of(&ctx.store, &due.tenant).await {
+    let (at, result) = match ctx.secrets.of(&ctx.store, &due.tenant).await {
         Some(keys) if !keys.is_empty() => {
-            let host = host_of(&due.url);
-            let gate = ctx.host_gate(&host);
-            let _turn = gate.acquire().await;
-            ctx.sender
+            let gate = ctx.host_gate(&host_of(&due.url));
+            let _turn = gate.slots.acquire().await;
+            if let Some(rate) = &gate.rate {
+                rate.until_ready().await;
+            }
+            // The attempt's time is when it went out, after its turn at the host.
+            let at = Utc::now();
+            let sent = ctx
+                .sender
                 .post(&due.url, headers(&due, &keys, at.timestamp()), body(&due))
-                .await
+                .await;
+            (at, sent)
         }
-        _ => Attempt {
-            status: None,
-            error: Some(format!(
-                "tenant {:?} has no callback secrets (callbacks.{}.secrets in /api/v1/config)",
-                due.tenant, due.tenant
-            )),
-            latency: Duration::ZERO,
-            retry_after: None,
-            retry: true,
-        },
+        _ => (
+            Utc::now(),
+            Attempt {
+                status: None,
+                error: Some(format!(
+                    "tenant {:?} has no callback secrets (callbacks.{}.secrets in /api/v1/config)",
+                    due.tenant, due.tenant
+                )),
+                latency: Duration::ZERO,
+                retry_after: None,
+                retry: true,
+            },
+        ),
     };
     let outcome = outcome_of(&result, number, &due);
     let record = DeliveryAttempt {
@@ -213,16 +236,28 @@ fn host_of(url: &str) -> String {
         .unwrap_or_default()
 }
 
+/// What one host gets: at most `per_host` attempts at once, and a rate if configured.
+struct Gate {
+    slots: Semaphore,
+    rate: Option<governor::DefaultDirectRateLimiter>,
+}
+
 impl Context {
-    /// The semaphore of one host: at most `per_host` attempts at it at once.
-    fn host_gate(&self, host: &str) -> Arc<Semaphore> {
+    /// The gate of one host.
+    fn host_gate(&self, host: &str) -> Arc<Gate> {
         let mut hosts = self.hosts.lock().unwrap();
         if hosts.len() > 10_000 {
-            hosts.retain(|_, s| s.available_permits() < self.per_host);
+            // Forget idle hosts (no attempt holds their gate).
+            hosts.retain(|_, g| Arc::strong_count(g) > 1);
         }
         hosts
             .entry(host.to_owned())
-            .or_insert_with(|| Arc::new(Semaphore::new(self.per_host)))
+            .or_insert_with(|| {
+                Arc::new(Gate {
+                    slots: Semaphore::new(self.per_host),
+                    rate: self.per_host_quota.map(governor::RateLimiter::direct),
+                })
+            })
             .clone()
     }
 }

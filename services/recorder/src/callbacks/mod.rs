@@ -25,6 +25,9 @@ pub struct CallbackSettings {
     pub timeout: Duration,
     /// Attempts in flight to one host at once, so a slow receiver holds up only itself.
     pub per_host: usize,
+    /// Attempts started per second at one host, if limited (a receiver that asks to be
+    /// called no faster).
+    pub per_host_per_sec: Option<f64>,
     /// Attempts in flight from one recorder at once.
     pub concurrency: usize,
 }
@@ -36,6 +39,7 @@ impl Default for CallbackSettings {
             retry_for: Duration::from_secs(24 * 3600),
             timeout: Duration::from_secs(10),
             per_host: 4,
+            per_host_per_sec: None,
             concurrency: 64,
         }
     }
