@@ -8,12 +8,13 @@
 //! - Wharf end to end, started as real processes (`wharf gateway`, `wharf recorder`,
 //!   `wharf worker` with the demo MCP server) on a nats-server and a Postgres database of their
 //!   own: throughput, latency at a fixed offered load, the gateway's own API latency, the MCP
-//!   facade (`/mcp`) against the REST call of the same tool, scaling
+//!   facade (`/mcp`) against the REST call of the same tool, what task callbacks cost, scaling
 //!   with workers and payload size, and memory per in-flight task and per WebSocket subscriber.
 //!
 //! Every scenario appends one JSON object per line to the results file; `docs/benchmarks.md` is
 //! rendered from that file by [`report::render`], never edited by hand.
 
+pub mod callbacks;
 pub mod history;
 pub mod latency;
 pub mod machine;
@@ -47,7 +48,7 @@ pub struct Options {
 }
 
 /// Every scenario, in the order a full run takes them.
-pub const SCENARIOS: [&str; 12] = [
+pub const SCENARIOS: [&str; 13] = [
     "raw_jetstream",
     "raw_mcp",
     "raw_history",
@@ -55,6 +56,7 @@ pub const SCENARIOS: [&str; 12] = [
     "e2e_latency",
     "api_latency",
     "mcp_facade",
+    "callbacks",
     "scale_workers",
     "scale_io",
     "scale_payload",
@@ -190,6 +192,11 @@ pub async fn run(opts: &Options) -> anyhow::Result<()> {
     if opts.wants("mcp_facade") {
         for r in mcp::mcp_facade(opts).await? {
             results.record("mcp_facade", r)?;
+        }
+    }
+    if opts.wants("callbacks") {
+        for r in callbacks::callbacks(opts).await? {
+            results.record("callbacks", r)?;
         }
     }
     if opts.wants("scale_workers") {

@@ -91,6 +91,19 @@ impl CpuTimes {
         CpuTimes(groups)
     }
 
+    /// Seconds of CPU each group used between `earlier` and now (groups that used none left
+    /// out).
+    pub fn used_since(&self, earlier: &CpuTimes) -> BTreeMap<String, f64> {
+        self.0
+            .iter()
+            .map(|(group, secs)| {
+                let used = secs - earlier.0.get(group).copied().unwrap_or(0.0);
+                (group.clone(), used)
+            })
+            .filter(|(_, used)| *used > 0.0)
+            .collect()
+    }
+
     /// Seconds of CPU per group between `earlier` and now, over `wall` seconds: the cores each
     /// group kept busy, and in all (`total`).
     pub fn busy_since(&self, earlier: &CpuTimes, wall: f64) -> Value {

@@ -107,8 +107,17 @@ impl BenchDatabase {
 
 impl Platform {
     pub async fn start(opts: &Options, shape: &Shape) -> anyhow::Result<Platform> {
+        Self::start_with_env(opts, shape, &[]).await
+    }
+
+    /// [`Platform::start`], with `env` (name, value) added to every process's environment.
+    pub async fn start_with_env(
+        opts: &Options,
+        shape: &Shape,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Platform> {
         let db = BenchDatabase::create(opts).await?;
-        match Self::start_on(opts, shape, db.clone()).await {
+        match Self::start_on(opts, shape, env, db.clone()).await {
             Ok(p) => Ok(p),
             Err(e) => {
                 // The processes die with their handles; the database must be dropped here.
@@ -121,6 +130,7 @@ impl Platform {
     async fn start_on(
         opts: &Options,
         shape: &Shape,
+        extra_env: &[(&str, &str)],
         db: BenchDatabase,
     ) -> anyhow::Result<Platform> {
         let dir = tempfile::tempdir()?;
@@ -142,6 +152,7 @@ impl Platform {
                 // and a map lookup, far below what these scenarios can resolve.
                 .env("WHARF_GATEWAY__AUTH__MODE", "open")
                 .env_remove("WHARF_CONFIG")
+                .envs(extra_env.iter().copied())
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
                 .stderr(log)
@@ -245,6 +256,18 @@ impl Platform {
     /// Waits until `n` tasks are recorded in a terminal state; returns when that was seen and
     /// how many succeeded. Polls every 20 ms (one grouped count).
     pub async fn wait_terminal(&self, n: u64, within: Duration) -> anyhow::Result<(Instant, u64)> {
+        self.wait_terminal_every(n, within, Duration::from_millis(20))
+            .await
+    }
+
+    /// [`Platform::wait_terminal`], polling every `every`: each poll is a grouped count over
+    /// every task, whose Postgres CPU a scenario measuring CPU per task would otherwise count.
+    pub async fn wait_terminal_every(
+        &self,
+        n: u64,
+        within: Duration,
+        every: Duration,
+    ) -> anyhow::Result<(Instant, u64)> {
         let deadline = Instant::now() + within;
         loop {
             let counts = self.store.count_by_status().await?;
@@ -259,7 +282,7 @@ impl Platform {
                 "only {ended} of {n} tasks reached a terminal state in {within:?} (worker log: {})",
                 self.log("worker-0")
             );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(every).await;
         }
     }
 

@@ -6,9 +6,11 @@ use std::fmt::Write;
 
 use serde_json::Value;
 
+mod callbacks;
 mod history;
 mod mcp;
 mod scale;
+use callbacks::callbacks;
 use history::history;
 use mcp::mcp_facade;
 use scale::{memory, scaling};
@@ -93,6 +95,7 @@ pub fn render(results: &str) -> String {
         latency,
         api,
         mcp_facade,
+        callbacks,
         scaling,
         memory,
         history,
