@@ -77,6 +77,7 @@ impl Recorder {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), Error> {
         self.bus.ensure_topology().await?;
         let consumer = self.bus.recorder_consumer().await?;
+        upkeep::days_ahead(&self.store, &self.history.policy).await;
         let upkeep = tokio::spawn(upkeep::run(
             self.store.clone(),
             self.history,

@@ -25,6 +25,23 @@ impl Default for HistorySettings {
     }
 }
 
+/// Makes today's and the coming days' partitions before the first event is recorded (the
+/// rest of the upkeep, dropping old days, runs beside the projection). A fresh database has
+/// only the default partitions: rows recorded there before the day's partition exists are
+/// moved into it when it is made, and a read racing that move could miss them.
+pub(crate) async fn days_ahead(store: &Store, policy: &HistoryPolicy) {
+    let ahead_only = HistoryPolicy {
+        retention_days: 0,
+        ..*policy
+    };
+    if let Err(e) = store
+        .maintain_history(&ahead_only, chrono::Utc::now())
+        .await
+    {
+        tracing::warn!(error = %e, "cannot make the coming days' partitions; the upkeep tries again");
+    }
+}
+
 /// Runs passes until `shutdown`.
 pub(crate) async fn run(store: Store, settings: HistorySettings, shutdown: CancellationToken) {
     loop {
