@@ -152,15 +152,43 @@ pub struct ListQuery {
     cursor: Option<String>,
 }
 
-/// A page's cursor: the last delivery's creation time and id.
+/// A page's cursor: the last delivery's creation time (microseconds since 1970) and id.
 struct Cursor(chrono::DateTime<chrono::Utc>, String);
+
+/// What a cursor looks like, as the OpenAPI document states it: every string of this form is
+/// read (one past every time there can be names the newest page).
+pub const CURSOR_PATTERN: &str =
+    "^[0-9]{1,19}_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}-[0-9]{1,20}$";
+
+impl Cursor {
+    fn of(d: &wharf_contract::Delivery) -> String {
+        format!("{}_{}", d.created_at.timestamp_micros().max(0), d.id)
+    }
+}
 
 impl std::str::FromStr for Cursor {
     type Err = ();
     fn from_str(s: &str) -> Result<Self, ()> {
-        let (at, id) = s.split_once('|').ok_or(())?;
-        let at = chrono::DateTime::parse_from_rfc3339(at).map_err(|_| ())?;
-        Ok(Cursor(at.with_timezone(&chrono::Utc), id.to_owned()))
+        let (micros, id) = s.split_once('_').ok_or(())?;
+        if micros.is_empty() || micros.len() > 19 || !micros.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(());
+        }
+        let (task, seq) = id.rsplit_once('-').ok_or(())?;
+        let valid_id = task.len() == 36
+            && task.parse::<uuid::Uuid>().is_ok()
+            && task == task.to_ascii_lowercase()
+            && !seq.is_empty()
+            && seq.len() <= 20
+            && seq.bytes().all(|b| b.is_ascii_digit());
+        if !valid_id {
+            return Err(());
+        }
+        let at = micros
+            .parse::<i64>()
+            .ok()
+            .and_then(chrono::DateTime::from_timestamp_micros)
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+        Ok(Cursor(at, id.to_owned()))
     }
 }
 
@@ -192,9 +220,7 @@ pub async fn list(
             page.limit + 1,
         )
         .await?;
-    let next_cursor = page.close(&mut deliveries, |d| {
-        Some(format!("{}|{}", d.created_at.to_rfc3339(), d.id))
-    });
+    let next_cursor = page.close(&mut deliveries, |d| Some(Cursor::of(d)));
     Ok(Json(DeliveryList {
         deliveries,
         next_cursor,
@@ -216,4 +242,29 @@ pub async fn redeliver(
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no delivery {id:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The document's pattern and the parser agree: what the pattern allows is read, and what
+    /// it refuses is refused.
+    #[test]
+    fn every_cursor_of_the_documented_form_is_read() {
+        let schema = serde_json::json!({"type": "string", "pattern": CURSOR_PATTERN});
+        let documented = jsonschema::validator_for(&schema).unwrap();
+        for good in [
+            "1764876000000000_01a242ad-ab9f-762f-9570-2f31b20aa27b-3",
+            "9999999999999999999_01a242ad-ab9f-762f-9570-2f31b20aa27b-99999999999999999999",
+            "0_00000000-0000-0000-0000-000000000000-0",
+        ] {
+            assert!(documented.is_valid(&serde_json::json!(good)), "{good}");
+            assert!(good.parse::<Cursor>().is_ok(), "{good}");
+        }
+        for bad in ["", "x_y", "12|01a242ad-ab9f-762f-9570-2f31b20aa27b-3"] {
+            assert!(!documented.is_valid(&serde_json::json!(bad)), "{bad}");
+            assert!(bad.parse::<Cursor>().is_err(), "{bad}");
+        }
+    }
 }

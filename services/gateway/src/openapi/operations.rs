@@ -260,7 +260,7 @@ pub(super) fn operations(s: &mut Schemas) -> Vec<Op> {
             parameters: vec![
                 param("status", "query", json!({"type": "string", "enum": ["pending", "delivered", "failed"]}), "Only deliveries in this state."),
                 limit_param(rules::PageSize { default: 100, max: 1000 }),
-                cursor_param(json!({"type": "string"})),
+                cursor_param(json!({"type": "string", "pattern": crate::callbacks::CURSOR_PATTERN})),
             ],
             body: None,
             responses: vec![(200, "A page of deliveries.", Some(json_content(s.output::<DeliveryList>())))],
