@@ -217,7 +217,9 @@ async fn answer(
     match endpoint {
         Endpoint::Submit => {
             let mut req: SubmitTask = parse_json(payload)?;
-            idempotency_key(&mut req, headers)?;
+            if let Some(key) = header(headers, IDEMPOTENCY_KEY_HEADER) {
+                tasks::idempotency_header(&mut req, key.as_bytes())?;
+            }
             let (status, view) =
                 tasks::submit(state, principal, req, tasks::Origin::Client, trace).await?;
             Ok((status.as_u16(), json(&view), location(&view.id)))
@@ -238,30 +240,6 @@ async fn answer(
             Ok((202, json(&view), format!("{}/cancel", location(&id))))
         }
     }
-}
-
-/// The `Idempotency-Key` header, as HTTP reads it: the body's key when that is absent, and
-/// the two must agree when both are sent.
-fn idempotency_key(req: &mut SubmitTask, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(key) = header(headers, IDEMPOTENCY_KEY_HEADER) else {
-        return Ok(());
-    };
-    if !key.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-        return Err(ApiError::field(
-            ErrorCode::InvalidField,
-            "/idempotency_key",
-            "the Idempotency-Key header must be visible ASCII",
-        ));
-    }
-    if req.idempotency_key.as_deref().is_some_and(|k| k != key) {
-        return Err(ApiError::field(
-            ErrorCode::InvalidField,
-            "/idempotency_key",
-            "differs from the Idempotency-Key header; send one or the other",
-        ));
-    }
-    req.idempotency_key = Some(key.to_owned());
-    Ok(())
 }
 
 /// A header's first value, its name in any case (NATS headers keep the case they were sent in).
@@ -291,11 +269,8 @@ fn reply(answer: Answer) -> (Bytes, HeaderMap) {
             // One line: a header value may not hold a line break.
             let description = e.0.detail.replace(['\r', '\n'], " ");
             let body = serde_json::to_vec(&e.0).expect("a problem serialises");
-            let response = axum::response::IntoResponse::into_response(e);
-            if let Some(after) = response.headers().get(axum::http::header::RETRY_AFTER)
-                && let Ok(after) = after.to_str()
-            {
-                headers.insert("Retry-After", after);
+            if let Some(secs) = e.wait_secs() {
+                headers.insert("Retry-After", secs.to_string().as_str());
             }
             headers.insert(STATUS_HEADER, status.to_string().as_str());
             headers.insert("Content-Type", "application/problem+json");

@@ -29,6 +29,20 @@ impl ApiError {
         self
     }
 
+    /// How long the client should wait before trying again, if waiting helps: what the error
+    /// was given, else a second for a 503 (`Retry-After`, over HTTP and NATS alike).
+    pub fn wait(&self) -> Option<std::time::Duration> {
+        self.1.retry_after.or_else(|| {
+            (self.0.status == StatusCode::SERVICE_UNAVAILABLE.as_u16())
+                .then(|| std::time::Duration::from_secs(1))
+        })
+    }
+
+    /// `Retry-After`'s value for [`ApiError::wait`]: whole seconds, at least 1.
+    pub fn wait_secs(&self) -> Option<u64> {
+        self.wait().map(|w| (w.as_secs_f64().ceil() as u64).max(1))
+    }
+
     /// Sends the `RateLimit-*` headers of the allowance that refused the request.
     pub fn rate_limit(mut self, allowance: Allowance) -> ApiError {
         self.1.rate_limit = Some(allowance);
@@ -100,11 +114,7 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        let retry_after = self.1.retry_after.or_else(|| {
-            (status == StatusCode::SERVICE_UNAVAILABLE).then(|| std::time::Duration::from_secs(1))
-        });
-        if let Some(wait) = retry_after {
-            let secs = (wait.as_secs_f64().ceil() as u64).max(1);
+        if let Some(secs) = self.wait_secs() {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));

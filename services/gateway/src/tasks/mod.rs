@@ -11,7 +11,7 @@ pub use cancel::{cancel, request_cancel};
 pub use follow::{client_error, events, follow, submit_and_follow};
 use read::find_latest;
 pub use read::{find, find_owned, get, list, not_found};
-pub use submit::{Admission, Origin, admit, create, submit};
+pub use submit::{Admission, Origin, admit, create, idempotency_header, submit};
 use submit::{context, prepare, publish, within_cap};
 
 use axum::http::HeaderMap;

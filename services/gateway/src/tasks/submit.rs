@@ -506,6 +506,32 @@ pub(super) async fn publish(
     Ok(TaskState::of_submitted(task).view)
 }
 
+/// Takes an `Idempotency-Key` header (HTTP's, or a NATS request's) into a submission: visible
+/// ASCII and spaces, as documented (HTTP also lets a tab through a header's value), and equal
+/// to the body's key when both are sent.
+pub fn idempotency_header(req: &mut SubmitTask, value: &[u8]) -> Result<(), ApiError> {
+    let key = value
+        .iter()
+        .all(|b| (0x20..0x7f).contains(b))
+        .then(|| String::from_utf8_lossy(value).into_owned())
+        .ok_or_else(|| {
+            ApiError::field(
+                ErrorCode::InvalidField,
+                "/idempotency_key",
+                "the Idempotency-Key header must be visible ASCII",
+            )
+        })?;
+    if req.idempotency_key.as_deref().is_some_and(|k| k != key) {
+        return Err(ApiError::field(
+            ErrorCode::InvalidField,
+            "/idempotency_key",
+            "differs from the Idempotency-Key header; send one or the other",
+        ));
+    }
+    req.idempotency_key = Some(key);
+    Ok(())
+}
+
 /// `POST /api/v1/tasks`
 pub async fn create(
     State(state): State<AppState>,
@@ -517,24 +543,7 @@ pub async fn create(
     principal.require(wharf_contract::Permission::TasksSubmit)?;
     let mut req: SubmitTask = body.parse()?;
     if let Some(value) = headers.get(IDEMPOTENCY_KEY_HEADER) {
-        // Visible ASCII and spaces, as documented: HTTP also lets a tab through a header's
-        // value, which `to_str` accepts.
-        let visible = |k: &&str| k.bytes().all(|b| (0x20..0x7f).contains(&b));
-        let key = value.to_str().ok().filter(visible).ok_or_else(|| {
-            ApiError::field(
-                ErrorCode::InvalidField,
-                "/idempotency_key",
-                "the Idempotency-Key header must be visible ASCII",
-            )
-        })?;
-        if req.idempotency_key.as_deref().is_some_and(|k| k != key) {
-            return Err(ApiError::field(
-                ErrorCode::InvalidField,
-                "/idempotency_key",
-                "differs from the Idempotency-Key header; send one or the other",
-            ));
-        }
-        req.idempotency_key = Some(key.to_owned());
+        idempotency_header(&mut req, value.as_bytes())?;
     }
     let (status, view) =
         submit(&state, &principal, req, Origin::Client, trace_of(&headers)).await?;
