@@ -10,5 +10,6 @@ pub mod signature;
 pub use policy::TargetPolicy;
 pub use send::{Attempt, Sender};
 pub use signature::{
-    Refused, Signed, decode_secret, redact_all, redact_secret, restore_redacted, sign, verify,
+    Refused, Signed, check_secrets, decode_secret, redact_all, redact_secret, restore_redacted,
+    sign, verify,
 };

@@ -8,6 +8,7 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use ring::hmac;
 use sha2::Digest;
 use wharf_contract::hooks::{HOOK_SECRET_PREFIX, HOOK_SECRET_REDACTED, WEBHOOK_TOLERANCE_SECS};
+use wharf_contract::rules::HOOK_SECRETS;
 
 /// Standard base64, with or without its padding (senders differ).
 const B64: GeneralPurpose = GeneralPurpose::new(
@@ -37,6 +38,19 @@ pub fn decode_secret(secret: &str) -> Result<Vec<u8>, String> {
         ));
     }
     Ok(key)
+}
+
+/// A list of secrets as the configuration takes it (a hook's, a tenant's callback secrets): 1
+/// to [`HOOK_SECRETS`] of them, each decoding. On failure, the path below the list's owner
+/// (`/secrets` or `/secrets/<i>`) and why.
+pub fn check_secrets(secrets: &[String]) -> Result<(), (String, String)> {
+    if secrets.is_empty() || secrets.len() as u64 > HOOK_SECRETS {
+        return Err(("/secrets".into(), format!("1 to {HOOK_SECRETS} secrets")));
+    }
+    for (i, secret) in secrets.iter().enumerate() {
+        decode_secret(secret).map_err(|why| (format!("/secrets/{i}"), why))?;
+    }
+    Ok(())
 }
 
 /// How a secret reads in the configuration's views: tellable apart from the others, useless

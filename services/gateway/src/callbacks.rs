@@ -8,12 +8,12 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::State;
 use serde::Deserialize;
-use wharf_contract::rules::{HOOK_SECRETS, PageSize, URL_BYTES};
+use wharf_contract::rules::{PageSize, URL_BYTES};
 use wharf_contract::{
     Callback, DeliveryList, DeliveryStatus, ErrorCode, NAME_RULE, Permission, TenantCallbacks,
     valid_name,
 };
-use wharf_webhooks::{Sender, TargetPolicy, decode_secret};
+use wharf_webhooks::{Sender, TargetPolicy, check_secrets};
 
 use crate::AppState;
 use crate::auth::Principal;
@@ -80,12 +80,7 @@ pub fn validate(callbacks: &BTreeMap<String, TenantCallbacks>) -> Result<(), (St
         if !valid_name(tenant) {
             return Err((at(""), format!("a tenant name {NAME_RULE}")));
         }
-        if c.secrets.is_empty() || c.secrets.len() as u64 > HOOK_SECRETS {
-            return Err((at("/secrets"), format!("1 to {HOOK_SECRETS} secrets")));
-        }
-        for (i, secret) in c.secrets.iter().enumerate() {
-            decode_secret(secret).map_err(|why| (at(&format!("/secrets/{i}")), why))?;
-        }
+        check_secrets(&c.secrets).map_err(|(field, why)| (at(&field), why))?;
     }
     Ok(())
 }

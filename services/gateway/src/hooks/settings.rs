@@ -5,12 +5,12 @@
 use std::collections::BTreeMap;
 
 use wharf_contract::hooks::{ArgumentSource, Hook};
-use wharf_contract::rules::{HOOK_SECRETS, HOOKS};
+use wharf_contract::rules::HOOKS;
 use wharf_contract::{ErrorCode, NAME_RULE, valid_name};
 
 use crate::AppState;
 use crate::problem::ApiError;
-use wharf_webhooks::decode_secret;
+use wharf_webhooks::check_secrets;
 
 /// The rules every hook keeps to, whatever the catalog holds: on failure, the path of the
 /// setting at fault (`hooks/deploy/secrets/0`) and why.
@@ -27,13 +27,8 @@ pub fn validate(hooks: &BTreeMap<String, Hook>) -> Result<(), (String, String)> 
         if !valid_name(&hook.tenant) {
             return bad("/tenant", format!("a tenant name {NAME_RULE}"));
         }
-        if hook.secrets.is_empty() || hook.secrets.len() as u64 > HOOK_SECRETS {
-            return bad("/secrets", format!("1 to {HOOK_SECRETS} secrets"));
-        }
-        for (i, secret) in hook.secrets.iter().enumerate() {
-            if let Err(why) = decode_secret(secret) {
-                return bad(&format!("/secrets/{i}"), why);
-            }
+        if let Err((field, why)) = check_secrets(&hook.secrets) {
+            return bad(&field, why);
         }
         let Some((server, tool)) = hook.tool.split_once('.') else {
             return bad("/tool", "a tool's full name, server.tool".into());
