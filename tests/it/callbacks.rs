@@ -497,7 +497,9 @@ async fn a_killed_recorder_loses_no_callback() {
 #[tokio::test]
 async fn several_events_arrive_in_order_as_cloudevents() {
     let w = open_platform().await;
-    let (base, seen) = receiver(vec![Answer::Status(200)]).await;
+    // The first delivery (`started`) is refused once: the later events wait for its retry
+    // rather than overtake it.
+    let (base, seen) = receiver(vec![Answer::Status(503), Answer::Status(200)]).await;
     let id = w
         .submit_ok(
             json!({"tool": "demo.sleep", "arguments": {"seconds": 1, "steps": 3},
@@ -522,6 +524,9 @@ async fn several_events_arrive_in_order_as_cloudevents() {
     );
     // The receiver got them in that order: each waited for the one before.
     let requests = seen.lock().unwrap().clone();
+    assert_eq!(requests.len(), 6, "the refused first one, then five");
+    assert_eq!(requests[0].header("webhook-id"), requests[1].header("webhook-id"));
+    let requests = requests[1..].to_vec();
     let types: Vec<String> = requests
         .iter()
         .map(|r| {

@@ -6,8 +6,8 @@
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    TransactionTrait,
 };
 use serde_json::Value;
 use uuid::Uuid;
@@ -112,41 +112,48 @@ impl Store {
         limit: u64,
     ) -> Result<Vec<(Due, DateTime<Utc>)>, Error> {
         use callback_delivery::Column as C;
-        let candidates = callback_delivery::Entity::find()
-            .filter(C::Status.eq(DeliveryStatus::Pending.as_str()))
+        use sea_orm::sea_query::{Alias, ExprTrait, Query};
+        // One statement: no earlier pending delivery of the same task may exist.
+        let earlier = Alias::new("earlier");
+        let pending = DeliveryStatus::Pending.as_str();
+        let before = Query::select()
+            .expr(Expr::val(1))
+            .from_as(callback_delivery::Entity, earlier.clone())
+            .and_where(
+                Expr::col((earlier.clone(), C::TaskId))
+                    .equals((callback_delivery::Entity, C::TaskId)),
+            )
+            .and_where(Expr::col((earlier.clone(), C::Status)).eq(pending))
+            .and_where(
+                Expr::col((earlier, C::Seq)).lt(Expr::col((callback_delivery::Entity, C::Seq))),
+            )
+            .to_owned();
+        let rows = callback_delivery::Entity::find()
+            .filter(C::Status.eq(pending))
             .filter(C::NextAttemptAt.lte(now))
+            .filter(Expr::not_exists(before))
             .order_by_asc(C::NextAttemptAt)
             .limit(limit)
             .all(self.connection())
             .await?;
-        let mut due = Vec::with_capacity(candidates.len());
-        for m in candidates {
-            let earlier = callback_delivery::Entity::find()
-                .filter(C::TaskId.eq(m.task_id))
-                .filter(C::Status.eq(DeliveryStatus::Pending.as_str()))
-                .filter(C::Seq.lt(m.seq))
-                .count(self.connection())
-                .await?;
-            if earlier > 0 {
-                continue;
-            }
-            let seen = m.next_attempt_at.unwrap_or(now);
-            due.push((
-                Due {
+        Ok(rows
+            .into_iter()
+            .map(|m| {
+                let seen = m.next_attempt_at.unwrap_or(now);
+                let due = Due {
                     id: m.id,
                     task_id: m.task_id,
                     tenant: m.tenant,
                     url: m.url,
                     cloudevents: m.cloudevents,
                     body: m.body,
-                    attempts: m.attempts.max(0) as u32,
+                    attempts: Ord::max(m.attempts, 0) as u32,
                     retry_until: m.retry_until,
                     created_at: m.created_at,
-                },
-                seen,
-            ));
-        }
-        Ok(due)
+                };
+                (due, seen)
+            })
+            .collect())
     }
 
     /// Takes a due delivery for one attempt, until `lease_until`: `false` when another

@@ -41,6 +41,7 @@ pub(super) async fn run(
         secrets: Secrets::default(),
         hosts: Mutex::default(),
         in_flight: Mutex::default(),
+        wake: wake.clone(),
         per_host: settings.per_host.max(1),
         per_host_quota: settings
             .per_host_per_sec
@@ -70,6 +71,8 @@ struct Context {
     /// Deliveries this recorder is attempting (waiting for their host included): not taken
     /// again should their lease end meanwhile.
     in_flight: Mutex<std::collections::HashSet<String>>,
+    /// Told when an attempt ends: its slot is free, and its task's next delivery may be due.
+    wake: Arc<tokio::sync::Notify>,
     per_host: usize,
     per_host_quota: Option<governor::Quota>,
     /// How long a delivery taken for an attempt stays this recorder's.
@@ -113,10 +116,11 @@ async fn take_due(ctx: &Arc<Context>, slots: &Arc<Semaphore>) {
         ctx.in_flight.lock().unwrap().insert(delivery.id.clone());
         let ctx = ctx.clone();
         tokio::spawn(async move {
-            let _slot = slot;
             let id = delivery.id.clone();
             attempt(&ctx, delivery).await;
             ctx.in_flight.lock().unwrap().remove(&id);
+            drop(slot);
+            ctx.wake.notify_one();
         });
     }
 }
@@ -133,10 +137,9 @@ async fn attempt(ctx: &Context, due: Due) {
             }
             // The attempt's time is when it went out, after its turn at the host.
             let at = Utc::now();
-            let sent = ctx
-                .sender
-                .post(&due.url, headers(&due, &keys, at.timestamp()), body(&due))
-                .await;
+            let body = body(&due);
+            let headers = headers(&due, &keys, at.timestamp(), &body);
+            let sent = ctx.sender.post(&due.url, headers, body).await;
             (at, sent)
         }
         _ => (
@@ -201,12 +204,11 @@ fn body(due: &Due) -> bytes::Bytes {
         .into()
 }
 
-/// The Standard Webhooks headers, signed by each of the tenant's secrets.
-fn headers(due: &Due, keys: &[Vec<u8>], timestamp: i64) -> http::HeaderMap {
-    let body = body(due);
+/// The Standard Webhooks headers of `body`, signed by each of the tenant's secrets.
+fn headers(due: &Due, keys: &[Vec<u8>], timestamp: i64, body: &[u8]) -> http::HeaderMap {
     let signatures: Vec<String> = keys
         .iter()
-        .map(|k| wharf_webhooks::sign(k, &due.id, timestamp, &body))
+        .map(|k| wharf_webhooks::sign(k, &due.id, timestamp, body))
         .collect();
     let mut h = http::HeaderMap::new();
     let content_type = if due.cloudevents {
