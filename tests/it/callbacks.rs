@@ -525,7 +525,10 @@ async fn several_events_arrive_in_order_as_cloudevents() {
     // The receiver got them in that order: each waited for the one before.
     let requests = seen.lock().unwrap().clone();
     assert_eq!(requests.len(), 6, "the refused first one, then five");
-    assert_eq!(requests[0].header("webhook-id"), requests[1].header("webhook-id"));
+    assert_eq!(
+        requests[0].header("webhook-id"),
+        requests[1].header("webhook-id")
+    );
     let requests = requests[1..].to_vec();
     let types: Vec<String> = requests
         .iter()

@@ -5,12 +5,11 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 use uuid::Uuid;
 use wharf_contract::{TaskStatus, nats_api_subject, tenant_inbox_prefix};
 use wharf_gateway::GatewayConfig;
 use wharf_gateway::nats_auth::{NatsAuthConfig, new_issuer};
-use wharf_testkit::{Options, Wharf};
+use wharf_testkit::{NatsEvents, Options, Wharf, nats_refusal, tenant_nats};
 
 /// Runs `examples/nats_submit.py` with `args`: its exit status and the JSON lines it printed.
 async fn example(w: &Wharf, args: &[&str]) -> (i32, Vec<Value>) {
@@ -68,27 +67,10 @@ async fn the_python_example_submits_and_follows_a_task_to_its_result() {
 }
 
 /// A tenant connection through the gateway's auth callout: it replies below its own inbox.
-async fn connect(
-    w: &Wharf,
-    tenant: &str,
-    key: &str,
-) -> (
-    async_nats::Client,
-    mpsc::UnboundedReceiver<async_nats::Event>,
-) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let client = async_nats::ConnectOptions::with_token(key.to_owned())
-        .custom_inbox_prefix(tenant_inbox_prefix(tenant))
-        .event_callback(move |event| {
-            let tx = tx.clone();
-            async move {
-                let _ = tx.send(event);
-            }
-        })
-        .connect(w.nats.client_url())
+async fn connect(w: &Wharf, tenant: &str, key: &str) -> (async_nats::Client, NatsEvents) {
+    tenant_nats(w, key, Some(tenant_inbox_prefix(tenant)))
         .await
-        .expect("the key connects");
-    (client, rx)
+        .expect("the key connects")
 }
 
 /// A request's reply: the status it gives (`Wharf-Status`), whether it is a service error,
@@ -213,7 +195,7 @@ async fn tenants_submit_read_and_cancel_their_own_tasks_only() {
         )
         .await
         .unwrap();
-    let said = refusal(&mut globex_errors).await;
+    let said = nats_refusal(&mut globex_errors).await;
     assert!(
         said.contains("Permissions Violation") && said.contains("Publish"),
         "{said}"
@@ -223,7 +205,7 @@ async fn tenants_submit_read_and_cancel_their_own_tasks_only() {
         .subscribe(format!("{}.>", tenant_inbox_prefix("acme")))
         .await
         .unwrap();
-    let said = refusal(&mut globex_errors).await;
+    let said = nats_refusal(&mut globex_errors).await;
     assert!(said.contains("Subscription"), "{said}");
 
     // acme reads and cancels its own.
@@ -260,19 +242,4 @@ async fn tenants_submit_read_and_cancel_their_own_tasks_only() {
     assert!(subjects.contains(&"wharf.api.*.tasks.submit"), "{info}");
     assert_eq!(subjects.len(), 4, "{info}");
     w.shutdown().await;
-}
-
-/// Waits for the server to refuse something on a connection; returns what it said.
-async fn refusal(events: &mut mpsc::UnboundedReceiver<async_nats::Event>) -> String {
-    tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match events.recv().await {
-                Some(async_nats::Event::ServerError(e)) => return e.to_string(),
-                Some(_) => continue,
-                None => panic!("the connection closed"),
-            }
-        }
-    })
-    .await
-    .expect("a permissions violation within 5 s")
 }

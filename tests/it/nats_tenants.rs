@@ -7,35 +7,17 @@ use std::time::Duration;
 use futures::StreamExt;
 use reqwest::Method;
 use serde_json::json;
-use tokio::sync::mpsc;
 use wharf_contract::{TaskStatus, tenant_live_events};
 use wharf_gateway::GatewayConfig;
 use wharf_gateway::nats_auth::{NatsAuthConfig, new_issuer, new_xkey};
-use wharf_testkit::{Options, Wharf};
+use wharf_testkit::{NatsEvents, Options, Wharf, nats_refusal, tenant_nats};
 
-/// A connection with `token`, and what happens to it (the server's errors, such as
-/// permission violations; disconnections).
+/// A tenant connection with `token`.
 async fn connect(
     w: &Wharf,
     token: &str,
-) -> Result<
-    (
-        async_nats::Client,
-        mpsc::UnboundedReceiver<async_nats::Event>,
-    ),
-    async_nats::ConnectError,
-> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let client = async_nats::ConnectOptions::with_token(token.to_owned())
-        .event_callback(move |event| {
-            let tx = tx.clone();
-            async move {
-                let _ = tx.send(event);
-            }
-        })
-        .connect(w.nats.client_url())
-        .await?;
-    Ok((client, rx))
+) -> Result<(async_nats::Client, NatsEvents), async_nats::ConnectError> {
+    tenant_nats(w, token, None).await
 }
 
 /// Submits an echo of `message` over HTTP with `credential`; the task's id.
@@ -50,21 +32,6 @@ async fn submit_as(w: &Wharf, credential: &str, message: &str) -> uuid::Uuid {
     assert_eq!(r.status(), 202);
     let task: serde_json::Value = r.json().await.unwrap();
     task["id"].as_str().unwrap().parse().unwrap()
-}
-
-/// Waits for the server to refuse something on this connection; returns what it said.
-async fn refusal(events: &mut mpsc::UnboundedReceiver<async_nats::Event>) -> String {
-    tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match events.recv().await {
-                Some(async_nats::Event::ServerError(e)) => return e.to_string(),
-                Some(_) => continue,
-                None => panic!("the connection closed"),
-            }
-        }
-    })
-    .await
-    .expect("a permissions violation within 5 s")
 }
 
 /// A platform whose nats-server sends every other connection to the gateway's callout,
@@ -126,7 +93,7 @@ async fn a_tenant_follows_its_own_tasks_on_nats_and_nothing_else() {
         ">".to_owned(),
     ] {
         let _sub = acme_nats.subscribe(forbidden.clone()).await.unwrap();
-        let said = refusal(&mut acme_errors).await;
+        let said = nats_refusal(&mut acme_errors).await;
         assert!(
             said.contains("Permissions Violation") && said.contains("Subscription"),
             "{forbidden}: {said}"
@@ -137,7 +104,7 @@ async fn a_tenant_follows_its_own_tasks_on_nats_and_nothing_else() {
         .publish("wharf.tasks.default", "{}".into())
         .await
         .unwrap();
-    let said = refusal(&mut acme_errors).await;
+    let said = nats_refusal(&mut acme_errors).await;
     assert!(
         said.contains("Permissions Violation") && said.contains("Publish"),
         "{said}"
@@ -157,7 +124,7 @@ async fn a_tenant_follows_its_own_tasks_on_nats_and_nothing_else() {
         .subscribe(tenant_live_events("acme"))
         .await
         .unwrap();
-    refusal(&mut globex_errors).await;
+    nats_refusal(&mut globex_errors).await;
     let theirs = submit_as(&w, &globex, "globex").await;
     w.wait_recorded(theirs, TaskStatus::Succeeded).await;
     let mine = submit_as(&w, &w.key("acme", "submitter").await, "acme").await;
@@ -229,7 +196,7 @@ async fn without_an_xkey_the_callout_answers_all_the_same() {
         .subscribe(tenant_live_events("globex"))
         .await
         .unwrap();
-    let said = refusal(&mut errors).await;
+    let said = nats_refusal(&mut errors).await;
     assert!(said.contains("Permissions Violation"), "{said}");
     assert!(
         said.contains("globex"),

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 mod api;
 mod mcp;
+mod nats;
 mod platform;
 pub mod rig;
 mod tls;
@@ -26,6 +27,7 @@ mod ws;
 pub use anyhow;
 pub use api::{call, send, wait_for_tool_at};
 pub use mcp::{EverythingHttp, demo_server, everything_stdio, node_server};
+pub use nats::{NatsEvents, nats_refusal, tenant_nats};
 pub use platform::{Options, Part, Wharf, empty_database, fresh_database};
 pub use tls::{certificate, round_robin_proxy, tls_proxy};
 pub use wharf_client::Client;
