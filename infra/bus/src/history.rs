@@ -54,12 +54,31 @@ impl Bus {
     /// The tenant of task `id`, as the subject of its first stored event names it (`None` when
     /// it has none).
     pub async fn tenant_of(&self, id: Uuid) -> Result<Option<String>, Error> {
+        Ok(self
+            .first_message(id)
+            .await?
+            .and_then(|m| tenant_of_event_subject(m.subject.as_str()).map(str::to_owned)))
+    }
+
+    /// The first stored event of task `id` (one direct get): its `submitted` event, unless that
+    /// one is still being published after the task (see `Bus::submit`).
+    pub async fn first_event(&self, id: Uuid) -> Result<Option<TaskEvent>, Error> {
+        Ok(self
+            .first_message(id)
+            .await?
+            .and_then(|m| decode_payload(m.subject.as_str(), &m.payload).ok()))
+    }
+
+    async fn first_message(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<async_nats::jetstream::message::StreamMessage>, Error> {
         let stream = self.events_stream().await?;
         match stream
             .direct_get_next_for_subject(event_filter(id).as_str(), None)
             .await
         {
-            Ok(m) => Ok(tenant_of_event_subject(m.subject.as_str()).map(str::to_owned)),
+            Ok(m) => Ok(Some(m)),
             Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => Ok(None),
             Err(e) => Err(nats("read a task's first event")(e)),
         }

@@ -106,6 +106,10 @@ async fn consider(
         callbacks.remember(event.task_id, task.callback.clone());
         return Ok(false);
     }
+    // No callback asks for these: nothing to look up.
+    if matches!(event.kind, EventKind::CancelRequested { .. }) {
+        return Ok(false);
+    }
     let callback = match callbacks.known(event.task_id) {
         Some(c) => c,
         None => {
@@ -143,8 +147,13 @@ async fn consider(
     Ok(true)
 }
 
-/// A task's callback, from its `submitted` event in the stream.
+/// A task's callback, from its `submitted` event in the stream: its first event (one direct
+/// get), or, should that event have been stored after another, found in the whole history.
 async fn callback_of(bus: &Bus, task: Uuid) -> Result<Option<Callback>, String> {
+    let first = bus.first_event(task).await.map_err(|e| e.to_string())?;
+    if let Some(EventKind::Submitted { task }) = first.map(|e| e.kind) {
+        return Ok(task.callback);
+    }
     let history = bus.history(task).await.map_err(|e| e.to_string())?;
     Ok(history.into_iter().find_map(|(_, e)| match e.kind {
         EventKind::Submitted { task } => task.callback,
