@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the benchmark harness (`wharf bench`) on this machine: installs nats-server when missing,
+# Runs the benchmark harness (`wharf bench`) on this machine: installs nats-server, Redis and
+# BullMQ (the peer) when missing,
 # starts a throwaway Postgres cluster with durable settings, builds the release binary, measures,
 # and renders docs/benchmarks.md from the results. Stops what it started by PID.
 # Usage: ./bench.sh [wharf bench arguments], e.g. ./bench.sh --scale 0.1 --only raw_mcp
@@ -9,6 +10,9 @@ WHARF_SCRIPT=bench.sh
 . scripts/common.sh
 
 ensure_nats_server
+# The peer the throughput is held against (scenario peer_bullmq): Redis and BullMQ.
+ensure_redis
+ensure_bench_peer
 # Durable: fsync and synchronous commit stay on (the defaults). Room for many connections.
 start_postgres -c shared_buffers=256MB
 cargo build --release -p wharf

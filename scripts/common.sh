@@ -116,6 +116,46 @@ ensure_promtool() {
   say "promtool: $("$WHARF_PROMTOOL" --version 2>&1 | head -1)"
 }
 
+# Sets WHARF_REDIS_SERVER to a redis-server for the bench's BullMQ peer: the one on PATH, else
+# Debian's, unpacked into the cache with the two libraries it needs without installing the
+# package (installing it would set up and start a Redis service).
+ensure_redis() {
+  local cache="${XDG_CACHE_HOME:-$HOME/.cache}/wharf/redis"
+  if [ -z "${WHARF_REDIS_SERVER:-}" ]; then
+    if command -v redis-server >/dev/null 2>&1; then
+      WHARF_REDIS_SERVER="$(command -v redis-server)"
+    else
+      if [ ! -x "$cache/redis-server" ]; then
+        say "unpacking redis-server from Debian's packages into $cache"
+        local tmp debs="redis-tools redis-server libjemalloc2 liblzf1"
+        tmp="$(mktemp -d)"
+        # shellcheck disable=SC2086
+        (cd "$tmp" && apt-get download $debs >/dev/null 2>&1) \
+          || { [ "$(id -u)" = 0 ] && apt-get update -qq && (cd "$tmp" && apt-get download $debs >/dev/null 2>&1); }
+        mkdir -p "$cache/root"
+        for deb in "$tmp"/*.deb; do dpkg-deb -x "$deb" "$cache/root"; done
+        rm -rf "$tmp"
+        # The binary keeps its own name (the bench counts its CPU by it); the wrapper finds its
+        # libraries.
+        printf '#!/bin/sh\nLD_LIBRARY_PATH="%s" exec "%s" "$@"\n' \
+          "$cache/root/usr/lib/x86_64-linux-gnu" "$cache/root/usr/bin/redis-server" >"$cache/redis-server"
+        chmod +x "$cache/redis-server"
+      fi
+      WHARF_REDIS_SERVER="$cache/redis-server"
+    fi
+    export WHARF_REDIS_SERVER
+  fi
+  say "redis: $("$WHARF_REDIS_SERVER" --version)"
+}
+
+# Installs the bench's BullMQ peer (tools/bench/peer) from its lock file when missing.
+ensure_bench_peer() {
+  if [ ! -d tools/bench/peer/node_modules/bullmq ]; then
+    say "installing BullMQ for the bench's peer (npm ci in tools/bench/peer)"
+    npm ci --prefix tools/bench/peer --no-audit --no-fund --silent
+  fi
+}
+
 # Starts a Postgres cluster in a temp dir on a free port (as the postgres user when run as root)
 # and sets PG_URL. Extra arguments are server options, e.g. "-c fsync=off".
 start_postgres() {

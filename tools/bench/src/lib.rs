@@ -9,7 +9,8 @@
 //!   `wharf worker` with the demo MCP server) on a nats-server and a Postgres database of their
 //!   own: throughput, latency at a fixed offered load, the gateway's own API latency, the MCP
 //!   facade (`/mcp`) against the REST call of the same tool, what task callbacks cost, scaling
-//!   with workers and payload size, and memory per in-flight task and per WebSocket subscriber.
+//!   with workers and payload size, and memory per in-flight task and per WebSocket subscriber;
+//! - a peer in the same shape as the throughput scenario: BullMQ on Redis ([`peer`]).
 //!
 //! Every scenario appends one JSON object per line to the results file; `docs/benchmarks.md` is
 //! rendered from that file by [`report::render`], never edited by hand.
@@ -19,6 +20,7 @@ pub mod history;
 pub mod latency;
 pub mod machine;
 pub mod mcp;
+pub mod peer;
 pub mod platform;
 pub mod raw;
 pub mod report;
@@ -48,11 +50,12 @@ pub struct Options {
 }
 
 /// Every scenario, in the order a full run takes them.
-pub const SCENARIOS: [&str; 13] = [
+pub const SCENARIOS: [&str; 14] = [
     "raw_jetstream",
     "raw_mcp",
     "raw_history",
     "e2e_throughput",
+    "peer_bullmq",
     "e2e_latency",
     "api_latency",
     "mcp_facade",
@@ -176,6 +179,11 @@ pub async fn run(opts: &Options) -> anyhow::Result<()> {
                 r["ratio"] = json!(per_sec / limit);
             }
             results.record("e2e_throughput", r)?;
+        }
+    }
+    if opts.wants("peer_bullmq") {
+        for r in peer::bullmq(opts).await? {
+            results.record("peer_bullmq", r)?;
         }
     }
     if opts.wants("e2e_latency") {

@@ -62,8 +62,9 @@ fn command_output(bin: &std::ffi::OsStr, args: &[&str]) -> String {
 }
 
 /// CPU time used so far by every process on the machine, grouped by what it is: `gateway`,
-/// `recorder`, `worker`, `mcp-demo` (the `wharf` subcommands), `nats-server`, `postgres`, and
-/// `bench` (this process: the load generator).
+/// `recorder`, `worker`, `mcp-demo` (the `wharf` subcommands), `nats-server`, `postgres`,
+/// `bench` (this process: the load generator), and the peer's `redis-server`, `bullmq-worker`
+/// and `bullmq-producer`.
 #[derive(Debug, Clone, Default)]
 pub struct CpuTimes(BTreeMap<String, f64>);
 
@@ -142,10 +143,17 @@ fn group_of(pid: u32, me: u32) -> Option<String> {
     if program == "nats-server" {
         return Some(program);
     }
+    if program == "node" && args.get(1).is_some_and(|a| a.ends_with("bullmq.mjs")) {
+        return args.get(2).map(|mode| format!("bullmq-{mode}"));
+    }
     // Postgres backends rename themselves ("postgres: user db ..."): read the executable name.
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
     if comm.trim() == "postgres" || program.starts_with("postgres") {
         return Some("postgres".into());
+    }
+    // So does Redis ("redis-server 127.0.0.1:port").
+    if comm.trim() == "redis-server" {
+        return Some("redis-server".into());
     }
     None
 }
