@@ -5,6 +5,10 @@
 # own that adds it (docs/deployment.md).
 
 FROM rust:1.95-slim-bookworm AS build
+# make: jemalloc, the binary's allocator, is built from source (the image has gcc already).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends make \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 # --locked: exactly the dependencies of Cargo.lock. The caches survive between builds.
