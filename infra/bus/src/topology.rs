@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::{consumer, kv, stream};
 use wharf_contract::{
-    CALLBACKS_CONSUMER, CANCEL_BUCKET, DLQ_STREAM, DLQ_SUBJECTS, EVENTS_STREAM, EVENTS_SUBJECTS,
-    IDEMPOTENCY_BUCKET, LIVE_EVENTS_SUBJECTS, Priority, RECORDER_CONSUMER, REGISTRY_BUCKET,
+    CANCEL_BUCKET, DLQ_STREAM, DLQ_SUBJECTS, EVENTS_STREAM, EVENTS_SUBJECTS, IDEMPOTENCY_BUCKET,
+    LIVE_EVENTS_SUBJECTS, Priority, RECORDER_CONSUMER, REGISTRY_BUCKET, RETIRED_CALLBACKS_CONSUMER,
     SCHEDULES_SUBJECTS, TASKS_STREAM, TASKS_SUBJECTS, TOOLS_BUCKET, WORKERS_BUCKET, queue_consumer,
     task_subject,
 };
@@ -148,22 +148,26 @@ impl Bus {
             .map_err(nats("create the recorder consumer"))
     }
 
-    /// The durable consumer the recorders' callback dispatchers share: every event, from the
-    /// first, so none a callback asks for is skipped.
-    pub async fn callbacks_consumer(&self) -> Result<PullConsumer, Error> {
+    /// Deletes the consumer earlier recorders read callbacks from, if it is there (they are
+    /// recorded with the projection now): left alone, it would keep a position nobody moves.
+    pub async fn retire_callbacks_consumer(&self) -> Result<(), Error> {
         let stream = self.events_stream().await?;
-        stream
-            .create_consumer(consumer::pull::Config {
-                durable_name: Some(CALLBACKS_CONSUMER.into()),
-                description: Some("records the events task callbacks ask for".into()),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(10),
-                max_deliver: -1,
-                max_ack_pending: 10_000,
-                ..Default::default()
-            })
-            .await
-            .map_err(nats("create the callbacks consumer"))
+        match stream.delete_consumer(RETIRED_CALLBACKS_CONSUMER).await {
+            Ok(_) => {
+                tracing::info!(
+                    consumer = RETIRED_CALLBACKS_CONSUMER,
+                    "deleted a consumer recorders no longer use"
+                );
+                Ok(())
+            }
+            Err(e)
+                if matches!(e.kind(), stream::ConsumerErrorKind::JetStream(j)
+                    if j.error_code() == async_nats::jetstream::ErrorCode::CONSUMER_NOT_FOUND) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(nats("delete the retired callbacks consumer")(e)),
+        }
     }
 }
 

@@ -54,6 +54,58 @@ pub enum AttemptOutcome {
     Failed,
 }
 
+/// A new delivery's row: pending, due at once.
+pub(crate) fn delivery_row(d: &NewDelivery, now: DateTime<Utc>) -> callback_delivery::ActiveModel {
+    callback_delivery::ActiveModel {
+        id: Set(d.id.clone()),
+        task_id: Set(d.task_id),
+        tenant: Set(d.tenant.clone()),
+        seq: Set(d.seq as i64),
+        event: Set(d.event.clone()),
+        url: Set(d.url.clone()),
+        cloudevents: Set(d.cloudevents),
+        body: Set(d.body.clone()),
+        status: Set(DeliveryStatus::Pending.as_str().into()),
+        attempts: Set(0),
+        next_attempt_at: Set(Some(now)),
+        retry_until: Set(d.retry_until),
+        last_status: Set(None),
+        last_error: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+}
+
+/// [`delivery_row`] on Postgres, for the projection's own transaction: one fixed statement
+/// (planned once per connection); a row already there is left as it is.
+pub(crate) async fn insert_delivery_postgres(
+    tx: &mut sea_orm::sqlx::Transaction<'static, sea_orm::sqlx::Postgres>,
+    d: &NewDelivery,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    sea_orm::sqlx::query(
+        "INSERT INTO callback_deliveries (id, task_id, tenant, seq, event, url, cloudevents, \
+         body, status, attempts, next_attempt_at, retry_until, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $11, $10, $10) \
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&d.id)
+    .bind(d.task_id)
+    .bind(&d.tenant)
+    .bind(d.seq as i64)
+    .bind(&d.event)
+    .bind(&d.url)
+    .bind(d.cloudevents)
+    .bind(sea_orm::sqlx::types::Json(&d.body))
+    .bind(DeliveryStatus::Pending.as_str())
+    .bind(now)
+    .bind(d.retry_until)
+    .execute(&mut **tx)
+    .await
+    .map_err(crate::record::sqlx_error)?;
+    Ok(())
+}
+
 fn delivery_of(m: callback_delivery::Model) -> Delivery {
     Delivery {
         status: DeliveryStatus::parse(&m.status).unwrap_or(DeliveryStatus::Pending),
@@ -76,28 +128,10 @@ fn delivery_of(m: callback_delivery::Model) -> Delivery {
 
 impl Store {
     /// Records a delivery to make; one already recorded (the same event again) is left as it
-    /// is. Returns whether it is new.
+    /// is. Returns whether it is new. (The recorder records deliveries with the events they come
+    /// from, in [`Store::record_batch`]; this one is for a delivery on its own.)
     pub async fn record_delivery(&self, d: &NewDelivery) -> Result<bool, Error> {
-        let now = Utc::now();
-        let row = callback_delivery::ActiveModel {
-            id: Set(d.id.clone()),
-            task_id: Set(d.task_id),
-            tenant: Set(d.tenant.clone()),
-            seq: Set(d.seq as i64),
-            event: Set(d.event.clone()),
-            url: Set(d.url.clone()),
-            cloudevents: Set(d.cloudevents),
-            body: Set(d.body.clone()),
-            status: Set(DeliveryStatus::Pending.as_str().into()),
-            attempts: Set(0),
-            next_attempt_at: Set(Some(now)),
-            retry_until: Set(d.retry_until),
-            last_status: Set(None),
-            last_error: Set(None),
-            created_at: Set(now),
-            updated_at: Set(now),
-        };
-        let inserted = callback_delivery::Entity::insert(row)
+        let inserted = callback_delivery::Entity::insert(delivery_row(d, Utc::now()))
             .on_conflict_do_nothing_on([callback_delivery::Column::Id])
             .exec_without_returning(self.connection())
             .await?;

@@ -10,8 +10,9 @@ use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, TransactionTrait};
 use serde_json::Value;
 use uuid::Uuid;
 use wharf_contract::{TaskEvent, TaskState};
-use wharf_entity::{task, task_event};
+use wharf_entity::{callback_delivery, task, task_event};
 
+use crate::deliveries::{NewDelivery, delivery_row, insert_delivery_postgres};
 use crate::task_row::{self, ROW};
 use crate::{Error, Store};
 
@@ -19,6 +20,16 @@ impl Store {
     /// Applies a batch of events (each with its events-stream sequence) in one transaction.
     /// Idempotent: events already applied change nothing.
     pub async fn record(&self, events: &[(u64, TaskEvent)]) -> Result<(), Error> {
+        self.record_batch(events, &[]).await
+    }
+
+    /// [`Store::record`], and in the same transaction the callback deliveries those events
+    /// call for (a delivery already recorded is left as it is). Idempotent as a whole.
+    pub async fn record_batch(
+        &self,
+        events: &[(u64, TaskEvent)],
+        deliveries: &[NewDelivery],
+    ) -> Result<(), Error> {
         if events.is_empty() {
             return Ok(());
         }
@@ -33,7 +44,7 @@ impl Store {
         // A stable order keeps concurrent recorders from deadlocking on each other's rows.
         states.sort_by_key(|s| s.view.id);
         if self.db.get_database_backend() == DbBackend::Postgres {
-            return self.record_postgres(events, &states).await;
+            return self.record_postgres(events, &states, deliveries).await;
         }
         let txn = self.db.begin().await?;
         for chunk in events.chunks(1000) {
@@ -61,6 +72,13 @@ impl Store {
             insert.on_conflict(task_row::merge_on_conflict());
             txn.execute(&insert).await?;
         }
+        let now = chrono::Utc::now();
+        for d in deliveries {
+            callback_delivery::Entity::insert(delivery_row(d, now))
+                .on_conflict_do_nothing_on([callback_delivery::Column::Id])
+                .exec_without_returning(&txn)
+                .await?;
+        }
         txn.commit().await?;
         Ok(())
     }
@@ -73,6 +91,7 @@ impl Store {
         &self,
         events: &[(u64, TaskEvent)],
         states: &[TaskState],
+        deliveries: &[NewDelivery],
     ) -> Result<(), Error> {
         use sea_orm::sqlx::types::Json;
         let n = events.len();
@@ -115,6 +134,10 @@ impl Store {
                 query = column.bind(query);
             }
             query.execute(&mut *tx).await.map_err(sqlx_error)?;
+            let now = chrono::Utc::now();
+            for d in deliveries {
+                insert_delivery_postgres(&mut tx, d, now).await?;
+            }
             Ok(())
         }
         .await;

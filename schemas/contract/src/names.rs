@@ -22,8 +22,10 @@ pub const EVENTS_SUBJECTS: &str = "wharf.events.>";
 pub const LIVE_EVENTS_SUBJECTS: &str = "wharf.live.events.>";
 /// The durable consumer the recorder projects events from.
 pub const RECORDER_CONSUMER: &str = "wharf-recorder";
-/// Durable consumer on [`EVENTS_STREAM`] of the recorders' callback dispatchers.
-pub const CALLBACKS_CONSUMER: &str = "wharf-callbacks";
+/// A durable consumer on [`EVENTS_STREAM`] that recorders no longer use: callback deliveries
+/// are recorded with the projection now, from [`RECORDER_CONSUMER`]. Recorders delete it at
+/// start where an earlier version made it.
+pub const RETIRED_CALLBACKS_CONSUMER: &str = "wharf-callbacks";
 /// Key-value bucket where workers advertise the MCP tools they serve, one key per server.
 pub const TOOLS_BUCKET: &str = "wharf_tools";
 /// Key-value bucket of cancellation requests, one key per task id.

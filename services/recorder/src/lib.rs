@@ -1,7 +1,8 @@
 //! The recorder: projects the EVENTS stream into the database.
 //!
 //! It reads every task event through one durable pull consumer, applies what is ready in one
-//! transaction (`wharf_store::Store::record`, idempotent and order-tolerant), and acknowledges the
+//! transaction (`wharf_store::Store::record_batch`, idempotent and order-tolerant: the events,
+//! the task rows, and the deliveries the tasks' callbacks ask for), and acknowledges the
 //! messages only after the commit. A crash between the two re-applies a batch, which changes
 //! nothing; two recorders can share the consumer. It never publishes and never calls MCP.
 //! Beside the projection it delivers task callbacks (`callbacks`) and keeps the history's
@@ -47,21 +48,28 @@ pub struct Recorder {
     store: Store,
     history: HistorySettings,
     callbacks: CallbackSettings,
+    planner: callbacks::Planner,
+    /// Tells the callback dispatcher that a batch recorded deliveries.
+    recorded_deliveries: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Recorder {
     pub fn new(bus: Bus, store: Store) -> Recorder {
         wharf_telemetry::metrics::install();
+        let callbacks = CallbackSettings::default();
         Recorder {
+            planner: callbacks::Planner::new(bus.clone(), callbacks.retry_for),
             bus,
             store,
             history: HistorySettings::default(),
-            callbacks: CallbackSettings::default(),
+            callbacks,
+            recorded_deliveries: std::sync::Arc::default(),
         }
     }
 
     /// Where callbacks may go and how long they are retried (`[callbacks]`).
     pub fn with_callbacks(mut self, callbacks: CallbackSettings) -> Recorder {
+        self.planner = callbacks::Planner::new(self.bus.clone(), callbacks.retry_for);
         self.callbacks = callbacks;
         self
     }
@@ -77,6 +85,9 @@ impl Recorder {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), Error> {
         self.bus.ensure_topology().await?;
         let consumer = self.bus.recorder_consumer().await?;
+        if let Err(e) = self.bus.retire_callbacks_consumer().await {
+            tracing::warn!(error = %e, "cannot delete the consumer recorders no longer use");
+        }
         upkeep::days_ahead(&self.store, &self.history.policy).await;
         let upkeep = tokio::spawn(upkeep::run(
             self.store.clone(),
@@ -85,9 +96,9 @@ impl Recorder {
         ));
         let _stop_upkeep = AbortOnDrop(upkeep);
         let callbacks = tokio::spawn(callbacks::run(
-            self.bus.clone(),
             self.store.clone(),
             self.callbacks.clone(),
+            self.recorded_deliveries.clone(),
             shutdown.child_token(),
         ));
         let _stop_callbacks = AbortOnDrop(callbacks);
@@ -152,21 +163,33 @@ impl Recorder {
         shutdown: &CancellationToken,
     ) -> bool {
         let (events, acks, spans) = decode(batch).await;
+        let tenants: Vec<&str> = acks
+            .iter()
+            .map(|m| wharf_contract::tenant_of_event_subject(&m.subject).unwrap_or_default())
+            .collect();
+        let plan = self.planner.plan(&events, &tenants).await;
         let writing = std::time::Instant::now();
-        let Some(refused) = self.write(&events, shutdown).await else {
+        let Some(refused) = self.write(&events, &plan, shutdown).await else {
             return false;
         };
         measure_batch(&events, writing.elapsed());
         warn_of_ids_ahead(&events, chrono::Utc::now().timestamp_millis());
         drop(spans);
-        for (m, (seq, _)) in acks.into_iter().zip(&events) {
+        if !plan.deliveries.is_empty() {
+            self.recorded_deliveries.notify_one();
+        }
+        for (m, (seq, _)) in acks.iter().zip(&events) {
             // Applying an event twice changes nothing: no need to wait for the server.
             let ack = if refused.contains(seq) {
                 Delivery::GiveUp
+            } else if plan.unsure.contains(seq) {
+                // Its task's callback could not be read: it comes again (to be recorded
+                // again, a no-op) once it can be.
+                Delivery::RetryAfter(wharf_bus::RETRY_SOON)
             } else {
                 Delivery::DoneUnconfirmed
             }
-            .settle(&m)
+            .settle(m)
             .await;
             if let Err(e) = ack {
                 tracing::warn!(error = %e, "could not acknowledge an event; it will be applied again");
@@ -181,18 +204,19 @@ impl Recorder {
     async fn write(
         &self,
         events: &[(u64, wharf_contract::TaskEvent)],
+        plan: &callbacks::Plan,
         shutdown: &CancellationToken,
     ) -> Option<HashSet<u64>> {
         let mut backoff = Duration::from_millis(100);
         for failures in 1.. {
-            let e = match self.store.record(events).await {
+            let e = match self.store.record_batch(events, &plan.deliveries).await {
                 Ok(()) => return Some(HashSet::new()),
                 Err(e) => e,
             };
             tracing::warn!(error = %e, events = events.len(), "cannot record events; retrying");
             if failures >= 3
                 && e.is_refusal()
-                && let Some(refused) = self.isolate(events).await
+                && let Some(refused) = self.isolate(events, plan).await
             {
                 return Some(refused);
             }
@@ -207,10 +231,21 @@ impl Recorder {
 
     /// Records events one at a time to find the ones the database refuses; `None` when one
     /// failed for another reason (then the whole batch is retried, nothing is dropped).
-    async fn isolate(&self, events: &[(u64, wharf_contract::TaskEvent)]) -> Option<HashSet<u64>> {
+    async fn isolate(
+        &self,
+        events: &[(u64, wharf_contract::TaskEvent)],
+        plan: &callbacks::Plan,
+    ) -> Option<HashSet<u64>> {
         let mut refused = HashSet::new();
         for one in events.chunks(1) {
-            match self.store.record(one).await {
+            let seq = one[0].0;
+            let deliveries: Vec<_> = plan
+                .deliveries
+                .iter()
+                .filter(|d| d.seq == seq)
+                .cloned()
+                .collect();
+            match self.store.record_batch(one, &deliveries).await {
                 Ok(()) => {}
                 Err(e) if e.is_refusal() => {
                     let (seq, event) = &one[0];

@@ -1,6 +1,6 @@
-//! Task callbacks, delivered by the recorder: `record.rs` reads every event through the durable
-//! consumer `wharf-callbacks` and records, in the database, a delivery for each event a task's
-//! callback asks for, acknowledging the event only then; `deliver.rs` takes the due deliveries
+//! Task callbacks, delivered by the recorder: `record.rs` plans, for each batch the projection
+//! records, a delivery for each event a task's callback asks for, written in the batch's own
+//! transaction (so before the event is acknowledged); `deliver.rs` takes the due deliveries
 //! (in order per task), POSTs each one signed, and writes the attempt and what follows from it
 //! (delivered, retried with backoff, or failed). The database is the deliveries' queue, so a
 //! recorder that dies loses none: its leases lapse and another recorder delivers them.
@@ -8,10 +8,11 @@
 mod deliver;
 mod record;
 
+pub(crate) use record::{Plan, Planner};
+
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use wharf_bus::Bus;
 use wharf_store::Store;
 use wharf_webhooks::TargetPolicy;
 
@@ -45,16 +46,13 @@ impl Default for CallbackSettings {
     }
 }
 
-/// Records and delivers callbacks until `shutdown`.
-pub async fn run(bus: Bus, store: Store, settings: CallbackSettings, shutdown: CancellationToken) {
-    let wake = std::sync::Arc::new(tokio::sync::Notify::new());
-    let recording = tokio::spawn(record::run(
-        bus,
-        store.clone(),
-        settings.clone(),
-        wake.clone(),
-        shutdown.clone(),
-    ));
+/// Delivers the recorded callbacks until `shutdown`; `wake` is notified when new ones are
+/// recorded, so they go out without waiting for the next look at the table.
+pub(crate) async fn run(
+    store: Store,
+    settings: CallbackSettings,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+    shutdown: CancellationToken,
+) {
     deliver::run(store, settings, wake, shutdown).await;
-    let _ = recording.await;
 }

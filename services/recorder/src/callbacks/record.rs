@@ -1,150 +1,131 @@
-//! From the events stream to deliveries: each event whose task's callback asks for it becomes
-//! a delivery row, and only then is the event acknowledged (at least once: a crash in between
-//! records it again, which the row's key makes a no-op).
+//! From events to deliveries: each event whose task's callback asks for it becomes a delivery
+//! row, written in the same transaction as the event's projection (`Store::record_batch`), so a
+//! delivery is recorded before its event is acknowledged, and a batch applied twice records
+//! nothing twice (a row's key is its event's). Reading the events once, with the projection,
+//! replaced a consumer of their own: every event twice through nats-server and the recorder
+//! cost more than all the callbacks (docs/performance.md).
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use futures::StreamExt;
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-use wharf_bus::{Bus, Delivery, decode_event};
+use wharf_bus::Bus;
 use wharf_contract::callbacks::delivery_id;
 use wharf_contract::{Callback, EventKind, TaskEvent};
-use wharf_store::{NewDelivery, Store};
-
-use super::CallbackSettings;
+use wharf_store::NewDelivery;
 
 /// Tasks whose callback (or lack of one) is remembered; past this, the oldest half is forgotten
 /// (a forgotten task's callback is read again from its `submitted` event).
 const REMEMBERED: usize = 100_000;
 
-pub(super) async fn run(
-    bus: Bus,
-    store: Store,
-    settings: CallbackSettings,
-    wake: Arc<tokio::sync::Notify>,
-    shutdown: CancellationToken,
-) {
-    let mut callbacks = Callbacks::default();
-    loop {
-        let consumer = match bus.callbacks_consumer().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read events for callbacks; retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    () = shutdown.cancelled() => return,
-                }
-            }
-        };
-        let messages = consumer
-            .stream()
-            .max_messages_per_batch(500)
-            .expires(Duration::from_secs(10))
-            .heartbeat(Duration::from_millis(2500))
-            .messages()
-            .await;
-        let mut messages = match messages {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read events for callbacks; retrying");
-                continue;
-            }
-        };
-        loop {
-            let message = tokio::select! {
-                m = messages.next() => m,
-                () = shutdown.cancelled() => return,
-            };
-            let Some(Ok(message)) = message else {
-                break;
-            };
-            let settle = match decode_event(&message) {
-                Ok((seq, event)) => {
-                    let tenant = wharf_contract::tenant_of_event_subject(&message.subject)
-                        .unwrap_or_default()
-                        .to_owned();
-                    match consider(&bus, &store, &settings, &mut callbacks, seq, &tenant, event)
-                        .await
-                    {
-                        Ok(true) => {
-                            wake.notify_one();
-                            Delivery::DoneUnconfirmed
-                        }
-                        Ok(false) => Delivery::DoneUnconfirmed,
-                        // The database or NATS is away: the event comes back after ack_wait.
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cannot record a callback delivery; the event will come again");
-                            continue;
-                        }
-                    }
-                }
-                // Unreadable or of a newer version: not this recorder's to judge.
-                Err(_) => Delivery::DoneUnconfirmed,
-            };
-            if let Err(e) = settle.settle(&message).await {
-                tracing::debug!(error = %e, "cannot acknowledge an event for callbacks");
-            }
-        }
-    }
+/// What a batch of events calls for.
+#[derive(Debug, Default)]
+pub(crate) struct Plan {
+    /// The deliveries to record with the batch.
+    pub deliveries: Vec<NewDelivery>,
+    /// Events whose task's callback could not be read just now (NATS away): recorded, but to be
+    /// delivered again later, when it can be.
+    pub unsure: HashSet<u64>,
 }
 
-/// Records a delivery if the event's task has a callback that asks for it; whether it did.
-async fn consider(
-    bus: &Bus,
-    store: &Store,
-    settings: &CallbackSettings,
-    callbacks: &mut Callbacks,
-    seq: u64,
-    tenant: &str,
-    event: TaskEvent,
-) -> Result<bool, String> {
-    if let EventKind::Submitted { task } = &event.kind {
-        callbacks.remember(event.task_id, task.callback.clone());
-        return Ok(false);
-    }
-    // No callback asks for these: nothing to look up.
-    if matches!(event.kind, EventKind::CancelRequested { .. }) {
-        return Ok(false);
-    }
-    let callback = match callbacks.known(event.task_id) {
-        Some(c) => c,
-        None => {
-            let found = callback_of(bus, event.task_id).await?;
-            callbacks.remember(event.task_id, found.clone());
-            found
+/// Turns the events a recorder projects into the deliveries their tasks' callbacks ask for.
+pub(crate) struct Planner {
+    bus: Bus,
+    retry_for: Duration,
+    known: Mutex<Callbacks>,
+}
+
+impl Planner {
+    pub fn new(bus: Bus, retry_for: Duration) -> Planner {
+        Planner {
+            bus,
+            retry_for,
+            known: Mutex::new(Callbacks::default()),
         }
-    };
-    let terminal = event.terminal_status().is_some();
-    let Some(callback) = callback.filter(|c| c.wants(&event.kind)) else {
-        if terminal {
-            callbacks.forget(event.task_id);
-        }
-        return Ok(false);
-    };
-    let delivery = NewDelivery {
-        id: delivery_id(event.task_id, seq),
-        task_id: event.task_id,
-        tenant: tenant.to_owned(),
-        seq,
-        event: event.kind_name().to_owned(),
-        url: callback.url.clone(),
-        cloudevents: callback.cloudevents,
-        body: body(&event, seq, tenant, callback.cloudevents),
-        retry_until: event.at
-            + chrono::Duration::from_std(settings.retry_for).unwrap_or(chrono::Duration::days(1)),
-    };
-    store
-        .record_delivery(&delivery)
-        .await
-        .map_err(|e| e.to_string())?;
-    if terminal {
-        callbacks.forget(event.task_id);
     }
-    Ok(true)
+
+    /// The deliveries `events` (in stream order, each with its task's tenant) call for. A
+    /// task's callback comes from its `submitted` event: usually one this recorder met before
+    /// (in this batch or an earlier one), else read from the stream.
+    pub async fn plan(&self, events: &[(u64, TaskEvent)], tenants: &[&str]) -> Plan {
+        let mut missing = HashSet::new();
+        {
+            let mut known = self.known.lock().expect("not poisoned");
+            for (_, event) in events {
+                match &event.kind {
+                    EventKind::Submitted { task } => {
+                        known.remember(event.task_id, task.callback.clone());
+                    }
+                    // No callback asks for these: nothing to look up.
+                    EventKind::CancelRequested { .. } => {}
+                    _ if known.known(event.task_id).is_none() => {
+                        missing.insert(event.task_id);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut unreadable = HashSet::new();
+        let mut found = Vec::with_capacity(missing.len());
+        for task in missing {
+            match callback_of(&self.bus, task).await {
+                Ok(callback) => found.push((task, callback)),
+                Err(e) => {
+                    tracing::warn!(error = %e, task_id = %task, "cannot read a task's callback; its events will come again");
+                    unreadable.insert(task);
+                }
+            }
+        }
+        let mut known = self.known.lock().expect("not poisoned");
+        for (task, callback) in found {
+            known.remember(task, callback);
+        }
+        let mut plan = Plan::default();
+        for ((seq, event), tenant) in events.iter().zip(tenants) {
+            if matches!(
+                event.kind,
+                EventKind::Submitted { .. } | EventKind::CancelRequested { .. }
+            ) {
+                continue;
+            }
+            if unreadable.contains(&event.task_id) {
+                plan.unsure.insert(*seq);
+                continue;
+            }
+            let callback = known.known(event.task_id).flatten();
+            if let Some(callback) = callback.filter(|c| c.wants(&event.kind)) {
+                plan.deliveries
+                    .push(self.delivery(*seq, event, tenant, &callback));
+            }
+            if event.terminal_status().is_some() {
+                known.forget(event.task_id);
+            }
+        }
+        plan
+    }
+
+    fn delivery(
+        &self,
+        seq: u64,
+        event: &TaskEvent,
+        tenant: &str,
+        callback: &Callback,
+    ) -> NewDelivery {
+        NewDelivery {
+            id: delivery_id(event.task_id, seq),
+            task_id: event.task_id,
+            tenant: tenant.to_owned(),
+            seq,
+            event: event.kind_name().to_owned(),
+            url: callback.url.clone(),
+            cloudevents: callback.cloudevents,
+            body: body(event, seq, tenant, callback.cloudevents),
+            retry_until: event.at
+                + chrono::Duration::from_std(self.retry_for).unwrap_or(chrono::Duration::days(1)),
+        }
+    }
 }
 
 /// A task's callback, from its `submitted` event in the stream: its first event (one direct
@@ -187,7 +168,7 @@ pub(super) fn body(event: &TaskEvent, seq: u64, tenant: &str, cloudevents: bool)
 }
 
 /// The callbacks of tasks seen lately (`None`: the task has none).
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Callbacks {
     known: HashMap<Uuid, Option<Callback>>,
 }
