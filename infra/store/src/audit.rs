@@ -1,6 +1,6 @@
 //! The audit log's table: the gateway appends entries in batches and reads a tenant's back.
 
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
+use sea_orm::{ColumnTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
 use uuid::Uuid;
 use wharf_contract::AuditEntry;
 use wharf_entity::audit_event;
@@ -24,6 +24,9 @@ impl Store {
         if entries.is_empty() {
             return Ok(());
         }
+        if self.db.get_database_backend() == DbBackend::Postgres {
+            return self.record_audit_postgres(entries).await;
+        }
         let rows = entries.iter().map(|e| audit_event::ActiveModel {
             id: Set(e.id),
             at: Set(e.at),
@@ -41,6 +44,46 @@ impl Store {
             .on_conflict_do_nothing_on([audit_event::Column::Id])
             .exec_without_returning(self.connection())
             .await?;
+        Ok(())
+    }
+
+    /// [`Store::record_audit`] on Postgres: one fixed statement taking the columns as arrays
+    /// (`unnest`), parsed and planned once per connection, as the projection does. A multi-row
+    /// VALUES list of up to 512 entries (eleven parameters each) had Postgres parse and plan
+    /// thousands of parameters per batch, and the gateway build them: an entry is written for
+    /// every submitted task.
+    async fn record_audit_postgres(&self, entries: &[AuditEntry]) -> Result<(), Error> {
+        let column = |f: &dyn Fn(&AuditEntry) -> String| entries.iter().map(f).collect::<Vec<_>>();
+        sea_orm::sqlx::query(
+            "INSERT INTO audit_events (id, at, action, outcome, status, actor, tenant, target, \
+             request_id, ip, detail) SELECT * FROM unnest($1::uuid[], $2::timestamptz[], \
+             $3::text[], $4::text[], $5::int4[], $6::text[], $7::text[], $8::text[], $9::text[], \
+             $10::text[], $11::text[]) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(entries.iter().map(|e| e.id).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| e.at).collect::<Vec<_>>())
+        .bind(column(&|e| text(&e.action)))
+        .bind(column(&|e| e.outcome.clone()))
+        .bind(
+            entries
+                .iter()
+                .map(|e| i32::from(e.status))
+                .collect::<Vec<_>>(),
+        )
+        .bind(column(&|e| text(&e.actor)))
+        .bind(column(&|e| e.tenant.clone()))
+        .bind(column(&|e| text(&e.target)))
+        .bind(column(&|e| text(&e.request_id)))
+        .bind(column(&|e| e.ip.clone()))
+        .bind(
+            entries
+                .iter()
+                .map(|e| e.detail.as_deref().map(text))
+                .collect::<Vec<_>>(),
+        )
+        .execute(self.db.get_postgres_connection_pool())
+        .await
+        .map_err(crate::record::sqlx_error)?;
         Ok(())
     }
 
