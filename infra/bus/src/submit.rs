@@ -258,17 +258,18 @@ impl Bus {
     /// one round trip fewer per event is a message fewer for nats-server and this connection.
     /// Only for events whose loss would not matter (`started`, progress): the server handles a
     /// connection's messages in order, so the ack of a later event published here (the
-    /// terminal one) arrives after this one was stored or refused.
+    /// terminal one) arrives after this one was stored or refused. It has no message id: it is
+    /// never sent twice (nothing waits for its ack to send it again), so there is nothing for
+    /// the server's de-duplication to drop, and each id would cost the server a place in its
+    /// map of recent ids for the duplicate window.
     pub async fn emit_event(
         &self,
         tenant: &str,
         event: &TaskEvent,
-        msg_id: &str,
         traceparent: Option<&str>,
     ) -> Result<(), Error> {
         let body = serde_json::to_vec(event).expect("an event serialises");
-        let mut h = headers(EVENT_SCHEMA, traceparent);
-        h.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
+        let h = headers(EVENT_SCHEMA, traceparent);
         self.client
             .publish_with_headers(event_subject(tenant, event.task_id), h, Bytes::from(body))
             .await

@@ -93,7 +93,7 @@ async fn announce_start(p: &Publisher<'_>) {
     );
     // Not acknowledged: events from one connection are stored in the order they were sent, and
     // the terminal event's ack comes after this one.
-    if let Err(e) = p.emit(&started, "started").await {
+    if let Err(e) = p.emit(&started).await {
         tracing::warn!(error = %e, "could not publish the started event");
     }
     super::count_started(task, p.attempt);
@@ -139,14 +139,12 @@ async fn follow(
 /// The progress of a call forwarded so far. MCP progress must increase; notifications can reach
 /// the worker out of order, so a stale one (not above the last forwarded) is dropped.
 struct Forwarded {
-    count: u64,
     last: f64,
 }
 
 impl Default for Forwarded {
     fn default() -> Self {
         Forwarded {
-            count: 0,
             last: f64::NEG_INFINITY,
         }
     }
@@ -158,7 +156,6 @@ impl Forwarded {
             return;
         }
         self.last = note.progress;
-        self.count += 1;
         let note = *note;
         let event = TaskEvent::new(
             p.task.id,
@@ -169,7 +166,7 @@ impl Forwarded {
                 message: note.message,
             }),
         );
-        if let Err(e) = p.emit(&event, &format!("p{}", self.count)).await {
+        if let Err(e) = p.emit(&event).await {
             tracing::warn!(error = %e, "could not publish progress");
         }
     }

@@ -51,22 +51,16 @@ impl Publisher<'_> {
         })
     }
 
-    /// Publishes an informative event (`started`, progress) without asking for an ack; see
-    /// `Bus::emit_event`. Boxed like `publish`.
+    /// Publishes an informative event (`started`, progress) without asking for an ack and
+    /// without a message id; see `Bus::emit_event`. Boxed like `publish`.
     pub fn emit<'s>(
         &'s self,
         event: &'s TaskEvent,
-        tag: &'s str,
     ) -> futures::future::BoxFuture<'s, Result<(), wharf_bus::Error>> {
         Box::pin(async move {
             self.shared
                 .bus
-                .emit_event(
-                    &self.task.tenant,
-                    event,
-                    &self.msg_id(tag),
-                    Some(self.traceparent),
-                )
+                .emit_event(&self.task.tenant, event, Some(self.traceparent))
                 .await
         })
     }
