@@ -10,6 +10,8 @@
 //     scenario has 64 HTTP connections each with one request in flight), then prints
 //     {"start_ms": <epoch ms of the first add>, "seconds": ..., "p50_ms": ..., "p99_ms": ...}.
 //
+// Both stay until their stdin closes, so the bench reads their CPU time while they still exist.
+//
 // The job is a no-op, like `demo.echo`; BullMQ's defaults otherwise (completed jobs are kept, as
 // Wharf keeps every task's history).
 import { Queue, Worker } from 'bullmq';
@@ -18,6 +20,10 @@ const [mode, port, queueName, nArg, widthArg, payloadArg] = process.argv.slice(2
 const connection = { host: '127.0.0.1', port: Number(port), maxRetriesPerRequest: null };
 const n = Number(nArg);
 const now = () => performance.timeOrigin + performance.now();
+const stdinClosed = () => new Promise((resolve) => {
+  process.stdin.on('end', resolve);
+  process.stdin.resume();
+});
 
 async function worker(concurrency) {
   let completed = 0;
@@ -26,7 +32,7 @@ async function worker(concurrency) {
     completed += 1;
     if (completed === n) {
       console.log(JSON.stringify({ done_ms: now(), completed }));
-      w.close().then(() => process.exit(0));
+      w.close().then(stdinClosed).then(() => process.exit(0));
     }
   });
   w.on('error', (e) => console.error(`worker: ${e}`));
@@ -40,7 +46,6 @@ async function producer(outstanding, payloadBytes) {
   await queue.waitUntilReady();
   console.log(JSON.stringify({ ready: true }));
   await new Promise((resolve) => process.stdin.once('data', resolve));
-  process.stdin.pause();
   const data = { message: 'x'.repeat(payloadBytes) };
   const latencies = new Float64Array(n);
   let next = 0;
@@ -59,6 +64,7 @@ async function producer(outstanding, payloadBytes) {
   const pct = (p) => latencies[Math.min(n - 1, Math.floor((n * p) / 100))];
   console.log(JSON.stringify({ start_ms: start, seconds, p50_ms: pct(50), p99_ms: pct(99) }));
   await queue.close();
+  await stdinClosed();
 }
 
 if (mode === 'worker') {

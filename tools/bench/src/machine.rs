@@ -49,8 +49,31 @@ pub async fn describe(database_url: &str) -> Value {
         "nats_server": nats,
         "postgres": postgres.split(" on ").next().unwrap_or_default(),
         "wharf": env!("CARGO_PKG_VERSION"),
-        "commit": command_output("git".as_ref(), &["rev-parse", "--short", "HEAD"]),
+        "commit": commit(),
     })
+}
+
+/// The commit measured, with `-dirty` when the working tree differs from it (the results files
+/// the bench itself writes aside): figures of uncommitted code must not pass for a commit's.
+fn commit() -> String {
+    let head = command_output("git".as_ref(), &["rev-parse", "--short", "HEAD"]);
+    let changed = command_output(
+        "git".as_ref(),
+        &[
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+            "--",
+            ".",
+            ":!docs/benchmarks.jsonl",
+            ":!docs/benchmarks.md",
+        ],
+    );
+    if changed.is_empty() {
+        head
+    } else {
+        format!("{head}-dirty")
+    }
 }
 
 fn command_output(bin: &std::ffi::OsStr, args: &[&str]) -> String {

@@ -119,7 +119,10 @@ async fn run(n: usize, persistence: &str) -> anyhow::Result<Value> {
             wall > 0.0,
             "the worker finished before the producer started"
         );
+        // Both scripts wait for their stdin to close before they exit: their CPU is read first.
         let busy = CpuTimes::now().busy_since(&cpu, wall);
+        drop(go);
+        drop(worker.stdin.take());
         let _ = producer.wait().await;
         let _ = worker.wait().await;
         let submitting = produced["seconds"].as_f64().unwrap_or(0.0);
