@@ -105,6 +105,14 @@ enum Command {
     /// Serve the bundled demo MCP server on stdin/stdout.
     #[command(hide = true)]
     McpDemo,
+    /// The bench's floor under the gateway (scenario raw_http): HTTP, JSON and one publish.
+    #[command(hide = true)]
+    HttpFloor {
+        #[arg(long)]
+        nats: String,
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+    },
     /// Measure Wharf on this machine: the two raw hops, end-to-end throughput and latency,
     /// scaling with workers and payload, memory (see docs/benchmarks.md).
     #[command(args_override_self = true)]
@@ -188,6 +196,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::McpDemo => runtime
             .block_on(wharf_demo_mcp::serve_stdio())
             .map_err(|e| anyhow::anyhow!("demo mcp server: {e}")),
+        Command::HttpFloor { nats, listen } => {
+            runtime.block_on(wharf_bench::floor::serve(&nats, listen))
+        }
         Command::Client(c) => runtime.block_on(c.run(cli.api, cli.api_key)),
         Command::NatsIssuer => {
             let (seed, public) = wharf_gateway::nats_auth::new_issuer();

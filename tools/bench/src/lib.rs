@@ -5,6 +5,8 @@
 //!   MCP `tools/call` over stdio, and the *composed limit* of the two;
 //! - the durable history alone: the recorder's Postgres writes for finished tasks, with nothing
 //!   else running, and the composed limit of all three;
+//! - the floor under the gateway: an axum handler that parses a task and publishes it once
+//!   ([`floor`]);
 //! - Wharf end to end, started as real processes (`wharf gateway`, `wharf recorder`,
 //!   `wharf worker` with the demo MCP server) on a nats-server and a Postgres database of their
 //!   own: throughput, latency at a fixed offered load, the gateway's own API latency, the MCP
@@ -16,6 +18,7 @@
 //! rendered from that file by [`report::render`], never edited by hand.
 
 pub mod callbacks;
+pub mod floor;
 pub mod history;
 pub mod latency;
 pub mod machine;
@@ -50,10 +53,11 @@ pub struct Options {
 }
 
 /// Every scenario, in the order a full run takes them.
-pub const SCENARIOS: [&str; 14] = [
+pub const SCENARIOS: [&str; 15] = [
     "raw_jetstream",
     "raw_mcp",
     "raw_history",
+    "raw_http",
     "e2e_throughput",
     "peer_bullmq",
     "e2e_latency",
@@ -139,6 +143,11 @@ async fn raw_hops(opts: &Options, results: &mut Results) -> anyhow::Result<Optio
     if opts.wants("raw_history") || opts.wants("e2e_throughput") {
         let r = raw::history_floor(opts).await?;
         raw_history = Some(results.record("raw_history", r)?);
+    }
+    // Not a part of the composed limits: the floor under the gateway, for the per-core table.
+    if opts.wants("raw_http") || opts.wants("e2e_throughput") {
+        let r = floor::http_floor(opts).await?;
+        results.record("raw_http", r)?;
     }
     let mut composed = None;
     if let (Some(a), Some(b)) = (&raw_js, &raw_mcp) {

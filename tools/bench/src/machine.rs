@@ -53,8 +53,9 @@ pub async fn describe(database_url: &str) -> Value {
     })
 }
 
-/// The commit measured, with `-dirty` when the working tree differs from it (the results files
-/// the bench itself writes aside): figures of uncommitted code must not pass for a commit's.
+/// The commit measured, with `-dirty` when the working tree's code differs from it (prose, such
+/// as the results page the bench itself writes, aside): figures of uncommitted code must not
+/// pass for a commit's.
 fn commit() -> String {
     let head = command_output("git".as_ref(), &["rev-parse", "--short", "HEAD"]);
     let changed = command_output(
@@ -66,7 +67,7 @@ fn commit() -> String {
             "--",
             ".",
             ":!docs/benchmarks.jsonl",
-            ":!docs/benchmarks.md",
+            ":!*.md",
         ],
     );
     if changed.is_empty() {

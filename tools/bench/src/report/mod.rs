@@ -305,6 +305,19 @@ fn hops(w: &mut String, lines: &[Value]) {
             );
         }
     }
+    for r in latest(lines, "raw_http") {
+        let _ = writeln!(
+            w,
+            "| the floor under the gateway: an axum handler parsing the task and publishing it \
+             once, acknowledged (not part of the limits) | {} | {} | {} | {} | {} | {} |",
+            int(&r["tasks"]),
+            int(&r["per_sec"]),
+            num(&r["p50_ms"], 3),
+            num(&r["p99_ms"], 3),
+            num(&r["max_ms"], 3),
+            cpu(r)
+        );
+    }
     if let Some(c) = composed {
         let _ = writeln!(
             w,

@@ -296,6 +296,17 @@ pub(super) fn per_core(w: &mut String, lines: &[Value]) {
         fmt(before.as_ref().and_then(|b| us(Some(b.single), "total"))),
         fmt(raw),
     );
+    if let Some(floor) = in_run(lines, run.id, "raw_http").first().copied() {
+        let _ = writeln!(
+            w,
+            "The gateway's floor in this run: an axum handler that parses the task and publishes \
+             it once costs {} µs per request in its own process and {} µs in nats-server; the \
+             gateway spends {} µs per task.\n",
+            fmt(us(Some(floor), "http-floor")),
+            fmt(us(Some(floor), "nats-server")),
+            fmt(us(Some(run.single), "gateway")),
+        );
+    }
 }
 
 #[cfg(test)]
@@ -315,6 +326,7 @@ mod tests {
 {"scenario":"raw_mcp","run":"R","in_flight":256,"calls":1000,"seconds":1.0,"cpu":{"bench":0.05,"mcp-demo":0.05,"total":0.1}}
 {"scenario":"raw_history","run":"R","tasks":1000,"seconds":1.0,"cpu":{"bench":0.02,"postgres":0.08,"total":0.1}}
 {"scenario":"composed_limit","run":"R","per_sec":5000.0,"with_history_per_sec":4000.0}
+{"scenario":"raw_http","run":"R","tasks":1000,"seconds":1.0,"cpu":{"http-floor":0.02,"nats-server":0.01,"total":0.04}}
 {"scenario":"e2e_throughput","run":"R","batch":1,"tasks":1000,"seconds":1.0,"per_sec":3000.0,"cpu":{"gateway":0.1,"worker":0.1,"nats-server":0.1,"postgres":0.1,"recorder":0.03,"mcp-demo":0.01,"bench":0.01,"total":0.45}}
 {"scenario":"e2e_throughput","run":"R","batch":100,"tasks":1000,"seconds":1.0,"per_sec":3000.0,"cpu":{"total":0.3}}
 {"scenario":"peer_bullmq","run":"R","persistence":"aof","bullmq":"6.7.6","tasks":1000,"seconds":1.0,"per_sec":2500.0,"cpu":{"total":1.0}}
@@ -353,5 +365,10 @@ mod tests {
             "{page}"
         );
         assert!(page.contains("| total | all | 450 | – | 300 |"), "{page}");
+        // The floor under the gateway: 20 µs in its process, 10 in nats-server; the gateway 100.
+        assert!(
+            page.contains("costs 20 µs per request in its own process and 10 µs in nats-server; the gateway spends 100 µs"),
+            "{page}"
+        );
     }
 }
