@@ -585,3 +585,48 @@ async fn a_host_rate_spaces_the_attempts() {
     assert!(span >= 1900, "five attempts within {span} ms");
     w.shutdown().await;
 }
+
+/// Callbacks are recorded with the projection now; the consumer earlier recorders read them
+/// through is deleted when a recorder starts, rather than left keeping a position on the events
+/// stream that nothing moves.
+#[tokio::test]
+async fn a_starting_recorder_deletes_the_retired_callbacks_consumer() {
+    use async_nats::jetstream::consumer;
+    use wharf_contract::{EVENTS_STREAM, RETIRED_CALLBACKS_CONSUMER};
+
+    let mut w = Wharf::start().await;
+    let stream = w.bus.jetstream().get_stream(EVENTS_STREAM).await.unwrap();
+    // What an earlier version left behind.
+    stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some(RETIRED_CALLBACKS_CONSUMER.into()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        stream
+            .consumer_info(RETIRED_CALLBACKS_CONSUMER)
+            .await
+            .is_ok()
+    );
+
+    w.start_recorder();
+    eventually(
+        "the retired consumer deleted by the starting recorder",
+        Duration::from_secs(15),
+        || {
+            let stream = stream.clone();
+            async move {
+                stream
+                    .consumer_info(RETIRED_CALLBACKS_CONSUMER)
+                    .await
+                    .is_err()
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    w.shutdown().await;
+}
