@@ -276,3 +276,60 @@ fn cancel_requested() -> EventKind {
 fn cancelled() -> EventKind {
     EventKind::Cancelled { reason: None }
 }
+
+/// The callback deliveries a batch records with its events, on both databases: written once
+/// however often the batch is applied (a redelivered batch), and a NUL in a body, which
+/// Postgres cannot store, kept as U+FFFD (as the events are) instead of failing the batch and
+/// with it the events' projection.
+#[tokio::test]
+async fn a_batch_records_its_callback_deliveries_once_on_both_databases() {
+    use rand::SeedableRng;
+    use wharf_contract::DeliveryStatus;
+    use wharf_contract::callbacks::delivery_id;
+    use wharf_store::NewDelivery;
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let sqlite = tempfile::tempdir().unwrap();
+    let urls = [
+        fresh_database().await,
+        format!("sqlite://{}/d.db?mode=rwc", sqlite.path().display()),
+    ];
+    for url in urls {
+        let store = Store::connect(&url).await.unwrap();
+        let events: Vec<(u64, TaskEvent)> = history(&mut rng)
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| (i as u64 + 1, e))
+            .collect();
+        let (seq, last) = events.last().unwrap();
+        let id = last.task_id;
+        let delivery = NewDelivery {
+            id: delivery_id(id, *seq),
+            task_id: id,
+            tenant: "default".into(),
+            seq: *seq,
+            event: last.kind_name().into(),
+            url: "https://hooks.example.com/wharf".into(),
+            cloudevents: false,
+            body: json!({"type": "task.end", "data": {"text": "a\u{0}b"}}),
+            retry_until: chrono::Utc::now() + chrono::Duration::hours(1),
+        };
+        for _ in 0..2 {
+            store
+                .record_batch(&events, std::slice::from_ref(&delivery))
+                .await
+                .unwrap();
+        }
+        let logged = store.task_deliveries(id).await.unwrap();
+        assert_eq!(logged.len(), 1, "{url}");
+        assert_eq!(logged[0].status, DeliveryStatus::Pending, "{url}");
+        let due = store
+            .due_deliveries(chrono::Utc::now() + chrono::Duration::seconds(1), 10)
+            .await
+            .unwrap();
+        assert_eq!(due.len(), 1, "{url}");
+        assert_eq!(due[0].0.body["data"]["text"], "a\u{FFFD}b", "{url}");
+        let want = TaskState::fold(id, events.iter()).view.status;
+        assert_eq!(store.task(id).await.unwrap().unwrap().status, want, "{url}");
+    }
+}

@@ -1,7 +1,8 @@
-//! Callback deliveries: the recorder's dispatcher records each event a callback asks for, takes
-//! the due ones in order per task, and writes each attempt; the gateway reads the log and asks
-//! for redeliveries. The table is the deliveries' durable queue: a dispatcher that dies leaves
-//! its deliveries to the next one.
+//! Callback deliveries: the projection records each event a callback asks for, with the batch
+//! it comes in (`Store::record_batch`); the recorder's dispatcher takes the due ones in order
+//! per task and writes each attempt; the gateway reads the log and asks for redeliveries. The
+//! table is the deliveries' durable queue: a dispatcher that dies leaves its deliveries to the
+//! next one.
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
@@ -14,7 +15,7 @@ use uuid::Uuid;
 use wharf_contract::{Delivery, DeliveryAttempt, DeliveryStatus};
 use wharf_entity::{callback_attempt, callback_delivery};
 
-use crate::record::text;
+use crate::record::{json, text};
 use crate::{Error, Store};
 
 /// A delivery to record.
@@ -54,7 +55,8 @@ pub enum AttemptOutcome {
     Failed,
 }
 
-/// A new delivery's row: pending, due at once.
+/// A new delivery's row: pending, due at once. Its body as the database can store it (a NUL
+/// becomes U+FFFD, as in the events), so that a delivery never fails the batch it is written with.
 pub(crate) fn delivery_row(d: &NewDelivery, now: DateTime<Utc>) -> callback_delivery::ActiveModel {
     callback_delivery::ActiveModel {
         id: Set(d.id.clone()),
@@ -64,7 +66,7 @@ pub(crate) fn delivery_row(d: &NewDelivery, now: DateTime<Utc>) -> callback_deli
         event: Set(d.event.clone()),
         url: Set(d.url.clone()),
         cloudevents: Set(d.cloudevents),
-        body: Set(d.body.clone()),
+        body: Set(json(&d.body)),
         status: Set(DeliveryStatus::Pending.as_str().into()),
         attempts: Set(0),
         next_attempt_at: Set(Some(now)),
@@ -76,30 +78,42 @@ pub(crate) fn delivery_row(d: &NewDelivery, now: DateTime<Utc>) -> callback_deli
     }
 }
 
-/// [`delivery_row`] on Postgres, for the projection's own transaction: one fixed statement
-/// (planned once per connection); a row already there is left as it is.
-pub(crate) async fn insert_delivery_postgres(
+/// The deliveries of a batch on Postgres, in the projection's own transaction: one fixed
+/// statement taking the columns as arrays (`unnest`), as the events and task rows are written;
+/// a delivery already there is left as it is. Nothing is sent for a batch without any.
+pub(crate) async fn insert_deliveries_postgres(
     tx: &mut sea_orm::sqlx::Transaction<'static, sea_orm::sqlx::Postgres>,
-    d: &NewDelivery,
+    deliveries: &[NewDelivery],
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
+    use sea_orm::sqlx::types::Json;
+    if deliveries.is_empty() {
+        return Ok(());
+    }
+    let column = |f: fn(&NewDelivery) -> String| deliveries.iter().map(f).collect::<Vec<_>>();
     sea_orm::sqlx::query(
         "INSERT INTO callback_deliveries (id, task_id, tenant, seq, event, url, cloudevents, \
-         body, status, attempts, next_attempt_at, retry_until, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $11, $10, $10) \
+         body, retry_until, status, attempts, next_attempt_at, created_at, updated_at) \
+         SELECT d.*, $10, 0, $11, $11, $11 FROM unnest($1::text[], $2::uuid[], $3::text[], \
+         $4::int8[], $5::text[], $6::text[], $7::bool[], $8::jsonb[], $9::timestamptz[]) AS d \
          ON CONFLICT (id) DO NOTHING",
     )
-    .bind(&d.id)
-    .bind(d.task_id)
-    .bind(&d.tenant)
-    .bind(d.seq as i64)
-    .bind(&d.event)
-    .bind(&d.url)
-    .bind(d.cloudevents)
-    .bind(sea_orm::sqlx::types::Json(&d.body))
+    .bind(column(|d| d.id.clone()))
+    .bind(deliveries.iter().map(|d| d.task_id).collect::<Vec<_>>())
+    .bind(column(|d| d.tenant.clone()))
+    .bind(deliveries.iter().map(|d| d.seq as i64).collect::<Vec<_>>())
+    .bind(column(|d| d.event.clone()))
+    .bind(column(|d| d.url.clone()))
+    .bind(deliveries.iter().map(|d| d.cloudevents).collect::<Vec<_>>())
+    .bind(
+        deliveries
+            .iter()
+            .map(|d| Json(json(&d.body)))
+            .collect::<Vec<_>>(),
+    )
+    .bind(deliveries.iter().map(|d| d.retry_until).collect::<Vec<_>>())
     .bind(DeliveryStatus::Pending.as_str())
     .bind(now)
-    .bind(d.retry_until)
     .execute(&mut **tx)
     .await
     .map_err(crate::record::sqlx_error)?;
@@ -127,17 +141,6 @@ fn delivery_of(m: callback_delivery::Model) -> Delivery {
 }
 
 impl Store {
-    /// Records a delivery to make; one already recorded (the same event again) is left as it
-    /// is. Returns whether it is new. (The recorder records deliveries with the events they come
-    /// from, in [`Store::record_batch`]; this one is for a delivery on its own.)
-    pub async fn record_delivery(&self, d: &NewDelivery) -> Result<bool, Error> {
-        let inserted = callback_delivery::Entity::insert(delivery_row(d, Utc::now()))
-            .on_conflict_do_nothing_on([callback_delivery::Column::Id])
-            .exec_without_returning(self.connection())
-            .await?;
-        Ok(matches!(inserted, sea_orm::TryInsertResult::Inserted(n) if n > 0))
-    }
-
     /// Pending deliveries due at `now`, up to `limit`, each the first pending one of its task
     /// (a task's deliveries go out in order: a later event waits for the earlier ones).
     pub async fn due_deliveries(

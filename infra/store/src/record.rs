@@ -12,7 +12,7 @@ use uuid::Uuid;
 use wharf_contract::{TaskEvent, TaskState};
 use wharf_entity::{callback_delivery, task, task_event};
 
-use crate::deliveries::{NewDelivery, delivery_row, insert_delivery_postgres};
+use crate::deliveries::{NewDelivery, delivery_row, insert_deliveries_postgres};
 use crate::task_row::{self, ROW};
 use crate::{Error, Store};
 
@@ -72,9 +72,9 @@ impl Store {
             insert.on_conflict(task_row::merge_on_conflict());
             txn.execute(&insert).await?;
         }
-        let now = chrono::Utc::now();
-        for d in deliveries {
-            callback_delivery::Entity::insert(delivery_row(d, now))
+        if !deliveries.is_empty() {
+            let now = chrono::Utc::now();
+            callback_delivery::Entity::insert_many(deliveries.iter().map(|d| delivery_row(d, now)))
                 .on_conflict_do_nothing_on([callback_delivery::Column::Id])
                 .exec_without_returning(&txn)
                 .await?;
@@ -134,10 +134,7 @@ impl Store {
                 query = column.bind(query);
             }
             query.execute(&mut *tx).await.map_err(sqlx_error)?;
-            let now = chrono::Utc::now();
-            for d in deliveries {
-                insert_delivery_postgres(&mut tx, d, now).await?;
-            }
+            insert_deliveries_postgres(&mut tx, deliveries, chrono::Utc::now()).await?;
             Ok(())
         }
         .await;
