@@ -22,7 +22,9 @@ const SECRETS_FRESH: Duration = Duration::from_secs(5);
 /// The longest wait between two attempts, and the longest `Retry-After` honoured.
 const LONGEST_WAIT: Duration = Duration::from_secs(3600);
 
-pub(super) async fn run(
+/// Delivers the recorded callbacks until `shutdown`; `wake` is notified when new ones are
+/// recorded or an attempt ends, so they go out without waiting for the next look at the table.
+pub(crate) async fn run(
     store: Store,
     settings: CallbackSettings,
     wake: Arc<tokio::sync::Notify>,

@@ -8,12 +8,11 @@
 mod deliver;
 mod record;
 
+pub(crate) use deliver::run;
 pub(crate) use record::{Plan, Planner};
 
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
-use wharf_store::Store;
 use wharf_webhooks::TargetPolicy;
 
 /// `[callbacks]`: where callbacks may go and how long they are retried.
@@ -44,15 +43,4 @@ impl Default for CallbackSettings {
             concurrency: 64,
         }
     }
-}
-
-/// Delivers the recorded callbacks until `shutdown`; `wake` is notified when new ones are
-/// recorded, so they go out without waiting for the next look at the table.
-pub(crate) async fn run(
-    store: Store,
-    settings: CallbackSettings,
-    wake: std::sync::Arc<tokio::sync::Notify>,
-    shutdown: CancellationToken,
-) {
-    deliver::run(store, settings, wake, shutdown).await;
 }

@@ -2,13 +2,14 @@
 //! row, written in the same transaction as the event's projection (`Store::record_batch`), so a
 //! delivery is recorded before its event is acknowledged, and a batch applied twice records
 //! nothing twice (a row's key is its event's). Reading the events once, with the projection,
-//! replaced a consumer of their own: every event twice through nats-server and the recorder
-//! cost more than all the callbacks (docs/performance.md).
+//! replaced a consumer of their own, which took every event of every task through nats-server
+//! and the recorder a second time, callback or not (docs/performance.md).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use futures::StreamExt;
 use serde_json::{Value, json};
 use uuid::Uuid;
 use wharf_bus::Bus;
@@ -19,6 +20,9 @@ use wharf_store::NewDelivery;
 /// Tasks whose callback (or lack of one) is remembered; past this, the oldest half is forgotten
 /// (a forgotten task's callback is read again from its `submitted` event).
 const REMEMBERED: usize = 100_000;
+
+/// Callbacks read from the stream at once for one batch.
+const LOOKUPS_AT_ONCE: usize = 32;
 
 /// What a batch of events calls for.
 #[derive(Debug, Default)]
@@ -67,10 +71,18 @@ impl Planner {
                 }
             }
         }
+        // Several at once: with two recorders sharing the consumer, a task's `submitted`
+        // event often went to the other one, and each read is a round trip to NATS that the
+        // batch's projection waits for.
+        let looked_up: Vec<_> = futures::stream::iter(missing)
+            .map(|task| async move { (task, callback_of(&self.bus, task).await) })
+            .buffer_unordered(LOOKUPS_AT_ONCE)
+            .collect()
+            .await;
         let mut unreadable = HashSet::new();
-        let mut found = Vec::with_capacity(missing.len());
-        for task in missing {
-            match callback_of(&self.bus, task).await {
+        let mut found = Vec::with_capacity(looked_up.len());
+        for (task, callback) in looked_up {
+            match callback {
                 Ok(callback) => found.push((task, callback)),
                 Err(e) => {
                     tracing::warn!(error = %e, task_id = %task, "cannot read a task's callback; its events will come again");
