@@ -5,7 +5,7 @@ use uuid::Uuid;
 use wharf_contract::AuditEntry;
 use wharf_entity::audit_event;
 
-use crate::record::text;
+use crate::record::{column, text};
 use crate::{Error, Store};
 
 /// Filters of `GET /api/v1/audit`.
@@ -53,34 +53,23 @@ impl Store {
     /// thousands of parameters per batch, and the gateway build them: an entry is written for
     /// every submitted task.
     async fn record_audit_postgres(&self, entries: &[AuditEntry]) -> Result<(), Error> {
-        let column = |f: &dyn Fn(&AuditEntry) -> String| entries.iter().map(f).collect::<Vec<_>>();
         sea_orm::sqlx::query(
             "INSERT INTO audit_events (id, at, action, outcome, status, actor, tenant, target, \
              request_id, ip, detail) SELECT * FROM unnest($1::uuid[], $2::timestamptz[], \
              $3::text[], $4::text[], $5::int4[], $6::text[], $7::text[], $8::text[], $9::text[], \
              $10::text[], $11::text[]) ON CONFLICT (id) DO NOTHING",
         )
-        .bind(entries.iter().map(|e| e.id).collect::<Vec<_>>())
-        .bind(entries.iter().map(|e| e.at).collect::<Vec<_>>())
-        .bind(column(&|e| text(&e.action)))
-        .bind(column(&|e| e.outcome.clone()))
-        .bind(
-            entries
-                .iter()
-                .map(|e| i32::from(e.status))
-                .collect::<Vec<_>>(),
-        )
-        .bind(column(&|e| text(&e.actor)))
-        .bind(column(&|e| e.tenant.clone()))
-        .bind(column(&|e| text(&e.target)))
-        .bind(column(&|e| text(&e.request_id)))
-        .bind(column(&|e| e.ip.clone()))
-        .bind(
-            entries
-                .iter()
-                .map(|e| e.detail.as_deref().map(text))
-                .collect::<Vec<_>>(),
-        )
+        .bind(column(entries, |e| e.id))
+        .bind(column(entries, |e| e.at))
+        .bind(column(entries, |e| text(&e.action)))
+        .bind(column(entries, |e| e.outcome.clone()))
+        .bind(column(entries, |e| i32::from(e.status)))
+        .bind(column(entries, |e| text(&e.actor)))
+        .bind(column(entries, |e| e.tenant.clone()))
+        .bind(column(entries, |e| text(&e.target)))
+        .bind(column(entries, |e| text(&e.request_id)))
+        .bind(column(entries, |e| e.ip.clone()))
+        .bind(column(entries, |e| e.detail.as_deref().map(text)))
         .execute(self.db.get_postgres_connection_pool())
         .await
         .map_err(crate::record::sqlx_error)?;

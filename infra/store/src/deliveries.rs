@@ -15,7 +15,7 @@ use uuid::Uuid;
 use wharf_contract::{Delivery, DeliveryAttempt, DeliveryStatus};
 use wharf_entity::{callback_attempt, callback_delivery};
 
-use crate::record::{json, text};
+use crate::record::{column, json, text};
 use crate::{Error, Store};
 
 /// A delivery to record.
@@ -90,7 +90,6 @@ pub(crate) async fn insert_deliveries_postgres(
     if deliveries.is_empty() {
         return Ok(());
     }
-    let column = |f: fn(&NewDelivery) -> String| deliveries.iter().map(f).collect::<Vec<_>>();
     sea_orm::sqlx::query(
         "INSERT INTO callback_deliveries (id, task_id, tenant, seq, event, url, cloudevents, \
          body, retry_until, status, attempts, next_attempt_at, created_at, updated_at) \
@@ -98,20 +97,15 @@ pub(crate) async fn insert_deliveries_postgres(
          $4::int8[], $5::text[], $6::text[], $7::bool[], $8::jsonb[], $9::timestamptz[]) AS d \
          ON CONFLICT (id) DO NOTHING",
     )
-    .bind(column(|d| d.id.clone()))
-    .bind(deliveries.iter().map(|d| d.task_id).collect::<Vec<_>>())
-    .bind(column(|d| d.tenant.clone()))
-    .bind(deliveries.iter().map(|d| d.seq as i64).collect::<Vec<_>>())
-    .bind(column(|d| d.event.clone()))
-    .bind(column(|d| d.url.clone()))
-    .bind(deliveries.iter().map(|d| d.cloudevents).collect::<Vec<_>>())
-    .bind(
-        deliveries
-            .iter()
-            .map(|d| Json(json(&d.body)))
-            .collect::<Vec<_>>(),
-    )
-    .bind(deliveries.iter().map(|d| d.retry_until).collect::<Vec<_>>())
+    .bind(column(deliveries, |d| d.id.clone()))
+    .bind(column(deliveries, |d| d.task_id))
+    .bind(column(deliveries, |d| d.tenant.clone()))
+    .bind(column(deliveries, |d| d.seq as i64))
+    .bind(column(deliveries, |d| d.event.clone()))
+    .bind(column(deliveries, |d| d.url.clone()))
+    .bind(column(deliveries, |d| d.cloudevents))
+    .bind(column(deliveries, |d| Json(json(&d.body))))
+    .bind(column(deliveries, |d| d.retry_until))
     .bind(DeliveryStatus::Pending.as_str())
     .bind(now)
     .execute(&mut **tx)

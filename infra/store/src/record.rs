@@ -170,6 +170,11 @@ pub(crate) fn sqlx_error(e: sea_orm::sqlx::Error) -> Error {
     )))
 }
 
+/// One column of `rows` as an array, for a statement that takes its rows as arrays (`unnest`).
+pub(crate) fn column<T, U>(rows: &[T], cell: impl Fn(&T) -> U) -> Vec<U> {
+    rows.iter().map(cell).collect()
+}
+
 pub(crate) fn json<T: serde::Serialize>(v: &T) -> Value {
     let mut value = serde_json::to_value(v).expect("contract types serialise");
     strip_nul(&mut value);
