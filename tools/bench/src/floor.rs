@@ -7,7 +7,6 @@
 //! its µs per task against this server's shows what the rest costs.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_nats::jetstream::{self, stream};
@@ -19,10 +18,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
 
-use crate::Options;
 use crate::machine::CpuTimes;
 use crate::scenarios::{echo_task, submit_http};
 use crate::stats::merge;
+use crate::{Options, wait_for_port};
 
 const STREAM: &str = "BENCH_FLOOR";
 const SUBJECT: &str = "bench.floor";
@@ -82,14 +81,7 @@ pub async fn http_floor(opts: &Options) -> anyhow::Result<Value> {
         .spawn()
         .context("starting wharf http-floor")?;
     let outcome = async {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            anyhow::ensure!(Instant::now() < deadline, "the floor server did not listen");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_port(port, "wharf http-floor").await?;
         let api = format!("http://127.0.0.1:{port}");
         let cpu = CpuTimes::now();
         let (_, took, ids, latency) = submit_http(&api, n, 64, &echo_task(100), 1).await?;

@@ -121,6 +121,23 @@ impl Results {
     }
 }
 
+/// Waits until something listens on loopback port `port` (a server the bench started), for at
+/// most 10 s; `what` names it in the error.
+pub(crate) async fn wait_for_port(port: u16, what: &str) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{what} did not listen on port {port} within 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
 /// The raw hops and the history alone, when asked for or needed by the end-to-end
 /// throughput's ratio; returns the two hops' composed limit when both were measured.
 async fn raw_hops(opts: &Options, results: &mut Results) -> anyhow::Result<Option<f64>> {

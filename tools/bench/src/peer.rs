@@ -18,8 +18,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
-use crate::Options;
 use crate::machine::CpuTimes;
+use crate::{Options, wait_for_port};
 
 /// Jobs a BullMQ worker runs at once (BullMQ's own benchmarks use 50 to 100).
 const WORKER_CONCURRENCY: usize = 50;
@@ -81,7 +81,7 @@ async fn run(n: usize, persistence: &str) -> anyhow::Result<Value> {
         .stderr(Stdio::null())
         .kill_on_drop(true);
     let mut redis = redis.spawn().context("starting redis-server")?;
-    wait_for_port(port).await?;
+    wait_for_port(port, "redis-server").await?;
 
     let queue = format!("bench-{persistence}");
     let node = |mode: &str, width: usize| {
@@ -173,23 +173,6 @@ async fn expect_ready(out: &mut Lines<BufReader<ChildStdout>>, who: &str) -> any
         "the BullMQ {who} printed {v} instead of ready"
     );
     Ok(())
-}
-
-async fn wait_for_port(port: u16) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "redis-server did not listen on port {port} within 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn bullmq_version(dir: &std::path::Path) -> Value {

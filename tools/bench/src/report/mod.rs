@@ -293,30 +293,13 @@ fn hops(w: &mut String, lines: &[Value]) {
             let label = label
                 .replace("{in_flight}", &r["in_flight"].to_string())
                 .replace("{window}", &r["window"].to_string());
-            let _ = writeln!(
-                w,
-                "| {label} | {} | {} | {} | {} | {} | {} |",
-                int(&r[count]),
-                int(&r["per_sec"]),
-                num(&r["p50_ms"], 3),
-                num(&r["p99_ms"], 3),
-                num(&r["max_ms"], 3),
-                cpu(r)
-            );
+            hop_row(w, &label, r, count);
         }
     }
     for r in latest(lines, "raw_http") {
-        let _ = writeln!(
-            w,
-            "| the floor under the gateway: an axum handler parsing the task and publishing it \
-             once, acknowledged (not part of the limits) | {} | {} | {} | {} | {} | {} |",
-            int(&r["tasks"]),
-            int(&r["per_sec"]),
-            num(&r["p50_ms"], 3),
-            num(&r["p99_ms"], 3),
-            num(&r["max_ms"], 3),
-            cpu(r)
-        );
+        let label = "the floor under the gateway: an axum handler parsing the task and \
+                     publishing it once, acknowledged (not part of the limits)";
+        hop_row(w, label, r, "tasks");
     }
     if let Some(c) = composed {
         let _ = writeln!(
@@ -326,19 +309,13 @@ fn hops(w: &mut String, lines: &[Value]) {
         );
     }
     if let Some(h) = history {
-        let _ = writeln!(
-            w,
-            "| c: the history alone, Postgres (3 events and 1 task row per task, {} events per \
-             transaction, {} at once; latency per transaction) | {} | {} | {} | {} | {} | {} |",
+        let label = format!(
+            "c: the history alone, Postgres (3 events and 1 task row per task, {} events per \
+             transaction, {} at once; latency per transaction)",
             int(&h["events_per_batch"]),
             h["writers"],
-            int(&h["tasks"]),
-            int(&h["per_sec"]),
-            num(&h["p50_ms"], 3),
-            num(&h["p99_ms"], 3),
-            num(&h["max_ms"], 3),
-            cpu(h)
         );
+        hop_row(w, &label, h, "tasks");
     }
     if let Some(c) = composed_line.and_then(|c| c["with_history_per_sec"].as_f64()) {
         let _ = writeln!(
@@ -348,6 +325,21 @@ fn hops(w: &mut String, lines: &[Value]) {
         );
     }
     let _ = writeln!(w);
+}
+
+/// One row of the hops table: what was counted under `count`, the rate, the latencies and the
+/// cores busy.
+fn hop_row(w: &mut String, label: &str, r: &Value, count: &str) {
+    let _ = writeln!(
+        w,
+        "| {label} | {} | {} | {} | {} | {} | {} |",
+        int(&r[count]),
+        int(&r["per_sec"]),
+        num(&r["p50_ms"], 3),
+        num(&r["p99_ms"], 3),
+        num(&r["max_ms"], 3),
+        cpu(r)
+    );
 }
 
 /// The composed limit measured in `run`, if that run measured one.

@@ -44,10 +44,6 @@ fn newest(lines: &[Value]) -> Option<Run<'_>> {
         .iter()
         .rev()
         .find(|l| l["scenario"] == "e2e_throughput" && l["batch"].as_u64().unwrap_or(1) == 1)?;
-    run_of(lines, single)
-}
-
-fn run_of<'a>(lines: &'a [Value], single: &'a Value) -> Option<Run<'a>> {
     let id = &single["run"];
     let throughput = in_run(lines, id, "e2e_throughput");
     // The raw rows that measure throughput: the windowed round trip, the many-in-flight call.
@@ -85,6 +81,17 @@ fn sum(parts: &[Option<f64>]) -> Option<f64> {
     parts.iter().copied().sum()
 }
 
+impl Run<'_> {
+    /// The three raw parts' CPU per task added up.
+    fn raw_total(&self) -> Option<f64> {
+        sum(&[
+            us(self.jetstream, "total"),
+            us(self.mcp, "total"),
+            us(self.history, "total"),
+        ])
+    }
+}
+
 /// The BullMQ line the verdict is held against: Redis with its append-only file, as BullMQ
 /// advises for production, else whichever there is.
 fn bullmq_reference<'a>(run: &Run<'a>) -> Option<&'a Value> {
@@ -108,12 +115,7 @@ pub(super) fn headline(w: &mut String, lines: &[Value]) {
         .and_then(|r| Some(r.single["per_sec"].as_f64()? / r.three_part?));
     let x = run.as_ref().and_then(vs_bullmq);
     let shown = |x: Option<f64>| x.map(|x| format!("{x:.2}")).unwrap_or_else(|| "–".into());
-    let _ = writeln!(
-        w,
-        "ratio: {}
-",
-        shown(ratio)
-    );
+    let _ = writeln!(w, "ratio: {}\n", shown(ratio));
     let _ = writeln!(
         w,
         "(end-to-end throughput with one task per HTTP request divided by the composed limit of \
@@ -180,11 +182,7 @@ pub(super) fn targets(w: &mut String, lines: &[Value]) {
         );
     }
     let wharf = us(Some(run.single), "total");
-    let raw = sum(&[
-        us(run.jetstream, "total"),
-        us(run.mcp, "total"),
-        us(run.history, "total"),
-    ]);
+    let raw = run.raw_total();
     let multiple = wharf.zip(raw).map(|(w, r)| w / r);
     let _ = writeln!(
         w,
@@ -212,14 +210,12 @@ pub(super) fn per_core(w: &mut String, lines: &[Value]) {
     let Some(run) = newest(lines) else {
         return;
     };
-    let before = lines
-        .iter()
-        .find(|l| {
-            l["scenario"] == "e2e_throughput"
-                && l["run"] == BEFORE_RUN
-                && l["batch"].as_u64().unwrap_or(1) == 1
-        })
-        .and_then(|b| run_of(lines, b));
+    // The single-task throughput line of the run before the work on CPU per task.
+    let before = lines.iter().find(|l| {
+        l["scenario"] == "e2e_throughput"
+            && l["run"] == BEFORE_RUN
+            && l["batch"].as_u64().unwrap_or(1) == 1
+    });
     let _ = writeln!(
         w,
         "## Per core: Wharf against its raw parts and against BullMQ\n\nRun {}.\n",
@@ -267,34 +263,25 @@ pub(super) fn per_core(w: &mut String, lines: &[Value]) {
         "| part | Wharf process | µs per task | before | raw µs per task |\n|---|---|---|---|---|"
     );
     let fmt = |x: Option<f64>| x.map(|x| format!("{x:.0}")).unwrap_or_else(|| "–".into());
-    let group_us = |r: Option<&Run>, groups: &[&str]| {
-        let r = r?;
-        sum(&groups
-            .iter()
-            .map(|g| us(Some(r.single), g))
-            .collect::<Vec<_>>())
+    let group_us = |line: Option<&Value>, groups: &[&str]| {
+        sum(&groups.iter().map(|g| us(line, g)).collect::<Vec<_>>())
     };
     for (part, groups, raw) in parts(&run) {
         let _ = writeln!(
             w,
             "| {part} | {} | {} | {} | {} |",
             groups.join(" + "),
-            fmt(group_us(Some(&run), groups)),
-            fmt(group_us(before.as_ref(), groups)),
+            fmt(group_us(Some(run.single), groups)),
+            fmt(group_us(before, groups)),
             fmt(raw),
         );
     }
-    let raw = sum(&[
-        us(run.jetstream, "total"),
-        us(run.mcp, "total"),
-        us(run.history, "total"),
-    ]);
     let _ = writeln!(
         w,
         "| total | all | {} | {} | {} |\n",
         fmt(us(Some(run.single), "total")),
-        fmt(before.as_ref().and_then(|b| us(Some(b.single), "total"))),
-        fmt(raw),
+        fmt(us(before, "total")),
+        fmt(run.raw_total()),
     );
     if let Some(floor) = in_run(lines, run.id, "raw_http").first().copied() {
         let _ = writeln!(
