@@ -559,6 +559,64 @@ async fn several_events_arrive_in_order_as_cloudevents() {
 }
 
 /// With `per_host_per_sec`, one host gets no more attempts a second than that.
+/// A short task stores its start with its outcome (docs/delivery.md): a callback asking for
+/// `started` still gets it, as a delivery of its own, before the outcome's.
+#[tokio::test]
+async fn a_start_stored_with_the_outcome_is_delivered_first() {
+    let w = open_platform().await;
+    // The start is refused once: the outcome, at the same stream sequence, waits for it.
+    let (base, seen) = receiver(vec![Answer::Status(503), Answer::Status(200)]).await;
+    let id = w
+        .submit_ok(
+            json!({"tool": "demo.echo", "arguments": {"message": "quick"},
+                          "callback": {"url": format!("{base}/hook"),
+                                       "events": ["started", "terminal"]}}),
+        )
+        .await;
+    let list = eventually("both events delivered", Duration::from_secs(30), || async {
+        let list = deliveries_of(&w, id).await;
+        (list.deliveries.len() == 2
+            && list
+                .deliveries
+                .iter()
+                .all(|d| d.status == DeliveryStatus::Delivered))
+        .then_some(list)
+    })
+    .await;
+    let events: Vec<&str> = list.deliveries.iter().map(|d| d.event.as_str()).collect();
+    assert_eq!(events, ["started", "succeeded"]);
+    let (start, end) = (&list.deliveries[0], &list.deliveries[1]);
+    assert_eq!(start.seq, end.seq, "one stored message carried both");
+    assert_eq!(start.id, format!("{id}-{}-started", start.seq));
+    assert_eq!(end.id, format!("{id}-{}", end.seq));
+
+    let requests = seen.lock().unwrap().clone();
+    let order: Vec<(&str, String)> = requests
+        .iter()
+        .map(|r| {
+            let body: Value = serde_json::from_str(&r.body).unwrap();
+            (
+                r.header("webhook-id").unwrap(),
+                body["type"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [
+            (start.id.as_str(), "task.started".to_owned()),
+            (start.id.as_str(), "task.started".to_owned()),
+            (end.id.as_str(), "task.succeeded".to_owned()),
+        ]
+    );
+    let body: Value = serde_json::from_str(&requests[1].body).unwrap();
+    assert_eq!(body["data"]["worker"], "test-worker-0");
+    let body: Value = serde_json::from_str(&requests[2].body).unwrap();
+    assert!(body["data"].get("started").is_none(), "{body}");
+    assert!(verified(&requests[2], SECRET).await);
+    w.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_host_rate_spaces_the_attempts() {
     let mut options = Options::default();

@@ -37,6 +37,7 @@ mod resources;
 mod security;
 mod serving;
 mod sse;
+mod starts;
 mod tasks;
 mod tokens;
 mod traces;

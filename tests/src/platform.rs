@@ -93,6 +93,8 @@ pub struct Options {
     pub topology: Topology,
     /// How long a stopping worker lets its tasks finish before handing them back.
     pub shutdown_grace: Duration,
+    /// `worker.started_event_after_ms` (the product's default unless a test changes it).
+    pub started_event_after: Duration,
     /// What the workers take from the MCP registry of the runtime configuration.
     pub registry: wharf_worker::RegistryPolicy,
     /// The gateway's configuration (its `listen` is replaced by a free loopback port). Open by
@@ -114,6 +116,7 @@ impl Default for Options {
                 ..Topology::default()
             },
             shutdown_grace: Duration::from_secs(5),
+            started_event_after: Duration::from_secs(1),
             registry: wharf_worker::RegistryPolicy::default(),
             gateway: wharf_gateway::GatewayConfig::default(),
             callbacks: wharf_recorder::CallbackSettings::default(),
@@ -271,6 +274,7 @@ impl Wharf {
             concurrency: self.options.concurrency,
             servers,
             shutdown_grace: self.options.shutdown_grace,
+            started_event_after: self.options.started_event_after,
             registry: self.options.registry.clone(),
         };
         let worker = wharf_worker::Worker::new(config, self.bus.clone()).unwrap();
@@ -329,6 +333,36 @@ impl Wharf {
             .iter()
             .map(|(_, e)| e.kind_name().to_owned())
             .collect()
+    }
+
+    /// The bodies of task `id`'s messages as stored in the events stream, in order: what
+    /// nats-server holds, before any reader unfolds a start reported with another event.
+    pub async fn stored_events(&self, id: Uuid) -> Vec<Value> {
+        let client = async_nats::connect(self.nats.url()).await.unwrap();
+        let stream = async_nats::jetstream::new(client)
+            .get_stream(wharf_contract::EVENTS_STREAM)
+            .await
+            .unwrap();
+        let subject = wharf_contract::event_filter(id);
+        let mut out = Vec::new();
+        let mut next = 1;
+        loop {
+            match stream
+                .direct_get_next_for_subject(subject.as_str(), Some(next))
+                .await
+            {
+                Ok(m) => {
+                    next = m.sequence + 1;
+                    out.push(serde_json::from_slice(&m.payload).unwrap());
+                }
+                Err(e)
+                    if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound =>
+                {
+                    return out;
+                }
+                Err(e) => panic!("reading task {id}'s stored events: {e}"),
+            }
+        }
     }
 
     /// Messages stored in stream `name` now.

@@ -99,7 +99,8 @@ impl Bus {
     }
 
     /// The stored events of task `id` with a stream sequence above `after`, in order, read with
-    /// direct gets by subject (no consumer is created).
+    /// direct gets by subject (no consumer is created). A start reported with a later event is
+    /// a `started` event of its own here, at that event's sequence.
     pub(crate) async fn events_after(
         &self,
         id: Uuid,
@@ -118,7 +119,9 @@ impl Bus {
                     next = m.sequence + 1;
                     out.push((m.sequence, decode_payload(&subject, &m.payload)));
                 }
-                Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => return Ok(out),
+                Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => {
+                    return Ok(TaskEvent::unfold_all(out));
+                }
                 Err(e) => return Err(nats("read a task's events")(e)),
             }
         }
@@ -203,12 +206,10 @@ impl Bus {
                             continue;
                         }
                         if header("Nats-Last-Sequence").is_some_and(|prev| prev == s.last) {
-                            s.last = seq;
                             let subject = event_filter(s.id);
-                            return Some((
-                                decode_payload(&subject, &m.payload).map(|e| (seq, e)),
-                                s,
-                            ));
+                            let event = decode_payload(&subject, &m.payload);
+                            s.ready.extend(TaskEvent::unfold_all([(seq, event)]));
+                            continue;
                         }
                         s.last
                     }

@@ -16,6 +16,9 @@ use wharf_contract::{Delivery, DeliveryAttempt, DeliveryStatus};
 use wharf_entity::{callback_attempt, callback_delivery};
 
 use crate::record::{column, json, text};
+
+/// The `event` of a delivery for a task's start.
+const STARTED: &str = "started";
 use crate::{Error, Store};
 
 /// A delivery to record.
@@ -144,19 +147,23 @@ impl Store {
     ) -> Result<Vec<(Due, DateTime<Utc>)>, Error> {
         use callback_delivery::Column as C;
         use sea_orm::sea_query::{Alias, ExprTrait, Query};
-        // One statement: no earlier pending delivery of the same task may exist.
+        // One statement: no earlier pending delivery of the same task may exist. A start
+        // reported with a later event shares that event's sequence and goes first.
         let earlier = Alias::new("earlier");
         let pending = DeliveryStatus::Pending.as_str();
+        let this = callback_delivery::Entity;
         let before = Query::select()
             .expr(Expr::val(1))
             .from_as(callback_delivery::Entity, earlier.clone())
-            .and_where(
-                Expr::col((earlier.clone(), C::TaskId))
-                    .equals((callback_delivery::Entity, C::TaskId)),
-            )
+            .and_where(Expr::col((earlier.clone(), C::TaskId)).equals((this, C::TaskId)))
             .and_where(Expr::col((earlier.clone(), C::Status)).eq(pending))
             .and_where(
-                Expr::col((earlier, C::Seq)).lt(Expr::col((callback_delivery::Entity, C::Seq))),
+                Expr::col((earlier.clone(), C::Seq))
+                    .lt(Expr::col((this, C::Seq)))
+                    .or(Expr::col((earlier.clone(), C::Seq))
+                        .eq(Expr::col((this, C::Seq)))
+                        .and(Expr::col((earlier, C::Event)).eq(STARTED))
+                        .and(Expr::col((this, C::Event)).ne(STARTED))),
             )
             .to_owned();
         let rows = callback_delivery::Entity::find()
@@ -258,6 +265,11 @@ impl Store {
         let rows = callback_delivery::Entity::find()
             .filter(C::TaskId.eq(task_id))
             .order_by_asc(C::Seq)
+            // A start reported with a later event shares its sequence: it comes first.
+            .order_by(
+                sea_orm::sea_query::ExprTrait::ne(Expr::col(C::Event), STARTED),
+                sea_orm::Order::Asc,
+            )
             .all(self.connection())
             .await?;
         let mut out = Vec::with_capacity(rows.len());

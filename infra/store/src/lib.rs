@@ -250,7 +250,8 @@ impl Store {
             .collect()
     }
 
-    /// A task's events as recorded, in order.
+    /// A task's events as recorded, in order; a start reported with a later event is a
+    /// `started` event of its own, at that event's sequence ([`TaskEvent::unfold`]).
     pub async fn events(&self, id: Uuid) -> Result<Vec<(u64, TaskEvent)>, Error> {
         let mut q = task_event::Entity::find().filter(task_event::Column::TaskId.eq(id));
         if self.partitioned() {
@@ -266,7 +267,8 @@ impl Store {
                     .map_err(|e| Error::Corrupt(format!("event {}: {e}", row.seq)))?;
                 Ok((row.seq as u64, event))
             })
-            .collect()
+            .collect::<Result<Vec<_>, Error>>()
+            .map(TaskEvent::unfold_all)
     }
 
     /// How many tasks of each queue ended (any terminal state) at or after `since`.

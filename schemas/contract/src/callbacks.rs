@@ -190,3 +190,9 @@ pub struct DeliveryList {
 pub fn delivery_id(task: Uuid, seq: u64) -> String {
     format!("{task}-{seq}")
 }
+
+/// The webhook id of the delivery of a `started` event reported along with event `seq` of task
+/// `id` (see [`crate::TaskEvent::unfold`]): the two share a sequence, not an id.
+pub fn start_delivery_id(task: Uuid, seq: u64) -> String {
+    format!("{task}-{seq}-started")
+}

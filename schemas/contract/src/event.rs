@@ -20,8 +20,23 @@ pub struct TaskEvent {
     pub at: DateTime<Utc>,
     /// The attempt this event belongs to (0 before the first start).
     pub attempt: u32,
+    /// The attempt's start, when this event reports it too. A worker stores a `started` event
+    /// of its own only for an attempt still running after `worker.started_event_after_ms`;
+    /// a shorter attempt reports its start with the event that ends it (a terminal or an
+    /// `attempt_failed` event). Readers see the two apart: [`TaskEvent::unfold`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<Box<Start>>,
     #[serde(flatten)]
     pub kind: EventKind,
+}
+
+/// An attempt's start, as its `started` event would say it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Start {
+    pub at: DateTime<Utc>,
+    pub worker: String,
+    pub tool: String,
+    pub queue: String,
 }
 
 /// What happened.
@@ -66,8 +81,50 @@ impl TaskEvent {
             task_id,
             at: Utc::now(),
             attempt,
+            started: None,
             kind,
         }
+    }
+
+    /// The `started` event this event reports along with itself (stored at the same stream
+    /// sequence), and the event without it: what a reader shows as two steps of the history.
+    pub fn unfold(mut self) -> (Option<TaskEvent>, TaskEvent) {
+        let started = self.started.take().map(|s| {
+            let Start {
+                at,
+                worker,
+                tool,
+                queue,
+            } = *s;
+            TaskEvent {
+                v: self.v,
+                task_id: self.task_id,
+                at,
+                attempt: self.attempt,
+                started: None,
+                kind: EventKind::Started {
+                    worker,
+                    tool,
+                    queue,
+                },
+            }
+        });
+        (started, self)
+    }
+
+    /// `events` (each with its stream sequence) with every start reported along with another
+    /// event unfolded into a `started` event of its own, just before it at the same sequence.
+    pub fn unfold_all<E>(events: impl IntoIterator<Item = (u64, E)>) -> Vec<(u64, E)>
+    where
+        E: Unfold,
+    {
+        let mut out = Vec::new();
+        for (seq, e) in events {
+            let (started, e) = e.unfold();
+            out.extend(started.map(|s| (seq, s)));
+            out.push((seq, e));
+        }
+        out
     }
 
     /// The terminal status this event sets, if it is terminal.
@@ -97,6 +154,29 @@ impl TaskEvent {
     /// Decodes an event body, refusing versions this build does not know.
     pub fn decode(body: &[u8]) -> Result<TaskEvent, DecodeError> {
         decode_versioned(body, EVENT_VERSION)
+    }
+}
+
+/// What [`TaskEvent::unfold_all`] unfolds: an event, or the result of decoding one.
+pub trait Unfold: Sized {
+    fn unfold(self) -> (Option<Self>, Self);
+}
+
+impl Unfold for TaskEvent {
+    fn unfold(self) -> (Option<TaskEvent>, TaskEvent) {
+        TaskEvent::unfold(self)
+    }
+}
+
+impl<E> Unfold for Result<TaskEvent, E> {
+    fn unfold(self) -> (Option<Self>, Self) {
+        match self {
+            Ok(e) => {
+                let (started, e) = e.unfold();
+                (started.map(Ok), Ok(e))
+            }
+            Err(e) => (None, Err(e)),
+        }
     }
 }
 
@@ -175,6 +255,7 @@ mod tests {
             task_id: task.id,
             at: task.submitted_at,
             attempt: 0,
+            started: None,
             kind: EventKind::Submitted {
                 task: Box::new(task.clone()),
             },

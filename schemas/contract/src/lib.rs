@@ -37,7 +37,7 @@ pub use config::{
     QueueSettings, Rate, RegistryServer, RuntimeConfig, UpdateConfig,
 };
 pub use error::{ErrorCode, FieldError, Problem};
-pub use event::{EventKind, TaskEvent};
+pub use event::{EventKind, Start, TaskEvent, Unfold};
 pub use hooks::{ArgumentSource, Hook};
 pub use names::*;
 pub use ops::{QueueInfo, QueueLevel, QueueList, SystemStatus, WorkerInfo, WorkerList};

@@ -125,6 +125,17 @@ impl TaskState {
                 s.terminal_seq = seq;
             }
         }
+        // A start reported with this event: what its own `started` event would have set,
+        // but the status, which this event sets (at least `running`, through its kind).
+        if let Some(start) = &event.started {
+            if v.tool.is_empty() {
+                v.tool.clone_from(&start.tool);
+            }
+            if v.queue.is_empty() {
+                v.queue.clone_from(&start.queue);
+            }
+            v.started_at = Some(start.at);
+        }
         s
     }
 
@@ -330,5 +341,55 @@ mod tests {
         r.merge(l);
         assert_eq!(backward, forward);
         assert_eq!(r, forward);
+    }
+
+    /// A start reported with the event that ends the attempt folds into the same state as its
+    /// own `started` event would, and unfolds into that event.
+    #[test]
+    fn a_start_reported_with_the_outcome_folds_like_its_own_event() {
+        let id = Uuid::now_v7();
+        let separate: Vec<_> = events(id)
+            .into_iter()
+            .filter(|(_, e)| !matches!(e.kind, EventKind::Progress(_)))
+            .collect();
+        let mut folded = separate.clone();
+        let (_, started) = folded.remove(1);
+        let EventKind::Started {
+            worker,
+            tool,
+            queue,
+        } = started.kind.clone()
+        else {
+            panic!("the second event is the start");
+        };
+        folded[1].1.started = Some(Box::new(crate::event::Start {
+            at: started.at,
+            worker,
+            tool,
+            queue,
+        }));
+        let fold = |evs: &[(u64, TaskEvent)]| {
+            let mut s = TaskState::fold(id, evs);
+            s.last_seq = 0;
+            s
+        };
+        assert_eq!(fold(&folded), fold(&separate));
+        assert_eq!(fold(&folded).view.started_at, Some(started.at));
+
+        let unfolded = TaskEvent::unfold_all(folded.clone());
+        let kinds: Vec<_> = unfolded
+            .iter()
+            .map(|(seq, e)| (*seq, e.kind_name(), e.started.is_some()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (1, "submitted", false),
+                (13, "started", false),
+                (13, "succeeded", false),
+                (20, "failed", false)
+            ]
+        );
+        assert_eq!(unfolded[1].1, started);
     }
 }

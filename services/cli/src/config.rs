@@ -181,6 +181,9 @@ pub struct WorkerSection {
     /// Tasks one worker runs at once.
     pub concurrency: usize,
     pub shutdown_grace_secs: u64,
+    /// An attempt still running after this long gets a `started` event of its own; a shorter
+    /// one reports its start with its outcome (one message fewer per task). 0: at once.
+    pub started_event_after_ms: u64,
     /// MCP servers. When empty, the bundled demo server is used, named `demo`.
     pub servers: Vec<McpServerConfig>,
     /// Connect to the servers of the runtime configuration's MCP registry too.
@@ -227,6 +230,7 @@ impl Default for Config {
                 queues: vec![wharf_contract::DEFAULT_QUEUE.into()],
                 concurrency: 256,
                 shutdown_grace_secs: 30,
+                started_event_after_ms: 1000,
                 servers: Vec::new(),
                 registry: true,
                 registry_hosts: Vec::new(),
@@ -393,6 +397,7 @@ impl Config {
             concurrency: self.worker.concurrency,
             servers,
             shutdown_grace: Duration::from_secs(self.worker.shutdown_grace_secs),
+            started_event_after: Duration::from_millis(self.worker.started_event_after_ms),
             registry: wharf_worker::RegistryPolicy {
                 enabled: self.worker.registry,
                 allow_hosts: self.worker.registry_hosts.clone(),

@@ -43,6 +43,10 @@ pub struct WorkerConfig {
     pub servers: Vec<McpServerConfig>,
     /// How long in-flight tasks may take to finish after shutdown is asked for.
     pub shutdown_grace: Duration,
+    /// How long an attempt runs before its `started` event is stored on its own; a shorter one
+    /// reports its start with the event that ends it (zero: every start at once). A
+    /// redelivered attempt always announces itself at once.
+    pub started_event_after: Duration,
     /// Whether (and to which hosts) this worker connects to the servers of the runtime
     /// configuration's MCP registry.
     pub registry: RegistryPolicy,
@@ -153,6 +157,8 @@ struct Shared {
     servers: Servers,
     cancels: Cancels,
     heartbeat: Duration,
+    /// See [`WorkerConfig::started_event_after`].
+    started_event_after: Duration,
     /// Fires when the shutdown grace period is over: running tasks are handed back.
     abandon: CancellationToken,
 }
@@ -220,6 +226,7 @@ impl Worker {
                 prune_at: CANCELS_PRUNE_AT.into(),
             },
             heartbeat: bus.topology().ack_wait / 3,
+            started_event_after: config.started_event_after,
             abandon: CancellationToken::new(),
         });
         let cancel_watch = follow_cancels(&bus, &shared).await?;

@@ -13,7 +13,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use uuid::Uuid;
 use wharf_bus::Bus;
-use wharf_contract::callbacks::delivery_id;
+use wharf_contract::callbacks::{delivery_id, start_delivery_id};
 use wharf_contract::{Callback, EventKind, TaskEvent};
 use wharf_store::NewDelivery;
 
@@ -106,10 +106,23 @@ impl Planner {
                 plan.unsure.insert(*seq);
                 continue;
             }
-            let callback = known.known(event.task_id).flatten();
-            if let Some(callback) = callback.filter(|c| c.wants(&event.kind)) {
-                plan.deliveries
-                    .push(self.delivery(*seq, event, tenant, &callback));
+            if let Some(callback) = known.known(event.task_id).flatten() {
+                if event.started.is_some() {
+                    // A start reported with this event: its own delivery, then the event's.
+                    let (started, ended) = event.clone().unfold();
+                    let ids = [start_delivery_id, delivery_id];
+                    for (e, id) in started.iter().chain([&ended]).zip(ids) {
+                        if callback.wants(&e.kind) {
+                            let id = id(e.task_id, *seq);
+                            plan.deliveries
+                                .push(self.delivery(id, *seq, e, tenant, &callback));
+                        }
+                    }
+                } else if callback.wants(&event.kind) {
+                    let id = delivery_id(event.task_id, *seq);
+                    plan.deliveries
+                        .push(self.delivery(id, *seq, event, tenant, &callback));
+                }
             }
             if event.terminal_status().is_some() {
                 known.forget(event.task_id);
@@ -120,20 +133,21 @@ impl Planner {
 
     fn delivery(
         &self,
+        id: String,
         seq: u64,
         event: &TaskEvent,
         tenant: &str,
         callback: &Callback,
     ) -> NewDelivery {
         NewDelivery {
-            id: delivery_id(event.task_id, seq),
+            body: body(event, &id, tenant, callback.cloudevents),
+            id,
             task_id: event.task_id,
             tenant: tenant.to_owned(),
             seq,
             event: event.kind_name().to_owned(),
             url: callback.url.clone(),
             cloudevents: callback.cloudevents,
-            body: body(event, seq, tenant, callback.cloudevents),
             retry_until: event.at
                 + chrono::Duration::from_std(self.retry_for).unwrap_or(chrono::Duration::days(1)),
         }
@@ -156,13 +170,13 @@ async fn callback_of(bus: &Bus, task: Uuid) -> Result<Option<Callback>, String> 
 
 /// What is POSTed for one event: Wharf's envelope (`type`, `timestamp`, `data`, as the Standard
 /// Webhooks specification suggests), or a CloudEvents 1.0 structured-mode event.
-pub(super) fn body(event: &TaskEvent, seq: u64, tenant: &str, cloudevents: bool) -> Value {
+pub(super) fn body(event: &TaskEvent, id: &str, tenant: &str, cloudevents: bool) -> Value {
     let data = serde_json::to_value(event).expect("an event serialises");
     let kind = event.kind_name();
     if cloudevents {
         json!({
             "specversion": "1.0",
-            "id": delivery_id(event.task_id, seq),
+            "id": id,
             "source": format!("wharf/tenants/{tenant}"),
             "type": format!("dev.wharf.task.{kind}"),
             "subject": event.task_id.to_string(),

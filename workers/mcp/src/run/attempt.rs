@@ -1,6 +1,6 @@
-//! One attempt's call: the tool found on its server, `started` announced, the call made with
-//! the task id and trace context in `_meta`, its progress forwarded and its lease kept until it
-//! answers (or the worker gives the task back).
+//! One attempt's call: the tool found on its server, its start noted, the call made with the
+//! task id and trace context in `_meta`, its progress forwarded, its start announced if it runs
+//! long, and its lease kept until it answers (or the worker gives the task back).
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -38,7 +38,8 @@ pub(super) async fn execute(
             format!("this worker has no mcp server named {server_name:?}"),
         );
     };
-    announce_start(p).await;
+    p.begin().await;
+    super::count_started(task, p.attempt);
 
     // The call is a span of its own when spans are exported (the server gets its context in
     // `_meta`); otherwise it would only cost memory for as long as the call runs.
@@ -79,28 +80,10 @@ pub(super) async fn execute(
     classify(result, task, p.attempt, server.retry_tool_errors())
 }
 
-/// Publishes `started` and counts the start.
-async fn announce_start(p: &Publisher<'_>) {
-    let task = p.task;
-    let started = TaskEvent::new(
-        task.id,
-        p.attempt,
-        EventKind::Started {
-            worker: p.shared.id.clone(),
-            tool: task.tool.clone(),
-            queue: task.queue.clone(),
-        },
-    );
-    // Not acknowledged: events from one connection are stored in the order they were sent, and
-    // the terminal event's ack comes after this one.
-    if let Err(e) = p.emit(&started).await {
-        tracing::warn!(error = %e, "could not publish the started event");
-    }
-    super::count_started(task, p.attempt);
-}
-
 /// Waits for `call` to answer, forwarding its progress and renewing the lease every heartbeat;
-/// `None` when the worker gives the task back instead (its grace period is over).
+/// `None` when the worker gives the task back instead (its grace period is over). An attempt
+/// still running `started_event_after` after its start gets its `started` event then, at the
+/// first tick (which comes that early when the heartbeat period is longer).
 async fn follow(
     p: &Publisher<'_>,
     message: &Message,
@@ -110,10 +93,13 @@ async fn follow(
     let mut call = std::pin::pin!(call);
     // The first heartbeat is one period from now. (`interval` ticks at once, but awaiting that
     // first tick still waits for the timer wheel, up to a millisecond added to every task.)
-    let mut heartbeat = tokio::time::interval_at(
-        tokio::time::Instant::now() + p.shared.heartbeat,
-        p.shared.heartbeat,
-    );
+    let begun = tokio::time::Instant::now();
+    let announce_at = begun + p.shared.started_event_after;
+    let mut first = begun + p.shared.heartbeat;
+    if p.start_unreported() {
+        first = first.min(announce_at);
+    }
+    let mut heartbeat = tokio::time::interval_at(first, p.shared.heartbeat);
     let mut forwarded = Forwarded::default();
     loop {
         tokio::select! {
@@ -126,7 +112,10 @@ async fn follow(
             }
             Some(note) = progress.recv() => forwarded.forward(p, note).await,
             () = p.shared.abandon.cancelled() => return None,
-            _ = heartbeat.tick() => {
+            now = heartbeat.tick() => {
+                if now >= announce_at && p.start_unreported() {
+                    Box::pin(p.announce()).await;
+                }
                 match Box::pin(Delivery::KeepAlive.settle(message)).await {
                     Ok(()) => p.renewed(),
                     Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
@@ -154,6 +143,10 @@ impl Forwarded {
     async fn forward(&mut self, p: &Publisher<'_>, note: Box<ProgressNotificationParam>) {
         if note.progress <= self.last {
             return;
+        }
+        // Progress shows a running task: its start goes first.
+        if p.start_unreported() {
+            Box::pin(p.announce()).await;
         }
         self.last = note.progress;
         let note = *note;

@@ -159,6 +159,9 @@ async fn finish(
         traceparent: &tp,
         lease_renewed: std::sync::Mutex::new(std::time::Instant::now()),
         begun: std::time::Instant::now(),
+        started_at: std::sync::OnceLock::new(),
+        start_reported: std::sync::atomic::AtomicBool::new(false),
+        announce_at_once: shared.started_event_after.is_zero() || redelivered(message),
     };
 
     // The terminal event may be stored with the task's ack lost (its worker died between the
@@ -210,7 +213,9 @@ async fn end(p: &Publisher<'_>, message: &Message, kind: EventKind) {
     let (shared, task) = (p.shared, p.task);
     // Fitted first: an outcome too large to store is replaced before its dead letter, which
     // would carry the same bulk, is written.
-    let event = fit_in_a_message(shared, TaskEvent::new(task.id, p.attempt, kind));
+    let mut event = TaskEvent::new(task.id, p.attempt, kind);
+    p.report_start_with(&mut event);
+    let event = fit_in_a_message(shared, event);
     let dead_error = match &event.kind {
         EventKind::Failed { error } if error.dead_letter => Some(error),
         _ => None,
@@ -249,7 +254,7 @@ async fn end(p: &Publisher<'_>, message: &Message, kind: EventKind) {
 /// Records a failed attempt that will be retried, then puts the task back for `delay`.
 async fn retry_later(p: &Publisher<'_>, message: &Message, error: TaskError, delay: Duration) {
     count_retry(p.task, &error.code);
-    let event = TaskEvent::new(
+    let mut event = TaskEvent::new(
         p.task.id,
         p.attempt,
         EventKind::AttemptFailed {
@@ -257,6 +262,7 @@ async fn retry_later(p: &Publisher<'_>, message: &Message, error: TaskError, del
             retry_in_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
         },
     );
+    p.report_start_with(&mut event);
     if let Ok(ack) = p.publish(&event, "failed").await {
         let _ = ack.await;
     }

@@ -2,10 +2,13 @@
 //! terminal one (which must fit in a message), and fencing an attempt that lost its lease.
 
 use std::future::IntoFuture;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use chrono::{DateTime, Utc};
 use tracing::Instrument;
-use wharf_contract::{Task, TaskErrorCode, TaskEvent, msg_id};
+use wharf_contract::{EventKind, Start, Task, TaskErrorCode, TaskEvent, msg_id};
 
 use super::outcome::failure;
 use crate::Shared;
@@ -19,6 +22,15 @@ pub(super) struct Publisher<'a> {
     pub lease_renewed: std::sync::Mutex<Instant>,
     /// When this attempt began.
     pub begun: Instant,
+    /// When the attempt's call began (unset until then: an attempt refused before its call,
+    /// say for an unknown tool, has no start to report).
+    pub started_at: OnceLock<DateTime<Utc>>,
+    /// Whether the start has been reported, in a `started` event or along with another.
+    pub start_reported: AtomicBool,
+    /// Whether the start is announced the moment the call begins: for a redelivery (a stale
+    /// attempt checks the history for a newer one before recording its outcome, see
+    /// `fenced`), or when the worker is set to announce every start at once.
+    pub announce_at_once: bool,
     /// Names this delivery (`<stream seq>.<delivery count>`): event ids are unique per run, so a
     /// task run again (handed back, redelivered) still gets all its events stored.
     pub delivery: String,
@@ -63,6 +75,69 @@ impl Publisher<'_> {
                 .emit_event(&self.task.tenant, event, Some(self.traceparent))
                 .await
         })
+    }
+
+    /// Notes the start of the attempt's call, announcing it if it must be at once (boxed,
+    /// like the other rare awaits).
+    pub async fn begin(&self) {
+        let _ = self.started_at.set(Utc::now());
+        if self.announce_at_once {
+            Box::pin(self.announce()).await;
+        }
+    }
+
+    /// Whether the call has begun and its start is not reported yet.
+    pub fn start_unreported(&self) -> bool {
+        self.started_at.get().is_some() && !self.start_reported.load(Ordering::Relaxed)
+    }
+
+    /// Stores the attempt's `started` event, unless its start was reported already. Not
+    /// acknowledged: events from one connection are stored in the order they were sent, and
+    /// the terminal event's ack comes after this one.
+    pub async fn announce(&self) {
+        let Some(start) = self.take_start() else {
+            return;
+        };
+        let Start {
+            at,
+            worker,
+            tool,
+            queue,
+        } = *start;
+        let mut started = TaskEvent::new(
+            self.task.id,
+            self.attempt,
+            EventKind::Started {
+                worker,
+                tool,
+                queue,
+            },
+        );
+        started.at = at;
+        if let Err(e) = self.emit(&started).await {
+            tracing::warn!(error = %e, "could not publish the started event");
+        }
+    }
+
+    /// Reports the start with `event` (the one that ends the attempt), unless it was reported
+    /// already: one stored message instead of two for an attempt shorter than
+    /// `worker.started_event_after_ms`.
+    pub fn report_start_with(&self, event: &mut TaskEvent) {
+        event.started = self.take_start();
+    }
+
+    /// The start, once: `None` before the call begins and after it was reported.
+    fn take_start(&self) -> Option<Box<Start>> {
+        let at = *self.started_at.get()?;
+        if self.start_reported.swap(true, Ordering::Relaxed) {
+            return None;
+        }
+        Some(Box::new(Start {
+            at,
+            worker: self.shared.id.clone(),
+            tool: self.task.tool.clone(),
+            queue: self.task.queue.clone(),
+        }))
     }
 
     /// The message id of this attempt's event `tag`. The terminal event's id is the same for
@@ -175,5 +250,7 @@ pub(super) fn fit_in_a_message(shared: &Shared, event: TaskEvent) -> TaskEvent {
              return less (a reference to where the data is), or raise max_payload"
         ),
     );
-    TaskEvent::new(event.task_id, event.attempt, kind)
+    let mut replacement = TaskEvent::new(event.task_id, event.attempt, kind);
+    replacement.started = event.started;
+    replacement
 }
