@@ -14,7 +14,9 @@ pub enum Delivery {
     /// lost acknowledgement is known (the message will come again).
     Done,
     /// Done with it, without waiting for the server: a lost acknowledgement brings the message
-    /// back, which only a consumer that may apply it twice (the recorder) can take.
+    /// back, which only a consumer that can tell it has seen the message can take: the recorder
+    /// (its projection is idempotent), and a worker once the task's terminal event is stored
+    /// (the redelivery finds that event and is acknowledged without running).
     DoneUnconfirmed,
     /// Not now: deliver it again after this long (at once for zero). Counts as a delivery.
     RetryAfter(Duration),

@@ -119,7 +119,8 @@ async fn settled_before(shared: &Shared, message: &Message, id: uuid::Uuid) -> b
     match shared.bus.terminal_event(id).await {
         Ok(Some(_)) => {
             tracing::info!("the task already ended; acknowledging the redelivery");
-            if let Err(e) = Delivery::Done.settle(message).await {
+            // Unconfirmed: should the ack be lost, the next redelivery comes back here.
+            if let Err(e) = Delivery::DoneUnconfirmed.settle(message).await {
                 tracing::warn!(error = %e, "could not acknowledge an ended task");
             }
             true
@@ -240,8 +241,10 @@ async fn end(p: &Publisher<'_>, message: &Message, kind: EventKind) {
                 dead_letter::withdraw(shared, task.id).await;
             }
             shared.cancels.forget(task.id);
-            if let Err(e) = Delivery::Done.settle(message).await {
-                tracing::warn!(error = %e, "terminal event stored but the task ack failed; it may run again");
+            // Not confirmed by the server: a lost ack brings the task back, and its redelivery
+            // finds this terminal event and is acknowledged without running (`settled_before`).
+            if let Err(e) = Delivery::DoneUnconfirmed.settle(message).await {
+                tracing::warn!(error = %e, "terminal event stored but the task ack failed; it comes back and is acknowledged then");
             }
         }
         Err(e) => {
