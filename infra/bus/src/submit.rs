@@ -37,9 +37,9 @@ impl Bus {
     /// The event is sent first, on the same connection. The server reads a connection's
     /// messages in order and queues each to its stream as it reads it, so the `submitted` event
     /// is queued to the events stream before the task even reaches its queue; a worker's
-    /// `started` event, which needs the task, is queued after it. Two streams give no other
-    /// order: sending the task first let a fast worker's `started` be stored before
-    /// `submitted`. (This holds on one server; in a cluster the streams may have different
+    /// first event (`started`, or the outcome carrying its start), which needs the task, is
+    /// queued after it. Two streams give no other order: sending the task first let a fast
+    /// worker's `started` be stored before `submitted`. (This holds on one server; in a cluster the streams may have different
     /// leaders, and the recorder puts a history in order whatever order it arrives in.)
     ///
     /// A hiccup of JetStream (a stream's leader being elected, a reconnect to another server)
