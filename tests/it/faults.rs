@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use wharf_contract::{EventKind, TaskStatus};
 use wharf_local::free_port;
-use wharf_testkit::rig::{ACK_WAIT_SECS, Rig, settle, sigkill, sleep_task};
+use wharf_testkit::rig::{ACK_WAIT_SECS, Rig, Setup, settle, sigkill, sleep_task};
 
 /// The processes whose parent is `parent` and whose command line contains `needle`.
 fn children_running(parent: u32, needle: &str) -> Vec<u32> {
@@ -140,7 +140,15 @@ impl Drop for OwnPostgres {
 
 #[tokio::test]
 async fn workers_killed_with_sigkill_lose_and_double_nothing() {
-    let mut rig = Rig::start(3).await;
+    // Every start stored at once: the figures (tasks caught running, how soon they came back)
+    // are read from the attempts' `started` events, and by default an attempt shorter than a
+    // second stores its start only with its outcome, which a killed one never stores.
+    let mut rig = Rig::start_with(Setup {
+        workers: 3,
+        env: vec![("WHARF_WORKER__STARTED_EVENT_AFTER_MS".into(), "0".into())],
+        ..Setup::default()
+    })
+    .await;
     let ids = rig.submit(600, &sleep_task(0.25)).await;
     assert_eq!(ids.len(), 600, "every submission accepted");
 

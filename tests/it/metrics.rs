@@ -196,8 +196,9 @@ async fn a_scrape_counts_tasks_calls_and_requests_by_bounded_labels() {
         get("wharf_worker_tasks_in_flight", &[("queue", "default")]),
         0.0
     );
-    // submitted, started and an end for each task, cancel_requested for one: 16 at least.
-    assert!(get("wharf_recorder_events_total", &[]) >= 16.0);
+    // submitted and an end for each task (a short one's start travels with its end), and
+    // the long one's own started and cancel_requested: 12 at least.
+    assert!(get("wharf_recorder_events_total", &[]) >= 12.0);
     assert!(get("process_resident_memory_bytes", &[]) > 1e6);
     // No label holds a task id.
     for id in ids.iter().chain([&failing, &long]) {
