@@ -183,6 +183,24 @@ async fn cli(w: &Wharf, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Task `id`'s deliveries once there are at least `n` and every one was delivered.
+async fn all_delivered(w: &Wharf, id: Uuid, n: usize) -> DeliveryList {
+    eventually(
+        &format!("{n} deliveries delivered"),
+        Duration::from_secs(30),
+        || async {
+            let list = deliveries_of(w, id).await;
+            (list.deliveries.len() >= n
+                && list
+                    .deliveries
+                    .iter()
+                    .all(|d| d.status == DeliveryStatus::Delivered))
+            .then_some(list)
+        },
+    )
+    .await
+}
+
 async fn deliveries_of(w: &Wharf, id: Uuid) -> DeliveryList {
     let (status, list) = send(
         w.client()
@@ -507,16 +525,7 @@ async fn several_events_arrive_in_order_as_cloudevents() {
                                        "events": ["started", "progress", "terminal"]}}),
         )
         .await;
-    let list = eventually("every event delivered", Duration::from_secs(30), || async {
-        let list = deliveries_of(&w, id).await;
-        (list.deliveries.len() >= 5
-            && list
-                .deliveries
-                .iter()
-                .all(|d| d.status == DeliveryStatus::Delivered))
-        .then_some(list)
-    })
-    .await;
+    let list = all_delivered(&w, id, 5).await;
     let events: Vec<&str> = list.deliveries.iter().map(|d| d.event.as_str()).collect();
     assert_eq!(
         events,
@@ -573,16 +582,8 @@ async fn a_start_stored_with_the_outcome_is_delivered_first() {
                                        "events": ["started", "terminal"]}}),
         )
         .await;
-    let list = eventually("both events delivered", Duration::from_secs(30), || async {
-        let list = deliveries_of(&w, id).await;
-        (list.deliveries.len() == 2
-            && list
-                .deliveries
-                .iter()
-                .all(|d| d.status == DeliveryStatus::Delivered))
-        .then_some(list)
-    })
-    .await;
+    let list = all_delivered(&w, id, 2).await;
+    assert_eq!(list.deliveries.len(), 2, "{list:?}");
     let events: Vec<&str> = list.deliveries.iter().map(|d| d.event.as_str()).collect();
     assert_eq!(events, ["started", "succeeded"]);
     let (start, end) = (&list.deliveries[0], &list.deliveries[1]);

@@ -338,34 +338,13 @@ impl Wharf {
     /// The bodies of task `id`'s messages as stored in the events stream, in order: what
     /// nats-server holds, before any reader unfolds a start reported with another event.
     pub async fn stored_events(&self, id: Uuid) -> Vec<Value> {
-        let client = async_nats::connect(self.nats.url()).await.unwrap();
-        let stream = async_nats::jetstream::new(client)
-            .get_stream(wharf_contract::EVENTS_STREAM)
-            .await
-            .unwrap();
-        let subject = wharf_contract::event_filter(id);
-        let mut out = Vec::new();
-        let mut next = 1;
-        loop {
-            match stream
-                .direct_get_next_for_subject(subject.as_str(), Some(next))
-                .await
-            {
-                Ok(m) => {
-                    next = m.sequence + 1;
-                    out.push(serde_json::from_slice(&m.payload).unwrap());
-                }
-                Err(e)
-                    if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound =>
-                {
-                    return out;
-                }
-                Err(e) => panic!("reading task {id}'s stored events: {e}"),
-            }
-        }
+        let stored = self.bus.stored_bodies(id, 0).await.unwrap();
+        stored
+            .iter()
+            .map(|(_, body)| serde_json::from_slice(body).unwrap())
+            .collect()
     }
 
-    /// Messages stored in stream `name` now.
     /// The sequence of the last message stored in stream `name`: it grows with every message
     /// stored and never shrinks as messages are acknowledged or expire, so two readings show
     /// whether anything was stored between them.

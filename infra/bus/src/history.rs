@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::stream;
+use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use uuid::Uuid;
 use wharf_contract::{TaskEvent, event_filter, live_event_filter, tenant_of_event_subject};
@@ -106,6 +107,19 @@ impl Bus {
         id: Uuid,
         after: u64,
     ) -> Result<Vec<(u64, Result<TaskEvent, Error>)>, Error> {
+        let subject = event_filter(id);
+        let stored = self.stored_bodies(id, after).await?;
+        Ok(TaskEvent::unfold_all(
+            stored
+                .into_iter()
+                .map(|(seq, body)| (seq, decode_payload(&subject, &body))),
+        ))
+    }
+
+    /// The bodies of task `id`'s messages with a stream sequence above `after`, as stored (a
+    /// start reported with another event not unfolded), in order, read with direct gets by
+    /// subject (no consumer is created).
+    pub async fn stored_bodies(&self, id: Uuid, after: u64) -> Result<Vec<(u64, Bytes)>, Error> {
         let stream = self.events_stream().await?;
         let subject = event_filter(id);
         let mut out = Vec::new();
@@ -117,11 +131,9 @@ impl Bus {
             {
                 Ok(m) => {
                     next = m.sequence + 1;
-                    out.push((m.sequence, decode_payload(&subject, &m.payload)));
+                    out.push((m.sequence, m.payload));
                 }
-                Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => {
-                    return Ok(TaskEvent::unfold_all(out));
-                }
+                Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => return Ok(out),
                 Err(e) => return Err(nats("read a task's events")(e)),
             }
         }
