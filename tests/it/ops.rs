@@ -152,8 +152,17 @@ async fn queues_show_waiting_running_and_finished_tasks_per_level() {
     })
     .await;
     assert_eq!(default["in_flight"], 0);
+    assert_eq!(default["failed_last_minute"], 0, "{default}");
     assert!(default.get("oldest_age_secs").is_none(), "{default}");
     assert_eq!(queue(&w, "nobody").await.unwrap()["waiting"], 1);
+    // A task that fails counts among the finished and the failed.
+    w.submit_ok(json!({"tool": "demo.fail", "arguments": {}, "max_attempts": 1}))
+        .await;
+    eventually("the failure counted", Duration::from_secs(30), || async {
+        let q = queue(&w, "default").await?;
+        (q["finished_last_minute"] == 7 && q["failed_last_minute"] == 1).then_some(())
+    })
+    .await;
     w.cancel(stranded).await;
 
     // The CLI prints the same.

@@ -271,21 +271,32 @@ impl Store {
             .map(TaskEvent::unfold_all)
     }
 
-    /// How many tasks of each queue ended (any terminal state) at or after `since`.
+    /// How many tasks of each queue ended at or after `since`: in any terminal state, and
+    /// `failed`.
     pub async fn finished_since(
         &self,
         since: chrono::DateTime<chrono::Utc>,
-    ) -> Result<HashMap<String, u64>, Error> {
-        let rows: Vec<(String, i64)> = task::Entity::find()
+    ) -> Result<HashMap<String, Finished>, Error> {
+        let rows: Vec<(String, String, i64)> = task::Entity::find()
             .select_only()
             .column(task::Column::Queue)
+            .column(task::Column::Status)
             .column_as(task::Column::Id.count(), "n")
             .filter(task::Column::FinishedAt.gte(since))
             .group_by(task::Column::Queue)
+            .group_by(task::Column::Status)
             .into_tuple()
             .all(&self.db)
             .await?;
-        Ok(rows.into_iter().map(|(q, n)| (q, n as u64)).collect())
+        let mut finished: HashMap<String, Finished> = HashMap::new();
+        for (queue, status, n) in rows {
+            let f = finished.entry(queue).or_default();
+            f.total += n as u64;
+            if status == "failed" {
+                f.failed += n as u64;
+            }
+        }
+        Ok(finished)
     }
 
     /// Counts of recorded tasks by status (tests and operators use it to check totals).
@@ -300,6 +311,15 @@ impl Store {
             .await?;
         Ok(rows.into_iter().map(|(s, n)| (s, n as u64)).collect())
     }
+}
+
+/// Tasks of one queue that ended in a window ([`Store::finished_since`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Finished {
+    /// In any terminal state.
+    pub total: u64,
+    /// Of those, `failed`.
+    pub failed: u64,
 }
 
 /// Every column of `tasks` but the payloads, which read as empty (`{}`, or no result), so a

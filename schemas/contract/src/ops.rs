@@ -65,6 +65,9 @@ pub struct QueueInfo {
     /// Tasks of this queue that ended (any terminal state) in the last 60 seconds, from the
     /// history.
     pub finished_last_minute: u64,
+    /// Of those, the tasks that ended `failed`.
+    #[serde(default)]
+    pub failed_last_minute: u64,
     /// High, normal and low, in that order.
     pub levels: Vec<QueueLevel>,
 }

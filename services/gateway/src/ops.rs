@@ -111,7 +111,8 @@ async fn queue_infos(state: &AppState, workers: &[WorkerInfo]) -> Result<Vec<Que
                 .filter_map(|l| l.oldest_age_secs)
                 .reduce(f64::max),
             workers: workers.iter().filter(|w| w.queues.contains(&name)).count(),
-            finished_last_minute: finished.get(&name).copied().unwrap_or(0),
+            finished_last_minute: finished.get(&name).map_or(0, |f| f.total),
+            failed_last_minute: finished.get(&name).map_or(0, |f| f.failed),
             levels,
             name,
         });
