@@ -29,6 +29,7 @@ if [ ! -d tests/node/node_modules/@modelcontextprotocol/server-everything ] \
   npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
 fi
 ensure_chromium
+ensure_console
 
 # One cluster for the run, a database per test (made by the test kit). Durability is not what
 # the tests measure, so fsync is off.
@@ -39,6 +40,8 @@ export WHARF_TEST_DATABASE_URL="$PG_URL"
 # manifests, the Dockerfile).
 if [ "$#" -eq 0 ]; then
   scripts/check-k8s.sh
+  # The console's unit tests (the schema-to-form code), with Vitest.
+  npm test --prefix console --silent
 fi
 
 cargo build -p wharf

@@ -1,4 +1,4 @@
-# Shared by test.sh and bench.sh (sourced, not run): install nats-server when missing, and run a
+# Shared by dev.sh, test.sh and bench.sh (sourced, not run): install nats-server when missing, and run a
 # throwaway Postgres cluster that is stopped, by PID, when the calling script exits.
 
 say() { printf '\033[1m%s:\033[0m %s\n' "${WHARF_SCRIPT:-wharf}" "$*" >&2; }
@@ -18,6 +18,26 @@ ensure_nats_server() {
     export WHARF_NATS_SERVER="$bin"
   fi
   say "nats-server: $("$WHARF_NATS_SERVER" --version)"
+}
+
+# Builds the web console (console/dist, which the gateway embeds when it is compiled) with npm,
+# when the build is missing or older than its sources. Without npm, says so and goes on: the
+# gateway then serves a page saying how to build the console.
+ensure_console() {
+  if ! command -v npm >/dev/null 2>&1; then
+    say "npm not found: building the gateway without its web console"
+    return 0
+  fi
+  if [ ! -d console/node_modules ] || [ console/package-lock.json -nt console/node_modules/.package-lock.json ]; then
+    say "installing the console's node packages with npm"
+    npm ci --prefix console --no-audit --no-fund --loglevel=error
+  fi
+  if [ ! -f console/dist/index.html ] || [ -n "$(find console/src console/public console/index.html \
+      console/vite.config.ts console/package-lock.json schemas/openapi.json \
+      -newer console/dist/index.html -print -quit)" ]; then
+    say "building the web console"
+    npm run build --prefix console --silent
+  fi
 }
 
 # Sets WHARF_CHROMIUM to a Chromium for the browser tests: Debian's package, installed with apt

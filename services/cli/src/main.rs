@@ -429,6 +429,13 @@ fn print_banner(
         println!("  !!! `default` tenant. For local development only: it listens on {addr},");
         println!("  !!! a loopback address. Set gateway.auth.mode = \"required\" for API keys.");
     }
+    if wharf_gateway::console::embedded() {
+        println!("  Console    http://{addr}/");
+    } else {
+        println!(
+            "  Console    not built in: `npm ci --prefix console && npm run build --prefix console`, then rebuild"
+        );
+    }
     println!("  API        http://{addr}/api/v1  (tools: http://{addr}/api/v1/tools)");
     println!("  WebSocket  ws://{addr}/ws/v1/tasks");
     println!("  NATS       {nats_note}");

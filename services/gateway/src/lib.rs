@@ -11,6 +11,7 @@ pub mod auth;
 mod callbacks;
 mod catalog;
 mod config;
+pub mod console;
 mod dlq;
 pub mod hooks;
 mod http;

@@ -10,8 +10,8 @@ use wharf_contract::ErrorCode;
 
 use crate::problem::ApiError;
 use crate::{
-    AppState, agents, audit, auth, callbacks, config, dlq, hooks, keys, limits, mcp, openapi, ops,
-    sessions, tasks, tools, ws,
+    AppState, agents, audit, auth, callbacks, config, console, dlq, hooks, keys, limits, mcp,
+    openapi, ops, sessions, tasks, tools, ws,
 };
 
 /// Every route of the gateway.
@@ -75,7 +75,9 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/v1/openapi.json", get(openapi::serve_document))
         .route("/api/v1/docs", get(openapi::docs_page))
         .route("/api/v1/docs/{file}", get(openapi::docs_asset))
-        .fallback(not_found)
+        // The web console at `/`, and its files and screens where no route matched.
+        .merge(console::routes())
+        .fallback(console::fallback)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             limits::per_ip,
@@ -186,8 +188,4 @@ async fn readyz(State(state): State<AppState>) -> Response {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
     }
-}
-
-async fn not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError::new(ErrorCode::NotFound, format!("nothing at {}", uri.path()))
 }
