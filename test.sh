@@ -23,6 +23,7 @@ fi
 # Third-party MCP servers, the MCP Inspector and playwright-core for the tests (npm).
 if [ ! -d tests/node/node_modules/@modelcontextprotocol/server-everything ] \
   || [ ! -d tests/node/node_modules/playwright-core ] \
+  || [ ! -d tests/node/node_modules/axe-core ] \
   || [ ! -d tests/node/node_modules/@kubernetes-models/keda ] \
   || [ ! -d tests/node/node_modules/@modelcontextprotocol/inspector ]; then
   say "installing the tests' node packages with npm"

@@ -48,14 +48,19 @@ export function again(task: TaskView): SubmitTask {
   };
 }
 
-/** Runs a finished task again: a dead-lettered one is replayed from the dead-letter queue (the
- * replay is idempotent, as `wharf dlq replay` is); any other is submitted anew. */
+/** Runs a finished task again. A dead-lettered one is replayed from the dead-letter queue
+ * (`replay:<id>` key, `metadata.replay_of`), as `wharf dlq replay` does; any other is
+ * submitted anew with `metadata.retry_of` naming it and the idempotency key `retry:<id>`, so
+ * two operators (or two clicks) retrying the same task start one new task, not two. */
 export async function retry(id: string): Promise<TaskView> {
   const task = await api<TaskView>('GET', `/api/v1/tasks/${id}`);
   if (task.error?.dead_letter) {
     return api<TaskView>('POST', `/api/v1/dlq/${id}/replay`);
   }
-  return api<TaskView>('POST', '/api/v1/tasks', again(task));
+  const submission = again(task);
+  submission.metadata = { ...(task.metadata ?? {}), retry_of: id };
+  submission.idempotency_key = `retry:${id}`;
+  return api<TaskView>('POST', '/api/v1/tasks', submission);
 }
 
 /** Applies `action` to every id, a few at a time; the ids it failed for, with why. */

@@ -7,6 +7,7 @@ mod callbacks;
 mod client;
 mod cluster;
 mod config;
+mod console;
 mod delayed;
 mod deployment;
 mod dlq;

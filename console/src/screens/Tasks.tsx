@@ -27,6 +27,9 @@ export default function Tasks() {
   const [tasks, setTasks] = createSignal<TaskView[]>([]);
   const [cursor, setCursor] = createSignal<string | null>(null);
   const [loading, setLoading] = createSignal(false);
+  // The first page of the current filter has arrived (a test and a screen reader can tell
+  // "no task" from "not loaded yet").
+  const [loaded, setLoaded] = createSignal(false);
   const [error, setError] = createSignal<unknown>(null);
   const [selected, setSelected] = createSignal<Set<string>>(new Set());
   const [notice, setNotice] = createSignal<string | null>(null);
@@ -37,6 +40,7 @@ export default function Tasks() {
     on(filter, async (f) => {
       batch(() => {
         setTasks([]);
+        setLoaded(false);
         setCursor(null);
         setSelected(new Set<string>());
       });
@@ -54,6 +58,7 @@ export default function Tasks() {
         setTasks((old) => (first ? page.tasks : [...old, ...page.tasks]));
         setCursor(page.next_cursor ?? null);
         setError(null);
+        setLoaded(true);
       });
     } catch (e) {
       setError(e);
@@ -214,7 +219,7 @@ export default function Tasks() {
         <ErrorBox error={error()} />
       </Show>
 
-      <table class="tasks" ref={table}>
+      <table class="tasks" ref={table} aria-busy={!loaded()} data-loaded={loaded() ? 'true' : undefined}>
         <caption class="sr-only">Tasks, newest first</caption>
         <thead>
           <tr>
@@ -278,7 +283,7 @@ export default function Tasks() {
           </tr>
         </tbody>
       </table>
-      <Show when={!loading() && tasks().length === 0 && !error()}>
+      <Show when={loaded() && tasks().length === 0 && !error()}>
         <p class="empty">No task matches.</p>
       </Show>
       <Show when={cursor()}>

@@ -1,0 +1,146 @@
+// Drives the web console in headless Chromium as a user would, one scenario per run, and prints
+// what it saw as one JSON line for the Rust test (tests/it/console.rs) to check against the API.
+// Usage: node console.mjs <scenario> <gateway URL> [JSON parameters]
+import { createRequire } from 'node:module';
+import { mkdirSync } from 'node:fs';
+import { chromium } from 'playwright-core';
+
+const [scenario, api, raw] = process.argv.slice(2);
+const params = raw ? JSON.parse(raw) : {};
+const DESKTOP = { width: 1280, height: 800 };
+const PHONE = { width: 390, height: 844 };
+const WAIT = { timeout: 30000 };
+
+const pages = [];
+const browser = await chromium.launch({
+  executablePath: process.env.WHARF_CHROMIUM || '/usr/bin/chromium',
+  headless: true,
+  args: ['--no-sandbox'],
+});
+
+/** A page in a fresh context (cold cache, empty storage) that records script errors, CSP
+ * violations and failed API answers other than those a scenario expects. */
+async function open(viewport = DESKTOP, options = {}) {
+  const context = await browser.newContext({ viewport, ...options });
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) errors.push(m.text());
+  });
+  page.on('dialog', (d) => d.accept());
+  pages.push(page);
+  return { context, page, errors };
+}
+
+async function signIn(page, key) {
+  await page.goto(`${api}/`);
+  await page.fill('#credential', key);
+  await page.click('button[type=submit]');
+  await page.waitForSelector('header.top', WAIT);
+}
+
+const pointerId = (pointer) => `#f${pointer.replace(/[^A-Za-z0-9_-]/g, (c) => `_${c.charCodeAt(0)}`)}`;
+
+const scenarios = {
+  // Submit demo.sleep from the generated form and watch it to its result.
+  async submit() {
+    const { page, errors } = await open();
+    await page.goto(`${api}/submit`);
+    await page.selectOption('#tool', params.tool);
+    for (const [pointer, value] of Object.entries(params.fields)) await page.fill(pointerId(pointer), String(value));
+    await page.click('form.submit button[type=submit]');
+    await page.waitForURL(/\/tasks\/[0-9a-f-]{36}$/, WAIT);
+    const id = page.url().split('/').pop();
+    // The progress bar moves while it runs, then the task ends.
+    const seen = new Set();
+    const deadline = Date.now() + 30000;
+    while (Date.now() < deadline) {
+      const value = await page.getAttribute('#progress', 'value').catch(() => null);
+      if (value !== null) seen.add(Number(value));
+      if (await page.$('.task-head .badge.status-succeeded')) break;
+      await page.waitForTimeout(50);
+    }
+    const status = (await page.textContent('.task-head .badge')).trim();
+    const result = (await page.textContent('section.card:has(h2:text("Result")) pre')).trim();
+    const events = await page.$$eval('.timeline li', (els) => els.map((e) => e.dataset.type));
+    return { id, status, result, progress: [...seen].sort((a, b) => a - b), events, errors };
+  },
+
+  // A bad argument: the server's field error shows next to the field; the page stays.
+  async bad() {
+    const { page, errors } = await open();
+    await page.goto(`${api}/submit`);
+    await page.selectOption('#tool', params.tool);
+    for (const [pointer, value] of Object.entries(params.fields)) await page.fill(pointerId(pointer), String(value));
+    await page.click('form.submit button[type=submit]');
+    const error = await page.waitForSelector(`${pointerId(params.expect)}-error`, WAIT);
+    const invalid = await page.getAttribute(pointerId(params.expect), 'aria-invalid');
+    return { error: (await error.textContent()).trim(), invalid, url: page.url(), errors };
+  },
+
+  // Cancel a running task from its page.
+  async cancel() {
+    const { page, errors } = await open();
+    await page.goto(`${api}/tasks/${params.id}`);
+    await page.waitForSelector('.task-head .badge.status-running', WAIT);
+    await page.click('.task-head button:text("Cancel")');
+    await page.waitForSelector('.task-head .badge.status-cancelled', WAIT);
+    const events = await page.$$eval('.timeline li', (els) => els.map((e) => e.dataset.type));
+    return { events, errors };
+  },
+
+  // Filter by status, select every row, run them again.
+  async retry() {
+    const { page, errors } = await open();
+    await page.goto(`${api}/tasks`);
+    await page.selectOption('#f-status', 'failed');
+    await page.waitForURL(/status=failed/, WAIT);
+    await page.waitForFunction((n) => document.querySelectorAll('tr[data-task]').length === n, params.count, WAIT);
+    const statuses = await page.$$eval('tr[data-task]', (rows) => rows.map((r) => r.dataset.status));
+    await page.check('input[aria-label="Select every task shown"]');
+    await page.click('button:text("Retry selected")');
+    const notice = await page.waitForSelector('p.notice:text-matches("^Ran again")', WAIT);
+    return { statuses, notice: (await notice.textContent()).trim(), errors };
+  },
+
+  // What a key's holder sees: the sign-in, then only what its permissions allow.
+  async signin() {
+    const { page, errors } = await open();
+    await signIn(page, params.key);
+    await page.click('nav a:text("Tasks")');
+    await page.waitForSelector('table.tasks[data-loaded]', WAIT);
+    const rows = async () => page.$$eval('tr[data-task]', (r) => r.map((x) => x.dataset.task));
+    const seen = {
+      nav: await page.$$eval('nav a', (a) => a.map((x) => x.textContent.trim())),
+      buttons: await page.$$eval('main button', (b) => b.map((x) => x.textContent.trim())),
+      rows: await rows(),
+    };
+    if (params.task) {
+      await page.goto(`${api}/tasks/${params.task}`);
+      await page.waitForSelector('.task-head, .alert', WAIT);
+      seen.task = {
+        alert: (await page.$('.alert')) ? (await page.textContent('.alert')).trim() : null,
+        buttons: await page.$$eval('main button', (b) => b.map((x) => x.textContent.trim())),
+      };
+    }
+    return { ...seen, errors };
+  },
+};
+
+try {
+  const run = scenarios[scenario];
+  if (!run) throw new Error(`no scenario ${scenario}`);
+  console.log(JSON.stringify(await run()));
+} catch (e) {
+  // What the page showed when it went wrong, for the one reading the failure.
+  const page = pages.at(-1);
+  if (page) {
+    const shot = `${process.env.TMPDIR || '/tmp'}/wharf-console-${scenario}-failure.png`;
+    await page.screenshot({ path: shot, fullPage: true }).catch(() => {});
+    console.error(`screenshot: ${shot}\nurl: ${page.url()}\ntext: ${(await page.textContent('body').catch(() => '')).slice(0, 2000)}`);
+  }
+  throw e;
+} finally {
+  await browser.close();
+}
