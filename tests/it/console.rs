@@ -253,3 +253,83 @@ async fn a_reader_sees_no_write_buttons_and_a_tenant_sees_only_its_own_tasks() {
         "{seen}"
     );
 }
+
+/// Where the screen tests leave their screenshots (`WHARF_SCREENSHOTS`, else `target/`).
+fn screenshot_dir() -> String {
+    std::env::var("WHARF_SCREENSHOTS").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/console-screenshots").to_owned()
+    })
+}
+
+#[tokio::test]
+async fn every_screen_fits_a_phone_and_passes_axe() {
+    let w = Wharf::start().await;
+    let id = w
+        .submit_ok(json!({"tool": "demo.sleep", "arguments": {"seconds": 0.2, "steps": 2}}))
+        .await;
+    w.wait_recorded(id, TaskStatus::Succeeded).await;
+    let screens = json!([
+        {"name": "overview", "path": "/", "ready": "tr[data-queue]"},
+        {"name": "tasks", "path": "/tasks", "ready": "tr[data-task]"},
+        {"name": "task", "path": format!("/tasks/{id}"), "ready": ".timeline li[data-type='task:complete']"},
+        {"name": "submit", "path": "/submit?tool=demo.sleep", "ready": "#f_47arguments_47seconds"},
+    ]);
+    let seen = browse(
+        &w,
+        "screens",
+        json!({"screens": screens, "dir": screenshot_dir()}),
+    )
+    .await;
+    let report = seen["report"].as_array().unwrap();
+    assert_eq!(report.len(), 2 * screens.as_array().unwrap().len());
+    for r in report {
+        assert_eq!(r["overflow"], 0, "no horizontal scrolling: {r}");
+        assert_eq!(r["violations"], json!([]), "axe: {r}");
+    }
+}
+
+#[tokio::test]
+async fn the_console_installs_starts_offline_and_never_caches_the_api() {
+    let w = Wharf::start().await;
+    let id = w
+        .submit_ok(json!({"tool": "demo.echo", "arguments": {"message": "hi"}}))
+        .await;
+    w.wait_recorded(id, TaskStatus::Succeeded).await;
+    let seen = browse(
+        &w,
+        "pwa",
+        json!({"ready": "tr[data-queue]", "visit": ["/tasks", format!("/tasks/{id}"), "/submit"]}),
+    )
+    .await;
+    assert_eq!(seen["installabilityErrors"], json!([]), "{seen}");
+    assert_eq!(seen["manifestErrors"], json!([]), "{seen}");
+    let cached: Vec<String> = serde_json::from_value(seen["cached"].clone()).unwrap();
+    assert!(
+        cached.contains(&"/".to_owned()),
+        "the shell is cached: {cached:?}"
+    );
+    assert!(
+        cached
+            .iter()
+            .all(|p| !p.starts_with("/api/") && !p.starts_with("/ws/")),
+        "no API answer is cached: {cached:?}"
+    );
+    assert!(
+        seen["offline"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be reached"),
+        "{seen}"
+    );
+    // The figures the issue asks for; speed is judged from them in docs/benchmarks.md, not
+    // asserted here. The bundle size is not a timing: it is held.
+    let javascript = seen["javascript"].as_u64().unwrap();
+    println!(
+        "console first load: {:.0} ms to the overview with data, {javascript} bytes of JavaScript (gzipped)",
+        seen["loadMs"].as_f64().unwrap()
+    );
+    assert!(
+        javascript > 0 && javascript <= 150 * 1024,
+        "{javascript} bytes"
+    );
+}

@@ -2,7 +2,9 @@
 // what it saw as one JSON line for the Rust test (tests/it/console.rs) to check against the API.
 // Usage: node console.mjs <scenario> <gateway URL> [JSON parameters]
 import { createRequire } from 'node:module';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
 const [scenario, api, raw] = process.argv.slice(2);
@@ -125,6 +127,98 @@ const scenarios = {
       };
     }
     return { ...seen, errors };
+  },
+
+  // Every screen at a desktop and a phone size: no horizontal scrolling, a screenshot, and
+  // axe-core's checks with no serious or critical violation. (axe is injected as a script, which
+  // the console's CSP forbids: this context alone bypasses the CSP.)
+  async screens() {
+    const axe = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
+    mkdirSync(params.dir, { recursive: true });
+    const report = [];
+    const allErrors = [];
+    for (const [size, viewport] of [['desktop', DESKTOP], ['phone', PHONE]]) {
+      const { page, errors } = await open(viewport, { bypassCSP: true });
+      if (params.key) await signIn(page, params.key);
+      for (const screen of params.screens) {
+        await page.goto(`${api}${screen.path}`);
+        await page.waitForSelector(screen.ready, WAIT);
+        const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+        await page.screenshot({ path: join(params.dir, `${screen.name}-${size}.png`), fullPage: true });
+        await page.addScriptTag({ path: axe });
+        const violations = await page.evaluate(async () => {
+          const result = await window.axe.run(document, { resultTypes: ['violations'] });
+          return result.violations
+            .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+            .map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.map((n) => n.target.join(' ')).slice(0, 5) }));
+        });
+        report.push({ screen: screen.name, size, overflow, violations });
+      }
+      allErrors.push(...errors);
+    }
+    return { report, errors: allErrors };
+  },
+
+  // The installable app: manifest and service worker accepted by Chromium, a shell that starts
+  // offline, no API answer ever cached; and the first load's time and JavaScript bytes.
+  async pwa() {
+    const profile = mkdtempSync(join(tmpdir(), 'wharf-console-profile-'));
+    // A persistent profile: Chromium does not offer installation in incognito contexts.
+    const context = await chromium.launchPersistentContext(profile, {
+      executablePath: process.env.WHARF_CHROMIUM || '/usr/bin/chromium',
+      headless: true,
+      args: ['--no-sandbox'],
+      viewport: DESKTOP,
+    });
+    const errors = [];
+    try {
+      const page = context.pages()[0] ?? (await context.newPage());
+      page.on('pageerror', (e) => errors.push(String(e)));
+      pages.push(page);
+      await page.goto(`${api}/`);
+      await page.waitForSelector(params.ready, WAIT);
+      const loadMs = await page.evaluate(() => performance.now());
+      const javascript = await page.evaluate(() =>
+        performance
+          .getEntriesByType('resource')
+          .filter((e) => new URL(e.name).pathname.endsWith('.js'))
+          .reduce((n, e) => n + e.encodedBodySize, 0),
+      );
+      await page.evaluate(() => navigator.serviceWorker.ready);
+      // Visit the screens that call the API, so that there would be answers to cache.
+      for (const path of params.visit) {
+        await page.goto(`${api}${path}`);
+        await page.waitForLoadState('networkidle');
+      }
+      const cdp = await context.newCDPSession(page);
+      const { installabilityErrors } = await cdp.send('Page.getInstallabilityErrors');
+      const manifest = await cdp.send('Page.getAppManifest');
+      const cached = await page.evaluate(async () => {
+        const urls = [];
+        for (const key of await caches.keys()) {
+          const cache = await caches.open(key);
+          for (const request of await cache.keys()) urls.push(new URL(request.url).pathname);
+        }
+        return urls;
+      });
+      // Offline, the shell still starts (and says the server cannot be reached).
+      await context.setOffline(true);
+      await page.goto(`${api}/tasks`);
+      const offline = (await page.waitForSelector('#root .alert, #root header', WAIT).then((e) => e.textContent())).trim();
+      await context.setOffline(false);
+      return {
+        loadMs,
+        javascript,
+        installabilityErrors: installabilityErrors.map((e) => e.errorId),
+        manifestErrors: manifest.errors,
+        cached,
+        offline,
+        errors,
+      };
+    } finally {
+      await context.close();
+      rmSync(profile, { recursive: true, force: true });
+    }
   },
 };
 

@@ -12,6 +12,9 @@ import { Ago, between, ErrorBox, shortId, Status } from '../ui';
 const ROW = 44; // px: every row has this height, so the window's rows can be computed
 const OVERSCAN = 10;
 const STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'];
+// Narrow screens show four of the eight columns (styles.css hides the `.wide` ones); the
+// spacer rows must span exactly the columns shown, or the table grows phantom columns.
+const narrow = window.matchMedia('(max-width: 640px)');
 
 export default function Tasks() {
   const filter = createMemo<Filter>(() => {
@@ -104,6 +107,11 @@ export default function Tasks() {
   });
   createEffect(on(() => tasks().length, measure, { defer: true }));
   const visible = () => tasks().slice(range().first, Math.min(range().last, tasks().length));
+  const [isNarrow, setNarrow] = createSignal(narrow.matches);
+  const onWidth = (e: MediaQueryListEvent) => setNarrow(e.matches);
+  narrow.addEventListener('change', onWidth);
+  onCleanup(() => narrow.removeEventListener('change', onWidth));
+  const columns = () => (isNarrow() ? 4 : 8);
 
   const toggle = (id: string, on: boolean) =>
     setSelected((s) => {
@@ -194,7 +202,7 @@ export default function Tasks() {
       </form>
 
       <div class="toolbar bulk">
-        <span aria-live="polite">{selected().size ? `${selected().size} selected` : `${tasks().length}${cursor() ? '+' : ''} tasks`}</span>
+        <span aria-live="polite">{selected().size ? `${selected().size} selected` : `${tasks().length}${cursor() ? '+' : ''} ${tasks().length === 1 && !cursor() ? 'task' : 'tasks'}`}</span>
         <Show when={can('tasks:cancel')}>
           <button type="button" disabled={!selected().size || !!busy()} onClick={() => bulk('cancel', 'selected')}>
             Cancel selected
@@ -231,18 +239,18 @@ export default function Tasks() {
                 onChange={(e) => setSelected(e.currentTarget.checked ? new Set(tasks().map((t) => t.id)) : new Set<string>())}
               />
             </th>
-            <th scope="col">Task</th>
+            <th scope="col" class="id">Task</th>
             <th scope="col">Tool</th>
-            <th scope="col">Status</th>
+            <th scope="col" class="status">Status</th>
             <th scope="col" class="wide">Queue</th>
-            <th scope="col" class="wide num">Attempts</th>
-            <th scope="col">Created</th>
-            <th scope="col" class="wide num">Took</th>
+            <th scope="col" class="wide num attempts">Attempts</th>
+            <th scope="col" class="wide when">Created</th>
+            <th scope="col" class="wide num took">Took</th>
           </tr>
         </thead>
         <tbody>
           <tr class="spacer" aria-hidden="true">
-            <td colspan="8" style={{ height: `${range().first * ROW}px` }} />
+            <td colspan={columns()} style={{ height: `${range().first * ROW}px` }} />
           </tr>
           <For each={visible()}>
             {(t) => (
@@ -271,7 +279,7 @@ export default function Tasks() {
                 <td class="wide num">
                   {t.attempts}/{t.max_attempts}
                 </td>
-                <td>
+                <td class="wide">
                   <Ago at={t.created_at} />
                 </td>
                 <td class="wide num">{between(t.started_at ?? t.created_at, t.finished_at)}</td>
@@ -279,7 +287,7 @@ export default function Tasks() {
             )}
           </For>
           <tr class="spacer" aria-hidden="true">
-            <td colspan="8" style={{ height: `${Math.max(0, tasks().length - range().last) * ROW}px` }} />
+            <td colspan={columns()} style={{ height: `${Math.max(0, tasks().length - range().last) * ROW}px` }} />
           </tr>
         </tbody>
       </table>
