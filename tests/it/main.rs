@@ -28,6 +28,7 @@ mod nats_api;
 mod nats_tenants;
 mod observability;
 mod ops;
+mod pause;
 mod priority;
 mod processes;
 mod projection;

@@ -38,8 +38,9 @@ use uuid::Uuid;
 use wharf_contract::{
     Agent, AgentList, AgentSpec, ApiKeyInfo, ApiKeyList, AuditList, CallTool, ConfigHistory,
     ConfigView, CreateKey, CreateSession, CreatedKey, DeadLetter, DeadLetterList, DeletedSession,
-    Delivery, DeliveryList, Identity, Problem, QueueList, Session, SessionList, SubmitBatch,
-    SubmitTask, TaskBatch, TaskList, TaskView, ToolList, UpdateConfig, WorkerList, WsServerMessage,
+    Delivery, DeliveryList, Identity, Problem, QueueInfo, QueueList, Session, SessionList,
+    SubmitBatch, SubmitTask, TaskBatch, TaskList, TaskView, ToolList, UpdateConfig, WorkerList,
+    WsServerMessage,
 };
 
 pub use error::{Error, Result};
@@ -472,6 +473,19 @@ impl Client {
     /// `GET /api/v1/queues`
     pub async fn queues(&self) -> Result<QueueList> {
         self.get("/api/v1/queues").await
+    }
+
+    /// `POST /api/v1/queues/{name}/pause`: workers take no more tasks from `queue` (it still
+    /// accepts them). Needs `ops:write`.
+    pub async fn pause_queue(&self, queue: &str) -> Result<QueueInfo> {
+        let path = format!("/api/v1/queues/{queue}/pause");
+        self.read(self.request(Method::POST, &path)).await
+    }
+
+    /// `POST /api/v1/queues/{name}/resume`: workers take tasks from `queue` again.
+    pub async fn resume_queue(&self, queue: &str) -> Result<QueueInfo> {
+        let path = format!("/api/v1/queues/{queue}/resume");
+        self.read(self.request(Method::POST, &path)).await
     }
 
     /// `GET /metrics`: the Prometheus text.

@@ -318,6 +318,46 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/queues/{name}/pause": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Pause a queue: it accepts tasks, workers take none
+         * @description Needs the permission `ops:write`.
+         */
+        post: operations["pauseQueue"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/queues/{name}/resume": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Resume a paused queue
+         * @description Needs the permission `ops:write`.
+         */
+        post: operations["resumeQueue"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/sessions": {
         parameters: {
             query?: never;
@@ -1113,7 +1153,7 @@ export interface components {
             timeout_secs?: number | null;
         };
         /** @description One thing a caller may be allowed to do. A role is a set of these; every route needs one. */
-        Permission: "tasks:submit" | "tasks:read" | "tasks:cancel" | "dlq:read" | "dlq:replay" | "tools:read" | "ops:read" | "keys:admin" | "audit:read" | "sessions:read" | "sessions:write" | "agents:read" | "agents:write" | "config:read" | "config:write" | "tenants:admin";
+        Permission: "tasks:submit" | "tasks:read" | "tasks:cancel" | "dlq:read" | "dlq:replay" | "tools:read" | "ops:read" | "ops:write" | "keys:admin" | "audit:read" | "sessions:read" | "sessions:write" | "agents:read" | "agents:write" | "config:read" | "config:write" | "tenants:admin";
         /**
          * @description A task's level within its queue. Each level is a subject of its own with its own consumer;
          *     workers take the higher levels first, but give each lower level a guaranteed share of their
@@ -1171,6 +1211,11 @@ export interface components {
              * @description The oldest of the levels' oldest tasks.
              */
             oldest_age_secs?: number | null;
+            /**
+             * @description The queue is paused: it accepts tasks, and workers take none until it is resumed.
+             * @default false
+             */
+            paused: boolean;
             /** Format: uint64 */
             waiting: number;
             /**
@@ -1191,6 +1236,11 @@ export interface components {
              * @description Age of the oldest task still in the level, waiting or running; absent when it is empty.
              */
             oldest_age_secs?: number | null;
+            /**
+             * @description Workers take no task from this level (`POST /api/v1/queues/{name}/pause`).
+             * @default false
+             */
+            paused: boolean;
             priority: components["schemas"]["Priority"];
             /**
              * Format: uint64
@@ -2429,6 +2479,70 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["QueueList"];
+                };
+            };
+            /** @description Any error: RFC 9457 problem+json with a stable `code` (see the Problem schema's `code` for the table). */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    pauseQueue: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The queue's name. */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The queue, paused. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["QueueInfo"];
+                };
+            };
+            /** @description Any error: RFC 9457 problem+json with a stable `code` (see the Problem schema's `code` for the table). */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    resumeQueue: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The queue's name. */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The queue, taking tasks again. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["QueueInfo"];
                 };
             };
             /** @description Any error: RFC 9457 problem+json with a stable `code` (see the Problem schema's `code` for the table). */

@@ -68,9 +68,9 @@ impl Bus {
         let mut levels = Vec::with_capacity(Priority::ALL.len());
         for priority in Priority::ALL {
             let subject = task_subject(queue, priority);
-            let (waiting, in_flight) =
+            let (waiting, in_flight, paused) =
                 match stream.consumer_info(queue_consumer(queue, priority)).await {
-                    Ok(info) => (info.num_pending, info.num_ack_pending as u64),
+                    Ok(info) => (info.num_pending, info.num_ack_pending as u64, info.paused),
                     Err(e)
                         if matches!(
                             e.kind(),
@@ -89,7 +89,7 @@ impl Bus {
                                 n = count as u64;
                             }
                         }
-                        (n, 0)
+                        (n, 0, false)
                     }
                     Err(e) => return Err(nats("read a queue consumer")(e)),
                 };
@@ -111,10 +111,60 @@ impl Bus {
                 priority,
                 waiting,
                 in_flight,
+                paused,
                 oldest_age_secs: oldest
                     .map(|t| ((now - t).num_milliseconds().max(0) as f64) / 1000.0),
             });
         }
         Ok(levels)
     }
+
+    /// Pauses `queue`: its three consumers stop handing out tasks (JetStream's consumer pause)
+    /// until [`Bus::resume_queue`]. Submissions are still accepted and wait; tasks already
+    /// taken run to their end. Creates the consumers if no worker ever served the queue, so
+    /// that a queue can be paused before its first worker starts.
+    pub async fn pause_queue(&self, queue: &str) -> Result<(), Error> {
+        let stream = self.stream(TASKS_STREAM).await?;
+        for priority in Priority::ALL {
+            self.queue_consumer(queue, priority).await?;
+            stream
+                .pause_consumer(&queue_consumer(queue, priority), paused_until())
+                .await
+                .map_err(nats("pause a queue consumer"))?;
+        }
+        Ok(())
+    }
+
+    /// Resumes a paused `queue`: its consumers hand out tasks again at once.
+    pub async fn resume_queue(&self, queue: &str) -> Result<(), Error> {
+        let stream = self.stream(TASKS_STREAM).await?;
+        for priority in Priority::ALL {
+            let name = queue_consumer(queue, priority);
+            match stream.consumer_info(&name).await {
+                Ok(_) => {}
+                // No consumer: nothing paused this level.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        async_nats::jetstream::context::ConsumerInfoErrorKind::NotFound
+                    ) =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(nats("read a queue consumer")(e)),
+            }
+            stream
+                .resume_consumer(&name)
+                .await
+                .map_err(nats("resume a queue consumer"))?;
+        }
+        Ok(())
+    }
+}
+
+/// A pause lasts until it is lifted: JetStream pauses a consumer until a time, so the time is
+/// one no deployment will reach.
+fn paused_until() -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp(32_503_680_000) // 3000-01-01
+        .expect("a valid timestamp")
 }

@@ -98,16 +98,25 @@ impl Bus {
         queue: &str,
         priority: Priority,
     ) -> Result<PullConsumer, Error> {
-        self.stream(TASKS_STREAM)
-            .await?
+        let stream = self.stream(TASKS_STREAM).await?;
+        let name = queue_consumer(queue, priority);
+        // Bringing a consumer up to date sends its whole configuration: a paused level's
+        // `pause_until` goes with it, so that what an operator paused (`Bus::pause_queue`)
+        // stays paused in the stored configuration whatever a starting worker sends.
+        let pause_until = match stream.consumer_info(&name).await {
+            Ok(info) if info.paused => info.config.pause_until,
+            _ => None,
+        };
+        stream
             .create_consumer(consumer::pull::Config {
-                durable_name: Some(queue_consumer(queue, priority)),
+                durable_name: Some(name),
                 description: Some(format!("workers of queue {queue}, {priority} priority")),
                 filter_subject: task_subject(queue, priority),
                 ack_policy: consumer::AckPolicy::Explicit,
                 ack_wait: self.topology.ack_wait,
                 max_deliver: -1,
                 max_ack_pending: 100_000,
+                pause_until,
                 ..Default::default()
             })
             .await

@@ -38,6 +38,9 @@ pub enum Permission {
     /// Read the platform's state: workers, queues, `system:status`, `/metrics`. Spans tenants.
     #[serde(rename = "ops:read")]
     OpsRead,
+    /// Change the platform's running state: pause and resume queues. Spans tenants.
+    #[serde(rename = "ops:write")]
+    OpsWrite,
     /// Create, list and revoke the tenant's API keys.
     #[serde(rename = "keys:admin")]
     KeysAdmin,
@@ -69,7 +72,7 @@ pub enum Permission {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 16] = [
+    pub const ALL: [Permission; 17] = [
         Permission::TasksSubmit,
         Permission::TasksRead,
         Permission::TasksCancel,
@@ -77,6 +80,7 @@ impl Permission {
         Permission::DlqReplay,
         Permission::ToolsRead,
         Permission::OpsRead,
+        Permission::OpsWrite,
         Permission::KeysAdmin,
         Permission::AuditRead,
         Permission::SessionsRead,
@@ -97,6 +101,7 @@ impl Permission {
             Permission::DlqReplay => "dlq:replay",
             Permission::ToolsRead => "tools:read",
             Permission::OpsRead => "ops:read",
+            Permission::OpsWrite => "ops:write",
             Permission::KeysAdmin => "keys:admin",
             Permission::AuditRead => "audit:read",
             Permission::SessionsRead => "sessions:read",
@@ -149,7 +154,7 @@ pub fn builtin_role(name: &str) -> Option<&'static [Permission]> {
             AgentsWrite,
         ],
         // Runs the platform: reads everything of its tenant and the platform's state, cancels,
-        // replays dead letters; submits nothing new.
+        // replays dead letters, pauses and resumes queues; submits nothing new.
         "operator" => &[
             TasksRead,
             TasksCancel,
@@ -157,6 +162,7 @@ pub fn builtin_role(name: &str) -> Option<&'static [Permission]> {
             DlqReplay,
             ToolsRead,
             OpsRead,
+            OpsWrite,
             SessionsRead,
             AgentsRead,
             ConfigRead,

@@ -46,6 +46,9 @@ pub struct QueueLevel {
     pub waiting: u64,
     /// Tasks a worker holds now.
     pub in_flight: u64,
+    /// Workers take no task from this level (`POST /api/v1/queues/{name}/pause`).
+    #[serde(default)]
+    pub paused: bool,
     /// Age of the oldest task still in the level, waiting or running; absent when it is empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oldest_age_secs: Option<f64>,
@@ -62,6 +65,9 @@ pub struct QueueInfo {
     pub oldest_age_secs: Option<f64>,
     /// Live workers taking tasks from this queue.
     pub workers: usize,
+    /// The queue is paused: it accepts tasks, and workers take none until it is resumed.
+    #[serde(default)]
+    pub paused: bool,
     /// Tasks of this queue that ended (any terminal state) in the last 60 seconds, from the
     /// history.
     pub finished_last_minute: u64,

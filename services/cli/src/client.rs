@@ -26,8 +26,11 @@ pub enum ClientCommand {
     /// Live workers: queues, concurrency, tasks in flight, last seen.
     Workers,
     /// Queues: tasks waiting and running per level, oldest task, workers, tasks ended in the
-    /// last minute.
-    Queues,
+    /// last minute, paused or not; `pause` and `resume` one.
+    Queues {
+        #[command(subcommand)]
+        action: Option<crate::queues::QueuesCommand>,
+    },
     /// A live view of queues and workers, redrawn every few seconds (Ctrl-C ends it).
     Top {
         /// Seconds between redraws.
@@ -227,7 +230,10 @@ impl ClientCommand {
                 print!("{}", workers_table(&api.workers().await?));
                 Ok(())
             }
-            ClientCommand::Queues => {
+            ClientCommand::Queues {
+                action: Some(action),
+            } => action.run(&api).await,
+            ClientCommand::Queues { action: None } => {
                 print!("{}", queues_table(&api.queues().await?));
                 Ok(())
             }
@@ -497,7 +503,7 @@ pub fn workers_table(list: &WorkerList) -> String {
 /// `wharf queues` output: one line per queue, its levels' waiting counts in brackets.
 pub fn queues_table(list: &QueueList) -> String {
     let mut out = format!(
-        "{:<20}  {:>8}  {:<18}  {:>9}  {:>10}  {:>7}  {:>12}\n",
+        "{:<20}  {:>8}  {:<18}  {:>9}  {:>10}  {:>7}  {:>12}  STATE\n",
         "QUEUE", "WAITING", "(HIGH/NORMAL/LOW)", "IN FLIGHT", "OLDEST", "WORKERS", "ENDED/MINUTE"
     );
     for q in &list.queues {
@@ -506,14 +512,15 @@ pub fn queues_table(list: &QueueList) -> String {
             .oldest_age_secs
             .map_or_else(|| "-".to_owned(), |s| format!("{s:.1}s"));
         out += &format!(
-            "{:<20}  {:>8}  {:<18}  {:>9}  {:>10}  {:>7}  {:>12}\n",
+            "{:<20}  {:>8}  {:<18}  {:>9}  {:>10}  {:>7}  {:>12}  {}\n",
             q.name,
             q.waiting,
             format!("({})", levels.join("/")),
             q.in_flight,
             oldest,
             q.workers,
-            q.finished_last_minute
+            q.finished_last_minute,
+            if q.paused { "paused" } else { "active" }
         );
     }
     out

@@ -8,6 +8,7 @@ mod client;
 mod config;
 mod deliveries;
 mod probes;
+mod queues;
 mod sections;
 
 use std::path::PathBuf;

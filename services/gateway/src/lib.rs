@@ -23,6 +23,7 @@ pub mod nats_auth;
 mod openapi;
 mod ops;
 mod problem;
+mod queues;
 mod router;
 mod serve;
 mod sessions;

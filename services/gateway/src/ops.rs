@@ -1,7 +1,7 @@
 //! `/api/v1/workers` and `/api/v1/queues`: what an operator asks of the platform itself. Is
 //! anyone serving my queue, how far behind is it, do I need more workers.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use tracing::Instrument;
 
@@ -96,28 +96,61 @@ async fn queue_names(
 /// Every queue of [`queue_names`], with its state.
 async fn queue_infos(state: &AppState, workers: &[WorkerInfo]) -> Result<Vec<QueueInfo>, ApiError> {
     let names = queue_names(state, workers).await?;
-    let finished = state
-        .store
-        .finished_since(chrono::Utc::now() - chrono::Duration::seconds(60))
-        .await?;
+    let finished = finished_last_minute(state).await?;
     let mut queues = Vec::with_capacity(names.len());
     for name in names {
-        let levels = state.bus.queue_levels(&name).await?;
-        queues.push(QueueInfo {
-            waiting: levels.iter().map(|l| l.waiting).sum(),
-            in_flight: levels.iter().map(|l| l.in_flight).sum(),
-            oldest_age_secs: levels
-                .iter()
-                .filter_map(|l| l.oldest_age_secs)
-                .reduce(f64::max),
-            workers: workers.iter().filter(|w| w.queues.contains(&name)).count(),
-            finished_last_minute: finished.get(&name).map_or(0, |f| f.total),
-            failed_last_minute: finished.get(&name).map_or(0, |f| f.failed),
-            levels,
-            name,
-        });
+        queues.push(queue_info(state, workers, &finished, name).await?);
     }
     Ok(queues)
+}
+
+/// One queue's state, or `None` when the platform knows no queue of that name (no worker
+/// serves it or served it, it has no task and no defaults).
+pub(crate) async fn known_queue(
+    state: &AppState,
+    name: &str,
+) -> Result<Option<QueueInfo>, ApiError> {
+    let workers = state.bus.workers().await?;
+    if !queue_names(state, &workers).await?.contains(name) {
+        return Ok(None);
+    }
+    let finished = finished_last_minute(state).await?;
+    Ok(Some(
+        queue_info(state, &workers, &finished, name.to_owned()).await?,
+    ))
+}
+
+/// Per queue, the tasks that ended in the last minute (one query for every queue).
+async fn finished_last_minute(
+    state: &AppState,
+) -> Result<HashMap<String, wharf_store::Finished>, ApiError> {
+    Ok(state
+        .store
+        .finished_since(chrono::Utc::now() - chrono::Duration::seconds(60))
+        .await?)
+}
+
+async fn queue_info(
+    state: &AppState,
+    workers: &[WorkerInfo],
+    finished: &HashMap<String, wharf_store::Finished>,
+    name: String,
+) -> Result<QueueInfo, ApiError> {
+    let levels = state.bus.queue_levels(&name).await?;
+    Ok(QueueInfo {
+        waiting: levels.iter().map(|l| l.waiting).sum(),
+        in_flight: levels.iter().map(|l| l.in_flight).sum(),
+        oldest_age_secs: levels
+            .iter()
+            .filter_map(|l| l.oldest_age_secs)
+            .reduce(f64::max),
+        workers: workers.iter().filter(|w| w.queues.contains(&name)).count(),
+        finished_last_minute: finished.get(&name).map_or(0, |f| f.total),
+        failed_last_minute: finished.get(&name).map_or(0, |f| f.failed),
+        paused: levels.iter().all(|l| l.paused),
+        levels,
+        name,
+    })
 }
 
 /// Header naming a request, both ways.

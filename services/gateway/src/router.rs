@@ -11,7 +11,7 @@ use wharf_contract::ErrorCode;
 use crate::problem::ApiError;
 use crate::{
     AppState, agents, audit, auth, callbacks, config, console, dlq, hooks, keys, limits, mcp,
-    openapi, ops, sessions, tasks, tools, ws,
+    openapi, ops, queues, sessions, tasks, tools, ws,
 };
 
 /// Every route of the gateway.
@@ -50,6 +50,8 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .route("/api/v1/workers", get(ops::workers))
         .route("/api/v1/queues", get(ops::queues))
+        .route("/api/v1/queues/{name}/pause", post(queues::pause))
+        .route("/api/v1/queues/{name}/resume", post(queues::resume))
         .route("/api/v1/keys", post(keys::create).get(keys::list))
         .route("/api/v1/keys/{id}", get(keys::get).delete(keys::revoke))
         .route("/api/v1/whoami", get(auth::whoami))

@@ -7,8 +7,8 @@ use wharf_contract::rules;
 use wharf_contract::{
     Agent, AgentList, AgentSpec, ApiKeyInfo, ApiKeyList, AuditList, CallTool, ConfigHistory,
     ConfigView, CreateKey, CreateSession, CreatedKey, DeadLetter, DeadLetterList, DeletedSession,
-    Delivery, DeliveryList, Identity, Permission, QueueList, Session, SessionList, SubmitBatch,
-    SubmitTask, TaskBatch, TaskList, TaskView, ToolList, UpdateConfig, WorkerList,
+    Delivery, DeliveryList, Identity, Permission, QueueInfo, QueueList, Session, SessionList,
+    SubmitBatch, SubmitTask, TaskBatch, TaskList, TaskView, ToolList, UpdateConfig, WorkerList,
 };
 
 use super::Schemas;
@@ -453,6 +453,28 @@ pub(super) fn operations(s: &mut Schemas) -> Vec<Op> {
             parameters: vec![],
             body: None,
             responses: vec![(200, "Every known queue.", Some(json_content(s.output::<QueueList>())))],
+        },
+        Op {
+            method: "post",
+            path: "/api/v1/queues/{name}/pause",
+            id: "pauseQueue",
+            tag: "operations",
+            summary: "Pause a queue: it accepts tasks, workers take none",
+            permission: Some(OpsWrite),
+            parameters: vec![param("name", "path", name_schema.clone(), "The queue's name.")],
+            body: None,
+            responses: vec![(200, "The queue, paused.", Some(json_content(s.output::<QueueInfo>())))],
+        },
+        Op {
+            method: "post",
+            path: "/api/v1/queues/{name}/resume",
+            id: "resumeQueue",
+            tag: "operations",
+            summary: "Resume a paused queue",
+            permission: Some(OpsWrite),
+            parameters: vec![param("name", "path", name_schema.clone(), "The queue's name.")],
+            body: None,
+            responses: vec![(200, "The queue, taking tasks again.", Some(json_content(s.output::<QueueInfo>())))],
         },
         Op {
             method: "get",

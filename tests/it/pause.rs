@@ -1,0 +1,120 @@
+//! Pausing a queue: it accepts tasks, no worker takes them (not even one started meanwhile),
+//! other queues run on, and resuming drains it.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use wharf_contract::TaskStatus;
+use wharf_testkit::{Options, Wharf, eventually, send};
+
+async fn queue(w: &Wharf, name: &str) -> Value {
+    let list: Value = w.get("/api/v1/queues").await.json().await.unwrap();
+    list["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("queue {name} listed: {list}"))
+}
+
+/// Runs the CLI against `w`'s gateway: its output, having checked it succeeded.
+async fn cli(w: &Wharf, args: &[&str]) -> String {
+    let out = tokio::process::Command::new(wharf_testkit::wharf_bin())
+        .args(["--api", &w.api])
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+async fn post(w: &Wharf, path: &str) -> (u16, Value) {
+    let (status, body) = send(w.client().request(Method::POST, path)).await;
+    (status.as_u16(), body)
+}
+
+#[tokio::test]
+async fn a_paused_queue_accepts_tasks_that_wait_until_it_is_resumed() {
+    let mut w = Wharf::start_with(Options {
+        queues: vec!["default".into(), "other".into()],
+        ..Options::default()
+    })
+    .await;
+    w.wait_for_tool("demo.echo").await;
+
+    let (status, paused) = post(&w, "/api/v1/queues/default/pause").await;
+    assert_eq!(status, 200, "{paused}");
+    assert_eq!(paused["paused"], true, "{paused}");
+    assert!(
+        paused["levels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["paused"] == true),
+        "{paused}"
+    );
+    // Pausing twice is pausing.
+    assert_eq!(post(&w, "/api/v1/queues/default/pause").await.0, 200);
+    // A queue the platform does not know is not made up by a typo.
+    let (status, problem) = post(&w, "/api/v1/queues/defualt/pause").await;
+    assert_eq!(status, 404, "{problem}");
+    assert_eq!(problem["code"], "not_found");
+
+    let mut waiting = Vec::new();
+    for i in 0..5 {
+        waiting.push(
+            w.submit_ok(
+                json!({"tool": "demo.echo", "arguments": {"message": format!("held {i}")}}),
+            )
+            .await,
+        );
+    }
+    // A worker that starts now brings the queue's consumers up to date: the pause holds.
+    w.workers.pop().unwrap().stop().await;
+    w.add_worker();
+    // The worker runs the other queue's task; had it been free to, it would have taken the
+    // paused queue's waiting tasks at once.
+    let other = w
+        .submit_ok(json!({"tool": "demo.echo", "arguments": {"message": "free"}, "queue": "other"}))
+        .await;
+    w.wait_recorded(other, TaskStatus::Succeeded).await;
+    let held = queue(&w, "default").await;
+    assert_eq!(held["waiting"], 5, "{held}");
+    assert_eq!(held["in_flight"], 0, "{held}");
+    assert_eq!(held["paused"], true, "{held}");
+    for id in &waiting {
+        assert_eq!(w.get_task(*id).await.status, TaskStatus::Queued);
+    }
+
+    // The CLI says so.
+    let table = cli(&w, &["queues"]).await;
+    let line = table
+        .lines()
+        .find(|l| l.starts_with("default "))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(line.ends_with("paused"), "{table}");
+
+    // Resumed (here with the CLI), the queue drains.
+    let said = cli(&w, &["queues", "resume", "default"]).await;
+    assert!(said.contains("taking tasks"), "{said}");
+    for id in &waiting {
+        w.wait_recorded(*id, TaskStatus::Succeeded).await;
+    }
+    let drained = eventually(
+        "the queue shown active",
+        Duration::from_secs(10),
+        || async {
+            let q = queue(&w, "default").await;
+            (q["paused"] == false && q["waiting"] == 0).then_some(q)
+        },
+    )
+    .await;
+    assert_eq!(drained["in_flight"], 0, "{drained}");
+}
