@@ -71,5 +71,7 @@ export default defineConfig({
   },
   test: {
     include: ['src/**/*.test.ts'],
+    // The code under test has no DOM (vite-plugin-solid would otherwise ask for jsdom).
+    environment: 'node',
   },
 });

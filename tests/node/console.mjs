@@ -106,6 +106,48 @@ const scenarios = {
     return { statuses, notice: (await notice.textContent()).trim(), errors };
   },
 
+  // Replay the first dead letter from the list.
+  async dlq() {
+    const { page, errors } = await open();
+    await page.goto(`${api}/dlq`);
+    await page.waitForSelector('table.letters[data-loaded]', WAIT);
+    const letters = await page.$$eval('tr[data-letter]', (rows) => rows.map((r) => r.dataset.letter));
+    await page.check(`input[aria-label="Select dead letter ${letters[0]}"]`);
+    await page.click('button:text("Replay selected")');
+    const notice = await page.waitForSelector('p.notice:text-matches("^Replayed")', WAIT);
+    return { letters, notice: (await notice.textContent()).trim(), errors };
+  },
+
+  // Pause a queue, watch its backlog grow while tasks are submitted, resume, watch it drain.
+  async pause() {
+    const { page, errors } = await open();
+    await page.goto(`${api}/queues`);
+    const row = `tr[data-queue="${params.queue}"]`;
+    await page.waitForSelector(row, WAIT);
+    await page.click(`button[aria-label="Pause ${params.queue}"]`);
+    await page.waitForSelector(`${row}[data-paused="true"]`, WAIT);
+    // Submitted meanwhile (through the same public API): accepted, and they wait.
+    const statuses = await page.evaluate(
+      ({ n, body }) =>
+        Promise.all(
+          Array.from({ length: n }, () =>
+            fetch('/api/v1/tasks', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }).then((r) => r.status),
+          ),
+        ),
+      { n: params.count, body: params.task },
+    );
+    await page.waitForFunction(
+      ({ row, n }) => document.querySelector(`${row} .waiting`)?.textContent === String(n),
+      { row, n: params.count },
+      WAIT,
+    );
+    const grown = Number(await page.textContent(`${row} .waiting`));
+    await page.click(`button[aria-label="Resume ${params.queue}"]`);
+    await page.waitForSelector(`${row}[data-paused="false"]`, WAIT);
+    await page.waitForFunction((row) => document.querySelector(`${row} .waiting`)?.textContent === '0', row, WAIT);
+    return { statuses, grown, errors };
+  },
+
   // What a key's holder sees: the sign-in, then only what its permissions allow.
   async signin() {
     const { page, errors } = await open();
@@ -143,7 +185,14 @@ const scenarios = {
       for (const screen of params.screens) {
         await page.goto(`${api}${screen.path}`);
         await page.waitForSelector(screen.ready, WAIT);
-        const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+        // The page, and any box in it that would scroll sideways.
+        const overflow = await page.evaluate(() => {
+          const sideways = [...document.querySelectorAll('*')].filter(
+            (e) => e.scrollWidth > e.clientWidth + 1 && ['auto', 'scroll'].includes(getComputedStyle(e).overflowX),
+          );
+          const page = document.documentElement.scrollWidth - window.innerWidth;
+          return [...(page > 0 ? [`the page, by ${page} px`] : []), ...sideways.map((e) => `${e.tagName.toLowerCase()}.${e.className}`)];
+        });
         await page.screenshot({ path: join(params.dir, `${screen.name}-${size}.png`), fullPage: true });
         await page.addScriptTag({ path: axe });
         const violations = await page.evaluate(async () => {

@@ -91,8 +91,8 @@ export default function Overview() {
                   <th scope="col">Level</th>
                   <th scope="col" class="num">Waiting</th>
                   <th scope="col" class="num">Running</th>
-                  <th scope="col" class="num">Oldest</th>
-                  <th scope="col" class="num">Workers</th>
+                  <th scope="col" class="num wide">Oldest</th>
+                  <th scope="col" class="num wide">Workers</th>
                 </tr>
               </thead>
               <tbody>
@@ -106,11 +106,14 @@ export default function Overview() {
                               <Link href={`/tasks?queue=${encodeURIComponent(q.name)}`}>{q.name}</Link>
                             </Show>
                           </th>
-                          <td>{level.priority}</td>
+                          <td>
+                            {level.priority}
+                            <Show when={level.paused}> (paused)</Show>
+                          </td>
                           <td class="num waiting">{level.waiting}</td>
                           <td class="num">{level.in_flight}</td>
-                          <td class="num">{level.oldest_age_secs == null ? '—' : `${level.oldest_age_secs.toFixed(1)} s`}</td>
-                          <td class="num">{i() === 0 ? q.workers : ''}</td>
+                          <td class="num wide">{level.oldest_age_secs == null ? '—' : `${level.oldest_age_secs.toFixed(1)} s`}</td>
+                          <td class="num wide">{i() === 0 ? q.workers : ''}</td>
                         </tr>
                       )}
                     </For>
