@@ -9,9 +9,13 @@ export interface Filter {
   priority?: string;
   agent?: string;
   session_id?: string;
+  tool?: string;
+  /** RFC 3339 times: submitted at or after, and before. */
+  created_after?: string;
+  created_before?: string;
 }
 
-export const FILTER_KEYS = ['status', 'queue', 'priority', 'agent', 'session_id'] as const;
+export const FILTER_KEYS = ['status', 'queue', 'priority', 'agent', 'session_id', 'tool', 'created_after', 'created_before'] as const;
 
 export function listPage(filter: Filter, cursor?: string, limit = 50, view?: 'full'): Promise<TaskList> {
   return api<TaskList>('GET', `/api/v1/tasks${query({ ...filter, cursor, limit, view })}`);

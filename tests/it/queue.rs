@@ -178,6 +178,38 @@ async fn listing_filters_and_paginates_newest_first() {
     assert_eq!(ids(&failed), vec![fail]);
     let other_queue = get("queue=other".into()).await;
     assert!(ids(&other_queue).is_empty());
+    let by_tool = get("tool=demo.fail".into()).await;
+    assert_eq!(ids(&by_tool), vec![fail]);
+
+    // A time range is a range of ids (UUIDv7): b's first task was submitted after a's last.
+    let ms = |id: &Uuid| {
+        i64::try_from(id.get_timestamp().unwrap().to_unix().0).unwrap() * 1000
+            + i64::from(id.get_timestamp().unwrap().to_unix().1 / 1_000_000)
+    };
+    let split = chrono::DateTime::from_timestamp_millis(ms(&b[0]))
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let since = ids(&get(format!("created_after={split}&limit=50")).await);
+    let before = ids(&get(format!("created_before={split}&limit=50")).await);
+    // Tasks of b's first millisecond are at or after it; a's may share that millisecond.
+    assert!(since.ends_with(&[b[0]]), "{since:?}");
+    assert!(since.iter().all(|id| ms(id) >= ms(&b[0])), "{since:?}");
+    assert!(before.iter().all(|id| ms(id) < ms(&b[0])), "{before:?}");
+    assert_eq!(since.len() + before.len(), 9, "{since:?} {before:?}");
+    // With the range's end as a bound and a cursor, the older of the two wins.
+    let paged = get(format!("created_before={split}&limit=2")).await;
+    let cursor = paged["next_cursor"].as_str().unwrap_or_default().to_owned();
+    if !cursor.is_empty() {
+        let rest = ids(&get(format!("created_before={split}&cursor={cursor}&limit=50")).await);
+        assert_eq!(rest.len() + 2, before.len());
+    }
+    let r = w.get("/api/v1/tasks?created_after=yesterday").await;
+    assert_eq!(r.status(), 400);
+    let problem: Value = r.json().await.unwrap();
+    assert!(
+        problem.to_string().contains("created_after"),
+        "the problem names the parameter: {problem}"
+    );
     w.shutdown().await;
 }
 

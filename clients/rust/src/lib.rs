@@ -93,6 +93,15 @@ pub struct TaskQuery {
     pub priority: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    /// `<server>.<tool>`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    /// Submitted at or after this time (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_after: Option<String>,
+    /// Submitted before this time (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_before: Option<String>,
     /// `full` to have each task's `arguments`, `metadata` and `result` in the page; a page
     /// holds summaries without them otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -2702,6 +2702,12 @@ export interface operations {
                 priority?: "high" | "normal" | "low";
                 /** @description Only tasks submitted with this agent. */
                 agent?: string;
+                /** @description Only this tool's tasks (`<server>.<tool>`). */
+                tool?: string;
+                /** @description Only tasks submitted at or after this time (RFC 3339). */
+                created_after?: string;
+                /** @description Only tasks submitted before this time (RFC 3339). */
+                created_before?: string;
                 /** @description `summary` leaves each task's `arguments`, `metadata` and `result` out (read one task for them); `full` includes them. */
                 view?: "summary" | "full";
                 /** @description Page size (default 50). */

@@ -16,6 +16,15 @@ const STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'];
 // spacer rows must span exactly the columns shown, or the table grows phantom columns.
 const narrow = window.matchMedia('(max-width: 640px)');
 
+/** An RFC 3339 time as a `datetime-local` input shows it: local, to the minute. */
+function localTime(iso?: string): string {
+  if (!iso) return '';
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return '';
+  const pad = (n: number) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
+}
+
 export default function Tasks() {
   const filter = createMemo<Filter>(() => {
     const q = location().query;
@@ -191,11 +200,24 @@ export default function Tasks() {
             <option value="low">low</option>
           </select>
         </div>
-        <For each={[['queue', 'Queue'], ['agent', 'Agent'], ['session_id', 'Session']] as const}>
+        <For each={[['tool', 'Tool'], ['queue', 'Queue'], ['agent', 'Agent'], ['session_id', 'Session']] as const}>
           {([key, label]) => (
             <div>
               <label for={`f-${key}`}>{label}</label>
               <input id={`f-${key}`} value={filter()[key] ?? ''} onChange={(e) => setFilter(key, e.currentTarget.value.trim())} />
+            </div>
+          )}
+        </For>
+        <For each={[['created_after', 'Submitted from'], ['created_before', 'Submitted before']] as const}>
+          {([key, label]) => (
+            <div>
+              <label for={`f-${key}`}>{label}</label>
+              <input
+                id={`f-${key}`}
+                type="datetime-local"
+                value={localTime(filter()[key])}
+                onChange={(e) => setFilter(key, e.currentTarget.value ? new Date(e.currentTarget.value).toISOString() : '')}
+              />
             </div>
           )}
         </For>

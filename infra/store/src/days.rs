@@ -13,9 +13,15 @@ use sea_orm::sea_query::{Expr, ExprTrait, IntoColumnRef, SimpleExpr};
 use uuid::Uuid;
 use wharf_migration::partitions::{DAY_MS, day_start, ms_of, uuid_at};
 
-/// The first id of the UTC day holding millisecond `ms` (`uuid_at` makes valid UUIDs).
+/// The first id of millisecond `ms`, used at a day's start (`uuid_at` makes valid UUIDs).
 pub(crate) fn day_bound(ms: i64) -> Uuid {
     Uuid::parse_str(&uuid_at(ms)).expect("uuid_at makes UUIDs")
+}
+
+/// The first id of millisecond `ms` (clamped to what a UUIDv7 can spell): below every UUIDv7
+/// made in that millisecond.
+pub(crate) fn first_id_at(ms: i64) -> Uuid {
+    day_bound(ms)
 }
 
 /// The first id of the day after the one starting at `start`; `None` for the last day UUIDs

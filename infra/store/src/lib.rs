@@ -93,6 +93,10 @@ pub struct TaskFilter {
     pub tenant: Option<String>,
     /// Only tasks submitted with this agent.
     pub agent: Option<String>,
+    /// Only tasks of this tool (`<server>.<tool>`).
+    pub tool: Option<String>,
+    /// Only tasks whose id is at least this one: submitted at or after its time ([`id_at`]).
+    pub after: Option<Uuid>,
     /// Only queued and running tasks.
     pub unfinished: bool,
     /// Only tasks older than this id (ids sort by submission time).
@@ -184,7 +188,9 @@ impl Store {
         let (mut lower, mut width) = (first - DAY_MS, 2 * DAY_MS);
         let mut page = Vec::new();
         loop {
-            let last = lower <= oldest_window;
+            // The window holding the filter's oldest time is the last one worth reading.
+            let last =
+                lower <= oldest_window || filter.after.is_some_and(|a| days::day_bound(lower) <= a);
             let from = (!last).then(|| days::day_bound(lower));
             let left = filter.limit.saturating_sub(page.len() as u64);
             page.extend(self.tasks_between(filter, from, upper, left).await?);
@@ -224,6 +230,12 @@ impl Store {
         }
         if let Some(agent) = &filter.agent {
             q = q.filter(task::Column::Agent.eq(agent.as_str()));
+        }
+        if let Some(tool) = &filter.tool {
+            q = q.filter(task::Column::Tool.eq(tool.as_str()));
+        }
+        if let Some(after) = filter.after {
+            q = q.filter(task::Column::Id.gte(after));
         }
         if filter.unfinished {
             q = q.filter(task::Column::StatusRank.lt(2));
@@ -311,6 +323,12 @@ impl Store {
             .await?;
         Ok(rows.into_iter().map(|(s, n)| (s, n as u64)).collect())
     }
+}
+
+/// The first task id of millisecond `time`: ids sort by submission time (UUIDv7), so the tasks
+/// submitted at or after `time` are those whose id is at least this one.
+pub fn id_at(time: chrono::DateTime<chrono::Utc>) -> Uuid {
+    days::first_id_at(time.timestamp_millis())
 }
 
 /// Tasks of one queue that ended in a window ([`Store::finished_since`]).

@@ -108,6 +108,15 @@ pub struct TasksArgs {
     /// high, normal or low.
     #[arg(long)]
     priority: Option<String>,
+    /// Only this tool's tasks (`<server>.<tool>`).
+    #[arg(long)]
+    tool: Option<String>,
+    /// Only tasks submitted at or after this time (RFC 3339).
+    #[arg(long)]
+    since: Option<String>,
+    /// Only tasks submitted before this time (RFC 3339).
+    #[arg(long)]
+    until: Option<String>,
     #[arg(long, default_value_t = 20)]
     limit: u32,
     #[arg(long)]
@@ -285,6 +294,9 @@ impl TasksArgs {
             session_id: self.session,
             priority: self.priority,
             agent: None,
+            tool: self.tool,
+            created_after: self.since,
+            created_before: self.until,
             view: None,
             limit: Some(self.limit),
             cursor: self.cursor,

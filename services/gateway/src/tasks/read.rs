@@ -83,9 +83,28 @@ pub struct ListQuery {
     session_id: Option<String>,
     priority: Option<String>,
     agent: Option<String>,
+    tool: Option<String>,
+    created_after: Option<String>,
+    created_before: Option<String>,
     view: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
+}
+
+/// A time of the list's range (RFC 3339), as the first task id of its millisecond.
+fn time_bound(field: &str, value: Option<&str>) -> Result<Option<Uuid>, ApiError> {
+    value
+        .map(|v| {
+            chrono::DateTime::parse_from_rfc3339(v)
+                .map(|t| wharf_store::id_at(t.with_timezone(&chrono::Utc)))
+                .map_err(|e| {
+                    query_error(
+                        field,
+                        format!("`{v}` is not an RFC 3339 time (2026-12-01T09:00:00Z): {e}"),
+                    )
+                })
+        })
+        .transpose()
 }
 
 /// `GET /api/v1/tasks`
@@ -123,6 +142,14 @@ pub async fn list(
         q.cursor.as_deref(),
         wharf_contract::rules::TASKS_PAGE,
     )?;
+    // Submission times are the ids' own (UUIDv7): a range is a range of ids, and its end
+    // works as a cursor does.
+    let after = time_bound("created_after", q.created_after.as_deref())?;
+    let until = time_bound("created_before", q.created_before.as_deref())?;
+    let before = match (page.after, until) {
+        (Some(cursor), Some(until)) => Some(cursor.min(until)),
+        (cursor, until) => cursor.or(until),
+    };
     // One more than asked tells whether another page exists.
     let filter = wharf_store::TaskFilter {
         status,
@@ -131,8 +158,10 @@ pub async fn list(
         priority,
         tenant: Some(principal.tenant().to_owned()),
         agent: q.agent,
+        tool: q.tool,
+        after,
         unfinished: false,
-        before: page.after,
+        before,
         limit: page.limit + 1,
         summary,
     };
