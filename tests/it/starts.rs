@@ -83,6 +83,21 @@ async fn a_short_attempt_stores_its_start_with_its_outcome_and_readers_see_both(
         .filter_map(|l| l.strip_prefix("event: "))
         .collect();
     assert_eq!(types, ["task:accepted", "task:started", "task:complete"]);
+    // Each says when it happened: the start at the attempt's own start, not its outcome's.
+    let times: Vec<chrono::DateTime<chrono::Utc>> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| {
+            serde_json::from_str::<Value>(d).unwrap()["at"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(times.len(), 3);
+    assert_eq!(times[1].timestamp_micros(), at.timestamp_micros());
+    assert!(times[0] <= times[1] && times[1] <= times[2], "{times:?}");
     w.shutdown().await;
 }
 

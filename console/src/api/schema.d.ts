@@ -1735,6 +1735,11 @@ export interface components {
          *     `GET /api/v1/tasks/{id}/events`). `seq` is the event's position in the event stream.
          */
         WsServerMessage: {
+            /**
+             * Format: date-time
+             * @description When it happened (the event's time); absent on an answer that is not an event.
+             */
+            at?: string | null;
             ref?: string | null;
             /** Format: uint64 */
             seq?: number | null;
@@ -1744,6 +1749,11 @@ export interface components {
             /** @constant */
             type: "task:accepted";
         } | {
+            /**
+             * Format: date-time
+             * @description When it happened (the event's time); absent on an answer that is not an event.
+             */
+            at?: string | null;
             /** Format: uint32 */
             attempt: number;
             /** Format: uint64 */
@@ -1754,6 +1764,11 @@ export interface components {
             type: "task:started";
             worker: string;
         } | {
+            /**
+             * Format: date-time
+             * @description When it happened (the event's time); absent on an answer that is not an event.
+             */
+            at?: string | null;
             /** Format: uint32 */
             attempt: number;
             message?: string | null;
@@ -1768,6 +1783,11 @@ export interface components {
             /** @constant */
             type: "task:progress";
         } | {
+            /**
+             * Format: date-time
+             * @description When it happened (the event's time); absent on an answer that is not an event.
+             */
+            at?: string | null;
             /** Format: uint64 */
             seq: number;
             /** Format: uuid */
@@ -1775,6 +1795,11 @@ export interface components {
             /** @constant */
             type: "task:cancel_requested";
         } | {
+            /**
+             * Format: date-time
+             * @description When it happened (the event's time); absent on an answer that is not an event.
+             */
+            at?: string | null;
             /** Format: uint32 */
             attempt: number;
             error: components["schemas"]["TaskError"];
@@ -1787,6 +1812,11 @@ export interface components {
             /** @constant */
             type: "task:retrying";
         } | {
+            /**
+             * Format: date-time
+             * @description When it happened (the event's time); absent on an answer that is not an event.
+             */
+            at?: string | null;
             /** Format: uint32 */
             attempt: number;
             result: unknown;
@@ -1797,6 +1827,11 @@ export interface components {
             /** @constant */
             type: "task:complete";
         } | {
+            /**
+             * Format: date-time
+             * @description When it happened (the event's time); absent on an answer that is not an event.
+             */
+            at?: string | null;
             /** Format: uint32 */
             attempt: number;
             error: components["schemas"]["TaskError"];
@@ -1807,6 +1842,11 @@ export interface components {
             /** @constant */
             type: "task:error";
         } | {
+            /**
+             * Format: date-time
+             * @description When it happened (the event's time); absent on an answer that is not an event.
+             */
+            at?: string | null;
             reason?: string | null;
             /** Format: uint64 */
             seq: number;

@@ -6,7 +6,7 @@ import { follow, type TaskMessage } from '../live';
 import { navigate } from '../router';
 import { can } from '../session';
 import { cancel, retry, TERMINAL } from '../tasks';
-import { Ago, between, ErrorBox, Json, Section, Status } from '../ui';
+import { Ago, between, duration, ErrorBox, Json, Section, Status } from '../ui';
 
 export default function Task(props: { id: string }) {
   const [task, setTask] = createSignal<TaskView | null>(null);
@@ -163,7 +163,7 @@ export default function Task(props: { id: string }) {
             </Show>
             <Section title="Events">
               <ol class="timeline">
-                <For each={events()}>{(m) => <Event m={m} />}</For>
+                <For each={events()}>{(m, i) => <Event m={m} first={events()[0]} previous={events()[i() - 1]} />}</For>
               </ol>
             </Section>
           </>
@@ -173,8 +173,11 @@ export default function Task(props: { id: string }) {
   );
 }
 
-function Event(props: { m: TaskMessage }) {
+/** One step of the timeline: what happened, when (after the submission), and how long after
+ * the step before. */
+function Event(props: { m: TaskMessage; first?: TaskMessage; previous?: TaskMessage }) {
   const m = props.m;
+  const offset = (from?: TaskMessage) => (from?.at && m.at ? Date.parse(m.at) - Date.parse(from.at) : undefined);
   const text = (): string => {
     switch (m.type) {
       case 'task:accepted':
@@ -197,7 +200,15 @@ function Event(props: { m: TaskMessage }) {
   };
   return (
     <li class={`event ${m.type.replace(':', '-')}`} data-type={m.type}>
+      <Show when={m.at}>
+        <time datetime={m.at!} title={new Date(m.at!).toLocaleString()} class="muted">
+          {props.previous ? `+${duration(offset(props.first) ?? 0)}` : new Date(m.at!).toLocaleTimeString()}
+        </time>{' '}
+      </Show>
       {text()}
+      <Show when={props.previous && offset(props.previous) !== undefined}>
+        <span class="muted"> ({duration(offset(props.previous)!)} later)</span>
+      </Show>
     </li>
   );
 }

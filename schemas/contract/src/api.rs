@@ -177,6 +177,9 @@ pub enum WsServerMessage {
     #[serde(rename = "task:accepted")]
     Accepted {
         task_id: Uuid,
+        /// When it happened (the event's time); absent on an answer that is not an event.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<chrono::DateTime<chrono::Utc>>,
         #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -187,6 +190,9 @@ pub enum WsServerMessage {
     #[serde(rename = "task:started")]
     Started {
         task_id: Uuid,
+        /// When it happened (the event's time); absent on an answer that is not an event.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<chrono::DateTime<chrono::Utc>>,
         seq: u64,
         attempt: u32,
         worker: String,
@@ -194,6 +200,9 @@ pub enum WsServerMessage {
     #[serde(rename = "task:progress")]
     Progress {
         task_id: Uuid,
+        /// When it happened (the event's time); absent on an answer that is not an event.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<chrono::DateTime<chrono::Utc>>,
         seq: u64,
         attempt: u32,
         progress: f64,
@@ -203,11 +212,20 @@ pub enum WsServerMessage {
         message: Option<String>,
     },
     #[serde(rename = "task:cancel_requested")]
-    CancelRequested { task_id: Uuid, seq: u64 },
+    CancelRequested {
+        task_id: Uuid,
+        /// When it happened (the event's time); absent on an answer that is not an event.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<chrono::DateTime<chrono::Utc>>,
+        seq: u64,
+    },
     /// An attempt failed; the task will run again after `retry_in_ms`.
     #[serde(rename = "task:retrying")]
     Retrying {
         task_id: Uuid,
+        /// When it happened (the event's time); absent on an answer that is not an event.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<chrono::DateTime<chrono::Utc>>,
         seq: u64,
         attempt: u32,
         error: TaskError,
@@ -216,6 +234,9 @@ pub enum WsServerMessage {
     #[serde(rename = "task:complete")]
     Complete {
         task_id: Uuid,
+        /// When it happened (the event's time); absent on an answer that is not an event.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<chrono::DateTime<chrono::Utc>>,
         seq: u64,
         attempt: u32,
         result: Value,
@@ -223,6 +244,9 @@ pub enum WsServerMessage {
     #[serde(rename = "task:error")]
     Error {
         task_id: Uuid,
+        /// When it happened (the event's time); absent on an answer that is not an event.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<chrono::DateTime<chrono::Utc>>,
         seq: u64,
         attempt: u32,
         error: TaskError,
@@ -230,6 +254,9 @@ pub enum WsServerMessage {
     #[serde(rename = "task:cancelled")]
     Cancelled {
         task_id: Uuid,
+        /// When it happened (the event's time); absent on an answer that is not an event.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<chrono::DateTime<chrono::Utc>>,
         seq: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
@@ -256,30 +283,37 @@ impl WsServerMessage {
     pub fn from_event(seq: u64, event: TaskEvent) -> WsServerMessage {
         let task_id = event.task_id;
         let attempt = event.attempt;
+        let at = Some(event.at);
         match event.kind {
             EventKind::Submitted { .. } => WsServerMessage::Accepted {
                 task_id,
+                at,
                 reference: None,
                 seq: Some(seq),
                 task: None,
             },
             EventKind::Started { worker, .. } => WsServerMessage::Started {
                 task_id,
+                at,
                 seq,
                 attempt,
                 worker,
             },
             EventKind::Progress(p) => WsServerMessage::Progress {
                 task_id,
+                at,
                 seq,
                 attempt,
                 progress: p.progress,
                 total: p.total,
                 message: p.message,
             },
-            EventKind::CancelRequested { .. } => WsServerMessage::CancelRequested { task_id, seq },
+            EventKind::CancelRequested { .. } => {
+                WsServerMessage::CancelRequested { task_id, at, seq }
+            }
             EventKind::AttemptFailed { error, retry_in_ms } => WsServerMessage::Retrying {
                 task_id,
+                at,
                 seq,
                 attempt,
                 error,
@@ -287,18 +321,21 @@ impl WsServerMessage {
             },
             EventKind::Succeeded { result } => WsServerMessage::Complete {
                 task_id,
+                at,
                 seq,
                 attempt,
                 result,
             },
             EventKind::Failed { error } => WsServerMessage::Error {
                 task_id,
+                at,
                 seq,
                 attempt,
                 error,
             },
             EventKind::Cancelled { reason } => WsServerMessage::Cancelled {
                 task_id,
+                at,
                 seq,
                 reason,
             },

@@ -341,6 +341,7 @@ impl Session {
         let id = view.id;
         let accepted = WsServerMessage::Accepted {
             task_id: id,
+            at: view.created_at,
             reference,
             seq: None,
             task: Some(Box::new(view)),
