@@ -1,8 +1,18 @@
-# Wharf's image: the `wharf` binary (gateway, recorder, worker, the CLI, and the bundled demo MCP
-# server `wharf mcp-demo`) on a distroless base, as a non-root user. Build from the repository:
+# Wharf's image: the `wharf` binary (gateway with the web console built in, recorder, worker, the
+# CLI, and the bundled demo MCP server `wharf mcp-demo`) on a distroless base, as a non-root user. Build from the repository:
 #   docker build -t wharf:0.1.0 .
 # Workers that run stdio MCP servers needing an interpreter (node, python) use an image of their
 # own that adds it (docs/deployment.md).
+
+# The web console (console/): static files the gateway embeds at compile time. --ignore-scripts:
+# no package runs code at install; npm ci installs exactly console/package-lock.json.
+FROM node:20-bookworm-slim AS console
+WORKDIR /src
+COPY schemas/openapi.json schemas/openapi.json
+COPY console/package.json console/package-lock.json console/
+RUN npm ci --prefix console --ignore-scripts --no-audit --no-fund
+COPY console console
+RUN npm run build --prefix console
 
 FROM rust:1.95-slim-bookworm AS build
 # make: jemalloc, the binary's allocator, is built from source (the image has gcc already).
@@ -11,6 +21,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
+COPY --from=console /src/console/dist console/dist
 # --locked: exactly the dependencies of Cargo.lock. The caches survive between builds.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \

@@ -148,6 +148,56 @@ const scenarios = {
     return { statuses, grown, errors };
   },
 
+  // A long list: scroll until every task is loaded, then scroll through it all, frame by
+  // frame, counting the rows in the document and timing the frames.
+  async scroll() {
+    const { page, errors } = await open();
+    await page.goto(`${api}/tasks`);
+    await page.waitForSelector('table.tasks[data-loaded]', WAIT);
+    const counted = () => page.textContent('.bulk span');
+    let maxRows = 0;
+    const deadline = Date.now() + 120000;
+    while (!(await counted()).startsWith(`${params.count} tasks`) && Date.now() < deadline) {
+      await page.evaluate(() => window.scrollTo(0, document.documentElement.scrollHeight));
+      maxRows = Math.max(maxRows, await page.$$eval('tr[data-task]', (r) => r.length));
+      await page.waitForTimeout(20);
+    }
+    const loaded = (await counted()).trim();
+    // From the top to the bottom, one step per animation frame.
+    const frames = await page.evaluate(
+      (step) =>
+        new Promise((resolve) => {
+          window.scrollTo(0, 0);
+          const times = [];
+          let rows = 0;
+          let last = performance.now();
+          const tick = (now) => {
+            times.push(now - last);
+            last = now;
+            rows = Math.max(rows, document.querySelectorAll('tr[data-task]').length);
+            const bottom = document.documentElement.scrollHeight - window.innerHeight;
+            if (window.scrollY >= bottom) return resolve({ times: times.slice(1), rows });
+            window.scrollBy(0, step);
+            requestAnimationFrame(tick);
+          };
+          requestAnimationFrame(tick);
+        }),
+      params.step,
+    );
+    const sorted = [...frames.times].sort((a, b) => a - b);
+    const at = (q) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+    return {
+      loaded,
+      maxRows: Math.max(maxRows, frames.rows),
+      frames: sorted.length,
+      p50: at(0.5),
+      p95: at(0.95),
+      max: sorted.at(-1),
+      long: sorted.filter((t) => t > 50).length,
+      errors,
+    };
+  },
+
   // What a key's holder sees: the sign-in, then only what its permissions allow.
   async signin() {
     const { page, errors } = await open();

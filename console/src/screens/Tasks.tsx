@@ -64,7 +64,9 @@ export default function Tasks() {
     if (loading() || (!first && !cursor())) return;
     setLoading(true);
     try {
-      const page = await listPage(f, first ? undefined : (cursor() ?? undefined));
+      // The first page small, to show something at once; the next ones larger, so that a
+      // long scroll asks the server less often.
+      const page = await listPage(f, first ? undefined : (cursor() ?? undefined), first ? 50 : 200);
       if (JSON.stringify(f) !== JSON.stringify(filter())) return; // the filter changed meanwhile
       batch(() => {
         setTasks((old) => (first ? page.tasks : [...old, ...page.tasks]));
