@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the benchmark harness (`wharf bench`) on this machine: installs nats-server, Redis and
-# BullMQ (the peer) when missing,
+# BullMQ (the peer), and for the console scenario Chromium and playwright-core, when missing,
 # starts a throwaway Postgres cluster with durable settings, builds the release binary, measures,
 # and renders docs/benchmarks.md from the results. Stops what it started by PID.
 # Usage: ./bench.sh [wharf bench arguments], e.g. ./bench.sh --scale 0.1 --only raw_mcp
@@ -13,6 +13,12 @@ ensure_nats_server
 # The peer the throughput is held against (scenario peer_bullmq): Redis and BullMQ.
 ensure_redis
 ensure_bench_peer
+# The console scenario: the web console built into the binary, Chromium and playwright-core.
+ensure_console
+ensure_chromium
+if [ ! -d tests/node/node_modules/playwright-core ]; then
+  npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
+fi
 # Durable: fsync and synchronous commit stay on (the defaults). Room for many connections.
 start_postgres -c shared_buffers=256MB
 cargo build --release -p wharf

@@ -161,7 +161,8 @@ function Chart(props: { samples: Sample[] }) {
   const W = 600;
   const H = 120;
   const max = () => Math.max(1, ...props.samples.map((s) => s.perSec));
-  const x = (i: number) => (props.samples.length < 2 ? 0 : (i / (KEEP - 1)) * W);
+  // The newest sample at the right edge; older ones to its left, one step per sample.
+  const x = (i: number) => W - (props.samples.length - 1 - i) * (W / (KEEP - 1));
   const line = () => props.samples.map((s, i) => `${x(i).toFixed(1)},${(H - (s.perSec / max()) * (H - 10)).toFixed(1)}`).join(' ');
   return (
     <figure class="chart">
@@ -169,7 +170,7 @@ function Chart(props: { samples: Sample[] }) {
         <For each={props.samples}>
           {(s, i) => (
             <Show when={s.failedShare}>
-              <rect class="failed" x={x(i())} y={H - (s.failedShare ?? 0) * H} width={W / KEEP} height={(s.failedShare ?? 0) * H} />
+              <rect class="failed" x={x(i()) - W / KEEP} y={H - (s.failedShare ?? 0) * H} width={W / KEEP} height={(s.failedShare ?? 0) * H} />
             </Show>
           )}
         </For>

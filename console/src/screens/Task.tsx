@@ -22,16 +22,42 @@ export default function Task(props: { id: string }) {
       setError(e);
     }
   };
+  // The page folds what the events say into the task at once; the recorded view (the API's)
+  // may lag the events by a moment, so at the end it is read until it shows the end too.
+  const apply = (m: TaskMessage) =>
+    setTask((t) => {
+      if (!t) return t;
+      switch (m.type) {
+        case 'task:started':
+          return {
+            ...t,
+            status: TERMINAL.has(t.status) ? t.status : 'running',
+            attempts: Math.max(t.attempts, m.attempt),
+            started_at: t.started_at ?? m.at ?? null,
+          };
+        case 'task:progress':
+          return { ...t, status: TERMINAL.has(t.status) ? t.status : 'running', progress: { progress: m.progress, total: m.total, message: m.message } };
+        case 'task:cancel_requested':
+          return { ...t, cancel_requested_at: t.cancel_requested_at ?? m.at ?? new Date().toISOString() };
+        default:
+          return t;
+      }
+    });
+  const settle = async () => {
+    for (let i = 0; i < 40; i++) {
+      await load();
+      if (TERMINAL.has(task()?.status ?? '')) return;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  };
   void load().then(() => {
     if (!task()) return;
     follow(
       props.id,
       (m) => {
         setEvents((old) => [...old, m]);
-        // The view folds what happened; read it again when the state changes.
-        if (m.type !== 'task:progress') void load();
-        else
-          setTask((t) => t && { ...t, status: 'running', progress: { progress: m.progress, total: m.total, message: m.message } });
+        apply(m);
+        if (m.type === 'task:complete' || m.type === 'task:error' || m.type === 'task:cancelled') void settle();
       },
       (detail) => setError(new Error(detail)),
     );
@@ -91,9 +117,17 @@ export default function Task(props: { id: string }) {
             <Show when={t().status === 'running' || t().progress}>
               <div class="progress">
                 <label for="progress">Progress{t().progress?.message ? `: ${t().progress?.message}` : ''}</label>
-                <progress id="progress" max="100" value={percent() ?? (TERMINAL.has(t().status) ? 100 : undefined)}>
-                  {percent()?.toFixed(0)} %
-                </progress>
+                {/* Without a total the bar is indeterminate: a <progress> with no value at all. */}
+                <Show
+                  when={percent() ?? (TERMINAL.has(t().status) ? 100 : undefined)}
+                  fallback={<progress id="progress" max="100" aria-label="In progress, no total known" />}
+                >
+                  {(value) => (
+                    <progress id="progress" max="100" value={value()}>
+                      {value().toFixed(0)} %
+                    </progress>
+                  )}
+                </Show>
                 <span class="muted">
                   {t().progress ? `${t().progress!.progress}${t().progress!.total ? ` of ${t().progress!.total}` : ''}` : ''}
                 </span>
@@ -116,7 +150,7 @@ export default function Task(props: { id: string }) {
               <dt>Waited</dt>
               <dd>{between(t().created_at, t().started_at)}</dd>
               <dt>Ran</dt>
-              <dd>{between(t().started_at, t().finished_at)}</dd>
+              <dd>{t().finished_at || !t().started_at ? between(t().started_at, t().finished_at) : 'running'}</dd>
               <Show when={t().run_at}>
                 <dt>Runs at</dt>
                 <dd>{new Date(t().run_at!).toLocaleString()}</dd>

@@ -12,12 +12,15 @@
 //!   own: throughput, latency at a fixed offered load, the gateway's own API latency, the MCP
 //!   facade (`/mcp`) against the REST call of the same tool, what task callbacks cost, scaling
 //!   with workers and payload size, and memory per in-flight task and per WebSocket subscriber;
-//! - a peer in the same shape as the throughput scenario: BullMQ on Redis ([`peer`]).
+//! - a peer in the same shape as the throughput scenario: BullMQ on Redis ([`peer`]);
+//! - the web console in headless Chromium: first load, JavaScript size, a long scroll
+//!   ([`console`]).
 //!
 //! Every scenario appends one JSON object per line to the results file; `docs/benchmarks.md` is
 //! rendered from that file by [`report::render`], never edited by hand.
 
 pub mod callbacks;
+pub mod console;
 pub mod floor;
 pub mod history;
 pub mod latency;
@@ -53,7 +56,7 @@ pub struct Options {
 }
 
 /// Every scenario, in the order a full run takes them.
-pub const SCENARIOS: [&str; 15] = [
+pub const SCENARIOS: [&str; 16] = [
     "raw_jetstream",
     "raw_mcp",
     "raw_history",
@@ -69,6 +72,7 @@ pub const SCENARIOS: [&str; 15] = [
     "scale_payload",
     "memory",
     "history_scale",
+    "console",
 ];
 
 impl Options {
@@ -263,6 +267,11 @@ pub async fn run(opts: &Options) -> anyhow::Result<()> {
     if opts.wants("history_scale") {
         for r in history::history_scale(opts).await? {
             results.record("history_scale", r)?;
+        }
+    }
+    if opts.wants("console") {
+        for r in console::console(opts).await? {
+            results.record("console", r)?;
         }
     }
     Ok(())

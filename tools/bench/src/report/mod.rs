@@ -7,6 +7,7 @@ use std::fmt::Write;
 use serde_json::Value;
 
 mod callbacks;
+mod console;
 mod history;
 mod mcp;
 mod peer;
@@ -102,6 +103,7 @@ pub fn render(results: &str) -> String {
         scaling,
         memory,
         history,
+        console::console,
     ] {
         section(&mut md, &lines);
     }
@@ -219,6 +221,7 @@ fn targets(w: &mut String, lines: &[Value]) {
     );
     mcp::targets(w, lines);
     history::targets(w, lines);
+    console::targets(w, lines);
     let _ = writeln!(w);
 }
 
