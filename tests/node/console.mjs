@@ -11,6 +11,7 @@ const [scenario, api, raw] = process.argv.slice(2);
 const params = raw ? JSON.parse(raw) : {};
 const DESKTOP = { width: 1280, height: 800 };
 const PHONE = { width: 390, height: 844 };
+const NARROW = { width: 360, height: 740 };
 const WAIT = { timeout: 30000 };
 
 const pages = [];
@@ -229,7 +230,8 @@ const scenarios = {
     mkdirSync(params.dir, { recursive: true });
     const report = [];
     const allErrors = [];
-    for (const [size, viewport] of [['desktop', DESKTOP], ['phone', PHONE]]) {
+    // The narrowest phone the console is for (360 px) is checked too, without screenshots.
+    for (const [size, viewport] of [['desktop', DESKTOP], ['phone', PHONE], ['narrow', NARROW]]) {
       const { page, errors } = await open(viewport, { bypassCSP: true });
       if (params.key) await signIn(page, params.key);
       for (const screen of params.screens) {
@@ -243,7 +245,7 @@ const scenarios = {
           const page = document.documentElement.scrollWidth - window.innerWidth;
           return [...(page > 0 ? [`the page, by ${page} px`] : []), ...sideways.map((e) => `${e.tagName.toLowerCase()}.${e.className}`)];
         });
-        await page.screenshot({ path: join(params.dir, `${screen.name}-${size}.png`), fullPage: true });
+        if (size !== 'narrow') await page.screenshot({ path: join(params.dir, `${screen.name}-${size}.png`), fullPage: true });
         await page.addScriptTag({ path: axe });
         const violations = await page.evaluate(async () => {
           const result = await window.axe.run(document, { resultTypes: ['violations'] });

@@ -245,6 +245,7 @@ impl Gateway {
             status: tokio::sync::watch::Sender::new(None),
             auth: Arc::new(authenticator),
             audit,
+            workers_cache: tokio::sync::Mutex::new(None),
         }));
         config::load_latest(&state).await;
         tokio::spawn(config::follow_changes(state.clone()));

@@ -39,7 +39,7 @@ pub async fn queues(
 ) -> Result<Json<QueueList>, ApiError> {
     principal.require(wharf_contract::Permission::OpsRead)?;
     query.read()?;
-    let workers = state.bus.workers().await?;
+    let workers = state.recent_workers().await?;
     Ok(Json(QueueList {
         queues: queue_infos(&state, &workers).await?,
     }))
@@ -50,7 +50,7 @@ pub const STATUS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The platform now: what `system:status` carries.
 pub async fn status(state: &AppState) -> Result<SystemStatus, ApiError> {
-    let workers = state.bus.workers().await?;
+    let workers = state.recent_workers().await?;
     let queues = queue_infos(state, &workers).await?;
     Ok(SystemStatus {
         at: chrono::Utc::now(),
@@ -110,7 +110,7 @@ pub(crate) async fn known_queue(
     state: &AppState,
     name: &str,
 ) -> Result<Option<QueueInfo>, ApiError> {
-    let workers = state.bus.workers().await?;
+    let workers = state.recent_workers().await?;
     if !queue_names(state, &workers).await?.contains(name) {
         return Ok(None);
     }
@@ -235,7 +235,7 @@ pub async fn metrics(State(state): State<AppState>, principal: crate::auth::Prin
 }
 
 async fn scrape(state: &AppState) -> Result<(), wharf_bus::Error> {
-    let workers = state.bus.workers().await?;
+    let workers = state.recent_workers().await?;
     metrics::gauge!("wharf_workers").set(workers.len() as f64);
     for name in queue_names(state, &workers).await? {
         for level in state.bus.queue_levels(&name).await? {

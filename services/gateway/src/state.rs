@@ -47,9 +47,36 @@ pub struct Shared {
     pub audit: audit::Audit,
     /// The runtime settings in force (`/api/v1/config`), swapped whole when they change.
     pub(crate) settings: std::sync::RwLock<Arc<Settings>>,
+    /// The worker list last read for the queue views, and when ([`Shared::recent_workers`]).
+    pub(crate) workers_cache:
+        tokio::sync::Mutex<Option<(std::time::Instant, Vec<wharf_contract::WorkerInfo>)>>,
 }
 
+/// How long a worker list read for the queue views is used again.
+const WORKERS_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Shared {
+    /// The live workers, read from the workers bucket at most once a second for the queue
+    /// views (`/api/v1/queues`, pausing, `system:status`, the metrics scrape). Each read of the
+    /// bucket is a watch, a consumer the server makes and later drops; those views are asked
+    /// often (an open console polls every 2 s) and, hammered, made consumers faster than the
+    /// server dropped them, until it refused more. Concurrent callers wait for one read.
+    /// Workers announce themselves every few seconds, so a second's staleness shows nothing new;
+    /// `GET /api/v1/workers` still reads the bucket itself.
+    pub async fn recent_workers(
+        &self,
+    ) -> Result<Vec<wharf_contract::WorkerInfo>, wharf_bus::Error> {
+        let mut cached = self.workers_cache.lock().await;
+        if let Some((at, workers)) = cached.as_ref()
+            && at.elapsed() < WORKERS_FRESH
+        {
+            return Ok(workers.clone());
+        }
+        let workers = self.bus.workers().await?;
+        *cached = Some((std::time::Instant::now(), workers.clone()));
+        Ok(workers)
+    }
+
     /// The runtime settings in force now.
     pub fn settings(&self) -> Arc<Settings> {
         self.settings
