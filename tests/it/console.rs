@@ -136,6 +136,9 @@ async fn a_task_submitted_from_the_form_shows_its_progress_and_result() {
     let id = seen["id"].as_str().unwrap().parse().unwrap();
     let task = w.get_task(id).await;
     assert_eq!(task.status, TaskStatus::Succeeded);
+    // The page names the task's trace.
+    assert_eq!(seen["trace"].as_str(), task.trace_id.as_deref(), "{seen}");
+    assert_eq!(seen["trace"].as_str().map(str::len), Some(32), "{seen}");
     assert_eq!(
         Value::Object(task.arguments.into_iter().collect()),
         json!({"seconds": 1.5, "steps": 3})

@@ -25,6 +25,7 @@ fn task_events(at: DateTime<Utc>, ended: Option<DateTime<Utc>>) -> (Uuid, Vec<Ta
     );
     let id = Uuid::new_v7(ts);
     let task = Task {
+        trace_id: None,
         v: wharf_contract::task::TASK_VERSION,
         id,
         tool: "demo.echo".into(),
@@ -273,13 +274,20 @@ async fn the_history_from_before_partitioning_becomes_a_partition() {
         let db = Database::connect(&url).await.unwrap();
         wharf_migration::Migrator::up(&db, Some(8)).await.unwrap();
         // Today's store writes events with ON CONFLICT (task_id, seq), which needs a unique
-        // index the old schema lacks: one is lent for the writing, then taken away.
+        // index the old schema lacks, and rows with columns added since (m0011's `trace_id`):
+        // they are lent for the writing, then taken away.
         db.execute_unprepared("CREATE UNIQUE INDEX lent ON task_events (task_id, seq)")
+            .await
+            .unwrap();
+        db.execute_unprepared("ALTER TABLE tasks ADD COLUMN trace_id text")
             .await
             .unwrap();
         let unpartitioned = Store::from_connection(db.clone());
         record(&unpartitioned, &mut 0, &[&before, &running, &skewed]).await;
         db.execute_unprepared("DROP INDEX lent").await.unwrap();
+        db.execute_unprepared("ALTER TABLE tasks DROP COLUMN trace_id")
+            .await
+            .unwrap();
         db.close().await.unwrap();
     }
     let store = Store::connect(&url).await.unwrap();

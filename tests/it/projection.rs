@@ -175,6 +175,7 @@ fn history(rng: &mut impl rand::Rng) -> Vec<TaskEvent> {
     metadata.insert("n".into(), json!(rng.random::<u32>()));
     metadata.insert("k".into(), json!("v"));
     let task = Task {
+        trace_id: None,
         v: wharf_contract::task::TASK_VERSION,
         id,
         tool: "demo.sleep".into(),

@@ -203,6 +203,9 @@ async fn the_trace_context_travels_from_the_request_to_every_event() {
         .unwrap();
     let done = w.wait_recorded(id, TaskStatus::Succeeded).await;
     assert_eq!(done.status, TaskStatus::Succeeded);
+    // The task names its trace, in the history and through the API.
+    assert_eq!(done.trace_id.as_deref(), Some(trace_id));
+    assert_eq!(w.get_task(id).await.trace_id.as_deref(), Some(trace_id));
     // Every stored event of the task (gateway's and worker's) carries the caller's trace id.
     let stream = w
         .bus

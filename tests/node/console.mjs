@@ -67,7 +67,8 @@ const scenarios = {
     const status = (await page.textContent('.task-head .badge')).trim();
     const result = (await page.textContent('section.card:has(h2:text("Result")) pre')).trim();
     const events = await page.$$eval('.timeline li', (els) => els.map((e) => e.dataset.type));
-    return { id, status, result, progress: [...seen].sort((a, b) => a - b), events, errors };
+    const trace = (await page.textContent('.trace-id')).trim();
+    return { id, status, result, progress: [...seen].sort((a, b) => a - b), events, trace, errors };
   },
 
   // A bad argument: the server's field error shows next to the field; the page stays.

@@ -1550,6 +1550,11 @@ export interface components {
             /** @description Tool to call, `<server>.<tool>`. */
             tool: string;
             /**
+             * @description The W3C trace id (32 hex digits) of the submission's trace, which the task's spans
+             *     belong to; set by the gateway.
+             */
+            trace_id?: string | null;
+            /**
              * Format: uint32
              * @description Wire version of this message.
              */
@@ -1650,6 +1655,11 @@ export interface components {
             /** Format: uint64 */
             timeout_secs?: number | null;
             tool: string;
+            /**
+             * @description The W3C trace id of its submission: its spans, from the gateway to the MCP server, are
+             *     in this trace (docs/observability.md).
+             */
+            trace_id?: string | null;
             /** Format: date-time */
             updated_at?: string | null;
         };

@@ -163,6 +163,12 @@ export default function Task(props: { id: string }) {
                 <dt>Session</dt>
                 <dd>{t().session_id}</dd>
               </Show>
+              <Show when={t().trace_id}>
+                <dt>Trace</dt>
+                <dd>
+                  <code class="trace-id">{t().trace_id}</code>
+                </dd>
+              </Show>
               <Show when={t().idempotency_key}>
                 <dt>Idempotency key</dt>
                 <dd>{t().idempotency_key}</dd>

@@ -407,5 +407,6 @@ fn view_of(m: task::Model) -> Result<TaskView, Error> {
             .map_err(|e: String| corrupt("priority", &e))?,
         tenant: m.tenant.clone(),
         agent: m.agent.clone(),
+        trace_id: m.trace_id.clone(),
     })
 }

@@ -34,7 +34,7 @@ const fn col(column: task::Column, merge: Merge, cell: fn(&TaskState) -> Cell) -
 }
 
 /// The row, in table order.
-pub(crate) static ROW: [Column; 27] = [
+pub(crate) static ROW: [Column; 28] = [
     Column {
         column: C::Id,
         merge: None,
@@ -113,6 +113,9 @@ pub(crate) static ROW: [Column; 27] = [
     }),
     col(C::Agent, Merge::Spec, |s| {
         Cell::Text(s.view.agent.as_deref().map(|t| text(t).into()))
+    }),
+    col(C::TraceId, Merge::Spec, |s| {
+        Cell::Text(s.view.trace_id.as_deref().map(|t| text(t).into()))
     }),
 ];
 

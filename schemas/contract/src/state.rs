@@ -52,6 +52,7 @@ impl TaskState {
                 priority: Priority::Normal,
                 tenant: String::new(),
                 agent: None,
+                trace_id: None,
             },
             progress_seq: 0,
             terminal_seq: 0,
@@ -166,6 +167,7 @@ impl TaskState {
             a.priority = b.priority;
             a.tenant = b.tenant;
             a.agent = b.agent;
+            a.trace_id = b.trace_id;
         }
         a.cancel_requested_at = min_opt(a.cancel_requested_at, b.cancel_requested_at);
         a.started_at = min_opt(a.started_at, b.started_at);
@@ -205,6 +207,7 @@ fn spec_from(v: &mut TaskView, task: &Task) {
     v.priority = task.priority;
     v.tenant.clone_from(&task.tenant);
     v.agent.clone_from(&task.agent);
+    v.trace_id.clone_from(&task.trace_id);
 }
 
 fn min_opt<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
@@ -223,6 +226,7 @@ mod tests {
     fn events(id: Uuid) -> Vec<(u64, TaskEvent)> {
         let t0 = Utc::now();
         let task = Task {
+            trace_id: None,
             v: TASK_VERSION,
             id,
             tool: "demo.sleep".into(),

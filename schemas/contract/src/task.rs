@@ -57,6 +57,10 @@ pub struct Task {
     /// Where its events are POSTed, signed, as they happen (`docs/wiring.md`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback: Option<crate::callbacks::Callback>,
+    /// The W3C trace id (32 hex digits) of the submission's trace, which the task's spans
+    /// belong to; set by the gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 fn default_tenant() -> String {
@@ -349,4 +353,8 @@ pub struct TaskView {
     /// The agent it was submitted with, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    /// The W3C trace id of its submission: its spans, from the gateway to the MCP server, are
+    /// in this trace (docs/observability.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }

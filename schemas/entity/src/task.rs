@@ -47,6 +47,8 @@ pub struct Model {
     pub tenant: String,
     /// The agent it was submitted with.
     pub agent: Option<String>,
+    /// The W3C trace id of its submission (32 hex digits).
+    pub trace_id: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

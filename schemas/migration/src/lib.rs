@@ -14,6 +14,7 @@ mod m0007_sessions_agents;
 mod m0008_config_revisions;
 mod m0009_history_partitions;
 mod m0010_callback_deliveries;
+mod m0011_trace_id;
 pub mod partitions;
 
 pub struct Migrator;
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0008_config_revisions::Migration),
             Box::new(m0009_history_partitions::Migration),
             Box::new(m0010_callback_deliveries::Migration),
+            Box::new(m0011_trace_id::Migration),
         ]
     }
 }

@@ -336,6 +336,7 @@ pub async fn history_floor(opts: &Options) -> anyhow::Result<Value> {
 fn echo_task_events(seq: u64, message: &str) -> [(u64, TaskEvent); 3] {
     let id = uuid::Uuid::now_v7();
     let task = Task {
+        trace_id: None,
         v: wharf_contract::task::TASK_VERSION,
         id,
         tool: "demo.echo".into(),

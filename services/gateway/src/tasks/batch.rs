@@ -53,6 +53,10 @@ pub async fn submit_batch(
         ));
     }
     let mut tasks = prepare_all(state, principal, req.tasks).await?;
+    let trace_id = trace.trace_id_hex();
+    for task in &mut tasks {
+        task.trace_id = Some(trace_id.clone());
+    }
     let existing = admit_all(state, principal, &mut tasks).await?;
     let views = publish_all(state, &tasks, existing, trace).await?;
     Ok(TaskBatch { tasks: views })

@@ -42,6 +42,7 @@ pub async fn submit_and_follow(
     principal.require(wharf_contract::Permission::TasksSubmit)?;
     let agent = context(state, principal, &req, Origin::Client).await?;
     let mut task = prepare(state, principal, req, Origin::Client, agent.as_ref())?;
+    task.trace_id = Some(trace.trace_id_hex());
     match admit(state, &mut task).await? {
         Admission::Existing(view) => {
             let events = follow(state, principal, view.id).await?;

@@ -44,6 +44,7 @@ pub async fn submit(
     principal.require(wharf_contract::Permission::TasksSubmit)?;
     let agent = context(state, principal, &req, origin).await?;
     let mut task = prepare(state, principal, req, origin, agent.as_ref())?;
+    task.trace_id = Some(trace.trace_id_hex());
     match admit(state, &mut task).await? {
         Admission::Existing(view) => Ok((StatusCode::OK, *view)),
         Admission::New { claimed } => {
@@ -298,6 +299,8 @@ pub(super) fn prepare(
     let run_at = run_at_of(&req, now)?;
     check_tool(state, &req)?;
     let task = Task {
+        // The caller sets it: it holds the request's trace.
+        trace_id: None,
         v: TASK_VERSION,
         id: Uuid::now_v7(),
         tool: req.tool,
