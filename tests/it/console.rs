@@ -477,3 +477,49 @@ async fn ten_thousand_tasks_scroll_with_only_the_visible_rows_in_the_page() {
         seen["long"]
     );
 }
+
+#[tokio::test]
+async fn the_main_flows_work_at_phone_size() {
+    let w = Wharf::start().await;
+    // Submit from the form and watch it end.
+    let seen = browse(
+        &w,
+        "submit",
+        json!({"viewport": "phone", "tool": "demo.sleep", "fields": {"/arguments/seconds": 1, "/arguments/steps": 2}}),
+    )
+    .await;
+    assert_eq!(seen["status"], "succeeded", "{seen}");
+    // A bad argument's error, next to its field.
+    let seen = browse(
+        &w,
+        "bad",
+        json!({"viewport": "phone", "tool": "demo.sleep", "fields": {"/arguments/seconds": -1}, "expect": "/arguments/seconds"}),
+    )
+    .await;
+    assert_eq!(seen["invalid"], "true", "{seen}");
+    // Cancel a running task.
+    let id = w
+        .submit_ok(json!({"tool": "demo.sleep", "arguments": {"seconds": 60}}))
+        .await;
+    browse(&w, "cancel", json!({"viewport": "phone", "id": id})).await;
+    w.wait_recorded(id, TaskStatus::Cancelled).await;
+    // Pause, watch the backlog, resume.
+    let seen = browse(
+        &w,
+        "pause",
+        json!({"viewport": "phone", "queue": "default", "count": 3,
+               "task": {"tool": "demo.echo", "arguments": {"message": "held"}}}),
+    )
+    .await;
+    assert_eq!(seen["grown"], 3, "{seen}");
+    // Only the submitted one and the three held ones ran; the cancelled one did not.
+    wharf_testkit::eventually(
+        "four tasks recorded succeeded",
+        std::time::Duration::from_secs(15),
+        || async {
+            let counts = w.store.count_by_status().await.ok()?;
+            (counts.get("succeeded").copied() == Some(4)).then_some(())
+        },
+    )
+    .await;
+}

@@ -23,7 +23,8 @@ const browser = await chromium.launch({
 
 /** A page in a fresh context (cold cache, empty storage) that records script errors, CSP
  * violations and failed API answers other than those a scenario expects. */
-async function open(viewport = DESKTOP, options = {}) {
+// A scenario runs at desktop size unless its parameters say `"viewport": "phone"`.
+async function open(viewport = params.viewport === 'phone' ? PHONE : DESKTOP, options = {}) {
   const context = await browser.newContext({ viewport, ...options });
   const page = await context.newPage();
   const errors = [];
