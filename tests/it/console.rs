@@ -136,6 +136,12 @@ async fn a_task_submitted_from_the_form_shows_its_progress_and_result() {
     let id = seen["id"].as_str().unwrap().parse().unwrap();
     let task = w.get_task(id).await;
     assert_eq!(task.status, TaskStatus::Succeeded);
+    // Edit and run: the form again, filled with the task's tool and arguments.
+    assert_eq!(
+        seen["edited"],
+        json!({"tool": "demo.sleep", "/arguments/seconds": "1.5"}),
+        "{seen}"
+    );
     // The page names the task's trace.
     assert_eq!(seen["trace"].as_str(), task.trace_id.as_deref(), "{seen}");
     assert_eq!(seen["trace"].as_str().map(str::len), Some(32), "{seen}");

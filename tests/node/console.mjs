@@ -69,7 +69,12 @@ const scenarios = {
     const result = (await page.textContent('section.card:has(h2:text("Result")) pre')).trim();
     const events = await page.$$eval('.timeline li', (els) => els.map((e) => e.dataset.type));
     const trace = (await page.textContent('.trace-id')).trim();
-    return { id, status, result, progress: [...seen].sort((a, b) => a - b), events, trace, errors };
+    // "Edit and run" opens the form filled with the task's arguments.
+    await page.click('button:text("Edit and run")');
+    const first = pointerId(Object.keys(params.fields)[0]);
+    await page.waitForFunction((sel) => document.querySelector(sel)?.value, first, WAIT);
+    const edited = { tool: await page.inputValue('#tool'), [Object.keys(params.fields)[0]]: await page.inputValue(first) };
+    return { id, status, result, progress: [...seen].sort((a, b) => a - b), events, trace, edited, errors };
   },
 
   // A bad argument: the server's field error shows next to the field; the page stays.

@@ -6,6 +6,7 @@ import type { components } from '../api/schema';
 import { paged } from '../paged';
 import { Link, navigate } from '../router';
 import { can } from '../session';
+import { selection } from '../selection';
 import { each } from '../tasks';
 import { Ago, ErrorBox, Json, Section, shortId } from '../ui';
 
@@ -14,7 +15,7 @@ type DeadLetter = components['schemas']['DeadLetter'];
 export default function DeadLetters() {
   const list = paged<DeadLetter>('/api/v1/dlq', 'dead_letters');
   void list.reload();
-  const [selected, setSelected] = createSignal<Set<string>>(new Set());
+  const { selected, toggle, replace: setSelected } = selection();
   const [notice, setNotice] = createSignal<string | null>(null);
   const [busy, setBusy] = createSignal(false);
 
@@ -23,18 +24,10 @@ export default function DeadLetters() {
     setBusy(true);
     const failures = await each(ids, (id) => api<TaskView>('POST', `/api/v1/dlq/${id}/replay`));
     setBusy(false);
-    setSelected(new Set<string>());
+    setSelected();
     setNotice(`Replayed ${ids.length - failures.length} of ${ids.length}.${failures.length ? ` Refused: ${failures.map((f) => shortId(f.id)).join(', ')}.` : ''}`);
     await list.reload();
   };
-
-  const toggle = (id: string, on: boolean) =>
-    setSelected((s) => {
-      const next = new Set(s);
-      if (on) next.add(id);
-      else next.delete(id);
-      return next;
-    });
 
   return (
     <Section

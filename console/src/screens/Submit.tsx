@@ -8,7 +8,8 @@ import { location, navigate } from '../router';
 import { ErrorBox, Section } from '../ui';
 
 export default function Submit() {
-  const [tools] = createResource(() => api<{ tools: ToolInfo[] }>('GET', '/api/v1/tools').then((l) => l.tools));
+  const catalog = api<{ tools: ToolInfo[] }>('GET', '/api/v1/tools').then((l) => l.tools);
+  const [tools] = createResource(() => catalog);
   const [toolName, setToolName] = createSignal(location().query.get('tool') ?? '');
   const [value, setValue] = createSignal<unknown>({});
   const [errors, setErrors] = createSignal<Errors>({});
@@ -32,24 +33,21 @@ export default function Submit() {
     setProblem(null);
   };
 
-  // "Edit and run" from a task: its tool and arguments, level and queue.
+  // The tool the address names, or, for "Edit and run", the task's tool, arguments, level and
+  // queue: chosen once the catalog is read.
   const from = location().query.get('from');
-  if (from) {
-    void api<TaskView>('GET', `/api/v1/tasks/${encodeURIComponent(from)}`)
-      .then(async (t) => {
-        await new Promise<void>((resolve) => {
-          const wait = () => (tools() ? resolve() : setTimeout(wait, 20));
-          wait();
-        });
+  const source = from ? api<TaskView>('GET', `/api/v1/tasks/${encodeURIComponent(from)}`) : null;
+  void Promise.all([catalog, source])
+    .then(([, t]) => {
+      if (t) {
         choose(t.tool, t.arguments ?? {});
         setQueue(t.queue);
         setPriority(t.priority ?? 'normal');
-      })
-      .catch(setProblem);
-  } else if (toolName()) {
-    const wait = () => (tools() ? choose(toolName()) : setTimeout(wait, 20));
-    wait();
-  }
+      } else if (toolName()) {
+        choose(toolName());
+      }
+    })
+    .catch(setProblem);
 
   const submit = async (e: Event) => {
     e.preventDefault();

@@ -6,6 +6,7 @@ import { type TaskView } from '../api/client';
 import { every } from '../live';
 import { location, Link, navigate, withQuery } from '../router';
 import { can } from '../session';
+import { selection } from '../selection';
 import { allMatching, cancel, each, FILTER_KEYS, listPage, retry, TERMINAL, type Filter } from '../tasks';
 import { Ago, between, ErrorBox, shortId, Status } from '../ui';
 
@@ -43,7 +44,7 @@ export default function Tasks() {
   // "no task" from "not loaded yet").
   const [loaded, setLoaded] = createSignal(false);
   const [error, setError] = createSignal<unknown>(null);
-  const [selected, setSelected] = createSignal<Set<string>>(new Set());
+  const { selected, toggle, replace: setSelected } = selection();
   const [notice, setNotice] = createSignal<string | null>(null);
   const [busy, setBusy] = createSignal<string | null>(null);
 
@@ -54,7 +55,7 @@ export default function Tasks() {
         setTasks([]);
         setLoaded(false);
         setCursor(null);
-        setSelected(new Set<string>());
+        setSelected();
       });
       await loadMore(f, true);
     }),
@@ -124,14 +125,6 @@ export default function Tasks() {
   onCleanup(() => narrow.removeEventListener('change', onWidth));
   const columns = () => (isNarrow() ? 4 : 8);
 
-  const toggle = (id: string, on: boolean) =>
-    setSelected((s) => {
-      const next = new Set(s);
-      if (on) next.add(id);
-      else next.delete(id);
-      return next;
-    });
-
   async function bulk(kind: 'cancel' | 'retry', scope: 'selected' | 'matching') {
     setNotice(null);
     let chosen: TaskView[];
@@ -161,7 +154,7 @@ export default function Tasks() {
       setBusy(`${kind === 'cancel' ? 'cancelling' : 'retrying'} ${n} of ${ids.length}`),
     );
     setBusy(null);
-    setSelected(new Set<string>());
+    setSelected();
     setNotice(
       `${kind === 'cancel' ? 'Cancelled' : 'Ran again'}: ${ids.length - failures.length} of ${ids.length}.` +
         (failures.length ? ` Refused: ${failures.map((f) => shortId(f.id)).join(', ')}.` : ''),
@@ -260,7 +253,7 @@ export default function Tasks() {
                 type="checkbox"
                 aria-label="Select every task shown"
                 checked={allShownSelected()}
-                onChange={(e) => setSelected(e.currentTarget.checked ? new Set(tasks().map((t) => t.id)) : new Set<string>())}
+                onChange={(e) => setSelected(e.currentTarget.checked ? tasks().map((t) => t.id) : [])}
               />
             </th>
             <th scope="col" class="id">Task</th>

@@ -69,7 +69,7 @@ pub(crate) async fn fallback(method: Method, uri: Uri, headers: HeaderMap) -> Re
     let path = uri.path();
     let readable = method == Method::GET || method == Method::HEAD;
     if readable && !NOT_CONSOLE.iter().any(|p| path.starts_with(p)) {
-        if let Some(file) = find(path).filter(|f| f.path != "/index.html") {
+        if let Some(file) = find(path) {
             return serve(file, &headers);
         }
         let wants_html = headers
