@@ -104,20 +104,18 @@ async fn queue_infos(state: &AppState, workers: &[WorkerInfo]) -> Result<Vec<Que
     Ok(queues)
 }
 
-/// One queue's state, or `None` when the platform knows no queue of that name (no worker
-/// serves it or served it, it has no task and no defaults).
-pub(crate) async fn known_queue(
-    state: &AppState,
-    name: &str,
-) -> Result<Option<QueueInfo>, ApiError> {
+/// Whether the platform knows a queue of that name: a worker serves it or served it, it has
+/// tasks, or the gateway has defaults for it.
+pub(crate) async fn is_known_queue(state: &AppState, name: &str) -> Result<bool, ApiError> {
     let workers = state.recent_workers().await?;
-    if !queue_names(state, &workers).await?.contains(name) {
-        return Ok(None);
-    }
+    Ok(queue_names(state, &workers).await?.contains(name))
+}
+
+/// One queue's state (as `GET /api/v1/queues` lists it).
+pub(crate) async fn queue(state: &AppState, name: &str) -> Result<QueueInfo, ApiError> {
+    let workers = state.recent_workers().await?;
     let finished = finished_last_minute(state).await?;
-    Ok(Some(
-        queue_info(state, &workers, &finished, name.to_owned()).await?,
-    ))
+    queue_info(state, &workers, &finished, name.to_owned()).await
 }
 
 /// Per queue, the tasks that ended in the last minute (one query for every queue).

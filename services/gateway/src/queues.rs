@@ -40,7 +40,7 @@ async fn set_paused(
 ) -> Result<Json<QueueInfo>, ApiError> {
     principal.require(Permission::OpsWrite)?;
     // Only a queue the platform knows: a typo must not make (and pause) a queue of its own.
-    if crate::ops::known_queue(state, name).await?.is_none() {
+    if !crate::ops::is_known_queue(state, name).await? {
         return Err(ApiError::new(
             ErrorCode::NotFound,
             format!("no queue {name}: no worker serves it, it has no task and no defaults"),
@@ -53,8 +53,5 @@ async fn set_paused(
         state.bus.resume_queue(name).await?;
         tracing::info!(queue = name, actor = principal.actor(), "queue resumed");
     }
-    let info = crate::ops::known_queue(state, name)
-        .await?
-        .ok_or_else(|| ApiError::internal("the queue went away while it was paused"))?;
-    Ok(Json(info))
+    Ok(Json(crate::ops::queue(state, name).await?))
 }
