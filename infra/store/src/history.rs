@@ -68,6 +68,14 @@ const LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '1s'";
 const DROPPING: &str = "wharf_dropping_";
 /// The longest rest between two days' drops in one pass.
 const MAX_REST: std::time::Duration = std::time::Duration::from_secs(5);
+/// How fast the upkeep frees disk space, at most. A day's files freed at once (hundreds of
+/// megabytes, at thousands of tasks a second hundreds of gigabytes) are a burst of work for
+/// the file system and, with online discard, for the disk, which the tasks flowing meanwhile
+/// feel; dropped a table or an index at a time, each followed by a rest in proportion to its
+/// size, they are spread out (operations.md, "Retention").
+const FREE_BYTES_PER_SEC: f64 = 128.0 * 1024.0 * 1024.0;
+/// The longest rest after one table's or index's drop.
+const MAX_FREE_REST: std::time::Duration = std::time::Duration::from_secs(60);
 /// One upkeep at a time across recorders (`pg_try_advisory_xact_lock`).
 const UPKEEP_LOCK: i64 = 0x7768_6172_6668_6973; // "wharfhis"
 
@@ -131,13 +139,15 @@ impl Store {
             if !p.default && p.to.is_some_and(|t| t <= cutoff_ms) {
                 if !done.dropped.is_empty() {
                     // A pass catching up on many days (a retention shortened, a recorder
-                    // back after days away) rests between them as long as the last one took:
-                    // half the cores' time is left to the tasks flowing meanwhile.
+                    // back after days away) rests between them as long as the last one's
+                    // transaction took: half the cores' time is left to the tasks flowing
+                    // meanwhile (the files' drop paces itself).
                     tokio::time::sleep(rest.min(MAX_REST)).await;
                 }
                 let step = std::time::Instant::now();
                 let dropped = self.drop_day(&p.suffix, cutoff).await?;
                 rest = step.elapsed();
+                self.drop_detached().await?;
                 match dropped {
                     Some(kept) => {
                         done.kept += kept;
@@ -231,8 +241,9 @@ impl Store {
 
     /// Drops a partition of each table (a day's, or the one from before partitioning once it
     /// is past), first moving the tasks that must stay (not finished, or finished at or after
-    /// `cutoff`) and their events through the parents to the default partitions. Returns how
-    /// many stayed; `None` when another process holds the upkeep lock.
+    /// `cutoff`) and their events through the parents to the default partitions, then renames
+    /// them for [`Store::drop_detached`]. Returns how many stayed; `None` when another process
+    /// holds the upkeep lock.
     async fn drop_day(&self, suffix: &str, cutoff: DateTime<Utc>) -> Result<Option<u64>, Error> {
         let Some(mut tx) = self.upkeep_tx().await? else {
             return Ok(None);
@@ -275,13 +286,13 @@ impl Store {
         }
         .await;
         let kept = finish(tx, steps).await?;
-        self.drop_detached().await?;
         Ok(Some(kept))
     }
 
     /// Drops the tables a drop step detached (`wharf_dropping_*`), left over too when a
     /// process died between the two steps. Tables an operator detached by hand keep their
-    /// names and are left alone.
+    /// names and are left alone. Each table's indexes go first, one at a time, then the table;
+    /// each drop is followed by a rest of its size at [`FREE_BYTES_PER_SEC`].
     async fn drop_detached(&self) -> Result<(), Error> {
         let pool = self.db.get_postgres_connection_pool();
         let names: Vec<String> = sqlx::query_scalar(
@@ -292,12 +303,43 @@ impl Store {
         .fetch_all(pool)
         .await
         .map_err(sqlx_error)?;
-        for name in names {
-            if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {name}")))
+        for table in names {
+            // Those backing a constraint (the primary key) go with the table.
+            let indexes: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT c.relname::text, pg_relation_size(c.oid) \
+                 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+                 WHERE i.indrelid = $1::regclass \
+                 AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = c.oid)",
+            )
+            .bind(&table)
+            .fetch_all(pool)
+            .await
+            .map_err(sqlx_error)?;
+            let size: i64 = sqlx::query_scalar("SELECT pg_total_relation_size($1::regclass)")
+                .bind(&table)
+                .fetch_one(pool)
+                .await
+                .map_err(sqlx_error)?;
+            let rest_after = size - indexes.iter().map(|(_, b)| b).sum::<i64>();
+            let pieces = indexes
+                .into_iter()
+                .map(|(name, bytes)| (format!("DROP INDEX IF EXISTS {name}"), name, bytes))
+                .chain([(
+                    format!("DROP TABLE IF EXISTS {table}"),
+                    table.clone(),
+                    rest_after,
+                )]);
+            for (sql, name, bytes) in pieces {
+                if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    continue;
+                }
+                sqlx::query(sqlx::AssertSqlSafe(sql))
                     .execute(pool)
                     .await
                     .map_err(sqlx_error)?;
+                let bytes = u64::try_from(bytes).unwrap_or(0) as f64;
+                let rest = std::time::Duration::from_secs_f64(bytes / FREE_BYTES_PER_SEC);
+                tokio::time::sleep(rest.min(MAX_FREE_REST)).await;
             }
         }
         Ok(())
