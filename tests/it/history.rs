@@ -122,6 +122,21 @@ async fn partitions(store: &Store, table: &str) -> Vec<String> {
         .collect()
 }
 
+/// The names of the relations (tables, indexes) matching a `LIKE` pattern.
+async fn relations(store: &Store, pattern: &str) -> Vec<String> {
+    let rows = store
+        .connection()
+        .query_all_raw(Statement::from_string(
+            DbBackend::Postgres,
+            format!("SELECT relname::text FROM pg_class WHERE relname LIKE '{pattern}' ORDER BY 1"),
+        ))
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| r.try_get_by_index::<String>(0).unwrap())
+        .collect()
+}
+
 async fn events_of(store: &Store, id: Uuid) -> usize {
     store.events(id).await.unwrap().len()
 }
@@ -195,20 +210,10 @@ async fn old_days_are_dropped_whole_and_what_must_stay_stays() {
     );
     assert_eq!(events_of(&store, today).await, 3);
     assert!(!partitions(&store, "tasks").await.contains(&past_day));
-    let left = store
-        .connection()
-        .query_all_raw(Statement::from_string(
-            DbBackend::Postgres,
-            format!(
-                "SELECT relname FROM pg_class WHERE relname LIKE '%{}'",
-                &past_day[6..]
-            ),
-        ))
-        .await
-        .unwrap();
+    let left = relations(&store, &format!("%{}%", &past_day[6..])).await;
     assert!(
         left.is_empty(),
-        "the dropped days' tables are gone, detached or not"
+        "the dropped days' tables and indexes are gone, detached or not: {left:?}"
     );
     assert_eq!(
         partitions(&store, "tasks").await.len(),
@@ -239,6 +244,53 @@ async fn old_days_are_dropped_whole_and_what_must_stay_stays() {
         .await
         .unwrap();
     assert!(store.task(recent).await.unwrap().is_none(), "{later:?}");
+}
+
+/// A process that died after a day's detach and before its drop left the day's tables under
+/// their `wharf_dropping_` names: the next pass drops them, indexes and all. A table an
+/// operator detached by hand is not the upkeep's to drop.
+#[tokio::test]
+async fn tables_left_detached_by_a_dead_pass_are_dropped_by_the_next() {
+    let store = Store::connect(&fresh_database().await).await.unwrap();
+    let now = Utc::now();
+    let keep = HistoryPolicy {
+        retention_days: 0,
+        ..POLICY
+    };
+    let past = now - Duration::days(10);
+    store.maintain_history(&keep, past).await.unwrap();
+    let (old, events) = task_events(past, Some(past));
+    record(&store, &mut 0, &[&events]).await;
+    let suffix = day_suffix(day_start(past.timestamp_millis()));
+    let (tasks, task_events) = (format!("tasks_{suffix}"), format!("task_events_{suffix}"));
+    let db = store.connection();
+    for sql in [
+        format!("ALTER TABLE task_events DETACH PARTITION {task_events}"),
+        format!("ALTER TABLE tasks DETACH PARTITION {tasks}"),
+        format!("ALTER TABLE {tasks} RENAME TO wharf_dropping_{tasks}"),
+        format!("CREATE INDEX wharf_dropping_extra_{suffix} ON wharf_dropping_{tasks} (tool)"),
+    ] {
+        db.execute_unprepared(&sql).await.unwrap();
+    }
+    let before = relations(&store, &format!("%{suffix}%")).await;
+    assert!(
+        before.len() > 4,
+        "the detached tables and their indexes: {before:?}"
+    );
+    assert!(store.task(old).await.unwrap().is_none(), "detached");
+
+    let done = store.maintain_history(&keep, now).await.unwrap();
+    assert!(done.ran && done.dropped.is_empty(), "{done:?}");
+    let after = relations(&store, &format!("%{suffix}%")).await;
+    assert!(
+        after.contains(&task_events),
+        "the table detached by hand stays: {after:?}"
+    );
+    assert!(
+        after.iter().all(|r| r.starts_with(&task_events)),
+        "the left-over day's table is gone, indexes and all (only the hand-detached table \
+         and its own indexes remain): {after:?}"
+    );
 }
 
 #[tokio::test]
