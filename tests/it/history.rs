@@ -247,8 +247,8 @@ async fn old_days_are_dropped_whole_and_what_must_stay_stays() {
 }
 
 /// A process that died after a day's detach and before its drop left the day's tables under
-/// their `wharf_dropping_` names: the next pass drops them, indexes and all. A table an
-/// operator detached by hand is not the upkeep's to drop.
+/// their `wharf_dropping_` names: the next pass with a retention drops them, indexes and all.
+/// A table an operator detached by hand is not the upkeep's to drop.
 #[tokio::test]
 async fn tables_left_detached_by_a_dead_pass_are_dropped_by_the_next() {
     let store = Store::connect(&fresh_database().await).await.unwrap();
@@ -279,7 +279,14 @@ async fn tables_left_detached_by_a_dead_pass_are_dropped_by_the_next() {
     );
     assert!(store.task(old).await.unwrap().is_none(), "detached");
 
-    let done = store.maintain_history(&keep, now).await.unwrap();
+    let ahead_only = store.maintain_history(&keep, now).await.unwrap();
+    assert!(ahead_only.ran, "{ahead_only:?}");
+    assert_eq!(
+        relations(&store, &format!("%{suffix}%")).await,
+        before,
+        "with the retention off (the recorder's pass before it records) nothing is dropped"
+    );
+    let done = store.maintain_history(&POLICY, now).await.unwrap();
     assert!(done.ran && done.dropped.is_empty(), "{done:?}");
     let after = relations(&store, &format!("%{suffix}%")).await;
     assert!(

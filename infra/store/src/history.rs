@@ -112,7 +112,6 @@ impl Store {
             ran: true,
             ..Maintenance::default()
         };
-        self.drop_detached().await?;
         let today = day_start(now.timestamp_millis());
         let partitions = self.partitions().await?;
         for day in 0..=i64::from(policy.days_ahead) {
@@ -130,9 +129,12 @@ impl Store {
                 None => return Ok(Maintenance { ran: false, ..done }),
             }
         }
+        // With the retention off nothing is dropped, not even what a pass that died left
+        // detached: the recorder's pass before it starts recording is quick that way.
         let Some(cutoff) = cutoff else {
             return Ok(done);
         };
+        self.drop_detached().await?;
         let cutoff_ms = cutoff.timestamp_millis();
         let mut rest = std::time::Duration::ZERO;
         for p in self.partitions().await? {
