@@ -72,7 +72,7 @@ const MAX_REST: std::time::Duration = std::time::Duration::from_secs(5);
 /// megabytes, at thousands of tasks a second hundreds of gigabytes) are a burst of work for
 /// the file system and, with online discard, for the disk, which the tasks flowing meanwhile
 /// feel; dropped a table or an index at a time, each followed by a rest in proportion to its
-/// size, they are spread out (operations.md, "Retention").
+/// size, they are spread out (operations.md, "The retention and the disk").
 const FREE_BYTES_PER_SEC: f64 = 128.0 * 1024.0 * 1024.0;
 /// The longest rest after one table's or index's drop.
 const MAX_FREE_REST: std::time::Duration = std::time::Duration::from_secs(60);
@@ -305,23 +305,26 @@ impl Store {
         .fetch_all(pool)
         .await
         .map_err(sqlx_error)?;
+        // Another recorder's pass may be dropping the same tables (the upkeep lock is held for
+        // transactions, not for these paced drops): whatever is gone meanwhile is skipped.
         for table in names {
             // Those backing a constraint (the primary key) go with the table.
             let indexes: Vec<(String, i64)> = sqlx::query_as(
-                "SELECT c.relname::text, pg_relation_size(c.oid) \
+                "SELECT c.relname::text, coalesce(pg_relation_size(c.oid), 0) \
                  FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
-                 WHERE i.indrelid = $1::regclass \
+                 WHERE i.indrelid = to_regclass($1) \
                  AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = c.oid)",
             )
             .bind(&table)
             .fetch_all(pool)
             .await
             .map_err(sqlx_error)?;
-            let size: i64 = sqlx::query_scalar("SELECT pg_total_relation_size($1::regclass)")
-                .bind(&table)
-                .fetch_one(pool)
-                .await
-                .map_err(sqlx_error)?;
+            let size: i64 =
+                sqlx::query_scalar("SELECT coalesce(pg_total_relation_size(to_regclass($1)), 0)")
+                    .bind(&table)
+                    .fetch_one(pool)
+                    .await
+                    .map_err(sqlx_error)?;
             let rest_after = size - indexes.iter().map(|(_, b)| b).sum::<i64>();
             let pieces = indexes
                 .into_iter()
