@@ -15,6 +15,11 @@ const POLICY: HistoryPolicy = HistoryPolicy {
     retention_days: 30,
     days_ahead: 2,
 };
+/// The same with the retention off: partitions made, nothing removed.
+const KEEP_ALL: HistoryPolicy = HistoryPolicy {
+    retention_days: 0,
+    ..POLICY
+};
 
 /// Events of one task submitted at `at` and, when `ended` is given, succeeded then.
 fn task_events(at: DateTime<Utc>, ended: Option<DateTime<Utc>>) -> (Uuid, Vec<TaskEvent>) {
@@ -253,12 +258,8 @@ async fn old_days_are_dropped_whole_and_what_must_stay_stays() {
 async fn tables_left_detached_by_a_dead_pass_are_dropped_by_the_next() {
     let store = Store::connect(&fresh_database().await).await.unwrap();
     let now = Utc::now();
-    let keep = HistoryPolicy {
-        retention_days: 0,
-        ..POLICY
-    };
     let past = now - Duration::days(10);
-    store.maintain_history(&keep, past).await.unwrap();
+    store.maintain_history(&KEEP_ALL, past).await.unwrap();
     let (old, events) = task_events(past, Some(past));
     record(&store, &mut 0, &[&events]).await;
     let suffix = day_suffix(day_start(past.timestamp_millis()));
@@ -279,7 +280,7 @@ async fn tables_left_detached_by_a_dead_pass_are_dropped_by_the_next() {
     );
     assert!(store.task(old).await.unwrap().is_none(), "detached");
 
-    let ahead_only = store.maintain_history(&keep, now).await.unwrap();
+    let ahead_only = store.maintain_history(&KEEP_ALL, now).await.unwrap();
     assert!(ahead_only.ran, "{ahead_only:?}");
     assert_eq!(
         relations(&store, &format!("%{suffix}%")).await,
@@ -304,17 +305,13 @@ async fn tables_left_detached_by_a_dead_pass_are_dropped_by_the_next() {
 async fn retention_zero_keeps_everything() {
     let store = Store::connect(&fresh_database().await).await.unwrap();
     let now = Utc::now();
-    let keep = HistoryPolicy {
-        retention_days: 0,
-        ..POLICY
-    };
     store
-        .maintain_history(&keep, now - Duration::days(400))
+        .maintain_history(&KEEP_ALL, now - Duration::days(400))
         .await
         .unwrap();
     let (old, events) = task_events(now - Duration::days(400), Some(now - Duration::days(399)));
     record(&store, &mut 0, &[&events]).await;
-    let done = store.maintain_history(&keep, now).await.unwrap();
+    let done = store.maintain_history(&KEEP_ALL, now).await.unwrap();
     assert!(done.dropped.is_empty() && done.deleted == 0, "{done:?}");
     assert!(store.task(old).await.unwrap().is_some());
 }
