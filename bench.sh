@@ -21,6 +21,12 @@ if [ ! -d tests/node/node_modules/playwright-core ]; then
 fi
 # Durable: fsync and synchronous commit stay on (the defaults). Room for many connections.
 start_postgres -c shared_buffers=256MB
-cargo build --release -p wharf
-"${CARGO_TARGET_DIR:-target}/release/wharf" bench --database-url "$PG_URL" \
+# WHARF_BENCH_BINARY runs a binary built before (an A/B comparison of two builds, runs
+# interleaved) instead of building this tree.
+bin="${WHARF_BENCH_BINARY:-}"
+if [ -z "$bin" ]; then
+  cargo build --release -p wharf
+  bin="${CARGO_TARGET_DIR:-target}/release/wharf"
+fi
+"$bin" bench --database-url "$PG_URL" \
   --out docs/benchmarks.jsonl --page docs/benchmarks.md "$@"
