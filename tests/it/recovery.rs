@@ -125,11 +125,15 @@ async fn a_stopping_worker_hands_running_tasks_back_instead_of_failing_them() {
 async fn nul_characters_are_recorded_and_do_not_stall_the_recorder() {
     let w = Wharf::start().await;
     let odd = w
-        .submit_ok(json!({"tool": "demo.echo", "arguments": {"message": "a\u{0}b"}, "metadata": {"k\u{0}": "v\u{0}"}}))
+        .submit_ok(json!({"tool": "demo.echo", "arguments": {"message": "a\u{0}b \\u0000"}, "metadata": {"k\u{0}": "v\u{0}"}}))
         .await;
     let done = w.wait_recorded(odd, TaskStatus::Succeeded).await;
-    // The tool got the real text; the database copy has U+FFFD in place of NUL.
-    assert_eq!(done.result.unwrap()["content"][0]["text"], "a\u{FFFD}b");
+    // The tool got the real text; the database copy has U+FFFD in place of NUL (and a
+    // backslash followed by `u0000`, which is no NUL, as it was).
+    assert_eq!(
+        done.result.unwrap()["content"][0]["text"],
+        "a\u{FFFD}b \\u0000"
+    );
     assert_eq!(done.metadata["k\u{FFFD}"], "v\u{FFFD}");
     let next = w
         .submit_ok(json!({"tool": "demo.echo", "arguments": {"message": "after"}}))

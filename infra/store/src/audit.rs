@@ -30,15 +30,15 @@ impl Store {
         let rows = entries.iter().map(|e| audit_event::ActiveModel {
             id: Set(e.id),
             at: Set(e.at),
-            action: Set(text(&e.action)),
+            action: Set(text(&e.action).into_owned()),
             outcome: Set(e.outcome.clone()),
             status: Set(i32::from(e.status)),
-            actor: Set(text(&e.actor)),
+            actor: Set(text(&e.actor).into_owned()),
             tenant: Set(e.tenant.clone()),
-            target: Set(text(&e.target)),
-            request_id: Set(text(&e.request_id)),
+            target: Set(text(&e.target).into_owned()),
+            request_id: Set(text(&e.request_id).into_owned()),
             ip: Set(e.ip.clone()),
-            detail: Set(e.detail.as_deref().map(text)),
+            detail: Set(e.detail.as_deref().map(|d| text(d).into_owned())),
         });
         audit_event::Entity::insert_many(rows)
             .on_conflict_do_nothing_on([audit_event::Column::Id])

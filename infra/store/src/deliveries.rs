@@ -15,7 +15,7 @@ use uuid::Uuid;
 use wharf_contract::{Delivery, DeliveryAttempt, DeliveryStatus};
 use wharf_entity::{callback_attempt, callback_delivery};
 
-use crate::record::{column, json, text};
+use crate::record::{column, json, jsonb, text};
 
 /// The `event` of a delivery for a task's start.
 const STARTED: &str = "started";
@@ -89,7 +89,6 @@ pub(crate) async fn insert_deliveries_postgres(
     deliveries: &[NewDelivery],
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
-    use sea_orm::sqlx::types::Json;
     if deliveries.is_empty() {
         return Ok(());
     }
@@ -107,7 +106,7 @@ pub(crate) async fn insert_deliveries_postgres(
     .bind(column(deliveries, |d| d.event.clone()))
     .bind(column(deliveries, |d| d.url.clone()))
     .bind(column(deliveries, |d| d.cloudevents))
-    .bind(column(deliveries, |d| Json(json(&d.body))))
+    .bind(column(deliveries, |d| jsonb(&d.body)))
     .bind(column(deliveries, |d| d.retry_until))
     .bind(DeliveryStatus::Pending.as_str())
     .bind(now)
@@ -228,7 +227,7 @@ impl Store {
             attempt: Set(attempt.attempt as i32),
             at: Set(attempt.at),
             status: Set(attempt.status.map(i32::from)),
-            error: Set(attempt.error.as_deref().map(text)),
+            error: Set(attempt.error.as_deref().map(|e| text(e).into_owned())),
             latency_ms: Set(attempt.latency_ms as i64),
         })
         .on_conflict_do_nothing_on([
@@ -249,7 +248,7 @@ impl Store {
             .col_expr(C::LastStatus, Expr::value(attempt.status.map(i32::from)))
             .col_expr(
                 C::LastError,
-                Expr::value(attempt.error.as_deref().map(text)),
+                Expr::value(attempt.error.as_deref().map(|e| text(e).into_owned())),
             )
             .col_expr(C::UpdatedAt, Expr::value(Utc::now()))
             .filter(C::Id.eq(id))

@@ -3,11 +3,13 @@
 //! (one `unnest` statement per table on Postgres, multi-row inserts elsewhere). The `tasks`
 //! row itself, its columns and their merge, is spelled once, in `task_row.rs`.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use sea_orm::sea_query::Query;
 use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, TransactionTrait};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use uuid::Uuid;
 use wharf_contract::{TaskEvent, TaskState};
 use wharf_entity::{callback_delivery, task, task_event};
@@ -93,7 +95,6 @@ impl Store {
         states: &[TaskState],
         deliveries: &[NewDelivery],
     ) -> Result<(), Error> {
-        use sea_orm::sqlx::types::Json;
         let n = events.len();
         let (mut seq, mut task_id, mut kind, mut attempt, mut at, mut body) = (
             Vec::with_capacity(n),
@@ -109,7 +110,7 @@ impl Store {
             kind.push(e.kind_name());
             attempt.push(e.attempt as i32);
             at.push(e.at);
-            body.push(Json(json(e)));
+            body.push(jsonb(e));
         }
         let pool = self.db.get_postgres_connection_pool();
         let mut tx = pool.begin().await.map_err(sqlx_error)?;
@@ -171,8 +172,45 @@ pub(crate) fn sqlx_error(e: sea_orm::sqlx::Error) -> Error {
 }
 
 /// One column of `rows` as an array, for a statement that takes its rows as arrays (`unnest`).
-pub(crate) fn column<T, U>(rows: &[T], cell: impl Fn(&T) -> U) -> Vec<U> {
+pub(crate) fn column<'a, T, U>(rows: &'a [T], cell: impl Fn(&'a T) -> U) -> Vec<U> {
     rows.iter().map(cell).collect()
+}
+
+/// `v` as a jsonb parameter for Postgres: serialised once and sent as that text, with no tree
+/// of values built, walked and serialised again on the way. NUL characters become U+FFFD, as
+/// [`json`] makes them.
+pub(crate) fn jsonb<T: serde::Serialize + ?Sized>(
+    v: &T,
+) -> sea_orm::sqlx::types::Json<Box<RawValue>> {
+    let raw = serde_json::value::to_raw_value(v).expect("contract types serialise");
+    let raw = if raw.get().contains("\\u0000") {
+        without_nul(raw.get())
+    } else {
+        raw
+    };
+    sea_orm::sqlx::types::Json(raw)
+}
+
+/// JSON text with every escaped NUL (`\u0000`) written as `\uFFFD`. Escapes are read from the
+/// left, so an escaped backslash followed by `u0000` stays as it is.
+fn without_nul(text: &str) -> Box<RawValue> {
+    let mut out = String::with_capacity(text.len() + 8);
+    let mut rest = text;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        let escape = &rest[i..];
+        let len = if escape.starts_with("\\u0000") {
+            out.push_str("\\uFFFD");
+            6
+        } else {
+            // A backslash and the ASCII character after it (`\\`, `\"`, `\n`, `\u`, ...).
+            out.push_str(&escape[..2]);
+            2
+        };
+        rest = &escape[len..];
+    }
+    out.push_str(rest);
+    RawValue::from_string(out).expect("escapes replaced by escapes keep JSON valid")
 }
 
 pub(crate) fn json<T: serde::Serialize>(v: &T) -> Value {
@@ -201,6 +239,34 @@ fn strip_nul(value: &mut Value) {
     }
 }
 
-pub(crate) fn text(s: &str) -> String {
-    s.replace('\0', "\u{FFFD}")
+pub(crate) fn text(s: &str) -> Cow<'_, str> {
+    if s.contains('\0') {
+        Cow::Owned(s.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn jsonb_text_replaces_nul_as_the_value_walk_does() {
+        let values = [
+            json!({"k\u{0}": ["a\u{0}b", {"x": "\u{0}\u{0}"}], "n": 1}),
+            // An escaped backslash before `u0000` is text, not an escaped NUL.
+            json!({"path": "C:\\u0000\\x", "both": "\\\u{0}", "quote": "\"\u{0}"}),
+            json!("plain \\ text \n with escapes \u{1f}"),
+            json!(null),
+        ];
+        for v in values {
+            let raw = jsonb(&v);
+            let read: Value = serde_json::from_str(raw.0.get()).unwrap();
+            assert_eq!(read, json(&v), "{v}");
+        }
+        let read: Value = serde_json::from_str(jsonb(&json!("C:\\u0000")).0.get()).unwrap();
+        assert_eq!(read, "C:\\u0000");
+    }
 }

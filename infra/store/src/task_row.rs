@@ -10,11 +10,12 @@ use sea_orm::sea_query::{Expr, OnConflict, Query, SimpleExpr};
 use sea_orm::sqlx::types::Json;
 use sea_orm::sqlx::{Postgres, postgres::PgArguments, query::Query as SqlxQuery};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use uuid::Uuid;
 use wharf_contract::TaskState;
 use wharf_entity::task::{self, Column as C};
 
-use crate::record::{json, text};
+use crate::record::{jsonb, text};
 
 /// One column of the `tasks` row.
 pub(crate) struct Column {
@@ -22,10 +23,10 @@ pub(crate) struct Column {
     /// How the stored row and the batch's state merge; `None` for the key.
     merge: Option<Merge>,
     /// What the column holds for a state.
-    cell: fn(&TaskState) -> Cell,
+    cell: fn(&TaskState) -> Cell<'_>,
 }
 
-const fn col(column: task::Column, merge: Merge, cell: fn(&TaskState) -> Cell) -> Column {
+const fn col(column: task::Column, merge: Merge, cell: fn(&TaskState) -> Cell<'_>) -> Column {
     Column {
         column,
         merge: Some(merge),
@@ -47,16 +48,16 @@ pub(crate) static ROW: [Column; 28] = [
         Cell::Small(s.view.status.rank())
     }),
     col(C::Tool, Merge::FirstNonEmpty, |s| {
-        Cell::Text(Some(text(&s.view.tool).into()))
+        Cell::Text(Some(text(&s.view.tool)))
     }),
     col(C::Queue, Merge::FirstNonEmpty, |s| {
-        Cell::Text(Some(text(&s.view.queue).into()))
+        Cell::Text(Some(text(&s.view.queue)))
     }),
     col(C::Arguments, Merge::Spec, |s| {
-        Cell::Json(Some(json(&s.view.arguments)))
+        Cell::Json(Some(jsonb(&s.view.arguments)))
     }),
     col(C::Metadata, Merge::Spec, |s| {
-        Cell::Json(Some(json(&s.view.metadata)))
+        Cell::Json(Some(jsonb(&s.view.metadata)))
     }),
     col(C::Attempts, Merge::Max, |s| {
         Cell::Int(s.view.attempts as i32)
@@ -68,22 +69,22 @@ pub(crate) static ROW: [Column; 28] = [
         Cell::Big(s.view.timeout_secs.map(|t| t as i64))
     }),
     col(C::IdempotencyKey, Merge::Spec, |s| {
-        Cell::Text(s.view.idempotency_key.as_deref().map(|t| text(t).into()))
+        Cell::Text(s.view.idempotency_key.as_deref().map(text))
     }),
     col(C::SessionId, Merge::Spec, |s| {
-        Cell::Text(s.view.session_id.as_deref().map(|t| text(t).into()))
+        Cell::Text(s.view.session_id.as_deref().map(text))
     }),
     col(C::Progress, Merge::NewerProgress, |s| {
-        Cell::Json(s.view.progress.as_ref().map(json))
+        Cell::Json(s.view.progress.as_ref().map(jsonb))
     }),
     col(C::ProgressSeq, Merge::Max, |s| {
         Cell::Big(Some(s.progress_seq as i64))
     }),
     col(C::Result, Merge::ByTerminal, |s| {
-        Cell::Json(s.view.result.as_ref().map(json))
+        Cell::Json(s.view.result.as_ref().map(jsonb))
     }),
     col(C::Error, Merge::ByTerminal, |s| {
-        Cell::Json(s.view.error.as_ref().map(json))
+        Cell::Json(s.view.error.as_ref().map(jsonb))
     }),
     col(C::TerminalSeq, Merge::ByTerminal, |s| {
         Cell::Big(Some(s.terminal_seq as i64))
@@ -109,25 +110,26 @@ pub(crate) static ROW: [Column; 28] = [
         Cell::Text(Some(s.view.priority.as_str().into()))
     }),
     col(C::Tenant, Merge::Spec, |s| {
-        Cell::Text(Some(text(&s.view.tenant).into()))
+        Cell::Text(Some(text(&s.view.tenant)))
     }),
     col(C::Agent, Merge::Spec, |s| {
-        Cell::Text(s.view.agent.as_deref().map(|t| text(t).into()))
+        Cell::Text(s.view.agent.as_deref().map(text))
     }),
     col(C::TraceId, Merge::Spec, |s| {
-        Cell::Text(s.view.trace_id.as_deref().map(|t| text(t).into()))
+        Cell::Text(s.view.trace_id.as_deref().map(text))
     }),
 ];
 
 /// One value of the row, typed as its column stores it.
-enum Cell {
+enum Cell<'a> {
     Uuid(Uuid),
     Small(i16),
     Int(i32),
     Big(Option<i64>),
-    /// Owned, or borrowed for the names the contract spells (status, priority).
-    Text(Option<Cow<'static, str>>),
-    Json(Option<Value>),
+    /// Borrowed from the state, owned where a NUL had to be replaced.
+    Text(Option<Cow<'a, str>>),
+    /// As serialised for Postgres (the portable path reads it back into a value).
+    Json(Option<Json<Box<RawValue>>>),
     Time(Option<DateTime<Utc>>),
 }
 
@@ -164,7 +166,11 @@ pub(crate) fn values(s: &TaskState) -> Vec<SimpleExpr> {
                 Cell::Int(v) => v.into(),
                 Cell::Big(v) => v.into(),
                 Cell::Text(v) => v.map(Cow::into_owned).into(),
-                Cell::Json(v) => v.into(),
+                Cell::Json(v) => v
+                    .map(|raw| {
+                        serde_json::from_str::<Value>(raw.0.get()).expect("it was just written")
+                    })
+                    .into(),
                 Cell::Time(v) => v.into(),
             };
             value.into()
@@ -173,18 +179,18 @@ pub(crate) fn values(s: &TaskState) -> Vec<SimpleExpr> {
 }
 
 /// One column of a batch's rows, as the array Postgres `unnest`s.
-pub(crate) enum Array {
+pub(crate) enum Array<'a> {
     Uuid(Vec<Uuid>),
     Small(Vec<i16>),
     Int(Vec<i32>),
     Big(Vec<Option<i64>>),
-    Text(Vec<Option<Cow<'static, str>>>),
-    Json(Vec<Option<Json<Value>>>),
+    Text(Vec<Option<Cow<'a, str>>>),
+    Json(Vec<Option<Json<Box<RawValue>>>>),
     Time(Vec<Option<DateTime<Utc>>>),
 }
 
-impl Array {
-    fn of(cells: impl Iterator<Item = Cell>) -> Array {
+impl<'a> Array<'a> {
+    fn of(cells: impl Iterator<Item = Cell<'a>>) -> Array<'a> {
         let mut cells = cells.peekable();
         macro_rules! gather {
             ($variant:ident, $map:expr) => {
@@ -204,7 +210,7 @@ impl Array {
             Some(Cell::Int(_)) => gather!(Int, |v| v),
             Some(Cell::Big(_)) => gather!(Big, |v| v),
             Some(Cell::Text(_)) => gather!(Text, |v| v),
-            Some(Cell::Json(_)) => gather!(Json, |v: Option<Value>| v.map(Json)),
+            Some(Cell::Json(_)) => gather!(Json, |v| v),
             Some(Cell::Time(_)) => gather!(Time, |v| v),
         }
     }
@@ -241,7 +247,7 @@ impl Array {
 
 /// The rows of `states` as one array per column, in [`ROW`] order: the parameters of
 /// [`upsert_sql`].
-pub(crate) fn arrays(states: &[TaskState]) -> Vec<Array> {
+pub(crate) fn arrays(states: &[TaskState]) -> Vec<Array<'_>> {
     ROW.iter()
         .map(|c| Array::of(states.iter().map(c.cell)))
         .collect()
