@@ -17,6 +17,7 @@ pub struct TaskEvent {
     /// Wire version of this message.
     pub v: u32,
     pub task_id: Uuid,
+    #[serde(serialize_with = "crate::wire_time::serialize")]
     pub at: DateTime<Utc>,
     /// The attempt this event belongs to (0 before the first start).
     pub attempt: u32,
@@ -33,6 +34,7 @@ pub struct TaskEvent {
 /// An attempt's start, as its `started` event would say it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Start {
+    #[serde(serialize_with = "crate::wire_time::serialize")]
     pub at: DateTime<Utc>,
     pub worker: String,
     pub tool: String,
@@ -187,6 +189,7 @@ impl<E> Unfold for Result<TaskEvent, E> {
 pub struct Submitted<'a> {
     v: u32,
     task_id: Uuid,
+    #[serde(serialize_with = "crate::wire_time::serialize")]
     at: DateTime<Utc>,
     attempt: u32,
     #[serde(rename = "type")]

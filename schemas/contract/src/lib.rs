@@ -22,6 +22,7 @@ pub mod state;
 pub mod task;
 pub mod tool;
 pub mod whole;
+pub mod wire_time;
 
 pub use api::*;
 pub use auth::{

@@ -36,9 +36,14 @@ pub struct Task {
     /// Free-form data the submitter attaches; Wharf stores and returns it untouched.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub metadata: Map<String, Value>,
+    #[serde(serialize_with = "crate::wire_time::serialize")]
     pub submitted_at: DateTime<Utc>,
     /// A delayed task: the time it may start (it reaches its queue then).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::wire_time::serialize_opt"
+    )]
     pub run_at: Option<DateTime<Utc>>,
     /// How long to wait between attempts; Wharf's default (1 s doubling to 60 s) when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -330,18 +335,42 @@ pub struct TaskView {
     pub result: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<TaskError>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::wire_time::serialize_opt"
+    )]
     pub created_at: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::wire_time::serialize_opt"
+    )]
     pub started_at: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::wire_time::serialize_opt"
+    )]
     pub finished_at: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::wire_time::serialize_opt"
+    )]
     pub cancel_requested_at: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::wire_time::serialize_opt"
+    )]
     pub updated_at: Option<DateTime<Utc>>,
     /// A delayed task's start time: it stays `queued` and no worker sees it before then.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::wire_time::serialize_opt"
+    )]
     pub run_at: Option<DateTime<Utc>>,
     /// The task's level in its queue.
     #[serde(default)]
