@@ -47,6 +47,8 @@ impl Bus {
     /// message ids; after that the caller hears the error (503).
     pub async fn submit(&self, task: &Task, traceparent: Option<&str>) -> Result<u64, Error> {
         let deadline = Instant::now() + self.topology.submit_patience;
+        // (What only a failure needs is boxed: inline, it would make this future, and every
+        // one that holds it, kilobytes larger for every submission.)
         // Everything the task message needs is ready before the event goes out, so that the
         // two are sent back to back: a gateway killed between them leaves a `submitted` event
         // with no task (see docs/delivery.md), and the gap is kept as short as it can be.
@@ -71,7 +73,7 @@ impl Bus {
             Ok(ack) => ack,
             Err(e) => {
                 let e = nats("publish the task")(e);
-                self.not_enqueued(task, &e, traceparent).await;
+                Box::pin(self.not_enqueued(task, &e, traceparent)).await;
                 return Err(e);
             }
         };
@@ -86,11 +88,11 @@ impl Bus {
         let sequence = match task_ack {
             Ok(ack) => ack.sequence,
             Err(first) => {
-                let again = self.publish_until(deadline, &subject, message, first).await;
+                let again = Box::pin(self.publish_until(deadline, &subject, message, first)).await;
                 match again {
                     Ok(sequence) => sequence,
                     Err((e, Stored::No)) => {
-                        self.not_enqueued(task, &e, traceparent).await;
+                        Box::pin(self.not_enqueued(task, &e, traceparent)).await;
                         return Err(e);
                     }
                     // Without an ack the task may well be queued, so its history is left as
@@ -101,7 +103,7 @@ impl Bus {
         };
         if event_ack.is_err() {
             let started = deadline - self.topology.submit_patience;
-            event.insist(self, started, deadline).await;
+            Box::pin(event.insist(self, started, deadline)).await;
         }
         Ok(sequence)
     }

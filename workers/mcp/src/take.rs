@@ -121,11 +121,7 @@ pub(crate) async fn consume(
         let shared = shared.clone();
         match permit {
             Some(permit) => {
-                tokio::spawn(run::run_task(
-                    shared,
-                    message,
-                    run::Slot::take(permit, in_flight.clone()),
-                ));
+                run::spawn(shared, message, run::Slot::take(permit, in_flight.clone()));
             }
             None => {
                 tracing::debug!(queue = %queue, "a task arrived with every slot taken; it waits for one");
@@ -386,11 +382,7 @@ async fn wait_for_slot(
         }
     };
     // Run outside the tracker: shutdown waits for waiting tasks, not for running ones.
-    tokio::spawn(run::run_task(
-        shared,
-        message,
-        run::Slot::take(permit, in_flight),
-    ));
+    run::spawn(shared, message, run::Slot::take(permit, in_flight));
 }
 
 /// Gives a task that never started here back to its level, without using an attempt.

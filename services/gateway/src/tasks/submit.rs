@@ -42,13 +42,25 @@ pub async fn submit(
     trace: TraceContext,
 ) -> Result<(StatusCode, TaskView), ApiError> {
     principal.require(wharf_contract::Permission::TasksSubmit)?;
-    let agent = context(state, principal, &req, origin).await?;
+    // The database reads and the key's claim are boxed, and only made when the submission
+    // calls for them: inline, their futures made this one (and every layer's that holds it)
+    // several kilobytes, copied a few times over for every request.
+    let agent = if req.session_id.is_none() && req.agent.is_none() {
+        None
+    } else {
+        Box::pin(context(state, principal, &req, origin)).await?
+    };
     let mut task = prepare(state, principal, req, origin, agent.as_ref())?;
     task.trace_id = Some(trace.trace_id_hex());
-    match admit(state, &mut task).await? {
+    let admission = if task.idempotency_key.is_none() {
+        Admission::New { claimed: None }
+    } else {
+        Box::pin(admit(state, &mut task)).await?
+    };
+    match admission {
         Admission::Existing(view) => Ok((StatusCode::OK, *view)),
         Admission::New { claimed } => {
-            within_cap(state, principal, claimed).await?;
+            Box::pin(within_cap(state, principal, claimed)).await?;
             Ok((StatusCode::ACCEPTED, publish(state, &task, &trace).await?))
         }
     }
@@ -493,11 +505,15 @@ pub(super) async fn publish(
         tracing::Span::none()
     };
     let trace = &wharf_telemetry::traces::context_of(&span, &trace.child());
-    state
-        .bus
-        .submit(task, Some(&trace.header()))
-        .instrument(span)
-        .await?;
+    // Boxed: the publish's future is most of a submission's, which the router's layers would
+    // otherwise copy whole as they take the request through.
+    Box::pin(
+        state
+            .bus
+            .submit(task, Some(&trace.header()))
+            .instrument(span),
+    )
+    .await?;
     metrics::counter!(
         "wharf_tasks_submitted_total",
         "queue" => task.queue.clone(),
