@@ -177,8 +177,9 @@ pub(crate) fn column<'a, T, U>(rows: &'a [T], cell: impl Fn(&'a T) -> U) -> Vec<
 }
 
 /// `v` as a jsonb parameter for Postgres: serialised once and sent as that text, with no tree
-/// of values built, walked and serialised again on the way. NUL characters become U+FFFD, as
-/// [`json`] makes them.
+/// of values built on the way. Postgres stores neither NUL characters in text nor `\u0000` in
+/// jsonb; tasks may carry them (the task itself, on NATS, is untouched), so the database copy
+/// gets U+FFFD instead, in keys and values alike.
 pub(crate) fn jsonb<T: serde::Serialize + ?Sized>(
     v: &T,
 ) -> sea_orm::sqlx::types::Json<Box<RawValue>> {
@@ -213,30 +214,15 @@ fn without_nul(text: &str) -> Box<RawValue> {
     RawValue::from_string(out).expect("escapes replaced by escapes keep JSON valid")
 }
 
+/// `v` as a value for the portable path: the text of [`jsonb`] read back, so that both paths
+/// store the same (NUL characters as U+FFFD).
 pub(crate) fn json<T: serde::Serialize>(v: &T) -> Value {
-    let mut value = serde_json::to_value(v).expect("contract types serialise");
-    strip_nul(&mut value);
-    value
+    value_of(&jsonb(v))
 }
 
-/// Postgres stores neither NUL characters in text nor `\u0000` in jsonb. Tasks may carry them
-/// (the task itself, on NATS, is untouched); the database copy gets U+FFFD instead.
-fn strip_nul(value: &mut Value) {
-    match value {
-        Value::String(s) if s.contains('\0') => *s = s.replace('\0', "\u{FFFD}"),
-        Value::Array(items) => items.iter_mut().for_each(strip_nul),
-        Value::Object(map) => {
-            let keys_with_nul: Vec<String> =
-                map.keys().filter(|k| k.contains('\0')).cloned().collect();
-            for k in keys_with_nul {
-                if let Some(v) = map.remove(&k) {
-                    map.insert(k.replace('\0', "\u{FFFD}"), v);
-                }
-            }
-            map.values_mut().for_each(strip_nul);
-        }
-        _ => {}
-    }
+/// A jsonb parameter's text as a value.
+pub(crate) fn value_of(raw: &sea_orm::sqlx::types::Json<Box<RawValue>>) -> Value {
+    serde_json::from_str(raw.0.get()).expect("jsonb writes JSON")
 }
 
 pub(crate) fn text(s: &str) -> Cow<'_, str> {
@@ -253,20 +239,26 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn jsonb_text_replaces_nul_as_the_value_walk_does() {
-        let values = [
-            json!({"k\u{0}": ["a\u{0}b", {"x": "\u{0}\u{0}"}], "n": 1}),
+    fn jsonb_text_has_u_fffd_for_every_nul_and_nothing_else_changed() {
+        let cases = [
+            (
+                json!({"k\u{0}": ["a\u{0}b", {"x": "\u{0}\u{0}"}], "n": 1}),
+                json!({"k\u{FFFD}": ["a\u{FFFD}b", {"x": "\u{FFFD}\u{FFFD}"}], "n": 1}),
+            ),
             // An escaped backslash before `u0000` is text, not an escaped NUL.
-            json!({"path": "C:\\u0000\\x", "both": "\\\u{0}", "quote": "\"\u{0}"}),
-            json!("plain \\ text \n with escapes \u{1f}"),
-            json!(null),
+            (
+                json!({"path": "C:\\u0000\\x", "both": "\\\u{0}", "quote": "\"\u{0}"}),
+                json!({"path": "C:\\u0000\\x", "both": "\\\u{FFFD}", "quote": "\"\u{FFFD}"}),
+            ),
+            (
+                json!("plain \\ text \n with escapes \u{1f}"),
+                json!("plain \\ text \n with escapes \u{1f}"),
+            ),
+            (json!(null), json!(null)),
         ];
-        for v in values {
-            let raw = jsonb(&v);
-            let read: Value = serde_json::from_str(raw.0.get()).unwrap();
-            assert_eq!(read, json(&v), "{v}");
+        for (given, stored) in cases {
+            // `json` reads back the text `jsonb` sends.
+            assert_eq!(json(&given), stored, "{given}");
         }
-        let read: Value = serde_json::from_str(jsonb(&json!("C:\\u0000")).0.get()).unwrap();
-        assert_eq!(read, "C:\\u0000");
     }
 }

@@ -9,13 +9,12 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict, Query, SimpleExpr};
 use sea_orm::sqlx::types::Json;
 use sea_orm::sqlx::{Postgres, postgres::PgArguments, query::Query as SqlxQuery};
-use serde_json::Value;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 use wharf_contract::TaskState;
 use wharf_entity::task::{self, Column as C};
 
-use crate::record::{jsonb, text};
+use crate::record::{jsonb, text, value_of};
 
 /// One column of the `tasks` row.
 pub(crate) struct Column {
@@ -166,11 +165,7 @@ pub(crate) fn values(s: &TaskState) -> Vec<SimpleExpr> {
                 Cell::Int(v) => v.into(),
                 Cell::Big(v) => v.into(),
                 Cell::Text(v) => v.map(Cow::into_owned).into(),
-                Cell::Json(v) => v
-                    .map(|raw| {
-                        serde_json::from_str::<Value>(raw.0.get()).expect("it was just written")
-                    })
-                    .into(),
+                Cell::Json(v) => v.as_ref().map(value_of).into(),
                 Cell::Time(v) => v.into(),
             };
             value.into()
