@@ -167,7 +167,9 @@ impl Limits {
         let now = match known {
             Some(n) => n,
             None => {
-                let n = store.unfinished(tenant).await?;
+                // Boxed: read once a second at most, it would otherwise make every
+                // submission's future larger by the database read's.
+                let n = Box::pin(store.unfinished(tenant)).await?;
                 self.unfinished
                     .lock()
                     .expect("never poisoned")

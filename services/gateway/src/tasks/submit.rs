@@ -42,25 +42,13 @@ pub async fn submit(
     trace: TraceContext,
 ) -> Result<(StatusCode, TaskView), ApiError> {
     principal.require(wharf_contract::Permission::TasksSubmit)?;
-    // The database reads and the key's claim are boxed, and only made when the submission
-    // calls for them: inline, their futures made this one (and every layer's that holds it)
-    // several kilobytes, copied a few times over for every request.
-    let agent = if req.session_id.is_none() && req.agent.is_none() {
-        None
-    } else {
-        Box::pin(context(state, principal, &req, origin)).await?
-    };
+    let agent = context(state, principal, &req, origin).await?;
     let mut task = prepare(state, principal, req, origin, agent.as_ref())?;
     task.trace_id = Some(trace.trace_id_hex());
-    let admission = if task.idempotency_key.is_none() {
-        Admission::New { claimed: None }
-    } else {
-        Box::pin(admit(state, &mut task)).await?
-    };
-    match admission {
+    match admit(state, &mut task).await? {
         Admission::Existing(view) => Ok((StatusCode::OK, *view)),
         Admission::New { claimed } => {
-            Box::pin(within_cap(state, principal, claimed)).await?;
+            within_cap(state, principal, claimed).await?;
             Ok((StatusCode::ACCEPTED, publish(state, &task, &trace).await?))
         }
     }
@@ -82,7 +70,8 @@ pub(super) async fn within_cap(
     if counted.is_err()
         && let Some((key, revision)) = claimed
     {
-        let _ = state.bus.release_idempotency_key(&key, revision).await;
+        // Boxed, being rare: inline, it would make every submission's future larger.
+        let _ = Box::pin(state.bus.release_idempotency_key(&key, revision)).await;
     }
     counted
 }
@@ -118,12 +107,19 @@ pub async fn admit(state: &AppState, task: &mut Task) -> Result<Admission, ApiEr
         return Ok(Admission::New { claimed: None });
     };
     // Each tenant has keys of its own ('/' is not part of any tenant name).
-    let key = &format!("{}/{key}", task.tenant);
+    let key = format!("{}/{key}", task.tenant);
+    // Boxed: only a submission with a key waits on the claim, and inline its future would
+    // make every submission's several kilobytes larger (copied by each layer of the router).
+    Box::pin(claim(state, task, &key)).await
+}
+
+/// [`admit`] for a submission with an idempotency key, `key` (the tenant's).
+async fn claim(state: &AppState, task: &mut Task, key: &str) -> Result<Admission, ApiError> {
     let (holder, claimed_at, revision) = match state.bus.claim_idempotency_key(key, task.id).await?
     {
         Claim::New { revision } => {
             return Ok(Admission::New {
-                claimed: Some((key.clone(), revision)),
+                claimed: Some((key.to_owned(), revision)),
             });
         }
         Claim::Held {
@@ -231,9 +227,9 @@ pub(super) async fn context(
     {
         let now = chrono::Utc::now();
         let live = match raw.parse::<Uuid>() {
-            Ok(id) => state
-                .store
-                .session(principal.tenant(), id)
+            // The reads are boxed: inline, their futures would make every submission's
+            // several kilobytes larger, named session or not.
+            Ok(id) => Box::pin(state.store.session(principal.tenant(), id))
                 .await?
                 .filter(|s| s.deleted_at.is_none() && s.expires_at > now),
             Err(_) => None,
@@ -253,7 +249,7 @@ pub(super) async fn context(
         return Ok(None);
     };
     let agent = if valid_name(name) {
-        state.store.agent(principal.tenant(), name).await?
+        Box::pin(state.store.agent(principal.tenant(), name)).await?
     } else {
         None
     };
@@ -570,4 +566,24 @@ pub async fn create(
         submit(&state, &principal, req, Origin::Client, trace_of(&headers)).await?;
     let location = format!("/api/v1/tasks/{}", view.id);
     Ok((status, [(header::LOCATION, location)], Json(view)).into_response())
+}
+
+#[cfg(test)]
+mod sizes {
+    fn size_of_return<A, B, C, D, F: std::future::Future>(_: fn(A, B, C, D) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Each layer of the router moves the handler's future whole as it takes a request through
+    /// (a memmove per layer, per request). What only some submissions wait on (a session or an
+    /// agent read, an idempotency key's claim, the cap's count, a failed publish) is boxed
+    /// where it is awaited; inlining one of them puts its whole state into every request's.
+    #[test]
+    fn the_submit_handler_future_stays_small() {
+        let size = size_of_return(super::create);
+        assert!(
+            size <= 2560,
+            "the submit handler's future grew to {size} bytes"
+        );
+    }
 }
