@@ -135,6 +135,16 @@ async fn nul_characters_are_recorded_and_do_not_stall_the_recorder() {
         "a\u{FFFD}b \\u0000"
     );
     assert_eq!(done.metadata["k\u{FFFD}"], "v\u{FFFD}");
+    // The same submission again under one key, once recorded: the first task, although the
+    // stored arguments differ from the sent ones by the NUL.
+    let keyed = json!({"tool": "demo.echo", "arguments": {"message": "x\u{0}y"}, "idempotency_key": "nul-1"});
+    let (status, first) = w.submit(keyed.clone()).await;
+    assert_eq!(status, 202, "{first}");
+    let first: uuid::Uuid = first["id"].as_str().unwrap().parse().unwrap();
+    w.wait_recorded(first, TaskStatus::Succeeded).await;
+    let (status, again) = w.submit(keyed).await;
+    assert_eq!(status, 200, "the repeat is the same submission: {again}");
+    assert_eq!(again["id"], first.to_string());
     let next = w
         .submit_ok(json!({"tool": "demo.echo", "arguments": {"message": "after"}}))
         .await;

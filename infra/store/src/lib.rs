@@ -33,6 +33,13 @@ pub use history::{HistoryPolicy, Maintenance};
 pub use keys::StoredKey;
 pub use resources::AgentWrite;
 
+/// `v` as the database keeps it: every NUL character, which neither Postgres's text nor its
+/// jsonb can hold, as U+FFFD (the task itself, on NATS, keeps them). For comparing what a
+/// request sends with what was stored from an earlier one.
+pub fn stored_form<T: serde::Serialize + serde::de::DeserializeOwned>(v: &T) -> T {
+    serde_json::from_str(record::jsonb(v).0.get()).expect("jsonb writes what it read")
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("database error: {0}")]

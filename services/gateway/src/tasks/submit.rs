@@ -183,7 +183,11 @@ async fn found(
             Err(in_use(holder))
         };
     }
-    if view.tool == task.tool && view.arguments == task.arguments && view.queue == task.queue {
+    // The stored copy (the view, once recorded) has U+FFFD where the arguments had a NUL
+    // character; the same arguments sent again must still match it.
+    let same_arguments = view.arguments == task.arguments
+        || view.arguments == wharf_store::stored_form(&task.arguments);
+    if view.tool == task.tool && same_arguments && view.queue == task.queue {
         return Ok(Admission::Existing(Box::new(view)));
     }
     Err(ApiError::field(
