@@ -237,6 +237,42 @@ async fn the_trace_context_travels_from_the_request_to_every_event() {
 }
 
 #[tokio::test]
+async fn a_trace_begun_by_a_gateway_that_exports_nothing_travels_in_the_task() {
+    // No caller's traceparent, and this gateway exports no spans: its messages carry no
+    // traceparent (nats-server inspects every sampled one), and the worker continues the
+    // trace the task names.
+    let w = Wharf::start().await;
+    let id = w
+        .submit_ok(json!({"tool": "demo.echo", "arguments": {"message": "untraced"}}))
+        .await;
+    let done = w.wait_recorded(id, TaskStatus::Succeeded).await;
+    let trace_id = done.trace_id.expect("every task names its trace");
+    let stream = w
+        .bus
+        .jetstream()
+        .get_stream(wharf_contract::EVENTS_STREAM)
+        .await
+        .unwrap();
+    let events = w.store.events(id).await.unwrap();
+    let (first, last) = (events[0].0, events[events.len() - 1].0);
+    let submitted = stream.get_raw_message(first).await.unwrap();
+    assert!(
+        submitted.headers.get("traceparent").is_none(),
+        "{:?}",
+        submitted.headers
+    );
+    let outcome = stream.get_raw_message(last).await.unwrap();
+    let tp = outcome
+        .headers
+        .get("traceparent")
+        .expect("the worker's events name its attempt's span")
+        .as_str()
+        .to_owned();
+    assert_eq!(tp.split('-').nth(1), Some(trace_id.as_str()), "{tp}");
+    w.shutdown().await;
+}
+
+#[tokio::test]
 async fn health_and_readiness() {
     let w = Wharf::start().await;
     let health = w.get("/healthz").await;

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use opentelemetry::trace::{SpanId, TraceId};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
 use reqwest::Method;
@@ -217,44 +218,90 @@ async fn a_worker_process_exports_its_spans_over_otlp() {
         }
     });
 
+    // The worker and the recorder export, each in a process of its own; the gateway (in this
+    // test's process) does not, so the task's messages carry no traceparent and both continue
+    // the trace the task names.
     let mut w = Wharf::start().await;
     w.wait_for_tool("demo.echo").await;
     w.workers.pop().unwrap().stop().await;
-    let _worker = w
-        .process(&["worker", "--id", "traced"])
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
-        .env("OTEL_SERVICE_NAME", "wharf-worker-under-test")
-        .spawn()
-        .unwrap();
+    w.recorder.take().unwrap().stop().await;
+    let exporting = |part: &str| {
+        w.process(&[part])
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+            .env("OTEL_SERVICE_NAME", format!("wharf-{part}-under-test"))
+            .spawn()
+            .unwrap()
+    };
+    let (_worker, _recorder) = (exporting("worker"), exporting("recorder"));
     let id = w
         .submit_ok(json!({"tool": "demo.echo", "arguments": {"message": "traced"}}))
         .await;
-    w.wait_recorded(id, TaskStatus::Succeeded).await;
+    let done = w.wait_recorded(id, TaskStatus::Succeeded).await;
+    let trace = TraceContext::continuing(done.trace_id.as_deref().unwrap()).unwrap();
+    let trace = trace.trace_id.to_be_bytes().to_vec();
     let task = id.to_string();
-    // The batch exporter sends every few seconds.
-    let (head, body) = eventually(
-        "spans at the collector",
-        Duration::from_secs(30),
-        || async {
-            received
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|(_, body)| body.windows(task.len()).any(|w| w == task.as_bytes()))
-                .cloned()
-        },
-    )
+    // Every span of the task each process exported (the batch exporter sends every few
+    // seconds), by name: the worker's attempt and MCP call, the recorder's projection of
+    // each event.
+    let spans_of = |service: &str| {
+        let mut spans = std::collections::BTreeMap::new();
+        for (head, body) in received.lock().unwrap().iter() {
+            assert!(head.starts_with("POST /v1/traces "), "{head}");
+            assert!(
+                head.to_ascii_lowercase()
+                    .contains("content-type: application/x-protobuf"),
+                "{head}"
+            );
+            let request = <ExportTraceServiceRequest as prost::Message>::decode(&body[..]).unwrap();
+            for resource in request.resource_spans {
+                let named = resource
+                    .resource
+                    .iter()
+                    .flat_map(|r| &r.attributes)
+                    .any(|kv| kv.key == "service.name" && text(kv) == Some(service));
+                let all = resource.scope_spans.into_iter().flat_map(|s| s.spans);
+                for span in all.filter(|_| named) {
+                    if span
+                        .attributes
+                        .iter()
+                        .any(|kv| kv.key == "task_id" && text(kv) == Some(task.as_str()))
+                    {
+                        spans.insert(span.name.clone(), span);
+                    }
+                }
+            }
+        }
+        spans
+    };
+    let worker = eventually("the worker's spans", Duration::from_secs(30), || async {
+        Some(spans_of("wharf-worker-under-test")).filter(|s| s.contains_key("attempt demo.echo"))
+    })
     .await;
-    assert!(head.starts_with("POST /v1/traces "), "{head}");
+    let recorder = eventually("the recorder's spans", Duration::from_secs(30), || async {
+        Some(spans_of("wharf-recorder-under-test"))
+            .filter(|s| s.contains_key("record submitted") && s.contains_key("record succeeded"))
+    })
+    .await;
+    // Each span is in the task's trace, and each process's first span hangs off the context
+    // that reached it: the task's trace, or the worker's attempt through the outcome's header.
+    for (name, span) in worker.iter().chain(&recorder) {
+        assert_eq!(span.trace_id, trace, "{name} is in another trace");
+    }
+    let attempt = &worker["attempt demo.echo"];
     assert!(
-        head.to_ascii_lowercase()
-            .contains("content-type: application/x-protobuf"),
-        "{head}"
+        !attempt.parent_span_id.is_empty(),
+        "the attempt continues the task's trace"
     );
-    let service = b"wharf-worker-under-test";
-    assert!(
-        body.windows(service.len()).any(|w| w == service),
-        "the service name is set"
-    );
+    assert!(!recorder["record submitted"].parent_span_id.is_empty());
+    assert_eq!(recorder["record succeeded"].parent_span_id, attempt.span_id);
     w.shutdown().await;
+}
+
+/// An OTLP attribute's value when it is a string.
+fn text(kv: &opentelemetry_proto::tonic::common::v1::KeyValue) -> Option<&str> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    match kv.value.as_ref()?.value.as_ref()? {
+        Value::StringValue(s) => Some(s),
+        _ => None,
+    }
 }

@@ -59,6 +59,12 @@ pub struct TraceContext {
     pub trace_id: u128,
     pub span_id: u64,
     pub sampled: bool,
+    /// Whether this context continues one that came from elsewhere (a `traceparent` read from
+    /// a request or a message), rather than a trace begun in this process. A trace begun here
+    /// whose spans are not exported has nothing for a `traceparent` to point at: its trace id
+    /// alone, which the task carries, is all another process needs (see
+    /// [`TraceContext::continuing`]).
+    pub propagated: bool,
 }
 
 impl TraceContext {
@@ -69,7 +75,34 @@ impl TraceContext {
             trace_id: rng.random::<u128>().max(1),
             span_id: rng.random::<u64>().max(1),
             sampled: true,
+            propagated: false,
         }
+    }
+
+    /// A context in the trace `trace_id` (32 hex digits, as a task carries it) whose parent
+    /// span is unknown: the parent of a task's work when its message came without a
+    /// `traceparent`, because the gateway that began the trace exports no spans. Sampled, as
+    /// every trace Wharf begins is; `None` for anything but 32 hex digits, not all zero.
+    pub fn continuing(trace_id: &str) -> Option<TraceContext> {
+        if trace_id.len() != 32 {
+            return None;
+        }
+        let trace_id = u128::from_str_radix(trace_id, 16).ok()?;
+        (trace_id != 0).then(|| TraceContext {
+            trace_id,
+            span_id: rand::rng().random::<u64>().max(1),
+            sampled: true,
+            propagated: true,
+        })
+    }
+
+    /// Whether a message should carry this context as its `traceparent`: when it came from
+    /// elsewhere (the caller chose it, sampled or not) or when this process exports its spans.
+    /// Otherwise the header would name a span nobody records, and nats-server looks into the
+    /// headers of every message whose `traceparent` is sampled (to trace the message itself),
+    /// a cost per message for nothing.
+    pub fn worth_sending(&self) -> bool {
+        self.propagated || traces::exporting()
     }
 
     /// A new span in the same trace, caused by this one.
@@ -96,6 +129,7 @@ impl TraceContext {
             trace_id,
             span_id,
             sampled: flags & 1 == 1,
+            propagated: true,
         })
     }
 
@@ -131,7 +165,15 @@ mod tests {
     fn traceparent_round_trips_and_children_share_the_trace() {
         let root = TraceContext::new_root();
         let parsed = TraceContext::parse(&root.header()).unwrap();
-        assert_eq!(parsed, root);
+        assert_eq!(
+            parsed,
+            TraceContext {
+                propagated: true,
+                ..root
+            }
+        );
+        assert!(!root.propagated && !root.child().propagated);
+        assert!(parsed.child().propagated, "a child continues what came in");
         let child = root.child();
         assert_eq!(child.trace_id, root.trace_id);
         assert_ne!(child.span_id, root.span_id);
@@ -150,5 +192,18 @@ mod tests {
         }
         let ok = TraceContext::parse("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
         assert!(ok.unwrap().sampled);
+    }
+
+    #[test]
+    fn a_task_trace_id_is_continued_with_a_parent_of_its_own() {
+        let root = TraceContext::new_root();
+        let continued = TraceContext::continuing(&root.trace_id_hex()).unwrap();
+        assert_eq!(continued.trace_id, root.trace_id);
+        assert_ne!(continued.span_id, 0);
+        assert!(continued.sampled && continued.propagated);
+        let (zeros, not_hex) = ("0".repeat(32), "g".repeat(32));
+        for bad in ["", "0af7651916cd43dd", &zeros, &not_hex] {
+            assert!(TraceContext::continuing(bad).is_none(), "{bad:?}");
+        }
     }
 }

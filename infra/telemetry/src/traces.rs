@@ -121,5 +121,6 @@ pub fn context_of(span: &tracing::Span, fallback: &TraceContext) -> TraceContext
         trace_id: u128::from_be_bytes(sc.trace_id().to_bytes()),
         span_id: u64::from_be_bytes(sc.span_id().to_bytes()),
         sampled: sc.is_sampled(),
+        propagated: fallback.propagated,
     }
 }

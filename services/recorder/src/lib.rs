@@ -464,9 +464,18 @@ fn record_span(m: &wharf_bus::Message, event: &wharf_contract::TaskEvent) -> tra
         otel.kind = "consumer",
         task_id = %event.task_id,
     );
-    if let Some(parent) =
-        wharf_bus::traceparent_of(&m.message).and_then(|h| wharf_telemetry::TraceContext::parse(&h))
-    {
+    // A `submitted` event comes without a `traceparent` when its gateway exports no spans; the
+    // task it carries names the trace.
+    let parent = wharf_bus::traceparent_of(&m.message)
+        .and_then(|h| wharf_telemetry::TraceContext::parse(&h))
+        .or_else(|| match &event.kind {
+            wharf_contract::EventKind::Submitted { task } => task
+                .trace_id
+                .as_deref()
+                .and_then(wharf_telemetry::TraceContext::continuing),
+            _ => None,
+        });
+    if let Some(parent) = parent {
         wharf_telemetry::traces::set_parent(&span, &parent);
     }
     span

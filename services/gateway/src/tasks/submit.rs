@@ -505,12 +505,15 @@ pub(super) async fn publish(
         tracing::Span::none()
     };
     let trace = &wharf_telemetry::traces::context_of(&span, &trace.child());
+    // A trace begun here and exported nowhere travels as the task's `trace_id` only: the
+    // worker and the recorder continue it from there (`TraceContext::continuing`).
+    let traceparent = trace.worth_sending().then(|| trace.header());
     // Boxed: the publish's future is most of a submission's, which the router's layers would
     // otherwise copy whole as they take the request through.
     Box::pin(
         state
             .bus
-            .submit(task, Some(&trace.header()))
+            .submit(task, traceparent.as_deref())
             .instrument(span),
     )
     .await?;

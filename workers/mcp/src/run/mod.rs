@@ -82,11 +82,15 @@ async fn run_task(shared: Arc<Shared>, mut message: Message, slot: Slot) {
         .map(|r| async_nats::Subject::from(r.as_str()));
     m.payload = bytes::Bytes::copy_from_slice(&m.payload);
     let attempt = attempt_of(&message);
-    let parent = traceparent_of(&message.message).and_then(|h| TraceContext::parse(&h));
     let task = match Task::decode(&message.payload) {
         Ok(t) => t,
         Err(e) => return Box::pin(dead_letter::unreadable(shared, &message, attempt, e)).await,
     };
+    // The task's message carries a `traceparent` when the gateway exports spans or its caller
+    // sent one; else the task's trace id is continued.
+    let parent = traceparent_of(&message.message)
+        .and_then(|h| TraceContext::parse(&h))
+        .or_else(|| task.trace_id.as_deref().and_then(TraceContext::continuing));
     // One span per attempt, a child of the gateway's publish (through the task's traceparent).
     // The OpenTelemetry fields are only filled in when spans are exported: a running task's
     // span stays in memory for as long as it runs, fields and all.
