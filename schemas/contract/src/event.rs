@@ -8,6 +8,8 @@ use uuid::Uuid;
 
 use crate::task::{Progress, Task, TaskError, TaskStatus};
 
+mod decode;
+
 /// Version written into every [`TaskEvent`] this build publishes.
 pub const EVENT_VERSION: u32 = 1;
 
@@ -153,9 +155,10 @@ impl TaskEvent {
         }
     }
 
-    /// Decodes an event body, refusing versions this build does not know.
+    /// Decodes an event body, refusing versions this build does not know. Reads as the derived
+    /// `Deserialize` does, without its intermediate tree (see `event/decode.rs`).
     pub fn decode(body: &[u8]) -> Result<TaskEvent, DecodeError> {
-        decode_versioned(body, EVENT_VERSION)
+        decode::decode(body)
     }
 }
 
