@@ -214,9 +214,21 @@ impl<'a> Submitted<'a> {
 }
 
 impl Task {
-    /// Decodes a task body, refusing versions this build does not know.
+    /// Decodes a task body, refusing versions this build does not know. One pass: the version
+    /// is checked on the task read, and looked up on its own only when the body does not read
+    /// as a task (a newer version may be shaped otherwise).
     pub fn decode(body: &[u8]) -> Result<Task, DecodeError> {
-        decode_versioned(body, crate::task::TASK_VERSION)
+        let known = crate::task::TASK_VERSION;
+        match serde_json::from_slice::<Task>(body) {
+            Ok(task) if task.v == 0 || task.v > known => Err(DecodeError::Version(task.v.into())),
+            Ok(task) => Ok(task),
+            Err(e) => Err(
+                match decode_versioned::<serde::de::IgnoredAny>(body, known) {
+                    Err(version @ DecodeError::Version(_)) => version,
+                    _ => DecodeError::Json(e),
+                },
+            ),
+        }
     }
 }
 
@@ -288,6 +300,26 @@ mod tests {
                 message: None
             })
         );
+    }
+
+    #[test]
+    fn unknown_task_versions_are_refused_whatever_their_shape() {
+        let task = serde_json::json!({
+            "v": 2, "id": Uuid::now_v7(), "tool": "demo.echo", "arguments": {},
+            "queue": "default", "max_attempts": 3, "submitted_at": Utc::now(),
+        });
+        let body = serde_json::to_vec(&task).unwrap();
+        assert!(matches!(Task::decode(&body), Err(DecodeError::Version(2))));
+        let body = br#"{"v":2,"work":"shaped otherwise"}"#;
+        assert!(matches!(Task::decode(body), Err(DecodeError::Version(2))));
+        let body = br#"{"v":0,"id":"x"}"#;
+        assert!(matches!(Task::decode(body), Err(DecodeError::Version(0))));
+        let body = br#"{"v":1,"id":"not a uuid"}"#;
+        assert!(matches!(Task::decode(body), Err(DecodeError::Json(_))));
+        let mut v1 = task;
+        v1["v"] = 1.into();
+        let decoded = Task::decode(&serde_json::to_vec(&v1).unwrap()).unwrap();
+        assert_eq!(serde_json::to_value(&decoded).unwrap()["tool"], "demo.echo");
     }
 
     #[test]
