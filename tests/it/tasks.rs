@@ -273,6 +273,62 @@ async fn a_trace_begun_by_a_gateway_that_exports_nothing_travels_in_the_task() {
 }
 
 #[tokio::test]
+async fn a_task_its_queue_refuses_ends_in_the_trace_it_began() {
+    // The tasks stream refusing every task (too large for it): the submission is refused (503), and the
+    // `failed` event that ends its history names the task's trace, though the gateway sent the
+    // `submitted` event without a traceparent (it exports nothing).
+    let w = Wharf::start().await;
+    let js = w.bus.jetstream();
+    let mut tasks = js.get_stream(wharf_contract::TASKS_STREAM).await.unwrap();
+    let mut config = tasks.info().await.unwrap().config.clone();
+    config.max_message_size = 16;
+    js.update_stream(&config).await.unwrap();
+    let (status, body) = w
+        .submit(json!({"tool": "demo.echo", "arguments": {"message": "no room"}}))
+        .await;
+    assert_eq!(status, 503, "{body}");
+    let events = js.get_stream(wharf_contract::EVENTS_STREAM).await.unwrap();
+    let read = |seq: u64| {
+        let events = events.clone();
+        async move {
+            let m = events.get_raw_message(seq).await.unwrap();
+            let event = wharf_contract::TaskEvent::decode(&m.payload).unwrap();
+            (
+                m.headers.get("traceparent").map(|h| h.as_str().to_owned()),
+                event,
+            )
+        }
+    };
+    let (header, submitted) = read(1).await;
+    assert_eq!(header, None);
+    let wharf_contract::EventKind::Submitted { task } = submitted.kind else {
+        panic!("{submitted:?}")
+    };
+    let trace_id = task.trace_id.expect("the task names its trace");
+    let (header, failed) = eventually("the failed event", Duration::from_secs(10), || async {
+        let info = events.clone().info().await.unwrap().state.messages;
+        if info < 2 {
+            return None;
+        }
+        Some(read(2).await)
+    })
+    .await;
+    assert_eq!(failed.task_id, task.id);
+    assert_eq!(
+        failed.terminal_status(),
+        Some(TaskStatus::Failed),
+        "{failed:?}"
+    );
+    let header = header.expect("the failed event names the trace");
+    assert_eq!(
+        header.split('-').nth(1),
+        Some(trace_id.as_str()),
+        "{header}"
+    );
+    w.shutdown().await;
+}
+
+#[tokio::test]
 async fn health_and_readiness() {
     let w = Wharf::start().await;
     let health = w.get("/healthz").await;

@@ -35,7 +35,9 @@ pub use resources::AgentWrite;
 
 /// `v` as the database keeps it: every NUL character, which neither Postgres's text nor its
 /// jsonb can hold, as U+FFFD (the task itself, on NATS, keeps them). For comparing what a
-/// request sends with what was stored from an earlier one.
+/// request sends with what was stored from an earlier one; so a NUL and a U+FFFD in the same
+/// place compare equal, as the database cannot tell them apart. For JSON values (a map of
+/// them, a `Value`): it panics on a type that does not serialise to JSON and read back.
 pub fn stored_form<T: serde::Serialize + serde::de::DeserializeOwned>(v: &T) -> T {
     serde_json::from_str(record::jsonb(v).0.get()).expect("jsonb writes what it read")
 }

@@ -60,10 +60,10 @@ pub struct TraceContext {
     pub span_id: u64,
     pub sampled: bool,
     /// Whether this context continues one that came from elsewhere (a `traceparent` read from
-    /// a request or a message), rather than a trace begun in this process. A trace begun here
-    /// whose spans are not exported has nothing for a `traceparent` to point at: its trace id
-    /// alone, which the task carries, is all another process needs (see
-    /// [`TraceContext::continuing`]).
+    /// a request or a message, or the trace id a task carries), rather than a trace begun in
+    /// this process. A trace begun here whose spans are not exported has nothing for a
+    /// `traceparent` to point at: its trace id alone, which the task carries, is all another
+    /// process needs (see [`TraceContext::continuing`]).
     pub propagated: bool,
 }
 
@@ -80,9 +80,11 @@ impl TraceContext {
     }
 
     /// A context in the trace `trace_id` (32 hex digits, as a task carries it) whose parent
-    /// span is unknown: the parent of a task's work when its message came without a
-    /// `traceparent`, because the gateway that began the trace exports no spans. Sampled, as
-    /// every trace Wharf begins is; `None` for anything but 32 hex digits, not all zero.
+    /// span was never recorded: the parent of a task's work when its message came without a
+    /// `traceparent`, because the gateway that began the trace exports no spans. Its span id
+    /// is derived from the trace id, so every process continuing the trace (each attempt, the
+    /// recorder) hangs off the same missing root rather than each off one of its own. Sampled,
+    /// as every trace Wharf begins is; `None` for anything but 32 hex digits, not all zero.
     pub fn continuing(trace_id: &str) -> Option<TraceContext> {
         if trace_id.len() != 32 {
             return None;
@@ -90,7 +92,8 @@ impl TraceContext {
         let trace_id = u128::from_str_radix(trace_id, 16).ok()?;
         (trace_id != 0).then(|| TraceContext {
             trace_id,
-            span_id: rand::rng().random::<u64>().max(1),
+            // The low half, or 1 (a span id must not be zero).
+            span_id: (trace_id as u64).max(1),
             sampled: true,
             propagated: true,
         })
@@ -201,6 +204,13 @@ mod tests {
         assert_eq!(continued.trace_id, root.trace_id);
         assert_ne!(continued.span_id, 0);
         assert!(continued.sampled && continued.propagated);
+        assert_eq!(
+            TraceContext::continuing(&root.trace_id_hex()),
+            Some(continued),
+            "every process continuing a trace names the same root"
+        );
+        let low_zero = TraceContext::continuing("00000000000000010000000000000000").unwrap();
+        assert_eq!(low_zero.span_id, 1);
         let (zeros, not_hex) = ("0".repeat(32), "g".repeat(32));
         for bad in ["", "0af7651916cd43dd", &zeros, &not_hex] {
             assert!(TraceContext::continuing(bad).is_none(), "{bad:?}");

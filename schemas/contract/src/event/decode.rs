@@ -9,6 +9,10 @@
 //! the fields of that kind, skipping the others. Skipping is a scan, with nothing allocated.
 //!
 //! The derived implementation stays the reference: the tests decode the same bodies both ways.
+//! Two differences, neither in what Wharf writes: fields this build does not know are skipped
+//! without being checked (the derived reading refuses one holding, say, a lone surrogate
+//! escape or a number out of range, because it buffers it), and `type` must be a string (the
+//! derived reading also takes a variant's index).
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;

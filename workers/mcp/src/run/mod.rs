@@ -91,7 +91,8 @@ async fn run_task(shared: Arc<Shared>, mut message: Message, slot: Slot) {
     let parent = traceparent_of(&message.message)
         .and_then(|h| TraceContext::parse(&h))
         .or_else(|| task.trace_id.as_deref().and_then(TraceContext::continuing));
-    // One span per attempt, a child of the gateway's publish (through the task's traceparent).
+    // One span per attempt, a child of the gateway's publish (through the task's traceparent),
+    // or of the root its trace id names when the task came without one.
     // The OpenTelemetry fields are only filled in when spans are exported: a running task's
     // span stays in memory for as long as it runs, fields and all.
     // (Its fields are all set at once where possible: the log layer keeps them formatted.)
