@@ -160,6 +160,49 @@ async fn one_task_is_one_trace_from_the_request_to_the_history() {
         submit.span_context.trace_id(),
         publish.span_context.trace_id()
     );
+
+    // A submission through the NATS service continues its caller's trace as HTTP does.
+    let caller = TraceContext::new_root();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("traceparent", caller.header().as_str());
+    let body = json!({"tool": "demo.echo", "arguments": {"message": "nats"}});
+    let reply = w
+        .bus
+        .client()
+        .request_with_headers(
+            wharf_contract::nats_api_subject("default", "submit"),
+            headers,
+            serde_json::to_vec(&body).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    let answer: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    let nats_task = answer["id"].as_str().expect("a task").to_owned();
+    let attempt = eventually(
+        "the NATS task's attempt",
+        Duration::from_secs(10),
+        || async { spans.named("attempt demo.echo", &nats_task) },
+    )
+    .await;
+    let request = spans
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|s| s.name == "NATS tasks.submit")
+        .cloned()
+        .expect("the NATS request is a span");
+    let trace = TraceId::from_bytes(caller.trace_id.to_be_bytes());
+    assert_eq!(request.span_context.trace_id(), trace);
+    assert_eq!(
+        request.parent_span_id,
+        SpanId::from_bytes(caller.span_id.to_be_bytes())
+    );
+    assert_eq!(
+        attempt.span_context.trace_id(),
+        trace,
+        "the worker's attempt too"
+    );
     w.shutdown().await;
     let _ = provider.shutdown();
 }

@@ -20,6 +20,7 @@ use async_nats::service::ServiceExt;
 use bytes::Bytes;
 use futures::StreamExt;
 use serde::Serialize;
+use tracing::Instrument;
 use wharf_contract::{
     ErrorCode, IDEMPOTENCY_KEY_HEADER, NATS_API_QUEUE_GROUP, NATS_API_SERVICE, Permission,
     STATUS_HEADER, SubmitBatch, SubmitTask, TRACEPARENT_HEADER, TaskRef, nats_api_filter,
@@ -210,9 +211,38 @@ async fn answer(
         Class::Write
     };
     state.settings().limits.admit(principal.tenant(), class)?;
-    let trace = header(headers, TRACEPARENT_HEADER)
-        .and_then(TraceContext::parse)
-        .map_or_else(TraceContext::new_root, |t| t.child());
+    // As an HTTP request is: a span of its own when spans are exported (a child of the caller's
+    // `traceparent`), whose context the task carries; else a child of the caller's context.
+    let caller = header(headers, TRACEPARENT_HEADER).and_then(TraceContext::parse);
+    let fallback = caller.map_or_else(TraceContext::new_root, |t| t.child());
+    let span = if wharf_telemetry::traces::exporting() {
+        let span = tracing::info_span!(
+            "nats.request",
+            otel.name = %format_args!("NATS tasks.{}", endpoint.name()),
+            otel.kind = "server",
+        );
+        if let Some(caller) = &caller {
+            wharf_telemetry::traces::set_parent(&span, caller);
+        }
+        span
+    } else {
+        tracing::Span::none()
+    };
+    let trace = wharf_telemetry::traces::context_of(&span, &fallback);
+    respond(state, principal, endpoint, payload, headers, trace)
+        .instrument(span)
+        .await
+}
+
+/// [`answer`] once admitted, in the request's span.
+async fn respond(
+    state: &AppState,
+    principal: &Principal,
+    endpoint: Endpoint,
+    payload: &[u8],
+    headers: &HeaderMap,
+    trace: TraceContext,
+) -> Answer {
     let location = |id: &uuid::Uuid| format!("/api/v1/tasks/{id}");
     match endpoint {
         Endpoint::Submit => {
