@@ -190,13 +190,9 @@ impl Bus {
         // A submission sent without a trace context (its trace begun at a gateway that exports
         // nothing) names its trace here all the same: this event carries no task to take the
         // trace id from.
-        let continued = traceparent
-            .is_none()
-            .then_some(task.trace_id.as_deref())
-            .flatten()
-            .and_then(wharf_telemetry::TraceContext::continuing)
-            .map(|t| t.header());
-        let traceparent = traceparent.or(continued.as_deref());
+        let traceparent =
+            wharf_telemetry::TraceContext::carried(traceparent, task.trace_id.as_deref())
+                .map(|t| t.header());
         // Bounded: the caller's 503 waits on it. Should it fail, the history reads `queued`
         // until the task's events expire (a stranded submission, docs/delivery.md).
         let publish = async {
@@ -205,7 +201,7 @@ impl Bus {
                     &task.tenant,
                     &failed,
                     &msg_id::terminal(task.id),
-                    traceparent,
+                    traceparent.as_deref(),
                 )
                 .await
                 .ok()?;

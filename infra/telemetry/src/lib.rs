@@ -99,6 +99,14 @@ impl TraceContext {
         })
     }
 
+    /// The context a task's work continues: its message's `traceparent`, else the trace id
+    /// the task carries (see [`TraceContext::continuing`]); `None` when neither reads.
+    pub fn carried(traceparent: Option<&str>, trace_id: Option<&str>) -> Option<TraceContext> {
+        traceparent
+            .and_then(TraceContext::parse)
+            .or_else(|| trace_id.and_then(TraceContext::continuing))
+    }
+
     /// Whether a message should carry this context as its `traceparent`: when it came from
     /// elsewhere (the caller chose it, sampled or not) or when this process exports its spans.
     /// Otherwise the header would name a span nobody records, and nats-server looks into the
@@ -211,6 +219,17 @@ mod tests {
         );
         let low_zero = TraceContext::continuing("00000000000000010000000000000000").unwrap();
         assert_eq!(low_zero.span_id, 1);
+        let header = continued.child().header();
+        assert_eq!(
+            TraceContext::carried(Some(&header), Some("ffffffffffffffffffffffffffffffff")),
+            TraceContext::parse(&header),
+            "a traceparent comes first"
+        );
+        assert_eq!(
+            TraceContext::carried(Some("garbled"), Some(&root.trace_id_hex())),
+            Some(continued)
+        );
+        assert_eq!(TraceContext::carried(None, None), None);
         let (zeros, not_hex) = ("0".repeat(32), "g".repeat(32));
         for bad in ["", "0af7651916cd43dd", &zeros, &not_hex] {
             assert!(TraceContext::continuing(bad).is_none(), "{bad:?}");

@@ -466,16 +466,12 @@ fn record_span(m: &wharf_bus::Message, event: &wharf_contract::TaskEvent) -> tra
     );
     // A `submitted` event comes without a `traceparent` when its gateway exports no spans; the
     // task it carries names the trace.
-    let parent = wharf_bus::traceparent_of(&m.message)
-        .and_then(|h| wharf_telemetry::TraceContext::parse(&h))
-        .or_else(|| match &event.kind {
-            wharf_contract::EventKind::Submitted { task } => task
-                .trace_id
-                .as_deref()
-                .and_then(wharf_telemetry::TraceContext::continuing),
-            _ => None,
-        });
-    if let Some(parent) = parent {
+    let trace_id = match &event.kind {
+        wharf_contract::EventKind::Submitted { task } => task.trace_id.as_deref(),
+        _ => None,
+    };
+    let traceparent = wharf_bus::traceparent_of(&m.message);
+    if let Some(parent) = wharf_telemetry::TraceContext::carried(traceparent.as_deref(), trace_id) {
         wharf_telemetry::traces::set_parent(&span, &parent);
     }
     span

@@ -88,9 +88,10 @@ async fn run_task(shared: Arc<Shared>, mut message: Message, slot: Slot) {
     };
     // The task's message carries a `traceparent` when the gateway exports spans or its caller
     // sent one; else the task's trace id is continued.
-    let parent = traceparent_of(&message.message)
-        .and_then(|h| TraceContext::parse(&h))
-        .or_else(|| task.trace_id.as_deref().and_then(TraceContext::continuing));
+    let parent = TraceContext::carried(
+        traceparent_of(&message.message).as_deref(),
+        task.trace_id.as_deref(),
+    );
     // One span per attempt, a child of the gateway's publish (through the task's traceparent),
     // or of the root its trace id names when the task came without one.
     // The OpenTelemetry fields are only filled in when spans are exported: a running task's
