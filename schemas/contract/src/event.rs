@@ -220,15 +220,24 @@ impl Task {
     pub fn decode(body: &[u8]) -> Result<Task, DecodeError> {
         let known = crate::task::TASK_VERSION;
         match serde_json::from_slice::<Task>(body) {
-            Ok(task) if task.v == 0 || task.v > known => Err(DecodeError::Version(task.v.into())),
+            Ok(task) if !is_known(task.v.into(), known) => Err(DecodeError::Version(task.v.into())),
             Ok(task) => Ok(task),
-            Err(e) => Err(
-                match decode_versioned::<serde::de::IgnoredAny>(body, known) {
-                    Err(version @ DecodeError::Version(_)) => version,
-                    _ => DecodeError::Json(e),
-                },
-            ),
+            Err(e) => Err(refusal(body, known, e)),
         }
+    }
+}
+
+/// Whether this build reads version `v` of a message whose newest version is `known`.
+fn is_known(v: u64, known: u32) -> bool {
+    v != 0 && v <= u64::from(known)
+}
+
+/// Why `body` did not read (`e`): its version, when it names one this build does not know (a
+/// newer version may be shaped otherwise), else `e` itself.
+fn refusal(body: &[u8], known: u32, e: serde_json::Error) -> DecodeError {
+    match decode_versioned::<serde::de::IgnoredAny>(body, known) {
+        Err(version @ DecodeError::Version(_)) => version,
+        _ => DecodeError::Json(e),
     }
 }
 
@@ -250,7 +259,7 @@ fn decode_versioned<T: serde::de::DeserializeOwned>(
         v: u64,
     }
     let Version { v } = serde_json::from_slice(body)?;
-    if v == 0 || v > u64::from(known) {
+    if !is_known(v, known) {
         return Err(DecodeError::Version(v));
     }
     Ok(serde_json::from_slice(body)?)

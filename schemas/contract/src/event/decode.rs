@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{DecodeError, EVENT_VERSION, EventKind, Start, TaskEvent};
+use super::{DecodeError, EVENT_VERSION, EventKind, Start, TaskEvent, is_known, refusal};
 use crate::task::{Progress, Task, TaskError};
 
 /// The fields every event has; the kind's own are skipped.
@@ -87,10 +87,9 @@ struct FailedFields {
 pub(super) fn decode(body: &[u8]) -> Result<TaskEvent, DecodeError> {
     let head: Head = match serde_json::from_slice(body) {
         Ok(head) => head,
-        // A newer version may be shaped otherwise: say so rather than what is missing.
-        Err(e) => return Err(unknown_version(body).unwrap_or(DecodeError::Json(e))),
+        Err(e) => return Err(refusal(body, EVENT_VERSION, e)),
     };
-    if head.v == 0 || head.v > u64::from(EVENT_VERSION) {
+    if !is_known(head.v, EVENT_VERSION) {
         return Err(DecodeError::Version(head.v));
     }
     let kind = match head.kind {
@@ -136,16 +135,6 @@ pub(super) fn decode(body: &[u8]) -> Result<TaskEvent, DecodeError> {
         started: head.started,
         kind,
     })
-}
-
-/// The version error of a body whose `v` this build does not know, if that is what it is.
-fn unknown_version(body: &[u8]) -> Option<DecodeError> {
-    #[derive(Deserialize)]
-    struct Version {
-        v: u64,
-    }
-    let Version { v } = serde_json::from_slice(body).ok()?;
-    (v == 0 || v > u64::from(EVENT_VERSION)).then_some(DecodeError::Version(v))
 }
 
 #[cfg(test)]
