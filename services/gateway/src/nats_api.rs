@@ -229,7 +229,7 @@ async fn answer(
         tracing::Span::none()
     };
     let trace = wharf_telemetry::traces::context_of(&span, &fallback);
-    respond(state, principal, endpoint, payload, headers, trace)
+    respond(state, principal, endpoint, headers, payload, trace)
         .instrument(span)
         .await
 }
@@ -239,8 +239,8 @@ async fn respond(
     state: &AppState,
     principal: &Principal,
     endpoint: Endpoint,
-    payload: &[u8],
     headers: &HeaderMap,
+    payload: &[u8],
     trace: TraceContext,
 ) -> Answer {
     let location = |id: &uuid::Uuid| format!("/api/v1/tasks/{id}");
