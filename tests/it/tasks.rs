@@ -183,6 +183,20 @@ async fn a_task_past_its_timeout_fails_and_the_call_is_cancelled() {
     w.shutdown().await;
 }
 
+/// The event stored at `seq` in the events stream, with its `traceparent` header if it has one.
+async fn stored_event(w: &Wharf, seq: u64) -> (Option<String>, wharf_contract::TaskEvent) {
+    let stream = w
+        .bus
+        .jetstream()
+        .get_stream(wharf_contract::EVENTS_STREAM)
+        .await
+        .unwrap();
+    let m = stream.get_raw_message(seq).await.unwrap();
+    let event = wharf_contract::TaskEvent::decode(&m.payload).unwrap();
+    let tp = m.headers.get("traceparent").map(|h| h.as_str().to_owned());
+    (tp, event)
+}
+
 #[tokio::test]
 async fn the_trace_context_travels_from_the_request_to_every_event() {
     let w = Wharf::start().await;
@@ -207,23 +221,12 @@ async fn the_trace_context_travels_from_the_request_to_every_event() {
     assert_eq!(done.trace_id.as_deref(), Some(trace_id));
     assert_eq!(w.get_task(id).await.trace_id.as_deref(), Some(trace_id));
     // Every stored event of the task (gateway's and worker's) carries the caller's trace id.
-    let stream = w
-        .bus
-        .jetstream()
-        .get_stream(wharf_contract::EVENTS_STREAM)
-        .await
-        .unwrap();
     let events = w.store.events(id).await.unwrap();
     assert_eq!(events.len(), 3);
     let mut spans = Vec::new();
     for (seq, _) in events {
-        let message = stream.get_raw_message(seq).await.unwrap();
-        let tp = message
-            .headers
-            .get("traceparent")
-            .unwrap()
-            .as_str()
-            .to_owned();
+        let (tp, _) = stored_event(&w, seq).await;
+        let tp = tp.unwrap();
         let parts: Vec<&str> = tp.split('-').collect();
         assert_eq!(parts[1], trace_id, "event {seq}: {tp}");
         spans.push(parts[2].to_owned());
@@ -247,37 +250,30 @@ async fn a_trace_begun_by_a_gateway_that_exports_nothing_travels_in_the_task() {
         .await;
     let done = w.wait_recorded(id, TaskStatus::Succeeded).await;
     let trace_id = done.trace_id.expect("every task names its trace");
-    let stream = w
-        .bus
-        .jetstream()
-        .get_stream(wharf_contract::EVENTS_STREAM)
-        .await
-        .unwrap();
     let events = w.store.events(id).await.unwrap();
     let (first, last) = (events[0].0, events[events.len() - 1].0);
-    let submitted = stream.get_raw_message(first).await.unwrap();
-    assert!(
-        submitted.headers.get("traceparent").is_none(),
-        "{:?}",
-        submitted.headers
-    );
-    let outcome = stream.get_raw_message(last).await.unwrap();
-    let tp = outcome
-        .headers
-        .get("traceparent")
-        .expect("the worker's events name its attempt's span")
-        .as_str()
-        .to_owned();
+    let (tp, submitted) = stored_event(&w, first).await;
+    assert_eq!(tp, None, "{submitted:?}");
+    let (tp, _) = stored_event(&w, last).await;
+    let tp = tp.expect("the worker's events name its attempt's span");
     assert_eq!(tp.split('-').nth(1), Some(trace_id.as_str()), "{tp}");
     w.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_task_its_queue_refuses_ends_in_the_trace_it_began() {
-    // The tasks stream refusing every task (too large for it): the submission is refused (503), and the
-    // `failed` event that ends its history names the task's trace, though the gateway sent the
-    // `submitted` event without a traceparent (it exports nothing).
-    let w = Wharf::start().await;
+    // The tasks stream refusing every task (too large for it): the submission is refused
+    // (503), and the `failed` event that ends its history names the task's trace, though the
+    // gateway sent the `submitted` event without a traceparent (it exports nothing).
+    let w = Wharf::start_with(Options {
+        // The refusal is retried until the patience runs out: keep it short.
+        topology: wharf_bus::Topology {
+            submit_patience: Duration::from_secs(1),
+            ..wharf_bus::Topology::default()
+        },
+        ..Options::default()
+    })
+    .await;
     let js = w.bus.jetstream();
     let mut tasks = js.get_stream(wharf_contract::TASKS_STREAM).await.unwrap();
     let mut config = tasks.info().await.unwrap().config.clone();
@@ -287,44 +283,22 @@ async fn a_task_its_queue_refuses_ends_in_the_trace_it_began() {
         .submit(json!({"tool": "demo.echo", "arguments": {"message": "no room"}}))
         .await;
     assert_eq!(status, 503, "{body}");
-    let events = js.get_stream(wharf_contract::EVENTS_STREAM).await.unwrap();
-    let read = |seq: u64| {
-        let events = events.clone();
-        async move {
-            let m = events.get_raw_message(seq).await.unwrap();
-            let event = wharf_contract::TaskEvent::decode(&m.payload).unwrap();
-            (
-                m.headers.get("traceparent").map(|h| h.as_str().to_owned()),
-                event,
-            )
-        }
-    };
-    let (header, submitted) = read(1).await;
-    assert_eq!(header, None);
+    let (tp, submitted) = stored_event(&w, 1).await;
+    assert_eq!(tp, None);
     let wharf_contract::EventKind::Submitted { task } = submitted.kind else {
         panic!("{submitted:?}")
     };
     let trace_id = task.trace_id.expect("the task names its trace");
-    let (header, failed) = eventually("the failed event", Duration::from_secs(10), || async {
-        let info = events.clone().info().await.unwrap().state.messages;
-        if info < 2 {
-            return None;
-        }
-        Some(read(2).await)
-    })
-    .await;
+    // The failed event is written before the 503.
+    let (tp, failed) = stored_event(&w, 2).await;
     assert_eq!(failed.task_id, task.id);
     assert_eq!(
         failed.terminal_status(),
         Some(TaskStatus::Failed),
         "{failed:?}"
     );
-    let header = header.expect("the failed event names the trace");
-    assert_eq!(
-        header.split('-').nth(1),
-        Some(trace_id.as_str()),
-        "{header}"
-    );
+    let tp = tp.expect("the failed event names the trace");
+    assert_eq!(tp.split('-').nth(1), Some(trace_id.as_str()), "{tp}");
     w.shutdown().await;
 }
 

@@ -29,20 +29,20 @@ impl SpanExporter for Collected {
 }
 
 impl Collected {
+    /// The first span exported that `matches`.
+    fn find(&self, matches: impl Fn(&SpanData) -> bool) -> Option<SpanData> {
+        self.0.lock().unwrap().iter().find(|s| matches(s)).cloned()
+    }
+
     fn named(&self, name: &str, task: &str) -> Option<SpanData> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|s| {
-                s.name == name
-                    && (s.attributes.is_empty()
-                        || !s.attributes.iter().any(|kv| kv.key.as_str() == "task_id")
-                        || s.attributes
-                            .iter()
-                            .any(|kv| kv.key.as_str() == "task_id" && kv.value.as_str() == task))
-            })
-            .cloned()
+        self.find(|s| {
+            s.name == name
+                && (s.attributes.is_empty()
+                    || !s.attributes.iter().any(|kv| kv.key.as_str() == "task_id")
+                    || s.attributes
+                        .iter()
+                        .any(|kv| kv.key.as_str() == "task_id" && kv.value.as_str() == task))
+        })
     }
 }
 
@@ -149,12 +149,7 @@ async fn one_task_is_one_trace_from_the_request_to_the_history() {
     )
     .await;
     let submit = spans
-        .0
-        .lock()
-        .unwrap()
-        .iter()
         .find(|s| s.name == "WS task:submit" && id_of(s) == publish.parent_span_id)
-        .cloned()
         .expect("the publish is a child of the WebSocket submission's span");
     assert_eq!(
         submit.span_context.trace_id(),
@@ -185,12 +180,7 @@ async fn one_task_is_one_trace_from_the_request_to_the_history() {
     )
     .await;
     let request = spans
-        .0
-        .lock()
-        .unwrap()
-        .iter()
         .find(|s| s.name == "NATS tasks.submit")
-        .cloned()
         .expect("the NATS request is a span");
     let trace = TraceId::from_bytes(caller.trace_id.to_be_bytes());
     assert_eq!(request.span_context.trace_id(), trace);
