@@ -11,7 +11,7 @@ use rmcp::model::{
     ProgressNotificationParam, ProgressToken, Request, RequestMetaObject, ServerResult, Tool,
 };
 use rmcp::service::{NotificationContext, PeerRequestOptions, RunningService};
-use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::{ClientHandler, Peer, RoleClient, ServiceExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -465,14 +465,12 @@ async fn connect(
             cwd,
         } => {
             let mut cmd = tokio::process::Command::new(command);
-            cmd.args(args).envs(env).kill_on_drop(true);
+            cmd.args(args).envs(env);
             if let Some(cwd) = cwd {
                 cmd.current_dir(cwd);
             }
-            let (transport, _) = TokioChildProcess::builder(cmd)
-                .stderr(std::process::Stdio::inherit())
-                .spawn()
-                .map_err(|e| format!("cannot start {command}: {e}"))?;
+            let transport =
+                crate::stdio::spawn(cmd).map_err(|e| format!("cannot start {command}: {e}"))?;
             client.serve(transport).await.map_err(|e| e.to_string())
         }
         McpTransport::Http { url } => {
