@@ -10,7 +10,7 @@
 pub mod mcp;
 mod registry;
 mod run;
-pub mod stdio;
+mod stdio;
 mod take;
 
 use std::collections::{HashMap, HashSet};
