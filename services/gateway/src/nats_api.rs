@@ -213,22 +213,21 @@ async fn answer(
     state.settings().limits.admit(principal.tenant(), class)?;
     // As an HTTP request is: a span of its own when spans are exported (a child of the caller's
     // `traceparent`), whose context the task carries; else a child of the caller's context.
-    let caller = header(headers, TRACEPARENT_HEADER).and_then(TraceContext::parse);
-    let fallback = caller.map_or_else(TraceContext::new_root, |t| t.child());
+    let traceparent = header(headers, TRACEPARENT_HEADER);
     let span = if wharf_telemetry::traces::exporting() {
         let span = tracing::info_span!(
             "nats.request",
             otel.name = %format_args!("NATS tasks.{}", endpoint.name()),
             otel.kind = "server",
         );
-        if let Some(caller) = &caller {
-            wharf_telemetry::traces::set_parent(&span, caller);
+        if let Some(caller) = traceparent.and_then(TraceContext::parse) {
+            wharf_telemetry::traces::set_parent(&span, &caller);
         }
         span
     } else {
         tracing::Span::none()
     };
-    let trace = wharf_telemetry::traces::context_of(&span, &fallback);
+    let trace = crate::tasks::trace_in(&span, traceparent);
     respond(state, principal, endpoint, headers, payload, trace)
         .instrument(span)
         .await

@@ -25,12 +25,19 @@ use crate::problem::ApiError;
 /// child of the caller's `traceparent`, see `ops::measure`), else a child of the caller's, or a
 /// new trace.
 pub(crate) fn trace_of(headers: &HeaderMap) -> TraceContext {
-    let fallback = headers
+    let traceparent = headers
         .get(wharf_contract::TRACEPARENT_HEADER)
-        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.to_str().ok());
+    trace_in(&tracing::Span::current(), traceparent)
+}
+
+/// The trace context of a request handled in `span`: the span's own when spans are exported,
+/// else a child of the caller's `traceparent`, or a new trace. HTTP and the NATS service alike.
+pub(crate) fn trace_in(span: &tracing::Span, traceparent: Option<&str>) -> TraceContext {
+    let fallback = traceparent
         .and_then(TraceContext::parse)
         .map_or_else(TraceContext::new_root, |t| t.child());
-    wharf_telemetry::traces::context_of(&tracing::Span::current(), &fallback)
+    wharf_telemetry::traces::context_of(span, &fallback)
 }
 
 pub(crate) fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
