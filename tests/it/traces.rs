@@ -34,6 +34,15 @@ impl Collected {
         self.0.lock().unwrap().iter().find(|s| matches(s)).cloned()
     }
 
+    /// The span `name` of `task`, waited for until it is exported.
+    async fn exported(&self, name: &str, task: &str) -> SpanData {
+        let what = format!("the span {name:?} of task {task}");
+        eventually(&what, Duration::from_secs(15), || async {
+            self.named(name, task)
+        })
+        .await
+    }
+
     fn named(&self, name: &str, task: &str) -> Option<SpanData> {
         self.find(|s| {
             s.name == name
@@ -79,10 +88,7 @@ async fn one_task_is_one_trace_from_the_request_to_the_history() {
     w.wait_recorded(id, TaskStatus::Succeeded).await;
     let task = id.to_string();
     // The projection's spans end when the recorder commits its batch.
-    let recorded = eventually("the projection spans", Duration::from_secs(15), || async {
-        spans.named("record succeeded", &task)
-    })
-    .await;
+    let recorded = spans.exported("record succeeded", &task).await;
     let get = |name: &str| {
         spans
             .named(name, &task)
@@ -142,12 +148,7 @@ async fn one_task_is_one_trace_from_the_request_to_the_history() {
         .await;
     let accepted = ws.next().await;
     let ws_task = accepted["task_id"].as_str().unwrap().to_owned();
-    let publish = eventually(
-        "the WebSocket task's publish",
-        Duration::from_secs(10),
-        || async { spans.named("publish task", &ws_task) },
-    )
-    .await;
+    let publish = spans.exported("publish task", &ws_task).await;
     let submit = spans
         .find(|s| s.name == "WS task:submit" && id_of(s) == publish.parent_span_id)
         .expect("the publish is a child of the WebSocket submission's span");
@@ -173,12 +174,7 @@ async fn one_task_is_one_trace_from_the_request_to_the_history() {
         .unwrap();
     let answer: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
     let nats_task = answer["id"].as_str().expect("a task").to_owned();
-    let attempt = eventually(
-        "the NATS task's attempt",
-        Duration::from_secs(10),
-        || async { spans.named("attempt demo.echo", &nats_task) },
-    )
-    .await;
+    let attempt = spans.exported("attempt demo.echo", &nats_task).await;
     let request = spans
         .find(|s| s.name == "NATS tasks.submit")
         .expect("the NATS request is a span");
