@@ -423,7 +423,9 @@ mod tests {
     async fn garbage_is_passed_over_and_a_wrong_shape_is_answered_with_invalid_request() {
         let (mut t, mut server, mut from_us) = pipes();
         let ping = json!({"jsonrpc": "2.0", "id": 9, "method": "ping"}).to_string();
-        let long = format!("\"{}\"", "x".repeat(MAX_LINE));
+        // A ping too long to read: were it read, its id (8) would come before the next one's.
+        let pad = "x".repeat(MAX_LINE);
+        let long = json!({"jsonrpc": "2.0", "id": 8, "method": "ping", "params": {"pad": pad}});
         let input = format!(
             "not json\n\n{long}\n{}\n{}\n{ping}\n",
             json!({"jsonrpc": "2.0", "method": "notifications/unknown", "params": 5}),
