@@ -689,3 +689,53 @@ async fn a_starting_recorder_deletes_the_retired_callbacks_consumer() {
     .await;
     w.shutdown().await;
 }
+
+/// A recorder knows the callbacks of the tasks whose `submitted` event it met. One that did not
+/// (it started since, as here, or a second recorder took that event) reads a task's callback
+/// from the stream only when the task has one: the worker's events say when it has none. The
+/// task with a callback still gets its delivery.
+#[tokio::test]
+async fn a_recorder_that_missed_a_submission_reads_only_callbacks_that_exist() {
+    let mut w = open_platform().await;
+    let (base, _seen) = receiver(vec![Answer::Status(200)]).await;
+    let (status, paused) = send(
+        w.client()
+            .request(Method::POST, "/api/v1/queues/default/pause"),
+    )
+    .await;
+    assert_eq!(status, 200, "{paused}");
+    let with = submit_with_callback(&w, &format!("{base}/hook")).await;
+    let without = w
+        .submit_ok(json!({"tool": "demo.echo", "arguments": {"message": "hi"}}))
+        .await;
+    // Both `submitted` events recorded by the first recorder, which is then replaced.
+    w.wait_recorded(with, TaskStatus::Queued).await;
+    w.wait_recorded(without, TaskStatus::Queued).await;
+    w.recorder.take().expect("a recorder runs").stop().await;
+    w.start_recorder();
+    let (status, resumed) = send(
+        w.client()
+            .request(Method::POST, "/api/v1/queues/default/resume"),
+    )
+    .await;
+    assert_eq!(status, 200, "{resumed}");
+
+    let list = all_delivered(&w, with, 1).await;
+    assert_eq!(list.deliveries[0].event, "succeeded", "{list:?}");
+    w.wait_recorded(without, TaskStatus::Succeeded).await;
+    assert!(deliveries_of(&w, without).await.deliveries.is_empty());
+    let lookups = metric(&w.metrics().await, "wharf_recorder_callback_lookups_total");
+    assert_eq!(lookups, 1.0, "only the task with a callback was looked up");
+    w.shutdown().await;
+}
+
+/// The value of unlabelled metric `name` in a Prometheus scrape.
+fn metric(scrape: &str, name: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{name} in the scrape"))
+        .trim()
+        .parse()
+        .unwrap()
+}

@@ -4,16 +4,16 @@
 use std::future::IntoFuture;
 use std::time::{Duration, Instant};
 
-use async_nats::HeaderValue;
 use async_nats::jetstream::context::{PublishAckFuture, PublishError, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
+use async_nats::{HeaderMap, HeaderValue};
 use bytes::Bytes;
 use uuid::Uuid;
 use wharf_contract::event::Submitted;
 use wharf_contract::msg_id;
 use wharf_contract::{
-    ATTEMPTS_USED_HEADER, EVENT_SCHEMA, TASK_SCHEMA, TASKS_STREAM, Task, TaskEvent, event_subject,
-    schedule_subject, task_subject,
+    ATTEMPTS_USED_HEADER, CALLBACK_HEADER, EVENT_SCHEMA, NO_CALLBACK, TASK_SCHEMA, TASKS_STREAM,
+    Task, TaskEvent, event_subject, schedule_subject, task_subject,
 };
 
 use crate::retry::Schedule;
@@ -154,20 +154,21 @@ impl Bus {
         ))
     }
 
-    /// Publishes an event of task `id` of `tenant` already encoded; see [`Bus::publish_event`].
+    /// Publishes an event of task `id` of `tenant` already encoded, with `headers`; see
+    /// [`Bus::publish_event`].
     async fn publish_event_body(
         &self,
         (tenant, id): (&str, uuid::Uuid),
         body: Bytes,
         msg_id: &str,
-        traceparent: Option<&str>,
+        headers: HeaderMap,
     ) -> Result<PublishAckFuture, Error> {
         self.js
             .send_publish(
                 event_subject(tenant, id),
                 PublishMessage::build()
                     .payload(body)
-                    .headers(headers(EVENT_SCHEMA, traceparent))
+                    .headers(headers)
                     .message_id(msg_id),
             )
             .await
@@ -197,8 +198,8 @@ impl Bus {
         // until the task's events expire (a stranded submission, docs/delivery.md).
         let publish = async {
             let ack = self
-                .publish_event(
-                    &task.tenant,
+                .publish_task_event(
+                    task,
                     &failed,
                     &msg_id::terminal(task.id),
                     traceparent.as_deref(),
@@ -258,28 +259,51 @@ impl Bus {
         traceparent: Option<&str>,
     ) -> Result<PublishAckFuture, Error> {
         let body = serde_json::to_vec(event).expect("an event serialises");
-        self.publish_event_body((tenant, event.task_id), body.into(), msg_id, traceparent)
+        let h = headers(EVENT_SCHEMA, traceparent);
+        self.publish_event_body((tenant, event.task_id), body.into(), msg_id, h)
             .await
     }
 
-    /// Publishes an event and asks for no acknowledgement: JetStream stores it all the same, and
-    /// one round trip fewer per event is a message fewer for nats-server and this connection.
+    /// [`Bus::publish_event`] for a publisher that holds `task` as it was submitted (a worker
+    /// running it): the event also says whether the task has no callback, so that a recorder
+    /// that did not meet its `submitted` event need not read it (see [`event_headers`]).
+    pub async fn publish_task_event(
+        &self,
+        task: &Task,
+        event: &TaskEvent,
+        msg_id: &str,
+        traceparent: Option<&str>,
+    ) -> Result<PublishAckFuture, Error> {
+        let body = serde_json::to_vec(event).expect("an event serialises");
+        let h = event_headers(task, traceparent);
+        self.publish_event_body((&task.tenant, event.task_id), body.into(), msg_id, h)
+            .await
+    }
+
+    /// Publishes an event of `task` (for the worker running it) and asks for no acknowledgement:
+    /// JetStream stores it all the same, and one round trip fewer per event is a message fewer
+    /// for nats-server and this connection.
     /// Only for events whose loss would not matter (`started`, progress): the server handles a
     /// connection's messages in order, so the ack of a later event published here (the
     /// terminal one) arrives after this one was stored or refused. It has no message id: it is
     /// never sent twice (nothing waits for its ack to send it again), so there is nothing for
     /// the server's de-duplication to drop, and each id would cost the server a place in its
-    /// map of recent ids for the duplicate window.
+    /// map of recent ids for the duplicate window. Like [`Bus::publish_task_event`]'s, the
+    /// event says whether the task has no callback.
     pub async fn emit_event(
         &self,
-        tenant: &str,
+        task: &Task,
         event: &TaskEvent,
         traceparent: Option<&str>,
     ) -> Result<(), Error> {
         let body = serde_json::to_vec(event).expect("an event serialises");
-        let h = headers(EVENT_SCHEMA, traceparent);
+        let h = event_headers(task, traceparent);
         self.client
-            .publish_with_headers(event_subject(tenant, event.task_id), h, Bytes::from(body))
+            .publish_with_headers(
+                event_subject(&task.tenant, event.task_id),
+                h,
+                Bytes::from(body),
+            )
             .await
             .map_err(nats("publish an event"))
     }
@@ -296,6 +320,20 @@ impl Bus {
             .map_err(nats("remove a task's schedule"))?;
         Ok(purged.purged > 0)
     }
+}
+
+/// The headers of an event of `task` published by one that holds the task as submitted (its
+/// callback resolved at submission, the same task its `submitted` event carries): with
+/// [`NO_CALLBACK`] when it has none. A recorder keeps the callbacks of the tasks whose
+/// `submitted` event it met; one that did not (a second recorder got it, or this one restarted
+/// since) would otherwise read the task's first event from the stream to learn that there is
+/// no callback, a round trip per task. A task with a callback says nothing, and is looked up.
+fn event_headers(task: &Task, traceparent: Option<&str>) -> HeaderMap {
+    let mut h = headers(EVENT_SCHEMA, traceparent);
+    if task.callback.is_none() {
+        h.insert(CALLBACK_HEADER, HeaderValue::from(NO_CALLBACK));
+    }
+    h
 }
 
 /// Whether a message whose publish failed may be stored all the same.
@@ -357,7 +395,7 @@ impl SubmittedEvent<'_> {
             (self.tenant, self.id),
             self.body.clone(),
             &msg_id::submitted(self.id),
-            self.traceparent,
+            headers(EVENT_SCHEMA, self.traceparent),
         )
         .await
     }

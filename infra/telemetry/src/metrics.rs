@@ -220,6 +220,12 @@ pub const METRICS: &[Metric] = &[
         help: "Events the recorder wrote to the database.",
     },
     Metric {
+        name: "wharf_recorder_callback_lookups_total",
+        kind: Kind::Counter,
+        unit: None,
+        help: "Tasks whose callback the recorder read from the events stream, not having met their submitted event.",
+    },
+    Metric {
         name: "wharf_recorder_lag_seconds",
         kind: Kind::Gauge,
         unit: Some(Unit::Seconds),

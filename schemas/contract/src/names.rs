@@ -65,6 +65,12 @@ pub const SCHEMA_HEADER: &str = "Wharf-Schema";
 /// Header of a task message put back on its queue by a worker that stopped before running it
 /// to the end: how many attempts the task had used before (the delivery count restarts at 1).
 pub const ATTEMPTS_USED_HEADER: &str = "Wharf-Attempts-Used";
+/// Header of an event whose publisher held the task as submitted and saw it had no callback
+/// (value [`NO_CALLBACK`]): a recorder that did not meet the task's `submitted` event then
+/// need not read it from the stream to learn that. Absent, the recorder looks.
+pub const CALLBACK_HEADER: &str = "Wharf-Callback";
+/// The one value of [`CALLBACK_HEADER`]: the task has no callback.
+pub const NO_CALLBACK: &str = "none";
 /// Schema header value of a [`crate::Task`] message.
 pub const TASK_SCHEMA: &str = "task.v1";
 /// Schema header value of a [`crate::TaskEvent`] message.

@@ -163,11 +163,8 @@ impl Recorder {
         shutdown: &CancellationToken,
     ) -> bool {
         let (events, acks, spans) = decode(batch).await;
-        let tenants: Vec<&str> = acks
-            .iter()
-            .map(|m| wharf_contract::tenant_of_event_subject(&m.subject).unwrap_or_default())
-            .collect();
-        let plan = self.planner.plan(&events, &tenants).await;
+        let envelopes: Vec<_> = acks.iter().map(callbacks::Envelope::of).collect();
+        let plan = self.planner.plan(&events, &envelopes).await;
         let writing = std::time::Instant::now();
         let Some(refused) = self.write(&events, &plan, shutdown).await else {
             return false;

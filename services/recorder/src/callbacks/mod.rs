@@ -9,7 +9,7 @@ mod deliver;
 mod record;
 
 pub(crate) use deliver::run;
-pub(crate) use record::{Plan, Planner};
+pub(crate) use record::{Envelope, Plan, Planner};
 
 use std::time::Duration;
 

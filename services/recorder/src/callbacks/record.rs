@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 use wharf_bus::Bus;
 use wharf_contract::callbacks::{delivery_id, start_delivery_id};
-use wharf_contract::{Callback, EventKind, TaskEvent};
+use wharf_contract::{CALLBACK_HEADER, Callback, EventKind, NO_CALLBACK, TaskEvent};
 use wharf_store::NewDelivery;
 
 /// Tasks whose callback (or lack of one) is remembered; past this, the oldest half is forgotten
@@ -34,6 +34,28 @@ pub(crate) struct Plan {
     pub unsure: HashSet<u64>,
 }
 
+/// What an event's message says besides the event.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Envelope<'a> {
+    /// The task's tenant, from the subject.
+    pub tenant: &'a str,
+    /// The publisher said the task has no callback (`wharf_contract::CALLBACK_HEADER`).
+    pub no_callback: bool,
+}
+
+impl<'a> Envelope<'a> {
+    pub fn of(message: &'a wharf_bus::Message) -> Envelope<'a> {
+        let said = |h: &async_nats::HeaderMap| {
+            h.get(CALLBACK_HEADER)
+                .is_some_and(|v| v.as_str() == NO_CALLBACK)
+        };
+        Envelope {
+            tenant: wharf_contract::tenant_of_event_subject(&message.subject).unwrap_or_default(),
+            no_callback: message.headers.as_ref().is_some_and(said),
+        }
+    }
+}
+
 /// Turns the events a recorder projects into the deliveries their tasks' callbacks ask for.
 pub(crate) struct Planner {
     bus: Bus,
@@ -50,27 +72,30 @@ impl Planner {
         }
     }
 
-    /// The deliveries `events` (in stream order, each with its task's tenant) call for. A
+    /// The deliveries `events` (in stream order, each with its message's envelope) call for. A
     /// task's callback comes from its `submitted` event: usually one this recorder met before
-    /// (in this batch or an earlier one), else read from the stream.
-    pub async fn plan(&self, events: &[(u64, TaskEvent)], tenants: &[&str]) -> Plan {
+    /// (in this batch or an earlier one), else read from the stream, unless the event's
+    /// publisher said the task has none.
+    pub async fn plan(&self, events: &[(u64, TaskEvent)], envelopes: &[Envelope<'_>]) -> Plan {
         let mut missing = HashSet::new();
         {
             let mut known = self.known.lock().expect("not poisoned");
-            for (_, event) in events {
+            for ((_, event), envelope) in events.iter().zip(envelopes) {
                 match &event.kind {
                     EventKind::Submitted { task } => {
                         known.remember(event.task_id, task.callback.clone());
                     }
                     // No callback asks for these: nothing to look up.
                     EventKind::CancelRequested { .. } => {}
-                    _ if known.known(event.task_id).is_none() => {
+                    _ if known.known(event.task_id).is_some() => {}
+                    _ if envelope.no_callback => known.remember(event.task_id, None),
+                    _ => {
                         missing.insert(event.task_id);
                     }
-                    _ => {}
                 }
             }
         }
+        metrics::counter!("wharf_recorder_callback_lookups_total").increment(missing.len() as u64);
         // Several at once: with two recorders sharing the consumer, a task's `submitted`
         // event often went to the other one, and each read is a round trip to NATS that the
         // batch's projection waits for.
@@ -95,7 +120,8 @@ impl Planner {
             known.remember(task, callback);
         }
         let mut plan = Plan::default();
-        for ((seq, event), tenant) in events.iter().zip(tenants) {
+        for ((seq, event), envelope) in events.iter().zip(envelopes) {
+            let tenant = envelope.tenant;
             if matches!(
                 event.kind,
                 EventKind::Submitted { .. } | EventKind::CancelRequested { .. }

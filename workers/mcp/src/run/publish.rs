@@ -53,12 +53,7 @@ impl Publisher<'_> {
         Box::pin(async move {
             self.shared
                 .bus
-                .publish_event(
-                    &self.task.tenant,
-                    event,
-                    &self.msg_id(tag),
-                    Some(self.traceparent),
-                )
+                .publish_task_event(self.task, event, &self.msg_id(tag), Some(self.traceparent))
                 .await
         })
     }
@@ -72,7 +67,7 @@ impl Publisher<'_> {
         Box::pin(async move {
             self.shared
                 .bus
-                .emit_event(&self.task.tenant, event, Some(self.traceparent))
+                .emit_event(self.task, event, Some(self.traceparent))
                 .await
         })
     }
