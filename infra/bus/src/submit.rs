@@ -264,8 +264,8 @@ impl Bus {
             .await
     }
 
-    /// [`Bus::publish_event`] for a publisher that holds `task` as it was submitted (a worker
-    /// running it): the event also says whether the task has no callback, so that a recorder
+    /// [`Bus::publish_event`] for a publisher that holds `task` as it was submitted (the worker
+    /// running it, the gateway that could not queue it): the event also says whether the task has no callback, so that a recorder
     /// that did not meet its `submitted` event need not read it (see [`event_headers`]).
     pub async fn publish_task_event(
         &self,
@@ -328,6 +328,9 @@ impl Bus {
 /// `submitted` event it met; one that did not (a second recorder got it, or this one restarted
 /// since) would otherwise read the task's first event from the stream to learn that there is
 /// no callback, a round trip per task. A task with a callback says nothing, and is looked up.
+/// The mark relies on `Task::callback` being where a task's callback is. A task that carried
+/// callbacks in another field would need a new wire version, which older workers refuse:
+/// within v1 they ignore fields they do not know, and would mark such a task as having none.
 fn event_headers(task: &Task, traceparent: Option<&str>) -> HeaderMap {
     let mut h = headers(EVENT_SCHEMA, traceparent);
     if task.callback.is_none() {
