@@ -56,16 +56,19 @@ async fn wait_status(api: &str, id: &str, status: &str) {
 
 /// Starts `wharf dev` and returns it with its banner, once printed.
 async fn start_dev(addr: &str, data_dir: &std::path::Path) -> (Child, String) {
-    let mut dev = wharf(&[
+    banner_of(wharf(&[
         "dev",
         "--http",
         addr,
         "--data-dir",
         data_dir.to_str().unwrap(),
-    ])
-    .stdout(Stdio::piped())
-    .spawn()
-    .unwrap();
+    ]))
+    .await
+}
+
+/// Starts `cmd` (a `wharf dev`) and returns it with its banner, once printed.
+async fn banner_of(mut cmd: Command) -> (Child, String) {
+    let mut dev = cmd.stdout(Stdio::piped()).spawn().unwrap();
     let mut lines = BufReader::new(dev.stdout.take().unwrap()).lines();
     let mut banner = String::new();
     tokio::time::timeout(Duration::from_secs(60), async {
@@ -280,6 +283,66 @@ async fn wharf_dev_runs_everything_and_the_cli_drives_it() {
         log.contains("Server Exiting"),
         "nats-server shut down cleanly"
     );
+}
+
+/// Ctrl-C in a terminal signals the whole foreground process group: `wharf dev`, and the
+/// nats-server and MCP server it started. The children keep running until `wharf dev` stops
+/// them, so the task running at that moment finishes (its worker drains it) rather than being
+/// cut off with its MCP server and its nats-server; started again, the task has succeeded once.
+#[tokio::test]
+async fn ctrl_c_to_wharf_dev_lets_the_running_task_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port().unwrap());
+    let api = format!("http://{addr}");
+    let mut cmd = wharf(&[
+        "dev",
+        "--http",
+        &addr,
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    // A process group of its own, as a shell gives a foreground job.
+    cmd.process_group(0);
+    let (mut dev, banner) = banner_of(cmd).await;
+    eventually("demo tools listed", Duration::from_secs(30), || async {
+        let (code, out, _) = cli(&api, &["tools"]).await;
+        (code == 0 && out.contains("demo.sleep")).then_some(())
+    })
+    .await;
+    let (_, out, _) = cli(&api, &["submit", "demo.sleep", "--arg", "seconds=2"]).await;
+    let id = out.trim().to_owned();
+    wait_status(&api, &id, "running").await;
+
+    let group = format!("-{}", dev.id().unwrap());
+    Command::new("kill")
+        .args(["-INT", "--", &group])
+        .status()
+        .await
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(60), dev.wait())
+        .await
+        .expect("wharf dev exits after Ctrl-C")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", nats_port(&banner))).is_err(),
+        "wharf dev stopped the nats-server it started"
+    );
+
+    let (mut again, _) = start_dev(&addr, dir.path()).await;
+    wait_status(&api, &id, "succeeded").await;
+    let task = task_json(&api, &id).await;
+    assert_eq!(
+        task["attempts"], 1,
+        "run once, not again after the restart: {task}"
+    );
+    let pid = again.id().unwrap().to_string();
+    Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(again.wait().await.unwrap().success());
 }
 
 async fn spawn_part(part: &str, nats: &str, db: &str, extra: &[&str]) -> Child {

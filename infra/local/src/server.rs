@@ -211,6 +211,10 @@ impl LocalNats {
             .stdout(log.try_clone().map_err(failed)?)
             .stderr(log)
             .kill_on_drop(true)
+            // Not in the starter's process group: Ctrl-C in a terminal signals that whole group,
+            // and the server must outlast the processes that still have work to store on it
+            // (the starter stops it last).
+            .process_group(0)
             .spawn()
             .map_err(|e| LocalError::Start(format!("{}: {e}", bin.display())))?;
         let port = spec.port;

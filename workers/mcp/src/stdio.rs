@@ -34,12 +34,16 @@ const EXIT_WAIT: Duration = Duration::from_secs(3);
 /// A started MCP server, spoken to over its stdio.
 pub type ChildTransport = Stdio<ChildStdout, ChildStdin>;
 
-/// Starts `cmd` with piped stdin and stdout (its stderr goes where the worker's goes).
+/// Starts `cmd` with piped stdin and stdout (its stderr goes where the worker's goes), in a
+/// process group of its own: Ctrl-C in a terminal signals the worker's whole group, and the
+/// server must go on answering the calls the worker drains before it stops (it closes the
+/// server's input last; a server whose worker died sees its input end all the same).
 pub fn spawn(mut cmd: Command) -> std::io::Result<ChildTransport> {
     cmd.stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
-        .kill_on_drop(true);
+        .kill_on_drop(true)
+        .process_group(0);
     let mut child = cmd.spawn()?;
     let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
         return Err(std::io::Error::other("the child's stdio was not piped"));
