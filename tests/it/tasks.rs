@@ -274,6 +274,8 @@ async fn a_task_its_queue_refuses_ends_in_the_trace_it_began() {
         ..Options::default()
     })
     .await;
+    // Known to the gateway first: an unknown tool is refused (422) before anything is sent.
+    w.wait_for_tool("demo.echo").await;
     let js = w.bus.jetstream();
     let mut tasks = js.get_stream(wharf_contract::TASKS_STREAM).await.unwrap();
     let mut config = tasks.info().await.unwrap().config.clone();
