@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 use wharf_contract::TaskStatus;
-use wharf_testkit::{Options, Wharf, eventually, send};
+use wharf_testkit::{Client, Options, Wharf, eventually, send};
 
 async fn queue(w: &Wharf, name: &str) -> Value {
     let list: Value = w.get("/api/v1/queues").await.json().await.unwrap();
@@ -117,4 +117,78 @@ async fn a_paused_queue_accepts_tasks_that_wait_until_it_is_resumed() {
     )
     .await;
     assert_eq!(drained["in_flight"], 0, "{drained}");
+}
+
+/// A pause is kept by JetStream with the queue's consumers, not by a process: it outlives a
+/// crash of the nats-server. After the restart the held tasks still wait while the other queue
+/// runs, and resuming drains them.
+#[tokio::test]
+async fn a_pause_outlives_a_nats_server_crash() {
+    use wharf_testkit::rig::{Rig, Setup};
+    let mut rig = Rig::start_with(Setup {
+        workers: 1,
+        env: vec![("WHARF_WORKER__QUEUES".into(), "[default,other]".into())],
+        ..Setup::default()
+    })
+    .await;
+    let http = rig.http.clone();
+    // The other queue's worker is up.
+    let first = submit_to(&http, "other", "first").await;
+    wait_status(&http, &first, "succeeded").await;
+
+    let (status, paused) = send(http.request(Method::POST, "/api/v1/queues/default/pause")).await;
+    assert_eq!(status, 200, "{paused}");
+    let mut held = Vec::new();
+    for i in 0..3 {
+        held.push(submit_to(&http, "default", &format!("held {i}")).await);
+    }
+    for id in &held {
+        wait_status(&http, id, "queued").await;
+    }
+
+    rig.crash_nats(Duration::from_millis(500)).await;
+    // The worker is back on the server: a task on the other queue runs.
+    let after = submit_to(&http, "other", "after").await;
+    wait_status(&http, &after, "succeeded").await;
+    for id in &held {
+        assert_eq!(status_of(&http, id).await, "queued", "task {id} still held");
+    }
+    let (_, list) = send(http.request(Method::GET, "/api/v1/queues")).await;
+    let default = list["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "default")
+        .cloned()
+        .unwrap_or_else(|| panic!("{list}"));
+    assert_eq!(default["paused"], true, "{default}");
+    assert_eq!(default["waiting"], 3, "{default}");
+
+    let (status, resumed) = send(http.request(Method::POST, "/api/v1/queues/default/resume")).await;
+    assert_eq!(status, 200, "{resumed}");
+    for id in &held {
+        wait_status(&http, id, "succeeded").await;
+    }
+}
+
+/// Submits a `demo.echo` of `message` to `queue`: the task's id.
+async fn submit_to(http: &Client, queue: &str, message: &str) -> String {
+    let body = json!({"tool": "demo.echo", "arguments": {"message": message}, "queue": queue});
+    let (status, task) = send(http.request(Method::POST, "/api/v1/tasks").json(&body)).await;
+    assert_eq!(status, 202, "{task}");
+    task["id"].as_str().unwrap().to_owned()
+}
+
+async fn status_of(http: &Client, id: &str) -> String {
+    let (_, task) = send(http.request(Method::GET, &format!("/api/v1/tasks/{id}"))).await;
+    task["status"].as_str().unwrap_or_default().to_owned()
+}
+
+async fn wait_status(http: &Client, id: &str, status: &str) {
+    eventually(
+        &format!("task {id} {status}"),
+        Duration::from_secs(60),
+        || async { (status_of(http, id).await == status).then_some(()) },
+    )
+    .await;
 }
