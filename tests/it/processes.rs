@@ -85,6 +85,34 @@ async fn banner_of(mut cmd: Command) -> (Child, String) {
     (dev, banner)
 }
 
+/// Kills, when dropped, the nats-server a `wharf dev` on `data_dir` left running. `wharf dev`
+/// stops it on a signal, but a test that fails midway drops its `wharf dev` with SIGKILL
+/// (`kill_on_drop`), which leaves the server running, as documented for a killed `wharf dev`;
+/// its next start would stop it, and a test never starts one again. The pid file is trusted
+/// only while that process is a nats-server on this data directory.
+struct LeftServer(std::path::PathBuf);
+
+impl Drop for LeftServer {
+    fn drop(&mut self) {
+        let Some(pid) = std::fs::read_to_string(self.0.join("nats/nats-server.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        else {
+            return;
+        };
+        let ours = std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+            let c = String::from_utf8_lossy(&c);
+            c.contains("nats-server") && c.contains(self.0.to_str().unwrap_or("?"))
+        });
+        if ours {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 /// The port of the nats-server a `wharf dev` banner names.
 fn nats_port(banner: &str) -> u16 {
     banner
@@ -98,6 +126,7 @@ fn nats_port(banner: &str) -> u16 {
 #[tokio::test]
 async fn wharf_dev_killed_and_started_again_keeps_its_tasks() {
     let dir = tempfile::tempdir().unwrap();
+    let _left = LeftServer(dir.path().to_owned());
     let addr = format!("127.0.0.1:{}", free_port().unwrap());
     let api = format!("http://{addr}");
     let (mut first, banner) = start_dev(&addr, dir.path()).await;
@@ -144,6 +173,7 @@ async fn wharf_dev_killed_and_started_again_keeps_its_tasks() {
 #[tokio::test]
 async fn wharf_dev_runs_everything_and_the_cli_drives_it() {
     let dir = tempfile::tempdir().unwrap();
+    let _left = LeftServer(dir.path().to_owned());
     let port = free_port().unwrap();
     let addr = format!("127.0.0.1:{port}");
     let (mut dev, banner) = start_dev(&addr, dir.path()).await;
@@ -292,6 +322,7 @@ async fn wharf_dev_runs_everything_and_the_cli_drives_it() {
 #[tokio::test]
 async fn ctrl_c_to_wharf_dev_lets_the_running_task_finish() {
     let dir = tempfile::tempdir().unwrap();
+    let _left = LeftServer(dir.path().to_owned());
     let addr = format!("127.0.0.1:{}", free_port().unwrap());
     let api = format!("http://{addr}");
     let mut cmd = wharf(&[
