@@ -258,15 +258,14 @@ impl Bus {
         msg_id: &str,
         traceparent: Option<&str>,
     ) -> Result<PublishAckFuture, Error> {
-        let body = serde_json::to_vec(event).expect("an event serialises");
         let h = headers(EVENT_SCHEMA, traceparent);
-        self.publish_event_body((tenant, event.task_id), body.into(), msg_id, h)
-            .await
+        self.publish_event_with(tenant, event, msg_id, h).await
     }
 
     /// [`Bus::publish_event`] for a publisher that holds `task` as it was submitted (the worker
-    /// running it, the gateway that could not queue it): the event also says whether the task has no callback, so that a recorder
-    /// that did not meet its `submitted` event need not read it (see [`event_headers`]).
+    /// running it, the gateway that could not queue it): the event also says whether the task
+    /// has no callback, so that a recorder that did not meet its `submitted` event need not
+    /// read it (see [`event_headers`]).
     pub async fn publish_task_event(
         &self,
         task: &Task,
@@ -274,9 +273,20 @@ impl Bus {
         msg_id: &str,
         traceparent: Option<&str>,
     ) -> Result<PublishAckFuture, Error> {
-        let body = serde_json::to_vec(event).expect("an event serialises");
         let h = event_headers(task, traceparent);
-        self.publish_event_body((&task.tenant, event.task_id), body.into(), msg_id, h)
+        self.publish_event_with(&task.tenant, event, msg_id, h)
+            .await
+    }
+
+    async fn publish_event_with(
+        &self,
+        tenant: &str,
+        event: &TaskEvent,
+        msg_id: &str,
+        headers: HeaderMap,
+    ) -> Result<PublishAckFuture, Error> {
+        let body = serde_json::to_vec(event).expect("an event serialises");
+        self.publish_event_body((tenant, event.task_id), body.into(), msg_id, headers)
             .await
     }
 

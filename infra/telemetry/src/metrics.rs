@@ -223,7 +223,7 @@ pub const METRICS: &[Metric] = &[
         name: "wharf_recorder_callback_lookups_total",
         kind: Kind::Counter,
         unit: None,
-        help: "Tasks whose callback the recorder read from the events stream, not having met their submitted event.",
+        help: "Reads of a task's callback from the events stream, for tasks whose submitted event the recorder did not meet.",
     },
     Metric {
         name: "wharf_recorder_lag_seconds",

@@ -6,9 +6,9 @@
 //! line is first buffered as a tree of values, and the answer to `tools/call`, sixteenth in the
 //! union, is reached after fifteen failed tries, each of which formats an error message. For a
 //! short tool that was an eighth of the worker's time (about 5 µs a call, against 1 read this
-//! way; docs/performance.md, item 21). This transport remembers which of its requests are `tools/call` and
-//! reads their answers as `CallToolResult` directly; every other line, and any answer that is
-//! not a plain tool result, is read as rmcp reads it. Writing is rmcp's own.
+//! way; docs/performance.md, item 21). This transport remembers which of its requests are
+//! `tools/call` and reads their answers as `CallToolResult` directly; every other line, and any
+//! answer that is not a plain tool result, is read as rmcp reads it. Writing is rmcp's own.
 
 use std::collections::HashSet;
 use std::time::Duration;
