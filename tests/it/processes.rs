@@ -54,16 +54,31 @@ async fn wait_status(api: &str, id: &str, status: &str) {
     .await;
 }
 
-/// Starts `wharf dev` and returns it with its banner, once printed.
-async fn start_dev(addr: &str, data_dir: &std::path::Path) -> (Child, String) {
-    banner_of(wharf(&[
+/// `wharf dev` serving `addr` on `data_dir`.
+fn dev_command(addr: &str, data_dir: &std::path::Path) -> Command {
+    wharf(&[
         "dev",
         "--http",
         addr,
         "--data-dir",
         data_dir.to_str().unwrap(),
-    ]))
-    .await
+    ])
+}
+
+/// Starts `wharf dev` and returns it with its banner, once printed.
+async fn start_dev(addr: &str, data_dir: &std::path::Path) -> (Child, String) {
+    banner_of(dev_command(addr, data_dir)).await
+}
+
+/// Sends `signal` (e.g. `-TERM`) to `target` (a pid, or `-<pgid>` for a process group) with
+/// kill(1).
+async fn signal(signal: &str, target: &str) {
+    let sent = Command::new("kill")
+        .args([signal, "--", target])
+        .status()
+        .await
+        .unwrap();
+    assert!(sent.success(), "kill {signal} {target}");
 }
 
 /// Starts `cmd` (a `wharf dev`) and returns it with its banner, once printed.
@@ -88,27 +103,13 @@ async fn banner_of(mut cmd: Command) -> (Child, String) {
 /// Kills, when dropped, the nats-server a `wharf dev` on `data_dir` left running. `wharf dev`
 /// stops it on a signal, but a test that fails midway drops its `wharf dev` with SIGKILL
 /// (`kill_on_drop`), which leaves the server running, as documented for a killed `wharf dev`;
-/// its next start would stop it, and a test never starts one again. The pid file is trusted
-/// only while that process is a nats-server on this data directory.
+/// its next start would stop it, and a test never starts one again.
 struct LeftServer(std::path::PathBuf);
 
 impl Drop for LeftServer {
     fn drop(&mut self) {
-        let Some(pid) = std::fs::read_to_string(self.0.join("nats/nats-server.pid"))
-            .ok()
-            .and_then(|p| p.trim().parse::<i32>().ok())
-        else {
-            return;
-        };
-        let ours = std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
-            let c = String::from_utf8_lossy(&c);
-            c.contains("nats-server") && c.contains(self.0.to_str().unwrap_or("?"))
-        });
-        if ours {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+        if let Some(pid) = wharf_local::left_running(&self.0.join("nats")) {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         }
     }
 }
@@ -162,11 +163,7 @@ async fn wharf_dev_killed_and_started_again_keeps_its_tasks() {
     assert_eq!(out.trim(), "again");
 
     let pid = second.id().unwrap().to_string();
-    Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .unwrap();
+    signal("-TERM", &pid).await;
     assert!(second.wait().await.unwrap().success());
 }
 
@@ -293,11 +290,7 @@ async fn wharf_dev_runs_everything_and_the_cli_drives_it() {
 
     // SIGTERM stops it cleanly, nats-server included.
     let pid = dev.id().unwrap().to_string();
-    Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .unwrap();
+    signal("-TERM", &pid).await;
     let status = tokio::time::timeout(Duration::from_secs(30), dev.wait())
         .await
         .expect("wharf dev exits after SIGTERM")
@@ -325,13 +318,7 @@ async fn ctrl_c_to_wharf_dev_lets_the_running_task_finish() {
     let _left = LeftServer(dir.path().to_owned());
     let addr = format!("127.0.0.1:{}", free_port().unwrap());
     let api = format!("http://{addr}");
-    let mut cmd = wharf(&[
-        "dev",
-        "--http",
-        &addr,
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-    ]);
+    let mut cmd = dev_command(&addr, dir.path());
     // A process group of its own, as a shell gives a foreground job.
     cmd.process_group(0);
     let (mut dev, banner) = banner_of(cmd).await;
@@ -344,12 +331,7 @@ async fn ctrl_c_to_wharf_dev_lets_the_running_task_finish() {
     let id = out.trim().to_owned();
     wait_status(&api, &id, "running").await;
 
-    let group = format!("-{}", dev.id().unwrap());
-    Command::new("kill")
-        .args(["-INT", "--", &group])
-        .status()
-        .await
-        .unwrap();
+    signal("-INT", &format!("-{}", dev.id().unwrap())).await;
     let status = tokio::time::timeout(Duration::from_secs(60), dev.wait())
         .await
         .expect("wharf dev exits after Ctrl-C")
@@ -367,12 +349,7 @@ async fn ctrl_c_to_wharf_dev_lets_the_running_task_finish() {
         task["attempts"], 1,
         "run once, not again after the restart: {task}"
     );
-    let pid = again.id().unwrap().to_string();
-    Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .unwrap();
+    signal("-TERM", &again.id().unwrap().to_string()).await;
     assert!(again.wait().await.unwrap().success());
 }
 

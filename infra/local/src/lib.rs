@@ -13,7 +13,7 @@ mod server;
 
 pub use cluster::{CLUSTER_NAME, LocalCluster, monitor_get};
 pub use install::find_or_install;
-pub use server::{ClusterSpec, LocalNats, ServerAuth, ServerSpec};
+pub use server::{ClusterSpec, LocalNats, ServerAuth, ServerSpec, left_running};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {

@@ -196,7 +196,7 @@ impl LocalNats {
     ) -> Result<LocalNats, LocalError> {
         let failed = |e: std::io::Error| LocalError::Start(e.to_string());
         std::fs::create_dir_all(store_dir).map_err(failed)?;
-        stop_stale(&store_dir.join("nats-server.pid")).await;
+        stop_stale(store_dir).await;
         let config = store_dir.join("nats.conf");
         std::fs::write(&config, spec.config(store_dir)).map_err(failed)?;
         let log = std::fs::OpenOptions::new()
@@ -302,21 +302,27 @@ fn percent_encode(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
-/// Stops the nats-server named by `pid_file`, if one still runs.
-async fn stop_stale(pid_file: &Path) {
-    let Some(pid) = std::fs::read_to_string(pid_file)
-        .ok()
-        .and_then(|p| p.trim().parse::<i32>().ok())
-    else {
+/// The nats-server still running on the store in `store_dir`, by the pid file it keeps there:
+/// trusted only while that process is a nats-server whose configuration lies in `store_dir`
+/// (a pid, once its server has gone, may be any process's, another store's server included).
+pub fn left_running(store_dir: &Path) -> Option<nix::unistd::Pid> {
+    let pid = std::fs::read_to_string(store_dir.join("nats-server.pid"))
+        .ok()?
+        .trim()
+        .parse::<i32>()
+        .ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    let ours =
+        cmdline.contains("nats-server") && cmdline.contains(store_dir.join("nats.conf").to_str()?);
+    ours.then(|| nix::unistd::Pid::from_raw(pid))
+}
+
+/// Stops the nats-server left running on the store in `store_dir`, if there is one.
+async fn stop_stale(store_dir: &Path) {
+    let Some(pid) = left_running(store_dir) else {
         return;
     };
-    let is_nats = std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| String::from_utf8_lossy(&c).contains("nats-server"))
-        .unwrap_or(false);
-    if !is_nats {
-        return;
-    }
-    let pid = nix::unistd::Pid::from_raw(pid);
     eprintln!("wharf: stopping a nats-server left running on this store (pid {pid})");
     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
     for _ in 0..100 {
