@@ -724,18 +724,8 @@ async fn a_recorder_that_missed_a_submission_reads_only_callbacks_that_exist() {
     assert_eq!(list.deliveries[0].event, "succeeded", "{list:?}");
     w.wait_recorded(without, TaskStatus::Succeeded).await;
     assert!(deliveries_of(&w, without).await.deliveries.is_empty());
-    let lookups = metric(&w.metrics().await, "wharf_recorder_callback_lookups_total");
+    let scrape = crate::metrics::parse(&w.metrics().await);
+    let lookups = scrape[&crate::metrics::series("wharf_recorder_callback_lookups_total", &[])];
     assert_eq!(lookups, 1.0, "only the task with a callback was looked up");
     w.shutdown().await;
-}
-
-/// The value of unlabelled metric `name` in a Prometheus scrape.
-fn metric(scrape: &str, name: &str) -> f64 {
-    scrape
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("{name} in the scrape"))
-        .trim()
-        .parse()
-        .unwrap()
 }

@@ -8,7 +8,7 @@ use wharf_contract::TaskStatus;
 use wharf_testkit::{Wharf, eventually};
 
 /// A scrape as `name{label="value",…}` (labels sorted) → value.
-fn parse(text: &str) -> BTreeMap<String, f64> {
+pub(crate) fn parse(text: &str) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
     for line in text
         .lines()
@@ -28,7 +28,8 @@ fn parse(text: &str) -> BTreeMap<String, f64> {
     out
 }
 
-fn series(name: &str, labels: &[(&str, &str)]) -> String {
+/// The key [`parse`] gives the series `name` with `labels`.
+pub(crate) fn series(name: &str, labels: &[(&str, &str)]) -> String {
     let mut l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
     l.sort();
     format!("{name}{{{}}}", l.join(","))

@@ -5,11 +5,13 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
+use uuid::Uuid;
 use wharf_contract::TaskStatus;
 use wharf_testkit::{Client, Options, Wharf, eventually, send};
 
-async fn queue(w: &Wharf, name: &str) -> Value {
-    let list: Value = w.get("/api/v1/queues").await.json().await.unwrap();
+/// Queue `name` as the gateway `http` lists it.
+async fn queue(http: &Client, name: &str) -> Value {
+    let (_, list) = send(http.request(Method::GET, "/api/v1/queues")).await;
     list["queues"]
         .as_array()
         .unwrap()
@@ -85,7 +87,7 @@ async fn a_paused_queue_accepts_tasks_that_wait_until_it_is_resumed() {
         .submit_ok(json!({"tool": "demo.echo", "arguments": {"message": "free"}, "queue": "other"}))
         .await;
     w.wait_recorded(other, TaskStatus::Succeeded).await;
-    let held = queue(&w, "default").await;
+    let held = queue(&w.client(), "default").await;
     assert_eq!(held["waiting"], 5, "{held}");
     assert_eq!(held["in_flight"], 0, "{held}");
     assert_eq!(held["paused"], true, "{held}");
@@ -111,7 +113,7 @@ async fn a_paused_queue_accepts_tasks_that_wait_until_it_is_resumed() {
         "the queue shown active",
         Duration::from_secs(10),
         || async {
-            let q = queue(&w, "default").await;
+            let q = queue(&w.client(), "default").await;
             (q["paused"] == false && q["waiting"] == 0).then_some(q)
         },
     )
@@ -132,63 +134,51 @@ async fn a_pause_outlives_a_nats_server_crash() {
     })
     .await;
     let http = rig.http.clone();
+    let echo =
+        |queue: &str| json!({"tool": "demo.echo", "arguments": {"message": "hi"}, "queue": queue});
     // The other queue's worker is up.
-    let first = submit_to(&http, "other", "first").await;
-    wait_status(&http, &first, "succeeded").await;
+    let first = rig.submit(1, &echo("other")).await;
+    wait_status(&http, first[0], TaskStatus::Succeeded).await;
 
     let (status, paused) = send(http.request(Method::POST, "/api/v1/queues/default/pause")).await;
     assert_eq!(status, 200, "{paused}");
-    let mut held = Vec::new();
-    for i in 0..3 {
-        held.push(submit_to(&http, "default", &format!("held {i}")).await);
-    }
+    let held = rig.submit(3, &echo("default")).await;
+    assert_eq!(held.len(), 3, "every submission accepted");
     for id in &held {
-        wait_status(&http, id, "queued").await;
+        wait_status(&http, *id, TaskStatus::Queued).await;
     }
 
     rig.crash_nats(Duration::from_millis(500)).await;
     // The worker is back on the server: a task on the other queue runs.
-    let after = submit_to(&http, "other", "after").await;
-    wait_status(&http, &after, "succeeded").await;
+    let after = rig.submit(1, &echo("other")).await;
+    assert_eq!(after.len(), 1, "the submission after the restart accepted");
+    wait_status(&http, after[0], TaskStatus::Succeeded).await;
     for id in &held {
-        assert_eq!(status_of(&http, id).await, "queued", "task {id} still held");
+        let task = http.task(*id).await.unwrap();
+        assert_eq!(task.status, TaskStatus::Queued, "task {id} still held");
     }
-    let (_, list) = send(http.request(Method::GET, "/api/v1/queues")).await;
-    let default = list["queues"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|q| q["name"] == "default")
-        .cloned()
-        .unwrap_or_else(|| panic!("{list}"));
+    let default = queue(&http, "default").await;
     assert_eq!(default["paused"], true, "{default}");
     assert_eq!(default["waiting"], 3, "{default}");
 
     let (status, resumed) = send(http.request(Method::POST, "/api/v1/queues/default/resume")).await;
     assert_eq!(status, 200, "{resumed}");
     for id in &held {
-        wait_status(&http, id, "succeeded").await;
+        wait_status(&http, *id, TaskStatus::Succeeded).await;
     }
 }
 
-/// Submits a `demo.echo` of `message` to `queue`: the task's id.
-async fn submit_to(http: &Client, queue: &str, message: &str) -> String {
-    let body = json!({"tool": "demo.echo", "arguments": {"message": message}, "queue": queue});
-    let (status, task) = send(http.request(Method::POST, "/api/v1/tasks").json(&body)).await;
-    assert_eq!(status, 202, "{task}");
-    task["id"].as_str().unwrap().to_owned()
-}
-
-async fn status_of(http: &Client, id: &str) -> String {
-    let (_, task) = send(http.request(Method::GET, &format!("/api/v1/tasks/{id}"))).await;
-    task["status"].as_str().unwrap_or_default().to_owned()
-}
-
-async fn wait_status(http: &Client, id: &str, status: &str) {
+/// Waits until the gateway `http` shows task `id` in `status`.
+async fn wait_status(http: &Client, id: Uuid, status: TaskStatus) {
     eventually(
-        &format!("task {id} {status}"),
+        &format!("task {id} {status:?}"),
         Duration::from_secs(60),
-        || async { (status_of(http, id).await == status).then_some(()) },
+        || async {
+            http.task(id)
+                .await
+                .is_ok_and(|t| t.status == status)
+                .then_some(())
+        },
     )
     .await;
 }
